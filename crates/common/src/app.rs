@@ -1,0 +1,264 @@
+//! A service as a value: built from its config and a bound listener, run until a
+//! token is cancelled. Binaries, `somagent up` and tests all go through here.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CommonConfig;
+use crate::infra::SharedBackends;
+use crate::infra::db::{COMMON_MIGRATIONS, Db, Migration};
+use crate::metrics::Metrics;
+use crate::readiness::Readiness;
+use crate::service::{Backend, ServiceSpec};
+use crate::{config, server, shutdown, telemetry};
+
+/// What a service is built from.
+pub struct ServiceContext {
+    pub spec: &'static ServiceSpec,
+    pub config: CommonConfig,
+    pub backends: SharedBackends,
+    pub listener: TcpListener,
+}
+
+/// Wires a service: opens its database, adds its routes, and registers a readiness
+/// check for every backend it depends on.
+pub struct ServiceBuilder {
+    ctx: ServiceContext,
+    db: Option<Db>,
+    http: Router,
+    grpc: tonic::service::Routes,
+    readiness: Readiness,
+    metrics: Metrics,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl ServiceBuilder {
+    /// Opens what the service's spec says it needs; `migrations` are its own.
+    pub async fn new(ctx: ServiceContext, migrations: &[Migration]) -> anyhow::Result<Self> {
+        let spec = ctx.spec;
+        let metrics = Metrics::new(spec.name);
+        let mut readiness = Readiness::default();
+        let db = if spec.needs(Backend::Database) {
+            let url = ctx.config.resolved_database_url();
+            let db = Db::connect(&url, spec.name)
+                .await
+                .with_context(|| format!("{}: database_url {url}", spec.name))?;
+            db.migrate("common", COMMON_MIGRATIONS).await?;
+            db.migrate(spec.name, migrations).await?;
+            let probe = db.clone();
+            readiness.add("database", move || {
+                let db = probe.clone();
+                async move { db.ping().await.map_err(|e| e.to_string()) }
+            });
+            Some(db)
+        } else {
+            None
+        };
+        if spec.needs(Backend::Events) {
+            let bus = ctx.backends.events.clone().context("the event bus was not opened")?;
+            readiness.add("events", move || {
+                let bus = bus.clone();
+                async move { bus.ping().await.map_err(|e| e.to_string()) }
+            });
+        }
+        if spec.needs(Backend::Cache) {
+            let cache = ctx.backends.cache.clone().context("the cache was not opened")?;
+            readiness.add("cache", move || {
+                let cache = cache.clone();
+                async move { cache.ping().await.map_err(|e| e.to_string()) }
+            });
+        }
+        if spec.needs(Backend::Objects) {
+            let objects = ctx.backends.objects.clone().context("object storage was not opened")?;
+            readiness.add("objects", move || {
+                let objects = objects.clone();
+                async move { objects.ping().await.map_err(|e| e.to_string()) }
+            });
+        }
+        let (health, health_service) = tonic_health::server::health_reporter();
+        Ok(Self {
+            ctx,
+            db,
+            http: Router::new(),
+            grpc: tonic::service::Routes::new(health_service),
+            readiness,
+            metrics,
+            health,
+        })
+    }
+
+    pub fn db(&self) -> Option<&Db> {
+        self.db.as_ref()
+    }
+
+    pub fn context(&self) -> &ServiceContext {
+        &self.ctx
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Adds HTTP routes (the gateway's public API, a service's internal endpoints).
+    pub fn http(mut self, router: Router) -> Self {
+        self.http = self.http.merge(router);
+        self
+    }
+
+    /// Adds a gRPC service.
+    pub fn grpc<S>(mut self, service: S) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        self.grpc = self.grpc.add_service(service);
+        self
+    }
+
+    pub fn build(self) -> ServiceApp {
+        let router = server::router(
+            self.ctx.spec.name,
+            self.http,
+            self.grpc,
+            self.readiness,
+            self.metrics,
+        );
+        ServiceApp {
+            spec: self.ctx.spec,
+            grace: Duration::from_secs(self.ctx.config.shutdown_grace_secs),
+            listener: self.ctx.listener,
+            router,
+            db: self.db,
+            health: self.health,
+        }
+    }
+}
+
+/// A built service, ready to run.
+pub struct ServiceApp {
+    spec: &'static ServiceSpec,
+    grace: Duration,
+    listener: TcpListener,
+    router: Router,
+    db: Option<Db>,
+    health: tonic_health::server::HealthReporter,
+}
+
+impl ServiceApp {
+    pub fn spec(&self) -> &'static ServiceSpec {
+        self.spec
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound TCP listener has a local address")
+    }
+
+    /// Serves until `token` is cancelled, then drains in-flight requests for up to the
+    /// grace period and closes the database.
+    pub async fn run(self, token: CancellationToken) -> anyhow::Result<()> {
+        let name = self.spec.name;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        tracing::info!(service = name, addr = %self.local_addr(), "serving");
+        let result = server::serve(self.listener, self.router, token, self.grace).await;
+        self.health
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        if let Some(db) = self.db {
+            db.close().await;
+        }
+        tracing::info!(service = name, "stopped");
+        result.with_context(|| format!("{name} server"))
+    }
+}
+
+/// Flushes the shared event bus before the process ends, so nothing published is lost.
+pub async fn close_backends(backends: &SharedBackends, grace: Duration) {
+    if let Some(events) = &backends.events {
+        if let Err(e) = events.flush(grace).await {
+            tracing::error!(error = %e, "events not flushed before shutdown");
+        }
+    }
+    telemetry::shutdown();
+}
+
+/// The whole `main` of a service binary: config, telemetry, listener, backends, build,
+/// run until SIGINT/SIGTERM. A start-up problem ends the process with one line naming
+/// it and exit code 2 (configuration) or 1 (anything else).
+pub fn main<F, Fut>(spec: &'static ServiceSpec, build: F) -> ExitCode
+where
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ServiceApp>>,
+{
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("somagent-{}: cannot start the runtime: {e}", spec.name);
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let config: CommonConfig = match config::load() {
+            Ok(config) => config,
+            Err(e) => {
+                eprintln!("somagent-{}: {e}", spec.name);
+                return ExitCode::from(2);
+            }
+        };
+        if let Err(e) = telemetry::init(spec.name, &config.log) {
+            eprintln!("somagent-{}: configuration: invalid value for `log.level`: {e}", spec.name);
+            return ExitCode::from(2);
+        }
+        let token = shutdown::on_signal();
+        match start(spec, config, token, build).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("somagent-{}: {e:#}", spec.name);
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn start<F, Fut>(
+    spec: &'static ServiceSpec,
+    config: CommonConfig,
+    token: CancellationToken,
+    build: F,
+) -> anyhow::Result<()>
+where
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ServiceApp>>,
+{
+    let addr = SocketAddr::new(config.bind, config.port(spec));
+    let listener = server::bind(spec.name, addr).await?;
+    let backends = SharedBackends::open(&config, spec.backends).await?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let ctx = ServiceContext {
+        spec,
+        config,
+        backends: backends.clone(),
+        listener,
+    };
+    let app = build(ctx).await?;
+    let result = app.run(token).await;
+    close_backends(&backends, grace).await;
+    result
+}

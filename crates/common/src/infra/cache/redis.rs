@@ -1,0 +1,103 @@
+//! Redis through a reconnecting connection manager. Counters and lock release are Lua
+//! scripts so each is one atomic step on the server.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::{CacheError, Lock};
+
+#[derive(Clone)]
+pub struct RedisCache {
+    conn: ConnectionManager,
+    incr: Script,
+    unlock: Script,
+}
+
+impl RedisCache {
+    pub async fn connect(url: &str) -> Result<Self, CacheError> {
+        let client = redis::Client::open(url)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(5)))
+            .set_response_timeout(Some(Duration::from_secs(5)));
+        let conn = ConnectionManager::new_with_config(client, config).await?;
+        Ok(Self {
+            conn,
+            incr: Script::new(
+                "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+                 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
+                 return v",
+            ),
+            unlock: Script::new(
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+            ),
+        })
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
+        Ok(self.conn.clone().get(key).await?)
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError> {
+        let mut conn = self.conn.clone();
+        match ttl {
+            Some(ttl) => conn.pset_ex::<_, _, ()>(key, value, millis(ttl)).await?,
+            None => conn.set::<_, _, ()>(key, value).await?,
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
+        let removed: u64 = self.conn.clone().del(key).await?;
+        Ok(removed > 0)
+    }
+
+    pub async fn incr(&self, key: &str, by: i64, window: Duration) -> Result<i64, CacheError> {
+        let mut conn = self.conn.clone();
+        Ok(self
+            .incr
+            .key(key)
+            .arg(by)
+            .arg(millis(window))
+            .invoke_async(&mut conn)
+            .await?)
+    }
+
+    pub async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
+        let ms: i64 = self.conn.clone().pttl(key).await?;
+        Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
+    }
+
+    pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<Lock>, CacheError> {
+        let mut conn = self.conn.clone();
+        let token: u64 = conn.incr(format!("fence:{name}"), 1).await?;
+        let options = redis::SetOptions::default()
+            .conditional_set(redis::ExistenceCheck::NX)
+            .with_expiration(redis::SetExpiry::PX(millis(ttl)));
+        let taken: Option<String> = conn
+            .set_options(format!("lock:{name}"), token, options)
+            .await?;
+        Ok(taken.map(|_| Lock { name: name.to_owned(), token }))
+    }
+
+    pub async fn unlock(&self, lock: &Lock) -> Result<bool, CacheError> {
+        let mut conn = self.conn.clone();
+        let removed: i64 = self
+            .unlock
+            .key(format!("lock:{}", lock.name))
+            .arg(lock.token)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(removed == 1)
+    }
+
+    pub async fn ping(&self) -> Result<(), CacheError> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}

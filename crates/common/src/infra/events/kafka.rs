@@ -1,0 +1,231 @@
+//! Kafka through `rdkafka`: an idempotent producer (acks=all) and consumer groups that
+//! commit only what their handlers finished.
+//!
+//! URL: `kafka://host:port[,host:port…][?prefix=…&partitions=…&replication=…]`.
+//! `prefix` namespaces topics and groups (tests use it for isolation); topics are
+//! created when first used, with the broker's defaults unless the URL says otherwise.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::Message;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+use url::Url;
+
+use super::{Delivery, Envelope, EventsError, Position};
+
+#[derive(Clone)]
+pub struct KafkaBus {
+    brokers: String,
+    prefix: String,
+    partitions: i32,
+    replication: i32,
+    producer: FutureProducer,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    known_topics: Arc<Mutex<HashSet<String>>>,
+}
+
+impl KafkaBus {
+    pub fn connect(raw: &str) -> Result<Self, EventsError> {
+        let url = Url::parse(raw).map_err(|e| EventsError::Config(format!("events_url: {e}")))?;
+        let brokers = raw
+            .trim_start_matches("kafka://")
+            .split(['?', '/'])
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        let mut prefix = String::new();
+        let (mut partitions, mut replication) = (-1, -1);
+        for (key, value) in url.query_pairs() {
+            let number = || {
+                value
+                    .parse::<i32>()
+                    .map_err(|_| EventsError::Config(format!("events_url: `{key}` must be a number")))
+            };
+            match key.as_ref() {
+                "prefix" => prefix = value.into_owned(),
+                "partitions" => partitions = number()?,
+                "replication" => replication = number()?,
+                other => return Err(EventsError::Config(format!("events_url: unknown option `{other}`"))),
+            }
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        let admin: AdminClient<DefaultClientContext> =
+            ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        Ok(Self {
+            brokers,
+            prefix,
+            partitions,
+            replication,
+            producer,
+            admin: Arc::new(admin),
+            known_topics: Arc::default(),
+        })
+    }
+
+    fn topic(&self, topic: &str) -> String {
+        format!("{}{topic}", self.prefix)
+    }
+
+    /// Creates the topics not seen yet; an existing topic is fine.
+    async fn ensure_topics(&self, topics: &[String]) -> Result<(), EventsError> {
+        let missing: Vec<&String> = {
+            let known = self.known_topics.lock().map_err(|_| EventsError::Closed)?;
+            topics.iter().filter(|t| !known.contains(*t)).collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let new: Vec<NewTopic> = missing
+            .iter()
+            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication)))
+            .collect();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        for result in self.admin.create_topics(&new, &options).await? {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((topic, code)) => {
+                    return Err(EventsError::Backend(format!("cannot create topic {topic}: {code}")));
+                }
+            }
+        }
+        let mut known = self.known_topics.lock().map_err(|_| EventsError::Closed)?;
+        known.extend(missing.into_iter().cloned());
+        Ok(())
+    }
+
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        event: &Envelope,
+        payload: String,
+    ) -> Result<(), EventsError> {
+        let topic = self.topic(topic);
+        self.ensure_topics(std::slice::from_ref(&topic)).await?;
+        let id = event.id.to_string();
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "event-id", value: Some(id.as_str()) })
+            .insert(Header { key: "event-type", value: Some(event.kind.as_str()) });
+        if let Some(trace) = &event.trace {
+            headers = headers.insert(Header { key: "traceparent", value: Some(trace.as_str()) });
+        }
+        let record = FutureRecord::to(&topic).key(key).payload(&payload).headers(headers);
+        self.producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| EventsError::Backend(e.to_string()))?;
+        Ok(())
+    }
+
+    pub(super) async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<KafkaSubscription, EventsError> {
+        let topics: Vec<String> = topics.iter().map(|t| self.topic(t)).collect();
+        self.ensure_topics(&topics).await?;
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", format!("{}{group}", self.prefix))
+            // The KIP-848 protocol joins a group in a fraction of a second.
+            .set("group.protocol", "consumer")
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create()?;
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&names)?;
+        Ok(KafkaSubscription { consumer })
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), EventsError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, Duration::from_secs(2))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| EventsError::Backend(e.to_string()))??;
+        Ok(())
+    }
+
+    pub(super) async fn flush(&self, timeout: Duration) -> Result<(), EventsError> {
+        let producer = self.producer.clone();
+        tokio::task::spawn_blocking(move || producer.flush(timeout))
+            .await
+            .map_err(|e| EventsError::Backend(e.to_string()))??;
+        Ok(())
+    }
+}
+
+pub struct KafkaSubscription {
+    consumer: StreamConsumer,
+}
+
+impl KafkaSubscription {
+    pub(super) async fn next(&mut self) -> Result<Delivery, EventsError> {
+        loop {
+            let message = self.consumer.recv().await?;
+            let topic = message.topic().to_owned();
+            let key = message
+                .key()
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .unwrap_or_default();
+            let position = Position::Kafka {
+                partition: message.partition(),
+                offset: message.offset(),
+            };
+            let parsed = message
+                .payload()
+                .ok_or_else(|| "empty payload".to_owned())
+                .and_then(|p| serde_json::from_slice::<Envelope>(p).map_err(|e| e.to_string()));
+            match parsed {
+                Ok(event) => return Ok(Delivery { topic, key, event, position }),
+                Err(error) => {
+                    // A message that is not an envelope can never be handled; log it and
+                    // move past it rather than block the partition forever.
+                    tracing::error!(topic, ?position, %error, "skipping a message that is not an envelope");
+                    self.commit_position(&topic, &position)?;
+                }
+            }
+        }
+    }
+
+    pub(super) fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
+        self.commit_position(&delivery.topic, &delivery.position)
+    }
+
+    fn commit_position(&mut self, topic: &str, position: &Position) -> Result<(), EventsError> {
+        let Position::Kafka { partition, offset } = *position else {
+            return Err(EventsError::Config("a local delivery cannot be committed to Kafka".into()));
+        };
+        let mut list = TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+        self.consumer.commit(&list, CommitMode::Async)?;
+        Ok(())
+    }
+}
+
+impl Drop for KafkaSubscription {
+    fn drop(&mut self) {
+        // Leave the group now so its partitions move to the next consumer at once.
+        self.consumer.unsubscribe();
+    }
+}

@@ -1,0 +1,312 @@
+//! The durable local log: events in a SQLite file, consumer offsets beside them.
+//!
+//! Publishes go through one writer task that commits them in batches (group commit),
+//! so a burst costs one fsync, and each publisher is answered only after its batch is
+//! durable. Subscribers are woken at once in this process and poll for other
+//! processes' writes. One consumer per group reads at a time, holding a lease that
+//! expires if its process dies; the next one resumes after the last commit.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio::sync::{Notify, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{Delivery, Envelope, EventsError, Position};
+use crate::infra::db::{Db, Migration, unix_millis};
+
+const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "event_log",
+    "CREATE TABLE IF NOT EXISTS events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic TEXT NOT NULL,
+        key TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        published_at BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq);
+    CREATE TABLE IF NOT EXISTS consumer_offsets (
+        group_id TEXT NOT NULL,
+        topic TEXT NOT NULL,
+        next_seq BIGINT NOT NULL,
+        PRIMARY KEY (group_id, topic)
+    );
+    CREATE TABLE IF NOT EXISTS consumer_leases (
+        group_id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );",
+)];
+
+/// Most publishes one batch commits.
+const BATCH: usize = 512;
+/// How often a subscriber looks for events written by another process.
+const POLL: Duration = Duration::from_millis(200);
+/// A consumer that stops renewing its lease for this long loses its group.
+const LEASE: Duration = Duration::from_secs(10);
+/// Events read per query.
+const FETCH: i64 = 256;
+
+struct Pending {
+    topic: String,
+    key: String,
+    event_id: String,
+    payload: String,
+    done: oneshot::Sender<Result<(), EventsError>>,
+}
+
+#[derive(Clone)]
+pub struct LocalLog {
+    db: Db,
+    writer: mpsc::Sender<Pending>,
+    published: Arc<Notify>,
+}
+
+impl LocalLog {
+    pub async fn open(path: &Path) -> Result<Self, EventsError> {
+        let db = Db::sqlite(path).await?;
+        db.migrate("event_log", MIGRATIONS).await?;
+        let (writer, queue) = mpsc::channel(BATCH * 4);
+        let published = Arc::new(Notify::new());
+        tokio::spawn(write_batches(db.clone(), queue, published.clone()));
+        Ok(Self {
+            db,
+            writer,
+            published,
+        })
+    }
+
+    pub(super) async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        event_id: &Uuid,
+        payload: String,
+    ) -> Result<(), EventsError> {
+        let (done, answer) = oneshot::channel();
+        self.writer
+            .send(Pending {
+                topic: topic.to_owned(),
+                key: key.to_owned(),
+                event_id: event_id.to_string(),
+                payload,
+                done,
+            })
+            .await
+            .map_err(|_| EventsError::Closed)?;
+        answer.await.map_err(|_| EventsError::Closed)?
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), EventsError> {
+        self.db.ping().await?;
+        Ok(())
+    }
+
+    pub(super) async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<LocalSubscription, EventsError> {
+        let owner = Uuid::new_v4().to_string();
+        // Wait for the group's lease: one consumer of a group reads at a time.
+        while !self.take_lease(group, &owner).await? {
+            tokio::time::sleep(POLL).await;
+        }
+        let mut cursors = HashMap::new();
+        for topic in topics {
+            let next: Option<i64> = sqlx::query(
+                "SELECT next_seq FROM consumer_offsets WHERE group_id = $1 AND topic = $2",
+            )
+            .bind(group)
+            .bind(*topic)
+            .fetch_optional(self.db.pool())
+            .await?
+            .map(|row| row.try_get(0))
+            .transpose()?;
+            cursors.insert((*topic).to_owned(), next.unwrap_or(0));
+        }
+        Ok(LocalSubscription {
+            log: self.clone(),
+            group: group.to_owned(),
+            owner,
+            cursors,
+            buffer: Default::default(),
+            renewed_at: tokio::time::Instant::now(),
+        })
+    }
+
+    async fn take_lease(&self, group: &str, owner: &str) -> Result<bool, EventsError> {
+        let now = unix_millis();
+        let expires = now + LEASE.as_millis() as i64;
+        let taken = sqlx::query(
+            "INSERT INTO consumer_leases (group_id, owner, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (group_id) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at \
+             WHERE consumer_leases.owner = excluded.owner OR consumer_leases.expires_at < $4",
+        )
+        .bind(group)
+        .bind(owner)
+        .bind(expires)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(taken.rows_affected() == 1)
+    }
+
+    async fn release_lease(&self, group: &str, owner: &str) {
+        let _ = sqlx::query("DELETE FROM consumer_leases WHERE group_id = $1 AND owner = $2")
+            .bind(group)
+            .bind(owner)
+            .execute(self.db.pool())
+            .await;
+    }
+}
+
+/// Commits queued publishes in batches; answers each publisher after its batch.
+async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, published: Arc<Notify>) {
+    let mut batch = Vec::with_capacity(BATCH);
+    while queue.recv_many(&mut batch, BATCH).await > 0 {
+        let result = write(&db, &batch).await;
+        if result.is_ok() {
+            published.notify_waiters();
+        }
+        for pending in batch.drain(..) {
+            let answer = match &result {
+                Ok(()) => Ok(()),
+                Err(e) => Err(EventsError::Backend(e.to_string())),
+            };
+            let _ = pending.done.send(answer);
+        }
+    }
+}
+
+async fn write(db: &Db, batch: &[Pending]) -> Result<(), sqlx::Error> {
+    let now = unix_millis();
+    let mut tx = db.pool().begin().await?;
+    for pending in batch {
+        sqlx::query(
+            "INSERT INTO events (topic, key, event_id, payload, published_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&pending.topic)
+        .bind(&pending.key)
+        .bind(&pending.event_id)
+        .bind(&pending.payload)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+pub struct LocalSubscription {
+    log: LocalLog,
+    group: String,
+    owner: String,
+    /// Per topic, the next sequence number to read.
+    cursors: HashMap<String, i64>,
+    buffer: std::collections::VecDeque<Delivery>,
+    renewed_at: tokio::time::Instant,
+}
+
+impl LocalSubscription {
+    pub(super) async fn next(&mut self) -> Result<Delivery, EventsError> {
+        loop {
+            if let Some(delivery) = self.buffer.pop_front() {
+                return Ok(delivery);
+            }
+            // Register interest before reading, so a publish between the read and the
+            // wait still wakes us.
+            let published = self.log.published.clone();
+            let notified = published.notified();
+            self.renew_lease().await?;
+            self.fill().await?;
+            if self.buffer.is_empty() {
+                tokio::select! {
+                    () = notified => {}
+                    () = tokio::time::sleep(POLL) => {}
+                }
+            }
+        }
+    }
+
+    async fn renew_lease(&mut self) -> Result<(), EventsError> {
+        if self.renewed_at.elapsed() < LEASE / 3 {
+            return Ok(());
+        }
+        if !self.log.take_lease(&self.group, &self.owner).await? {
+            return Err(EventsError::Backend(format!(
+                "consumer group {} was taken over after this consumer stalled",
+                self.group
+            )));
+        }
+        self.renewed_at = tokio::time::Instant::now();
+        Ok(())
+    }
+
+    async fn fill(&mut self) -> Result<(), EventsError> {
+        let mut sql = String::from("SELECT seq, topic, key, payload FROM events WHERE ");
+        let mut binds = Vec::new();
+        for (i, (topic, next)) in self.cursors.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(" OR ");
+            }
+            sql.push_str(&format!("(topic = ${} AND seq >= ${})", 2 * i + 1, 2 * i + 2));
+            binds.push((topic.clone(), *next));
+        }
+        sql.push_str(&format!(" ORDER BY seq LIMIT {FETCH}"));
+        // Only placeholders and a constant are formatted into the text.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (topic, next) in &binds {
+            query = query.bind(topic.as_str()).bind(*next);
+        }
+        let rows = query.fetch_all(self.log.db.pool()).await?;
+        for row in rows {
+            let seq: i64 = row.try_get(0)?;
+            let topic: String = row.try_get(1)?;
+            let key: String = row.try_get(2)?;
+            let payload: String = row.try_get(3)?;
+            self.cursors.insert(topic.clone(), seq + 1);
+            match serde_json::from_str::<Envelope>(&payload) {
+                Ok(event) => self.buffer.push_back(Delivery {
+                    topic,
+                    key,
+                    event,
+                    position: Position::Local { seq },
+                }),
+                Err(e) => tracing::error!(topic, seq, error = %e, "skipping an event that is not an envelope"),
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
+        let Position::Local { seq } = delivery.position else {
+            return Err(EventsError::Config("a Kafka delivery cannot be committed to the local log".into()));
+        };
+        sqlx::query(
+            "INSERT INTO consumer_offsets (group_id, topic, next_seq) VALUES ($1, $2, $3) \
+             ON CONFLICT (group_id, topic) DO UPDATE SET next_seq = MAX(consumer_offsets.next_seq, excluded.next_seq)",
+        )
+        .bind(&self.group)
+        .bind(&delivery.topic)
+        .bind(seq + 1)
+        .execute(self.log.db.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+impl Drop for LocalSubscription {
+    fn drop(&mut self) {
+        // Hand the group on at once rather than after the lease runs out.
+        let log = self.log.clone();
+        let (group, owner) = (self.group.clone(), self.owner.clone());
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move { log.release_lease(&group, &owner).await });
+        }
+    }
+}

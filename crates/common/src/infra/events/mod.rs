@@ -1,0 +1,155 @@
+//! The event bus: facts published by services, consumed by groups.
+//!
+//! Two engines behind one small surface: a durable local log (a SQLite file, for one
+//! machine) and Kafka. Both give at-least-once delivery per consumer group: a delivery
+//! is committed only after its handler is done, and one not committed is delivered
+//! again to the group's next consumer (after a crash, a restart or a rebalance). Order
+//! holds per key. Consumers make handling idempotent with
+//! [`crate::infra::db::claim_event`].
+
+mod envelope;
+mod kafka;
+mod local;
+
+use std::time::Duration;
+
+pub use envelope::{Envelope, topics};
+pub use kafka::KafkaBus;
+pub use local::LocalLog;
+
+use crate::config::EventsUrl;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EventsError {
+    #[error("events: {0}")]
+    Config(String),
+    #[error("events: {0}")]
+    Backend(String),
+    #[error("events: malformed event: {0}")]
+    Malformed(String),
+    #[error("events: the subscription was closed")]
+    Closed,
+}
+
+impl From<crate::infra::db::DbError> for EventsError {
+    fn from(e: crate::infra::db::DbError) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for EventsError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+impl From<rdkafka::error::KafkaError> for EventsError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        Self::Backend(e.to_string())
+    }
+}
+
+/// The bus, chosen by the scheme of `events_url`.
+#[derive(Clone)]
+pub enum EventBus {
+    Local(LocalLog),
+    Kafka(KafkaBus),
+}
+
+impl EventBus {
+    /// Connects to the bus at `url`; `local://` keeps its log in `data_dir/events.db`.
+    pub async fn connect(url: &EventsUrl, data_dir: &std::path::Path) -> Result<Self, EventsError> {
+        match url {
+            EventsUrl::Local { path } => {
+                let path = path.clone().unwrap_or_else(|| data_dir.join("events.db"));
+                Ok(Self::Local(LocalLog::open(&path).await?))
+            }
+            EventsUrl::Kafka(raw) => Ok(Self::Kafka(KafkaBus::connect(raw)?)),
+        }
+    }
+
+    /// Publishes `event` on `topic`; returns once the bus has made it durable.
+    /// `key` orders events (the tenant or session id): same key, same order.
+    pub async fn publish(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), EventsError> {
+        let payload = serde_json::to_string(event).map_err(|e| EventsError::Malformed(e.to_string()))?;
+        match self {
+            Self::Local(log) => log.publish(topic, key, &event.id, payload).await,
+            Self::Kafka(bus) => bus.publish(topic, key, event, payload).await,
+        }
+    }
+
+    /// Joins consumer group `group` on `topics`. A new group starts at the oldest
+    /// retained event; a known group resumes after its last commit.
+    pub async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Subscription, EventsError> {
+        if group.is_empty() || topics.is_empty() {
+            return Err(EventsError::Config("a subscription needs a group and a topic".into()));
+        }
+        match self {
+            Self::Local(log) => Ok(Subscription::Local(log.subscribe(group, topics).await?)),
+            Self::Kafka(bus) => Ok(Subscription::Kafka(bus.subscribe(group, topics).await?)),
+        }
+    }
+
+    /// A round trip to the bus, for readiness.
+    pub async fn ping(&self) -> Result<(), EventsError> {
+        match self {
+            Self::Local(log) => log.ping().await,
+            Self::Kafka(bus) => bus.ping().await,
+        }
+    }
+
+    /// Waits until everything published so far is durable, for up to `timeout`.
+    pub async fn flush(&self, timeout: Duration) -> Result<(), EventsError> {
+        match self {
+            Self::Local(_) => Ok(()),
+            Self::Kafka(bus) => bus.flush(timeout).await,
+        }
+    }
+
+    pub fn engine(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::Kafka(_) => "kafka",
+        }
+    }
+}
+
+/// One event handed to a consumer, with what is needed to commit it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub topic: String,
+    pub key: String,
+    pub event: Envelope,
+    position: Position,
+}
+
+#[derive(Debug, Clone)]
+enum Position {
+    Local { seq: i64 },
+    Kafka { partition: i32, offset: i64 },
+}
+
+/// A consumer's membership of its group.
+pub enum Subscription {
+    Local(local::LocalSubscription),
+    Kafka(kafka::KafkaSubscription),
+}
+
+impl Subscription {
+    /// The next event for this consumer, waiting until one is published.
+    pub async fn next(&mut self) -> Result<Delivery, EventsError> {
+        match self {
+            Self::Local(sub) => sub.next().await,
+            Self::Kafka(sub) => sub.next().await,
+        }
+    }
+
+    /// Records that `delivery` (and everything before it on its topic or partition) is
+    /// handled, so the group does not see it again.
+    pub async fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
+        match self {
+            Self::Local(sub) => sub.commit(delivery).await,
+            Self::Kafka(sub) => sub.commit(delivery),
+        }
+    }
+}

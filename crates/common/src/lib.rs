@@ -1,0 +1,28 @@
+//! The shared foundation of every SomaAgent service.
+//!
+//! Layout:
+//! - [`config`]: layered configuration (defaults ← TOML ← `SOMAGENT_*` env ← `*_FILE`
+//!   secrets) with typed backend URLs.
+//! - [`service`]: the one table of services, ports and the backends each needs.
+//! - [`app`]: a service as a value (`ServiceBuilder` → `ServiceApp::run`) and the
+//!   `main` of every service binary.
+//! - [`server`]: one port serving HTTP, gRPC, `/healthz`, `/readyz`, `/metrics`.
+//! - [`error`]: the JSON problem / gRPC status every API answers with.
+//! - [`telemetry`], [`metrics`]: JSON logs with trace ids, OTLP export, Prometheus.
+//! - [`infra`]: relational store, event bus, cache and object storage, each embedded
+//!   or distributed by the scheme of its URL.
+//! - [`shutdown`], [`readiness`], [`tenant`]: the small pieces the rest leans on.
+
+pub mod app;
+pub mod config;
+pub mod error;
+pub mod infra;
+pub mod metrics;
+pub mod readiness;
+pub mod server;
+pub mod service;
+pub mod shutdown;
+pub mod telemetry;
+pub mod tenant;
+
+pub use somagent_proto as proto;

@@ -1,0 +1,58 @@
+//! Readiness: the named checks of a service's backends, run concurrently with a
+//! deadline each. `/readyz` answers 200 when all pass and 503 naming the ones that
+//! failed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// How long one check may take before it counts as failed.
+const CHECK_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Default)]
+pub struct Readiness {
+    checks: Vec<(&'static str, Check)>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ReadinessReport {
+    pub ready: bool,
+    pub checks: BTreeMap<&'static str, String>,
+}
+
+impl Readiness {
+    pub fn add<F, Fut>(&mut self, name: &'static str, check: F)
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks
+            .push((name, Arc::new(move || Box::pin(check()) as BoxFuture<'static, _>)));
+    }
+
+    pub async fn report(&self) -> ReadinessReport {
+        let results = futures::future::join_all(self.checks.iter().map(|(name, check)| {
+            let check = check.clone();
+            async move {
+                let outcome = match tokio::time::timeout(CHECK_DEADLINE, check()).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(format!("no answer within {}s", CHECK_DEADLINE.as_secs())),
+                };
+                (*name, outcome)
+            }
+        }))
+        .await;
+        let ready = results.iter().all(|(_, r)| r.is_ok());
+        let checks = results
+            .into_iter()
+            .map(|(name, r)| (name, r.map_or_else(|e| format!("failed: {e}"), |()| "ok".into())))
+            .collect();
+        ReadinessReport { ready, checks }
+    }
+}

@@ -1,0 +1,184 @@
+#!/usr/bin/env bash
+# Installs (idempotently) and starts on 127.0.0.1 the real servers the tests need:
+# PostgreSQL, Redis, Apache Kafka (KRaft, single node) and MinIO (S3), plus the chart
+# validation tools (helm, kubeconform and offline Kubernetes schemas).
+#
+# Downloads and builds are cached under $SOMAGENT_CACHE (default ~/.cache/somagent) so a
+# second run on the same machine is fast. A server already answering on its port is
+# reused. Prints one line per server: name, version, address, seconds to ready.
+#
+# Source it to get the SOMAGENT_TEST_*_URL variables in your shell, or run it and source
+# "$SOMAGENT_CACHE/ci-env.sh" afterwards (scripts/test.sh does the latter).
+#
+#   scripts/ci-services.sh            # servers and tools
+#   scripts/ci-services.sh servers    # servers only
+#   scripts/ci-services.sh tools      # chart tools only
+set -euo pipefail
+
+CACHE="${SOMAGENT_CACHE:-$HOME/.cache/somagent}"
+BIN="$CACHE/bin"
+RUN="$CACHE/run"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+mkdir -p "$BIN" "$RUN"
+export PATH="$BIN:$PATH"
+
+PG_PORT=5432 REDIS_PORT=6379 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 S3_PORT=9000
+S3_USER=somagent S3_PASSWORD=somagent-secret S3_BUCKET=somagent-test
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "ci-services: $*"; exit 1; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+wait_port() { # port seconds
+  local i
+  for ((i = 0; i < $2 * 10; i++)); do port_open "$1" && return 0; sleep 0.1; done
+  return 1
+}
+report() { printf '%-11s %-10s %-22s ready in %ss\n' "$1" "$2" "$3" "$4"; }
+
+apt_updated=""
+apt_install() { # package...
+  local missing=()
+  for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ -z "$apt_updated" ]; then apt-get update -qq >/dev/null; apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+go_tool() { # binary module@version
+  [ -x "$BIN/$1" ] && return 0
+  log "building $1 from $2 (once per machine; minutes)"
+  GOBIN="$BIN" GOFLAGS=-buildvcs=false go install "$2" >&2
+}
+
+start_postgres() {
+  local t; t=$(now)
+  apt_install postgresql
+  port_open $PG_PORT || pg_ctlcluster 15 main start
+  wait_port $PG_PORT 30 || die "PostgreSQL did not open port $PG_PORT"
+  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_roles WHERE rolname='somagent'\"" | grep -q 1 ||
+    su postgres -c "psql -qc \"CREATE ROLE somagent LOGIN SUPERUSER PASSWORD 'somagent'\""
+  su postgres -c "psql -qtAc \"SELECT 1 FROM pg_database WHERE datname='somagent'\"" | grep -q 1 ||
+    su postgres -c "psql -qc 'CREATE DATABASE somagent OWNER somagent'"
+  local v; v=$(su postgres -c "psql -qtAc 'SHOW server_version'" | cut -d' ' -f1)
+  export SOMAGENT_TEST_DATABASE_URL="postgres://somagent:somagent@127.0.0.1:$PG_PORT/somagent"
+  report postgresql "$v" "127.0.0.1:$PG_PORT" "$(since "$t")"
+}
+
+start_redis() {
+  local t; t=$(now)
+  apt_install redis-server
+  port_open $REDIS_PORT ||
+    redis-server --daemonize yes --bind 127.0.0.1 --port $REDIS_PORT --save '' --appendonly no \
+      --logfile "$RUN/redis.log" --dir "$RUN" >/dev/null
+  wait_port $REDIS_PORT 30 || die "Redis did not open port $REDIS_PORT"
+  local v; v=$(redis-server --version | sed -E 's/.*v=([0-9.]+).*/\1/')
+  export SOMAGENT_TEST_CACHE_URL="redis://127.0.0.1:$REDIS_PORT"
+  report redis "$v" "127.0.0.1:$REDIS_PORT" "$(since "$t")"
+}
+
+start_kafka() {
+  local t; t=$(now)
+  local home="$CACHE/kafka-4.4.0" data="$RUN/kafka"
+  if [ ! -f "$home/.complete" ]; then
+    log "downloading Apache Kafka 4.4.0 jars from Maven Central (once per machine)"
+    mkdir -p "$home"
+    mvn -B -q -f "$HERE/ci/kafka-pom.xml" dependency:copy-dependencies -DoutputDirectory="$home/libs" >&2
+    touch "$home/.complete"
+  fi
+  if ! port_open $KAFKA_PORT; then
+    mkdir -p "$data"
+    cat >"$data/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$KAFKA_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT,CONTROLLER://127.0.0.1:$KAFKA_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$KAFKA_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$data/logs
+num.partitions=3
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+min.insync.replicas=1
+default.replication.factor=1
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=true
+EOF
+    if [ ! -f "$data/logs/meta.properties" ]; then
+      java -cp "$home/libs/*" kafka.tools.StorageTool format --cluster-id="$(cat /proc/sys/kernel/random/uuid | tr -d - | head -c 22)" \
+        -c "$data/server.properties" >"$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "Kafka storage format failed"; }
+    fi
+    nohup java -Xms256m -Xmx512m -Dkafka.logs.dir="$data" \
+      -Dlog4j2.configurationFile="$HERE/ci/kafka-log4j2.properties" \
+      -cp "$home/libs/*" kafka.Kafka "$data/server.properties" >"$data/stdout.log" 2>&1 &
+    echo $! >"$data/pid"
+  fi
+  wait_port $KAFKA_PORT 90 || { tail -20 "$data/server.log" "$data/stdout.log" >&2 || true; die "Kafka did not open port $KAFKA_PORT"; }
+  export SOMAGENT_TEST_EVENTS_URL="kafka://127.0.0.1:$KAFKA_PORT"
+  report kafka 4.4.0 "127.0.0.1:$KAFKA_PORT" "$(since "$t")"
+}
+
+start_minio() {
+  local t; t=$(now)
+  go_tool minio github.com/minio/minio@latest
+  if ! port_open $S3_PORT; then
+    mkdir -p "$RUN/minio"
+    MINIO_ROOT_USER=$S3_USER MINIO_ROOT_PASSWORD=$S3_PASSWORD MINIO_BROWSER=off MINIO_UPDATE=off \
+      nohup "$BIN/minio" server "$RUN/minio" --address 127.0.0.1:$S3_PORT \
+      --console-address 127.0.0.1:9001 >"$RUN/minio.log" 2>&1 &
+  fi
+  local i
+  for ((i = 0; i < 300; i++)); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$S3_PORT/minio/health/ready" && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null "http://127.0.0.1:$S3_PORT/minio/health/ready" || die "MinIO is not ready (see $RUN/minio.log)"
+  curl -sS -o /dev/null --aws-sigv4 "aws:amz:us-east-1:s3" --user "$S3_USER:$S3_PASSWORD" \
+    -X PUT "http://127.0.0.1:$S3_PORT/$S3_BUCKET" || true
+  local v; v=$("$BIN/minio" --version 2>/dev/null | head -1 | awk '{print $3}')
+  export SOMAGENT_TEST_OBJECTS_URL="s3://$S3_BUCKET?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1&access_key_id=$S3_USER&secret_access_key=$S3_PASSWORD"
+  report minio "${v:-?}" "127.0.0.1:$S3_PORT" "$(since "$t")"
+}
+
+install_chart_tools() {
+  local t; t=$(now)
+  go_tool helm helm.sh/helm/v3/cmd/helm@v3.22.0
+  go_tool kubeconform github.com/yannh/kubeconform/cmd/kubeconform@v0.8.0
+  local schemas="$CACHE/k8s-schemas"
+  if [ ! -f "$schemas/.complete" ]; then
+    log "preparing offline Kubernetes 1.37 JSON schemas (once per machine)"
+    python3 -m pip install -q --disable-pip-version-check --target "$CACHE/pylib" kubernetes-validate==1.37.0 >&2
+    python3 "$HERE/ci/k8s-schemas.py" "$CACHE/pylib/kubernetes_validate/kubernetes-json-schema" "$schemas" 1.37.0
+    touch "$schemas/.complete"
+  fi
+  export SOMAGENT_K8S_SCHEMAS="$schemas"
+  report chart-tools "$(helm version --short 2>/dev/null | cut -d+ -f1)" "-" "$(since "$t")"
+}
+
+what="${1:-all}"
+case "$what" in
+  all | servers)
+    # Independent servers start side by side; each prints its own line.
+    start_postgres
+    start_redis
+    start_kafka
+    start_minio
+    ;;&
+  all | tools) install_chart_tools ;;
+  servers) ;;
+  *) die "unknown argument '$what' (all, servers, tools)" ;;
+esac
+
+{
+  for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
+    SOMAGENT_TEST_OBJECTS_URL SOMAGENT_K8S_SCHEMAS; do
+    [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
+  done
+  printf 'export PATH=%q:"$PATH"\n' "$BIN"
+} >"$CACHE/ci-env.sh"

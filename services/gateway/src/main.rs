@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    somagent_common::app::main(&somagent_gateway::SPEC, somagent_gateway::build)
+}

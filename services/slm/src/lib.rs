@@ -1,0 +1,19 @@
+//! The slm service: the model gateway: chat completions, embeddings and the model catalog.
+//!
+//! Layout: `build` wires the service from its context (database with this service's
+//! migrations, the shared backends, its routes); `main.rs` is the thin binary
+//! `somagent-slm`. Its domain routes arrive with the issues that build them; until
+//! then it serves its health, readiness and metrics, and nothing else.
+
+use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
+use somagent_common::infra::db::Migration;
+
+pub use somagent_common::service::SLM as SPEC;
+
+/// This service's own schema migrations, applied after the common ones.
+pub const MIGRATIONS: &[Migration] = &[];
+
+/// Builds the service from its context, ready to run.
+pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
+    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+}

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    somagent_common::app::main(&somagent_slm::SPEC, somagent_slm::build)
+}
