@@ -108,7 +108,7 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 default.replication.factor=1
 group.initial.rebalance.delay.ms=0
-auto.create.topics.enable=true
+auto.create.topics.enable=false
 EOF
     if [ ! -f "$data/logs/meta.properties" ]; then
       java -cp "$home/libs/*" kafka.tools.StorageTool format --cluster-id="$(cat /proc/sys/kernel/random/uuid | tr -d - | head -c 22)" \
@@ -135,7 +135,7 @@ start_minio() {
   fi
   local i
   for ((i = 0; i < 300; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$S3_PORT/minio/health/ready" && break
+    curl -fs -o /dev/null "http://127.0.0.1:$S3_PORT/minio/health/ready" && break
     sleep 0.1
   done
   curl -fsS -o /dev/null "http://127.0.0.1:$S3_PORT/minio/health/ready" || die "MinIO is not ready (see $RUN/minio.log)"

@@ -65,7 +65,10 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Up { data_dir, log_format } => platform::up(data_dir, log_format).await,
+            Command::Up {
+                data_dir,
+                log_format,
+            } => platform::up(data_dir, log_format).await,
             Command::Status { host, json } => status::status(&host, json).await,
             Command::Services => status::services(),
         }

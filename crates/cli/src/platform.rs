@@ -44,11 +44,13 @@ fn builder(name: &str) -> Option<Build> {
 
 fn load(data_dir: PathBuf, log_format: Option<String>) -> Result<CommonConfig, ConfigError> {
     let mut figment = config::figment()?.merge(figment::providers::Serialized::default(
-        "data_dir",
-        data_dir,
+        "data_dir", data_dir,
     ));
     if let Some(format) = log_format {
-        figment = figment.merge(figment::providers::Serialized::default("log.format", format));
+        figment = figment.merge(figment::providers::Serialized::default(
+            "log.format",
+            format,
+        ));
     }
     let config: CommonConfig = figment.extract()?;
     config.validate()?;
@@ -77,8 +79,12 @@ pub async fn up(data_dir: PathBuf, log_format: Option<String>) -> ExitCode {
 }
 
 async fn run(config: CommonConfig) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create the data directory {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
     let token = shutdown::on_signal();
 
     // Take every port first, so a taken one stops start-up before anything is opened.
@@ -102,7 +108,8 @@ async fn run(config: CommonConfig) -> anyhow::Result<()> {
         apps.push(build(ctx).await?);
     }
 
-    let data_dir = std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+    let data_dir =
+        std::fs::canonicalize(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
     println!("SomaAgent is up: {} services in one process", apps.len());
     println!("data directory: {}", data_dir.display());
     for app in &apps {

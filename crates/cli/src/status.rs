@@ -15,7 +15,12 @@ pub fn services() -> ExitCode {
         }
     };
     for spec in SERVICES {
-        println!("{:<13} {:>5}  {}", spec.name, config.port(spec), spec.summary);
+        println!(
+            "{:<13} {:>5}  {}",
+            spec.name,
+            config.port(spec),
+            spec.summary
+        );
     }
     ExitCode::SUCCESS
 }
@@ -28,7 +33,10 @@ pub async fn status(host: &str, json: bool) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(5)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+    {
         Ok(client) => client,
         Err(e) => {
             eprintln!("somagent: cannot build an HTTP client: {e}");
@@ -43,7 +51,10 @@ pub async fn status(host: &str, json: bool) -> ExitCode {
                 Ok(response) => {
                     let ready = response.status().is_success();
                     let body: serde_json::Value = response.json().await.unwrap_or_default();
-                    (if ready { "ready" } else { "not_ready" }, body["checks"].clone())
+                    (
+                        if ready { "ready" } else { "not_ready" },
+                        body["checks"].clone(),
+                    )
                 }
                 Err(e) if e.is_connect() => ("down", serde_json::json!("nothing listens there")),
                 Err(e) => ("down", serde_json::json!(e.to_string())),
@@ -60,7 +71,10 @@ pub async fn status(host: &str, json: bool) -> ExitCode {
                 serde_json::json!({ "service": spec.name, "url": url, "status": state, "checks": checks })
             })
             .collect();
-        println!("{}", serde_json::json!({ "ready": all_ready, "services": report }));
+        println!(
+            "{}",
+            serde_json::json!({ "ready": all_ready, "services": report })
+        );
     } else {
         for (spec, url, (state, checks)) in &results {
             let detail = match checks {
@@ -73,8 +87,18 @@ pub async fn status(host: &str, json: bool) -> ExitCode {
                 serde_json::Value::String(s) => s.clone(),
                 _ => String::new(),
             };
-            println!("{:<13} {:<10} {}  {}", spec.name, state, url.trim_end_matches("/readyz"), detail);
+            println!(
+                "{:<13} {:<10} {}  {}",
+                spec.name,
+                state,
+                url.trim_end_matches("/readyz"),
+                detail
+            );
         }
     }
-    if all_ready { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if all_ready {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

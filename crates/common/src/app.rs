@@ -61,21 +61,33 @@ impl ServiceBuilder {
             None
         };
         if spec.needs(Backend::Events) {
-            let bus = ctx.backends.events.clone().context("the event bus was not opened")?;
+            let bus = ctx
+                .backends
+                .events
+                .clone()
+                .context("the event bus was not opened")?;
             readiness.add("events", move || {
                 let bus = bus.clone();
                 async move { bus.ping().await.map_err(|e| e.to_string()) }
             });
         }
         if spec.needs(Backend::Cache) {
-            let cache = ctx.backends.cache.clone().context("the cache was not opened")?;
+            let cache = ctx
+                .backends
+                .cache
+                .clone()
+                .context("the cache was not opened")?;
             readiness.add("cache", move || {
                 let cache = cache.clone();
                 async move { cache.ping().await.map_err(|e| e.to_string()) }
             });
         }
         if spec.needs(Backend::Objects) {
-            let objects = ctx.backends.objects.clone().context("object storage was not opened")?;
+            let objects = ctx
+                .backends
+                .objects
+                .clone()
+                .context("object storage was not opened")?;
             readiness.add("objects", move || {
                 let objects = objects.clone();
                 async move { objects.ping().await.map_err(|e| e.to_string()) }
@@ -223,7 +235,10 @@ where
             }
         };
         if let Err(e) = telemetry::init(spec.name, &config.log) {
-            eprintln!("somagent-{}: configuration: invalid value for `log.level`: {e}", spec.name);
+            eprintln!(
+                "somagent-{}: configuration: invalid value for `log.level`: {e}",
+                spec.name
+            );
             return ExitCode::from(2);
         }
         let token = shutdown::on_signal();

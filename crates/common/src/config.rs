@@ -208,10 +208,16 @@ pub fn figment() -> Result<Figment, ConfigError> {
             continue;
         }
         let value = std::fs::read_to_string(&path).map_err(|e| {
-            ConfigError::invalid(name.as_str(), format!("cannot read secret file {path}: {e}"))
+            ConfigError::invalid(
+                name.as_str(),
+                format!("cannot read secret file {path}: {e}"),
+            )
         })?;
         let key = key.to_ascii_lowercase().replace("__", ".");
-        figment = figment.merge(Serialized::default(&key, value.trim_end_matches(['\r', '\n'])));
+        figment = figment.merge(Serialized::default(
+            &key,
+            value.trim_end_matches(['\r', '\n']),
+        ));
     }
     Ok(figment)
 }
@@ -412,7 +418,10 @@ fn redact_query(value: &str) -> String {
         .query_pairs()
         .map(|(k, v)| {
             let secret = k.contains("secret") || k.contains("password") || k.contains("token");
-            (k.into_owned(), if secret { "***".into() } else { v.into_owned() })
+            (
+                k.into_owned(),
+                if secret { "***".into() } else { v.into_owned() },
+            )
         })
         .collect();
     url.query_pairs_mut().clear().extend_pairs(pairs);
@@ -425,7 +434,10 @@ mod tests {
 
     #[test]
     fn urls_choose_their_backend_by_scheme() {
-        assert!(matches!("sqlite://x/{service}.db".parse(), Ok(DatabaseUrl::Sqlite { .. })));
+        assert!(matches!(
+            "sqlite://x/{service}.db".parse(),
+            Ok(DatabaseUrl::Sqlite { .. })
+        ));
         assert!(matches!(
             "postgres://u:p@h/db".parse(),
             Ok(DatabaseUrl::Postgres(_))

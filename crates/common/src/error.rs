@@ -256,15 +256,34 @@ impl From<tonic::Status> for ApiError {
 
 /// Maps a unique-constraint violation named `constraint` to a 409 with `message`;
 /// any other database error stays internal.
+///
+/// PostgreSQL reports the constraint's name. SQLite reports only the columns
+/// (`UNIQUE constraint failed: notes.tenant, notes.body`), so constraints follow the
+/// naming convention `<table>_<column>_<column>…` (`notes_tenant_body`), which both
+/// engines then match.
 pub fn on_constraint(error: sqlx::Error, constraint: &str, message: &str) -> ApiError {
     if let sqlx::Error::Database(db) = &error {
         let hit = db.constraint() == Some(constraint)
-            || (db.is_unique_violation() && db.message().contains(constraint));
+            || (db.is_unique_violation()
+                && sqlite_constraint_name(db.message()).as_deref() == Some(constraint));
         if hit {
             return ApiError::new(ErrorCode::Conflict, message);
         }
     }
     ApiError::internal(error)
+}
+
+/// `UNIQUE constraint failed: notes.tenant, notes.body` → `notes_tenant_body`.
+fn sqlite_constraint_name(message: &str) -> Option<String> {
+    let columns = message.strip_prefix("UNIQUE constraint failed: ")?;
+    let mut table = None;
+    let mut name = Vec::new();
+    for qualified in columns.split(", ") {
+        let (t, column) = qualified.split_once('.')?;
+        table.get_or_insert(t);
+        name.push(column);
+    }
+    Some(format!("{}_{}", table?, name.join("_")))
 }
 
 #[cfg(test)]
@@ -293,6 +312,9 @@ mod tests {
     fn validation_names_the_field() {
         let error = ApiError::validation("slug", "must be lowercase");
         assert_eq!(error.code.status(), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(error.body()["error"]["details"]["fields"]["slug"], "must be lowercase");
+        assert_eq!(
+            error.body()["error"]["details"]["fields"]["slug"],
+            "must be lowercase"
+        );
     }
 }

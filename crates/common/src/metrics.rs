@@ -52,7 +52,11 @@ impl Metrics {
                 0.0001, 2.5, 14,
             ))
         });
-        registry.register(HTTP_REQUESTS, "Requests served, by route and status", requests.clone());
+        registry.register(
+            HTTP_REQUESTS,
+            "Requests served, by route and status",
+            requests.clone(),
+        );
         registry.register(
             HTTP_REQUEST_ERRORS,
             "Requests answered with a 4xx or 5xx status, by route and status",

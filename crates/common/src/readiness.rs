@@ -31,8 +31,10 @@ impl Readiness {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks
-            .push((name, Arc::new(move || Box::pin(check()) as BoxFuture<'static, _>)));
+        self.checks.push((
+            name,
+            Arc::new(move || Box::pin(check()) as BoxFuture<'static, _>),
+        ));
     }
 
     pub async fn report(&self) -> ReadinessReport {
@@ -51,7 +53,12 @@ impl Readiness {
         let ready = results.iter().all(|(_, r)| r.is_ok());
         let checks = results
             .into_iter()
-            .map(|(name, r)| (name, r.map_or_else(|e| format!("failed: {e}"), |()| "ok".into())))
+            .map(|(name, r)| {
+                (
+                    name,
+                    r.map_or_else(|e| format!("failed: {e}"), |()| "ok".into()),
+                )
+            })
             .collect();
         ReadinessReport { ready, checks }
     }

@@ -37,7 +37,8 @@ pub async fn bind(service: &str, addr: SocketAddr) -> Result<TcpListener, BindEr
         addr,
         reason: match e.kind() {
             std::io::ErrorKind::AddrInUse => {
-                "the port is already taken by another process (set ports.<service> or stop it)".into()
+                "the port is already taken by another process (set ports.<service> or stop it)"
+                    .into()
             }
             std::io::ErrorKind::PermissionDenied => "permission denied".into(),
             std::io::ErrorKind::AddrNotAvailable => "no such local address".into(),
@@ -100,7 +101,10 @@ async fn readyz(State(ops): State<Ops>) -> Response {
 
 async fn prometheus(State(ops): State<Ops>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         ops.metrics.encode(),
     )
 }

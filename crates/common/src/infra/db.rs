@@ -147,7 +147,11 @@ impl Db {
     /// A PostgreSQL database; every connection works in `schema`, created if missing.
     pub async fn postgres(url: &str, schema: &str) -> Result<Self, DbError> {
         sqlx::any::install_default_drivers();
-        if schema.is_empty() || !schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        if schema.is_empty()
+            || !schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
             return Err(DbError::Invalid(format!("invalid schema name `{schema}`")));
         }
         let shown = redact(url);
@@ -180,7 +184,9 @@ impl Db {
             .after_connect(move |conn, _| {
                 let set_path = set_path.clone();
                 Box::pin(async move {
-                    sqlx::raw_sql(sqlx::AssertSqlSafe(set_path)).execute(conn).await?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(set_path))
+                        .execute(conn)
+                        .await?;
                     Ok(())
                 })
             })
@@ -254,10 +260,11 @@ impl Db {
         scope: &str,
         migrations: &[Migration],
     ) -> Result<(), DbError> {
-        let applied = sqlx::query("SELECT version, checksum FROM schema_migrations WHERE scope = $1")
-            .bind(scope)
-            .fetch_all(&mut *conn)
-            .await?;
+        let applied =
+            sqlx::query("SELECT version, checksum FROM schema_migrations WHERE scope = $1")
+                .bind(scope)
+                .fetch_all(&mut *conn)
+                .await?;
         let applied: Vec<(i64, String)> = applied
             .iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
@@ -289,7 +296,12 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
-            tracing::info!(scope, version = migration.version, name = migration.name, "migration applied");
+            tracing::info!(
+                scope,
+                version = migration.version,
+                name = migration.name,
+                "migration applied"
+            );
         }
         Ok(())
     }

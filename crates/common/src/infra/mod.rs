@@ -40,8 +40,9 @@ impl SharedBackends {
         }
         if needs.contains(&Backend::Objects) {
             let url = config.resolved_objects_url();
-            shared.objects =
-                Some(objects::Objects::connect(&url).with_context(|| format!("objects_url {url}"))?);
+            shared.objects = Some(
+                objects::Objects::connect(&url).with_context(|| format!("objects_url {url}"))?,
+            );
         }
         Ok(shared)
     }

@@ -39,7 +39,10 @@ impl Objects {
                     ObjectsError::Config(format!("cannot create {}: {e}", dir.display()))
                 })?;
                 let store = LocalFileSystem::new_with_prefix(dir)?.with_automatic_cleanup(true);
-                Ok(Self { store: Arc::new(store), engine: "file" })
+                Ok(Self {
+                    store: Arc::new(store),
+                    engine: "file",
+                })
             }
             ObjectsUrl::S3(raw) => {
                 let url = Url::parse(raw).map_err(|e| ObjectsError::Config(e.to_string()))?;
@@ -54,11 +57,16 @@ impl Objects {
                         "access_key_id" => builder.with_access_key_id(value.as_ref()),
                         "secret_access_key" => builder.with_secret_access_key(value.as_ref()),
                         other => {
-                            return Err(ObjectsError::Config(format!("objects_url: unknown option `{other}`")));
+                            return Err(ObjectsError::Config(format!(
+                                "objects_url: unknown option `{other}`"
+                            )));
                         }
                     };
                 }
-                Ok(Self { store: Arc::new(builder.build()?), engine: "s3" })
+                Ok(Self {
+                    store: Arc::new(builder.build()?),
+                    engine: "s3",
+                })
             }
         }
     }
@@ -69,15 +77,20 @@ impl Objects {
 
     fn path(tenant: &TenantId, key: &str) -> Result<Path, ObjectsError> {
         let valid = !key.is_empty()
-            && key.split('/').all(|part| !part.is_empty() && part != "." && part != "..");
+            && key
+                .split('/')
+                .all(|part| !part.is_empty() && part != "." && part != "..");
         if !valid {
             return Err(ObjectsError::InvalidKey(key.chars().take(200).collect()));
         }
-        Path::parse(format!("tenants/{tenant}/{key}")).map_err(|_| ObjectsError::InvalidKey(key.to_owned()))
+        Path::parse(format!("tenants/{tenant}/{key}"))
+            .map_err(|_| ObjectsError::InvalidKey(key.to_owned()))
     }
 
     pub async fn put(&self, tenant: &TenantId, key: &str, body: Bytes) -> Result<(), ObjectsError> {
-        self.store.put(&Self::path(tenant, key)?, PutPayload::from(body)).await?;
+        self.store
+            .put(&Self::path(tenant, key)?, PutPayload::from(body))
+            .await?;
         Ok(())
     }
 

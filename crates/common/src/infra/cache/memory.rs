@@ -43,7 +43,10 @@ const SWEEP_EVERY: usize = 4096;
 
 impl MemoryCache {
     fn with<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let now = Instant::now();
         f(&mut state, now)
     }
@@ -103,7 +106,15 @@ impl MemoryCache {
                 Some(entry) if entry.live(now) => entry.expires,
                 _ => Some(now + window),
             };
-            Self::write(state, now, key, Entry { value: Value::Counter(value), expires });
+            Self::write(
+                state,
+                now,
+                key,
+                Entry {
+                    value: Value::Counter(value),
+                    expires,
+                },
+            );
             Ok(value)
         })
     }
@@ -126,18 +137,28 @@ impl MemoryCache {
                 return None;
             }
             let token = self.fence.fetch_add(1, Ordering::SeqCst) + 1;
-            Self::write(state, now, &key, Entry { value: Value::Lock(token), expires: Some(now + ttl) });
-            Some(Lock { name: name.to_owned(), token })
+            Self::write(
+                state,
+                now,
+                &key,
+                Entry {
+                    value: Value::Lock(token),
+                    expires: Some(now + ttl),
+                },
+            );
+            Some(Lock {
+                name: name.to_owned(),
+                token,
+            })
         })
     }
 
     pub fn unlock(&self, lock: &Lock) -> bool {
         let key = format!("lock:{}", lock.name);
         self.with(|state, now| {
-            let held = state
-                .entries
-                .get(&key)
-                .is_some_and(|e| e.live(now) && matches!(e.value, Value::Lock(t) if t == lock.token));
+            let held = state.entries.get(&key).is_some_and(|e| {
+                e.live(now) && matches!(e.value, Value::Lock(t) if t == lock.token)
+            });
             if held {
                 state.entries.remove(&key);
             }

@@ -53,7 +53,12 @@ impl Cache {
     }
 
     /// Stores `value`; with a `ttl` it disappears after that long.
-    pub async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError> {
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         match self {
             Self::Memory(c) => {
                 c.set(key, value, ttl);

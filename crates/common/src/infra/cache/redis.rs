@@ -39,7 +39,12 @@ impl RedisCache {
         Ok(self.conn.clone().get(key).await?)
     }
 
-    pub async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), CacheError> {
+    pub async fn set(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
         match ttl {
             Some(ttl) => conn.pset_ex::<_, _, ()>(key, value, millis(ttl)).await?,
@@ -78,7 +83,10 @@ impl RedisCache {
         let taken: Option<String> = conn
             .set_options(format!("lock:{name}"), token, options)
             .await?;
-        Ok(taken.map(|_| Lock { name: name.to_owned(), token }))
+        Ok(taken.map(|_| Lock {
+            name: name.to_owned(),
+            token,
+        }))
     }
 
     pub async fn unlock(&self, lock: &Lock) -> Result<bool, CacheError> {
@@ -93,7 +101,9 @@ impl RedisCache {
     }
 
     pub async fn ping(&self) -> Result<(), CacheError> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 }

@@ -6,7 +6,7 @@
 //! created when first used, with the broker's defaults unless the URL says otherwise.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -30,7 +30,9 @@ pub struct KafkaBus {
     replication: i32,
     producer: FutureProducer,
     admin: Arc<AdminClient<DefaultClientContext>>,
-    known_topics: Arc<Mutex<HashSet<String>>>,
+    /// Topics known to exist; held while creating, so concurrent first publishes
+    /// create a topic once.
+    known_topics: Arc<tokio::sync::Mutex<HashSet<String>>>,
 }
 
 impl KafkaBus {
@@ -46,15 +48,19 @@ impl KafkaBus {
         let (mut partitions, mut replication) = (-1, -1);
         for (key, value) in url.query_pairs() {
             let number = || {
-                value
-                    .parse::<i32>()
-                    .map_err(|_| EventsError::Config(format!("events_url: `{key}` must be a number")))
+                value.parse::<i32>().map_err(|_| {
+                    EventsError::Config(format!("events_url: `{key}` must be a number"))
+                })
             };
             match key.as_ref() {
                 "prefix" => prefix = value.into_owned(),
                 "partitions" => partitions = number()?,
                 "replication" => replication = number()?,
-                other => return Err(EventsError::Config(format!("events_url: unknown option `{other}`"))),
+                other => {
+                    return Err(EventsError::Config(format!(
+                        "events_url: unknown option `{other}`"
+                    )));
+                }
             }
         }
         let producer: FutureProducer = ClientConfig::new()
@@ -64,8 +70,9 @@ impl KafkaBus {
             .set("linger.ms", "1")
             .set("message.timeout.ms", "30000")
             .create()?;
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &brokers).create()?;
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .create()?;
         Ok(Self {
             brokers,
             prefix,
@@ -83,29 +90,71 @@ impl KafkaBus {
 
     /// Creates the topics not seen yet; an existing topic is fine.
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), EventsError> {
-        let missing: Vec<&String> = {
-            let known = self.known_topics.lock().map_err(|_| EventsError::Closed)?;
-            topics.iter().filter(|t| !known.contains(*t)).collect()
-        };
+        let mut known = self.known_topics.lock().await;
+        let missing: Vec<&String> = topics.iter().filter(|t| !known.contains(*t)).collect();
         if missing.is_empty() {
             return Ok(());
         }
         let new: Vec<NewTopic> = missing
             .iter()
-            .map(|t| NewTopic::new(t, self.partitions, TopicReplication::Fixed(self.replication)))
+            .map(|t| {
+                NewTopic::new(
+                    t,
+                    self.partitions,
+                    TopicReplication::Fixed(self.replication),
+                )
+            })
             .collect();
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         for result in self.admin.create_topics(&new, &options).await? {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((topic, code)) => {
-                    return Err(EventsError::Backend(format!("cannot create topic {topic}: {code}")));
+                    return Err(EventsError::Backend(format!(
+                        "cannot create topic {topic}: {code}"
+                    )));
                 }
             }
         }
-        let mut known = self.known_topics.lock().map_err(|_| EventsError::Closed)?;
+        // Creation returns before every partition has a leader; publishing or joining
+        // a group before then races the broker, so wait until the metadata says ready.
+        for topic in &missing {
+            self.await_leaders(topic).await?;
+        }
         known.extend(missing.into_iter().cloned());
         Ok(())
+    }
+
+    async fn await_leaders(&self, topic: &str) -> Result<(), EventsError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let producer = self.producer.clone();
+            let name = topic.to_owned();
+            let ready = tokio::task::spawn_blocking(move || {
+                let metadata = producer
+                    .client()
+                    .fetch_metadata(Some(&name), Duration::from_secs(5))?;
+                Ok::<_, rdkafka::error::KafkaError>(metadata.topics().iter().any(|t| {
+                    t.name() == name
+                        && t.error().is_none()
+                        && !t.partitions().is_empty()
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                }))
+            })
+            .await
+            .map_err(|e| EventsError::Backend(e.to_string()))??;
+            if ready {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Err(EventsError::Backend(format!(
+                    "topic {topic} has no leader after 30s"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub(super) async fn publish(
@@ -119,12 +168,24 @@ impl KafkaBus {
         self.ensure_topics(std::slice::from_ref(&topic)).await?;
         let id = event.id.to_string();
         let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "event-id", value: Some(id.as_str()) })
-            .insert(Header { key: "event-type", value: Some(event.kind.as_str()) });
+            .insert(Header {
+                key: "event-id",
+                value: Some(id.as_str()),
+            })
+            .insert(Header {
+                key: "event-type",
+                value: Some(event.kind.as_str()),
+            });
         if let Some(trace) = &event.trace {
-            headers = headers.insert(Header { key: "traceparent", value: Some(trace.as_str()) });
+            headers = headers.insert(Header {
+                key: "traceparent",
+                value: Some(trace.as_str()),
+            });
         }
-        let record = FutureRecord::to(&topic).key(key).payload(&payload).headers(headers);
+        let record = FutureRecord::to(&topic)
+            .key(key)
+            .payload(&payload)
+            .headers(headers);
         self.producer
             .send(record, Duration::from_secs(30))
             .await
@@ -150,7 +211,10 @@ impl KafkaBus {
             .create()?;
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
         consumer.subscribe(&names)?;
-        Ok(KafkaSubscription { consumer })
+        Ok(KafkaSubscription {
+            consumer,
+            prefix: self.prefix.clone(),
+        })
     }
 
     pub(super) async fn ping(&self) -> Result<(), EventsError> {
@@ -177,13 +241,16 @@ impl KafkaBus {
 
 pub struct KafkaSubscription {
     consumer: StreamConsumer,
+    /// Stripped from delivered topic names, so consumers see the platform's names.
+    prefix: String,
 }
 
 impl KafkaSubscription {
     pub(super) async fn next(&mut self) -> Result<Delivery, EventsError> {
         loop {
             let message = self.consumer.recv().await?;
-            let topic = message.topic().to_owned();
+            let topic = message.topic();
+            let topic = topic.strip_prefix(&self.prefix).unwrap_or(topic).to_owned();
             let key = message
                 .key()
                 .map(|k| String::from_utf8_lossy(k).into_owned())
@@ -197,7 +264,14 @@ impl KafkaSubscription {
                 .ok_or_else(|| "empty payload".to_owned())
                 .and_then(|p| serde_json::from_slice::<Envelope>(p).map_err(|e| e.to_string()));
             match parsed {
-                Ok(event) => return Ok(Delivery { topic, key, event, position }),
+                Ok(event) => {
+                    return Ok(Delivery {
+                        topic,
+                        key,
+                        event,
+                        position,
+                    });
+                }
                 Err(error) => {
                     // A message that is not an envelope can never be handled; log it and
                     // move past it rather than block the partition forever.
@@ -214,10 +288,16 @@ impl KafkaSubscription {
 
     fn commit_position(&mut self, topic: &str, position: &Position) -> Result<(), EventsError> {
         let Position::Kafka { partition, offset } = *position else {
-            return Err(EventsError::Config("a local delivery cannot be committed to Kafka".into()));
+            return Err(EventsError::Config(
+                "a local delivery cannot be committed to Kafka".into(),
+            ));
         };
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(topic, partition, Offset::Offset(offset + 1))?;
+        list.add_partition_offset(
+            &format!("{}{topic}", self.prefix),
+            partition,
+            Offset::Offset(offset + 1),
+        )?;
         self.consumer.commit(&list, CommitMode::Async)?;
         Ok(())
     }

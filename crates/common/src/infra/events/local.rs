@@ -254,7 +254,11 @@ impl LocalSubscription {
             if i > 0 {
                 sql.push_str(" OR ");
             }
-            sql.push_str(&format!("(topic = ${} AND seq >= ${})", 2 * i + 1, 2 * i + 2));
+            sql.push_str(&format!(
+                "(topic = ${} AND seq >= ${})",
+                2 * i + 1,
+                2 * i + 2
+            ));
             binds.push((topic.clone(), *next));
         }
         sql.push_str(&format!(" ORDER BY seq LIMIT {FETCH}"));
@@ -277,7 +281,9 @@ impl LocalSubscription {
                     event,
                     position: Position::Local { seq },
                 }),
-                Err(e) => tracing::error!(topic, seq, error = %e, "skipping an event that is not an envelope"),
+                Err(e) => {
+                    tracing::error!(topic, seq, error = %e, "skipping an event that is not an envelope")
+                }
             }
         }
         Ok(())
@@ -285,7 +291,9 @@ impl LocalSubscription {
 
     pub(super) async fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
         let Position::Local { seq } = delivery.position else {
-            return Err(EventsError::Config("a Kafka delivery cannot be committed to the local log".into()));
+            return Err(EventsError::Config(
+                "a Kafka delivery cannot be committed to the local log".into(),
+            ));
         };
         sqlx::query(
             "INSERT INTO consumer_offsets (group_id, topic, next_seq) VALUES ($1, $2, $3) \

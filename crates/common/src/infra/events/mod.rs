@@ -70,8 +70,14 @@ impl EventBus {
 
     /// Publishes `event` on `topic`; returns once the bus has made it durable.
     /// `key` orders events (the tenant or session id): same key, same order.
-    pub async fn publish(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), EventsError> {
-        let payload = serde_json::to_string(event).map_err(|e| EventsError::Malformed(e.to_string()))?;
+    pub async fn publish(
+        &self,
+        topic: &str,
+        key: &str,
+        event: &Envelope,
+    ) -> Result<(), EventsError> {
+        let payload =
+            serde_json::to_string(event).map_err(|e| EventsError::Malformed(e.to_string()))?;
         match self {
             Self::Local(log) => log.publish(topic, key, &event.id, payload).await,
             Self::Kafka(bus) => bus.publish(topic, key, event, payload).await,
@@ -80,9 +86,15 @@ impl EventBus {
 
     /// Joins consumer group `group` on `topics`. A new group starts at the oldest
     /// retained event; a known group resumes after its last commit.
-    pub async fn subscribe(&self, group: &str, topics: &[&str]) -> Result<Subscription, EventsError> {
+    pub async fn subscribe(
+        &self,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<Subscription, EventsError> {
         if group.is_empty() || topics.is_empty() {
-            return Err(EventsError::Config("a subscription needs a group and a topic".into()));
+            return Err(EventsError::Config(
+                "a subscription needs a group and a topic".into(),
+            ));
         }
         match self {
             Self::Local(log) => Ok(Subscription::Local(log.subscribe(group, topics).await?)),

@@ -1,0 +1,157 @@
+use std::time::Duration;
+
+use somagent_common::config::CacheUrl;
+use somagent_common::infra::cache::Cache;
+
+use crate::helpers::{real_url, unique};
+
+async fn caches() -> Vec<Cache> {
+    let mut all = vec![Cache::connect(&CacheUrl::Memory).await.unwrap()];
+    if let Some(url) = real_url("CACHE") {
+        all.push(Cache::connect(&url.parse().unwrap()).await.unwrap());
+    }
+    all
+}
+
+#[tokio::test]
+async fn values_expire_after_their_ttl() {
+    for cache in caches().await {
+        let (forever, brief) = (unique("k"), unique("k"));
+        cache.set(&forever, b"v1", None).await.unwrap();
+        cache
+            .set(&brief, b"v2", Some(Duration::from_millis(300)))
+            .await
+            .unwrap();
+        assert_eq!(
+            cache.get(&forever).await.unwrap().as_deref(),
+            Some(&b"v1"[..])
+        );
+        assert_eq!(
+            cache.get(&brief).await.unwrap().as_deref(),
+            Some(&b"v2"[..])
+        );
+        let left = cache.ttl(&brief).await.unwrap().expect("a ttl");
+        assert!(left <= Duration::from_millis(300), "{}", cache.engine());
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(cache.get(&brief).await.unwrap(), None, "{}", cache.engine());
+        assert!(cache.delete(&forever).await.unwrap());
+        assert!(!cache.delete(&forever).await.unwrap());
+        assert_eq!(cache.get(&forever).await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn counters_are_atomic_under_concurrency_and_reset_with_their_window() {
+    for cache in caches().await {
+        let key = unique("rate");
+        let tasks: Vec<_> = (0..100)
+            .map(|_| {
+                let (cache, key) = (cache.clone(), key.clone());
+                tokio::spawn(async move {
+                    cache
+                        .incr(&key, 1, Duration::from_millis(600))
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        let mut values = Vec::new();
+        for t in tasks {
+            values.push(t.await.unwrap());
+        }
+        values.sort_unstable();
+        assert_eq!(
+            values,
+            (1..=100).collect::<Vec<_>>(),
+            "{}: every increment seen once",
+            cache.engine()
+        );
+        // Later increments do not extend the window.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cache
+            .incr(&key, 1, Duration::from_millis(600))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        assert_eq!(
+            cache
+                .incr(&key, 1, Duration::from_millis(600))
+                .await
+                .unwrap(),
+            1,
+            "{}",
+            cache.engine()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_lock_has_one_holder_and_fencing_tokens_grow() {
+    for cache in caches().await {
+        let name = unique("lock");
+        let held = cache
+            .try_lock(&name, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("free lock");
+        assert!(
+            cache
+                .try_lock(&name, Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none(),
+            "{}",
+            cache.engine()
+        );
+        assert!(cache.unlock(&held).await.unwrap());
+        assert!(
+            !cache.unlock(&held).await.unwrap(),
+            "a released lock is not released twice"
+        );
+        let next = cache
+            .try_lock(&name, Duration::from_millis(200))
+            .await
+            .unwrap()
+            .expect("free again");
+        assert!(
+            next.token > held.token,
+            "{}: fencing tokens grow",
+            cache.engine()
+        );
+        // The holder stalls past its expiry; someone else takes the lock, and the
+        // stale holder can no longer release it.
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        let third = cache
+            .try_lock(&name, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .expect("expired lock");
+        assert!(third.token > next.token);
+        assert!(
+            !cache.unlock(&next).await.unwrap(),
+            "{}: stale holder refused",
+            cache.engine()
+        );
+        assert!(cache.unlock(&third).await.unwrap());
+    }
+}
+
+#[tokio::test]
+async fn many_contenders_get_the_lock_once() {
+    for cache in caches().await {
+        let name = unique("contended");
+        let tasks: Vec<_> = (0..50)
+            .map(|_| {
+                let (cache, name) = (cache.clone(), name.clone());
+                tokio::spawn(
+                    async move { cache.try_lock(&name, Duration::from_secs(5)).await.unwrap() },
+                )
+            })
+            .collect();
+        let mut winners = 0;
+        for t in tasks {
+            winners += usize::from(t.await.unwrap().is_some());
+        }
+        assert_eq!(winners, 1, "{}", cache.engine());
+    }
+}

@@ -1,0 +1,242 @@
+use std::time::Duration;
+
+use somagent_common::config::{DatabaseUrl, EventsUrl};
+use somagent_common::infra::db::{COMMON_MIGRATIONS, Db, claim_event};
+use somagent_common::infra::events::{Delivery, Envelope, EventBus, Subscription};
+
+use crate::helpers::{real_url, tenant, unique};
+
+/// Long enough for a Kafka group to form on a cold broker.
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A fresh bus per engine: its own log file, or its own topic prefix on Kafka.
+async fn buses() -> Vec<(EventBus, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().unwrap();
+    let local = EventBus::connect(&EventsUrl::Local { path: None }, dir.path())
+        .await
+        .unwrap();
+    let mut all = vec![(local, dir)];
+    if let Some(url) = real_url("EVENTS") {
+        let url = format!("{url}?prefix={}.", unique("test"));
+        let kafka = EventBus::connect(&url.parse().unwrap(), std::path::Path::new("."))
+            .await
+            .unwrap();
+        all.push((kafka, tempfile::tempdir().unwrap()));
+    }
+    all
+}
+
+fn event(n: u32) -> Envelope {
+    Envelope::new(
+        "test.happened",
+        "contract",
+        tenant("acme"),
+        serde_json::json!({ "n": n }),
+    )
+    .with_subject(format!("thing-{n}"))
+}
+
+async fn next(sub: &mut Subscription) -> Delivery {
+    tokio::time::timeout(WAIT, sub.next())
+        .await
+        .expect("an event within the deadline")
+        .unwrap()
+}
+
+/// Nothing more arrives within a short wait.
+async fn nothing_more(sub: &mut Subscription) {
+    let extra = tokio::time::timeout(Duration::from_secs(3), sub.next()).await;
+    assert!(
+        extra.is_err(),
+        "unexpected delivery: {:?}",
+        extra.map(|d| d.map(|d| d.event.data))
+    );
+}
+
+#[tokio::test]
+async fn published_events_arrive_whole_and_in_key_order() {
+    for (bus, _dir) in buses().await {
+        let topic = "agent.audit";
+        let mut sub = bus.subscribe("readers", &[topic]).await.unwrap();
+        let sent: Vec<Envelope> = (0..20).map(event).collect();
+        for e in &sent {
+            bus.publish(topic, "acme", e).await.unwrap();
+        }
+        for expected in &sent {
+            let got = next(&mut sub).await;
+            assert_eq!(&got.event, expected, "{}", bus.engine());
+            assert_eq!(got.topic, topic);
+            assert_eq!(got.key, "acme");
+            sub.commit(&got).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_uncommitted_event_is_delivered_again_after_a_consumer_dies() {
+    for (bus, _dir) in buses().await {
+        let topic = "billing.usage";
+        for n in 0..3 {
+            bus.publish(topic, "acme", &event(n)).await.unwrap();
+        }
+        {
+            let mut first = bus.subscribe("billing", &[topic]).await.unwrap();
+            let d0 = next(&mut first).await;
+            first.commit(&d0).await.unwrap();
+            let d1 = next(&mut first).await;
+            assert_eq!(d1.event.data["n"], 1);
+            // The consumer dies here: d1 was handed out but never committed.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut second = bus.subscribe("billing", &[topic]).await.unwrap();
+        let again = next(&mut second).await;
+        assert_eq!(
+            again.event.data["n"],
+            1,
+            "{}: the uncommitted event comes again",
+            bus.engine()
+        );
+        second.commit(&again).await.unwrap();
+        let d2 = next(&mut second).await;
+        assert_eq!(d2.event.data["n"], 2);
+        second.commit(&d2).await.unwrap();
+        nothing_more(&mut second).await;
+    }
+}
+
+#[tokio::test]
+async fn each_group_gets_every_event() {
+    for (bus, _dir) in buses().await {
+        let topic = "conversation.events";
+        bus.publish(topic, "s1", &event(7)).await.unwrap();
+        let mut a = bus.subscribe("notification", &[topic]).await.unwrap();
+        let mut b = bus.subscribe("analytics", &[topic]).await.unwrap();
+        assert_eq!(next(&mut a).await.event.data["n"], 7);
+        assert_eq!(next(&mut b).await.event.data["n"], 7);
+    }
+}
+
+#[tokio::test]
+async fn a_redelivered_event_is_handled_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(
+        &DatabaseUrl::Sqlite {
+            path: dir.path().join("ledger.db"),
+        },
+        "ledger",
+    )
+    .await
+    .unwrap();
+    db.migrate("common", COMMON_MIGRATIONS).await.unwrap();
+    sqlx::raw_sql("CREATE TABLE ledger (event_id TEXT NOT NULL, amount BIGINT NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // Handle = claim + write in one transaction; commit the delivery afterwards.
+    async fn handle(db: &Db, delivery: &Delivery) -> bool {
+        let mut tx = db.begin().await.unwrap();
+        let fresh = claim_event(&mut tx, "ledger", &delivery.event.id)
+            .await
+            .unwrap();
+        if fresh {
+            sqlx::query("INSERT INTO ledger (event_id, amount) VALUES ($1, $2)")
+                .bind(delivery.event.id.to_string())
+                .bind(delivery.event.data["n"].as_i64().unwrap())
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+        }
+        tx.commit().await.unwrap();
+        fresh
+    }
+    for (bus, _bus_dir) in buses().await {
+        let group = unique("ledger");
+        let topic = "billing.usage";
+        let usage = event(100);
+        bus.publish(topic, "acme", &usage).await.unwrap();
+        // A producer retry publishes the very same event (same id) again.
+        bus.publish(topic, "acme", &usage).await.unwrap();
+        {
+            let mut sub = bus.subscribe(&group, &[topic]).await.unwrap();
+            let d = next(&mut sub).await;
+            assert!(handle(&db, &d).await);
+            // Crash after the database commit, before the offset commit.
+        }
+        let mut sub = bus.subscribe(&group, &[topic]).await.unwrap();
+        let redelivered = next(&mut sub).await;
+        assert!(
+            !handle(&db, &redelivered).await,
+            "{}: handled twice",
+            bus.engine()
+        );
+        sub.commit(&redelivered).await.unwrap();
+        let duplicate = next(&mut sub).await;
+        assert!(!handle(&db, &duplicate).await);
+        sub.commit(&duplicate).await.unwrap();
+        let total: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE event_id = $1")
+                .bind(usage.id.to_string())
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+        assert_eq!(total, 100, "{}", bus.engine());
+    }
+}
+
+#[tokio::test]
+async fn concurrent_publishes_are_all_delivered() {
+    for (bus, _dir) in buses().await {
+        let topic = "workflow.events";
+        let publishers: Vec<_> = (0..200)
+            .map(|n| {
+                let bus = bus.clone();
+                tokio::spawn(
+                    async move { bus.publish(topic, &format!("k{}", n % 7), &event(n)).await },
+                )
+            })
+            .collect();
+        for p in publishers {
+            p.await.unwrap().unwrap();
+        }
+        let mut sub = bus.subscribe("counter", &[topic]).await.unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        while seen.len() < 200 {
+            let d = tokio::time::timeout(WAIT, sub.next())
+                .await
+                .unwrap_or_else(|_| panic!("{}: only {} of 200 arrived", bus.engine(), seen.len()))
+                .unwrap();
+            seen.insert(d.event.data["n"].as_u64().unwrap());
+            sub.commit(&d).await.unwrap();
+        }
+        assert_eq!(seen.len(), 200, "{}", bus.engine());
+    }
+}
+
+#[tokio::test]
+async fn the_local_log_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = EventsUrl::Local { path: None };
+    {
+        let bus = EventBus::connect(&url, dir.path()).await.unwrap();
+        bus.publish("agent.audit", "acme", &event(1)).await.unwrap();
+    }
+    let bus = EventBus::connect(&url, dir.path()).await.unwrap();
+    let mut sub = bus.subscribe("late", &["agent.audit"]).await.unwrap();
+    assert_eq!(next(&mut sub).await.event.data["n"], 1);
+}
+
+#[tokio::test]
+async fn bad_subscriptions_and_urls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let bus = EventBus::connect(&EventsUrl::Local { path: None }, dir.path())
+        .await
+        .unwrap();
+    assert!(bus.subscribe("", &["agent.audit"]).await.is_err());
+    assert!(bus.subscribe("g", &[]).await.is_err());
+    let unknown = EventBus::connect(
+        &"kafka://127.0.0.1:1?colour=red".parse().unwrap(),
+        dir.path(),
+    )
+    .await;
+    assert!(unknown.err().unwrap().to_string().contains("colour"));
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Validates the deployment files offline: the Helm chart (lint, then the rendered
+# manifests against the Kubernetes 1.37 schemas, strictly), the compose stack (loaded by
+# compose-go, as Docker Compose would), and that both use the one port table.
+# The tools come from scripts/ci-services.sh tools.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+CACHE="${SOMAGENT_CACHE:-$HOME/.cache/somagent}"
+export PATH="$CACHE/bin:$PATH"
+SCHEMAS="${SOMAGENT_K8S_SCHEMAS:-$CACHE/k8s-schemas}"
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+
+kubeconform_strict() {
+  kubeconform -strict -summary -kubernetes-version 1.37.0 \
+    -schema-location "$SCHEMAS/{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}/{{ .ResourceKind }}{{ .KindSuffix }}.json" "$@"
+}
+
+helm lint --strict helm/somagent
+helm template somagent helm/somagent >"$rendered/chart.yaml"
+kubeconform_strict "$rendered/chart.yaml"
+
+# The validation must be able to fail: a wrong type has to be refused.
+helm template somagent helm/somagent --set services.gateway.replicas=two >"$rendered/bad.yaml"
+if kubeconform_strict "$rendered/bad.yaml" >/dev/null 2>&1; then
+  echo "kubeconform accepted replicas: two; the chart check is not working" >&2
+  exit 1
+fi
+
+if [ ! -x "$CACHE/bin/compose-check" ]; then
+  (cd scripts/ci/compose-check && go build -o "$CACHE/bin/compose-check" .)
+fi
+compose-check docker-compose.stack.yml
+
+# One port table: every service's port in code appears in the chart and compose file.
+while read -r name port; do
+  grep -Eq "^  $name: *\{ port: $port," helm/somagent/values.yaml ||
+    { echo "helm/somagent/values.yaml: $name is not on port $port" >&2; exit 1; }
+  grep -q "\"$port:$port\"" docker-compose.stack.yml ||
+    { echo "docker-compose.stack.yml: $name is not on port $port" >&2; exit 1; }
+done < <(sed -nE 's/^    name: "([a-z-]+)",$/\1/p; s/^    port: ([0-9]+),$/\1/p' crates/common/src/service.rs | paste - -)
+echo "deployment files valid"
