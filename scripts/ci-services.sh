@@ -108,6 +108,12 @@ share.coordinator.state.topic.min.isr=1
 min.insync.replicas=1
 default.replication.factor=1
 group.initial.rebalance.delay.ms=0
+# A consumer killed without leaving its group loses its partitions after 6 s, not 45,
+# so the crash-redelivery tests stay short.
+group.consumer.min.session.timeout.ms=5000
+group.consumer.session.timeout.ms=6000
+group.consumer.min.heartbeat.interval.ms=1000
+group.consumer.heartbeat.interval.ms=2000
 auto.create.topics.enable=false
 EOF
     if [ ! -f "$data/logs/meta.properties" ]; then

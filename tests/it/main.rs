@@ -1,1 +1,5 @@
+//! One test binary for all end-to-end journeys.
 
+mod helpers;
+mod platform;
+mod startup;

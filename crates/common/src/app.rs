@@ -203,10 +203,10 @@ impl ServiceApp {
 
 /// Flushes the shared event bus before the process ends, so nothing published is lost.
 pub async fn close_backends(backends: &SharedBackends, grace: Duration) {
-    if let Some(events) = &backends.events {
-        if let Err(e) = events.flush(grace).await {
-            tracing::error!(error = %e, "events not flushed before shutdown");
-        }
+    if let Some(events) = &backends.events
+        && let Err(e) = events.flush(grace).await
+    {
+        tracing::error!(error = %e, "events not flushed before shutdown");
     }
     telemetry::shutdown();
 }

@@ -98,9 +98,11 @@ impl CommonConfig {
     }
 
     pub fn resolved_database_url(&self) -> DatabaseUrl {
-        self.database_url.clone().unwrap_or(DatabaseUrl::Sqlite {
-            path: self.data_dir.join("{service}.db"),
-        })
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| DatabaseUrl::Sqlite {
+                path: self.data_dir.join("{service}.db"),
+            })
     }
 
     pub fn resolved_objects_url(&self) -> ObjectsUrl {
@@ -157,8 +159,33 @@ impl From<figment::Error> for ConfigError {
     fn from(error: figment::Error) -> Self {
         // figment names the key and where its value came from; keep only the first
         // error so start-up prints one line.
-        let first = error.into_iter().next();
-        Self::Source(first.map(|e| e.to_string()).unwrap_or_default())
+        let Some(first) = error.into_iter().next() else {
+            return Self::Source("unreadable configuration".into());
+        };
+        if first.path.is_empty() {
+            return Self::Source(first.to_string());
+        }
+        let key = first.path.join(".").to_ascii_lowercase();
+        let keys: Vec<&str> = first.path.iter().map(String::as_str).collect();
+        let origin = match (&first.metadata, &first.profile) {
+            (Some(meta), _) if meta.source.is_some() => meta
+                .source
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default(),
+            (Some(meta), _) if meta.name.contains("environment") => format!(
+                "environment variable SOMAGENT_{}",
+                keys.join("__").to_ascii_uppercase()
+            ),
+            (Some(meta), Some(profile)) => meta.interpolate(profile, &keys),
+            _ => String::new(),
+        };
+        let message = if origin.is_empty() {
+            first.kind.to_string()
+        } else {
+            format!("{} (from {origin})", first.kind)
+        };
+        Self::Invalid { key, message }
     }
 }
 

@@ -234,7 +234,7 @@ impl From<tonic::Status> for ApiError {
             .get(GRPC_CODE_KEY)
             .and_then(|v| v.to_str().ok())
             .and_then(ErrorCode::parse)
-            .unwrap_or(match status.code() {
+            .unwrap_or_else(|| match status.code() {
                 tonic::Code::InvalidArgument => ErrorCode::BadRequest,
                 tonic::Code::Unauthenticated => ErrorCode::Unauthorized,
                 tonic::Code::PermissionDenied => ErrorCode::Forbidden,

@@ -240,3 +240,93 @@ async fn bad_subscriptions_and_urls_are_refused() {
     .await;
     assert!(unknown.err().unwrap().to_string().contains("colour"));
 }
+
+/// Set in a child copy of this test binary that acts as a consumer and gets killed.
+const CHILD: &str = "SOMAGENT_TEST_CHILD_CONSUMER";
+
+/// In the child: take one event without committing it, say so, and wait to be killed.
+#[tokio::test]
+async fn child_consumer() {
+    let Ok(spec) = std::env::var(CHILD) else {
+        return;
+    };
+    let (url, dir, group) = {
+        let mut parts = spec.splitn(3, '|');
+        (
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+            parts.next().unwrap().to_owned(),
+        )
+    };
+    let bus = EventBus::connect(&url.parse().unwrap(), std::path::Path::new(&dir))
+        .await
+        .unwrap();
+    let mut sub = bus
+        .subscribe(&group, &["agent.notifications"])
+        .await
+        .unwrap();
+    let got = next(&mut sub).await;
+    println!("GOT {}", got.event.data["n"]);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+}
+
+#[tokio::test]
+async fn an_event_held_by_a_killed_consumer_process_is_delivered_again() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut urls = vec!["local://".to_owned()];
+    if let Some(url) = real_url("EVENTS") {
+        urls.push(format!("{url}?prefix={}.", unique("kill")));
+    }
+    for url in urls {
+        let bus = EventBus::connect(&url.parse().unwrap(), dir.path())
+            .await
+            .unwrap();
+        let group = unique("notifier");
+        bus.publish("agent.notifications", "acme", &event(5))
+            .await
+            .unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "events::child_consumer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD, format!("{url}|{}|{group}", dir.path().display()))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            // libtest prints `test <name> ... ` before the test's own output, unterminated.
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .find_map(|l| l.find("GOT ").map(|at| l[at..].to_owned()))
+        });
+        let line = match tokio::time::timeout(WAIT, line).await {
+            Ok(line) => line.unwrap(),
+            Err(_) => {
+                let _ = child.kill();
+                panic!("{url}: the child consumer took no event in time");
+            }
+        };
+        assert_eq!(line.as_deref(), Some("GOT 5"), "{url}");
+        child.kill().unwrap(); // SIGKILL: no commit, no goodbye to the group.
+        child.wait().unwrap();
+        let mut sub = bus
+            .subscribe(&group, &["agent.notifications"])
+            .await
+            .unwrap();
+        let again = next(&mut sub).await;
+        assert_eq!(
+            again.event.data["n"],
+            5,
+            "{}: delivered again after the kill",
+            bus.engine()
+        );
+        sub.commit(&again).await.unwrap();
+    }
+}

@@ -7,3 +7,4 @@ mod db;
 mod events;
 mod helpers;
 mod objects;
+mod server;

@@ -1,0 +1,140 @@
+//! Starting the platform's binaries the way a person would, on free ports and a
+//! private data directory.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use somagent_common::service::SERVICES;
+
+/// The directory holding the workspace's binaries (next to this test's `deps/`).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --workspace --bins)",
+        path.display()
+    );
+    path
+}
+
+/// Ports nobody listens on right now, one per service.
+pub fn free_ports() -> BTreeMap<&'static str, u16> {
+    let listeners: Vec<_> = SERVICES
+        .iter()
+        .map(|s| (s.name, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
+        .collect();
+    listeners
+        .iter()
+        .map(|(name, l)| (*name, l.local_addr().unwrap().port()))
+        .collect()
+}
+
+/// A command with a clean SomaAgent environment and the given ports.
+pub fn command(binary: &str, ports: &BTreeMap<&str, u16>) -> Command {
+    let mut cmd = Command::new(bin(binary));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("SOMAGENT_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    for (name, port) in ports {
+        cmd.env(
+            format!("SOMAGENT_PORTS__{}", name.replace('-', "_").to_uppercase()),
+            port.to_string(),
+        );
+    }
+    cmd.env("SOMAGENT_LOG__LEVEL", "warn");
+    cmd
+}
+
+/// A running `somagent up`, killed when dropped.
+pub struct Platform {
+    pub child: Child,
+    pub addresses: BTreeMap<String, String>,
+}
+
+impl Platform {
+    /// Starts `somagent up` and waits until it printed every service's address.
+    pub fn start(data_dir: &Path, ports: &BTreeMap<&str, u16>) -> Self {
+        let mut child = command("somagent", ports)
+            .args(["up", "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("somagent up starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut addresses = BTreeMap::new();
+        while addresses.len() < SERVICES.len() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = rx
+                .recv_timeout(left)
+                .expect("somagent up prints every service's address in time");
+            if let Some((name, url)) = line.trim().split_once(" http://") {
+                addresses.insert(name.trim().to_owned(), format!("http://{url}"));
+            }
+        }
+        Self { child, addresses }
+    }
+
+    /// Sends SIGTERM and waits for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "somagent up did not stop within 40 s of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Platform {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `url` until it answers 200, for up to 30 s.
+pub async fn wait_ok(client: &reqwest::Client, url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer 200 in time"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
