@@ -32,9 +32,10 @@ enum Command {
     /// SOMAGENT_OBJECTS_URL=s3://… to use real engines instead. Prints each service's
     /// address; Ctrl-C stops it cleanly, and it starts again on the same data.
     Up {
-        /// Where the embedded backends keep their data.
-        #[arg(long, env = "SOMAGENT_DATA_DIR", default_value = ".somagent")]
-        data_dir: PathBuf,
+        /// Where the embedded backends keep their data [default: the configured
+        /// `data_dir`, else ./.somagent].
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Log format on stderr: json (for machines) or pretty (for people).
         #[arg(long, value_parser = ["json", "pretty"])]
         log_format: Option<String>,

@@ -42,10 +42,14 @@ fn builder(name: &str) -> Option<Build> {
     }
 }
 
-fn load(data_dir: PathBuf, log_format: Option<String>) -> Result<CommonConfig, ConfigError> {
-    let mut figment = config::figment()?.merge(figment::providers::Serialized::default(
-        "data_dir", data_dir,
-    ));
+fn load(
+    data_dir: Option<PathBuf>,
+    log_format: Option<String>,
+) -> Result<CommonConfig, ConfigError> {
+    let mut figment = config::figment()?;
+    if let Some(dir) = data_dir {
+        figment = figment.merge(figment::providers::Serialized::default("data_dir", dir));
+    }
     if let Some(format) = log_format {
         figment = figment.merge(figment::providers::Serialized::default(
             "log.format",
@@ -57,7 +61,7 @@ fn load(data_dir: PathBuf, log_format: Option<String>) -> Result<CommonConfig, C
     Ok(config)
 }
 
-pub async fn up(data_dir: PathBuf, log_format: Option<String>) -> ExitCode {
+pub async fn up(data_dir: Option<PathBuf>, log_format: Option<String>) -> ExitCode {
     let config = match load(data_dir, log_format) {
         Ok(config) => config,
         Err(e) => {

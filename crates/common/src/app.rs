@@ -208,7 +208,7 @@ pub async fn close_backends(backends: &SharedBackends, grace: Duration) {
     {
         tracing::error!(error = %e, "events not flushed before shutdown");
     }
-    telemetry::shutdown();
+    telemetry::shutdown().await;
 }
 
 /// The whole `main` of a service binary: config, telemetry, listener, backends, build,

@@ -80,10 +80,18 @@ pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Flushes spans not yet exported; called once on shutdown.
-pub fn shutdown() {
-    if let Some(provider) = PROVIDER.get() {
-        let _ = provider.force_flush();
+/// Exports the spans not exported yet; called once on shutdown.
+///
+/// The flush blocks until the exporter, which runs its gRPC calls on this runtime, is
+/// done; it runs on a blocking thread so the runtime's workers stay free to drive them.
+pub async fn shutdown() {
+    let Some(provider) = PROVIDER.get() else {
+        return;
+    };
+    match tokio::task::spawn_blocking(|| provider.force_flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "traces not exported before shutdown"),
+        Err(e) => tracing::warn!(error = %e, "trace flush did not finish"),
     }
 }
 

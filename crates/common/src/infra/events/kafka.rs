@@ -1,9 +1,11 @@
 //! Kafka through `rdkafka`: an idempotent producer (acks=all) and consumer groups that
 //! commit only what their handlers finished.
 //!
-//! URL: `kafka://host:port[,host:port…][?prefix=…&partitions=…&replication=…]`.
+//! URL: `kafka://host:port[,host:port…][?prefix=…&partitions=…&replication=…&group_protocol=…]`.
 //! `prefix` namespaces topics and groups (tests use it for isolation); topics are
 //! created when first used, with the broker's defaults unless the URL says otherwise.
+//! Consumer groups use the KIP-848 protocol (`consumer`, Kafka 4.0+ brokers), which
+//! joins in a fraction of a second; `group_protocol=classic` serves older brokers.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ pub struct KafkaBus {
     prefix: String,
     partitions: i32,
     replication: i32,
+    group_protocol: String,
     producer: FutureProducer,
     admin: Arc<AdminClient<DefaultClientContext>>,
     /// Topics known to exist; held while creating, so concurrent first publishes
@@ -46,6 +49,7 @@ impl KafkaBus {
             .to_owned();
         let mut prefix = String::new();
         let (mut partitions, mut replication) = (-1, -1);
+        let mut group_protocol = "consumer".to_owned();
         for (key, value) in url.query_pairs() {
             let number = || {
                 value.parse::<i32>().map_err(|_| {
@@ -56,6 +60,14 @@ impl KafkaBus {
                 "prefix" => prefix = value.into_owned(),
                 "partitions" => partitions = number()?,
                 "replication" => replication = number()?,
+                "group_protocol" => match value.as_ref() {
+                    "consumer" | "classic" => group_protocol = value.into_owned(),
+                    _ => {
+                        return Err(EventsError::Config(
+                            "events_url: group_protocol must be consumer or classic".into(),
+                        ));
+                    }
+                },
                 other => {
                     return Err(EventsError::Config(format!(
                         "events_url: unknown option `{other}`"
@@ -78,6 +90,7 @@ impl KafkaBus {
             prefix,
             partitions,
             replication,
+            group_protocol,
             producer,
             admin: Arc::new(admin),
             known_topics: Arc::default(),
@@ -203,8 +216,7 @@ impl KafkaBus {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .set("group.id", format!("{}{group}", self.prefix))
-            // The KIP-848 protocol joins a group in a fraction of a second.
-            .set("group.protocol", "consumer")
+            .set("group.protocol", &self.group_protocol)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
