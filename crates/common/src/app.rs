@@ -51,47 +51,29 @@ impl ServiceBuilder {
                 .with_context(|| format!("{}: database_url {url}", spec.name))?;
             db.migrate("common", COMMON_MIGRATIONS).await?;
             db.migrate(spec.name, migrations).await?;
-            let probe = db.clone();
-            readiness.add("database", move || {
-                let db = probe.clone();
-                async move { db.ping().await.map_err(|e| e.to_string()) }
-            });
+            readiness.add_probe("database", db.clone());
             Some(db)
         } else {
             None
         };
+        let shared = &ctx.backends;
         if spec.needs(Backend::Events) {
-            let bus = ctx
-                .backends
+            let bus = shared
                 .events
                 .clone()
                 .context("the event bus was not opened")?;
-            readiness.add("events", move || {
-                let bus = bus.clone();
-                async move { bus.ping().await.map_err(|e| e.to_string()) }
-            });
+            readiness.add_probe("events", bus);
         }
         if spec.needs(Backend::Cache) {
-            let cache = ctx
-                .backends
-                .cache
-                .clone()
-                .context("the cache was not opened")?;
-            readiness.add("cache", move || {
-                let cache = cache.clone();
-                async move { cache.ping().await.map_err(|e| e.to_string()) }
-            });
+            let cache = shared.cache.clone().context("the cache was not opened")?;
+            readiness.add_probe("cache", cache);
         }
         if spec.needs(Backend::Objects) {
-            let objects = ctx
-                .backends
+            let objects = shared
                 .objects
                 .clone()
                 .context("object storage was not opened")?;
-            readiness.add("objects", move || {
-                let objects = objects.clone();
-                async move { objects.ping().await.map_err(|e| e.to_string()) }
-            });
+            readiness.add_probe("objects", objects);
         }
         let (health, health_service) = tonic_health::server::health_reporter();
         Ok(Self {

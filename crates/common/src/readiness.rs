@@ -14,6 +14,11 @@ type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Syn
 /// How long one check may take before it counts as failed.
 const CHECK_DEADLINE: Duration = Duration::from_secs(2);
 
+/// A backend that can say whether it answers (a round trip, not a cached flag).
+pub trait Probe: Clone + Send + Sync + 'static {
+    fn probe(&self) -> impl Future<Output = Result<(), String>> + Send;
+}
+
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Check)>,
@@ -35,6 +40,14 @@ impl Readiness {
             name,
             Arc::new(move || Box::pin(check()) as BoxFuture<'static, _>),
         ));
+    }
+
+    /// Adds a check that probes `backend`.
+    pub fn add_probe<P: Probe>(&mut self, name: &'static str, backend: P) {
+        self.add(name, move || {
+            let backend = backend.clone();
+            async move { backend.probe().await }
+        });
     }
 
     pub async fn report(&self) -> ReadinessReport {

@@ -344,3 +344,9 @@ fn checksum(sql: &str) -> String {
 fn lock_key(scope: &str) -> i64 {
     i64::from_str_radix(&checksum(scope)[..15], 16).unwrap_or(0)
 }
+
+impl crate::readiness::Probe for Db {
+    async fn probe(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
+}

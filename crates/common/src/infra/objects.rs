@@ -137,3 +137,9 @@ impl Objects {
         }
     }
 }
+
+impl crate::readiness::Probe for Objects {
+    async fn probe(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
+}

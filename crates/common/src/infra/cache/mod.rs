@@ -124,3 +124,9 @@ impl Cache {
         }
     }
 }
+
+impl crate::readiness::Probe for Cache {
+    async fn probe(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
+}

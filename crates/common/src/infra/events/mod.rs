@@ -165,3 +165,9 @@ impl Subscription {
         }
     }
 }
+
+impl crate::readiness::Probe for EventBus {
+    async fn probe(&self) -> Result<(), String> {
+        self.ping().await.map_err(|e| e.to_string())
+    }
+}
