@@ -14,6 +14,7 @@
 //! - [`shutdown`], [`readiness`], [`tenant`]: the small pieces the rest leans on.
 
 pub mod app;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod infra;

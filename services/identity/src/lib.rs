@@ -5,6 +5,8 @@
 //! `somagent-identity`. Its domain routes arrive with the issues that build them; until
 //! then it serves its health, readiness and metrics, and nothing else.
 
+pub mod domain;
+
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::infra::db::Migration;
 
