@@ -1,7 +1,21 @@
-//! Who may do what: roles, the capabilities they grant, and the principal a request
-//! acts as. One table, read by the gateway (route checks), identity (tokens, API key
-//! scopes) and every service (checks on internal calls).
+//! Who may do what, and proof of who is asking.
+//!
+//! - [`Role`], [`Capability`]: one table, read by the gateway (route checks), identity
+//!   (tokens, API key scopes) and every service (checks on internal calls).
+//! - [`Principal`], [`Claims`]: who a request acts as, and the built-in issuer's
+//!   access-token claims.
+//! - [`Verifier`]: the one token verifier (JWKS by discovery, rotation, revocation).
+//! - [`SigningKey`]: the built-in issuer's Ed25519 keys.
 
+mod keys;
+mod principal;
 mod roles;
+mod verifier;
 
+pub use keys::{KeyError, SigningKey, jwks};
+pub use principal::{Actor, Claims, Principal, grants};
 pub use roles::{Capability, Role};
+pub use verifier::{
+    AuthError, ClaimMapping, LEEWAY_SECS, REFRESH_COOLDOWN, TrustedIssuer, Verifier,
+    builtin_mapping, revocation_key,
+};

@@ -2,6 +2,7 @@
 //! real. Each suite runs on the embedded engine always and on the real server whose
 //! `SOMAGENT_TEST_*_URL` is set; under `CI=true` a missing URL fails the run.
 
+mod auth;
 mod cache;
 mod db;
 mod events;

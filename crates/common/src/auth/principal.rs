@@ -1,0 +1,97 @@
+//! The principal a request acts as, and the claims of the platform's access tokens.
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Capability, Role};
+use crate::error::{ApiError, ErrorCode};
+use crate::tenant::TenantId;
+
+/// The claims of an access token from the built-in issuer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub sub: String,
+    pub aud: String,
+    pub exp: i64,
+    pub iat: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    pub jti: String,
+    pub tenant: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Set on a service token: the service acting for `sub` (RFC 8693 `act`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub act: Option<Actor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub sub: String,
+}
+
+/// Who is asking: verified, never taken from a header or a body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub subject: String,
+    pub username: Option<String>,
+    pub roles: BTreeSet<Role>,
+    pub capabilities: BTreeSet<Capability>,
+    /// The issuer that vouched for this principal.
+    pub issuer: String,
+    /// The token's id, for revocation.
+    pub token_id: Option<String>,
+    /// Unix time the credential stops being valid.
+    pub expires_at: Option<i64>,
+    /// The service acting for the subject, on a service token.
+    pub actor: Option<String>,
+}
+
+impl Principal {
+    pub fn can(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
+
+    /// Ok if the principal holds `capability`, else a 403 problem naming it.
+    pub fn require(&self, capability: Capability) -> Result<(), ApiError> {
+        if self.can(capability) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("this needs the capability `{}`", capability.as_str()),
+            )
+            .with_details(serde_json::json!({ "missing_capability": capability.as_str() })))
+        }
+    }
+}
+
+/// Roles and capabilities from their names; unknown names are dropped, not guessed at.
+/// With `expand_roles` each role also brings the capabilities it grants (tokens of an
+/// external issuer, which know roles only). The built-in issuer's tokens carry their
+/// exact capabilities, already narrowed for an API key's scopes, so they are taken as
+/// they are.
+pub fn grants(
+    roles: &[String],
+    capabilities: &[String],
+    expand_roles: bool,
+) -> (BTreeSet<Role>, BTreeSet<Capability>) {
+    let roles: BTreeSet<Role> = roles.iter().filter_map(|r| Role::parse(r)).collect();
+    let mut caps: BTreeSet<Capability> = capabilities
+        .iter()
+        .filter_map(|c| Capability::parse(c))
+        .collect();
+    if expand_roles {
+        for role in &roles {
+            caps.extend(role.capabilities());
+        }
+    }
+    (roles, caps)
+}

@@ -1,0 +1,398 @@
+//! The one token verifier of the platform (DESIGN §1.4): the gateway checks every
+//! bearer token with it, and every service checks the token on each internal call.
+//!
+//! It trusts a fixed list of issuers (the built-in one and any external OIDC issuer),
+//! fetches each one's keys from its JWKS (found by OpenID discovery), caches them, and
+//! fetches again when a token names a key it has not seen (rotation), at most once per
+//! [`REFRESH_COOLDOWN`] so a flood of made-up `kid`s cannot hammer the issuer. Only
+//! asymmetric algorithms are accepted, and each only with a key of its own family:
+//! `alg: none`, HMAC and algorithm confusion are refused. Revoked token ids are looked
+//! up in the shared cache so a revocation takes effect everywhere at once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::{Mutex, RwLock};
+
+use super::principal::{Principal, grants};
+use crate::error::{ApiError, ErrorCode};
+use crate::infra::cache::Cache;
+use crate::tenant::TenantId;
+
+/// The shortest time between two JWKS fetches for unknown key ids.
+pub const REFRESH_COOLDOWN: Duration = Duration::from_secs(10);
+/// Clock skew tolerated on `exp` and `nbf`.
+pub const LEEWAY_SECS: u64 = 5;
+
+/// Why a token was refused. The message is safe to show; it never echoes the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub String);
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::new(ErrorCode::Unauthorized, e.0)
+    }
+}
+
+/// How an issuer's claims become a principal.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ClaimMapping {
+    /// The claim naming the tenant (a dotted path into the claims).
+    pub tenant_claim: String,
+    /// Used when the token has no tenant claim (an issuer that serves one tenant).
+    pub default_tenant: Option<String>,
+    /// The claim holding role names (`roles`, or Keycloak's `realm_access.roles`).
+    pub roles_claim: String,
+    /// The claim holding capability names, if the issuer sets them.
+    pub capabilities_claim: String,
+    /// The claim with a human-readable name.
+    pub username_claim: String,
+    /// Whether roles bring their capabilities (external issuers), or the token's
+    /// capabilities are exact (the built-in issuer).
+    pub expand_roles: bool,
+}
+
+impl Default for ClaimMapping {
+    fn default() -> Self {
+        Self {
+            tenant_claim: "tenant".into(),
+            default_tenant: None,
+            roles_claim: "roles".into(),
+            capabilities_claim: "capabilities".into(),
+            username_claim: "preferred_username".into(),
+            expand_roles: true,
+        }
+    }
+}
+
+/// One issuer the platform trusts.
+#[derive(Debug, Clone, Deserialize)]
+pub struct TrustedIssuer {
+    /// The exact `iss` of its tokens.
+    pub issuer: String,
+    /// The `aud` its tokens must name.
+    pub audience: String,
+    /// Where its keys are; unset means OpenID discovery from `issuer`.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    #[serde(default)]
+    pub mapping: ClaimMapping,
+}
+
+struct KeyEntry {
+    key: DecodingKey,
+    algorithms: Vec<Algorithm>,
+}
+
+struct IssuerState {
+    config: TrustedIssuer,
+    keys: RwLock<HashMap<String, KeyEntry>>,
+    /// Held while fetching; also remembers when the last fetch happened.
+    fetched: Mutex<Option<Instant>>,
+}
+
+pub struct Verifier {
+    issuers: Vec<IssuerState>,
+    http: reqwest::Client,
+    revocations: Option<Cache>,
+    cooldown: Duration,
+}
+
+/// The cache key that marks token `jti` as revoked (until the token would expire).
+pub fn revocation_key(jti: &str) -> String {
+    format!("auth:revoked:{jti}")
+}
+
+impl Verifier {
+    pub fn new(issuers: Vec<TrustedIssuer>, revocations: Option<Cache>) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .expect("an HTTP client with a timeout builds");
+        Self {
+            issuers: issuers
+                .into_iter()
+                .map(|config| IssuerState {
+                    config,
+                    keys: RwLock::default(),
+                    fetched: Mutex::new(None),
+                })
+                .collect(),
+            http,
+            revocations,
+            cooldown: REFRESH_COOLDOWN,
+        }
+    }
+
+    /// Changes the shortest time between JWKS fetches (tests shorten it).
+    pub fn with_refresh_cooldown(mut self, cooldown: Duration) -> Self {
+        self.cooldown = cooldown;
+        self
+    }
+
+    /// Verifies `token` and returns the principal it stands for.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let refused = |why: &str| AuthError(why.to_owned());
+        let header = jsonwebtoken::decode_header(token).map_err(|_| refused("malformed token"))?;
+        if !matches!(
+            header.alg,
+            Algorithm::EdDSA
+                | Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::PS256
+                | Algorithm::ES256
+        ) {
+            return Err(refused("token algorithm not accepted"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| refused("token names no signing key"))?;
+        // The issuer decides which keys may verify; read it unverified only to pick them.
+        let unverified: Value = jsonwebtoken::dangerous::insecure_decode_claims(token)
+            .map_err(|_| refused("malformed token"))?;
+        let iss = unverified
+            .get("iss")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer == iss)
+            .ok_or_else(|| refused("token from an issuer that is not trusted"))?;
+
+        let claims = self
+            .check_signature(issuer, &kid, header.alg, token)
+            .await?;
+        let principal = principal(&issuer.config, &claims)?;
+        if let (Some(cache), Some(jti)) = (&self.revocations, &principal.token_id) {
+            match cache.get(&revocation_key(jti)).await {
+                Ok(None) => {}
+                Ok(Some(_)) => return Err(refused("token revoked")),
+                // Fail closed: if revocations cannot be read, no token is trusted.
+                Err(_) => return Err(refused("token revocation cannot be checked right now")),
+            }
+        }
+        Ok(principal)
+    }
+
+    async fn check_signature(
+        &self,
+        issuer: &IssuerState,
+        kid: &str,
+        alg: Algorithm,
+        token: &str,
+    ) -> Result<Value, AuthError> {
+        if !issuer.keys.read().await.contains_key(kid) {
+            self.refresh(issuer).await;
+        }
+        let keys = issuer.keys.read().await;
+        let entry = keys
+            .get(kid)
+            .ok_or_else(|| AuthError("token signed by an unknown key".into()))?;
+        if !entry.algorithms.contains(&alg) {
+            return Err(AuthError("token algorithm does not match its key".into()));
+        }
+        let mut validation = Validation::new(alg);
+        validation.set_issuer(&[&issuer.config.issuer]);
+        validation.set_audience(&[&issuer.config.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECS;
+        jsonwebtoken::decode::<Value>(token, &entry.key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                AuthError(
+                    match e.kind() {
+                        ErrorKind::ExpiredSignature => "token expired",
+                        ErrorKind::ImmatureSignature => "token not valid yet",
+                        ErrorKind::InvalidAudience => "token is for another audience",
+                        ErrorKind::InvalidIssuer => "token from an issuer that is not trusted",
+                        ErrorKind::InvalidSignature => "token signature is invalid",
+                        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+                        _ => "token is invalid",
+                    }
+                    .into(),
+                )
+            })
+    }
+
+    /// Fetches the issuer's keys again unless that happened within the cooldown.
+    async fn refresh(&self, issuer: &IssuerState) {
+        let mut fetched = issuer.fetched.lock().await;
+        if fetched.is_some_and(|at| at.elapsed() < self.cooldown) {
+            return;
+        }
+        *fetched = Some(Instant::now());
+        match self.fetch_keys(&issuer.config).await {
+            Ok(keys) => *issuer.keys.write().await = keys,
+            Err(e) => {
+                tracing::warn!(issuer = %issuer.config.issuer, error = %e, "cannot fetch signing keys")
+            }
+        }
+    }
+
+    async fn fetch_keys(
+        &self,
+        issuer: &TrustedIssuer,
+    ) -> anyhow::Result<HashMap<String, KeyEntry>> {
+        let jwks_uri = match &issuer.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let discovery = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.issuer.trim_end_matches('/')
+                );
+                let doc: Value = self
+                    .http
+                    .get(&discovery)
+                    .send()
+                    .await?
+                    .error_for_status()?
+                    .json()
+                    .await?;
+                doc.get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| anyhow::anyhow!("{discovery} names no jwks_uri"))?
+                    .to_owned()
+            }
+        };
+        let set: JwkSet = self
+            .http
+            .get(&jwks_uri)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(usable_keys(&set))
+    }
+}
+
+/// The signature keys of a JWKS, each with the algorithms its family allows. Keys for
+/// encryption, symmetric keys and keys without an id are left out.
+fn usable_keys(set: &JwkSet) -> HashMap<String, KeyEntry> {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            continue;
+        };
+        if matches!(
+            jwk.common.public_key_use,
+            Some(PublicKeyUse::Encryption) | Some(PublicKeyUse::Other(_))
+        ) {
+            continue;
+        }
+        let mut algorithms = match &jwk.algorithm {
+            AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
+            AlgorithmParameters::RSA(_) => vec![
+                Algorithm::RS256,
+                Algorithm::RS384,
+                Algorithm::RS512,
+                Algorithm::PS256,
+            ],
+            AlgorithmParameters::EllipticCurve(_) => vec![Algorithm::ES256],
+            // Never a shared secret: anyone holding it could mint tokens.
+            _ => continue,
+        };
+        // A key that names its algorithm is good for that one only.
+        if let Some(named) = jwk.common.key_algorithm {
+            let named = match named {
+                KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
+                KeyAlgorithm::RS256 => Some(Algorithm::RS256),
+                KeyAlgorithm::RS384 => Some(Algorithm::RS384),
+                KeyAlgorithm::RS512 => Some(Algorithm::RS512),
+                KeyAlgorithm::PS256 => Some(Algorithm::PS256),
+                KeyAlgorithm::ES256 => Some(Algorithm::ES256),
+                _ => None,
+            };
+            algorithms.retain(|a| Some(*a) == named);
+        }
+        if algorithms.is_empty() {
+            continue;
+        }
+        if let Ok(key) = DecodingKey::from_jwk(jwk) {
+            keys.insert(kid, KeyEntry { key, algorithms });
+        }
+    }
+    keys
+}
+
+/// Follows a dotted path (`realm_access.roles`) into the claims.
+fn lookup<'a>(claims: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(claims, |node, part| node.get(part))
+}
+
+fn strings(value: Option<&Value>) -> Vec<String> {
+    match value {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect(),
+        Some(Value::String(s)) => s
+            .split([' ', ','])
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn principal(issuer: &TrustedIssuer, claims: &Value) -> Result<Principal, AuthError> {
+    let map = &issuer.mapping;
+    let tenant = lookup(claims, &map.tenant_claim)
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or_else(|| map.default_tenant.clone())
+        .ok_or_else(|| AuthError("token names no tenant".into()))?;
+    let tenant =
+        TenantId::parse(tenant).map_err(|_| AuthError("token names an invalid tenant".into()))?;
+    let subject = lookup(claims, "sub")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    if subject.is_empty() {
+        return Err(AuthError("token names no subject".into()));
+    }
+    let (roles, capabilities) = grants(
+        &strings(lookup(claims, &map.roles_claim)),
+        &strings(lookup(claims, &map.capabilities_claim)),
+        map.expand_roles,
+    );
+    Ok(Principal {
+        tenant,
+        subject,
+        username: lookup(claims, &map.username_claim)
+            .or_else(|| lookup(claims, "username"))
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        roles,
+        capabilities,
+        issuer: issuer.issuer.clone(),
+        token_id: lookup(claims, "jti")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        expires_at: lookup(claims, "exp").and_then(Value::as_i64),
+        actor: lookup(claims, "act.sub")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    })
+}
+
+/// The mapping for the built-in issuer's tokens (`auth::Claims`): exact capabilities.
+pub fn builtin_mapping() -> ClaimMapping {
+    ClaimMapping {
+        username_claim: "username".into(),
+        expand_roles: false,
+        ..ClaimMapping::default()
+    }
+}
