@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (idempotently) and starts on 127.0.0.1 the real servers the tests need:
-# PostgreSQL, Redis, Apache Kafka (KRaft, single node) and MinIO (S3), plus the chart
-# validation tools (helm, kubeconform and offline Kubernetes schemas).
+# PostgreSQL, Redis, Apache Kafka (KRaft, single node), MinIO (S3) and Keycloak (an
+# OIDC provider with the somagent realm), plus the chart validation tools (helm,
+# kubeconform and offline Kubernetes schemas).
 #
 # Downloads and builds are cached under $SOMAGENT_CACHE (default ~/.cache/somagent) so a
 # second run on the same machine is fast. A server already answering on its port is
@@ -22,7 +23,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$BIN" "$RUN"
 export PATH="$BIN:$PATH"
 
-PG_PORT=5432 REDIS_PORT=6379 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 S3_PORT=9000
+PG_PORT=5432 REDIS_PORT=6379 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 S3_PORT=9000 KC_PORT=8180
 S3_USER=somagent S3_PASSWORD=somagent-secret S3_BUCKET=somagent-test
 
 log() { printf '%s\n' "$*" >&2; }
@@ -152,6 +153,39 @@ start_minio() {
   report minio "${v:-?}" "127.0.0.1:$S3_PORT" "$(since "$t")"
 }
 
+start_keycloak() {
+  local t; t=$(now)
+  local version=26.7.3
+  local home="$CACHE/keycloak-$version"
+  if [ ! -x "$home/bin/kc.sh" ]; then
+    log "downloading Keycloak $version from Maven Central (once per machine)"
+    mkdir -p "$CACHE/keycloak-dl"
+    mvn -B -q dependency:copy -Dartifact="org.keycloak:keycloak-quarkus-dist:$version:zip" \
+      -DoutputDirectory="$CACHE/keycloak-dl" >&2
+    (cd "$CACHE" && python3 -m zipfile -e "keycloak-dl/keycloak-quarkus-dist-$version.zip" .)
+    chmod +x "$home"/bin/*.sh
+  fi
+  if ! port_open $KC_PORT; then
+    # A fresh realm each start, so a changed realm file is what the tests see.
+    rm -rf "$home/data/h2" "$home/data/import"
+    mkdir -p "$home/data/import"
+    cp "$HERE/../deploy/keycloak/somagent-realm.json" "$home/data/import/"
+    KC_BOOTSTRAP_ADMIN_USERNAME=admin KC_BOOTSTRAP_ADMIN_PASSWORD=admin-ci-only \
+      JAVA_OPTS_KC_HEAP='-Xms32m -Xmx256m -XX:TieredStopAtLevel=1' \
+      nohup "$home/bin/kc.sh" start-dev --http-host 127.0.0.1 --http-port $KC_PORT \
+      --hostname http://127.0.0.1:$KC_PORT --http-management-port 9190 --import-realm \
+      >"$RUN/keycloak.log" 2>&1 &
+  fi
+  local discovery="http://127.0.0.1:$KC_PORT/realms/somagent/.well-known/openid-configuration" i
+  for ((i = 0; i < 1800; i++)); do
+    curl -fs -o /dev/null "$discovery" && break
+    sleep 0.1
+  done
+  curl -fsS -o /dev/null "$discovery" || { tail -20 "$RUN/keycloak.log" >&2; die "Keycloak did not serve the somagent realm"; }
+  export SOMAGENT_TEST_OIDC_URL="http://127.0.0.1:$KC_PORT/realms/somagent"
+  report keycloak "$version" "127.0.0.1:$KC_PORT" "$(since "$t")"
+}
+
 install_chart_tools() {
   local t; t=$(now)
   go_tool helm helm.sh/helm/v3/cmd/helm@v3.22.0
@@ -175,6 +209,7 @@ case "$what" in
     start_redis
     start_kafka
     start_minio
+    start_keycloak
     ;;&
   all | tools) install_chart_tools ;;
   servers) ;;
@@ -183,7 +218,7 @@ esac
 
 {
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
-    SOMAGENT_TEST_OBJECTS_URL SOMAGENT_K8S_SCHEMAS; do
+    SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   printf 'export PATH=%q:"$PATH"\n' "$BIN"

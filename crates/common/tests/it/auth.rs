@@ -306,3 +306,88 @@ async fn an_external_issuers_roles_map_to_capabilities() {
     assert!(!principal.can(Capability::UsersWrite));
     assert_eq!(principal.username.as_deref(), Some("bob"));
 }
+
+/// Keycloak (the realm in deploy/keycloak): its RS256 tokens verify through discovery,
+/// and its realm roles and tenant attribute become the principal.
+#[tokio::test]
+async fn tokens_from_a_real_oidc_provider_verify() {
+    let Some(issuer) = crate::helpers::real_url("OIDC") else {
+        return;
+    };
+    let http = reqwest::Client::new();
+    let token_url = format!("{issuer}/protocol/openid-connect/token");
+    let grant = |form: Vec<(&'static str, &'static str)>| {
+        let (http, token_url) = (http.clone(), token_url.clone());
+        async move {
+            let response = http.post(&token_url).form(&form).send().await.unwrap();
+            assert!(
+                response.status().is_success(),
+                "{}",
+                response.text().await.unwrap()
+            );
+            let body: serde_json::Value = response.json().await.unwrap();
+            body["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let client = [
+        ("client_id", "somagent-api"),
+        ("client_secret", "somagent-api-secret"),
+    ];
+    let password = grant(
+        [
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "alice-password-123"),
+            ("scope", "openid"),
+        ]
+        .into_iter()
+        .chain(client)
+        .collect(),
+    )
+    .await;
+    let service = grant(
+        [("grant_type", "client_credentials")]
+            .into_iter()
+            .chain(client)
+            .collect(),
+    )
+    .await;
+
+    let trusted = |audience: &str| TrustedIssuer {
+        issuer: issuer.clone(),
+        audience: audience.into(),
+        jwks_uri: None,
+        mapping: ClaimMapping::default(),
+    };
+    let verifier = Verifier::new(vec![trusted("somagent")], None);
+    let alice = verifier.verify(&password).await.unwrap();
+    assert_eq!(alice.tenant.as_str(), "acme");
+    assert_eq!(alice.username.as_deref(), Some("alice"));
+    assert!(alice.roles.contains(&Role::Operator), "{alice:?}");
+    assert!(alice.can(Capability::SessionsWrite) && !alice.can(Capability::UsersWrite));
+    let robot = verifier.verify(&service).await.unwrap();
+    assert!(
+        robot.roles.contains(&Role::Viewer) && !robot.can(Capability::SessionsWrite),
+        "{robot:?}"
+    );
+
+    // The same token for a verifier expecting another audience, and tampered with.
+    let strict = Verifier::new(vec![trusted("another-api")], None);
+    assert_eq!(
+        strict.verify(&password).await.unwrap_err().0,
+        "token is for another audience"
+    );
+    let mut parts: Vec<String> = password.split('.').map(str::to_owned).collect();
+    let mut claims: serde_json::Value = serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(parts[1].as_bytes())
+            .unwrap(),
+    )
+    .unwrap();
+    claims["roles"] = serde_json::json!(["admin"]);
+    parts[1] = b64(&claims);
+    assert_eq!(
+        verifier.verify(&parts.join(".")).await.unwrap_err().0,
+        "token signature is invalid"
+    );
+}
