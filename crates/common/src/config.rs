@@ -249,6 +249,22 @@ pub fn figment() -> Result<Figment, ConfigError> {
     Ok(figment)
 }
 
+/// A secret a service reads at start: `SOMAGENT_<NAME>`, or the contents of the file
+/// named by `SOMAGENT_<NAME>_FILE` (trailing newline dropped). Unset or empty is `None`.
+pub fn secret_from_env(name: &str) -> Result<Option<String>, ConfigError> {
+    let var = format!("SOMAGENT_{name}");
+    if let Ok(path) = std::env::var(format!("{var}_FILE")) {
+        let value = std::fs::read_to_string(&path).map_err(|e| {
+            ConfigError::invalid(
+                format!("{var}_FILE"),
+                format!("cannot read secret file {path}: {e}"),
+            )
+        })?;
+        return Ok(Some(value.trim_end_matches(['\r', '\n']).to_owned()).filter(|v| !v.is_empty()));
+    }
+    Ok(std::env::var(&var).ok().filter(|v| !v.is_empty()))
+}
+
 /// Turns a URL-ish config string into its scheme, or says which schemes are known.
 fn scheme<'a>(value: &'a str, known: &str) -> Result<(&'a str, &'a str), String> {
     value

@@ -27,3 +27,5 @@ pub mod telemetry;
 pub mod tenant;
 
 pub use somagent_proto as proto;
+/// The cancellation token every long-running part of a service stops on.
+pub use tokio_util::sync::CancellationToken;

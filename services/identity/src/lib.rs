@@ -1,21 +1,49 @@
 //! The identity service: tenants, users, roles, MFA, API keys, tokens and signing keys.
 //!
-//! Layout: `build` wires the service from its context (database with this service's
-//! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-identity`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! Layout:
+//! - `domain/`: passwords (argon2id), TOTP (RFC 6238), API keys; no I/O.
+//! - `store/`: tenants, users and signing keys in portable SQL.
+//! - `bootstrap`: the first start's tenant `default` and user `admin`.
+//! - `keyring`: the built-in issuer's Ed25519 signing keys and their JWKS.
+//! - `build` wires them; `main.rs` is the thin binary `somagent-identity`.
+//!
+//! Served so far: the JWKS on `GET /.well-known/jwks.json` (internal; the gateway
+//! publishes it), plus health, readiness and metrics. Token, tenant, user and key
+//! routes arrive with the rest of the identity issue.
 
+pub mod bootstrap;
 pub mod domain;
+pub mod keyring;
+pub mod store;
 
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::routing::get;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::infra::db::Migration;
 
 pub use somagent_common::service::IDENTITY as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 
-/// Builds the service from its context, ready to run.
+/// Builds the service from its context, ready to run: bootstraps an empty store and
+/// loads (or makes) its signing keys first.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
-    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+    let data_dir = ctx.config.data_dir.clone();
+    let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
+    let db = builder.db().context("identity needs its database")?.clone();
+    let store = store::IdentityStore::new(db);
+    let password = somagent_common::config::secret_from_env("BOOTSTRAP_ADMIN_PASSWORD")?;
+    bootstrap::bootstrap(&store, &data_dir, password).await?;
+    let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
+    let routes = axum::Router::new().route(
+        "/.well-known/jwks.json",
+        get(move || {
+            let keyring = keyring.clone();
+            async move { axum::Json(keyring.jwks()) }
+        }),
+    );
+    Ok(builder.http(routes).build())
 }

@@ -1,0 +1,192 @@
+//! Identity's persistence: tenants, users and signing keys, in portable SQL that runs
+//! on SQLite and PostgreSQL alike. Every user query names its tenant.
+
+use somagent_common::auth::{Capability, Role};
+use somagent_common::infra::db::{Db, DbError, Migration};
+use sqlx::Row;
+
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "identity",
+    include_str!("../../migrations/0001_identity.sql"),
+)];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: String,
+    pub slug: String,
+    pub display_name: String,
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub tenant_id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub status: String,
+    pub roles: Vec<Role>,
+    pub capabilities: Vec<Capability>,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    pub kid: String,
+    pub pkcs8: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+#[derive(Clone)]
+pub struct IdentityStore {
+    db: Db,
+}
+
+fn join<T>(items: &[T], name: impl Fn(&T) -> &'static str) -> String {
+    items.iter().map(name).collect::<Vec<_>>().join(" ")
+}
+
+impl IdentityStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn tenant_count(&self) -> Result<i64, DbError> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM tenants")
+            .fetch_one(self.db.pool())
+            .await?
+            .try_get(0)?)
+    }
+
+    /// Creates a tenant and its first user in one transaction: both or neither.
+    pub async fn create_tenant_with_admin(
+        &self,
+        tenant: &Tenant,
+        admin: &User,
+    ) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        sqlx::query(
+            "INSERT INTO tenants (id, slug, display_name, status, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&tenant.id)
+        .bind(&tenant.slug)
+        .bind(&tenant.display_name)
+        .bind(&tenant.status)
+        .bind(tenant.created_at)
+        .execute(&mut *tx)
+        .await?;
+        insert_user(&mut tx, admin).await?;
+        tx.commit().await
+    }
+
+    pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, DbError> {
+        let row = sqlx::query(
+            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE slug = $1",
+        )
+        .bind(slug)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            Ok(Tenant {
+                id: r.try_get(0)?,
+                slug: r.try_get(1)?,
+                display_name: r.try_get(2)?,
+                status: r.try_get(3)?,
+                created_at: r.try_get(4)?,
+            })
+        })
+        .transpose()
+        .map_err(DbError::Query)
+    }
+
+    pub async fn user_by_username(
+        &self,
+        tenant_id: &str,
+        username: &str,
+    ) -> Result<Option<User>, DbError> {
+        let row = sqlx::query(
+            "SELECT id, tenant_id, username, password_hash, status, roles, capabilities, created_at \
+             FROM users WHERE tenant_id = $1 AND username = $2",
+        )
+        .bind(tenant_id)
+        .bind(username)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            let roles: String = r.try_get(5)?;
+            let caps: String = r.try_get(6)?;
+            Ok(User {
+                id: r.try_get(0)?,
+                tenant_id: r.try_get(1)?,
+                username: r.try_get(2)?,
+                password_hash: r.try_get(3)?,
+                status: r.try_get(4)?,
+                roles: roles.split_whitespace().filter_map(Role::parse).collect(),
+                capabilities: caps
+                    .split_whitespace()
+                    .filter_map(Capability::parse)
+                    .collect(),
+                created_at: r.try_get(7)?,
+            })
+        })
+        .transpose()
+        .map_err(DbError::Query)
+    }
+
+    /// Signing keys not retired, newest first.
+    pub async fn active_keys(&self) -> Result<Vec<StoredKey>, DbError> {
+        let rows = sqlx::query(
+            "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC",
+        )
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let encoded: String = r.try_get(1)?;
+                let pkcs8 = data_encoding::BASE64
+                    .decode(encoded.as_bytes())
+                    .map_err(|e| DbError::Invalid(format!("signing key is not base64: {e}")))?;
+                Ok(StoredKey {
+                    kid: r.try_get(0)?,
+                    pkcs8,
+                    created_at: r.try_get(2)?,
+                    retired_at: r.try_get(3)?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn insert_key(&self, key: &StoredKey) -> Result<(), DbError> {
+        sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES ($1, $2, $3)")
+            .bind(&key.kid)
+            .bind(data_encoding::BASE64.encode(&key.pkcs8))
+            .bind(key.created_at)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+}
+
+async fn insert_user(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    user: &User,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO users (id, tenant_id, username, password_hash, status, roles, capabilities, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(&user.id)
+    .bind(&user.tenant_id)
+    .bind(&user.username)
+    .bind(&user.password_hash)
+    .bind(&user.status)
+    .bind(join(&user.roles, |r| r.as_str()))
+    .bind(join(&user.capabilities, |c| c.as_str()))
+    .bind(user.created_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

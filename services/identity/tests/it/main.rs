@@ -1,0 +1,3 @@
+//! The identity service, started from its lib as `somagent up` does.
+
+mod bootstrap;
