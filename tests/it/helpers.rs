@@ -64,7 +64,13 @@ pub struct Platform {
 impl Platform {
     /// Starts `somagent up` and waits until it printed every service's address.
     pub fn start(data_dir: &Path, ports: &BTreeMap<&str, u16>) -> Self {
+        Self::start_with(data_dir, ports, &[])
+    }
+
+    /// Same as [`Platform::start`] with extra environment variables.
+    pub fn start_with(data_dir: &Path, ports: &BTreeMap<&str, u16>, env: &[(&str, &str)]) -> Self {
         let mut child = command("somagent", ports)
+            .envs(env.iter().copied())
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())

@@ -1,5 +1,6 @@
 //! One test binary for all end-to-end journeys.
 
+mod auth;
 mod helpers;
 mod platform;
 mod startup;

@@ -38,6 +38,12 @@ pub struct CommonConfig {
     pub log: LogConfig,
     /// How long shutdown waits for in-flight work before it stops anyway.
     pub shutdown_grace_secs: u64,
+    /// The gateway's public base URL, also the built-in token issuer (`iss`); unset
+    /// means `http://127.0.0.1:<gateway port>`.
+    pub public_url: Option<String>,
+    /// Where each service is reached by the others (`http://identity:10002` in a
+    /// cluster); unset means `http://127.0.0.1:<its port>`.
+    pub endpoints: BTreeMap<String, String>,
 }
 
 impl Default for CommonConfig {
@@ -52,6 +58,8 @@ impl Default for CommonConfig {
             objects_url: None,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
+            public_url: None,
+            endpoints: BTreeMap::new(),
         }
     }
 }
@@ -63,6 +71,23 @@ impl CommonConfig {
             .get(&service.config_key())
             .copied()
             .unwrap_or(service.port)
+    }
+
+    /// The base URL other services reach `service` at.
+    pub fn endpoint(&self, service: &ServiceSpec) -> String {
+        self.endpoints
+            .get(&service.config_key())
+            .cloned()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.port(service)))
+    }
+
+    /// The built-in issuer: the gateway's public base URL, without a trailing slash.
+    pub fn issuer(&self) -> String {
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", self.port(&crate::service::GATEWAY)))
+            .trim_end_matches('/')
+            .to_owned()
     }
 
     /// Cross-field checks that serde alone cannot express.
@@ -85,6 +110,28 @@ impl CommonConfig {
                 return Err(ConfigError::invalid(
                     format!("ports.{}", service.config_key()),
                     format!("port {port} is also given to {other}"),
+                ));
+            }
+        }
+        for name in self.endpoints.keys() {
+            if !SERVICES.iter().any(|s| s.config_key() == *name) {
+                return Err(ConfigError::invalid(
+                    format!("endpoints.{name}"),
+                    "no service has this name",
+                ));
+            }
+        }
+        for (key, url) in self
+            .endpoints
+            .iter()
+            .map(|(k, v)| (format!("endpoints.{k}"), v))
+            .chain(self.public_url.iter().map(|u| ("public_url".to_owned(), u)))
+        {
+            let parsed = Url::parse(url).map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be an http:// or https:// URL",
                 ));
             }
         }

@@ -153,6 +153,7 @@ async fn observe(
         method = %method,
         route = %route,
         request_id = %request_id,
+        tenant = tracing::field::Empty,
         trace_id = tracing::field::Empty,
         span_id = tracing::field::Empty,
     );

@@ -1,19 +1,70 @@
-//! The gateway service: the public door: REST, SSE and WebSocket API, authentication, rate limits and routing to the services.
+//! The gateway service: the platform's one public door.
 //!
-//! Layout: `build` wires the service from its context (database with this service's
-//! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-gateway`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! Layout:
+//! - `api/auth.rs`: the token endpoint, `/v1/me`, and the issuer's discovery documents.
+//! - `api/principal.rs`: the extractor that verifies a bearer token into a principal.
+//! - `build` wires them to identity (gRPC) and the shared verifier; `main.rs` is the
+//!   thin binary `somagent-gateway`.
+//!
+//! Served so far: `POST /v1/auth/token` (password grant), `GET /v1/me`,
+//! `GET /.well-known/openid-configuration`, `GET /.well-known/jwks.json`, plus health,
+//! readiness and metrics. The rest of the public API arrives with its issues.
 
+mod api;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
+use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
 use somagent_common::infra::db::Migration;
+use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::service::IDENTITY;
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
 pub const MIGRATIONS: &[Migration] = &[];
 
+/// What the gateway's handlers share.
+#[derive(Clone)]
+pub struct Gateway {
+    pub identity: IdentityServiceClient<tonic::transport::Channel>,
+    pub verifier: Arc<Verifier>,
+    /// The built-in issuer (the gateway's public URL).
+    pub issuer: String,
+}
+
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
-    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+    let config = ctx.config.clone();
+    let cache = ctx
+        .backends
+        .cache
+        .clone()
+        .context("the gateway needs the cache")?;
+    let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
+    let identity_url = config.endpoint(&IDENTITY);
+    let channel = tonic::transport::Endpoint::from_shared(identity_url.clone())
+        .with_context(|| format!("endpoints.identity `{identity_url}`"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(15))
+        .connect_lazy();
+    let issuer = config.issuer();
+    let verifier = Verifier::new(
+        vec![TrustedIssuer {
+            issuer: issuer.clone(),
+            audience: TOKEN_AUDIENCE.into(),
+            jwks_uri: Some(format!("{identity_url}/.well-known/jwks.json")),
+            mapping: builtin_mapping(),
+        }],
+        Some(cache),
+    );
+    let gateway = Gateway {
+        identity: IdentityServiceClient::new(channel),
+        verifier: Arc::new(verifier),
+        issuer,
+    };
+    Ok(builder.http(api::router(gateway)).build())
 }

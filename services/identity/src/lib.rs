@@ -7,14 +7,20 @@
 //! - `keyring`: the built-in issuer's Ed25519 signing keys and their JWKS.
 //! - `build` wires them; `main.rs` is the thin binary `somagent-identity`.
 //!
-//! Served so far: the JWKS on `GET /.well-known/jwks.json` (internal; the gateway
-//! publishes it), plus health, readiness and metrics. Token, tenant, user and key
-//! routes arrive with the rest of the identity issue.
+//! - `tokens`: the token endpoint's grants (password, with TOTP once MFA is on).
+//! - `grpc`: the `somagent.identity.v1` service the gateway calls.
+//!
+//! Served so far: token issue (password grant) and the JWKS over gRPC, the JWKS on
+//! `GET /.well-known/jwks.json` (internal; the gateway publishes it), plus health,
+//! readiness and metrics. Tenant, user, MFA and key operations answer UNIMPLEMENTED
+//! until the rest of the identity issue lands.
 
 pub mod bootstrap;
 pub mod domain;
+mod grpc;
 pub mod keyring;
 pub mod store;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -38,12 +44,22 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let password = somagent_common::config::secret_from_env("BOOTSTRAP_ADMIN_PASSWORD")?;
     bootstrap::bootstrap(&store, &data_dir, password).await?;
     let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
+    let issuer = builder.context().config.issuer();
+    let jwks = keyring.clone();
     let routes = axum::Router::new().route(
         "/.well-known/jwks.json",
         get(move || {
-            let keyring = keyring.clone();
+            let keyring = jwks.clone();
             async move { axum::Json(keyring.jwks()) }
         }),
     );
-    Ok(builder.http(routes).build())
+    let grpc = grpc::IdentityGrpc {
+        tokens: tokens::TokenService::new(store, keyring.clone(), issuer),
+        jwks: keyring,
+    };
+    let service =
+        somagent_common::proto::identity::v1::identity_service_server::IdentityServiceServer::new(
+            grpc,
+        );
+    Ok(builder.http(routes).grpc(service).build())
 }

@@ -7,6 +7,9 @@
 //! - [`Verifier`]: the one token verifier (JWKS by discovery, rotation, revocation).
 //! - [`SigningKey`]: the built-in issuer's Ed25519 keys.
 
+/// The `aud` of the built-in issuer's access tokens: the platform's API.
+pub const TOKEN_AUDIENCE: &str = "somagent";
+
 mod keys;
 mod principal;
 mod roles;

@@ -40,6 +40,15 @@ pub struct StoredKey {
     pub retired_at: Option<i64>,
 }
 
+/// A user's active second factor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MfaState {
+    /// Base32 TOTP secret.
+    pub secret: String,
+    /// The last time step a code was accepted for; codes of it and before are spent.
+    pub last_step: Option<i64>,
+}
+
 #[derive(Clone)]
 pub struct IdentityStore {
     db: Db,
@@ -134,6 +143,37 @@ impl IdentityStore {
         })
         .transpose()
         .map_err(DbError::Query)
+    }
+
+    /// The user's TOTP state, if MFA is active for them.
+    pub async fn mfa_state(&self, user_id: &str) -> Result<Option<MfaState>, DbError> {
+        let row = sqlx::query(
+            "SELECT mfa_secret, mfa_last_step FROM users WHERE id = $1 AND mfa_enabled = 1 AND mfa_secret IS NOT NULL",
+        )
+        .bind(user_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.map(|r| {
+            Ok(MfaState {
+                secret: r.try_get(0)?,
+                last_step: r.try_get(1)?,
+            })
+        })
+        .transpose()
+        .map_err(DbError::Query)
+    }
+
+    /// Records that a code of `step` was used; false if that step (or a later one) was
+    /// already used, so the same code cannot log in twice.
+    pub async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE users SET mfa_last_step = $1 WHERE id = $2 AND (mfa_last_step IS NULL OR mfa_last_step < $1)",
+        )
+        .bind(step)
+        .bind(user_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Signing keys not retired, newest first.

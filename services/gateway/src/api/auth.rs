@@ -1,0 +1,127 @@
+//! The built-in issuer's public face: the OAuth 2.0 token endpoint (RFC 6749, form or
+//! JSON), the caller's principal, and the discovery documents.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::proto::identity::v1 as pb;
+
+use super::Authenticated;
+use crate::Gateway;
+
+/// The most a token request may carry.
+const MAX_TOKEN_REQUEST: usize = 16 * 1024;
+
+/// `POST /v1/auth/token`: `grant_type=password` with `tenant` (the tenant's slug),
+/// `username`, `password` and, once MFA is on, `totp`.
+pub async fn token(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if body.len() > MAX_TOKEN_REQUEST {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the token request is too large",
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let fields: HashMap<String, String> = if content_type.starts_with("application/json") {
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        };
+        map.into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+            .collect()
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        url::form_urlencoded::parse(&body).into_owned().collect()
+    } else {
+        return Err(ApiError::bad_request(
+            "send the token request as application/x-www-form-urlencoded or application/json",
+        ));
+    };
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let request = pb::IssueTokenRequest {
+        grant_type: field("grant_type"),
+        username: field("username"),
+        password: field("password"),
+        tenant: field("tenant"),
+        totp: field("totp"),
+        client_id: field("client_id"),
+        client_secret: field("client_secret"),
+        refresh_token: field("refresh_token"),
+        scope: field("scope"),
+    };
+    let issued = gateway
+        .identity
+        .clone()
+        .issue_token(request)
+        .await?
+        .into_inner();
+    let mut response = Json(json!({
+        "access_token": issued.access_token,
+        "token_type": issued.token_type,
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    }))
+    .into_response();
+    // RFC 6749 §5.1: token responses must not be cached.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    Ok(response)
+}
+
+/// `GET /v1/me`: the caller as the platform sees them.
+pub async fn me(Authenticated(principal): Authenticated) -> Json<Value> {
+    Json(json!({
+        "tenant": principal.tenant,
+        "subject": principal.subject,
+        "username": principal.username,
+        "roles": principal.roles,
+        "capabilities": principal.capabilities,
+    }))
+}
+
+/// `GET /.well-known/openid-configuration` (the parts that are true of this issuer).
+pub async fn openid_configuration(State(gateway): State<Gateway>) -> Json<Value> {
+    let issuer = &gateway.issuer;
+    Json(json!({
+        "issuer": issuer,
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "token_endpoint": format!("{issuer}/v1/auth/token"),
+        "grant_types_supported": ["password"],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "response_types_supported": [],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": ["EdDSA"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nbf", "jti", "tenant", "username", "roles", "capabilities"],
+    }))
+}
+
+/// `GET /.well-known/jwks.json`: the built-in issuer's public keys, from identity.
+pub async fn jwks(State(gateway): State<Gateway>) -> Result<Json<Value>, ApiError> {
+    let answer = gateway
+        .identity
+        .clone()
+        .get_jwks(pb::GetJwksRequest {})
+        .await?
+        .into_inner();
+    let document: Value = serde_json::from_str(&answer.jwks_json).map_err(ApiError::internal)?;
+    Ok(Json(document))
+}

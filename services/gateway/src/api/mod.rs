@@ -1,0 +1,23 @@
+//! The gateway's public HTTP routes.
+
+mod auth;
+mod principal;
+
+pub use principal::Authenticated;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::Gateway;
+
+pub fn router(gateway: Gateway) -> Router {
+    Router::new()
+        .route("/v1/auth/token", post(auth::token))
+        .route("/v1/me", get(auth::me))
+        .route(
+            "/.well-known/openid-configuration",
+            get(auth::openid_configuration),
+        )
+        .route("/.well-known/jwks.json", get(auth::jwks))
+        .with_state(gateway)
+}

@@ -1,0 +1,182 @@
+//! identity's gRPC surface. Token issue and the JWKS are served; the other operations
+//! of the contract arrive with the rest of the identity issue and answer
+//! `UNIMPLEMENTED` until then, never a made-up result.
+
+use somagent_common::proto::identity::v1 as pb;
+use somagent_common::proto::identity::v1::identity_service_server::IdentityService;
+use tonic::{Request, Response, Status};
+
+use crate::tokens::{Grant, TokenService};
+
+pub struct IdentityGrpc {
+    pub tokens: TokenService,
+    pub jwks: std::sync::Arc<crate::keyring::Keyring>,
+}
+
+fn not_built(operation: &str) -> Status {
+    Status::unimplemented(format!("identity.{operation} is not available yet"))
+}
+
+#[tonic::async_trait]
+impl IdentityService for IdentityGrpc {
+    async fn create_tenant(
+        &self,
+        _: Request<pb::CreateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        Err(not_built("create_tenant"))
+    }
+
+    async fn get_tenant(
+        &self,
+        _: Request<pb::GetTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        Err(not_built("get_tenant"))
+    }
+
+    async fn list_tenants(
+        &self,
+        _: Request<pb::ListTenantsRequest>,
+    ) -> Result<Response<pb::ListTenantsResponse>, Status> {
+        Err(not_built("list_tenants"))
+    }
+
+    async fn update_tenant(
+        &self,
+        _: Request<pb::UpdateTenantRequest>,
+    ) -> Result<Response<pb::Tenant>, Status> {
+        Err(not_built("update_tenant"))
+    }
+
+    async fn delete_tenant(
+        &self,
+        _: Request<pb::DeleteTenantRequest>,
+    ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
+        Err(not_built("delete_tenant"))
+    }
+
+    async fn create_user(
+        &self,
+        _: Request<pb::CreateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Err(not_built("create_user"))
+    }
+
+    async fn get_user(&self, _: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
+        Err(not_built("get_user"))
+    }
+
+    async fn list_users(
+        &self,
+        _: Request<pb::ListUsersRequest>,
+    ) -> Result<Response<pb::ListUsersResponse>, Status> {
+        Err(not_built("list_users"))
+    }
+
+    async fn update_user(
+        &self,
+        _: Request<pb::UpdateUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        Err(not_built("update_user"))
+    }
+
+    async fn delete_user(
+        &self,
+        _: Request<pb::DeleteUserRequest>,
+    ) -> Result<Response<pb::DeleteUserResponse>, Status> {
+        Err(not_built("delete_user"))
+    }
+
+    async fn enroll_mfa(
+        &self,
+        _: Request<pb::EnrollMfaRequest>,
+    ) -> Result<Response<pb::EnrollMfaResponse>, Status> {
+        Err(not_built("enroll_mfa"))
+    }
+
+    async fn verify_mfa(
+        &self,
+        _: Request<pb::VerifyMfaRequest>,
+    ) -> Result<Response<pb::VerifyMfaResponse>, Status> {
+        Err(not_built("verify_mfa"))
+    }
+
+    async fn create_api_key(
+        &self,
+        _: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+        Err(not_built("create_api_key"))
+    }
+
+    async fn list_api_keys(
+        &self,
+        _: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+        Err(not_built("list_api_keys"))
+    }
+
+    async fn revoke_api_key(
+        &self,
+        _: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+        Err(not_built("revoke_api_key"))
+    }
+
+    async fn issue_token(
+        &self,
+        request: Request<pb::IssueTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let r = request.into_inner();
+        let grant = Grant {
+            grant_type: r.grant_type,
+            tenant: r.tenant,
+            username: r.username,
+            password: r.password,
+            totp: r.totp,
+        };
+        let issued = self.tokens.issue(grant).await?;
+        Ok(Response::new(pb::TokenResponse {
+            access_token: issued.access_token,
+            token_type: "Bearer".into(),
+            expires_in: issued.expires_in as u64,
+            refresh_token: String::new(),
+            scope: issued.scope,
+        }))
+    }
+
+    async fn verify_token(
+        &self,
+        _: Request<pb::VerifyTokenRequest>,
+    ) -> Result<Response<pb::Principal>, Status> {
+        Err(not_built("verify_token"))
+    }
+
+    async fn revoke_token(
+        &self,
+        _: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+        Err(not_built("revoke_token"))
+    }
+
+    async fn issue_service_token(
+        &self,
+        _: Request<pb::IssueServiceTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        Err(not_built("issue_service_token"))
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        _: Request<pb::RotateSigningKeyRequest>,
+    ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
+        Err(not_built("rotate_signing_key"))
+    }
+
+    async fn get_jwks(
+        &self,
+        _: Request<pb::GetJwksRequest>,
+    ) -> Result<Response<pb::GetJwksResponse>, Status> {
+        Ok(Response::new(pb::GetJwksResponse {
+            jwks_json: self.jwks.jwks().to_string(),
+        }))
+    }
+}

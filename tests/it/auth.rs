@@ -1,0 +1,207 @@
+//! Logging in through the gateway as a client would: the token endpoint, `/v1/me`, and
+//! the issuer's discovery documents, on `somagent up`.
+
+use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
+
+use crate::helpers::{Platform, free_ports, wait_ok};
+
+const ADMIN_PASSWORD: &str = "a long bootstrap passphrase";
+
+#[tokio::test]
+async fn the_bootstrap_admin_logs_in_and_sees_their_principal() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+
+    let login = client
+        .post(format!("{gateway}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("tenant", "default"),
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    assert_eq!(login.headers()["cache-control"], "no-store");
+    let body: serde_json::Value = login.json().await.unwrap();
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    let token = body["access_token"].as_str().unwrap().to_owned();
+
+    let me: serde_json::Value = client
+        .get(format!("{gateway}/v1/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "admin");
+    assert_eq!(me["roles"], serde_json::json!(["admin"]));
+    let caps: Vec<&str> = me["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert!(
+        caps.contains(&"platform:admin") && caps.contains(&"users:write"),
+        "{caps:?}"
+    );
+    assert!(!me["tenant"].as_str().unwrap().is_empty());
+
+    // JSON bodies work too.
+    let json_login = client
+        .post(format!("{gateway}/v1/auth/token"))
+        .json(&serde_json::json!({"grant_type": "password", "tenant": "default", "username": "admin", "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_login.status(), 200);
+
+    // Anyone can verify the platform's tokens from its discovery document alone.
+    let discovery: serde_json::Value = client
+        .get(format!("{gateway}/.well-known/openid-configuration"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], gateway.as_str());
+    let outsider = Verifier::new(
+        vec![TrustedIssuer {
+            issuer: gateway.clone(),
+            audience: TOKEN_AUDIENCE.into(),
+            jwks_uri: None,
+            mapping: builtin_mapping(),
+        }],
+        None,
+    );
+    let principal = outsider.verify(&token).await.unwrap();
+    assert_eq!(principal.username.as_deref(), Some("admin"));
+    drop(platform);
+}
+
+#[tokio::test]
+async fn bad_logins_and_bad_tokens_get_clear_refusals() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let token_url = format!("{gateway}/v1/auth/token");
+
+    let attempt = |form: Vec<(&'static str, &'static str)>| {
+        let (client, url) = (client.clone(), token_url.clone());
+        async move {
+            let response = client.post(url).form(&form).send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let wrong_password = attempt(vec![
+        ("grant_type", "password"),
+        ("tenant", "default"),
+        ("username", "admin"),
+        ("password", "not the password"),
+    ])
+    .await;
+    let no_such_user = attempt(vec![
+        ("grant_type", "password"),
+        ("tenant", "default"),
+        ("username", "nobody"),
+        ("password", "whatever it is"),
+    ])
+    .await;
+    let no_such_tenant = attempt(vec![
+        ("grant_type", "password"),
+        ("tenant", "globex"),
+        ("username", "admin"),
+        ("password", ADMIN_PASSWORD),
+    ])
+    .await;
+    for (status, body) in [&wrong_password, &no_such_user, &no_such_tenant] {
+        assert_eq!(*status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    // The three refusals are the same: they do not tell which part was wrong.
+    assert_eq!(wrong_password.1, no_such_user.1);
+    assert_eq!(wrong_password.1, no_such_tenant.1);
+    let (status, body) = attempt(vec![
+        ("grant_type", "password"),
+        ("tenant", "default"),
+        ("username", "admin"),
+    ])
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("validation_failed")),
+        "{body}"
+    );
+    let (status, body) = attempt(vec![("grant_type", "implicit")]).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("bad_request")),
+        "{body}"
+    );
+    let raw = client
+        .post(&token_url)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status(), 400);
+
+    let me = format!("{gateway}/v1/me");
+    let anonymous = client.get(&me).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert_eq!(
+        anonymous.headers()["www-authenticate"],
+        "Bearer realm=\"somagent\""
+    );
+    for bad in ["garbage", "a.b.c", "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0."] {
+        let response = client.get(&me).bearer_auth(bad).send().await.unwrap();
+        assert_eq!(response.status(), 401, "{bad}");
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    // A token signed by a key the platform never published.
+    let stranger = somagent_common::auth::SigningKey::generate().unwrap();
+    let forged = stranger
+        .sign(&serde_json::json!({"iss": gateway, "sub": "x", "aud": "somagent", "exp": 4_000_000_000_i64, "tenant": "t"}))
+        .unwrap();
+    assert_eq!(
+        client
+            .get(&me)
+            .bearer_auth(forged)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    drop(platform);
+}
