@@ -205,3 +205,66 @@ async fn bad_logins_and_bad_tokens_get_clear_refusals() {
     );
     drop(platform);
 }
+
+#[tokio::test]
+async fn repeated_failed_logins_are_refused_for_a_while() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let login = |username: &str, password: &'static str| {
+        let (client, url, username) = (
+            client.clone(),
+            format!("{gateway}/v1/auth/token"),
+            username.to_owned(),
+        );
+        async move {
+            client
+                .post(url)
+                .form(&[
+                    ("grant_type", "password"),
+                    ("tenant", "default"),
+                    ("username", &username),
+                    ("password", password),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..5 {
+        assert_eq!(login("admin", "a wrong password").await.status(), 401);
+    }
+    // The account is now locked for the window, even with the right password.
+    let locked = login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(locked.status(), 429);
+    let retry_after: u64 = locked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = locked.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    // Other accounts are not locked by it, until the address itself has failed too often.
+    for i in 0..15 {
+        assert_eq!(
+            login(&format!("someone-{i}"), "a wrong password")
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(
+        login("yet-another", "a wrong password").await.status(),
+        429,
+        "the address is over its limit"
+    );
+    drop(platform);
+}

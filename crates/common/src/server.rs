@@ -187,9 +187,13 @@ pub async fn serve(
     token: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let server = axum::serve(listener, router)
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .into_future();
+    // Handlers may ask for the peer address (`ConnectInfo<SocketAddr>`): rate limits.
+    let server = axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(token.clone().cancelled_owned())
+    .into_future();
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => result,

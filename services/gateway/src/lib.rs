@@ -11,6 +11,7 @@
 //! readiness and metrics. The rest of the public API arrives with its issues.
 
 mod api;
+mod login_limits;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[];
 #[derive(Clone)]
 pub struct Gateway {
     pub identity: IdentityServiceClient<tonic::transport::Channel>,
+    pub login_limits: login_limits::LoginLimits,
     pub verifier: Arc<Verifier>,
     /// The built-in issuer (the gateway's public URL).
     pub issuer: String,
@@ -59,10 +61,11 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             jwks_uri: Some(format!("{identity_url}/.well-known/jwks.json")),
             mapping: builtin_mapping(),
         }],
-        Some(cache),
+        Some(cache.clone()),
     );
     let gateway = Gateway {
         identity: IdentityServiceClient::new(channel),
+        login_limits: login_limits::LoginLimits::new(cache),
         verifier: Arc::new(verifier),
         issuer,
     };

@@ -2,10 +2,11 @@
 //! JSON), the caller's principal, and the discovery documents.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -22,6 +23,7 @@ const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 /// `username`, `password` and, once MFA is on, `totp`.
 pub async fn token(
     State(gateway): State<Gateway>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -64,12 +66,21 @@ pub async fn token(
         refresh_token: field("refresh_token"),
         scope: field("scope"),
     };
-    let issued = gateway
-        .identity
-        .clone()
-        .issue_token(request)
-        .await?
-        .into_inner();
+    let limits = &gateway.login_limits;
+    let (tenant, username) = (request.tenant.clone(), request.username.clone());
+    if request.grant_type == "password" {
+        limits.check(peer.ip(), &tenant, &username).await?;
+    }
+    let issued = match gateway.identity.clone().issue_token(request).await {
+        Ok(answer) => answer.into_inner(),
+        Err(status) => {
+            let error = ApiError::from(status);
+            if error.code == ErrorCode::Unauthorized {
+                limits.record_failure(peer.ip(), &tenant, &username).await;
+            }
+            return Err(error);
+        }
+    };
     let mut response = Json(json!({
         "access_token": issued.access_token,
         "token_type": issued.token_type,
