@@ -268,3 +268,112 @@ async fn repeated_failed_logins_are_refused_for_a_while() {
     );
     drop(platform);
 }
+
+#[tokio::test]
+async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
+    use somagent_common::config::EventsUrl;
+    use somagent_common::infra::events::{EventBus, topics};
+
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let login = || async {
+        let body: serde_json::Value = client
+            .post(format!("{gateway}/v1/auth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("tenant", "default"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let (token, other) = (login().await, login().await);
+    let me = format!("{gateway}/v1/me");
+    assert_eq!(
+        client
+            .get(&me)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let revoke = |value: String| {
+        let (client, url) = (client.clone(), format!("{gateway}/v1/auth/revoke"));
+        async move {
+            client
+                .post(url)
+                .form(&[("token", value)])
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(revoke(token.clone()).await, 200);
+    let refused = client.get(&me).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["message"], "token revoked");
+    // Only that token: another login of the same user still works.
+    assert_eq!(
+        client
+            .get(&me)
+            .bearer_auth(&other)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Revoking again, or revoking garbage, is not an error (RFC 7009).
+    assert_eq!(revoke(token.clone()).await, 200);
+    assert_eq!(revoke("not-a-token".into()).await, 200);
+    let missing = client
+        .post(format!("{gateway}/v1/auth/revoke"))
+        .form(&[("token_type_hint", "access_token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 422);
+
+    // The revocation is an audit event, and the token is not in it.
+    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
+        .await
+        .unwrap();
+    let mut audit = bus.subscribe("e2e-audit", &[topics::AUDIT]).await.unwrap();
+    let event = loop {
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), audit.next())
+            .await
+            .unwrap()
+            .unwrap();
+        if delivery.event.kind == "auth.token_revoked" {
+            break delivery.event;
+        }
+    };
+    assert_eq!(event.data["action"], "revoke");
+    assert_eq!(event.source, "gateway");
+    let text = serde_json::to_string(&event).unwrap();
+    assert!(
+        !text.contains(&token),
+        "the token leaked into the audit event"
+    );
+    drop(platform);
+}

@@ -6,12 +6,14 @@
 //! - `build` wires them to identity (gRPC) and the shared verifier; `main.rs` is the
 //!   thin binary `somagent-gateway`.
 //!
-//! Served so far: `POST /v1/auth/token` (password grant), `GET /v1/me`,
+//! Served so far: `POST /v1/auth/token` (password grant), `POST /v1/auth/revoke`,
+//! `GET /v1/me`,
 //! `GET /.well-known/openid-configuration`, `GET /.well-known/jwks.json`, plus health,
 //! readiness and metrics. The rest of the public API arrives with its issues.
 
 mod api;
 mod login_limits;
+mod revocations;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[];
 pub struct Gateway {
     pub identity: IdentityServiceClient<tonic::transport::Channel>,
     pub login_limits: login_limits::LoginLimits,
+    pub revocations: revocations::Revocations,
     pub verifier: Arc<Verifier>,
     /// The built-in issuer (the gateway's public URL).
     pub issuer: String,
@@ -46,6 +49,11 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .cache
         .clone()
         .context("the gateway needs the cache")?;
+    let events = ctx
+        .backends
+        .events
+        .clone()
+        .context("the gateway needs the event bus")?;
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
     let identity_url = config.endpoint(&IDENTITY);
     let channel = tonic::transport::Endpoint::from_shared(identity_url.clone())
@@ -65,7 +73,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     );
     let gateway = Gateway {
         identity: IdentityServiceClient::new(channel),
-        login_limits: login_limits::LoginLimits::new(cache),
+        login_limits: login_limits::LoginLimits::new(cache.clone()),
+        revocations: revocations::Revocations::new(cache, events),
         verifier: Arc::new(verifier),
         issuer,
     };

@@ -33,27 +33,7 @@ pub async fn token(
             "the token request is too large",
         ));
     }
-    let content_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    let fields: HashMap<String, String> = if content_type.starts_with("application/json") {
-        let value: Value = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
-        let Value::Object(map) = value else {
-            return Err(ApiError::bad_request("the body must be a JSON object"));
-        };
-        map.into_iter()
-            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
-            .collect()
-    } else if content_type.starts_with("application/x-www-form-urlencoded") {
-        url::form_urlencoded::parse(&body).into_owned().collect()
-    } else {
-        return Err(ApiError::bad_request(
-            "send the token request as application/x-www-form-urlencoded or application/json",
-        ));
-    };
+    let fields = form_or_json(&headers, &body)?;
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let request = pb::IssueTokenRequest {
         grant_type: field("grant_type"),
@@ -98,6 +78,32 @@ pub async fn token(
     Ok(response)
 }
 
+/// The fields of a form-encoded (RFC 6749) or JSON body; only string values count.
+fn form_or_json(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if content_type.starts_with("application/json") {
+        let value: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not valid JSON: {e}")))?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::bad_request("the body must be a JSON object"));
+        };
+        Ok(map
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
+            .collect())
+    } else if content_type.starts_with("application/x-www-form-urlencoded") {
+        Ok(url::form_urlencoded::parse(body).into_owned().collect())
+    } else {
+        Err(ApiError::bad_request(
+            "send the request as application/x-www-form-urlencoded or application/json",
+        ))
+    }
+}
+
 /// `GET /v1/me`: the caller as the platform sees them.
 pub async fn me(Authenticated(principal): Authenticated) -> Json<Value> {
     Json(json!({
@@ -135,4 +141,34 @@ pub async fn jwks(State(gateway): State<Gateway>) -> Result<Json<Value>, ApiErro
         .into_inner();
     let document: Value = serde_json::from_str(&answer.jwks_json).map_err(ApiError::internal)?;
     Ok(Json(document))
+}
+
+/// `POST /v1/auth/revoke` (RFC 7009): `token=<access token>`. A valid token of this
+/// issuer is denied everywhere at once (the deny-list is in the shared cache) until it
+/// would have expired anyway. As the RFC says, a token that is already invalid is not
+/// an error: the answer is 200 either way, so the endpoint tells nothing about tokens.
+pub async fn revoke(
+    State(gateway): State<Gateway>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    if body.len() > MAX_TOKEN_REQUEST {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            "the revocation request is too large",
+        ));
+    }
+    let fields = form_or_json(&headers, &body)?;
+    let token = fields.get("token").cloned().unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::validation("token", "is required"));
+    }
+    if let Ok(principal) = gateway.verifier.verify(&token).await {
+        gateway.revocations.revoke(&principal).await?;
+    }
+    let mut response = Json(json!({})).into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }

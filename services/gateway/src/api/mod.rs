@@ -13,6 +13,7 @@ use crate::Gateway;
 pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/auth/token", post(auth::token))
+        .route("/v1/auth/revoke", post(auth::revoke))
         .route("/v1/me", get(auth::me))
         .route(
             "/.well-known/openid-configuration",
