@@ -5,3 +5,4 @@ mod helpers;
 mod platform;
 mod startup;
 mod telemetry;
+mod tenants;

@@ -1,4 +1,4 @@
-//! identity's gRPC surface. Token issue and the JWKS are served; the other operations
+//! identity's gRPC surface. Token issue, the JWKS and tenants are served; the other operations
 //! of the contract arrive with the rest of the identity issue and answer
 //! `UNIMPLEMENTED` until then, never a made-up result.
 
@@ -6,11 +6,39 @@ use somagent_common::proto::identity::v1 as pb;
 use somagent_common::proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
+use somagent_common::auth::Verifier;
+use somagent_common::auth::grpc::principal_of;
+
+use crate::store::Tenant;
+use crate::tenants::{NewTenant, TenantService};
 use crate::tokens::{Grant, TokenService};
 
 pub struct IdentityGrpc {
     pub tokens: TokenService,
+    pub tenants: TenantService,
     pub jwks: std::sync::Arc<crate::keyring::Keyring>,
+    /// Verifies the caller's token on every call that acts for someone.
+    pub verifier: std::sync::Arc<Verifier>,
+}
+
+fn tenant_message(t: Tenant) -> pb::Tenant {
+    pb::Tenant {
+        id: t.id,
+        slug: t.slug,
+        display_name: t.display_name,
+        status: t.status,
+        created_at: rfc3339(t.created_at),
+    }
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 fn not_built(operation: &str) -> Status {
@@ -21,23 +49,41 @@ fn not_built(operation: &str) -> Status {
 impl IdentityService for IdentityGrpc {
     async fn create_tenant(
         &self,
-        _: Request<pb::CreateTenantRequest>,
+        request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        Err(not_built("create_tenant"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let new = NewTenant {
+            slug: r.slug,
+            display_name: r.display_name,
+            admin_username: r.admin_username,
+            admin_password: r.admin_password,
+        };
+        Ok(Response::new(tenant_message(
+            self.tenants.create(&actor, new).await?,
+        )))
     }
 
     async fn get_tenant(
         &self,
-        _: Request<pb::GetTenantRequest>,
+        request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        Err(not_built("get_tenant"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let tenant = self.tenants.get(&actor, &request.get_ref().id).await?;
+        Ok(Response::new(tenant_message(tenant)))
     }
 
     async fn list_tenants(
         &self,
-        _: Request<pb::ListTenantsRequest>,
+        request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        Err(not_built("list_tenants"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let page = request.into_inner().page.unwrap_or_default();
+        let (tenants, next) = self.tenants.list(&actor, &page.cursor, page.limit).await?;
+        Ok(Response::new(pb::ListTenantsResponse {
+            tenants: tenants.into_iter().map(tenant_message).collect(),
+            page: Some(somagent_common::proto::common::v1::PageInfo { next_cursor: next }),
+        }))
     }
 
     async fn update_tenant(

@@ -20,6 +20,7 @@ pub mod domain;
 mod grpc;
 pub mod keyring;
 pub mod store;
+pub mod tenants;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -44,7 +45,25 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let password = somagent_common::config::secret_from_env("BOOTSTRAP_ADMIN_PASSWORD")?;
     bootstrap::bootstrap(&store, &data_dir, password).await?;
     let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
-    let issuer = builder.context().config.issuer();
+    let config = builder.context().config.clone();
+    let issuer = config.issuer();
+    let shared = &builder.context().backends;
+    let events = shared
+        .events
+        .clone()
+        .context("identity needs the event bus")?;
+    let cache = shared.cache.clone().context("identity needs the cache")?;
+    // Calls acting for a user carry their token; identity checks it like anyone else,
+    // against its own published keys.
+    let verifier = somagent_common::auth::Verifier::new(
+        vec![somagent_common::auth::TrustedIssuer {
+            issuer: issuer.clone(),
+            audience: somagent_common::auth::TOKEN_AUDIENCE.into(),
+            jwks_uri: Some(format!("{}/.well-known/jwks.json", config.endpoint(&SPEC))),
+            mapping: somagent_common::auth::builtin_mapping(),
+        }],
+        Some(cache),
+    );
     let jwks = keyring.clone();
     let routes = axum::Router::new().route(
         "/.well-known/jwks.json",
@@ -54,8 +73,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         }),
     );
     let grpc = grpc::IdentityGrpc {
-        tokens: tokens::TokenService::new(store, keyring.clone(), issuer),
+        tokens: tokens::TokenService::new(store.clone(), keyring.clone(), issuer),
+        tenants: tenants::TenantService::new(store, events),
         jwks: keyring,
+        verifier: Arc::new(verifier),
     };
     let service =
         somagent_common::proto::identity::v1::identity_service_server::IdentityServiceServer::new(

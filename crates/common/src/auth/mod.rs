@@ -10,6 +10,7 @@
 /// The `aud` of the built-in issuer's access tokens: the platform's API.
 pub const TOKEN_AUDIENCE: &str = "somagent";
 
+pub mod grpc;
 mod keys;
 mod principal;
 mod roles;

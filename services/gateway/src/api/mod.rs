@@ -2,6 +2,7 @@
 
 mod auth;
 mod principal;
+mod tenants;
 
 pub use principal::Authenticated;
 
@@ -15,6 +16,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/revoke", post(auth::revoke))
         .route("/v1/me", get(auth::me))
+        .route("/v1/tenants", post(tenants::create).get(tenants::list))
+        .route("/v1/tenants/{id}", get(tenants::get))
         .route(
             "/.well-known/openid-configuration",
             get(auth::openid_configuration),

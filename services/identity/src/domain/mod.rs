@@ -2,6 +2,7 @@
 //! capabilities live in `somagent_common::auth`, which every service reads.
 
 pub mod api_key;
+pub mod names;
 pub mod password;
 pub mod totp;
 

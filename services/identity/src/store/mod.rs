@@ -98,17 +98,38 @@ impl IdentityStore {
         .bind(slug)
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|r| {
-            Ok(Tenant {
-                id: r.try_get(0)?,
-                slug: r.try_get(1)?,
-                display_name: r.try_get(2)?,
-                status: r.try_get(3)?,
-                created_at: r.try_get(4)?,
-            })
-        })
-        .transpose()
-        .map_err(DbError::Query)
+        row.as_ref()
+            .map(tenant_row)
+            .transpose()
+            .map_err(DbError::Query)
+    }
+
+    pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, DbError> {
+        let row = sqlx::query(
+            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        row.as_ref()
+            .map(tenant_row)
+            .transpose()
+            .map_err(DbError::Query)
+    }
+
+    /// Tenants in creation order (ids are time-ordered), after `after`.
+    pub async fn list_tenants(&self, after: &str, limit: i64) -> Result<Vec<Tenant>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(tenant_row)
+            .collect::<Result<_, _>>()
+            .map_err(DbError::Query)
     }
 
     pub async fn user_by_username(
@@ -208,6 +229,16 @@ impl IdentityStore {
             .await?;
         Ok(())
     }
+}
+
+fn tenant_row(r: &sqlx::any::AnyRow) -> Result<Tenant, sqlx::Error> {
+    Ok(Tenant {
+        id: r.try_get(0)?,
+        slug: r.try_get(1)?,
+        display_name: r.try_get(2)?,
+        status: r.try_get(3)?,
+        created_at: r.try_get(4)?,
+    })
 }
 
 async fn insert_user(
