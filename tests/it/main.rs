@@ -6,3 +6,4 @@ mod platform;
 mod startup;
 mod telemetry;
 mod tenants;
+mod users;

@@ -10,12 +10,15 @@ use somagent_common::auth::Verifier;
 use somagent_common::auth::grpc::principal_of;
 
 use crate::store::Tenant;
+use crate::store::User;
 use crate::tenants::{NewTenant, TenantService};
 use crate::tokens::{Grant, TokenService};
+use crate::users::{NewUser, UserService};
 
 pub struct IdentityGrpc {
     pub tokens: TokenService,
     pub tenants: TenantService,
+    pub users: UserService,
     pub jwks: std::sync::Arc<crate::keyring::Keyring>,
     /// Verifies the caller's token on every call that acts for someone.
     pub verifier: std::sync::Arc<Verifier>,
@@ -28,6 +31,18 @@ fn tenant_message(t: Tenant) -> pb::Tenant {
         display_name: t.display_name,
         status: t.status,
         created_at: rfc3339(t.created_at),
+    }
+}
+
+fn user_message(u: User) -> pb::User {
+    pb::User {
+        id: u.id,
+        tenant: u.tenant_id,
+        username: u.username,
+        status: u.status,
+        roles: u.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        mfa_enabled: false,
+        created_at: rfc3339(u.created_at),
     }
 }
 
@@ -102,20 +117,40 @@ impl IdentityService for IdentityGrpc {
 
     async fn create_user(
         &self,
-        _: Request<pb::CreateUserRequest>,
+        request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        Err(not_built("create_user"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let new = NewUser {
+            username: r.username,
+            password: r.password,
+            roles: r.roles,
+        };
+        Ok(Response::new(user_message(
+            self.users.create(&actor, new).await?,
+        )))
     }
 
-    async fn get_user(&self, _: Request<pb::GetUserRequest>) -> Result<Response<pb::User>, Status> {
-        Err(not_built("get_user"))
+    async fn get_user(
+        &self,
+        request: Request<pb::GetUserRequest>,
+    ) -> Result<Response<pb::User>, Status> {
+        let actor = principal_of(&self.verifier, &request).await?;
+        let user = self.users.get(&actor, &request.get_ref().id).await?;
+        Ok(Response::new(user_message(user)))
     }
 
     async fn list_users(
         &self,
-        _: Request<pb::ListUsersRequest>,
+        request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        Err(not_built("list_users"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let page = request.into_inner().page.unwrap_or_default();
+        let (users, next) = self.users.list(&actor, &page.cursor, page.limit).await?;
+        Ok(Response::new(pb::ListUsersResponse {
+            users: users.into_iter().map(user_message).collect(),
+            page: Some(somagent_common::proto::common::v1::PageInfo { next_cursor: next }),
+        }))
     }
 
     async fn update_user(

@@ -15,6 +15,7 @@
 //! readiness and metrics. Tenant, user, MFA and key operations answer UNIMPLEMENTED
 //! until the rest of the identity issue lands.
 
+mod audit;
 pub mod bootstrap;
 pub mod domain;
 mod grpc;
@@ -22,6 +23,7 @@ pub mod keyring;
 pub mod store;
 pub mod tenants;
 pub mod tokens;
+pub mod users;
 
 use std::sync::Arc;
 
@@ -74,7 +76,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     );
     let grpc = grpc::IdentityGrpc {
         tokens: tokens::TokenService::new(store.clone(), keyring.clone(), issuer),
-        tenants: tenants::TenantService::new(store, events),
+        tenants: tenants::TenantService::new(store.clone(), events.clone()),
+        users: users::UserService::new(store, events),
         jwks: keyring,
         verifier: Arc::new(verifier),
     };

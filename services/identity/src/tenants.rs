@@ -4,8 +4,7 @@
 
 use somagent_common::auth::{Capability, Principal, Role};
 use somagent_common::error::{ApiError, on_constraint};
-use somagent_common::infra::events::{Envelope, EventBus, topics};
-use somagent_common::tenant::TenantId;
+use somagent_common::infra::events::EventBus;
 
 use crate::domain::{names, password};
 use crate::store::{IdentityStore, Tenant, User};
@@ -71,7 +70,15 @@ impl TenantService {
             .map_err(|e| {
                 on_constraint(e, "tenants_slug", "a tenant with this slug already exists")
             })?;
-        self.audit(actor, &tenant, "create").await;
+        crate::audit::record(
+            &self.events,
+            actor,
+            &tenant.id,
+            "tenant",
+            &tenant.id,
+            "create",
+        )
+        .await;
         tracing::info!(tenant = %tenant.id, slug = %tenant.slug, "tenant created");
         Ok(tenant)
     }
@@ -120,31 +127,5 @@ impl TenantService {
             String::new()
         };
         Ok((page, next))
-    }
-
-    async fn audit(&self, actor: &Principal, tenant: &Tenant, action: &str) {
-        let Ok(tenant_id) = TenantId::parse(tenant.id.clone()) else {
-            return;
-        };
-        let event = Envelope::new(
-            "identity.tenant_changed",
-            "identity",
-            tenant_id.clone(),
-            serde_json::json!({
-                "actor": actor.subject,
-                "actor_tenant": actor.tenant,
-                "resource": { "type": "tenant", "id": tenant.id, "slug": tenant.slug },
-                "action": action,
-                "outcome": "success",
-            }),
-        )
-        .with_subject(actor.subject.clone());
-        if let Err(e) = self
-            .events
-            .publish(topics::AUDIT, tenant_id.as_str(), &event)
-            .await
-        {
-            tracing::error!(error = %e, "tenant changed but its audit event was not published");
-        }
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod principal;
 mod tenants;
+mod users;
 
 pub use principal::Authenticated;
 
@@ -18,6 +19,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/me", get(auth::me))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get))
+        .route("/v1/users", post(users::create).get(users::list))
+        .route("/v1/users/{id}", get(users::get))
         .route(
             "/.well-known/openid-configuration",
             get(auth::openid_configuration),

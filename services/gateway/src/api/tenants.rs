@@ -32,12 +32,22 @@ pub struct NewAdmin {
     password: String,
 }
 
+/// `?limit=&cursor=` of a list route.
 #[derive(Deserialize)]
 pub struct Page {
     #[serde(default)]
     limit: Option<u32>,
     #[serde(default)]
     cursor: Option<String>,
+}
+
+impl From<Page> for PageRequest {
+    fn from(page: Page) -> Self {
+        PageRequest {
+            limit: page.limit.unwrap_or(50),
+            cursor: page.cursor.unwrap_or_default(),
+        }
+    }
 }
 
 fn tenant_json(t: pb::Tenant) -> Value {
@@ -94,10 +104,7 @@ pub async fn list(
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
     let request = tonic::Request::new(pb::ListTenantsRequest {
-        page: Some(PageRequest {
-            limit: page.limit.unwrap_or(50),
-            cursor: page.cursor.unwrap_or_default(),
-        }),
+        page: Some(PageRequest::from(page)),
     });
     let answer = gateway
         .identity

@@ -11,6 +11,16 @@ pub const MIGRATIONS: &[Migration] = &[Migration::portable(
     include_str!("../../migrations/0001_identity.sql"),
 )];
 
+/// `SELECT <user columns> FROM users <rest>`, as one static string.
+macro_rules! select_users {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, tenant_id, username, password_hash, status, roles, capabilities, created_at FROM users ",
+            $rest
+        )
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: String,
@@ -132,38 +142,60 @@ impl IdentityStore {
             .map_err(DbError::Query)
     }
 
+    /// Adds a user to an existing tenant.
+    pub async fn create_user(&self, user: &User) -> Result<(), sqlx::Error> {
+        let mut tx = self.db.pool().begin().await?;
+        insert_user(&mut tx, user).await?;
+        tx.commit().await
+    }
+
+    pub async fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<User>, DbError> {
+        let row = sqlx::query(select_users!("WHERE tenant_id = $1 AND id = $2"))
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref()
+            .map(user_row)
+            .transpose()
+            .map_err(DbError::Query)
+    }
+
+    /// A tenant's users in creation order, after `after`.
+    pub async fn list_users(
+        &self,
+        tenant_id: &str,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<User>, DbError> {
+        let rows = sqlx::query(select_users!(
+            "WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(tenant_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(user_row)
+            .collect::<Result<_, _>>()
+            .map_err(DbError::Query)
+    }
+
     pub async fn user_by_username(
         &self,
         tenant_id: &str,
         username: &str,
     ) -> Result<Option<User>, DbError> {
-        let row = sqlx::query(
-            "SELECT id, tenant_id, username, password_hash, status, roles, capabilities, created_at \
-             FROM users WHERE tenant_id = $1 AND username = $2",
-        )
-        .bind(tenant_id)
-        .bind(username)
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.map(|r| {
-            let roles: String = r.try_get(5)?;
-            let caps: String = r.try_get(6)?;
-            Ok(User {
-                id: r.try_get(0)?,
-                tenant_id: r.try_get(1)?,
-                username: r.try_get(2)?,
-                password_hash: r.try_get(3)?,
-                status: r.try_get(4)?,
-                roles: roles.split_whitespace().filter_map(Role::parse).collect(),
-                capabilities: caps
-                    .split_whitespace()
-                    .filter_map(Capability::parse)
-                    .collect(),
-                created_at: r.try_get(7)?,
-            })
-        })
-        .transpose()
-        .map_err(DbError::Query)
+        let row = sqlx::query(select_users!("WHERE tenant_id = $1 AND username = $2"))
+            .bind(tenant_id)
+            .bind(username)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref()
+            .map(user_row)
+            .transpose()
+            .map_err(DbError::Query)
     }
 
     /// The user's TOTP state, if MFA is active for them.
@@ -229,6 +261,24 @@ impl IdentityStore {
             .await?;
         Ok(())
     }
+}
+
+fn user_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
+    let roles: String = r.try_get(5)?;
+    let caps: String = r.try_get(6)?;
+    Ok(User {
+        id: r.try_get(0)?,
+        tenant_id: r.try_get(1)?,
+        username: r.try_get(2)?,
+        password_hash: r.try_get(3)?,
+        status: r.try_get(4)?,
+        roles: roles.split_whitespace().filter_map(Role::parse).collect(),
+        capabilities: caps
+            .split_whitespace()
+            .filter_map(Capability::parse)
+            .collect(),
+        created_at: r.try_get(7)?,
+    })
 }
 
 fn tenant_row(r: &sqlx::any::AnyRow) -> Result<Tenant, sqlx::Error> {

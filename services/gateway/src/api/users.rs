@@ -1,0 +1,103 @@
+//! `/v1/users`: a tenant's users, managed by those with `users:write` and read by those
+//! with `users:read`, always within the caller's own tenant.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use somagent_common::auth::Capability;
+use somagent_common::auth::grpc::forward_authorization;
+use somagent_common::error::ApiError;
+use somagent_common::proto::common::v1::PageRequest;
+use somagent_common::proto::identity::v1 as pb;
+
+use super::Authenticated;
+use super::tenants::{Page, json_body};
+use crate::Gateway;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    username: String,
+    password: String,
+    roles: Vec<String>,
+}
+
+fn user_json(u: pb::User) -> Value {
+    json!({
+        "id": u.id,
+        "tenant": u.tenant,
+        "username": u.username,
+        "status": u.status,
+        "roles": u.roles,
+        "mfa_enabled": u.mfa_enabled,
+        "created_at": u.created_at,
+    })
+}
+
+/// `POST /v1/users` `{username, password, roles}` → 201.
+pub async fn create(
+    State(gateway): State<Gateway>,
+    Authenticated(principal): Authenticated,
+    headers: HeaderMap,
+    body: Result<Json<CreateUser>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    principal.require(Capability::UsersWrite)?;
+    let body = json_body(body)?;
+    let request = tonic::Request::new(pb::CreateUserRequest {
+        username: body.username,
+        password: body.password,
+        roles: body.roles,
+    });
+    let user = gateway
+        .identity
+        .clone()
+        .create_user(forward_authorization(&headers, request))
+        .await?
+        .into_inner();
+    Ok((StatusCode::CREATED, Json(user_json(user))))
+}
+
+/// `GET /v1/users?limit=&cursor=`.
+pub async fn list(
+    State(gateway): State<Gateway>,
+    Authenticated(principal): Authenticated,
+    headers: HeaderMap,
+    Query(page): Query<Page>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Capability::UsersRead)?;
+    let request = tonic::Request::new(pb::ListUsersRequest {
+        page: Some(PageRequest::from(page)),
+    });
+    let answer = gateway
+        .identity
+        .clone()
+        .list_users(forward_authorization(&headers, request))
+        .await?
+        .into_inner();
+    let next = answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty());
+    Ok(Json(json!({
+        "users": answer.users.into_iter().map(user_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+/// `GET /v1/users/{id}`: a user of another tenant answers 404.
+pub async fn get(
+    State(gateway): State<Gateway>,
+    Authenticated(principal): Authenticated,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    principal.require(Capability::UsersRead)?;
+    let request = tonic::Request::new(pb::GetUserRequest { id });
+    let user = gateway
+        .identity
+        .clone()
+        .get_user(forward_authorization(&headers, request))
+        .await?
+        .into_inner();
+    Ok(Json(user_json(user)))
+}
