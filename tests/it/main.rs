@@ -2,6 +2,7 @@
 
 mod auth;
 mod helpers;
+mod mfa;
 mod platform;
 mod startup;
 mod telemetry;

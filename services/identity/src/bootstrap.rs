@@ -63,6 +63,7 @@ pub async fn bootstrap(
         roles: vec![Role::Admin],
         capabilities,
         created_at: now,
+        mfa_enabled: false,
     };
     if let Err(e) = store.create_tenant_with_admin(&tenant, &admin).await {
         // Another replica bootstrapped first: that is its admin, not ours.

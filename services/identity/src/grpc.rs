@@ -41,7 +41,7 @@ fn user_message(u: User) -> pb::User {
         username: u.username,
         status: u.status,
         roles: u.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-        mfa_enabled: false,
+        mfa_enabled: u.mfa_enabled,
         created_at: rfc3339(u.created_at),
     }
 }
@@ -169,16 +169,27 @@ impl IdentityService for IdentityGrpc {
 
     async fn enroll_mfa(
         &self,
-        _: Request<pb::EnrollMfaRequest>,
+        request: Request<pb::EnrollMfaRequest>,
     ) -> Result<Response<pb::EnrollMfaResponse>, Status> {
-        Err(not_built("enroll_mfa"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let (secret, otpauth_uri) = self
+            .users
+            .enroll_mfa(&actor, &request.get_ref().user_id)
+            .await?;
+        Ok(Response::new(pb::EnrollMfaResponse {
+            secret,
+            otpauth_uri,
+        }))
     }
 
     async fn verify_mfa(
         &self,
-        _: Request<pb::VerifyMfaRequest>,
+        request: Request<pb::VerifyMfaRequest>,
     ) -> Result<Response<pb::VerifyMfaResponse>, Status> {
-        Err(not_built("verify_mfa"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.get_ref();
+        self.users.verify_mfa(&actor, &r.user_id, &r.code).await?;
+        Ok(Response::new(pb::VerifyMfaResponse { enabled: true }))
     }
 
     async fn create_api_key(

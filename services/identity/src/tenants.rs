@@ -63,6 +63,7 @@ impl TenantService {
             roles: vec![Role::Admin],
             capabilities: Role::Admin.capabilities(),
             created_at: now,
+            mfa_enabled: false,
         };
         self.store
             .create_tenant_with_admin(&tenant, &admin)

@@ -2,9 +2,10 @@
 //! the caller's own tenant (taken from the verified token, never from the request).
 
 use somagent_common::auth::{Capability, Principal, Role};
-use somagent_common::error::{ApiError, on_constraint};
+use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
 
+use crate::domain::totp::TotpSecret;
 use crate::domain::{names, password};
 use crate::store::{IdentityStore, User};
 
@@ -63,6 +64,7 @@ impl UserService {
             roles,
             capabilities,
             created_at: crate::bootstrap::now(),
+            mfa_enabled: false,
         };
         self.store.create_user(&user).await.map_err(|e| {
             on_constraint(
@@ -80,6 +82,100 @@ impl UserService {
             "create",
         )
         .await;
+        Ok(user)
+    }
+
+    /// Starts MFA for the caller: a new TOTP secret and its `otpauth://` URI, shown once.
+    /// Only users themselves enroll, so nobody else ever sees their secret.
+    pub async fn enroll_mfa(
+        &self,
+        actor: &Principal,
+        id: &str,
+    ) -> Result<(String, String), ApiError> {
+        let user = self.own_account(actor, id).await?;
+        let secret = TotpSecret::generate();
+        let encoded = secret.to_base32();
+        if !self
+            .store
+            .begin_mfa(&user.tenant_id, &user.id, &encoded)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "MFA is already active for this user",
+            ));
+        }
+        crate::audit::record(
+            &self.events,
+            actor,
+            &user.tenant_id,
+            "user",
+            &user.id,
+            "mfa_enroll",
+        )
+        .await;
+        let uri = secret.otpauth_uri("SomaAgent", &user.username);
+        Ok((encoded, uri))
+    }
+
+    /// Confirms enrollment with a current code; from then on password logins need one.
+    pub async fn verify_mfa(
+        &self,
+        actor: &Principal,
+        id: &str,
+        code: &str,
+    ) -> Result<(), ApiError> {
+        let user = self.own_account(actor, id).await?;
+        let pending = self
+            .store
+            .pending_mfa(&user.tenant_id, &user.id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    "no MFA enrollment is waiting for a code",
+                )
+            })?;
+        let secret = TotpSecret::from_base32(&pending)
+            .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored TOTP secret unreadable")))?;
+        let step = secret
+            .verify(code, crate::bootstrap::now() as u64, None)
+            .ok_or_else(|| {
+                ApiError::validation("code", "is not the current code of the enrolled secret")
+            })?;
+        self.store
+            .activate_mfa(&user.id, step as i64)
+            .await
+            .map_err(ApiError::internal)?;
+        crate::audit::record(
+            &self.events,
+            actor,
+            &user.tenant_id,
+            "user",
+            &user.id,
+            "mfa_activate",
+        )
+        .await;
+        Ok(())
+    }
+
+    /// The caller's own account; someone else's in the same tenant is forbidden, and
+    /// anything else is not found.
+    async fn own_account(&self, actor: &Principal, id: &str) -> Result<User, ApiError> {
+        let user = self
+            .store
+            .user_by_id(actor.tenant.as_str(), id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        if user.id != actor.subject {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "only the user themself can set up their MFA",
+            ));
+        }
         Ok(user)
     }
 

@@ -21,6 +21,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/tenants/{id}", get(tenants::get))
         .route("/v1/users", post(users::create).get(users::list))
         .route("/v1/users/{id}", get(users::get))
+        .route("/v1/users/{id}/mfa/enroll", post(users::enroll_mfa))
+        .route("/v1/users/{id}/mfa/verify", post(users::verify_mfa))
         .route(
             "/.well-known/openid-configuration",
             get(auth::openid_configuration),

@@ -101,3 +101,52 @@ pub async fn get(
         .into_inner();
     Ok(Json(user_json(user)))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyMfa {
+    code: String,
+}
+
+/// `POST /v1/users/{id}/mfa/enroll`: the caller's new TOTP secret and `otpauth://` URI,
+/// shown this once. The secret is not active until verified.
+pub async fn enroll_mfa(
+    State(gateway): State<Gateway>,
+    Authenticated(_): Authenticated,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let request = tonic::Request::new(pb::EnrollMfaRequest { user_id: id });
+    let answer = gateway
+        .identity
+        .clone()
+        .enroll_mfa(forward_authorization(&headers, request))
+        .await?
+        .into_inner();
+    Ok(Json(
+        json!({ "secret": answer.secret, "otpauth_uri": answer.otpauth_uri }),
+    ))
+}
+
+/// `POST /v1/users/{id}/mfa/verify` `{code}`: activates MFA; password logins then need
+/// `totp`.
+pub async fn verify_mfa(
+    State(gateway): State<Gateway>,
+    Authenticated(_): Authenticated,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<VerifyMfa>, JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_body(body)?;
+    let request = tonic::Request::new(pb::VerifyMfaRequest {
+        user_id: id,
+        code: body.code,
+    });
+    let answer = gateway
+        .identity
+        .clone()
+        .verify_mfa(forward_authorization(&headers, request))
+        .await?
+        .into_inner();
+    Ok(Json(json!({ "mfa_enabled": answer.enabled })))
+}

@@ -15,7 +15,7 @@ pub const MIGRATIONS: &[Migration] = &[Migration::portable(
 macro_rules! select_users {
     ($rest:literal) => {
         concat!(
-            "SELECT id, tenant_id, username, password_hash, status, roles, capabilities, created_at FROM users ",
+            "SELECT id, tenant_id, username, password_hash, status, roles, capabilities, created_at, mfa_enabled FROM users ",
             $rest
         )
     };
@@ -40,6 +40,7 @@ pub struct User {
     pub roles: Vec<Role>,
     pub capabilities: Vec<Capability>,
     pub created_at: i64,
+    pub mfa_enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +217,52 @@ impl IdentityStore {
         .map_err(DbError::Query)
     }
 
+    /// Stores a new, not yet active TOTP secret for a user without active MFA; false if
+    /// MFA is already active (turning it off is a separate, deliberate step).
+    pub async fn begin_mfa(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        secret: &str,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE users SET mfa_secret = $1, mfa_last_step = NULL \
+             WHERE id = $2 AND tenant_id = $3 AND mfa_enabled = 0",
+        )
+        .bind(secret)
+        .bind(user_id)
+        .bind(tenant_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The secret waiting to be confirmed, if the user has one and MFA is not active.
+    pub async fn pending_mfa(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+    ) -> Result<Option<String>, DbError> {
+        let row = sqlx::query(
+            "SELECT mfa_secret FROM users WHERE id = $1 AND tenant_id = $2 AND mfa_enabled = 0 AND mfa_secret IS NOT NULL",
+        )
+        .bind(user_id)
+        .bind(tenant_id)
+        .fetch_optional(self.db.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
+    /// Turns MFA on, recording the step of the code that proved it.
+    pub async fn activate_mfa(&self, user_id: &str, step: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE users SET mfa_enabled = 1, mfa_last_step = $1 WHERE id = $2")
+            .bind(step)
+            .bind(user_id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Records that a code of `step` was used; false if that step (or a later one) was
     /// already used, so the same code cannot log in twice.
     pub async fn use_totp_step(&self, user_id: &str, step: i64) -> Result<bool, DbError> {
@@ -278,6 +325,7 @@ fn user_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
             .filter_map(Capability::parse)
             .collect(),
         created_at: r.try_get(7)?,
+        mfa_enabled: r.try_get::<i64, _>(8)? == 1,
     })
 }
 
