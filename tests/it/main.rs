@@ -1,5 +1,6 @@
 //! One test binary for all end-to-end journeys.
 
+mod api_keys;
 mod auth;
 mod helpers;
 mod mfa;

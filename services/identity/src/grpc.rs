@@ -1,4 +1,5 @@
-//! identity's gRPC surface. Token issue, the JWKS and tenants are served; the other operations
+//! identity's gRPC surface. Tokens, the JWKS, tenants, users, MFA and API keys are
+//! served; the other operations
 //! of the contract arrive with the rest of the identity issue and answer
 //! `UNIMPLEMENTED` until then, never a made-up result.
 
@@ -9,8 +10,9 @@ use tonic::{Request, Response, Status};
 use somagent_common::auth::Verifier;
 use somagent_common::auth::grpc::principal_of;
 
+use crate::api_keys::{ApiKeyService, NewApiKey};
 use crate::store::Tenant;
-use crate::store::User;
+use crate::store::{ApiKeyRecord, User};
 use crate::tenants::{NewTenant, TenantService};
 use crate::tokens::{Grant, TokenService};
 use crate::users::{NewUser, UserService};
@@ -19,6 +21,7 @@ pub struct IdentityGrpc {
     pub tokens: TokenService,
     pub tenants: TenantService,
     pub users: UserService,
+    pub api_keys: ApiKeyService,
     pub jwks: std::sync::Arc<crate::keyring::Keyring>,
     /// Verifies the caller's token on every call that acts for someone.
     pub verifier: std::sync::Arc<Verifier>,
@@ -43,6 +46,18 @@ fn user_message(u: User) -> pb::User {
         roles: u.roles.iter().map(|r| r.as_str().to_owned()).collect(),
         mfa_enabled: u.mfa_enabled,
         created_at: rfc3339(u.created_at),
+    }
+}
+
+fn key_message(k: ApiKeyRecord) -> pb::ApiKey {
+    pb::ApiKey {
+        id: k.id,
+        prefix: k.prefix,
+        name: k.name,
+        scopes: k.scopes.iter().map(|c| c.as_str().to_owned()).collect(),
+        expires_at: k.expires_at.map(rfc3339).unwrap_or_default(),
+        last_used_at: k.last_used_at.map(rfc3339).unwrap_or_default(),
+        created_at: rfc3339(k.created_at),
     }
 }
 
@@ -194,23 +209,42 @@ impl IdentityService for IdentityGrpc {
 
     async fn create_api_key(
         &self,
-        _: Request<pb::CreateApiKeyRequest>,
+        request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        Err(not_built("create_api_key"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let new = NewApiKey {
+            name: r.name,
+            scopes: r.scopes,
+            expires_at: r.expires_at,
+        };
+        let (record, secret) = self.api_keys.create(&actor, new).await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            key: Some(key_message(record)),
+            secret,
+        }))
     }
 
     async fn list_api_keys(
         &self,
-        _: Request<pb::ListApiKeysRequest>,
+        request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        Err(not_built("list_api_keys"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let page = request.into_inner().page.unwrap_or_default();
+        let (keys, next) = self.api_keys.list(&actor, &page.cursor, page.limit).await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            keys: keys.into_iter().map(key_message).collect(),
+            page: Some(somagent_common::proto::common::v1::PageInfo { next_cursor: next }),
+        }))
     }
 
     async fn revoke_api_key(
         &self,
-        _: Request<pb::RevokeApiKeyRequest>,
+        request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        Err(not_built("revoke_api_key"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        self.api_keys.revoke(&actor, &request.get_ref().id).await?;
+        Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
 
     async fn issue_token(
@@ -224,6 +258,7 @@ impl IdentityService for IdentityGrpc {
             username: r.username,
             password: r.password,
             totp: r.totp,
+            client_secret: r.client_secret,
         };
         let issued = self.tokens.issue(grant).await?;
         Ok(Response::new(pb::TokenResponse {

@@ -15,6 +15,7 @@
 //! readiness and metrics. Tenant, user, MFA and key operations answer UNIMPLEMENTED
 //! until the rest of the identity issue lands.
 
+pub mod api_keys;
 mod audit;
 pub mod bootstrap;
 pub mod domain;
@@ -77,7 +78,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let grpc = grpc::IdentityGrpc {
         tokens: tokens::TokenService::new(store.clone(), keyring.clone(), issuer),
         tenants: tenants::TenantService::new(store.clone(), events.clone()),
-        users: users::UserService::new(store, events),
+        users: users::UserService::new(store.clone(), events.clone()),
+        api_keys: api_keys::ApiKeyService::new(store, events),
         jwks: keyring,
         verifier: Arc::new(verifier),
     };

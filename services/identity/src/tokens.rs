@@ -7,8 +7,8 @@ use std::sync::Arc;
 use somagent_common::auth::{Claims, TOKEN_AUDIENCE};
 use somagent_common::error::{ApiError, ErrorCode};
 
-use crate::domain::password;
 use crate::domain::totp::TotpSecret;
+use crate::domain::{api_key, password};
 use crate::keyring::Keyring;
 use crate::store::IdentityStore;
 
@@ -23,6 +23,8 @@ pub struct Grant {
     pub username: String,
     pub password: String,
     pub totp: String,
+    /// For `client_credentials`: an API key.
+    pub client_secret: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +60,7 @@ impl TokenService {
     pub async fn issue(&self, grant: Grant) -> Result<IssuedToken, ApiError> {
         match grant.grant_type.as_str() {
             "password" => self.password_grant(grant).await,
+            "client_credentials" => self.api_key_grant(&grant.client_secret).await,
             "" => Err(ApiError::validation("grant_type", "is required")),
             other => Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -66,7 +69,7 @@ impl TokenService {
                     other.chars().take(40).collect::<String>()
                 ),
             )
-            .with_details(serde_json::json!({ "supported": ["password"] }))),
+            .with_details(serde_json::json!({ "supported": ["password", "client_credentials"] }))),
         }
     }
 
@@ -135,23 +138,77 @@ impl TokenService {
                 return Err(invalid_credentials());
             }
         }
+        self.sign(
+            &tenant.id,
+            &user,
+            user.capabilities.clone(),
+            crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
+        )
+    }
+
+    /// `client_credentials` with an API key as the secret: a token with the key's scopes,
+    /// narrowed to what its owner may still do, ending no later than the key.
+    async fn api_key_grant(&self, presented: &str) -> Result<IssuedToken, ApiError> {
+        let invalid = || ApiError::new(ErrorCode::Unauthorized, "invalid client credentials");
+        if presented.is_empty() {
+            return Err(ApiError::validation("client_secret", "is required"));
+        }
+        let prefix = api_key::prefix_of(presented).ok_or_else(invalid)?;
+        let key = self
+            .store
+            .api_key_by_prefix(prefix)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(invalid)?;
+        let now = crate::bootstrap::now();
+        if !api_key::matches(presented, &key.hash)
+            || key.revoked_at.is_some()
+            || key.expires_at.is_some_and(|at| at <= now)
+        {
+            return Err(invalid());
+        }
+        let user = self
+            .store
+            .user_by_id(&key.tenant_id, &key.user_id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|u| u.status == "active")
+            .ok_or_else(invalid)?;
+        let capabilities = key
+            .scopes
+            .iter()
+            .copied()
+            .filter(|c| user.capabilities.contains(c))
+            .collect();
+        if let Err(e) = self.store.touch_api_key(&key.id, now).await {
+            tracing::warn!(error = %e, "cannot record an api key's last use");
+        }
+        let expires = key.expires_at.map_or(now + ACCESS_TOKEN_TTL_SECS, |at| {
+            at.min(now + ACCESS_TOKEN_TTL_SECS)
+        });
+        self.sign(&key.tenant_id, &user, capabilities, expires)
+    }
+
+    fn sign(
+        &self,
+        tenant_id: &str,
+        user: &crate::store::User,
+        capabilities: Vec<somagent_common::auth::Capability>,
+        exp: i64,
+    ) -> Result<IssuedToken, ApiError> {
         let now = crate::bootstrap::now();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.id.clone(),
             aud: TOKEN_AUDIENCE.into(),
-            exp: now + ACCESS_TOKEN_TTL_SECS,
+            exp,
             iat: now,
             nbf: Some(now),
             jti: uuid::Uuid::now_v7().to_string(),
-            tenant: tenant.id.clone(),
+            tenant: tenant_id.to_owned(),
             username: Some(user.username.clone()),
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            capabilities: user
-                .capabilities
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .collect(),
+            capabilities: capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
             act: None,
         };
         let access_token = self
@@ -159,10 +216,10 @@ impl TokenService {
             .current()
             .sign(&claims)
             .map_err(ApiError::internal)?;
-        tracing::info!(tenant = %tenant.id, subject = %user.id, "access token issued");
+        tracing::info!(tenant = tenant_id, subject = %user.id, "access token issued");
         Ok(IssuedToken {
             access_token,
-            expires_in: ACCESS_TOKEN_TTL_SECS,
+            expires_in: exp - now,
             scope: claims.capabilities.join(" "),
         })
     }

@@ -2,19 +2,11 @@
 //! `authorization` metadata and each service verifies it itself (DESIGN §1.4); no
 //! service trusts a bare tenant header.
 
-use http::HeaderMap;
-
 use super::{Principal, Verifier};
 
-/// Copies the caller's `Authorization` header onto an outgoing gRPC request.
-pub fn forward_authorization<T>(
-    headers: &HeaderMap,
-    mut request: tonic::Request<T>,
-) -> tonic::Request<T> {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION)
-        && let Ok(value) = value.to_str()
-        && let Ok(value) = value.parse()
-    {
+/// Puts the caller's access token on an outgoing gRPC request.
+pub fn with_bearer<T>(token: &str, mut request: tonic::Request<T>) -> tonic::Request<T> {
+    if let Ok(value) = format!("Bearer {token}").parse() {
         request.metadata_mut().insert("authorization", value);
     }
     request

@@ -105,7 +105,7 @@ fn form_or_json(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, Stri
 }
 
 /// `GET /v1/me`: the caller as the platform sees them.
-pub async fn me(Authenticated(principal): Authenticated) -> Json<Value> {
+pub async fn me(Authenticated { principal, .. }: Authenticated) -> Json<Value> {
     Json(json!({
         "tenant": principal.tenant,
         "subject": principal.subject,

@@ -1,5 +1,6 @@
 //! The gateway's public HTTP routes.
 
+mod api_keys;
 mod auth;
 mod principal;
 mod tenants;
@@ -8,7 +9,7 @@ mod users;
 pub use principal::Authenticated;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::Gateway;
 
@@ -23,6 +24,8 @@ pub fn router(gateway: Gateway) -> Router {
         .route("/v1/users/{id}", get(users::get))
         .route("/v1/users/{id}/mfa/enroll", post(users::enroll_mfa))
         .route("/v1/users/{id}/mfa/verify", post(users::verify_mfa))
+        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
         .route(
             "/.well-known/openid-configuration",
             get(auth::openid_configuration),

@@ -1,5 +1,8 @@
 //! `Authenticated`: a handler parameter that is the verified caller, or a 401 with a
-//! JSON problem and `WWW-Authenticate` (RFC 6750).
+//! JSON problem and `WWW-Authenticate` (RFC 6750). A bearer token is verified here; an
+//! `X-API-Key` is exchanged with identity for a short-lived access token first (the
+//! `client_credentials` grant), so the services behind see a signed token either way.
+//! The exchange happens on every request: a revoked key stops working at once.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -10,7 +13,18 @@ use somagent_common::error::{ApiError, ErrorCode};
 
 use crate::Gateway;
 
-pub struct Authenticated(pub Principal);
+pub struct Authenticated {
+    pub principal: Principal,
+    /// The access token the request acts with, forwarded on internal calls.
+    pub token: String,
+}
+
+impl Authenticated {
+    /// `request` carrying this caller's token, for a call to another service.
+    pub fn forward<T>(&self, request: T) -> tonic::Request<T> {
+        somagent_common::auth::grpc::with_bearer(&self.token, tonic::Request::new(request))
+    }
+}
 
 /// A refused credential: the problem body plus the challenge header.
 pub struct Unauthenticated {
@@ -47,9 +61,37 @@ impl FromRequestParts<Gateway> for Authenticated {
         parts: &mut Parts,
         gateway: &Gateway,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(key) = parts.headers.get("x-api-key") {
+            let refused = |reason: &str| Unauthenticated {
+                reason: reason.into(),
+                had_token: true,
+            };
+            let key = key
+                .to_str()
+                .map_err(|_| refused("the X-API-Key header is not a key"))?;
+            let exchange = somagent_common::proto::identity::v1::IssueTokenRequest {
+                grant_type: "client_credentials".into(),
+                client_secret: key.trim().to_owned(),
+                ..Default::default()
+            };
+            let token = match gateway.identity.clone().issue_token(exchange).await {
+                Ok(answer) => answer.into_inner().access_token,
+                Err(status) if status.code() == tonic::Code::Unavailable => {
+                    return Err(refused("the API key cannot be checked right now"));
+                }
+                Err(_) => return Err(refused("invalid API key")),
+            };
+            let principal = gateway
+                .verifier
+                .verify(&token)
+                .await
+                .map_err(|e| refused(&e.0))?;
+            tracing::Span::current().record("tenant", principal.tenant.as_str());
+            return Ok(Self { principal, token });
+        }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(Unauthenticated {
-                reason: "this needs a bearer token".into(),
+                reason: "this needs a bearer token or an X-API-Key".into(),
                 had_token: false,
             });
         };
@@ -75,6 +117,9 @@ impl FromRequestParts<Gateway> for Authenticated {
                 had_token: true,
             })?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
-        Ok(Self(principal))
+        Ok(Self {
+            principal,
+            token: token.to_owned(),
+        })
     }
 }

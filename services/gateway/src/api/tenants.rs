@@ -5,11 +5,10 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use somagent_common::auth::Capability;
-use somagent_common::auth::grpc::forward_authorization;
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::identity::v1 as pb;
@@ -75,22 +74,21 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
 /// `POST /v1/tenants` `{slug, display_name, admin: {username, password}}` → 201.
 pub async fn create(
     State(gateway): State<Gateway>,
-    Authenticated(principal): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     body: Result<Json<CreateTenant>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(Capability::PlatformAdmin)?;
+    auth.principal.require(Capability::PlatformAdmin)?;
     let body = json_body(body)?;
-    let request = tonic::Request::new(pb::CreateTenantRequest {
+    let request = pb::CreateTenantRequest {
         slug: body.slug,
         display_name: body.display_name,
         admin_username: body.admin.username,
         admin_password: body.admin.password,
-    });
+    };
     let tenant = gateway
         .identity
         .clone()
-        .create_tenant(forward_authorization(&headers, request))
+        .create_tenant(auth.forward(request))
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, Json(tenant_json(tenant))))
@@ -99,17 +97,16 @@ pub async fn create(
 /// `GET /v1/tenants?limit=&cursor=`.
 pub async fn list(
     State(gateway): State<Gateway>,
-    Authenticated(_): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = tonic::Request::new(pb::ListTenantsRequest {
+    let request = pb::ListTenantsRequest {
         page: Some(PageRequest::from(page)),
-    });
+    };
     let answer = gateway
         .identity
         .clone()
-        .list_tenants(forward_authorization(&headers, request))
+        .list_tenants(auth.forward(request))
         .await?
         .into_inner();
     let next = answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty());
@@ -122,15 +119,14 @@ pub async fn list(
 /// `GET /v1/tenants/{id}`: another tenant's id answers 404.
 pub async fn get(
     State(gateway): State<Gateway>,
-    Authenticated(_): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = tonic::Request::new(pb::GetTenantRequest { id });
+    let request = pb::GetTenantRequest { id };
     let tenant = gateway
         .identity
         .clone()
-        .get_tenant(forward_authorization(&headers, request))
+        .get_tenant(auth.forward(request))
         .await?
         .into_inner();
     Ok(Json(tenant_json(tenant)))

@@ -4,11 +4,10 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use somagent_common::auth::Capability;
-use somagent_common::auth::grpc::forward_authorization;
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::identity::v1 as pb;
@@ -40,21 +39,20 @@ fn user_json(u: pb::User) -> Value {
 /// `POST /v1/users` `{username, password, roles}` → 201.
 pub async fn create(
     State(gateway): State<Gateway>,
-    Authenticated(principal): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     body: Result<Json<CreateUser>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    principal.require(Capability::UsersWrite)?;
+    auth.principal.require(Capability::UsersWrite)?;
     let body = json_body(body)?;
-    let request = tonic::Request::new(pb::CreateUserRequest {
+    let request = pb::CreateUserRequest {
         username: body.username,
         password: body.password,
         roles: body.roles,
-    });
+    };
     let user = gateway
         .identity
         .clone()
-        .create_user(forward_authorization(&headers, request))
+        .create_user(auth.forward(request))
         .await?
         .into_inner();
     Ok((StatusCode::CREATED, Json(user_json(user))))
@@ -63,18 +61,17 @@ pub async fn create(
 /// `GET /v1/users?limit=&cursor=`.
 pub async fn list(
     State(gateway): State<Gateway>,
-    Authenticated(principal): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     Query(page): Query<Page>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(Capability::UsersRead)?;
-    let request = tonic::Request::new(pb::ListUsersRequest {
+    auth.principal.require(Capability::UsersRead)?;
+    let request = pb::ListUsersRequest {
         page: Some(PageRequest::from(page)),
-    });
+    };
     let answer = gateway
         .identity
         .clone()
-        .list_users(forward_authorization(&headers, request))
+        .list_users(auth.forward(request))
         .await?
         .into_inner();
     let next = answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty());
@@ -87,16 +84,15 @@ pub async fn list(
 /// `GET /v1/users/{id}`: a user of another tenant answers 404.
 pub async fn get(
     State(gateway): State<Gateway>,
-    Authenticated(principal): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    principal.require(Capability::UsersRead)?;
-    let request = tonic::Request::new(pb::GetUserRequest { id });
+    auth.principal.require(Capability::UsersRead)?;
+    let request = pb::GetUserRequest { id };
     let user = gateway
         .identity
         .clone()
-        .get_user(forward_authorization(&headers, request))
+        .get_user(auth.forward(request))
         .await?
         .into_inner();
     Ok(Json(user_json(user)))
@@ -112,15 +108,14 @@ pub struct VerifyMfa {
 /// shown this once. The secret is not active until verified.
 pub async fn enroll_mfa(
     State(gateway): State<Gateway>,
-    Authenticated(_): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let request = tonic::Request::new(pb::EnrollMfaRequest { user_id: id });
+    let request = pb::EnrollMfaRequest { user_id: id };
     let answer = gateway
         .identity
         .clone()
-        .enroll_mfa(forward_authorization(&headers, request))
+        .enroll_mfa(auth.forward(request))
         .await?
         .into_inner();
     Ok(Json(
@@ -132,20 +127,19 @@ pub async fn enroll_mfa(
 /// `totp`.
 pub async fn verify_mfa(
     State(gateway): State<Gateway>,
-    Authenticated(_): Authenticated,
-    headers: HeaderMap,
+    auth: Authenticated,
     Path(id): Path<String>,
     body: Result<Json<VerifyMfa>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = json_body(body)?;
-    let request = tonic::Request::new(pb::VerifyMfaRequest {
+    let request = pb::VerifyMfaRequest {
         user_id: id,
         code: body.code,
-    });
+    };
     let answer = gateway
         .identity
         .clone()
-        .verify_mfa(forward_authorization(&headers, request))
+        .verify_mfa(auth.forward(request))
         .await?
         .into_inner();
     Ok(Json(json!({ "mfa_enabled": answer.enabled })))

@@ -3,13 +3,23 @@
 
 use somagent_common::auth::{Capability, Role};
 use somagent_common::infra::db::{Db, DbError, Migration};
+mod api_keys;
+
+pub use api_keys::ApiKeyRecord;
 use sqlx::Row;
 
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "identity",
-    include_str!("../../migrations/0001_identity.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "identity",
+        include_str!("../../migrations/0001_identity.sql"),
+    ),
+    Migration::portable(
+        2,
+        "api_keys",
+        include_str!("../../migrations/0002_api_keys.sql"),
+    ),
+];
 
 /// `SELECT <user columns> FROM users <rest>`, as one static string.
 macro_rules! select_users {

@@ -1,0 +1,159 @@
+//! API keys: made for the caller with scopes that are a subset of what the caller may
+//! do, shown once, listed by prefix, revoked at once. A key is exchanged for a
+//! short-lived access token (the `client_credentials` grant), so everything past the
+//! gateway sees an ordinary signed token.
+
+use somagent_common::auth::{Capability, Principal};
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::infra::events::EventBus;
+
+use crate::domain::api_key;
+use crate::store::{ApiKeyRecord, IdentityStore};
+
+pub const MAX_PAGE: i64 = 100;
+
+pub struct NewApiKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// RFC 3339; empty means the key does not expire.
+    pub expires_at: String,
+}
+
+#[derive(Clone)]
+pub struct ApiKeyService {
+    store: IdentityStore,
+    events: EventBus,
+}
+
+impl ApiKeyService {
+    pub fn new(store: IdentityStore, events: EventBus) -> Self {
+        Self { store, events }
+    }
+
+    /// The stored record and the key itself, which is never shown again.
+    pub async fn create(
+        &self,
+        actor: &Principal,
+        new: NewApiKey,
+    ) -> Result<(ApiKeyRecord, String), ApiError> {
+        actor.require(Capability::ApiKeysOwn)?;
+        let name = new.name.trim();
+        if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
+            return Err(ApiError::validation(
+                "name",
+                "must be 1-100 printable characters",
+            ));
+        }
+        if new.scopes.is_empty() {
+            return Err(ApiError::validation(
+                "scopes",
+                "name at least one capability",
+            ));
+        }
+        let mut scopes = Vec::new();
+        for scope in &new.scopes {
+            let cap = Capability::parse(scope).ok_or_else(|| {
+                ApiError::validation("scopes", format!("unknown capability `{scope}`"))
+            })?;
+            if !actor.can(cap) {
+                return Err(ApiError::validation(
+                    "scopes",
+                    format!("`{scope}` is beyond what you may do yourself"),
+                ));
+            }
+            if !scopes.contains(&cap) {
+                scopes.push(cap);
+            }
+        }
+        let now = crate::bootstrap::now();
+        let expires_at = if new.expires_at.is_empty() {
+            None
+        } else {
+            let at = time::OffsetDateTime::parse(
+                &new.expires_at,
+                &time::format_description::well_known::Rfc3339,
+            )
+            .map_err(|_| ApiError::validation("expires_at", "must be an RFC 3339 time"))?
+            .unix_timestamp();
+            if at <= now {
+                return Err(ApiError::validation("expires_at", "must be in the future"));
+            }
+            Some(at)
+        };
+        let made = api_key::generate();
+        let record = ApiKeyRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant_id: actor.tenant.as_str().to_owned(),
+            user_id: actor.subject.clone(),
+            name: name.to_owned(),
+            prefix: made.prefix.clone(),
+            hash: made.hash.clone(),
+            scopes,
+            expires_at,
+            revoked_at: None,
+            last_used_at: None,
+            created_at: now,
+        };
+        self.store
+            .insert_api_key(&record)
+            .await
+            .map_err(ApiError::internal)?;
+        crate::audit::record(
+            &self.events,
+            actor,
+            &record.tenant_id,
+            "api_key",
+            &record.id,
+            "create",
+        )
+        .await;
+        Ok((record, made.secret))
+    }
+
+    /// The caller's keys, or all of the tenant's with `api_keys:manage`.
+    pub async fn list(
+        &self,
+        actor: &Principal,
+        cursor: &str,
+        limit: u32,
+    ) -> Result<(Vec<ApiKeyRecord>, String), ApiError> {
+        actor.require(Capability::ApiKeysOwn)?;
+        let owner = (!actor.can(Capability::ApiKeysManage)).then_some(actor.subject.as_str());
+        let limit = i64::from(limit).clamp(1, MAX_PAGE);
+        let mut page = self
+            .store
+            .list_api_keys(actor.tenant.as_str(), owner, cursor, limit + 1)
+            .await
+            .map_err(ApiError::internal)?;
+        let next = if page.len() as i64 > limit {
+            page.truncate(limit as usize);
+            page.last().map(|k| k.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok((page, next))
+    }
+
+    pub async fn revoke(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
+        actor.require(Capability::ApiKeysOwn)?;
+        let owner = (!actor.can(Capability::ApiKeysManage)).then_some(actor.subject.as_str());
+        let done = self
+            .store
+            .revoke_api_key(actor.tenant.as_str(), id, owner, crate::bootstrap::now())
+            .await
+            .map_err(ApiError::internal)?;
+        if !done {
+            return Err(ApiError::new(ErrorCode::NotFound, "api key not found"));
+        }
+        crate::audit::record(
+            &self.events,
+            actor,
+            actor.tenant.as_str(),
+            "api_key",
+            id,
+            "revoke",
+        )
+        .await;
+        Ok(())
+    }
+}

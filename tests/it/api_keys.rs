@@ -1,0 +1,252 @@
+//! API keys through the gateway: made once, narrowed to their scopes, usable wherever a
+//! bearer token is, revoked at once, invisible across tenants.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Platform, free_ports, wait_ok};
+
+const ROOT_PASSWORD: &str = "the platform admin passphrase";
+
+async fn login(
+    client: &reqwest::Client,
+    gateway: &str,
+    tenant: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let response = client
+        .post(format!("{gateway}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("tenant", tenant),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "login {tenant}/{username}");
+    response.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn an_api_key_acts_with_its_scopes_until_revoked() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
+    );
+    let gw = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gw}/readyz")).await;
+    let root = login(&client, &gw, "default", "admin", ROOT_PASSWORD).await;
+    let tenant = json!({"slug": "acme", "display_name": "Acme", "admin": {"username": "alice", "password": "alice's long passphrase"}});
+    assert_eq!(
+        client
+            .post(format!("{gw}/v1/tenants"))
+            .bearer_auth(&root)
+            .json(&tenant)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let alice = login(&client, &gw, "acme", "alice", "alice's long passphrase").await;
+    let bob_user =
+        json!({"username": "bob", "password": "bob's long passphrase", "roles": ["operator"]});
+    assert_eq!(
+        client
+            .post(format!("{gw}/v1/users"))
+            .bearer_auth(&alice)
+            .json(&bob_user)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        201
+    );
+    let bob = login(&client, &gw, "acme", "bob", "bob's long passphrase").await;
+    let keys = format!("{gw}/v1/api-keys");
+
+    let make = |token: String, body: Value| {
+        let (client, keys) = (client.clone(), keys.clone());
+        async move {
+            let response = client
+                .post(keys)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, made) = make(
+        bob.clone(),
+        json!({"name": "ci reader", "scopes": ["sessions:read"]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("sak_") && key.contains(made["prefix"].as_str().unwrap()));
+    for (body, why) in [
+        (
+            json!({"name": "too much", "scopes": ["users:write"]}),
+            "beyond",
+        ),
+        (
+            json!({"name": "typo", "scopes": ["sessions:reed"]}),
+            "unknown capability",
+        ),
+        (json!({"name": "nothing", "scopes": []}), "at least one"),
+        (
+            json!({"name": "stale", "scopes": ["sessions:read"], "expires_at": "2020-01-01T00:00:00Z"}),
+            "future",
+        ),
+    ] {
+        let (status, problem) = make(bob.clone(), body).await;
+        assert_eq!(status, 422, "{problem}");
+        assert!(
+            problem["error"]["message"].as_str().unwrap().contains(why),
+            "{problem}"
+        );
+    }
+
+    // The key works wherever a bearer token does, with its scopes only.
+    let me: Value = client
+        .get(format!("{gw}/v1/me"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["username"], "bob");
+    assert_eq!(me["capabilities"], json!(["sessions:read"]));
+    let exchanged = client
+        .post(format!("{gw}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "client_credentials"),
+            ("client_secret", key.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(exchanged.status(), 200);
+    assert_eq!(
+        exchanged.json::<Value>().await.unwrap()["scope"],
+        "sessions:read"
+    );
+    // With only sessions:read it cannot even list keys (that needs api_keys:own).
+    assert_eq!(
+        client
+            .get(&keys)
+            .header("x-api-key", &key)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    // Listing shows prefixes and use, never the key.
+    let listed: Value = client
+        .get(&keys)
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let entry = &listed["api_keys"][0];
+    assert_eq!(entry["name"], "ci reader");
+    assert!(entry.get("key").is_none() && !listed.to_string().contains(&key));
+    assert!(entry["last_used_at"].is_string(), "{entry}");
+    // The tenant's admin sees bob's keys; the platform admin of another tenant does not.
+    let alices_view: Value = client
+        .get(&keys)
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(alices_view["api_keys"].as_array().unwrap().len(), 1);
+    let roots_view: Value = client
+        .get(&keys)
+        .bearer_auth(&root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(roots_view["api_keys"].as_array().unwrap().is_empty());
+    let key_id = entry["id"].as_str().unwrap();
+    assert_eq!(
+        client
+            .delete(format!("{keys}/{key_id}"))
+            .bearer_auth(&root)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // Revoked: refused at once.
+    assert_eq!(
+        client
+            .delete(format!("{keys}/{key_id}"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let refused = client
+        .get(format!("{gw}/v1/me"))
+        .header("x-api-key", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap()["error"]["message"],
+        "invalid API key"
+    );
+    assert_eq!(
+        client
+            .delete(format!("{keys}/{key_id}"))
+            .bearer_auth(&bob)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        client
+            .get(format!("{gw}/v1/me"))
+            .header("x-api-key", "sak_made_up")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    drop(platform);
+}
