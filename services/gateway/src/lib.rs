@@ -44,6 +44,23 @@ pub struct Gateway {
     pub issuer: String,
 }
 
+/// External OIDC issuers the gateway also trusts, from `SOMAGENT_OIDC_ISSUERS`: a JSON
+/// list of `{issuer, audience, jwks_uri?, mapping?: {tenant_claim, default_tenant,
+/// roles_claim, capabilities_claim, username_claim}}`. Keys come by OpenID discovery
+/// unless `jwks_uri` is given; roles map to capabilities as the built-in roles do.
+fn external_issuers() -> anyhow::Result<Vec<TrustedIssuer>> {
+    let Some(raw) = somagent_common::config::secret_from_env("OIDC_ISSUERS")? else {
+        return Ok(Vec::new());
+    };
+    let issuers: Vec<TrustedIssuer> = serde_json::from_str(&raw).map_err(|e| {
+        anyhow::anyhow!("configuration: invalid value for `SOMAGENT_OIDC_ISSUERS`: {e}")
+    })?;
+    for trusted in &issuers {
+        tracing::info!(issuer = %trusted.issuer, audience = %trusted.audience, "trusting an external OIDC issuer");
+    }
+    Ok(issuers)
+}
+
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let config = ctx.config.clone();
@@ -65,15 +82,14 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .timeout(Duration::from_secs(15))
         .connect_lazy();
     let issuer = config.issuer();
-    let verifier = Verifier::new(
-        vec![TrustedIssuer {
-            issuer: issuer.clone(),
-            audience: TOKEN_AUDIENCE.into(),
-            jwks_uri: Some(format!("{identity_url}/.well-known/jwks.json")),
-            mapping: builtin_mapping(),
-        }],
-        Some(cache.clone()),
-    );
+    let mut issuers = vec![TrustedIssuer {
+        issuer: issuer.clone(),
+        audience: TOKEN_AUDIENCE.into(),
+        jwks_uri: Some(format!("{identity_url}/.well-known/jwks.json")),
+        mapping: builtin_mapping(),
+    }];
+    issuers.extend(external_issuers()?);
+    let verifier = Verifier::new(issuers, Some(cache.clone()));
     let gateway = Gateway {
         identity: IdentityServiceClient::new(channel),
         login_limits: login_limits::LoginLimits::new(cache.clone()),
