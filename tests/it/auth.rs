@@ -449,3 +449,95 @@ async fn a_token_from_a_trusted_oidc_provider_is_accepted() {
     assert_eq!(refused.status(), 401);
     drop(plain);
 }
+
+#[tokio::test]
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let token_url = format!("{gateway}/v1/auth/token");
+    let grant = |form: Vec<(&'static str, String)>| {
+        let (client, url) = (client.clone(), token_url.clone());
+        async move {
+            let response = client.post(url).form(&form).send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<serde_json::Value>().await.unwrap(),
+            )
+        }
+    };
+    let password = || {
+        vec![
+            ("grant_type", "password".to_owned()),
+            ("tenant", "default".into()),
+            ("username", "admin".into()),
+            ("password", ADMIN_PASSWORD.into()),
+        ]
+    };
+    let refresh = |token: &str| {
+        vec![("grant_type", "refresh_token"), ("refresh_token", token)]
+            .into_iter()
+            .map(|(k, v)| (k, v.to_owned()))
+            .collect::<Vec<_>>()
+    };
+
+    let (status, first) = grant(password()).await;
+    assert_eq!(status, 200);
+    let r1 = first["refresh_token"].as_str().unwrap().to_owned();
+    let (status, second) = grant(refresh(&r1)).await;
+    assert_eq!(status, 200, "{second}");
+    let r2 = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r2);
+    let me = client
+        .get(format!("{gateway}/v1/me"))
+        .bearer_auth(second["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(me.status(), 200);
+    let (status, third) = grant(refresh(&r2)).await;
+    assert_eq!(status, 200);
+    let r3 = third["refresh_token"].as_str().unwrap().to_owned();
+
+    // r1 was spent: presenting it again means it was copied, so the login ends.
+    let (status, problem) = grant(refresh(&r1)).await;
+    assert_eq!(status, 401);
+    assert!(
+        problem["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("already used"),
+        "{problem}"
+    );
+    let (status, _) = grant(refresh(&r3)).await;
+    assert_eq!(
+        status, 401,
+        "the newest token of the same login is revoked too"
+    );
+
+    // Another login is not affected, and revoking its refresh token ends it.
+    let (_, other) = grant(password()).await;
+    let r4 = other["refresh_token"].as_str().unwrap().to_owned();
+    let revoked = client
+        .post(format!("{gateway}/v1/auth/revoke"))
+        .form(&[("token", r4.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(grant(refresh(&r4)).await.0, 401);
+    assert_eq!(grant(refresh("srt_not-a-real-token")).await.0, 401);
+    let (status, problem) = grant(vec![("grant_type", "refresh_token".to_owned())]).await;
+    assert_eq!(
+        (status, problem["error"]["code"].as_str()),
+        (422, Some("validation_failed"))
+    );
+    drop(platform);
+}

@@ -259,13 +259,14 @@ impl IdentityService for IdentityGrpc {
             password: r.password,
             totp: r.totp,
             client_secret: r.client_secret,
+            refresh_token: r.refresh_token,
         };
         let issued = self.tokens.issue(grant).await?;
         Ok(Response::new(pb::TokenResponse {
             access_token: issued.access_token,
             token_type: "Bearer".into(),
             expires_in: issued.expires_in as u64,
-            refresh_token: String::new(),
+            refresh_token: issued.refresh_token.unwrap_or_default(),
             scope: issued.scope,
         }))
     }
@@ -277,11 +278,13 @@ impl IdentityService for IdentityGrpc {
         Err(not_built("verify_token"))
     }
 
+    /// Revokes the login a refresh token belongs to; holding the token is the proof.
     async fn revoke_token(
         &self,
-        _: Request<pb::RevokeTokenRequest>,
+        request: Request<pb::RevokeTokenRequest>,
     ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
-        Err(not_built("revoke_token"))
+        self.tokens.revoke_refresh(&request.get_ref().token).await?;
+        Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
     async fn issue_service_token(

@@ -8,9 +8,9 @@ use somagent_common::auth::{Claims, TOKEN_AUDIENCE};
 use somagent_common::error::{ApiError, ErrorCode};
 
 use crate::domain::totp::TotpSecret;
-use crate::domain::{api_key, password};
+use crate::domain::{api_key, password, refresh_token};
 use crate::keyring::Keyring;
-use crate::store::IdentityStore;
+use crate::store::{IdentityStore, RefreshRecord, RefreshUse};
 
 /// Access tokens live this long; clients refresh or log in again after.
 pub const ACCESS_TOKEN_TTL_SECS: i64 = 15 * 60;
@@ -25,6 +25,8 @@ pub struct Grant {
     pub totp: String,
     /// For `client_credentials`: an API key.
     pub client_secret: String,
+    /// For `refresh_token`.
+    pub refresh_token: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,8 @@ pub struct IssuedToken {
     pub access_token: String,
     pub expires_in: i64,
     pub scope: String,
+    /// Given with a password login and with each refresh, which spends the old one.
+    pub refresh_token: Option<String>,
 }
 
 #[derive(Clone)]
@@ -61,6 +65,7 @@ impl TokenService {
         match grant.grant_type.as_str() {
             "password" => self.password_grant(grant).await,
             "client_credentials" => self.api_key_grant(&grant.client_secret).await,
+            "refresh_token" => self.refresh_grant(&grant.refresh_token).await,
             "" => Err(ApiError::validation("grant_type", "is required")),
             other => Err(ApiError::new(
                 ErrorCode::BadRequest,
@@ -69,7 +74,7 @@ impl TokenService {
                     other.chars().take(40).collect::<String>()
                 ),
             )
-            .with_details(serde_json::json!({ "supported": ["password", "client_credentials"] }))),
+            .with_details(serde_json::json!({ "supported": ["password", "client_credentials", "refresh_token"] }))),
         }
     }
 
@@ -138,12 +143,107 @@ impl TokenService {
                 return Err(invalid_credentials());
             }
         }
-        self.sign(
+        let mut issued = self.sign(
             &tenant.id,
             &user,
             user.capabilities.clone(),
             crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
-        )
+        )?;
+        let family = uuid::Uuid::now_v7().to_string();
+        issued.refresh_token = Some(self.new_refresh(&tenant.id, &user.id, &family).await?);
+        Ok(issued)
+    }
+
+    /// `refresh_token`: spends the token and gives a new access token and a new refresh
+    /// token of the same login. A token presented twice revokes that whole login.
+    async fn refresh_grant(&self, presented: &str) -> Result<IssuedToken, ApiError> {
+        let invalid = || ApiError::new(ErrorCode::Unauthorized, "invalid refresh token");
+        if presented.is_empty() {
+            return Err(ApiError::validation("refresh_token", "is required"));
+        }
+        if !refresh_token::looks_like(presented) {
+            return Err(invalid());
+        }
+        let now = crate::bootstrap::now();
+        let record = match self
+            .store
+            .use_refresh(&refresh_token::hash(presented), now)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            RefreshUse::Fresh(record) => record,
+            RefreshUse::Reused => {
+                tracing::warn!("a refresh token was presented twice; its login is revoked");
+                return Err(ApiError::new(
+                    ErrorCode::Unauthorized,
+                    "refresh token already used; every token of this login is revoked",
+                ));
+            }
+            RefreshUse::Invalid => return Err(invalid()),
+        };
+        let user = self
+            .store
+            .user_by_id(&record.tenant_id, &record.user_id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|u| u.status == "active")
+            .ok_or_else(invalid)?;
+        // The user's current capabilities: a role change applies at the next refresh.
+        let mut issued = self.sign(
+            &record.tenant_id,
+            &user,
+            user.capabilities.clone(),
+            now + ACCESS_TOKEN_TTL_SECS,
+        )?;
+        issued.refresh_token = Some(
+            self.new_refresh(&record.tenant_id, &user.id, &record.family_id)
+                .await?,
+        );
+        Ok(issued)
+    }
+
+    /// Revokes the login a refresh token belongs to (RFC 7009); unknown tokens are fine.
+    pub async fn revoke_refresh(&self, presented: &str) -> Result<(), ApiError> {
+        if !refresh_token::looks_like(presented) {
+            return Ok(());
+        }
+        let hash = refresh_token::hash(presented);
+        if let Some(family) = self
+            .store
+            .refresh_family_of(&hash)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            self.store
+                .revoke_refresh_family(&family, crate::bootstrap::now())
+                .await
+                .map_err(ApiError::internal)?;
+        }
+        Ok(())
+    }
+
+    async fn new_refresh(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        family: &str,
+    ) -> Result<String, ApiError> {
+        let (token, hash) = refresh_token::generate();
+        let now = crate::bootstrap::now();
+        let record = RefreshRecord {
+            id: uuid::Uuid::now_v7().to_string(),
+            family_id: family.to_owned(),
+            tenant_id: tenant_id.to_owned(),
+            user_id: user_id.to_owned(),
+            hash,
+            expires_at: now + refresh_token::TTL_SECS,
+            created_at: now,
+        };
+        self.store
+            .insert_refresh(&record)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(token)
     }
 
     /// `client_credentials` with an API key as the secret: a token with the key's scopes,
@@ -221,6 +321,7 @@ impl TokenService {
             access_token,
             expires_in: exp - now,
             scope: claims.capabilities.join(" "),
+            refresh_token: None,
         })
     }
 }

@@ -20,7 +20,8 @@ use crate::Gateway;
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
 /// `POST /v1/auth/token`: `grant_type=password` with `tenant` (the tenant's slug),
-/// `username`, `password` and, once MFA is on, `totp`.
+/// `username`, `password` and, once MFA is on, `totp`; `grant_type=refresh_token` with
+/// `refresh_token`; `grant_type=client_credentials` with an API key as `client_secret`.
 pub async fn token(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -61,13 +62,16 @@ pub async fn token(
             return Err(error);
         }
     };
-    let mut response = Json(json!({
+    let mut body = json!({
         "access_token": issued.access_token,
         "token_type": issued.token_type,
         "expires_in": issued.expires_in,
         "scope": issued.scope,
-    }))
-    .into_response();
+    });
+    if !issued.refresh_token.is_empty() {
+        body["refresh_token"] = Value::String(issued.refresh_token);
+    }
+    let mut response = Json(body).into_response();
     // RFC 6749 §5.1: token responses must not be cached.
     response
         .headers_mut()
@@ -122,7 +126,8 @@ pub async fn openid_configuration(State(gateway): State<Gateway>) -> Json<Value>
         "issuer": issuer,
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "token_endpoint": format!("{issuer}/v1/auth/token"),
-        "grant_types_supported": ["password"],
+        "grant_types_supported": ["password", "refresh_token", "client_credentials"],
+        "revocation_endpoint": format!("{issuer}/v1/auth/revoke"),
         "token_endpoint_auth_methods_supported": ["none"],
         "response_types_supported": [],
         "subject_types_supported": ["public"],
@@ -163,7 +168,14 @@ pub async fn revoke(
     if token.is_empty() {
         return Err(ApiError::validation("token", "is required"));
     }
-    if let Ok(principal) = gateway.verifier.verify(&token).await {
+    if token.starts_with("srt_") {
+        // A refresh token: identity revokes the whole login it belongs to.
+        let request = pb::RevokeTokenRequest {
+            token,
+            token_type_hint: "refresh_token".into(),
+        };
+        gateway.identity.clone().revoke_token(request).await?;
+    } else if let Ok(principal) = gateway.verifier.verify(&token).await {
         gateway.revocations.revoke(&principal).await?;
     }
     let mut response = Json(json!({})).into_response();

@@ -4,6 +4,7 @@
 pub mod api_key;
 pub mod names;
 pub mod password;
+pub mod refresh_token;
 pub mod totp;
 
 /// Fills a buffer from the operating system's CSPRNG.

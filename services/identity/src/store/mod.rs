@@ -1,13 +1,18 @@
-//! Identity's persistence: tenants, users and signing keys, in portable SQL that runs
+//! Identity's persistence: tenants, users, signing keys, API keys and refresh tokens,
+//! in portable SQL that runs
 //! on SQLite and PostgreSQL alike. Every user query names its tenant.
+
+mod api_keys;
+mod refresh;
 
 use somagent_common::auth::{Capability, Role};
 use somagent_common::infra::db::{Db, DbError, Migration};
-mod api_keys;
-
-pub use api_keys::ApiKeyRecord;
 use sqlx::Row;
 
+pub use api_keys::ApiKeyRecord;
+pub use refresh::{RefreshRecord, RefreshUse};
+
+/// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(
         1,
@@ -18,6 +23,11 @@ pub const MIGRATIONS: &[Migration] = &[
         2,
         "api_keys",
         include_str!("../../migrations/0002_api_keys.sql"),
+    ),
+    Migration::portable(
+        3,
+        "refresh_tokens",
+        include_str!("../../migrations/0003_refresh_tokens.sql"),
     ),
 ];
 
