@@ -541,3 +541,113 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
     );
     drop(platform);
 }
+
+#[tokio::test]
+async fn a_rotated_key_takes_over_while_old_tokens_stay_valid() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let login = || async {
+        let body: serde_json::Value = client
+            .post(format!("{gateway}/v1/auth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("tenant", "default"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let kid = |token: &str| {
+        let header = data_encoding::BASE64URL_NOPAD
+            .decode(token.split('.').next().unwrap().as_bytes())
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&header).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let old = login().await;
+    let me = format!("{gateway}/v1/me");
+    assert_eq!(
+        client
+            .get(&me)
+            .bearer_auth(&old)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+
+    let rotated = client
+        .post(format!("{gateway}/v1/auth/keys/rotate"))
+        .bearer_auth(&old)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rotated.status(), 200);
+    let new_kid = rotated.json::<serde_json::Value>().await.unwrap()["kid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_kid, kid(&old));
+    let jwks: serde_json::Value = client
+        .get(format!("{gateway}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&new_kid.as_str()) && kids.contains(&kid(&old).as_str()),
+        "{kids:?}"
+    );
+
+    // Published first, signing a little later: by then every verifier can know it.
+    tokio::time::sleep(std::time::Duration::from_secs(16)).await;
+    let new = login().await;
+    assert_eq!(kid(&new), new_kid);
+    assert_eq!(
+        client
+            .get(&me)
+            .bearer_auth(&new)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        client
+            .get(&me)
+            .bearer_auth(&old)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200,
+        "old tokens stay valid"
+    );
+    drop(platform);
+}

@@ -25,6 +25,7 @@ pub struct IdentityGrpc {
     pub jwks: std::sync::Arc<crate::keyring::Keyring>,
     /// Verifies the caller's token on every call that acts for someone.
     pub verifier: std::sync::Arc<Verifier>,
+    pub events: somagent_common::infra::events::EventBus,
 }
 
 fn tenant_message(t: Tenant) -> pb::Tenant {
@@ -296,9 +297,25 @@ impl IdentityService for IdentityGrpc {
 
     async fn rotate_signing_key(
         &self,
-        _: Request<pb::RotateSigningKeyRequest>,
+        request: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
-        Err(not_built("rotate_signing_key"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        actor.require(somagent_common::auth::Capability::PlatformAdmin)?;
+        let kid = self
+            .jwks
+            .rotate()
+            .await
+            .map_err(|e| Status::from(somagent_common::error::ApiError::internal(e)))?;
+        crate::audit::record(
+            &self.events,
+            &actor,
+            actor.tenant.as_str(),
+            "signing_key",
+            &kid,
+            "rotate",
+        )
+        .await;
+        Ok(Response::new(pb::RotateSigningKeyResponse { kid }))
     }
 
     async fn get_jwks(

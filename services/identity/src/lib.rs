@@ -48,6 +48,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let password = somagent_common::config::secret_from_env("BOOTSTRAP_ADMIN_PASSWORD")?;
     bootstrap::bootstrap(&store, &data_dir, password).await?;
     let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
+    keyring.clone().maintain();
     let config = builder.context().config.clone();
     let issuer = config.issuer();
     let shared = &builder.context().backends;
@@ -79,7 +80,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         tokens: tokens::TokenService::new(store.clone(), keyring.clone(), issuer),
         tenants: tenants::TenantService::new(store.clone(), events.clone()),
         users: users::UserService::new(store.clone(), events.clone()),
-        api_keys: api_keys::ApiKeyService::new(store, events),
+        api_keys: api_keys::ApiKeyService::new(store, events.clone()),
+        events,
         jwks: keyring,
         verifier: Arc::new(verifier),
     };

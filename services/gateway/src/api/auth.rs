@@ -184,3 +184,20 @@ pub async fn revoke(
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
+
+/// `POST /v1/auth/keys/rotate` (platform admins): publishes a new signing key, which
+/// signs from a few seconds later on; tokens of the old key stay valid until they expire.
+pub async fn rotate_keys(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    auth.principal
+        .require(somagent_common::auth::Capability::PlatformAdmin)?;
+    let answer = gateway
+        .identity
+        .clone()
+        .rotate_signing_key(auth.forward(pb::RotateSigningKeyRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(json!({ "kid": answer.kid })))
+}

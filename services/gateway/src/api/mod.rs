@@ -17,6 +17,7 @@ pub fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/revoke", post(auth::revoke))
+        .route("/v1/auth/keys/rotate", post(auth::rotate_keys))
         .route("/v1/me", get(auth::me))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get))

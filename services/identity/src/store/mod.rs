@@ -296,11 +296,13 @@ impl IdentityStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Signing keys not retired, newest first.
+    /// Signing keys still published (not retired, or retiring later), newest first.
     pub async fn active_keys(&self) -> Result<Vec<StoredKey>, DbError> {
         let rows = sqlx::query(
-            "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys WHERE retired_at IS NULL ORDER BY created_at DESC",
+            "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys \
+             WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC",
         )
+        .bind(crate::bootstrap::now())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()
@@ -317,6 +319,18 @@ impl IdentityStore {
                 })
             })
             .collect()
+    }
+
+    /// Schedules every published key but `keep` to leave the JWKS at `retire_at`.
+    pub async fn retire_keys_except(&self, keep: &str, retire_at: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE signing_keys SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL",
+        )
+        .bind(retire_at)
+        .bind(keep)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
     }
 
     pub async fn insert_key(&self, key: &StoredKey) -> Result<(), DbError> {
