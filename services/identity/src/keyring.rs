@@ -65,7 +65,10 @@ impl Keyring {
     /// others retire once the tokens they signed have expired.
     pub async fn rotate(&self) -> anyhow::Result<String> {
         let key = SigningKey::generate()?;
-        let now = crate::bootstrap::now();
+        // Strictly after the newest key, so "newest" never depends on a tie (two
+        // rotations within one second).
+        let newest = *self.newest_created_at.read().expect("keyring lock");
+        let now = crate::bootstrap::now().max(newest + 1);
         self.store
             .insert_key(&StoredKey {
                 kid: key.kid().to_owned(),
