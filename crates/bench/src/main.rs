@@ -1,5 +1,6 @@
 //! `somagent-bench`: measures the platform's building blocks and prints numbers.
 
+mod auth;
 mod events;
 mod stats;
 
@@ -31,6 +32,26 @@ enum Command {
         #[arg(long, default_value_t = 10_000)]
         locks: usize,
     },
+    /// Token verification in process (when `--gateway` is not given), or authenticated
+    /// `GET /v1/me` load through a running gateway.
+    Auth {
+        /// Verifications in the in-process measurement.
+        #[arg(long, default_value_t = 20_000)]
+        verifications: usize,
+        /// A running gateway to load, e.g. http://127.0.0.1:10000.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// The bootstrap admin's password on that platform.
+        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        password: String,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// How the printed line names this run.
+        #[arg(long, default_value = "GET /v1/me")]
+        label: String,
+    },
 }
 
 #[tokio::main]
@@ -41,5 +62,18 @@ async fn main() -> anyhow::Result<()> {
             publishers,
             locks,
         } => events::run(events, publishers, locks).await,
+        Command::Auth {
+            verifications,
+            gateway: None,
+            ..
+        } => auth::verification(verifications).await,
+        Command::Auth {
+            gateway: Some(gateway),
+            password,
+            concurrency,
+            seconds,
+            label,
+            ..
+        } => auth::me_load(&gateway, &password, concurrency, seconds, &label).await,
     }
 }
