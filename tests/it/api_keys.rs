@@ -3,48 +3,17 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Platform, free_ports, wait_ok};
-
-const ROOT_PASSWORD: &str = "the platform admin passphrase";
-
-async fn login(
-    client: &reqwest::Client,
-    gateway: &str,
-    tenant: &str,
-    username: &str,
-    password: &str,
-) -> String {
-    let response = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("tenant", tenant),
-            ("username", username),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "login {tenant}/{username}");
-    response.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use crate::helpers::{Rooted, login, with_root};
 
 #[tokio::test]
 async fn an_api_key_acts_with_its_scopes_until_revoked() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
-    );
-    let gw = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gw}/readyz")).await;
-    let root = login(&client, &gw, "default", "admin", ROOT_PASSWORD).await;
+    let Rooted {
+        platform,
+        gateway: gw,
+        client,
+        root,
+        ..
+    } = with_root().await;
     let tenant = json!({"slug": "acme", "display_name": "Acme", "admin": {"username": "alice", "password": "alice's long passphrase"}});
     assert_eq!(
         client

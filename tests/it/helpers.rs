@@ -144,3 +144,63 @@ pub async fn wait_ok(client: &reqwest::Client, url: &str) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The bootstrap admin's password on platforms started by [`with_root`].
+pub const ROOT_PASSWORD: &str = "the platform admin passphrase";
+
+/// Logs in with the password grant and returns the access token.
+pub async fn login(
+    client: &reqwest::Client,
+    gateway: &str,
+    tenant: &str,
+    username: &str,
+    password: &str,
+) -> String {
+    let response = client
+        .post(format!("{gateway}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("tenant", tenant),
+            ("username", username),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "login {tenant}/{username}");
+    response.json::<serde_json::Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// A running platform, ready, and its bootstrap admin's token.
+pub struct Rooted {
+    pub platform: Platform,
+    pub gateway: String,
+    pub client: reqwest::Client,
+    pub root: String,
+    _data: tempfile::TempDir,
+}
+
+/// Starts `somagent up` with [`ROOT_PASSWORD`] and logs its admin in.
+pub async fn with_root() -> Rooted {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+    Rooted {
+        platform,
+        gateway,
+        client,
+        root,
+        _data: data,
+    }
+}

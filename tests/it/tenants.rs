@@ -2,48 +2,17 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Platform, free_ports, wait_ok};
-
-const ROOT_PASSWORD: &str = "the platform admin passphrase";
-
-async fn login(
-    client: &reqwest::Client,
-    gateway: &str,
-    tenant: &str,
-    username: &str,
-    password: &str,
-) -> String {
-    let response = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("tenant", tenant),
-            ("username", username),
-            ("password", password),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "login {tenant}/{username}");
-    response.json::<Value>().await.unwrap()["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
+use crate::helpers::{Rooted, login, with_root};
 
 #[tokio::test]
 async fn a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
-    let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        root,
+        ..
+    } = with_root().await;
     let tenants = format!("{gateway}/v1/tenants");
 
     let created = client
@@ -218,17 +187,13 @@ async fn a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it() {
 
 #[tokio::test]
 async fn tenants_page_with_a_cursor() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
-    let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        root,
+        ..
+    } = with_root().await;
     for i in 0..4 {
         let body = json!({"slug": format!("t{i}"), "display_name": format!("T{i}"), "admin": {"username": "admin", "password": "a long enough passphrase"}});
         let response = client

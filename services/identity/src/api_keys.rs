@@ -10,8 +10,6 @@ use somagent_common::infra::events::EventBus;
 use crate::domain::api_key;
 use crate::store::{ApiKeyRecord, IdentityStore};
 
-pub const MAX_PAGE: i64 = 100;
-
 pub struct NewApiKey {
     pub name: String,
     pub scopes: Vec<String>,
@@ -119,19 +117,17 @@ impl ApiKeyService {
     ) -> Result<(Vec<ApiKeyRecord>, String), ApiError> {
         actor.require(Capability::ApiKeysOwn)?;
         let owner = (!actor.can(Capability::ApiKeysManage)).then_some(actor.subject.as_str());
-        let limit = i64::from(limit).clamp(1, MAX_PAGE);
-        let mut page = self
+        let rows = self
             .store
-            .list_api_keys(actor.tenant.as_str(), owner, cursor, limit + 1)
+            .list_api_keys(
+                actor.tenant.as_str(),
+                owner,
+                cursor,
+                crate::paging::rows_to_read(limit),
+            )
             .await
             .map_err(ApiError::internal)?;
-        let next = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last().map(|k| k.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((page, next))
+        Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
     }
 
     pub async fn revoke(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {

@@ -21,6 +21,7 @@ pub mod bootstrap;
 pub mod domain;
 mod grpc;
 pub mod keyring;
+mod paging;
 pub mod store;
 pub mod tenants;
 pub mod tokens;

@@ -9,9 +9,6 @@ use somagent_common::infra::events::EventBus;
 use crate::domain::{names, password};
 use crate::store::{IdentityStore, Tenant, User};
 
-/// Most tenants one page lists.
-pub const MAX_PAGE: i64 = 100;
-
 pub struct NewTenant {
     pub slug: String,
     pub display_name: String,
@@ -115,18 +112,11 @@ impl TenantService {
             };
             return Ok((page, String::new()));
         }
-        let limit = i64::from(limit).clamp(1, MAX_PAGE);
-        let mut page = self
+        let rows = self
             .store
-            .list_tenants(cursor, limit + 1)
+            .list_tenants(cursor, crate::paging::rows_to_read(limit))
             .await
             .map_err(ApiError::internal)?;
-        let next = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last().map(|t| t.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((page, next))
+        Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
     }
 }

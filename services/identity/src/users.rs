@@ -9,8 +9,6 @@ use crate::domain::totp::TotpSecret;
 use crate::domain::{names, password};
 use crate::store::{IdentityStore, User};
 
-pub const MAX_PAGE: i64 = 100;
-
 pub struct NewUser {
     pub username: String,
     pub password: String,
@@ -195,18 +193,15 @@ impl UserService {
         limit: u32,
     ) -> Result<(Vec<User>, String), ApiError> {
         actor.require(Capability::UsersRead)?;
-        let limit = i64::from(limit).clamp(1, MAX_PAGE);
-        let mut page = self
+        let rows = self
             .store
-            .list_users(actor.tenant.as_str(), cursor, limit + 1)
+            .list_users(
+                actor.tenant.as_str(),
+                cursor,
+                crate::paging::rows_to_read(limit),
+            )
             .await
             .map_err(ApiError::internal)?;
-        let next = if page.len() as i64 > limit {
-            page.truncate(limit as usize);
-            page.last().map(|u| u.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
-        Ok((page, next))
+        Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
     }
 }
