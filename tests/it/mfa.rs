@@ -3,9 +3,8 @@
 use serde_json::{Value, json};
 use somagent_identity::domain::totp::{DIGITS, STEP_SECONDS, TotpSecret};
 
-use crate::helpers::{Platform, free_ports, wait_ok};
+use crate::helpers::{Rooted, with_root};
 
-const ROOT_PASSWORD: &str = "the platform admin passphrase";
 const ALICE_PASSWORD: &str = "alice's long passphrase";
 
 fn step_now() -> u64 {
@@ -14,16 +13,13 @@ fn step_now() -> u64 {
 
 #[tokio::test]
 async fn once_mfa_is_on_a_login_needs_a_fresh_code() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        root,
+        ..
+    } = with_root().await;
     let login = |tenant: &'static str,
                  username: &'static str,
                  password: &'static str,
@@ -50,7 +46,6 @@ async fn once_mfa_is_on_a_login_needs_a_fresh_code() {
             )
         }
     };
-    let (_, root) = login("default", "admin", ROOT_PASSWORD, None).await;
     let created = client
         .post(format!("{gateway}/v1/tenants"))
         .bearer_auth(&root)
