@@ -301,6 +301,18 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
             .unwrap();
         body["access_token"].as_str().unwrap().to_owned()
     };
+    let failed = client
+        .post(format!("{gateway}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("tenant", "default"),
+            ("username", "admin"),
+            ("password", "not it at all"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), 401);
     let (token, other) = (login().await, login().await);
     let me = format!("{gateway}/v1/me");
     assert_eq!(
@@ -359,15 +371,25 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
         .await
         .unwrap();
     let mut audit = bus.subscribe("e2e-audit", &[topics::AUDIT]).await.unwrap();
+    let mut logins = Vec::new();
     let event = loop {
         let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), audit.next())
             .await
             .unwrap()
             .unwrap();
+        if delivery.event.kind == "identity.login" {
+            logins.push(delivery.event.data["outcome"].as_str().unwrap().to_owned());
+            assert!(!delivery.event.data.to_string().contains(ADMIN_PASSWORD));
+        }
         if delivery.event.kind == "auth.token_revoked" {
             break delivery.event;
         }
     };
+    assert_eq!(
+        logins,
+        ["failure", "success", "success"],
+        "each login attempt is audited"
+    );
     assert_eq!(event.data["action"], "revoke");
     assert_eq!(event.source, "gateway");
     let text = serde_json::to_string(&event).unwrap();

@@ -15,23 +15,63 @@ pub async fn record(
     resource_id: &str,
     action: &str,
 ) {
+    let data = serde_json::json!({
+        "actor": actor.subject,
+        "actor_tenant": actor.tenant,
+        "resource": { "type": resource_type, "id": resource_id },
+        "action": action,
+        "outcome": "success",
+    });
+    publish(
+        events,
+        tenant,
+        &format!("identity.{resource_type}_changed"),
+        &actor.subject,
+        data,
+    )
+    .await;
+}
+
+/// Publishes a login attempt on a known tenant: who, how, and whether it succeeded.
+/// Never the password, code or token.
+pub async fn record_login(
+    events: &EventBus,
+    tenant: &str,
+    user_id: Option<&str>,
+    username: &str,
+    grant: &str,
+    succeeded: bool,
+) {
+    let data = serde_json::json!({
+        "actor": user_id,
+        "username": username,
+        "resource": { "type": "session", "id": null },
+        "action": format!("login:{grant}"),
+        "outcome": if succeeded { "success" } else { "failure" },
+    });
+    publish(
+        events,
+        tenant,
+        "identity.login",
+        user_id.unwrap_or(username),
+        data,
+    )
+    .await;
+}
+
+async fn publish(
+    events: &EventBus,
+    tenant: &str,
+    kind: &str,
+    subject: &str,
+    data: serde_json::Value,
+) {
     let Ok(tenant) = TenantId::parse(tenant.to_owned()) else {
         return;
     };
-    let event = Envelope::new(
-        format!("identity.{resource_type}_changed"),
-        "identity",
-        tenant.clone(),
-        serde_json::json!({
-            "actor": actor.subject,
-            "actor_tenant": actor.tenant,
-            "resource": { "type": resource_type, "id": resource_id },
-            "action": action,
-            "outcome": "success",
-        }),
-    )
-    .with_subject(actor.subject.clone());
+    let event =
+        Envelope::new(kind, "identity", tenant.clone(), data).with_subject(subject.to_owned());
     if let Err(e) = events.publish(topics::AUDIT, tenant.as_str(), &event).await {
-        tracing::error!(error = %e, resource_type, action, "changed but the audit event was not published");
+        tracing::error!(error = %e, kind, "an audit event was not published");
     }
 }

@@ -78,7 +78,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         }),
     );
     let grpc = grpc::IdentityGrpc {
-        tokens: tokens::TokenService::new(store.clone(), keyring.clone(), issuer),
+        tokens: tokens::TokenService::new(store.clone(), events.clone(), keyring.clone(), issuer),
         tenants: tenants::TenantService::new(store.clone(), events.clone()),
         users: users::UserService::new(store.clone(), events.clone()),
         api_keys: api_keys::ApiKeyService::new(store, events.clone()),

@@ -41,6 +41,7 @@ pub struct IssuedToken {
 #[derive(Clone)]
 pub struct TokenService {
     store: IdentityStore,
+    events: somagent_common::infra::events::EventBus,
     keyring: Arc<Keyring>,
     issuer: String,
 }
@@ -53,9 +54,15 @@ fn invalid_credentials() -> ApiError {
 }
 
 impl TokenService {
-    pub fn new(store: IdentityStore, keyring: Arc<Keyring>, issuer: String) -> Self {
+    pub fn new(
+        store: IdentityStore,
+        events: somagent_common::infra::events::EventBus,
+        keyring: Arc<Keyring>,
+        issuer: String,
+    ) -> Self {
         Self {
             store,
+            events,
             keyring,
             issuer,
         }
@@ -114,10 +121,42 @@ impl TokenService {
         })
         .await
         .map_err(ApiError::internal)?;
-        let (Some(tenant), Some(user)) = (tenant, user) else {
+        let Some(tenant) = tenant else {
             return Err(invalid_credentials());
         };
-        if !matches || user.status != "active" {
+        let checked = self.check_login(user, matches, &grant.totp).await;
+        let user_id = checked.as_ref().ok().map(|u| u.id.clone());
+        crate::audit::record_login(
+            &self.events,
+            &tenant.id,
+            user_id.as_deref(),
+            &grant.username,
+            "password",
+            checked.is_ok(),
+        )
+        .await;
+        let user = checked?;
+        let mut issued = self.sign(
+            &tenant.id,
+            &user,
+            user.capabilities.clone(),
+            crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
+        )?;
+        let family = uuid::Uuid::now_v7().to_string();
+        issued.refresh_token = Some(self.new_refresh(&tenant.id, &user.id, &family).await?);
+        Ok(issued)
+    }
+
+    /// The second half of a password login, once the tenant is known: the password
+    /// matched, the user is active, and a fresh one-time code if MFA is on.
+    async fn check_login(
+        &self,
+        user: Option<crate::store::User>,
+        password_matches: bool,
+        totp: &str,
+    ) -> Result<crate::store::User, ApiError> {
+        let user = user.ok_or_else(invalid_credentials)?;
+        if !password_matches || user.status != "active" {
             return Err(invalid_credentials());
         }
         if let Some(mfa) = self
@@ -131,7 +170,7 @@ impl TokenService {
             })?;
             let now = crate::bootstrap::now() as u64;
             let step = secret
-                .verify(&grant.totp, now, mfa.last_step.map(|s| s as u64))
+                .verify(totp, now, mfa.last_step.map(|s| s as u64))
                 .ok_or_else(invalid_credentials)?;
             // Remember the step; a concurrent login with the same code loses here.
             if !self
@@ -143,15 +182,7 @@ impl TokenService {
                 return Err(invalid_credentials());
             }
         }
-        let mut issued = self.sign(
-            &tenant.id,
-            &user,
-            user.capabilities.clone(),
-            crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
-        )?;
-        let family = uuid::Uuid::now_v7().to_string();
-        issued.refresh_token = Some(self.new_refresh(&tenant.id, &user.id, &family).await?);
-        Ok(issued)
+        Ok(user)
     }
 
     /// `refresh_token`: spends the token and gives a new access token and a new refresh
