@@ -673,3 +673,71 @@ async fn a_rotated_key_takes_over_while_old_tokens_stay_valid() {
     );
     drop(platform);
 }
+
+#[tokio::test]
+async fn browsers_get_cors_for_configured_origins_only_and_huge_bodies_are_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let platform = Platform::start_with(
+        data.path(),
+        &ports,
+        &[
+            ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("SOMAGENT_CORS_ORIGINS", "https://app.example"),
+        ],
+    );
+    let gateway = platform.addresses["gateway"].clone();
+    let client = reqwest::Client::new();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let preflight = |origin: &'static str| {
+        client
+            .request(reqwest::Method::OPTIONS, format!("{gateway}/v1/me"))
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .send()
+    };
+    let allowed = preflight("https://app.example").await.unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    assert!(
+        allowed.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .contains("authorization")
+    );
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+
+    let huge = serde_json::json!({"username": "x".repeat(2 * 1024 * 1024), "password": "p", "roles": ["viewer"]});
+    let token = {
+        let body: serde_json::Value = client
+            .post(format!("{gateway}/v1/auth/token"))
+            .form(&[
+                ("grant_type", "password"),
+                ("tenant", "default"),
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        body["access_token"].as_str().unwrap().to_owned()
+    };
+    let refused = client
+        .post(format!("{gateway}/v1/users"))
+        .bearer_auth(&token)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 413);
+    let problem: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(problem["error"]["code"], "payload_too_large");
+    drop(platform);
+}

@@ -97,5 +97,5 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         verifier: Arc::new(verifier),
         issuer,
     };
-    Ok(builder.http(api::router(gateway)).build())
+    Ok(builder.http(api::public(gateway)?).build())
 }

@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod auth;
+mod limits;
 mod principal;
 mod tenants;
 mod users;
@@ -13,7 +14,7 @@ use axum::routing::{delete, get, post};
 
 use crate::Gateway;
 
-pub fn router(gateway: Gateway) -> Router {
+fn router(gateway: Gateway) -> Router {
     Router::new()
         .route("/v1/auth/token", post(auth::token))
         .route("/v1/auth/revoke", post(auth::revoke))
@@ -33,4 +34,11 @@ pub fn router(gateway: Gateway) -> Router {
         )
         .route("/.well-known/jwks.json", get(auth::jwks))
         .with_state(gateway)
+        .layer(limits::body_limit())
+        .layer(axum::middleware::from_fn(limits::deadline))
+}
+
+/// The routes with CORS for the configured origins.
+pub fn public(gateway: Gateway) -> anyhow::Result<Router> {
+    Ok(router(gateway).layer(limits::cors()?))
 }

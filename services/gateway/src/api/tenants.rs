@@ -67,6 +67,10 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
             somagent_common::error::ErrorCode::ValidationFailed,
             e.body_text(),
         )),
+        Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+            somagent_common::error::ErrorCode::PayloadTooLarge,
+            "the request body is too large",
+        )),
         Err(e) => Err(ApiError::bad_request(e.body_text())),
     }
 }
