@@ -60,6 +60,20 @@ async fn the_bootstrap_admin_logs_in_and_sees_their_principal() {
         "{caps:?}"
     );
     assert!(!me["tenant"].as_str().unwrap().is_empty());
+    let status: serde_json::Value = client
+        .get(format!("{gateway}/v1/status"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (status["service"].as_str(), status["state"].as_str()),
+        (Some("gateway"), Some("ready"))
+    );
+    assert_eq!(status["tenant"], me["tenant"]);
 
     // JSON bodies work too.
     let json_login = client

@@ -7,7 +7,7 @@
 //!   thin binary `somagent-gateway`.
 //!
 //! Served so far: `POST /v1/auth/token` (password grant), `POST /v1/auth/revoke`,
-//! `GET /v1/me`, `POST|GET /v1/tenants`, `GET /v1/tenants/{id}`,
+//! `GET /v1/me`, `GET /v1/status`, `POST|GET /v1/tenants`, `GET /v1/tenants/{id}`,
 //! `POST|GET /v1/users`, `GET /v1/users/{id}`, `POST /v1/users/{id}/mfa/{enroll,verify}`,
 //! `POST|GET /v1/api-keys`, `DELETE /v1/api-keys/{id}` (and `X-API-Key` wherever a
 //! bearer token is accepted),

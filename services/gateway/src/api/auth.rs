@@ -201,3 +201,13 @@ pub async fn rotate_keys(
         .into_inner();
     Ok(Json(json!({ "kid": answer.kid })))
 }
+
+/// `GET /v1/status`: the original's status route, for the caller's tenant.
+pub async fn status(auth: Authenticated) -> Json<Value> {
+    Json(json!({
+        "service": "gateway",
+        "state": "ready",
+        "version": env!("CARGO_PKG_VERSION"),
+        "tenant": auth.principal.tenant,
+    }))
+}

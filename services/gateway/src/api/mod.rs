@@ -20,6 +20,7 @@ fn router(gateway: Gateway) -> Router {
         .route("/v1/auth/revoke", post(auth::revoke))
         .route("/v1/auth/keys/rotate", post(auth::rotate_keys))
         .route("/v1/me", get(auth::me))
+        .route("/v1/status", get(auth::status))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
         .route("/v1/tenants/{id}", get(tenants::get))
         .route("/v1/users", post(users::create).get(users::list))
