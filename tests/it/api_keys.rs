@@ -12,6 +12,7 @@ async fn an_api_key_acts_with_its_scopes_until_revoked() {
         gateway: gw,
         client,
         root,
+        data: _data,
         ..
     } = with_root().await;
     let tenant = json!({"slug": "acme", "display_name": "Acme", "admin": {"username": "alice", "password": "alice's long passphrase"}});

@@ -3,22 +3,19 @@
 
 use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
 
-use crate::helpers::{Platform, free_ports, wait_ok};
+use crate::helpers::{Platform, ROOT_PASSWORD, Rooted, free_ports, wait_ok, with_root};
 
-const ADMIN_PASSWORD: &str = "a long bootstrap passphrase";
+const ADMIN_PASSWORD: &str = ROOT_PASSWORD;
 
 #[tokio::test]
 async fn the_bootstrap_admin_logs_in_and_sees_their_principal() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        data: _data,
+        ..
+    } = with_root().await;
 
     let login = client
         .post(format!("{gateway}/v1/auth/token"))
@@ -110,16 +107,13 @@ async fn the_bootstrap_admin_logs_in_and_sees_their_principal() {
 
 #[tokio::test]
 async fn bad_logins_and_bad_tokens_get_clear_refusals() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        data: _data,
+        ..
+    } = with_root().await;
     let token_url = format!("{gateway}/v1/auth/token");
 
     let attempt = |form: Vec<(&'static str, &'static str)>| {
@@ -222,16 +216,13 @@ async fn bad_logins_and_bad_tokens_get_clear_refusals() {
 
 #[tokio::test]
 async fn repeated_failed_logins_are_refused_for_a_while() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        data: _data,
+        ..
+    } = with_root().await;
     let login = |username: &str, password: &'static str| {
         let (client, url, username) = (
             client.clone(),
@@ -288,16 +279,13 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
     use somagent_common::config::EventsUrl;
     use somagent_common::infra::events::{EventBus, topics};
 
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        data,
+        ..
+    } = with_root().await;
     let login = || async {
         let body: serde_json::Value = client
             .post(format!("{gateway}/v1/auth/token"))
@@ -401,7 +389,7 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
     };
     assert_eq!(
         logins,
-        ["failure", "success", "success"],
+        ["success", "failure", "success", "success"],
         "each login attempt is audited"
     );
     assert_eq!(event.data["action"], "revoke");
@@ -488,16 +476,13 @@ async fn a_token_from_a_trusted_oidc_provider_is_accepted() {
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        data: _data,
+        ..
+    } = with_root().await;
     let token_url = format!("{gateway}/v1/auth/token");
     let grant = |form: Vec<(&'static str, String)>| {
         let (client, url) = (client.clone(), token_url.clone());
@@ -580,16 +565,13 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
 
 #[tokio::test]
 async fn a_rotated_key_takes_over_while_old_tokens_stay_valid() {
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD)],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        data: _data,
+        ..
+    } = with_root().await;
     let login = || async {
         let body: serde_json::Value = client
             .post(format!("{gateway}/v1/auth/token"))

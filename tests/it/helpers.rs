@@ -74,7 +74,11 @@ impl Platform {
             .args(["up", "--data-dir"])
             .arg(data_dir)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // Kept beside the data for a failing test to be read.
+            .stderr(
+                std::fs::File::create(data_dir.with_extension("log"))
+                    .map_or_else(|_| Stdio::null(), Stdio::from),
+            )
             .spawn()
             .expect("somagent up starts");
         let stdout = child.stdout.take().unwrap();
@@ -174,13 +178,15 @@ pub async fn login(
         .to_owned()
 }
 
-/// A running platform, ready, and its bootstrap admin's token.
+/// A running platform, ready, and its bootstrap admin's token. Keep `data` bound for as
+/// long as the platform runs: dropping it deletes the platform's data directory.
 pub struct Rooted {
     pub platform: Platform,
     pub gateway: String,
     pub client: reqwest::Client,
     pub root: String,
-    _data: tempfile::TempDir,
+    /// The platform's data directory.
+    pub data: tempfile::TempDir,
 }
 
 /// Starts `somagent up` with [`ROOT_PASSWORD`] and logs its admin in.
@@ -201,6 +207,6 @@ pub async fn with_root() -> Rooted {
         gateway,
         client,
         root,
-        _data: data,
+        data,
     }
 }

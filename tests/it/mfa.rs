@@ -18,6 +18,7 @@ async fn once_mfa_is_on_a_login_needs_a_fresh_code() {
         gateway,
         client,
         root,
+        data: _data,
         ..
     } = with_root().await;
     let login = |tenant: &'static str,

@@ -11,6 +11,7 @@ async fn a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it() {
         gateway,
         client,
         root,
+        data: _data,
         ..
     } = with_root().await;
     let tenants = format!("{gateway}/v1/tenants");
@@ -192,6 +193,7 @@ async fn tenants_page_with_a_cursor() {
         gateway,
         client,
         root,
+        data: _data,
         ..
     } = with_root().await;
     for i in 0..4 {

@@ -12,6 +12,7 @@ async fn a_tenant_admin_adds_users_whose_roles_decide_what_they_may_do() {
         gateway,
         client,
         root,
+        data: _data,
         ..
     } = with_root().await;
     let created = client

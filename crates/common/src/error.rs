@@ -245,12 +245,11 @@ impl From<tonic::Status> for ApiError {
                 tonic::Code::DeadlineExceeded => ErrorCode::Timeout,
                 _ => ErrorCode::Internal,
             });
-        let message = if code == ErrorCode::Internal {
-            "internal error".to_owned()
-        } else {
-            status.message().to_owned()
-        };
-        Self::new(code, message)
+        if code == ErrorCode::Internal {
+            // Keep what the other side said for the logs; the caller learns nothing.
+            return Self::internal(anyhow::anyhow!("upstream: {status}"));
+        }
+        Self::new(code, status.message().to_owned())
     }
 }
 

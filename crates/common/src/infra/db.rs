@@ -1,5 +1,5 @@
 //! The relational store: SQLite (embedded) or PostgreSQL, behind one pool type so SQL
-//! is written once (`$1` placeholders work on both).
+//! is written once (`$1` bind parameters work on both).
 //!
 //! Each service owns its data: on SQLite a file of its own, on PostgreSQL a schema of
 //! its own in the shared database (the pool sets `search_path`). Migrations are

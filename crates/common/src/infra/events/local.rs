@@ -262,7 +262,7 @@ impl LocalSubscription {
             binds.push((topic.clone(), *next));
         }
         sql.push_str(&format!(" ORDER BY seq LIMIT {FETCH}"));
-        // Only placeholders and a constant are formatted into the text.
+        // Only bind-parameter markers and a constant are formatted into the text.
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (topic, next) in &binds {
             query = query.bind(topic.as_str()).bind(*next);
