@@ -3,7 +3,9 @@
 
 use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
 
-use crate::helpers::{Platform, ROOT_PASSWORD, Rooted, free_ports, wait_ok, with_root};
+use crate::helpers::{
+    Platform, ROOT_PASSWORD, Rooted, free_ports, login as admin_login, wait_ok, with_root,
+};
 
 const ADMIN_PASSWORD: &str = ROOT_PASSWORD;
 
@@ -286,23 +288,8 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
         data,
         ..
     } = with_root().await;
-    let login = || async {
-        let body: serde_json::Value = client
-            .post(format!("{gateway}/v1/auth/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("tenant", "default"),
-                ("username", "admin"),
-                ("password", ADMIN_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    };
+    let login =
+        || async { admin_login(&client, &gateway, "default", "admin", ADMIN_PASSWORD).await };
     let failed = client
         .post(format!("{gateway}/v1/auth/token"))
         .form(&[
@@ -572,23 +559,8 @@ async fn a_rotated_key_takes_over_while_old_tokens_stay_valid() {
         data: _data,
         ..
     } = with_root().await;
-    let login = || async {
-        let body: serde_json::Value = client
-            .post(format!("{gateway}/v1/auth/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("tenant", "default"),
-                ("username", "admin"),
-                ("password", ADMIN_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    };
+    let login =
+        || async { admin_login(&client, &gateway, "default", "admin", ADMIN_PASSWORD).await };
     let kid = |token: &str| {
         let header = data_encoding::BASE64URL_NOPAD
             .decode(token.split('.').next().unwrap().as_bytes())
@@ -708,23 +680,7 @@ async fn browsers_get_cors_for_configured_origins_only_and_huge_bodies_are_refus
     assert!(other.headers().get("access-control-allow-origin").is_none());
 
     let huge = serde_json::json!({"username": "x".repeat(2 * 1024 * 1024), "password": "p", "roles": ["viewer"]});
-    let token = {
-        let body: serde_json::Value = client
-            .post(format!("{gateway}/v1/auth/token"))
-            .form(&[
-                ("grant_type", "password"),
-                ("tenant", "default"),
-                ("username", "admin"),
-                ("password", ADMIN_PASSWORD),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        body["access_token"].as_str().unwrap().to_owned()
-    };
+    let token = { admin_login(&client, &gateway, "default", "admin", ADMIN_PASSWORD).await };
     let refused = client
         .post(format!("{gateway}/v1/users"))
         .bearer_auth(&token)

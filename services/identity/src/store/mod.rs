@@ -123,25 +123,26 @@ impl IdentityStore {
     }
 
     pub async fn tenant_by_slug(&self, slug: &str) -> Result<Option<Tenant>, DbError> {
-        let row = sqlx::query(
+        self.one_tenant(
             "SELECT id, slug, display_name, status, created_at FROM tenants WHERE slug = $1",
+            slug,
         )
-        .bind(slug)
-        .fetch_optional(self.db.pool())
-        .await?;
-        row.as_ref()
-            .map(tenant_row)
-            .transpose()
-            .map_err(DbError::Query)
+        .await
     }
 
     pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, DbError> {
-        let row = sqlx::query(
+        self.one_tenant(
             "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1",
+            id,
         )
-        .bind(id)
-        .fetch_optional(self.db.pool())
-        .await?;
+        .await
+    }
+
+    async fn one_tenant(&self, sql: &'static str, key: &str) -> Result<Option<Tenant>, DbError> {
+        let row = sqlx::query(sql)
+            .bind(key)
+            .fetch_optional(self.db.pool())
+            .await?;
         row.as_ref()
             .map(tenant_row)
             .transpose()
