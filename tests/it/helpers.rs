@@ -191,13 +191,91 @@ pub struct Rooted {
 
 /// Starts `somagent up` with [`ROOT_PASSWORD`] and logs its admin in.
 pub async fn with_root() -> Rooted {
+    with_root_env(&[]).await
+}
+
+/// Which backends a platform runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backends {
+    /// SQLite files, the local event log and the in-process cache.
+    Embedded,
+    /// A fresh PostgreSQL database and Redis, from `SOMAGENT_TEST_{DATABASE,CACHE}_URL`.
+    Distributed,
+}
+
+impl Backends {
+    /// Embedded always; distributed too when the real servers are configured (always
+    /// under `CI=true`, where a missing server fails the run).
+    pub fn all() -> Vec<Backends> {
+        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let configured = ["DATABASE", "CACHE"]
+            .iter()
+            .all(|c| std::env::var(format!("SOMAGENT_TEST_{c}_URL")).is_ok_and(|v| !v.is_empty()));
+        assert!(
+            configured || !ci,
+            "CI=true but SOMAGENT_TEST_DATABASE_URL / SOMAGENT_TEST_CACHE_URL are not set: start the servers with scripts/ci-services.sh"
+        );
+        if configured {
+            vec![Backends::Embedded, Backends::Distributed]
+        } else {
+            eprintln!(
+                "the real servers are not configured: this journey runs on the embedded backends only"
+            );
+            vec![Backends::Embedded]
+        }
+    }
+
+    /// The environment that points a platform at these backends.
+    async fn env(self) -> Vec<(String, String)> {
+        match self {
+            Backends::Embedded => Vec::new(),
+            Backends::Distributed => {
+                use sqlx::Connection;
+                let base = std::env::var("SOMAGENT_TEST_DATABASE_URL").unwrap();
+                let name = format!("e2e_{}", uuid::Uuid::new_v4().simple());
+                let mut admin = sqlx::PgConnection::connect(&base)
+                    .await
+                    .expect("the test PostgreSQL accepts connections");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut admin)
+                    .await
+                    .expect("a fresh database for this platform");
+                let mut url = url_of(&base);
+                url.set_path(&name);
+                vec![
+                    ("SOMAGENT_DATABASE_URL".into(), url.to_string()),
+                    (
+                        "SOMAGENT_CACHE_URL".into(),
+                        // Its own keys: counters of other runs must not leak in.
+                        format!(
+                            "{}?prefix={name}",
+                            std::env::var("SOMAGENT_TEST_CACHE_URL").unwrap()
+                        ),
+                    ),
+                ]
+            }
+        }
+    }
+}
+
+fn url_of(raw: &str) -> reqwest::Url {
+    reqwest::Url::parse(raw).expect("a URL")
+}
+
+/// [`with_root`] with extra environment variables.
+pub async fn with_root_env(env: &[(&str, &str)]) -> Rooted {
+    with_root_on(Backends::Embedded, env).await
+}
+
+/// [`with_root`] on the given backends, with extra environment variables.
+pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
     let data = tempfile::tempdir().unwrap();
     let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
-    );
+    let backend_env = backends.env().await;
+    let mut all: Vec<(&str, &str)> = vec![("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)];
+    all.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    all.extend(env.iter().copied());
+    let platform = Platform::start_with(data.path(), &ports, &all);
     let gateway = platform.addresses["gateway"].clone();
     let client = reqwest::Client::new();
     wait_ok(&client, &format!("{gateway}/readyz")).await;

@@ -3,8 +3,13 @@
 mod api_keys;
 mod auth;
 mod helpers;
+mod lifecycle;
 mod mfa;
+mod openapi;
 mod platform;
+mod rate_limits;
+mod rbac;
+mod service_tokens;
 mod startup;
 mod telemetry;
 mod tenants;

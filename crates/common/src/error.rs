@@ -120,6 +120,8 @@ const ALL: [ErrorCode; 13] = [
 
 /// The metadata key that carries [`ErrorCode`] over gRPC.
 pub const GRPC_CODE_KEY: &str = "x-error-code";
+/// The gRPC metadata carrying a refusal's `Retry-After` seconds.
+pub const RETRY_AFTER_KEY: &str = "x-retry-after";
 
 #[derive(Debug, thiserror::Error)]
 #[error("{code:?}: {message}")]
@@ -218,9 +220,22 @@ impl IntoResponse for ApiError {
 impl From<ApiError> for tonic::Status {
     fn from(error: ApiError) -> Self {
         error.log();
-        let mut status = tonic::Status::new(error.code.grpc(), error.message);
+        // The problem's details travel as the status's JSON details, so the gateway
+        // answers with what the service said (the missing capability, the field, ...).
+        let details = if error.details.is_null() {
+            Vec::new()
+        } else {
+            serde_json::to_vec(&error.details).unwrap_or_default()
+        };
+        let mut status =
+            tonic::Status::with_details(error.code.grpc(), error.message, details.into());
         if let Ok(value) = error.code.as_str().parse() {
             status.metadata_mut().insert(GRPC_CODE_KEY, value);
+        }
+        if let Some(seconds) = error.retry_after {
+            status
+                .metadata_mut()
+                .insert(RETRY_AFTER_KEY, seconds.into());
         }
         status
     }
@@ -249,7 +264,16 @@ impl From<tonic::Status> for ApiError {
             // Keep what the other side said for the logs; the caller learns nothing.
             return Self::internal(anyhow::anyhow!("upstream: {status}"));
         }
-        Self::new(code, status.message().to_owned())
+        let mut error = Self::new(code, status.message().to_owned());
+        if !status.details().is_empty() {
+            error.details = serde_json::from_slice(status.details()).unwrap_or_default();
+        }
+        error.retry_after = status
+            .metadata()
+            .get(RETRY_AFTER_KEY)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
+        error
     }
 }
 

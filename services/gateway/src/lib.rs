@@ -1,21 +1,21 @@
 //! The gateway service: the platform's one public door.
 //!
 //! Layout:
-//! - `api/auth.rs`: the token endpoint, `/v1/me`, and the issuer's discovery documents.
-//! - `api/principal.rs`: the extractor that verifies a bearer token into a principal.
+//! - `api/`: the public routes (auth, tenants, users, API keys), their wire types
+//!   (`views`), the OpenAPI document (`openapi`), the guards (`limits`) and the
+//!   extractor that verifies the caller (`principal`).
+//! - `login_limits`, `request_limits`: failed logins per address and account, requests
+//!   per tenant and API key, in the shared cache.
+//! - `revocations`: the access-token deny-list.
 //! - `build` wires them to identity (gRPC) and the shared verifier; `main.rs` is the
 //!   thin binary `somagent-gateway`.
 //!
-//! Served so far: `POST /v1/auth/token` (password grant), `POST /v1/auth/revoke`,
-//! `GET /v1/me`, `GET /v1/status`, `POST|GET /v1/tenants`, `GET /v1/tenants/{id}`,
-//! `POST|GET /v1/users`, `GET /v1/users/{id}`, `POST /v1/users/{id}/mfa/{enroll,verify}`,
-//! `POST|GET /v1/api-keys`, `DELETE /v1/api-keys/{id}` (and `X-API-Key` wherever a
-//! bearer token is accepted),
-//! `GET /.well-known/openid-configuration`, `GET /.well-known/jwks.json`, plus health,
-//! readiness and metrics. The rest of the public API arrives with its issues.
+//! What is served is in the OpenAPI document at `GET /openapi.json`; the rest of the
+//! public API arrives with its issues.
 
 mod api;
 mod login_limits;
+mod request_limits;
 mod revocations;
 
 use std::sync::Arc;
@@ -39,6 +39,7 @@ pub struct Gateway {
     pub identity: IdentityServiceClient<tonic::transport::Channel>,
     pub login_limits: login_limits::LoginLimits,
     pub revocations: revocations::Revocations,
+    pub request_limits: request_limits::RequestLimits,
     pub verifier: Arc<Verifier>,
     /// The built-in issuer (the gateway's public URL).
     pub issuer: String,
@@ -93,6 +94,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let gateway = Gateway {
         identity: IdentityServiceClient::new(channel),
         login_limits: login_limits::LoginLimits::new(cache.clone()),
+        request_limits: request_limits::RequestLimits::new(
+            cache.clone(),
+            request_limits::Limits::from_env()?,
+        ),
         revocations: revocations::Revocations::new(cache, events),
         verifier: Arc::new(verifier),
         issuer,

@@ -1,21 +1,21 @@
-//! identity's gRPC surface. Tokens, the JWKS, tenants, users, MFA and API keys are
-//! served; the other operations
-//! of the contract arrive with the rest of the identity issue and answer
-//! `UNIMPLEMENTED` until then, never a made-up result.
+//! identity's gRPC surface: tenants, users, MFA, API keys, tokens (including service
+//! tokens that act for a user), revocation, signing keys and the JWKS. Every call that
+//! acts for someone verifies the token it carries.
 
 use somagent_common::proto::identity::v1 as pb;
 use somagent_common::proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
-use somagent_common::auth::Verifier;
 use somagent_common::auth::grpc::principal_of;
+use somagent_common::auth::{Capability, SERVICE_KEY_HEADER, ServiceKey, Verifier};
+use somagent_common::error::ApiError;
 
 use crate::api_keys::{ApiKeyService, NewApiKey};
 use crate::store::Tenant;
 use crate::store::{ApiKeyRecord, User};
-use crate::tenants::{NewTenant, TenantService};
+use crate::tenants::{NewTenant, TenantChange, TenantService};
 use crate::tokens::{Grant, TokenService};
-use crate::users::{NewUser, UserService};
+use crate::users::{NewUser, UserService, UserUpdate};
 
 pub struct IdentityGrpc {
     pub tokens: TokenService,
@@ -26,6 +26,8 @@ pub struct IdentityGrpc {
     /// Verifies the caller's token on every call that acts for someone.
     pub verifier: std::sync::Arc<Verifier>,
     pub events: somagent_common::infra::events::EventBus,
+    /// Proves a caller of `IssueServiceToken` is one of the platform's services.
+    pub service_key: ServiceKey,
 }
 
 fn tenant_message(t: Tenant) -> pb::Tenant {
@@ -72,10 +74,6 @@ fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
-fn not_built(operation: &str) -> Status {
-    Status::unimplemented(format!("identity.{operation} is not available yet"))
-}
-
 #[tonic::async_trait]
 impl IdentityService for IdentityGrpc {
     async fn create_tenant(
@@ -119,16 +117,26 @@ impl IdentityService for IdentityGrpc {
 
     async fn update_tenant(
         &self,
-        _: Request<pb::UpdateTenantRequest>,
+        request: Request<pb::UpdateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        Err(not_built("update_tenant"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let change = TenantChange {
+            display_name: r.display_name,
+            status: r.status,
+        };
+        Ok(Response::new(tenant_message(
+            self.tenants.update(&actor, &r.id, change).await?,
+        )))
     }
 
     async fn delete_tenant(
         &self,
-        _: Request<pb::DeleteTenantRequest>,
+        request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
-        Err(not_built("delete_tenant"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        self.tenants.delete(&actor, &request.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteTenantResponse {}))
     }
 
     async fn create_user(
@@ -171,16 +179,27 @@ impl IdentityService for IdentityGrpc {
 
     async fn update_user(
         &self,
-        _: Request<pb::UpdateUserRequest>,
+        request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        Err(not_built("update_user"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let change = UserUpdate {
+            status: r.status,
+            roles: r.replace_roles.then_some(r.roles),
+            password: r.password,
+        };
+        Ok(Response::new(user_message(
+            self.users.update(&actor, &r.id, change).await?,
+        )))
     }
 
     async fn delete_user(
         &self,
-        _: Request<pb::DeleteUserRequest>,
+        request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        Err(not_built("delete_user"))
+        let actor = principal_of(&self.verifier, &request).await?;
+        self.users.delete(&actor, &request.get_ref().id).await?;
+        Ok(Response::new(pb::DeleteUserResponse {}))
     }
 
     async fn enroll_mfa(
@@ -272,11 +291,46 @@ impl IdentityService for IdentityGrpc {
         }))
     }
 
+    /// The principal a token or an API key stands for, for callers that cannot verify
+    /// tokens themselves.
     async fn verify_token(
         &self,
-        _: Request<pb::VerifyTokenRequest>,
+        request: Request<pb::VerifyTokenRequest>,
     ) -> Result<Response<pb::Principal>, Status> {
-        Err(not_built("verify_token"))
+        let r = request.into_inner();
+        let token = match (r.token.is_empty(), r.api_key.is_empty()) {
+            (false, true) => r.token,
+            (true, false) => {
+                let grant = Grant {
+                    grant_type: "client_credentials".into(),
+                    client_secret: r.api_key,
+                    ..Grant::default()
+                };
+                self.tokens.issue(grant).await?.access_token
+            }
+            _ => {
+                return Err(
+                    ApiError::validation("token", "give either a token or an api_key").into(),
+                );
+            }
+        };
+        let p = self
+            .verifier
+            .verify(&token)
+            .await
+            .map_err(|e| Status::from(ApiError::from(e)))?;
+        Ok(Response::new(pb::Principal {
+            tenant: p.tenant.as_str().to_owned(),
+            subject: p.subject,
+            username: p.username.unwrap_or_default(),
+            roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            capabilities: p
+                .capabilities
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            actor: p.actor.unwrap_or_default(),
+        }))
     }
 
     /// Revokes the login a refresh token belongs to; holding the token is the proof.
@@ -288,11 +342,78 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
+    /// A short-lived token for one of the platform's services acting for a user. Only
+    /// a caller holding the service key gets one; the user is named by a valid token
+    /// of theirs or by tenant + subject.
     async fn issue_service_token(
         &self,
-        _: Request<pb::IssueServiceTokenRequest>,
+        request: Request<pb::IssueServiceTokenRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        Err(not_built("issue_service_token"))
+        let presented = request
+            .metadata()
+            .get(SERVICE_KEY_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        if presented.is_empty() || !self.service_key.matches(presented) {
+            return Err(Status::unauthenticated(
+                "this needs the platform's service key",
+            ));
+        }
+        let r = request.into_inner();
+        if !somagent_common::service::SERVICES
+            .iter()
+            .any(|s| s.name == r.service)
+        {
+            return Err(
+                ApiError::validation("service", "is not one of the platform's services").into(),
+            );
+        }
+        let mut narrow: Option<Vec<Capability>> = None;
+        let (tenant, subject) = if r.on_behalf_of_token.is_empty() {
+            if r.tenant.is_empty() || r.subject.is_empty() {
+                return Err(ApiError::validation(
+                    "on_behalf_of_token",
+                    "name the user by their token or by tenant and subject",
+                )
+                .into());
+            }
+            (r.tenant, r.subject)
+        } else {
+            let p = self
+                .verifier
+                .verify(&r.on_behalf_of_token)
+                .await
+                .map_err(|e| Status::from(ApiError::from(e)))?;
+            // Never more than the token it stands for (an API key's narrowed scopes).
+            narrow = Some(p.capabilities.iter().copied().collect());
+            (p.tenant.as_str().to_owned(), p.subject)
+        };
+        if !r.capabilities.is_empty() {
+            let asked: Vec<Capability> = r
+                .capabilities
+                .iter()
+                .map(|c| {
+                    Capability::parse(c).ok_or_else(|| {
+                        ApiError::validation("capabilities", format!("unknown capability `{c}`"))
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            narrow = Some(match narrow {
+                Some(held) => asked.into_iter().filter(|c| held.contains(c)).collect(),
+                None => asked,
+            });
+        }
+        let issued = self
+            .tokens
+            .for_service(&r.service, &tenant, &subject, narrow.as_deref())
+            .await?;
+        Ok(Response::new(pb::TokenResponse {
+            access_token: issued.access_token,
+            token_type: "Bearer".into(),
+            expires_in: issued.expires_in as u64,
+            refresh_token: String::new(),
+            scope: issued.scope,
+        }))
     }
 
     async fn rotate_signing_key(

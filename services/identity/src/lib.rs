@@ -7,17 +7,18 @@
 //! - `keyring`: the built-in issuer's Ed25519 signing keys and their JWKS.
 //! - `build` wires them; `main.rs` is the thin binary `somagent-identity`.
 //!
-//! - `tokens`: the token endpoint's grants (password, with TOTP once MFA is on).
-//! - `grpc`: the `somagent.identity.v1` service the gateway calls.
+//! - `tokens`: the token endpoint's grants and service tokens.
+//! - `cutoffs`: voiding a user's or tenant's tokens at once when they change.
+//! - `tenants`, `users`, `api_keys`: the managed resources, with their rules.
+//! - `grpc`: the `somagent.identity.v1` service the gateway and other services call.
 //!
-//! Served so far: token issue (password grant) and the JWKS over gRPC, the JWKS on
-//! `GET /.well-known/jwks.json` (internal; the gateway publishes it), plus health,
-//! readiness and metrics. Tenant, user, MFA and key operations answer UNIMPLEMENTED
-//! until the rest of the identity issue lands.
+//! The JWKS is also served on `GET /.well-known/jwks.json` (internal; the gateway
+//! publishes it).
 
 pub mod api_keys;
 mod audit;
 pub mod bootstrap;
+mod cutoffs;
 pub mod domain;
 mod grpc;
 pub mod keyring;
@@ -58,6 +59,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .clone()
         .context("identity needs the event bus")?;
     let cache = shared.cache.clone().context("identity needs the cache")?;
+    let cutoffs = cutoffs::TokenCutoffs::new(cache.clone());
+    let service_key = somagent_common::auth::ServiceKey::load(&data_dir)?;
     // Calls acting for a user carry their token; identity checks it like anyone else,
     // against its own published keys.
     let verifier = somagent_common::auth::Verifier::new(
@@ -79,12 +82,13 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     );
     let grpc = grpc::IdentityGrpc {
         tokens: tokens::TokenService::new(store.clone(), events.clone(), keyring.clone(), issuer),
-        tenants: tenants::TenantService::new(store.clone(), events.clone()),
-        users: users::UserService::new(store.clone(), events.clone()),
+        tenants: tenants::TenantService::new(store.clone(), events.clone(), cutoffs.clone()),
+        users: users::UserService::new(store.clone(), events.clone(), cutoffs),
         api_keys: api_keys::ApiKeyService::new(store, events.clone()),
         events,
         jwks: keyring,
         verifier: Arc::new(verifier),
+        service_key,
     };
     let service =
         somagent_common::proto::identity::v1::identity_service_server::IdentityServiceServer::new(

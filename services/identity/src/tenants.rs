@@ -3,9 +3,10 @@
 //! "forbidden", so ids cannot be probed.
 
 use somagent_common::auth::{Capability, Principal, Role};
-use somagent_common::error::{ApiError, on_constraint};
+use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
 
+use crate::cutoffs::TokenCutoffs;
 use crate::domain::{names, password};
 use crate::store::{IdentityStore, Tenant, User};
 
@@ -16,10 +17,19 @@ pub struct NewTenant {
     pub admin_password: String,
 }
 
+/// A change to a tenant; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct TenantChange {
+    pub display_name: Option<String>,
+    /// `active` or `suspended`.
+    pub status: Option<String>,
+}
+
 #[derive(Clone)]
 pub struct TenantService {
     store: IdentityStore,
     events: EventBus,
+    cutoffs: TokenCutoffs,
 }
 
 fn not_found() -> ApiError {
@@ -27,8 +37,12 @@ fn not_found() -> ApiError {
 }
 
 impl TenantService {
-    pub fn new(store: IdentityStore, events: EventBus) -> Self {
-        Self { store, events }
+    pub fn new(store: IdentityStore, events: EventBus, cutoffs: TokenCutoffs) -> Self {
+        Self {
+            store,
+            events,
+            cutoffs,
+        }
     }
 
     pub async fn create(&self, actor: &Principal, new: NewTenant) -> Result<Tenant, ApiError> {
@@ -90,6 +104,93 @@ impl TenantService {
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(not_found)
+    }
+
+    /// Renames a tenant (its admins or platform admins) or suspends / reactivates it
+    /// (platform admins, never their own tenant). Suspending voids the tenant's tokens
+    /// at once; its users cannot log in until it is active again.
+    pub async fn update(
+        &self,
+        actor: &Principal,
+        id: &str,
+        change: TenantChange,
+    ) -> Result<Tenant, ApiError> {
+        let platform = actor.can(Capability::PlatformAdmin);
+        let own = actor.tenant.as_str() == id;
+        if !platform && !own {
+            return Err(not_found());
+        }
+        if change.display_name.is_none() && change.status.is_none() {
+            return Err(ApiError::validation(
+                "body",
+                "name at least one of display_name, status",
+            ));
+        }
+        if let Some(name) = &change.display_name {
+            if !platform {
+                actor.require(Capability::TenantAdmin)?;
+            }
+            names::display_name(name).map_err(|e| ApiError::validation("display_name", e))?;
+        }
+        if let Some(status) = &change.status {
+            actor.require(Capability::PlatformAdmin)?;
+            if !matches!(status.as_str(), "active" | "suspended") {
+                return Err(ApiError::validation("status", "is `active` or `suspended`"));
+            }
+            if own {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    "a platform admin cannot change the status of their own tenant",
+                ));
+            }
+            if status == "suspended" {
+                self.cutoffs.tenant(id).await?;
+            }
+        }
+        let tenant = self
+            .store
+            .update_tenant(id, change.display_name.as_deref(), change.status.as_deref())
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(not_found)?;
+        crate::audit::record(&self.events, actor, id, "tenant", id, "update").await;
+        Ok(tenant)
+    }
+
+    /// Deletes a tenant (platform admins, never their own): it disappears from every
+    /// listing, its users cannot log in and every token of it stops working at once.
+    /// Its slug stays taken, so old links never reach a new owner.
+    pub async fn delete(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
+        if !actor.can(Capability::PlatformAdmin) {
+            if actor.tenant.as_str() == id {
+                actor.require(Capability::PlatformAdmin)?;
+            }
+            return Err(not_found());
+        }
+        if actor.tenant.as_str() == id {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "a platform admin cannot delete their own tenant",
+            ));
+        }
+        if self
+            .store
+            .tenant_by_id(id)
+            .await
+            .map_err(ApiError::internal)?
+            .is_none()
+        {
+            return Err(not_found());
+        }
+        self.cutoffs.tenant(id).await?;
+        self.store
+            .update_tenant(id, None, Some("deleted"))
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(not_found)?;
+        crate::audit::record(&self.events, actor, id, "tenant", id, "delete").await;
+        tracing::info!(tenant = %id, "tenant deleted");
+        Ok(())
     }
 
     /// A page of tenants and the cursor of the next page, if any.

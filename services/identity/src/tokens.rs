@@ -15,6 +15,9 @@ use crate::store::{IdentityStore, RefreshRecord, RefreshUse};
 /// Access tokens live this long; clients refresh or log in again after.
 pub const ACCESS_TOKEN_TTL_SECS: i64 = 15 * 60;
 
+/// Service tokens live this long; a service asks again for longer work.
+pub const SERVICE_TOKEN_TTL_SECS: i64 = 5 * 60;
+
 /// A grant as the token endpoint receives it (form or JSON).
 #[derive(Debug, Default, Clone)]
 pub struct Grant {
@@ -141,6 +144,7 @@ impl TokenService {
             &user,
             user.capabilities.clone(),
             crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
+            None,
         )?;
         let family = uuid::Uuid::now_v7().to_string();
         issued.refresh_token = Some(self.new_refresh(&tenant.id, &user.id, &family).await?);
@@ -212,6 +216,9 @@ impl TokenService {
             }
             RefreshUse::Invalid => return Err(invalid()),
         };
+        if !self.tenant_is_active(&record.tenant_id).await? {
+            return Err(invalid());
+        }
         let user = self
             .store
             .user_by_id(&record.tenant_id, &record.user_id)
@@ -225,6 +232,7 @@ impl TokenService {
             &user,
             user.capabilities.clone(),
             now + ACCESS_TOKEN_TTL_SECS,
+            None,
         )?;
         issued.refresh_token = Some(
             self.new_refresh(&record.tenant_id, &user.id, &record.family_id)
@@ -298,6 +306,9 @@ impl TokenService {
         {
             return Err(invalid());
         }
+        if !self.tenant_is_active(&key.tenant_id).await? {
+            return Err(invalid());
+        }
         let user = self
             .store
             .user_by_id(&key.tenant_id, &key.user_id)
@@ -317,7 +328,54 @@ impl TokenService {
         let expires = key.expires_at.map_or(now + ACCESS_TOKEN_TTL_SECS, |at| {
             at.min(now + ACCESS_TOKEN_TTL_SECS)
         });
-        self.sign(&key.tenant_id, &user, capabilities, expires)
+        self.sign(&key.tenant_id, &user, capabilities, expires, None)
+    }
+
+    /// A short-lived token for the platform service `service` acting for user `subject`
+    /// of `tenant` (DESIGN §1.4): the user's current capabilities, narrowed to `narrow`
+    /// if given, with the service named in `act`. The user and their tenant must still
+    /// be active, so a workflow cannot act for someone who has since been disabled.
+    pub async fn for_service(
+        &self,
+        service: &str,
+        tenant: &str,
+        subject: &str,
+        narrow: Option<&[somagent_common::auth::Capability]>,
+    ) -> Result<IssuedToken, ApiError> {
+        let gone = || ApiError::new(ErrorCode::Forbidden, "the user cannot be acted for");
+        if !self.tenant_is_active(tenant).await? {
+            return Err(gone());
+        }
+        let user = self
+            .store
+            .user_by_id(tenant, subject)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|u| u.status == "active")
+            .ok_or_else(gone)?;
+        let capabilities = user
+            .capabilities
+            .iter()
+            .copied()
+            .filter(|c| narrow.is_none_or(|n| n.contains(c)))
+            .collect();
+        let now = crate::bootstrap::now();
+        self.sign(
+            tenant,
+            &user,
+            capabilities,
+            now + SERVICE_TOKEN_TTL_SECS,
+            Some(&format!("service:{service}")),
+        )
+    }
+
+    async fn tenant_is_active(&self, tenant: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .store
+            .tenant_by_id(tenant)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some_and(|t| t.status == "active"))
     }
 
     fn sign(
@@ -326,6 +384,7 @@ impl TokenService {
         user: &crate::store::User,
         capabilities: Vec<somagent_common::auth::Capability>,
         exp: i64,
+        actor: Option<&str>,
     ) -> Result<IssuedToken, ApiError> {
         let now = crate::bootstrap::now();
         let claims = Claims {
@@ -340,7 +399,9 @@ impl TokenService {
             username: Some(user.username.clone()),
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             capabilities: capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
-            act: None,
+            act: actor.map(|sub| somagent_common::auth::Actor {
+                sub: sub.to_owned(),
+            }),
         };
         let access_token = self
             .keyring

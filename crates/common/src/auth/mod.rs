@@ -14,12 +14,14 @@ pub mod grpc;
 mod keys;
 mod principal;
 mod roles;
+mod service_key;
 mod verifier;
 
 pub use keys::{KeyError, SigningKey, jwks};
 pub use principal::{Actor, Claims, Principal, grants};
 pub use roles::{Capability, Role};
+pub use service_key::{SERVICE_KEY_HEADER, ServiceKey};
 pub use verifier::{
     AuthError, ClaimMapping, LEEWAY_SECS, REFRESH_COOLDOWN, TrustedIssuer, Verifier,
-    builtin_mapping, revocation_key,
+    builtin_mapping, revocation_key, subject_cutoff_key, tenant_cutoff_key,
 };

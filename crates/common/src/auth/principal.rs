@@ -50,6 +50,8 @@ pub struct Principal {
     pub token_id: Option<String>,
     /// Unix time the credential stops being valid.
     pub expires_at: Option<i64>,
+    /// Unix time the credential was issued.
+    pub issued_at: Option<i64>,
     /// The service acting for the subject, on a service token.
     pub actor: Option<String>,
 }

@@ -155,3 +155,59 @@ async fn many_contenders_get_the_lock_once() {
         assert_eq!(winners, 1, "{}", cache.engine());
     }
 }
+
+#[tokio::test]
+async fn a_redis_prefix_keeps_deployments_sharing_a_server_apart() {
+    let Some(url) = real_url("CACHE") else {
+        return;
+    };
+    let (a, b) = (unique("deploy_a"), unique("deploy_b"));
+    let open = |prefix: &str| {
+        let url = format!("{url}?prefix={prefix}");
+        async move { Cache::connect(&url.parse().unwrap()).await.unwrap() }
+    };
+    let (first, second, bare) = (
+        open(&a).await,
+        open(&b).await,
+        Cache::connect(&url.parse().unwrap()).await.unwrap(),
+    );
+    let key = unique("shared_name");
+    first.set(&key, b"mine", None).await.unwrap();
+    assert_eq!(second.get(&key).await.unwrap(), None);
+    assert_eq!(
+        first
+            .incr("hits", 1, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        second
+            .incr("hits", 1, Duration::from_secs(60))
+            .await
+            .unwrap(),
+        1
+    );
+    let held = first.try_lock(&key, Duration::from_secs(5)).await.unwrap();
+    assert!(held.is_some());
+    assert!(
+        second
+            .try_lock(&key, Duration::from_secs(5))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Under the hood the keys carry the prefix.
+    assert_eq!(
+        bare.get(&format!("{a}:{key}")).await.unwrap().as_deref(),
+        Some(&b"mine"[..])
+    );
+    assert_eq!(
+        first
+            .get_many(&[key.clone(), unique("none")])
+            .await
+            .unwrap(),
+        vec![Some(b"mine".to_vec()), None]
+    );
+    first.delete(&key).await.unwrap();
+}

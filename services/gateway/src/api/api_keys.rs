@@ -6,49 +6,40 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::identity::v1 as pb;
+use utoipa::ToSchema;
 
 use super::Authenticated;
 use super::tenants::{Page, json_body};
+use super::views::{ApiKey, ApiKeyPage, NewApiKey, Problem, next_cursor};
 use crate::Gateway;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
     name: String,
+    /// Capabilities, a subset of the owner's (`sessions:read`, ...).
     scopes: Vec<String>,
+    /// RFC 3339; the key stops working then.
     #[serde(default)]
     expires_at: Option<String>,
 }
 
-fn key_json(k: pb::ApiKey) -> Value {
-    let optional = |s: String| {
-        if s.is_empty() {
-            Value::Null
-        } else {
-            Value::String(s)
-        }
-    };
-    json!({
-        "id": k.id,
-        "prefix": k.prefix,
-        "name": k.name,
-        "scopes": k.scopes,
-        "expires_at": optional(k.expires_at),
-        "last_used_at": optional(k.last_used_at),
-        "created_at": k.created_at,
-    })
-}
-
-/// `POST /v1/api-keys` `{name, scopes, expires_at?}` → 201 with `key` (shown once).
+/// Create an API key for the caller; the key is in the answer, this once.
+#[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateKey,
+    responses(
+        (status = 201, body = NewApiKey), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, description = "a scope the owner does not hold", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     body: Result<Json<CreateKey>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<NewApiKey>), ApiError> {
     let body = json_body(body)?;
     let request = pb::CreateApiKeyRequest {
         name: body.name,
@@ -61,17 +52,27 @@ pub async fn create(
         .create_api_key(auth.forward(request))
         .await?
         .into_inner();
-    let mut shown = answer.key.map(key_json).unwrap_or(Value::Null);
-    shown["key"] = Value::String(answer.secret);
-    Ok((StatusCode::CREATED, Json(shown)))
+    let key = answer
+        .key
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("identity answered without the key")))?;
+    Ok((
+        StatusCode::CREATED,
+        Json(NewApiKey {
+            api_key: key.into(),
+            key: answer.secret,
+        }),
+    ))
 }
 
-/// `GET /v1/api-keys?limit=&cursor=`: prefixes and metadata, never the keys.
+/// List API keys: prefixes and metadata, never the keys.
+#[utoipa::path(get, path = "/v1/api-keys", tag = "api-keys", params(Page),
+    responses((status = 200, body = ApiKeyPage), (status = 401, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ApiKeyPage>, ApiError> {
     let request = pb::ListApiKeysRequest {
         page: Some(PageRequest::from(page)),
     };
@@ -81,24 +82,26 @@ pub async fn list(
         .list_api_keys(auth.forward(request))
         .await?
         .into_inner();
-    let next = answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty());
-    Ok(Json(json!({
-        "api_keys": answer.keys.into_iter().map(key_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(ApiKeyPage {
+        api_keys: answer.keys.into_iter().map(ApiKey::from).collect(),
+        next_cursor: next_cursor(answer.page),
+    }))
 }
 
-/// `DELETE /v1/api-keys/{id}` → 204; the key stops working at once.
+/// Revoke an API key; it stops working at once.
+#[utoipa::path(delete, path = "/v1/api-keys/{id}", tag = "api-keys",
+    params(("id" = String, Path, description = "the key's id")),
+    responses((status = 204, description = "revoked"), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn revoke(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let request = pb::RevokeApiKeyRequest { id };
     gateway
         .identity
         .clone()
-        .revoke_api_key(auth.forward(request))
+        .revoke_api_key(auth.forward(pb::RevokeApiKeyRequest { id }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

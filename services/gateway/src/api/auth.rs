@@ -14,14 +14,56 @@ use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::identity::v1 as pb;
 
 use super::Authenticated;
+use super::views::{Me, Problem, SigningKey, Status, Token};
 use crate::Gateway;
+
+/// A token request (RFC 6749 §4.3, §4.4, §6), form-encoded or JSON.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Read field by field from the body; here to be documented.
+pub struct TokenRequest {
+    /// `password`, `refresh_token` or `client_credentials`.
+    grant_type: String,
+    /// `password`: the tenant's slug.
+    tenant: Option<String>,
+    /// `password`.
+    username: Option<String>,
+    /// `password`.
+    password: Option<String>,
+    /// `password`, once MFA is on: the current 6-digit code.
+    totp: Option<String>,
+    /// `refresh_token`.
+    refresh_token: Option<String>,
+    /// `client_credentials`: an API key.
+    client_secret: Option<String>,
+}
+
+/// A revocation request (RFC 7009), form-encoded or JSON.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // Read from the body; here to be documented.
+pub struct RevokeRequest {
+    /// An access token or a refresh token.
+    token: String,
+}
 
 /// The most a token request may carry.
 const MAX_TOKEN_REQUEST: usize = 16 * 1024;
 
-/// `POST /v1/auth/token`: `grant_type=password` with `tenant` (the tenant's slug),
-/// `username`, `password` and, once MFA is on, `totp`; `grant_type=refresh_token` with
-/// `refresh_token`; `grant_type=client_credentials` with an API key as `client_secret`.
+/// The OAuth 2.0 token endpoint: `grant_type=password` with `tenant` (the tenant's
+/// slug), `username`, `password` and, once MFA is on, `totp`; `refresh_token` with
+/// `refresh_token` (rotated: a reused one revokes the login); `client_credentials`
+/// with an API key as `client_secret`. Failed logins are limited per address and per
+/// account (429 with `Retry-After`).
+#[utoipa::path(post, path = "/v1/auth/token", tag = "auth",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, body = Token), (status = 400, body = Problem),
+        (status = 401, description = "invalid credentials", body = Problem),
+        (status = 413, body = Problem), (status = 422, body = Problem),
+        (status = 429, description = "too many failed logins", body = Problem),
+    ))]
 pub async fn token(
     State(gateway): State<Gateway>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -62,16 +104,7 @@ pub async fn token(
             return Err(error);
         }
     };
-    let mut body = json!({
-        "access_token": issued.access_token,
-        "token_type": issued.token_type,
-        "expires_in": issued.expires_in,
-        "scope": issued.scope,
-    });
-    if !issued.refresh_token.is_empty() {
-        body["refresh_token"] = Value::String(issued.refresh_token);
-    }
-    let mut response = Json(body).into_response();
+    let mut response = Json(Token::from(issued)).into_response();
     // RFC 6749 §5.1: token responses must not be cached.
     response
         .headers_mut()
@@ -108,18 +141,17 @@ fn form_or_json(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, Stri
     }
 }
 
-/// `GET /v1/me`: the caller as the platform sees them.
-pub async fn me(Authenticated { principal, .. }: Authenticated) -> Json<Value> {
-    Json(json!({
-        "tenant": principal.tenant,
-        "subject": principal.subject,
-        "username": principal.username,
-        "roles": principal.roles,
-        "capabilities": principal.capabilities,
-    }))
+/// The caller as the platform sees them.
+#[utoipa::path(get, path = "/v1/me", tag = "auth",
+    responses((status = 200, body = Me), (status = 401, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn me(Authenticated { principal, .. }: Authenticated) -> Json<Me> {
+    Json(principal.into())
 }
 
-/// `GET /.well-known/openid-configuration` (the parts that are true of this issuer).
+/// The built-in issuer's OpenID Provider metadata (the parts that are true of it).
+#[utoipa::path(get, path = "/.well-known/openid-configuration", tag = "auth",
+    responses((status = 200, description = "OpenID Provider metadata", body = Object)))]
 pub async fn openid_configuration(State(gateway): State<Gateway>) -> Json<Value> {
     let issuer = &gateway.issuer;
     Json(json!({
@@ -136,7 +168,10 @@ pub async fn openid_configuration(State(gateway): State<Gateway>) -> Json<Value>
     }))
 }
 
-/// `GET /.well-known/jwks.json`: the built-in issuer's public keys, from identity.
+/// The built-in issuer's public keys (RFC 7517), including the next key ahead of use
+/// and retired keys until their tokens expire.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "a JWK set", body = Object), (status = 503, body = Problem)))]
 pub async fn jwks(State(gateway): State<Gateway>) -> Result<Json<Value>, ApiError> {
     let answer = gateway
         .identity
@@ -148,10 +183,15 @@ pub async fn jwks(State(gateway): State<Gateway>) -> Result<Json<Value>, ApiErro
     Ok(Json(document))
 }
 
-/// `POST /v1/auth/revoke` (RFC 7009): `token=<access token>`. A valid token of this
-/// issuer is denied everywhere at once (the deny-list is in the shared cache) until it
-/// would have expired anyway. As the RFC says, a token that is already invalid is not
-/// an error: the answer is 200 either way, so the endpoint tells nothing about tokens.
+/// Token revocation (RFC 7009): an access token is denied everywhere at once until it
+/// would have expired; a refresh token ends its login. As the RFC says, a token that
+/// is already invalid is not an error: the answer is 200 either way.
+#[utoipa::path(post, path = "/v1/auth/revoke", tag = "auth",
+    request_body(content(
+        (RevokeRequest = "application/x-www-form-urlencoded"),
+        (RevokeRequest = "application/json"),
+    )),
+    responses((status = 200, description = "revoked (or already invalid)"), (status = 400, body = Problem), (status = 422, body = Problem)))]
 pub async fn revoke(
     State(gateway): State<Gateway>,
     headers: HeaderMap,
@@ -185,12 +225,15 @@ pub async fn revoke(
     Ok(response)
 }
 
-/// `POST /v1/auth/keys/rotate` (platform admins): publishes a new signing key, which
-/// signs from a few seconds later on; tokens of the old key stay valid until they expire.
+/// Rotate the signing key (platform admins): a new key is published at once and signs
+/// from a few seconds later on; tokens of the old key stay valid until they expire.
+#[utoipa::path(post, path = "/v1/auth/keys/rotate", tag = "auth",
+    responses((status = 200, body = SigningKey), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn rotate_keys(
     State(gateway): State<Gateway>,
     auth: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SigningKey>, ApiError> {
     auth.principal
         .require(somagent_common::auth::Capability::PlatformAdmin)?;
     let answer = gateway
@@ -199,15 +242,18 @@ pub async fn rotate_keys(
         .rotate_signing_key(auth.forward(pb::RotateSigningKeyRequest {}))
         .await?
         .into_inner();
-    Ok(Json(json!({ "kid": answer.kid })))
+    Ok(Json(SigningKey { kid: answer.kid }))
 }
 
-/// `GET /v1/status`: the original's status route, for the caller's tenant.
-pub async fn status(auth: Authenticated) -> Json<Value> {
-    Json(json!({
-        "service": "gateway",
-        "state": "ready",
-        "version": env!("CARGO_PKG_VERSION"),
-        "tenant": auth.principal.tenant,
-    }))
+/// The platform's status, for the caller's tenant.
+#[utoipa::path(get, path = "/v1/status", tag = "auth",
+    responses((status = 200, body = Status), (status = 401, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn status(auth: Authenticated) -> Json<Status> {
+    Json(Status {
+        service: "gateway".into(),
+        state: "ready".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        tenant: auth.principal.tenant.as_str().to_owned(),
+    })
 }

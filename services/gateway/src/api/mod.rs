@@ -1,40 +1,57 @@
-//! The gateway's public HTTP routes.
+//! The gateway's public HTTP routes. Each is registered with its OpenAPI description
+//! (`routes!`), so the served document covers exactly the routes that exist.
 
 mod api_keys;
 mod auth;
 mod limits;
+mod openapi;
 mod principal;
 mod tenants;
 mod users;
+mod views;
 
 pub use principal::Authenticated;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::routing::{delete, get, post};
+use axum::routing::get;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::Gateway;
 
-fn router(gateway: Gateway) -> Router {
-    Router::new()
-        .route("/v1/auth/token", post(auth::token))
-        .route("/v1/auth/revoke", post(auth::revoke))
-        .route("/v1/auth/keys/rotate", post(auth::rotate_keys))
-        .route("/v1/me", get(auth::me))
-        .route("/v1/status", get(auth::status))
-        .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{id}", get(tenants::get))
-        .route("/v1/users", post(users::create).get(users::list))
-        .route("/v1/users/{id}", get(users::get))
-        .route("/v1/users/{id}/mfa/enroll", post(users::enroll_mfa))
-        .route("/v1/users/{id}/mfa/verify", post(users::verify_mfa))
-        .route("/v1/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/v1/api-keys/{id}", delete(api_keys::revoke))
-        .route(
-            "/.well-known/openid-configuration",
-            get(auth::openid_configuration),
-        )
-        .route("/.well-known/jwks.json", get(auth::jwks))
+/// The public routes and the OpenAPI document describing them.
+fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(auth::token))
+        .routes(routes!(auth::revoke))
+        .routes(routes!(auth::rotate_keys))
+        .routes(routes!(auth::me))
+        .routes(routes!(auth::status))
+        .routes(routes!(auth::openid_configuration))
+        .routes(routes!(auth::jwks))
+        .routes(routes!(tenants::create, tenants::list))
+        .routes(routes!(tenants::get, tenants::update, tenants::delete))
+        .routes(routes!(users::create, users::list))
+        .routes(routes!(users::get, users::update, users::delete))
+        .routes(routes!(users::enroll_mfa))
+        .routes(routes!(users::verify_mfa))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::revoke))
         .with_state(gateway)
+        .split_for_parts()
+}
+
+fn router(gateway: Gateway) -> Router {
+    let (routes, document) = documented(gateway);
+    let docs = Router::new()
+        .route("/openapi.json", get(openapi::document))
+        .route("/docs", get(openapi::docs))
+        .with_state(Arc::new(document));
+    routes
+        .merge(docs)
         .layer(limits::body_limit())
         .layer(axum::middleware::from_fn(limits::deadline))
 }

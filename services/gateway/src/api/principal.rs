@@ -55,12 +55,33 @@ impl IntoResponse for Unauthenticated {
 }
 
 impl FromRequestParts<Gateway> for Authenticated {
-    type Rejection = Unauthenticated;
+    type Rejection = Response;
 
+    /// The verified caller, counted against their tenant's (and API key's) request
+    /// limit.
     async fn from_request_parts(
         parts: &mut Parts,
         gateway: &Gateway,
     ) -> Result<Self, Self::Rejection> {
+        let (caller, api_key) = authenticate(parts, gateway)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        gateway
+            .request_limits
+            .admit(&caller.principal, api_key.as_deref())
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(caller)
+    }
+}
+
+/// The caller's verified principal and, if they came with an API key, its public
+/// prefix.
+async fn authenticate(
+    parts: &Parts,
+    gateway: &Gateway,
+) -> Result<(Authenticated, Option<String>), Unauthenticated> {
+    {
         if let Some(key) = parts.headers.get("x-api-key") {
             let refused = |reason: &str| Unauthenticated {
                 reason: reason.into(),
@@ -87,7 +108,8 @@ impl FromRequestParts<Gateway> for Authenticated {
                 .await
                 .map_err(|e| refused(&e.0))?;
             tracing::Span::current().record("tenant", principal.tenant.as_str());
-            return Ok(Self { principal, token });
+            let prefix = key.trim().split('_').nth(1).map(str::to_owned);
+            return Ok((Authenticated { principal, token }, prefix));
         }
         let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
             return Err(Unauthenticated {
@@ -117,9 +139,12 @@ impl FromRequestParts<Gateway> for Authenticated {
                 had_token: true,
             })?;
         tracing::Span::current().record("tenant", principal.tenant.as_str());
-        Ok(Self {
-            principal,
-            token: token.to_owned(),
-        })
+        Ok((
+            Authenticated {
+                principal,
+                token: token.to_owned(),
+            },
+            None,
+        ))
     }
 }

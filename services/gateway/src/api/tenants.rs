@@ -1,41 +1,56 @@
-//! `/v1/tenants`: platform admins create tenants with their first admin and list them
-//! all; a tenant's members see their own tenant only. Identity enforces the same rules
-//! again on the token the call carries.
+//! `/v1/tenants`: platform admins create, list, suspend and delete tenants; a tenant's
+//! members see their own tenant and its admins rename it. Identity enforces the same
+//! rules again on the token the call carries.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use somagent_common::auth::Capability;
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::identity::v1 as pb;
+use utoipa::{IntoParams, ToSchema};
 
 use super::Authenticated;
+use super::views::{Problem, Tenant, TenantPage, next_cursor};
 use crate::Gateway;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    /// Lowercase letters, digits and `-`; what users log in with.
     slug: String,
     display_name: String,
     admin: NewAdmin,
 }
 
-#[derive(Deserialize)]
+/// The tenant's first user, with the `admin` role.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAdmin {
     username: String,
     password: String,
 }
 
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateTenant {
+    display_name: Option<String>,
+    /// `active` or `suspended` (platform admins): a suspended tenant's tokens stop
+    /// working at once and its users cannot log in.
+    status: Option<String>,
+}
+
 /// `?limit=&cursor=` of a list route.
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Page {
+    /// At most this many (1..=200, default 50).
     #[serde(default)]
     limit: Option<u32>,
+    /// The `next_cursor` of the previous page.
     #[serde(default)]
     cursor: Option<String>,
 }
@@ -47,16 +62,6 @@ impl From<Page> for PageRequest {
             cursor: page.cursor.unwrap_or_default(),
         }
     }
-}
-
-fn tenant_json(t: pb::Tenant) -> Value {
-    json!({
-        "id": t.id,
-        "slug": t.slug,
-        "display_name": t.display_name,
-        "status": t.status,
-        "created_at": t.created_at,
-    })
 }
 
 /// A body that is not the expected JSON is a 400 (unreadable) or 422 (wrong fields).
@@ -75,12 +80,21 @@ pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, Ap
     }
 }
 
-/// `POST /v1/tenants` `{slug, display_name, admin: {username, password}}` → 201.
+/// Create a tenant with its first admin (platform admins).
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, body = Tenant),
+        (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, description = "the slug is taken", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     body: Result<Json<CreateTenant>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Tenant>), ApiError> {
     auth.principal.require(Capability::PlatformAdmin)?;
     let body = json_body(body)?;
     let request = pb::CreateTenantRequest {
@@ -95,15 +109,18 @@ pub async fn create(
         .create_tenant(auth.forward(request))
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(tenant_json(tenant))))
+    Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
-/// `GET /v1/tenants?limit=&cursor=`.
+/// List tenants: all of them for platform admins, otherwise the caller's own.
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", params(Page),
+    responses((status = 200, body = TenantPage), (status = 401, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantPage>, ApiError> {
     let request = pb::ListTenantsRequest {
         page: Some(PageRequest::from(page)),
     };
@@ -113,19 +130,22 @@ pub async fn list(
         .list_tenants(auth.forward(request))
         .await?
         .into_inner();
-    let next = answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty());
-    Ok(Json(json!({
-        "tenants": answer.tenants.into_iter().map(tenant_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(TenantPage {
+        tenants: answer.tenants.into_iter().map(Tenant::from).collect(),
+        next_cursor: next_cursor(answer.page),
+    }))
 }
 
-/// `GET /v1/tenants/{id}`: another tenant's id answers 404.
+/// One tenant; another tenant's id answers 404.
+#[utoipa::path(get, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "the tenant's id")),
+    responses((status = 200, body = Tenant), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn get(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Tenant>, ApiError> {
     let request = pb::GetTenantRequest { id };
     let tenant = gateway
         .identity
@@ -133,5 +153,58 @@ pub async fn get(
         .get_tenant(auth.forward(request))
         .await?
         .into_inner();
-    Ok(Json(tenant_json(tenant)))
+    Ok(Json(tenant.into()))
+}
+
+/// Rename a tenant (its admins, platform admins) or suspend / reactivate it (platform
+/// admins, not their own tenant).
+#[utoipa::path(patch, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "the tenant's id")),
+    request_body = UpdateTenant,
+    responses(
+        (status = 200, body = Tenant), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateTenant>, JsonRejection>,
+) -> Result<Json<Tenant>, ApiError> {
+    let body = json_body(body)?;
+    let request = pb::UpdateTenantRequest {
+        id,
+        display_name: body.display_name,
+        status: body.status,
+    };
+    let tenant = gateway
+        .identity
+        .clone()
+        .update_tenant(auth.forward(request))
+        .await?
+        .into_inner();
+    Ok(Json(tenant.into()))
+}
+
+/// Delete a tenant (platform admins, not their own): its users cannot log in and its
+/// tokens stop working at once; the slug stays taken.
+#[utoipa::path(delete, path = "/v1/tenants/{id}", tag = "tenants",
+    params(("id" = String, Path, description = "the tenant's id")),
+    responses(
+        (status = 204, description = "deleted"), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    gateway
+        .identity
+        .clone()
+        .delete_tenant(auth.forward(pb::DeleteTenantRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

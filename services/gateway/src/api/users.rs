@@ -6,42 +6,58 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use somagent_common::auth::Capability;
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::identity::v1 as pb;
+use utoipa::ToSchema;
 
 use super::Authenticated;
 use super::tenants::{Page, json_body};
+use super::views::{MfaEnrollment, MfaState, Problem, User, UserPage, next_cursor};
 use crate::Gateway;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     username: String,
+    /// At least 12 characters.
     password: String,
+    /// Any of `viewer`, `operator`, `developer`, `admin`.
     roles: Vec<String>,
 }
 
-fn user_json(u: pb::User) -> Value {
-    json!({
-        "id": u.id,
-        "tenant": u.tenant,
-        "username": u.username,
-        "status": u.status,
-        "roles": u.roles,
-        "mfa_enabled": u.mfa_enabled,
-        "created_at": u.created_at,
-    })
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// `active` or `disabled`.
+    status: Option<String>,
+    /// Replaces the user's roles.
+    roles: Option<Vec<String>>,
+    /// A new password; users may change their own without `users:write`.
+    password: Option<String>,
 }
 
-/// `POST /v1/users` `{username, password, roles}` → 201.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyMfa {
+    /// The current 6-digit code of the enrolled secret.
+    code: String,
+}
+
+/// Create a user in the caller's tenant.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = CreateUser,
+    responses(
+        (status = 201, body = User), (status = 400, body = Problem), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, description = "the username is taken", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn create(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     body: Result<Json<CreateUser>, JsonRejection>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<User>), ApiError> {
     auth.principal.require(Capability::UsersWrite)?;
     let body = json_body(body)?;
     let request = pb::CreateUserRequest {
@@ -55,15 +71,18 @@ pub async fn create(
         .create_user(auth.forward(request))
         .await?
         .into_inner();
-    Ok((StatusCode::CREATED, Json(user_json(user))))
+    Ok((StatusCode::CREATED, Json(user.into())))
 }
 
-/// `GET /v1/users?limit=&cursor=`.
+/// List the caller's tenant's users.
+#[utoipa::path(get, path = "/v1/users", tag = "users", params(Page),
+    responses((status = 200, body = UserPage), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn list(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Query(page): Query<Page>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserPage>, ApiError> {
     auth.principal.require(Capability::UsersRead)?;
     let request = pb::ListUsersRequest {
         page: Some(PageRequest::from(page)),
@@ -74,63 +93,132 @@ pub async fn list(
         .list_users(auth.forward(request))
         .await?
         .into_inner();
-    let next = answer.page.map(|p| p.next_cursor).filter(|c| !c.is_empty());
-    Ok(Json(json!({
-        "users": answer.users.into_iter().map(user_json).collect::<Vec<_>>(),
-        "next_cursor": next,
-    })))
+    Ok(Json(UserPage {
+        users: answer.users.into_iter().map(User::from).collect(),
+        next_cursor: next_cursor(answer.page),
+    }))
 }
 
-/// `GET /v1/users/{id}`: a user of another tenant answers 404.
+/// One user; a user of another tenant answers 404.
+#[utoipa::path(get, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn get(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<User>, ApiError> {
     auth.principal.require(Capability::UsersRead)?;
-    let request = pb::GetUserRequest { id };
     let user = gateway
         .identity
         .clone()
-        .get_user(auth.forward(request))
+        .get_user(auth.forward(pb::GetUserRequest { id }))
         .await?
         .into_inner();
-    Ok(Json(user_json(user)))
+    Ok(Json(user.into()))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyMfa {
-    code: String,
+/// Change a user's status, roles or password. A disabled user, new roles or a new
+/// password void the user's earlier tokens at once.
+#[utoipa::path(patch, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "the user's id")),
+    request_body = UpdateUser,
+    responses(
+        (status = 200, body = User), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, description = "your own status or roles", body = Problem),
+        (status = 422, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn update(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    body: Result<Json<UpdateUser>, JsonRejection>,
+) -> Result<Json<User>, ApiError> {
+    let body = json_body(body)?;
+    let request = pb::UpdateUserRequest {
+        id,
+        status: body.status,
+        replace_roles: body.roles.is_some(),
+        roles: body.roles.unwrap_or_default(),
+        password: body.password,
+    };
+    let user = gateway
+        .identity
+        .clone()
+        .update_user(auth.forward(request))
+        .await?
+        .into_inner();
+    Ok(Json(user.into()))
 }
 
-/// `POST /v1/users/{id}/mfa/enroll`: the caller's new TOTP secret and `otpauth://` URI,
-/// shown this once. The secret is not active until verified.
+/// Delete a user with their API keys and logins; nobody deletes themself.
+#[utoipa::path(delete, path = "/v1/users/{id}", tag = "users",
+    params(("id" = String, Path, description = "the user's id")),
+    responses(
+        (status = 204, description = "deleted"), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth.principal.require(Capability::UsersWrite)?;
+    gateway
+        .identity
+        .clone()
+        .delete_user(auth.forward(pb::DeleteUserRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Start TOTP MFA for the caller's own account: the secret and its `otpauth://` URI,
+/// shown this once. It is not active until verified.
+#[utoipa::path(post, path = "/v1/users/{id}/mfa/enroll", tag = "users",
+    params(("id" = String, Path, description = "the caller's own user id")),
+    responses(
+        (status = 200, body = MfaEnrollment), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn enroll_mfa(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let request = pb::EnrollMfaRequest { user_id: id };
+) -> Result<Json<MfaEnrollment>, ApiError> {
     let answer = gateway
         .identity
         .clone()
-        .enroll_mfa(auth.forward(request))
+        .enroll_mfa(auth.forward(pb::EnrollMfaRequest { user_id: id }))
         .await?
         .into_inner();
-    Ok(Json(
-        json!({ "secret": answer.secret, "otpauth_uri": answer.otpauth_uri }),
-    ))
+    Ok(Json(MfaEnrollment {
+        secret: answer.secret,
+        otpauth_uri: answer.otpauth_uri,
+    }))
 }
 
-/// `POST /v1/users/{id}/mfa/verify` `{code}`: activates MFA; password logins then need
-/// `totp`.
+/// Activate MFA with a current code; password logins then need `totp`.
+#[utoipa::path(post, path = "/v1/users/{id}/mfa/verify", tag = "users",
+    params(("id" = String, Path, description = "the caller's own user id")),
+    request_body = VerifyMfa,
+    responses(
+        (status = 200, body = MfaState), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
 pub async fn verify_mfa(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
     body: Result<Json<VerifyMfa>, JsonRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MfaState>, ApiError> {
     let body = json_body(body)?;
     let request = pb::VerifyMfaRequest {
         user_id: id,
@@ -142,5 +230,7 @@ pub async fn verify_mfa(
         .verify_mfa(auth.forward(request))
         .await?
         .into_inner();
-    Ok(Json(json!({ "mfa_enabled": answer.enabled })))
+    Ok(Json(MfaState {
+        mfa_enabled: answer.enabled,
+    }))
 }

@@ -63,6 +63,15 @@ pub struct User {
     pub mfa_enabled: bool,
 }
 
+/// What a user update changes; `None` leaves a field as it is.
+#[derive(Debug, Default, Clone)]
+pub struct UserChange {
+    pub status: Option<String>,
+    /// New roles with the capabilities they grant.
+    pub roles: Option<(Vec<Role>, Vec<Capability>)>,
+    pub password_hash: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredKey {
     pub kid: String,
@@ -132,7 +141,7 @@ impl IdentityStore {
 
     pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, DbError> {
         self.one_tenant(
-            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1",
+            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1 AND status <> 'deleted'",
             id,
         )
         .await
@@ -152,7 +161,7 @@ impl IdentityStore {
     /// Tenants in creation order (ids are time-ordered), after `after`.
     pub async fn list_tenants(&self, after: &str, limit: i64) -> Result<Vec<Tenant>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id > $1 AND status <> 'deleted' ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -162,6 +171,35 @@ impl IdentityStore {
             .map(tenant_row)
             .collect::<Result<_, _>>()
             .map_err(DbError::Query)
+    }
+
+    /// Changes a tenant's display name and/or status; `None` if there is no such
+    /// (undeleted) tenant.
+    pub async fn update_tenant(
+        &self,
+        id: &str,
+        display_name: Option<&str>,
+        status: Option<&str>,
+    ) -> Result<Option<Tenant>, DbError> {
+        let changed = sqlx::query(
+            "UPDATE tenants SET display_name = COALESCE($1, display_name), status = COALESCE($2, status) \
+             WHERE id = $3 AND status <> 'deleted'",
+        )
+        .bind(display_name)
+        .bind(status)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        // Read back, including a tenant just marked deleted.
+        self.one_tenant(
+            "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1",
+            id,
+        )
+        .await
     }
 
     /// Adds a user to an existing tenant.
@@ -181,6 +219,59 @@ impl IdentityStore {
             .map(user_row)
             .transpose()
             .map_err(DbError::Query)
+    }
+
+    /// Applies `change` to a user of `tenant_id`; `None` if there is no such user.
+    pub async fn update_user(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        change: &UserChange,
+    ) -> Result<Option<User>, DbError> {
+        let roles = change.roles.as_ref().map(|(r, _)| join(r, |r| r.as_str()));
+        let caps = change.roles.as_ref().map(|(_, c)| join(c, |c| c.as_str()));
+        let changed = sqlx::query(
+            "UPDATE users SET status = COALESCE($1, status), roles = COALESCE($2, roles), \
+             capabilities = COALESCE($3, capabilities), password_hash = COALESCE($4, password_hash) \
+             WHERE tenant_id = $5 AND id = $6",
+        )
+        .bind(change.status.as_deref())
+        .bind(roles)
+        .bind(caps)
+        .bind(change.password_hash.as_deref())
+        .bind(tenant_id)
+        .bind(id)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(None);
+        }
+        self.user_by_id(tenant_id, id).await
+    }
+
+    /// Deletes a user of `tenant_id` with their API keys and refresh tokens, all or
+    /// nothing; false if there was no such user.
+    pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<bool, DbError> {
+        let mut tx = self.db.pool().begin().await?;
+        for sql in [
+            "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2",
+            "DELETE FROM api_keys WHERE tenant_id = $1 AND user_id = $2",
+        ] {
+            sqlx::query(sql)
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted == 1)
     }
 
     /// A tenant's users in creation order, after `after`.

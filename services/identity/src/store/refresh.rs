@@ -91,6 +91,24 @@ impl IdentityStore {
     }
 
     /// Revokes every token of a family; returns how many were still live.
+    /// Revokes every live refresh token of a user (all their logins).
+    pub async fn revoke_refresh_for_user(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<u64, DbError> {
+        Ok(sqlx::query(
+            "UPDATE refresh_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected())
+    }
+
     pub async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<u64, DbError> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",

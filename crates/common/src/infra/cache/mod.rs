@@ -52,6 +52,14 @@ impl Cache {
         }
     }
 
+    /// The values at `keys`, in order, in one round trip.
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        match self {
+            Self::Memory(c) => Ok(keys.iter().map(|k| c.get(k)).collect()),
+            Self::Redis(c) => c.get_many(keys).await,
+        }
+    }
+
     /// Stores `value`; with a `ttl` it disappears after that long.
     pub async fn set(
         &self,

@@ -1,5 +1,6 @@
 //! Redis through a reconnecting connection manager. Counters and lock release are Lua
-//! scripts so each is one atomic step on the server.
+//! scripts so each is one atomic step on the server. `?prefix=NAME` in the URL puts
+//! every key under `NAME:`, so several deployments (or test runs) can share a server.
 
 use std::time::Duration;
 
@@ -11,19 +12,23 @@ use super::{CacheError, Lock};
 #[derive(Clone)]
 pub struct RedisCache {
     conn: ConnectionManager,
+    /// Put before every key (empty, or `NAME:`).
+    prefix: String,
     incr: Script,
     unlock: Script,
 }
 
 impl RedisCache {
     pub async fn connect(url: &str) -> Result<Self, CacheError> {
-        let client = redis::Client::open(url)?;
+        let (url, prefix) = split_prefix(url)?;
+        let client = redis::Client::open(url.as_str())?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)));
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self {
             conn,
+            prefix,
             incr: Script::new(
                 "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
                  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end \
@@ -35,8 +40,23 @@ impl RedisCache {
         })
     }
 
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, CacheError> {
-        Ok(self.conn.clone().get(key).await?)
+        Ok(self.conn.clone().get(self.key(key)).await?)
+    }
+
+    pub async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>, CacheError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // `MGET` with a vector answers a vector even for one key.
+        Ok(redis::cmd("MGET")
+            .arg(keys.iter().map(|k| self.key(k)).collect::<Vec<_>>())
+            .query_async(&mut self.conn.clone())
+            .await?)
     }
 
     pub async fn set(
@@ -46,6 +66,7 @@ impl RedisCache {
         ttl: Option<Duration>,
     ) -> Result<(), CacheError> {
         let mut conn = self.conn.clone();
+        let key = self.key(key);
         match ttl {
             Some(ttl) => conn.pset_ex::<_, _, ()>(key, value, millis(ttl)).await?,
             None => conn.set::<_, _, ()>(key, value).await?,
@@ -54,7 +75,7 @@ impl RedisCache {
     }
 
     pub async fn delete(&self, key: &str) -> Result<bool, CacheError> {
-        let removed: u64 = self.conn.clone().del(key).await?;
+        let removed: u64 = self.conn.clone().del(self.key(key)).await?;
         Ok(removed > 0)
     }
 
@@ -62,7 +83,7 @@ impl RedisCache {
         let mut conn = self.conn.clone();
         Ok(self
             .incr
-            .key(key)
+            .key(self.key(key))
             .arg(by)
             .arg(millis(window))
             .invoke_async(&mut conn)
@@ -70,18 +91,18 @@ impl RedisCache {
     }
 
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
-        let ms: i64 = self.conn.clone().pttl(key).await?;
+        let ms: i64 = self.conn.clone().pttl(self.key(key)).await?;
         Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))
     }
 
     pub async fn try_lock(&self, name: &str, ttl: Duration) -> Result<Option<Lock>, CacheError> {
         let mut conn = self.conn.clone();
-        let token: u64 = conn.incr(format!("fence:{name}"), 1).await?;
+        let token: u64 = conn.incr(self.key(&format!("fence:{name}")), 1).await?;
         let options = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
             .with_expiration(redis::SetExpiry::PX(millis(ttl)));
         let taken: Option<String> = conn
-            .set_options(format!("lock:{name}"), token, options)
+            .set_options(self.key(&format!("lock:{name}")), token, options)
             .await?;
         Ok(taken.map(|_| Lock {
             name: name.to_owned(),
@@ -93,7 +114,7 @@ impl RedisCache {
         let mut conn = self.conn.clone();
         let removed: i64 = self
             .unlock
-            .key(format!("lock:{}", lock.name))
+            .key(self.key(&format!("lock:{}", lock.name)))
             .arg(lock.token)
             .invoke_async(&mut conn)
             .await?;
@@ -106,6 +127,31 @@ impl RedisCache {
             .await?;
         Ok(())
     }
+}
+
+/// The URL without its `prefix` option, and the key prefix it named (`NAME:`).
+fn split_prefix(raw: &str) -> Result<(String, String), CacheError> {
+    let mut url =
+        url::Url::parse(raw).map_err(|e| CacheError(format!("invalid Redis URL: {e}")))?;
+    let mut prefix = String::new();
+    let rest: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, v)| {
+            if k == "prefix" {
+                prefix = format!("{v}:");
+                false
+            } else {
+                true
+            }
+        })
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if rest.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(rest);
+    }
+    Ok((url.to_string(), prefix))
 }
 
 fn millis(d: Duration) -> u64 {

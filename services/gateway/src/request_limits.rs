@@ -1,0 +1,92 @@
+//! Request rate limits per tenant and per API key, counted in the shared cache so every
+//! gateway replica enforces the same budget (Redis when distributed). Fixed one-minute
+//! windows; over the limit is a 429 with `Retry-After`. A cache that cannot be read
+//! refuses: the limit fails closed, like the verifier.
+
+use std::time::Duration;
+
+use somagent_common::auth::Principal;
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::infra::cache::Cache;
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Requests per minute; `0` turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub per_tenant: i64,
+    pub per_api_key: i64,
+}
+
+impl Limits {
+    /// From `SOMAGENT_RATE_LIMIT_TENANT` and `SOMAGENT_RATE_LIMIT_API_KEY` (requests per
+    /// minute), by default 60,000 per tenant and 6,000 per API key.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let read = |name: &str, default: i64| -> anyhow::Result<i64> {
+            match std::env::var(format!("SOMAGENT_{name}")) {
+                Ok(raw) => raw.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "configuration: invalid value for `SOMAGENT_{name}`: `{raw}` is not a number of requests per minute"
+                    )
+                }),
+                Err(_) => Ok(default),
+            }
+        };
+        Ok(Self {
+            per_tenant: read("RATE_LIMIT_TENANT", 60_000)?,
+            per_api_key: read("RATE_LIMIT_API_KEY", 6_000)?,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestLimits {
+    cache: Cache,
+    limits: Limits,
+}
+
+impl RequestLimits {
+    pub fn new(cache: Cache, limits: Limits) -> Self {
+        Self { cache, limits }
+    }
+
+    /// Counts one request of `principal` (made with the API key whose public prefix is
+    /// `api_key`, if any) and refuses it if a window is over its limit.
+    pub async fn admit(
+        &self,
+        principal: &Principal,
+        api_key: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let tenant = principal.tenant.as_str();
+        let mut counters = vec![(
+            format!("ratelimit:req:tenant:{tenant}"),
+            self.limits.per_tenant,
+            "this tenant",
+        )];
+        if let Some(prefix) = api_key {
+            counters.push((
+                format!("ratelimit:req:key:{tenant}:{prefix}"),
+                self.limits.per_api_key,
+                "this API key",
+            ));
+        }
+        for (key, limit, whose) in counters {
+            if limit == 0 {
+                continue;
+            }
+            let count = self.cache.incr(&key, 1, WINDOW).await.map_err(|e| {
+                ApiError::unavailable("the rate limit cannot be checked right now", e)
+            })?;
+            if count > limit {
+                let wait = self.cache.ttl(&key).await.ok().flatten().unwrap_or(WINDOW);
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("too many requests for {whose}; try again later"),
+                )
+                .with_details(serde_json::json!({ "limit_per_minute": limit }))
+                .retry_after(wait.as_secs().max(1)));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! The OpenAPI document describes every public route, and the docs page serves it.
+
+use serde_json::Value;
+
+use crate::helpers::{Rooted, with_root};
+
+#[tokio::test]
+async fn the_openapi_document_covers_every_public_route() {
+    let Rooted {
+        platform: _platform,
+        gateway,
+        client,
+        data: _data,
+        ..
+    } = with_root().await;
+    let response = client
+        .get(format!("{gateway}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let doc: Value = response.json().await.unwrap();
+    assert!(
+        doc["openapi"].as_str().unwrap().starts_with("3.1"),
+        "{}",
+        doc["openapi"]
+    );
+    let routes = [
+        ("post", "/v1/auth/token"),
+        ("post", "/v1/auth/revoke"),
+        ("post", "/v1/auth/keys/rotate"),
+        ("get", "/v1/me"),
+        ("get", "/v1/status"),
+        ("post", "/v1/tenants"),
+        ("get", "/v1/tenants"),
+        ("get", "/v1/tenants/{id}"),
+        ("patch", "/v1/tenants/{id}"),
+        ("delete", "/v1/tenants/{id}"),
+        ("post", "/v1/users"),
+        ("get", "/v1/users"),
+        ("get", "/v1/users/{id}"),
+        ("patch", "/v1/users/{id}"),
+        ("delete", "/v1/users/{id}"),
+        ("post", "/v1/users/{id}/mfa/enroll"),
+        ("post", "/v1/users/{id}/mfa/verify"),
+        ("post", "/v1/api-keys"),
+        ("get", "/v1/api-keys"),
+        ("delete", "/v1/api-keys/{id}"),
+        ("get", "/.well-known/openid-configuration"),
+        ("get", "/.well-known/jwks.json"),
+    ];
+    let paths = doc["paths"].as_object().unwrap();
+    let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
+    assert_eq!(
+        documented,
+        routes.len(),
+        "documented operations: {:?}",
+        paths.keys().collect::<Vec<_>>()
+    );
+    for (method, path) in routes {
+        let operation = &doc["paths"][path][method];
+        assert!(operation.is_object(), "{method} {path} is not documented");
+        assert!(
+            operation["responses"]
+                .as_object()
+                .is_some_and(|r| !r.is_empty()),
+            "{method} {path} documents no responses"
+        );
+        // Every `$ref` resolves to a schema in the document.
+        for reference in refs(operation) {
+            let name = reference.trim_start_matches("#/components/schemas/");
+            assert!(
+                doc["components"]["schemas"][name].is_object(),
+                "{method} {path}: {reference}"
+            );
+        }
+    }
+    // Protected routes say how to authenticate; the token endpoint does not need to.
+    assert!(doc["paths"]["/v1/me"]["get"]["security"].is_array());
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    assert_eq!(
+        doc["components"]["securitySchemes"]["api_key"]["name"],
+        "X-API-Key"
+    );
+    // The answer types are the wire's.
+    let token = &doc["components"]["schemas"]["Token"]["properties"];
+    assert!(
+        token["access_token"].is_object() && token["expires_in"].is_object(),
+        "{token}"
+    );
+    let problem = &doc["components"]["schemas"]["ProblemBody"]["properties"];
+    assert!(problem["code"].is_object() && problem["message"].is_object());
+
+    let docs = client.get(format!("{gateway}/docs")).send().await.unwrap();
+    assert_eq!(docs.status(), 200);
+    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+}
+
+fn refs(value: &Value) -> Vec<String> {
+    match value {
+        Value::Object(map) => map
+            .iter()
+            .flat_map(|(k, v)| match (k.as_str(), v) {
+                ("$ref", Value::String(r)) => vec![r.clone()],
+                _ => refs(v),
+            })
+            .collect(),
+        Value::Array(items) => items.iter().flat_map(refs).collect(),
+        _ => Vec::new(),
+    }
+}
