@@ -3,10 +3,16 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rooted, login, with_root};
+use crate::helpers::{Backends, Rooted, login, with_root_on};
 
 #[tokio::test]
 async fn an_api_key_acts_with_its_scopes_until_revoked() {
+    for backends in Backends::all() {
+        an_api_key_acts_with_its_scopes_until_revoked_on(backends).await;
+    }
+}
+
+async fn an_api_key_acts_with_its_scopes_until_revoked_on(backends: Backends) {
     let Rooted {
         platform,
         gateway: gw,
@@ -14,7 +20,7 @@ async fn an_api_key_acts_with_its_scopes_until_revoked() {
         root,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let tenant = json!({"slug": "acme", "display_name": "Acme", "admin": {"username": "alice", "password": "alice's long passphrase"}});
     assert_eq!(
         client

@@ -4,20 +4,27 @@
 use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
 
 use crate::helpers::{
-    Platform, ROOT_PASSWORD, Rooted, free_ports, login as admin_login, wait_ok, with_root,
+    Backends, Platform, ROOT_PASSWORD, Rooted, free_ports, login as admin_login, wait_ok,
+    with_root_on,
 };
 
 const ADMIN_PASSWORD: &str = ROOT_PASSWORD;
 
 #[tokio::test]
 async fn the_bootstrap_admin_logs_in_and_sees_their_principal() {
+    for backends in Backends::all() {
+        the_bootstrap_admin_logs_in_and_sees_their_principal_on(backends).await;
+    }
+}
+
+async fn the_bootstrap_admin_logs_in_and_sees_their_principal_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
         client,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
 
     let login = client
         .post(format!("{gateway}/v1/auth/token"))
@@ -109,13 +116,19 @@ async fn the_bootstrap_admin_logs_in_and_sees_their_principal() {
 
 #[tokio::test]
 async fn bad_logins_and_bad_tokens_get_clear_refusals() {
+    for backends in Backends::all() {
+        bad_logins_and_bad_tokens_get_clear_refusals_on(backends).await;
+    }
+}
+
+async fn bad_logins_and_bad_tokens_get_clear_refusals_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
         client,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let token_url = format!("{gateway}/v1/auth/token");
 
     let attempt = |form: Vec<(&'static str, &'static str)>| {
@@ -218,13 +231,19 @@ async fn bad_logins_and_bad_tokens_get_clear_refusals() {
 
 #[tokio::test]
 async fn repeated_failed_logins_are_refused_for_a_while() {
+    for backends in Backends::all() {
+        repeated_failed_logins_are_refused_for_a_while_on(backends).await;
+    }
+}
+
+async fn repeated_failed_logins_are_refused_for_a_while_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
         client,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let login = |username: &str, password: &'static str| {
         let (client, url, username) = (
             client.clone(),
@@ -278,6 +297,14 @@ async fn repeated_failed_logins_are_refused_for_a_while() {
 
 #[tokio::test]
 async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
+    for backends in Backends::all() {
+        a_revoked_token_stops_working_at_once_and_the_revocation_is_audited_on(backends).await;
+    }
+}
+
+async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited_on(
+    backends: Backends,
+) {
     use somagent_common::config::EventsUrl;
     use somagent_common::infra::events::{EventBus, topics};
 
@@ -287,7 +314,7 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
         client,
         data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let login =
         || async { admin_login(&client, &gateway, "default", "admin", ADMIN_PASSWORD).await };
     let failed = client
@@ -463,13 +490,19 @@ async fn a_token_from_a_trusted_oidc_provider_is_accepted() {
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
+    for backends in Backends::all() {
+        refresh_tokens_rotate_and_a_reused_one_revokes_the_login_on(backends).await;
+    }
+}
+
+async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
         client,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let token_url = format!("{gateway}/v1/auth/token");
     let grant = |form: Vec<(&'static str, String)>| {
         let (client, url) = (client.clone(), token_url.clone());
@@ -552,13 +585,19 @@ async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {
 
 #[tokio::test]
 async fn a_rotated_key_takes_over_while_old_tokens_stay_valid() {
+    for backends in Backends::all() {
+        a_rotated_key_takes_over_while_old_tokens_stay_valid_on(backends).await;
+    }
+}
+
+async fn a_rotated_key_takes_over_while_old_tokens_stay_valid_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
         client,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let login =
         || async { admin_login(&client, &gateway, "default", "admin", ADMIN_PASSWORD).await };
     let kid = |token: &str| {

@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 use somagent_identity::domain::totp::{DIGITS, STEP_SECONDS, TotpSecret};
 
-use crate::helpers::{Rooted, with_root};
+use crate::helpers::{Backends, Rooted, with_root_on};
 
 const ALICE_PASSWORD: &str = "alice's long passphrase";
 
@@ -13,6 +13,12 @@ fn step_now() -> u64 {
 
 #[tokio::test]
 async fn once_mfa_is_on_a_login_needs_a_fresh_code() {
+    for backends in Backends::all() {
+        once_mfa_is_on_a_login_needs_a_fresh_code_on(backends).await;
+    }
+}
+
+async fn once_mfa_is_on_a_login_needs_a_fresh_code_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
@@ -20,7 +26,7 @@ async fn once_mfa_is_on_a_login_needs_a_fresh_code() {
         root,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let login = |tenant: &'static str,
                  username: &'static str,
                  password: &'static str,

@@ -2,10 +2,16 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rooted, login, with_root};
+use crate::helpers::{Backends, Rooted, login, with_root, with_root_on};
 
 #[tokio::test]
 async fn a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it() {
+    for backends in Backends::all() {
+        a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it_on(backends).await;
+    }
+}
+
+async fn a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
@@ -13,7 +19,7 @@ async fn a_platform_admin_onboards_a_tenant_whose_admin_sees_only_it() {
         root,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let tenants = format!("{gateway}/v1/tenants");
 
     let created = client

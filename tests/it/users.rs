@@ -3,10 +3,16 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Rooted, login, with_root};
+use crate::helpers::{Backends, Rooted, login, with_root_on};
 
 #[tokio::test]
 async fn a_tenant_admin_adds_users_whose_roles_decide_what_they_may_do() {
+    for backends in Backends::all() {
+        a_tenant_admin_adds_users_whose_roles_decide_what_they_may_do_on(backends).await;
+    }
+}
+
+async fn a_tenant_admin_adds_users_whose_roles_decide_what_they_may_do_on(backends: Backends) {
     let Rooted {
         platform,
         gateway,
@@ -14,7 +20,7 @@ async fn a_tenant_admin_adds_users_whose_roles_decide_what_they_may_do() {
         root,
         data: _data,
         ..
-    } = with_root().await;
+    } = with_root_on(backends, &[]).await;
     let created = client
         .post(format!("{gateway}/v1/tenants"))
         .bearer_auth(&root)
