@@ -2,6 +2,7 @@
 
 mod api_keys;
 mod auth;
+mod chat;
 mod helpers;
 mod lifecycle;
 mod mfa;

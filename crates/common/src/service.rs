@@ -77,8 +77,8 @@ pub const MEMORY: ServiceSpec = ServiceSpec {
 pub const SLM: ServiceSpec = ServiceSpec {
     name: "slm",
     port: 10022,
-    summary: "model gateway: chat completions, embeddings, model catalog",
-    backends: &[Database, Events],
+    summary: "model gateway: chat completions, model profiles, usage metering",
+    backends: &[Database, Events, Cache],
 };
 pub const ANALYTICS: ServiceSpec = ServiceSpec {
     name: "analytics",

@@ -26,7 +26,8 @@ use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
-use somagent_common::service::IDENTITY;
+use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
+use somagent_common::service::{IDENTITY, SLM};
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
@@ -37,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[];
 #[derive(Clone)]
 pub struct Gateway {
     pub identity: IdentityServiceClient<tonic::transport::Channel>,
+    pub slm: SlmServiceClient<tonic::transport::Channel>,
     pub login_limits: login_limits::LoginLimits,
     pub revocations: revocations::Revocations,
     pub request_limits: request_limits::RequestLimits,
@@ -82,6 +84,13 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(15))
         .connect_lazy();
+    let slm_url = config.endpoint(&SLM);
+    // No overall timeout: answers stream for as long as the model writes; slm bounds
+    // the wait for each token.
+    let slm = tonic::transport::Endpoint::from_shared(slm_url.clone())
+        .with_context(|| format!("endpoints.slm `{slm_url}`"))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect_lazy();
     let issuer = config.issuer();
     let mut issuers = vec![TrustedIssuer {
         issuer: issuer.clone(),
@@ -93,6 +102,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let verifier = Verifier::new(issuers, Some(cache.clone()));
     let gateway = Gateway {
         identity: IdentityServiceClient::new(channel),
+        slm: SlmServiceClient::new(slm),
         login_limits: login_limits::LoginLimits::new(cache.clone()),
         request_limits: request_limits::RequestLimits::new(
             cache.clone(),

@@ -1,19 +1,120 @@
-//! The slm service: the model gateway: chat completions, embeddings and the model catalog.
+//! The slm service: the model gateway. Chat completions (whole or streamed) over
+//! per-tenant model profiles, on any OpenAI-compatible upstream or the local model,
+//! with retries, fallbacks, timeouts, and every call metered as `billing.usage`.
 //!
-//! Layout: `build` wires the service from its context (database with this service's
-//! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-slm`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! Layout:
+//! - `domain/`: chat messages and deltas, profiles, prices; no I/O.
+//! - `config`: the upstreams an operator configures, and the local model's file.
+//! - `upstream/`: OpenAI-compatible servers (`async-openai`) and the local model.
+//! - `local_model`: SmolLM2 on candle.
+//! - `router`: profiles → upstream calls, retries, fallbacks, streaming, metering.
+//! - `metering`, `counting`: usage events through the outbox; token counts when an
+//!   upstream reports none.
+//! - `store`: the tenants' profiles.
+//! - `grpc`: the `somagent.slm.v1` service the gateway calls.
 
+pub mod config;
+mod counting;
+pub mod domain;
+mod grpc;
+mod local_model;
+mod metering;
+mod router;
+mod store;
+mod upstream;
+
+use std::sync::Arc;
+
+use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
+use somagent_common::auth::{Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::infra::outbox::Outbox;
+
+use crate::config::{LOCAL_MODEL_ID, SlmConfig};
+use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile};
+use crate::upstream::{Upstream, Upstreams};
 
 pub use somagent_common::service::SLM as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
-    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+    let config = ctx.config.clone();
+    let slm = SlmConfig::from_env(&config.data_dir)?;
+    let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
+    let db = builder.db().context("slm needs its database")?.clone();
+    let shared = &builder.context().backends;
+    let events = shared.events.clone().context("slm needs the event bus")?;
+    let cache = shared.cache.clone().context("slm needs the cache")?;
+
+    let mut upstreams = Upstreams::default();
+    for u in &slm.upstreams {
+        upstreams.insert(
+            u.name.clone(),
+            Upstream::OpenAi(upstream::openai::OpenAiUpstream::new(
+                &u.base_url,
+                u.api_key.as_deref(),
+            )?),
+        );
+        tracing::info!(upstream = %u.name, base_url = %u.base_url, "model upstream configured");
+    }
+    let mut platform = Vec::new();
+    let profile = |name: &str, upstream: &str, model: &str| Profile {
+        name: name.into(),
+        upstream: upstream.into(),
+        model: model.into(),
+        temperature: None,
+        max_tokens: None,
+        fallbacks: Vec::new(),
+        price: Default::default(),
+        currency: "USD".into(),
+        timeout_ms: DEFAULT_TIMEOUT_MS,
+        platform: true,
+    };
+    if let Some(model) = &slm.default_model
+        && slm.upstreams.iter().any(|u| u.name == "default")
+    {
+        platform.push(Profile {
+            price: slm.default_price,
+            ..profile("default", "default", model)
+        });
+    }
+    if let Some(path) = &slm.local_model {
+        upstreams.insert(
+            "local",
+            Upstream::Local(upstream::local::LocalUpstream::new(path.clone())),
+        );
+        tracing::info!(path = %path.display(), "the local model is available");
+        platform.push(profile(LOCAL_MODEL_ID, "local", LOCAL_MODEL_ID));
+        if !platform.iter().any(|p| p.name == "default") {
+            platform.push(profile("default", "local", LOCAL_MODEL_ID));
+        }
+    }
+    if upstreams.is_empty() {
+        tracing::warn!(
+            "no model is configured: chat answers 503 until SOMAGENT_LLM_BASE_URL and SOMAGENT_LLM_MODEL are set or the local model is installed (scripts/fetch-models.sh)"
+        );
+    }
+
+    let outbox = Outbox::new(db.clone(), events);
+    outbox
+        .clone()
+        .spawn_relay(somagent_common::CancellationToken::new());
+    let router = router::ModelRouter::new(
+        upstreams,
+        store::ProfileStore::new(db),
+        platform,
+        metering::UsageMeter::new(outbox),
+        counting::TokenCounter::new()?,
+    );
+    let verifier = Verifier::new(vec![builtin_issuer(&config)], Some(cache));
+    let grpc = grpc::SlmGrpc {
+        router: Arc::new(router),
+        verifier: Arc::new(verifier),
+    };
+    let service = somagent_common::proto::slm::v1::slm_service_server::SlmServiceServer::new(grpc);
+    Ok(builder.grpc(service).build())
 }

@@ -25,3 +25,17 @@ pub use verifier::{
     AuthError, ClaimMapping, LEEWAY_SECS, REFRESH_COOLDOWN, TrustedIssuer, Verifier,
     builtin_mapping, revocation_key, subject_cutoff_key, tenant_cutoff_key,
 };
+
+/// The platform's own issuer as every service trusts it: identity's keys, fetched from
+/// identity's internal JWKS endpoint.
+pub fn builtin_issuer(config: &crate::config::CommonConfig) -> TrustedIssuer {
+    TrustedIssuer {
+        issuer: config.issuer(),
+        audience: TOKEN_AUDIENCE.into(),
+        jwks_uri: Some(format!(
+            "{}/.well-known/jwks.json",
+            config.endpoint(&crate::service::IDENTITY)
+        )),
+        mapping: builtin_mapping(),
+    }
+}

@@ -74,16 +74,29 @@ impl Migration {
 }
 
 /// Tables every service database has: consumed event ids, for idempotent consumers.
-pub const COMMON_MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "processed_events",
-    "CREATE TABLE IF NOT EXISTS processed_events (
+pub const COMMON_MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "processed_events",
+        "CREATE TABLE IF NOT EXISTS processed_events (
         consumer TEXT NOT NULL,
         event_id TEXT NOT NULL,
         processed_at BIGINT NOT NULL,
         PRIMARY KEY (consumer, event_id)
     )",
-)];
+    ),
+    Migration::portable(
+        2,
+        "outbox",
+        "CREATE TABLE IF NOT EXISTS outbox (
+        id TEXT PRIMARY KEY,
+        topic TEXT NOT NULL,
+        event_key TEXT NOT NULL,
+        payload TEXT NOT NULL,
+        created_at BIGINT NOT NULL
+    )",
+    ),
+];
 
 #[derive(Clone, Debug)]
 pub struct Db {

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod db;
 pub mod events;
 pub mod objects;
+pub mod outbox;
 
 use crate::config::CommonConfig;
 use crate::service::Backend;

@@ -3,9 +3,11 @@
 
 mod api_keys;
 mod auth;
+mod chat;
 mod limits;
 mod openapi;
 mod principal;
+mod profiles;
 mod tenants;
 mod users;
 mod views;
@@ -40,6 +42,10 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(users::verify_mfa))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
+        .routes(routes!(chat::chat_completions))
+        .routes(routes!(chat::models))
+        .routes(routes!(profiles::list))
+        .routes(routes!(profiles::put, profiles::delete))
         .with_state(gateway)
         .split_for_parts()
 }

@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         (name = "tenants", description = "Tenants (platform admins) and your own"),
         (name = "users", description = "Your tenant's users and MFA"),
         (name = "api-keys", description = "API keys, sent as `X-API-Key`"),
+        (name = "models", description = "OpenAI-compatible chat and the tenant's model profiles"),
     )
 )]
 pub struct ApiDoc;

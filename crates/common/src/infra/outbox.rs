@@ -1,0 +1,107 @@
+//! The transactional outbox for events that must never be lost (usage, billing): the
+//! event is written to the service's own database first, then published; a relay
+//! publishes whatever is left (the bus was down, the process died in between). Delivery
+//! is at least once; consumers deduplicate on the event id.
+
+use std::time::Duration;
+
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+
+use super::db::{Db, DbError, unix_millis};
+use super::events::{Envelope, EventBus};
+
+/// Rows younger than this are left to the publish that wrote them.
+const SETTLE: Duration = Duration::from_secs(2);
+const RELAY_EVERY: Duration = Duration::from_millis(500);
+
+#[derive(Clone)]
+pub struct Outbox {
+    db: Db,
+    events: EventBus,
+}
+
+impl Outbox {
+    pub fn new(db: Db, events: EventBus) -> Self {
+        Self { db, events }
+    }
+
+    /// Makes `event` durable, then publishes it. Once this returns Ok the event will
+    /// reach the bus, now or from the relay.
+    pub async fn publish(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {
+        let payload = serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(event.id.to_string())
+        .bind(topic)
+        .bind(key)
+        .bind(&payload)
+        .bind(unix_millis())
+        .execute(self.db.pool())
+        .await?;
+        match self.events.publish(topic, key, event).await {
+            Ok(()) => self.sent(&event.id.to_string()).await,
+            Err(e) => {
+                tracing::warn!(error = %e, topic, "event kept in the outbox for the relay");
+                Ok(())
+            }
+        }
+    }
+
+    async fn sent(&self, id: &str) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM outbox WHERE id = $1")
+            .bind(id)
+            .execute(self.db.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Publishes what is left over, oldest first; the number published.
+    pub async fn relay_once(&self) -> Result<usize, DbError> {
+        let settled = unix_millis() - SETTLE.as_millis() as i64;
+        let rows = sqlx::query(
+            "SELECT id, topic, event_key, payload FROM outbox WHERE created_at < $1 ORDER BY created_at LIMIT 200",
+        )
+        .bind(settled)
+        .fetch_all(self.db.pool())
+        .await?;
+        let mut published = 0;
+        for row in rows {
+            let (id, topic, key, payload): (String, String, String, String) = (
+                row.try_get(0)?,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            );
+            let Ok(event) = serde_json::from_str::<Envelope>(&payload) else {
+                tracing::error!(id, "an unreadable outbox row was dropped");
+                self.sent(&id).await?;
+                continue;
+            };
+            if let Err(e) = self.events.publish(&topic, &key, &event).await {
+                tracing::warn!(error = %e, "the outbox relay will try again");
+                break;
+            }
+            self.sent(&id).await?;
+            published += 1;
+        }
+        Ok(published)
+    }
+
+    /// Relays until `shutdown`, then once more.
+    pub fn spawn_relay(self, shutdown: CancellationToken) {
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(RELAY_EVERY) => {}
+                }
+                if let Err(e) = self.relay_once().await {
+                    tracing::warn!(error = %e, "the outbox relay failed; retrying");
+                }
+            }
+            let _ = self.relay_once().await;
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! An OpenAI-compatible chat completions server whose behaviour is chosen by the
+//! requested `model`, for tests and benchmarks. It speaks the real wire format:
+//! `POST /v1/chat/completions` (JSON, or SSE chunks ending in `data: [DONE]` when
+//! `stream: true`, with a usage chunk when `stream_options.include_usage`), tool calls,
+//! usage, and errors in OpenAI's `{"error": {...}}` shape.
+//!
+//! Models:
+//! - `scripted`: answers `Echo: <last user message>`, a word per chunk.
+//! - `tool-caller`: first asks for the tool `lookup` with `{"query": <last user
+//!   message>}`; once the conversation holds a tool result, answers `The tool said: <it>`.
+//! - `no-usage`: like `scripted`, without usage figures.
+//! - `slow-N`: like `scripted`, waiting N ms before each chunk.
+//! - `silent`: never answers.
+//! - `fail-500`, `fail-429`: always that status (`Retry-After: 0` on 429).
+//! - `flaky-N`: the first N requests for a given conversation get a 503, then as
+//!   `scripted`.
+//!
+//! Every request is recorded (`requests()`), so tests can see retries and fallbacks.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Shared {
+    requests: Mutex<Vec<Value>>,
+    attempts: Mutex<HashMap<String, u32>>,
+}
+
+/// A running scripted server; it stops when dropped.
+pub struct ScriptedLlm {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ScriptedLlm {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl ScriptedLlm {
+    /// Starts on a free loopback port.
+    pub async fn start() -> anyhow::Result<Self> {
+        Self::start_on("127.0.0.1:0").await
+    }
+
+    pub async fn start_on(addr: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::default());
+        let app = axum::Router::new()
+            .route("/v1/chat/completions", post(chat))
+            .route("/v1/models", get(models))
+            .with_state(shared.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, shared, task })
+    }
+
+    /// The OpenAI base URL (`http://127.0.0.1:PORT/v1`).
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// Every request body received so far, oldest first.
+    pub fn requests(&self) -> Vec<Value> {
+        self.shared.requests.lock().unwrap().clone()
+    }
+}
+
+async fn models() -> Json<Value> {
+    let ids = [
+        "scripted",
+        "tool-caller",
+        "no-usage",
+        "silent",
+        "fail-500",
+        "fail-429",
+    ];
+    Json(json!({
+        "object": "list",
+        "data": ids.iter().map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "scripted"})).collect::<Vec<_>>(),
+    }))
+}
+
+fn error(status: StatusCode, message: &str) -> Response {
+    let mut response = (
+        status,
+        Json(json!({"error": {"message": message, "type": "server_error", "code": status.as_u16().to_string()}})),
+    )
+        .into_response();
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("0"));
+    }
+    response
+}
+
+/// What the model says to `messages`: text, or tool calls.
+enum Answer {
+    Text(String),
+    Tools(Vec<(String, String, String)>),
+}
+
+fn answer(model: &str, messages: &[Value]) -> Answer {
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))
+        .unwrap_or_default();
+    if model == "tool-caller" {
+        if let Some(result) = messages.iter().rev().find(|m| m["role"] == "tool") {
+            return Answer::Text(format!(
+                "The tool said: {}",
+                content_text(&result["content"])
+            ));
+        }
+        return Answer::Tools(vec![(
+            "call_1".into(),
+            "lookup".into(),
+            json!({ "query": last_user }).to_string(),
+        )]);
+    }
+    Answer::Text(format!("Echo: {last_user}"))
+}
+
+fn content_text(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter_map(|p| p["text"].as_str())
+            .collect::<Vec<_>>()
+            .join(""),
+        _ => String::new(),
+    }
+}
+
+/// A rough count, the same on every call, so tests can predict usage.
+fn count(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    shared.requests.lock().unwrap().push(body.clone());
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    let messages = body["messages"].as_array().cloned().unwrap_or_default();
+    if messages.is_empty() {
+        return error(StatusCode::BAD_REQUEST, "messages is required");
+    }
+    let delay = model
+        .strip_prefix("slow-")
+        .and_then(|ms| ms.parse().ok())
+        .map(Duration::from_millis);
+    match model.as_str() {
+        "silent" => {
+            std::future::pending::<()>().await;
+            unreachable!()
+        }
+        "fail-500" => return error(StatusCode::INTERNAL_SERVER_ERROR, "the model crashed"),
+        "fail-429" => return error(StatusCode::TOO_MANY_REQUESTS, "slow down"),
+        _ => {}
+    }
+    if let Some(n) = model
+        .strip_prefix("flaky-")
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        let key = serde_json::to_string(&messages).unwrap_or_default();
+        let mut attempts = shared.attempts.lock().unwrap();
+        let seen = attempts.entry(key).or_default();
+        *seen += 1;
+        if *seen <= n {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "warming up");
+        }
+    }
+    let prompt_tokens: u64 = messages
+        .iter()
+        .map(|m| count(&content_text(&m["content"])) + 1)
+        .sum();
+    let answer = answer(&model, &messages);
+    let with_usage = model != "no-usage";
+    let id = format!("chatcmpl-{}", shared.requests.lock().unwrap().len());
+    if body["stream"] == true {
+        let include_usage = with_usage && body["stream_options"]["include_usage"] == true;
+        return stream(id, model, answer, prompt_tokens, include_usage, delay);
+    }
+    if let Some(delay) = delay {
+        tokio::time::sleep(delay).await;
+    }
+    let (message, finish, completion_tokens) = match answer {
+        Answer::Text(text) => {
+            let n = count(&text);
+            (json!({"role": "assistant", "content": text}), "stop", n)
+        }
+        Answer::Tools(calls) => (
+            json!({"role": "assistant", "content": null, "tool_calls": calls.iter().map(|(id, name, args)| json!({
+                "id": id, "type": "function", "function": {"name": name, "arguments": args}
+            })).collect::<Vec<_>>()}),
+            "tool_calls",
+            5,
+        ),
+    };
+    let mut response = json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "finish_reason": finish}],
+    });
+    if with_usage {
+        response["usage"] = json!({
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        });
+    }
+    Json(response).into_response()
+}
+
+fn stream(
+    id: String,
+    model: String,
+    answer: Answer,
+    prompt_tokens: u64,
+    include_usage: bool,
+    delay: Option<Duration>,
+) -> Response {
+    let chunk = move |delta: Value, finish: Option<&str>| {
+        json!({
+            "id": id, "object": "chat.completion.chunk", "created": 1_700_000_000, "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        })
+    };
+    let mut events: Vec<Value> = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let (finish, completion_tokens) = match answer {
+        Answer::Text(text) => {
+            let words: Vec<&str> = text.split_inclusive(' ').collect();
+            for word in &words {
+                events.push(chunk(json!({"content": word}), None));
+            }
+            ("stop", count(&text))
+        }
+        Answer::Tools(calls) => {
+            for (index, (call_id, name, args)) in calls.iter().enumerate() {
+                events.push(chunk(
+                    json!({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),
+                    None,
+                ));
+                // Arguments arrive in pieces, as real servers send them.
+                let (head, tail) = args.split_at(args.len() / 2);
+                for piece in [head, tail] {
+                    events.push(chunk(
+                        json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                        None,
+                    ));
+                }
+            }
+            ("tool_calls", 5)
+        }
+    };
+    events.push(chunk(json!({}), Some(finish)));
+    let usage_chunk = include_usage.then(|| {
+        let mut last = chunk(json!({}), None);
+        last["choices"] = json!([]);
+        last["usage"] = json!({
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        });
+        last
+    });
+    events.extend(usage_chunk);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(8);
+    tokio::spawn(async move {
+        for event in events {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if tx.send(Ok(format!("data: {event}\n\n"))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok("data: [DONE]\n\n".into())).await;
+    });
+    let body = Body::from_stream(tokio_stream_from(rx));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(body)
+        .unwrap_or_else(|_| error(StatusCode::INTERNAL_SERVER_ERROR, "stream"))
+}
+
+/// A receiver as a stream.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<String, std::io::Error>>,
+) -> impl futures::Stream<Item = Result<String, std::io::Error>> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

@@ -1,0 +1,333 @@
+//! The OpenAI-compatible model API: `POST /v1/chat/completions` (JSON, or SSE chunks
+//! ending in `data: [DONE]` with `stream: true`) and `GET /v1/models`, governed like
+//! every other route (the caller's token, their capabilities, metering in slm), so the
+//! official `openai` clients work against the platform unchanged.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::http::{HeaderValue, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use somagent_common::auth::Capability;
+use somagent_common::error::ApiError;
+use somagent_common::proto::slm::v1 as pb;
+use utoipa::ToSchema;
+
+use super::Authenticated;
+use super::tenants::json_body;
+use super::views::Problem;
+use crate::Gateway;
+
+/// An OpenAI chat completion request. Fields the platform does not use (`logprobs`,
+/// `response_format`, ...) are accepted and ignored, as OpenAI-compatible servers do.
+#[derive(Deserialize, ToSchema)]
+pub struct ChatCompletionRequest {
+    /// A model profile's name (`GET /v1/models`), or a model of the default upstream.
+    model: String,
+    messages: Vec<WireMessage>,
+    #[serde(default)]
+    stream: bool,
+    stream_options: Option<StreamOptions>,
+    temperature: Option<f32>,
+    top_p: Option<f32>,
+    max_tokens: Option<u32>,
+    max_completion_tokens: Option<u32>,
+    /// A string or up to 4 strings.
+    #[schema(value_type = Object)]
+    stop: Option<Value>,
+    seed: Option<u64>,
+    /// OpenAI function tools.
+    #[schema(value_type = Vec<Object>)]
+    tools: Option<Value>,
+    #[schema(value_type = Object)]
+    tool_choice: Option<Value>,
+    /// Only 1 is supported.
+    n: Option<u32>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct WireMessage {
+    /// `system` (or `developer`), `user`, `assistant` or `tool`.
+    role: String,
+    /// Text, or an array of `{"type": "text", "text": ...}` parts.
+    #[schema(value_type = Object)]
+    content: Option<Value>,
+    name: Option<String>,
+    #[schema(value_type = Vec<Object>)]
+    tool_calls: Option<Value>,
+    tool_call_id: Option<String>,
+}
+
+fn text_of(content: Option<Value>, i: usize) -> Result<String, ApiError> {
+    match content {
+        None | Some(Value::Null) => Ok(String::new()),
+        Some(Value::String(text)) => Ok(text),
+        Some(Value::Array(parts)) => parts
+            .iter()
+            .map(
+                |part| match (part["type"].as_str(), part["text"].as_str()) {
+                    (Some("text"), Some(text)) => Ok(text),
+                    _ => Err(ApiError::validation(
+                        "messages",
+                        format!("message {i}: only text content parts are supported"),
+                    )),
+                },
+            )
+            .collect::<Result<Vec<_>, _>>()
+            .map(|texts| texts.join("")),
+        Some(_) => Err(ApiError::validation(
+            "messages",
+            format!("message {i}: content is text or an array of text parts"),
+        )),
+    }
+}
+
+fn grpc_request(body: ChatCompletionRequest) -> Result<pb::ChatRequest, ApiError> {
+    if body.n.is_some_and(|n| n != 1) {
+        return Err(ApiError::validation(
+            "n",
+            "only one choice (n = 1) is supported",
+        ));
+    }
+    if body.messages.is_empty() {
+        return Err(ApiError::validation(
+            "messages",
+            "name at least one message",
+        ));
+    }
+    let stop = match body.stop {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::String(s)) => vec![s],
+        Some(Value::Array(items)) if items.len() <= 4 && items.iter().all(Value::is_string) => {
+            items
+                .into_iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        }
+        Some(_) => {
+            return Err(ApiError::validation(
+                "stop",
+                "is a string or up to 4 strings",
+            ));
+        }
+    };
+    let mut messages = Vec::with_capacity(body.messages.len());
+    for (i, m) in body.messages.into_iter().enumerate() {
+        messages.push(pb::ChatMessage {
+            role: m.role,
+            content: text_of(m.content, i)?,
+            name: m.name.unwrap_or_default(),
+            tool_call_id: m.tool_call_id.unwrap_or_default(),
+            tool_calls_json: m
+                .tool_calls
+                .filter(|v| !v.is_null())
+                .map(|v| v.to_string())
+                .unwrap_or_default(),
+        });
+    }
+    let json_text = |v: Option<Value>| {
+        v.filter(|v| !v.is_null())
+            .map(|v| v.to_string())
+            .unwrap_or_default()
+    };
+    Ok(pb::ChatRequest {
+        model: body.model,
+        messages,
+        tools_json: json_text(body.tools),
+        tool_choice_json: json_text(body.tool_choice),
+        temperature: body.temperature,
+        max_tokens: body.max_completion_tokens.or(body.max_tokens),
+        session_id: String::new(),
+        top_p: body.top_p,
+        stop,
+        seed: body.seed,
+    })
+}
+
+fn usage_json(usage: Option<&somagent_common::proto::common::v1::Usage>) -> Value {
+    let (prompt, completion) = usage.map_or((0, 0), |u| (u.prompt_tokens, u.completion_tokens));
+    json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
+}
+
+/// Create a chat completion, OpenAI style: JSON, or with `stream: true` a
+/// `text/event-stream` of `chat.completion.chunk` objects ending in `data: [DONE]`.
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "models",
+    request_body = ChatCompletionRequest,
+    responses(
+        (status = 200, description = "a `chat.completion`, or an SSE stream of `chat.completion.chunk`s", body = Object),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
+        (status = 404, description = "no such model", body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem), (status = 503, description = "no model could answer", body = Problem),
+        (status = 504, description = "the model did not answer in time", body = Problem),
+    ),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn chat_completions(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    body: Result<Json<ChatCompletionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    auth.principal.require(Capability::ModelsUse)?;
+    let body = json_body(body)?;
+    let (stream, include_usage) = (
+        body.stream,
+        body.stream_options
+            .as_ref()
+            .is_some_and(|o| o.include_usage),
+    );
+    let request = grpc_request(body)?;
+    let mut slm = gateway.slm.clone();
+    if !stream {
+        let answer = slm
+            .chat_completion(auth.forward(request))
+            .await?
+            .into_inner();
+        let message = answer.message.unwrap_or_default();
+        let mut wire = json!({ "role": "assistant", "content": message.content });
+        if !message.tool_calls_json.is_empty() {
+            wire["tool_calls"] =
+                serde_json::from_str(&message.tool_calls_json).unwrap_or(Value::Null);
+            if message.content.is_empty() {
+                wire["content"] = Value::Null;
+            }
+        }
+        let body = json!({
+            "id": answer.id,
+            "object": "chat.completion",
+            "created": answer.created,
+            "model": answer.model,
+            "choices": [{ "index": 0, "message": wire, "finish_reason": answer.finish_reason, "logprobs": null }],
+            "usage": usage_json(answer.usage.as_ref()),
+        });
+        let mut response = Json(body).into_response();
+        annotate(
+            &mut response,
+            &answer.profile,
+            answer.usage.as_ref().map(|u| u.cost_micros),
+        );
+        return Ok(response);
+    }
+    let chunks = slm
+        .chat_completion_stream(auth.forward(request))
+        .await?
+        .into_inner();
+    let mut first = true;
+    let mut profile = None;
+    let events = chunks
+        .map(move |item| {
+            let mut out = Vec::new();
+            match item {
+                Ok(chunk) => {
+                    profile.get_or_insert_with(|| chunk.profile.clone());
+                    let mut delta = serde_json::Map::new();
+                    if first {
+                        delta.insert("role".into(), json!("assistant"));
+                        first = false;
+                    }
+                    if !chunk.delta.is_empty() {
+                        delta.insert("content".into(), json!(chunk.delta));
+                    }
+                    if !chunk.tool_calls_json.is_empty() {
+                        delta.insert(
+                            "tool_calls".into(),
+                            serde_json::from_str(&chunk.tool_calls_json).unwrap_or(Value::Null),
+                        );
+                    }
+                    let finish = (!chunk.finish_reason.is_empty()).then(|| chunk.finish_reason.clone());
+                    let frame = |choices: Value| {
+                        json!({
+                            "id": chunk.id, "object": "chat.completion.chunk", "created": chunk.created,
+                            "model": chunk.model, "choices": choices,
+                        })
+                    };
+                    if !delta.is_empty() || finish.is_some() {
+                        out.push(frame(json!([{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }])));
+                    }
+                    if finish.is_some() && include_usage {
+                        let mut last = frame(json!([]));
+                        last["usage"] = usage_json(chunk.usage.as_ref());
+                        out.push(last);
+                    }
+                    if finish.is_some() {
+                        return futures::stream::iter(
+                            out.into_iter()
+                                .map(|v| Event::default().data(v.to_string()))
+                                .chain([Event::default().data("[DONE]")])
+                                .map(Ok::<_, Infallible>)
+                                .collect::<Vec<_>>(),
+                        );
+                    }
+                }
+                Err(status) => {
+                    let error = ApiError::from(status);
+                    out.push(json!({ "error": {
+                        "message": error.message, "type": "server_error", "code": error.code.as_str(),
+                    }}));
+                }
+            }
+            futures::stream::iter(
+                out.into_iter()
+                    .map(|v| Ok::<_, Infallible>(Event::default().data(v.to_string())))
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten();
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::default())
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Proxies must pass the stream on as it comes.
+    response
+        .headers_mut()
+        .insert("x-accel-buffering", HeaderValue::from_static("no"));
+    Ok(response)
+}
+
+/// The profile that answered and what it cost, for callers that want them.
+fn annotate(response: &mut Response, profile: &str, cost_micros: Option<i64>) {
+    if let Ok(value) = HeaderValue::from_str(profile) {
+        response.headers_mut().insert("x-somagent-profile", value);
+    }
+    if let Some(cost) = cost_micros {
+        response
+            .headers_mut()
+            .insert("x-somagent-cost-micros", HeaderValue::from(cost));
+    }
+}
+
+/// The models (profiles) the caller's tenant may use, OpenAI style.
+#[utoipa::path(get, path = "/v1/models", tag = "models",
+    responses((status = 200, description = "`{object: \"list\", data: [{id, object: \"model\", created, owned_by}]}`", body = Object),
+        (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn models(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+) -> Result<Json<Value>, ApiError> {
+    auth.principal.require(Capability::ModelsRead)?;
+    let answer = gateway
+        .slm
+        .clone()
+        .list_models(auth.forward(pb::ListModelsRequest {}))
+        .await?
+        .into_inner();
+    Ok(Json(json!({
+        "object": "list",
+        "data": answer.models.into_iter().map(|m| json!({
+            "id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by,
+        })).collect::<Vec<_>>(),
+    })))
+}

@@ -1,0 +1,271 @@
+//! A chat call as the platform sees it, whatever the upstream: messages in, a stream of
+//! deltas out, ending with the finish reason and the token usage.
+
+use serde_json::Value;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "system" | "developer" => Some(Self::System),
+            "user" => Some(Self::User),
+            "assistant" => Some(Self::Assistant),
+            "tool" => Some(Self::Tool),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::System => "system",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+            Self::Tool => "tool",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text, as the model wrote it.
+    pub arguments: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub role: Role,
+    pub content: String,
+    pub name: Option<String>,
+    /// On a `tool` message: the call it answers.
+    pub tool_call_id: Option<String>,
+    /// On an `assistant` message: the calls it made.
+    pub tool_calls: Vec<ToolCall>,
+}
+
+impl Message {
+    pub fn new(role: Role, content: impl Into<String>) -> Self {
+        Self {
+            role,
+            content: content.into(),
+            name: None,
+            tool_call_id: None,
+            tool_calls: Vec::new(),
+        }
+    }
+}
+
+/// What to ask a model, after the profile's defaults are applied.
+#[derive(Debug, Clone, Default)]
+pub struct ChatCall {
+    pub model: String,
+    pub messages: Vec<Message>,
+    /// The OpenAI `tools` array.
+    pub tools: Option<Value>,
+    /// The OpenAI `tool_choice`.
+    pub tool_choice: Option<Value>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinishReason {
+    Stop,
+    Length,
+    ToolCalls,
+    ContentFilter,
+}
+
+impl FinishReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stop => "stop",
+            Self::Length => "length",
+            Self::ToolCalls => "tool_calls",
+            Self::ContentFilter => "content_filter",
+        }
+    }
+
+    pub fn parse(value: &str) -> Self {
+        match value {
+            "length" => Self::Length,
+            "tool_calls" | "function_call" => Self::ToolCalls,
+            "content_filter" => Self::ContentFilter,
+            _ => Self::Stop,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt: u64,
+    pub completion: u64,
+}
+
+/// One piece of a streamed answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delta {
+    Text(String),
+    /// A piece of tool call `index`: the id and name come first, arguments in pieces.
+    ToolCall {
+        index: u32,
+        id: Option<String>,
+        name: Option<String>,
+        arguments: String,
+    },
+    /// The token usage, as the upstream reported it (after the finish, in OpenAI's
+    /// streams).
+    Usage(TokenUsage),
+    /// The end: why, and the usage if the upstream reported it.
+    Finish {
+        reason: FinishReason,
+        usage: Option<TokenUsage>,
+    },
+}
+
+/// A whole answer, assembled from its deltas.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub finish_reason: Option<FinishReason>,
+    pub usage: Option<TokenUsage>,
+}
+
+impl Completion {
+    /// Adds one delta: text appends, tool call pieces join the call of their index.
+    pub fn push(&mut self, delta: &Delta) {
+        match delta {
+            Delta::Text(text) => self.content.push_str(text),
+            Delta::ToolCall {
+                index,
+                id,
+                name,
+                arguments,
+            } => {
+                let index = *index as usize;
+                while self.tool_calls.len() <= index {
+                    self.tool_calls.push(ToolCall {
+                        id: String::new(),
+                        name: String::new(),
+                        arguments: String::new(),
+                    });
+                }
+                let call = &mut self.tool_calls[index];
+                if let Some(id) = id {
+                    call.id.clone_from(id);
+                }
+                if let Some(name) = name {
+                    call.name.push_str(name);
+                }
+                call.arguments.push_str(arguments);
+            }
+            Delta::Usage(usage) => self.usage = Some(*usage),
+            Delta::Finish { reason, usage } => {
+                self.finish_reason = Some(*reason);
+                if usage.is_some() {
+                    self.usage = *usage;
+                }
+            }
+        }
+    }
+}
+
+/// The OpenAI `tool_calls` JSON of `calls`.
+pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
+    Value::Array(
+        calls
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "id": c.id,
+                    "type": "function",
+                    "function": { "name": c.name, "arguments": c.arguments },
+                })
+            })
+            .collect(),
+    )
+}
+
+/// Tool calls from an OpenAI `tool_calls` JSON array; malformed entries are refused.
+pub fn parse_tool_calls(value: &Value) -> Result<Vec<ToolCall>, String> {
+    let Some(items) = value.as_array() else {
+        return Err("tool_calls must be an array".into());
+    };
+    items
+        .iter()
+        .map(|item| {
+            let text = |v: &Value| v.as_str().map(str::to_owned);
+            Ok(ToolCall {
+                id: text(&item["id"]).ok_or("a tool call needs an `id`")?,
+                name: text(&item["function"]["name"]).ok_or("a tool call needs `function.name`")?,
+                arguments: text(&item["function"]["arguments"]).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deltas_assemble_into_text_and_tool_calls() {
+        let mut done = Completion::default();
+        for delta in [
+            Delta::Text("Hel".into()),
+            Delta::Text("lo".into()),
+            Delta::ToolCall {
+                index: 0,
+                id: Some("c1".into()),
+                name: Some("search".into()),
+                arguments: "{\"q\":".into(),
+            },
+            Delta::ToolCall {
+                index: 1,
+                id: Some("c2".into()),
+                name: Some("time".into()),
+                arguments: "{}".into(),
+            },
+            Delta::ToolCall {
+                index: 0,
+                id: None,
+                name: None,
+                arguments: "\"x\"}".into(),
+            },
+            Delta::Finish {
+                reason: FinishReason::ToolCalls,
+                usage: Some(TokenUsage {
+                    prompt: 3,
+                    completion: 4,
+                }),
+            },
+        ] {
+            done.push(&delta);
+        }
+        assert_eq!(done.content, "Hello");
+        assert_eq!(done.tool_calls[0].arguments, "{\"q\":\"x\"}");
+        assert_eq!(done.tool_calls[1].name, "time");
+        assert_eq!(done.finish_reason, Some(FinishReason::ToolCalls));
+        assert_eq!(
+            done.usage,
+            Some(TokenUsage {
+                prompt: 3,
+                completion: 4
+            })
+        );
+        let json = tool_calls_json(&done.tool_calls);
+        assert_eq!(parse_tool_calls(&json).unwrap(), done.tool_calls);
+    }
+}

@@ -1,0 +1,345 @@
+//! slm's gRPC surface: chat (whole or streamed), the models a tenant may use, and the
+//! tenant's profiles. Every call verifies the token it carries.
+
+use std::sync::Arc;
+
+use futures::Stream;
+use serde_json::Value;
+use somagent_common::auth::grpc::principal_of;
+use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::proto::common::v1::Usage;
+use somagent_common::proto::slm::v1 as pb;
+use somagent_common::proto::slm::v1::slm_service_server::SlmService;
+use tonic::{Request, Response, Status};
+
+use crate::domain::chat::{Delta, Message, Role, parse_tool_calls, tool_calls_json};
+use crate::domain::pricing::Price;
+use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile};
+use crate::metering::Caller;
+use crate::router::{ChatInput, ModelRouter, Piece};
+
+pub struct SlmGrpc {
+    pub router: Arc<ModelRouter>,
+    pub verifier: Arc<Verifier>,
+}
+
+/// The request as the router takes it; malformed parts are 422 problems.
+pub fn chat_input(r: pb::ChatRequest) -> Result<ChatInput, ApiError> {
+    let mut messages = Vec::with_capacity(r.messages.len());
+    for (i, m) in r.messages.into_iter().enumerate() {
+        let role = Role::parse(&m.role).ok_or_else(|| {
+            ApiError::validation(
+                "messages",
+                format!(
+                    "message {i} has the unknown role `{}` (system, user, assistant, tool)",
+                    m.role.chars().take(20).collect::<String>()
+                ),
+            )
+        })?;
+        let mut message = Message::new(role, m.content);
+        message.name = Some(m.name).filter(|n| !n.is_empty());
+        message.tool_call_id = Some(m.tool_call_id).filter(|n| !n.is_empty());
+        if role == Role::Tool && message.tool_call_id.is_none() {
+            return Err(ApiError::validation(
+                "messages",
+                format!("message {i} (tool) needs a tool_call_id"),
+            ));
+        }
+        if !m.tool_calls_json.is_empty() {
+            let value: Value = serde_json::from_str(&m.tool_calls_json).map_err(|e| {
+                ApiError::validation("messages", format!("message {i}: tool_calls: {e}"))
+            })?;
+            message.tool_calls = parse_tool_calls(&value)
+                .map_err(|e| ApiError::validation("messages", format!("message {i}: {e}")))?;
+        }
+        messages.push(message);
+    }
+    let json = |field: &'static str, raw: String| -> Result<Option<Value>, ApiError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        serde_json::from_str(&raw)
+            .map(Some)
+            .map_err(|e| ApiError::validation(field, format!("is not JSON: {e}")))
+    };
+    let tools = json("tools", r.tools_json)?;
+    if tools.as_ref().is_some_and(|t| !t.is_array()) {
+        return Err(ApiError::validation("tools", "is an array of tools"));
+    }
+    if let Some(t) = r.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        return Err(ApiError::validation("temperature", "is between 0 and 2"));
+    }
+    if r.max_tokens == Some(0) {
+        return Err(ApiError::validation("max_tokens", "is at least 1"));
+    }
+    Ok(ChatInput {
+        model: r.model,
+        messages,
+        tools,
+        tool_choice: json("tool_choice", r.tool_choice_json)?,
+        temperature: r.temperature,
+        top_p: r.top_p,
+        max_tokens: r.max_tokens,
+        stop: r.stop,
+        seed: r.seed,
+    })
+}
+
+fn caller(principal: &Principal, session: &str) -> Result<Caller, ApiError> {
+    principal.require(Capability::ModelsUse)?;
+    Ok(Caller {
+        tenant: principal.tenant.clone(),
+        subject: principal.subject.clone(),
+        session: Some(session.to_owned()).filter(|s| !s.is_empty()),
+    })
+}
+
+fn usage(tokens: crate::domain::chat::TokenUsage, cost_micros: i64, currency: String) -> Usage {
+    Usage {
+        prompt_tokens: tokens.prompt,
+        completion_tokens: tokens.completion,
+        cost_micros,
+        currency,
+    }
+}
+
+fn profile_message(p: Profile) -> pb::Profile {
+    pb::Profile {
+        name: p.name,
+        upstream: p.upstream,
+        model: p.model,
+        temperature: p.temperature,
+        max_tokens: p.max_tokens,
+        fallbacks: p.fallbacks,
+        prompt_price_micros_per_1k: p.price.prompt_micros_per_1k,
+        completion_price_micros_per_1k: p.price.completion_micros_per_1k,
+        currency: p.currency,
+        timeout_ms: p.timeout_ms,
+        scope: if p.platform { "platform" } else { "tenant" }.into(),
+    }
+}
+
+type ChunkStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SlmService for SlmGrpc {
+    async fn chat_completion(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<pb::ChatResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let caller = caller(&principal, &r.session_id)?;
+        let answer = self.router.open(caller, chat_input(r)?).await?;
+        let (id, model, profile, created) = (
+            answer.call_id.clone(),
+            answer.model.clone(),
+            answer.profile.clone(),
+            answer.created,
+        );
+        let (done, tokens, cost, currency) = answer.collect().await?;
+        Ok(Response::new(pb::ChatResponse {
+            id,
+            model,
+            message: Some(pb::ChatMessage {
+                role: "assistant".into(),
+                content: done.content,
+                tool_calls_json: if done.tool_calls.is_empty() {
+                    String::new()
+                } else {
+                    tool_calls_json(&done.tool_calls).to_string()
+                },
+                ..Default::default()
+            }),
+            finish_reason: done
+                .finish_reason
+                .map(|f| f.as_str().to_owned())
+                .unwrap_or_default(),
+            usage: Some(usage(tokens, cost, currency)),
+            created,
+            profile,
+        }))
+    }
+
+    type ChatCompletionStreamStream = ChunkStream;
+
+    async fn chat_completion_stream(
+        &self,
+        request: Request<pb::ChatRequest>,
+    ) -> Result<Response<Self::ChatCompletionStreamStream>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        let r = request.into_inner();
+        let caller = caller(&principal, &r.session_id)?;
+        let answer = self.router.open(caller, chat_input(r)?).await?;
+        let header = pb::ChatChunk {
+            id: answer.call_id.clone(),
+            model: answer.model.clone(),
+            created: answer.created,
+            profile: answer.profile.clone(),
+            ..Default::default()
+        };
+        let chunks = futures::stream::unfold(Some(answer.pieces), move |pieces| {
+            let header = header.clone();
+            async move {
+                let mut pieces = pieces?;
+                let piece = pieces.recv().await?;
+                let chunk = match piece {
+                    Ok(Piece::Delta(Delta::Text(text))) => Ok(pb::ChatChunk {
+                        delta: text,
+                        ..header
+                    }),
+                    Ok(Piece::Delta(Delta::ToolCall {
+                        index,
+                        id,
+                        name,
+                        arguments,
+                    })) => {
+                        let mut call = serde_json::json!({ "index": index, "function": { "arguments": arguments } });
+                        if let Some(id) = id {
+                            call["id"] = Value::String(id);
+                            call["type"] = Value::String("function".into());
+                        }
+                        if let Some(name) = name {
+                            call["function"]["name"] = Value::String(name);
+                        }
+                        Ok(pb::ChatChunk {
+                            tool_calls_json: Value::Array(vec![call]).to_string(),
+                            ..header
+                        })
+                    }
+                    Ok(Piece::Delta(Delta::Finish { .. } | Delta::Usage(_))) => Ok(header),
+                    Ok(Piece::Done {
+                        finish,
+                        usage: tokens,
+                        cost_micros,
+                        currency,
+                    }) => {
+                        let last = pb::ChatChunk {
+                            finish_reason: finish.as_str().into(),
+                            usage: Some(usage(tokens, cost_micros, currency)),
+                            ..header
+                        };
+                        return Some((Ok(last), None));
+                    }
+                    Err(e) => return Some((Err(Status::from(e)), None)),
+                };
+                Some((chunk, Some(pieces)))
+            }
+        });
+        Ok(Response::new(Box::pin(chunks)))
+    }
+
+    async fn list_models(
+        &self,
+        request: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::ModelsRead)?;
+        let profiles = self
+            .router
+            .visible_profiles(principal.tenant.as_str())
+            .await?;
+        Ok(Response::new(pb::ListModelsResponse {
+            models: profiles
+                .into_iter()
+                .map(|p| pb::Model {
+                    id: p.name,
+                    upstream: p.upstream,
+                    context_window: 0,
+                    owned_by: if p.platform {
+                        "platform".into()
+                    } else {
+                        principal.tenant.as_str().to_owned()
+                    },
+                    created: 0,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_profiles(
+        &self,
+        request: Request<pb::ListProfilesRequest>,
+    ) -> Result<Response<pb::ListProfilesResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::ModelsRead)?;
+        let profiles = self
+            .router
+            .visible_profiles(principal.tenant.as_str())
+            .await?;
+        Ok(Response::new(pb::ListProfilesResponse {
+            profiles: profiles.into_iter().map(profile_message).collect(),
+        }))
+    }
+
+    async fn put_profile(
+        &self,
+        request: Request<pb::PutProfileRequest>,
+    ) -> Result<Response<pb::Profile>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SettingsWrite)?;
+        let p = request
+            .into_inner()
+            .profile
+            .ok_or_else(|| ApiError::validation("profile", "is required"))?;
+        let profile = Profile {
+            name: p.name,
+            upstream: p.upstream,
+            model: p.model,
+            temperature: p.temperature,
+            max_tokens: p.max_tokens,
+            fallbacks: p.fallbacks,
+            price: Price {
+                prompt_micros_per_1k: p.prompt_price_micros_per_1k,
+                completion_micros_per_1k: p.completion_price_micros_per_1k,
+            },
+            currency: if p.currency.is_empty() {
+                "USD".into()
+            } else {
+                p.currency
+            },
+            timeout_ms: if p.timeout_ms == 0 {
+                DEFAULT_TIMEOUT_MS
+            } else {
+                p.timeout_ms
+            },
+            platform: false,
+        };
+        profile
+            .validate(&self.router.upstream_names())
+            .map_err(|(field, message)| ApiError::validation(field, message))?;
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        self.router
+            .profiles()
+            .put(principal.tenant.as_str(), &profile, now)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Response::new(profile_message(profile)))
+    }
+
+    async fn delete_profile(
+        &self,
+        request: Request<pb::DeleteProfileRequest>,
+    ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SettingsWrite)?;
+        let name = &request.get_ref().name;
+        if !self
+            .router
+            .profiles()
+            .delete(principal.tenant.as_str(), name)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::new(
+                ErrorCode::NotFound,
+                "no profile of this tenant has this name",
+            )
+            .into());
+        }
+        Ok(Response::new(pb::DeleteProfileResponse {}))
+    }
+}

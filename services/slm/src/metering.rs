@@ -1,0 +1,69 @@
+//! Every model call is metered: a `billing.usage` event per call (tenant, user, session,
+//! model, tokens, cost), through the outbox so it is never lost, even when the bus is
+//! down or the process dies right after the answer.
+
+use somagent_common::infra::events::{Envelope, topics};
+use somagent_common::infra::outbox::Outbox;
+use somagent_common::tenant::TenantId;
+
+use crate::domain::chat::TokenUsage;
+
+/// Who a call was for.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: TenantId,
+    pub subject: String,
+    /// The session the call belongs to, if any.
+    pub session: Option<String>,
+}
+
+/// One metered call.
+#[derive(Debug, Clone)]
+pub struct Metered<'a> {
+    pub call_id: &'a str,
+    pub profile: &'a str,
+    pub upstream: &'a str,
+    pub model: &'a str,
+    pub usage: TokenUsage,
+    /// True when the upstream did not report usage and the tokens were counted here.
+    pub counted: bool,
+    pub cost_micros: i64,
+    pub currency: &'a str,
+}
+
+#[derive(Clone)]
+pub struct UsageMeter {
+    outbox: Outbox,
+}
+
+impl UsageMeter {
+    pub fn new(outbox: Outbox) -> Self {
+        Self { outbox }
+    }
+
+    pub async fn record(&self, caller: &Caller, call: Metered<'_>) {
+        let data = serde_json::json!({
+            "call_id": call.call_id,
+            "user": caller.subject,
+            "session_id": caller.session,
+            "profile": call.profile,
+            "upstream": call.upstream,
+            "model": call.model,
+            "prompt_tokens": call.usage.prompt,
+            "completion_tokens": call.usage.completion,
+            "tokens_counted_by_platform": call.counted,
+            "cost_micros": call.cost_micros,
+            "currency": call.currency,
+        });
+        let event = Envelope::new("slm.usage", "slm", caller.tenant.clone(), data)
+            .with_subject(caller.subject.clone());
+        if let Err(e) = self
+            .outbox
+            .publish(topics::BILLING_USAGE, caller.tenant.as_str(), &event)
+            .await
+        {
+            // The database itself refused: nothing more can be done here than to say so.
+            tracing::error!(error = %e, call_id = call.call_id, "a usage record could not be stored");
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! The model router: a chat request becomes a call to the profile it names, with the
+//! profile's defaults; failures before the first token are retried (bounded, with
+//! backoff) and then handed to the profile's fallbacks; the answer streams back as it
+//! comes and ends with its usage, which is metered whatever happens to the caller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::Value;
+use somagent_common::error::{ApiError, ErrorCode};
+use tokio::sync::mpsc;
+
+use crate::counting::TokenCounter;
+use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, Message, TokenUsage};
+use crate::domain::profile::{MAX_FALLBACKS, Profile};
+use crate::metering::{Caller, Metered, UsageMeter};
+use crate::store::ProfileStore;
+use crate::upstream::{DeltaStream, FailureKind, Upstream, UpstreamError, Upstreams};
+
+/// Tries per profile after the first, for failures worth another try.
+pub const MAX_RETRIES: u32 = 2;
+const BACKOFF: Duration = Duration::from_millis(150);
+
+/// What the caller asks, before a profile's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct ChatInput {
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub tools: Option<Value>,
+    pub tool_choice: Option<Value>,
+    pub temperature: Option<f32>,
+    pub top_p: Option<f32>,
+    pub max_tokens: Option<u32>,
+    pub stop: Vec<String>,
+    pub seed: Option<u64>,
+}
+
+/// One piece of an answer on its way to the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    Delta(Delta),
+    /// The end, once the call is metered.
+    Done {
+        finish: FinishReason,
+        usage: TokenUsage,
+        cost_micros: i64,
+        currency: String,
+    },
+}
+
+/// An answer that has started: who answers it, and its pieces as they come.
+pub struct Answer {
+    pub call_id: String,
+    pub profile: String,
+    pub model: String,
+    pub created: i64,
+    pub pieces: mpsc::Receiver<Result<Piece, ApiError>>,
+}
+
+impl Answer {
+    /// Waits for the whole answer.
+    pub async fn collect(mut self) -> Result<(Completion, TokenUsage, i64, String), ApiError> {
+        let mut done = Completion::default();
+        while let Some(piece) = self.pieces.recv().await {
+            match piece? {
+                Piece::Delta(delta) => done.push(&delta),
+                Piece::Done {
+                    finish,
+                    usage,
+                    cost_micros,
+                    currency,
+                } => {
+                    done.finish_reason = Some(finish);
+                    done.usage = Some(usage);
+                    return Ok((done, usage, cost_micros, currency));
+                }
+            }
+        }
+        Err(ApiError::unavailable(
+            "the answer ended before it was complete",
+            anyhow::anyhow!("answer channel closed"),
+        ))
+    }
+}
+
+pub struct ModelRouter {
+    upstreams: Upstreams,
+    profiles: ProfileStore,
+    /// The platform's own profiles, from its configuration.
+    platform: Vec<Profile>,
+    meter: UsageMeter,
+    counter: TokenCounter,
+}
+
+impl ModelRouter {
+    pub fn new(
+        upstreams: Upstreams,
+        profiles: ProfileStore,
+        platform: Vec<Profile>,
+        meter: UsageMeter,
+        counter: TokenCounter,
+    ) -> Self {
+        Self {
+            upstreams,
+            profiles,
+            platform,
+            meter,
+            counter,
+        }
+    }
+
+    pub fn upstream_names(&self) -> Vec<&str> {
+        self.upstreams.names()
+    }
+
+    pub fn profiles(&self) -> &ProfileStore {
+        &self.profiles
+    }
+
+    /// The tenant's profiles over the platform's, by name.
+    pub async fn visible_profiles(&self, tenant: &str) -> Result<Vec<Profile>, ApiError> {
+        let own = self
+            .profiles
+            .list(tenant)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut all: Vec<Profile> = self
+            .platform
+            .iter()
+            .filter(|p| !own.iter().any(|o| o.name == p.name))
+            .cloned()
+            .collect();
+        all.extend(own);
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(all)
+    }
+
+    async fn profile(&self, tenant: &str, name: &str) -> Result<Option<Profile>, ApiError> {
+        if let Some(own) = self
+            .profiles
+            .get(tenant, name)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Ok(Some(own));
+        }
+        Ok(self.platform.iter().find(|p| p.name == name).cloned())
+    }
+
+    /// The profile `model` names, then its fallbacks (and theirs), without repeats.
+    async fn chain(&self, tenant: &str, model: &str) -> Result<Vec<Profile>, ApiError> {
+        if self.upstreams.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "no model is configured: set SOMAGENT_LLM_BASE_URL and SOMAGENT_LLM_MODEL to an \
+                 OpenAI-compatible server, or install the local model with scripts/fetch-models.sh",
+            ));
+        }
+        let name = if model.is_empty() { "default" } else { model };
+        let first = match self.profile(tenant, name).await? {
+            Some(profile) => profile,
+            // A model id the default upstream serves, called like OpenAI's API is.
+            None => match self
+                .platform
+                .iter()
+                .find(|p| p.name == "default" && p.upstream == "default")
+            {
+                Some(default) => Profile {
+                    name: name.to_owned(),
+                    model: name.to_owned(),
+                    ..default.clone()
+                },
+                None => {
+                    return Err(ApiError::new(
+                        ErrorCode::NotFound,
+                        format!(
+                            "the model `{}` is not available here; GET /v1/models lists those that are",
+                            clip(name)
+                        ),
+                    ));
+                }
+            },
+        };
+        let mut chain = vec![first];
+        let mut next = 0;
+        while next < chain.len() && chain.len() <= MAX_FALLBACKS {
+            for fallback in chain[next].fallbacks.clone() {
+                if chain.iter().any(|p| p.name == fallback) || chain.len() > MAX_FALLBACKS {
+                    continue;
+                }
+                match self.profile(tenant, &fallback).await? {
+                    Some(profile) => chain.push(profile),
+                    None => {
+                        tracing::warn!(profile = %fallback, "a fallback names a profile that does not exist")
+                    }
+                }
+            }
+            next += 1;
+        }
+        Ok(chain)
+    }
+
+    /// Starts the answer: the first profile (or fallback) whose model begins answering.
+    pub async fn open(
+        self: &Arc<Self>,
+        caller: Caller,
+        input: ChatInput,
+    ) -> Result<Answer, ApiError> {
+        if input.messages.is_empty() {
+            return Err(ApiError::validation(
+                "messages",
+                "name at least one message",
+            ));
+        }
+        let chain = self.chain(caller.tenant.as_str(), &input.model).await?;
+        let mut last: Option<UpstreamError> = None;
+        let mut last_profile = String::new();
+        for profile in chain {
+            let Some(upstream) = self.upstreams.get(&profile.upstream) else {
+                tracing::warn!(profile = %profile.name, upstream = %profile.upstream, "a profile names an upstream that is not configured");
+                continue;
+            };
+            let call = apply(&profile, &input);
+            last_profile.clone_from(&profile.name);
+            let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
+            for attempt in 0..=MAX_RETRIES {
+                match first_delta(upstream, call.clone(), timeout).await {
+                    Ok((first, rest)) => {
+                        return Ok(self
+                            .clone()
+                            .relay(caller, profile, call, first, rest, timeout));
+                    }
+                    Err(e) => {
+                        tracing::warn!(profile = %profile.name, attempt, error = %e, status = ?e.status, "a model call failed");
+                        let retry = e.retryable() && attempt < MAX_RETRIES;
+                        let refused_input = e.kind == FailureKind::Rejected
+                            && matches!(e.status, Some(400 | 413 | 422));
+                        last = Some(e);
+                        if refused_input {
+                            // The request itself is wrong; no other model will take it either.
+                            return Err(upstream_error(last.take(), &profile.name));
+                        }
+                        if !retry {
+                            break;
+                        }
+                        tokio::time::sleep(BACKOFF * 2u32.pow(attempt)).await;
+                    }
+                }
+            }
+        }
+        Err(upstream_error(last, &last_profile))
+    }
+
+    /// Streams the rest of the answer to the caller from its own task, so the call is
+    /// finished and metered even if the caller goes away.
+    fn relay(
+        self: Arc<Self>,
+        caller: Caller,
+        profile: Profile,
+        call: ChatCall,
+        first: Delta,
+        mut rest: DeltaStream,
+        idle: Duration,
+    ) -> Answer {
+        let (tx, rx) = mpsc::channel(64);
+        let call_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+        let answer = Answer {
+            call_id: call_id.clone(),
+            profile: profile.name.clone(),
+            model: call.model.clone(),
+            created: time::OffsetDateTime::now_utc().unix_timestamp(),
+            pieces: rx,
+        };
+        tokio::spawn(async move {
+            let mut done = Completion::default();
+            let mut listening = true;
+            let mut failure: Option<ApiError> = None;
+            let mut next = Some(first);
+            loop {
+                let delta = match next.take() {
+                    Some(delta) => delta,
+                    None => match tokio::time::timeout(idle, rest.next()).await {
+                        Ok(Some(Ok(delta))) => delta,
+                        Ok(None) => break,
+                        Ok(Some(Err(e))) => {
+                            failure = Some(ApiError::unavailable(
+                                format!("the model stopped answering: {}", e.message),
+                                e,
+                            ));
+                            break;
+                        }
+                        Err(_) => {
+                            failure = Some(ApiError::new(
+                                ErrorCode::Timeout,
+                                format!("the model stopped answering for {} s", idle.as_secs()),
+                            ));
+                            break;
+                        }
+                    },
+                };
+                done.push(&delta);
+                if listening && !matches!(delta, Delta::Finish { .. } | Delta::Usage(_)) {
+                    // A caller that went away stops the model: nobody reads the rest.
+                    if tx.send(Ok(Piece::Delta(delta))).await.is_err() {
+                        listening = false;
+                        break;
+                    }
+                }
+            }
+            drop(rest);
+            let counted = done.usage.is_none();
+            let usage = done.usage.unwrap_or_else(|| TokenUsage {
+                prompt: self.counter.prompt(&call.messages),
+                completion: self.counter.completion(&done),
+            });
+            let cost_micros = profile.price.cost_micros(usage);
+            self.meter
+                .record(
+                    &caller,
+                    Metered {
+                        call_id: &call_id,
+                        profile: &profile.name,
+                        upstream: &profile.upstream,
+                        model: &call.model,
+                        usage,
+                        counted,
+                        cost_micros,
+                        currency: &profile.currency,
+                    },
+                )
+                .await;
+            if !listening {
+                return;
+            }
+            let last = match failure {
+                Some(error) => Err(error),
+                None => Ok(Piece::Done {
+                    finish: done.finish_reason.unwrap_or(if done.tool_calls.is_empty() {
+                        FinishReason::Stop
+                    } else {
+                        FinishReason::ToolCalls
+                    }),
+                    usage,
+                    cost_micros,
+                    currency: profile.currency.clone(),
+                }),
+            };
+            let _ = tx.send(last).await;
+        });
+        answer
+    }
+}
+
+/// `call` with the profile's model and its defaults where the caller set none.
+fn apply(profile: &Profile, input: &ChatInput) -> ChatCall {
+    ChatCall {
+        model: profile.model.clone(),
+        messages: input.messages.clone(),
+        tools: input.tools.clone(),
+        tool_choice: input.tool_choice.clone(),
+        temperature: input.temperature.or(profile.temperature),
+        top_p: input.top_p,
+        max_tokens: match (input.max_tokens, profile.max_tokens) {
+            // The profile's limit is a ceiling.
+            (Some(asked), Some(most)) => Some(asked.min(most)),
+            (asked, most) => asked.or(most),
+        },
+        stop: input.stop.clone(),
+        seed: input.seed,
+    }
+}
+
+/// Opens the call and waits for its first delta, all within `timeout`.
+async fn first_delta(
+    upstream: &Upstream,
+    call: ChatCall,
+    timeout: Duration,
+) -> Result<(Delta, DeltaStream), UpstreamError> {
+    let opening = async {
+        let mut stream = upstream.stream(call).await?;
+        match stream.next().await {
+            Some(Ok(first)) => Ok((first, stream)),
+            Some(Err(e)) => Err(e),
+            None => Err(UpstreamError::new(
+                FailureKind::Transient,
+                None,
+                "the model server ended the answer before it began",
+            )),
+        }
+    };
+    tokio::time::timeout(timeout, opening)
+        .await
+        .unwrap_or_else(|_| {
+            Err(UpstreamError::new(
+                FailureKind::Timeout,
+                None,
+                format!(
+                    "the model did not answer within {} s",
+                    timeout.as_secs_f32()
+                ),
+            ))
+        })
+}
+
+/// The problem a caller sees when no profile could answer.
+fn upstream_error(last: Option<UpstreamError>, profile: &str) -> ApiError {
+    let Some(e) = last else {
+        return ApiError::new(
+            ErrorCode::Unavailable,
+            "no configured upstream serves this model",
+        );
+    };
+    let details = serde_json::json!({ "upstream_status": e.status, "profile": profile });
+    let code = match e.kind {
+        FailureKind::Timeout => ErrorCode::Timeout,
+        FailureKind::Busy => ErrorCode::RateLimited,
+        FailureKind::Rejected if matches!(e.status, Some(400 | 413 | 422)) => ErrorCode::BadRequest,
+        _ => ErrorCode::Unavailable,
+    };
+    let mut error = ApiError::new(code, e.message).with_details(details);
+    if code == ErrorCode::RateLimited {
+        error = error.retry_after(1);
+    }
+    error
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(80).collect()
+}

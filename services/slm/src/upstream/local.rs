@@ -1,0 +1,153 @@
+//! The local model as an upstream: SmolLM2 runs on its own thread (generation is CPU
+//! work that must not block the async runtime), loaded on the first call so a platform
+//! that never uses it never pays for it. Calls queue; a full queue is "busy".
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+
+use super::{DeltaStream, FailureKind, UpstreamError};
+use crate::domain::chat::{ChatCall, Delta, FinishReason, TokenUsage};
+use crate::local_model::{self, LocalModel};
+
+/// Calls waiting for the model beyond the one it is answering.
+const QUEUE: usize = 16;
+/// The most a local answer runs to when the caller sets no limit.
+const DEFAULT_MAX_TOKENS: u32 = 256;
+
+struct Job {
+    call: ChatCall,
+    out: mpsc::Sender<Result<Delta, UpstreamError>>,
+}
+
+pub struct LocalUpstream {
+    path: PathBuf,
+    /// Started on first use.
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+}
+
+impl LocalUpstream {
+    pub fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            jobs: Mutex::new(None),
+        }
+    }
+
+    fn sender(&self) -> mpsc::Sender<Job> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = jobs.as_ref().filter(|tx| !tx.is_closed()) {
+            return tx.clone();
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let path = self.path.clone();
+        std::thread::Builder::new()
+            .name("local-model".into())
+            .spawn(move || serve(path, rx))
+            .expect("a thread for the local model starts");
+        *jobs = Some(tx.clone());
+        tx
+    }
+
+    pub async fn stream(&self, call: ChatCall) -> Result<DeltaStream, UpstreamError> {
+        let (out, rx) = mpsc::channel(64);
+        self.sender()
+            .try_send(Job { call, out })
+            .map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => UpstreamError::new(
+                    FailureKind::Busy,
+                    None,
+                    "the local model is busy; try again shortly",
+                ),
+                mpsc::error::TrySendError::Closed(_) => {
+                    UpstreamError::new(FailureKind::Transient, None, "the local model stopped")
+                }
+            })?;
+        Ok(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })))
+    }
+}
+
+/// The model's thread: loads it, then answers one job at a time.
+fn serve(path: PathBuf, mut jobs: mpsc::Receiver<Job>) {
+    let started = std::time::Instant::now();
+    let mut model = match LocalModel::load(&path, true) {
+        Ok(model) => {
+            tracing::info!(path = %path.display(), seconds = started.elapsed().as_secs_f32(), "local model loaded");
+            model
+        }
+        Err(e) => {
+            tracing::error!(error = %e, path = %path.display(), "the local model cannot be loaded");
+            while let Some(job) = jobs.blocking_recv() {
+                let _ = job.out.blocking_send(Err(UpstreamError::new(
+                    FailureKind::Transient,
+                    None,
+                    "the local model cannot be loaded",
+                )));
+            }
+            return;
+        }
+    };
+    while let Some(job) = jobs.blocking_recv() {
+        answer(&mut model, job);
+    }
+}
+
+fn answer(model: &mut LocalModel, job: Job) {
+    let Job { call, out } = job;
+    let failed = |message: String| {
+        Err(UpstreamError::new(
+            FailureKind::Rejected,
+            Some(400),
+            message,
+        ))
+    };
+    let prompt = match model.encode_chat(&call.messages) {
+        Ok(ids) => ids,
+        Err(e) => {
+            let _ = out.blocking_send(failed(format!("the prompt cannot be encoded: {e}")));
+            return;
+        }
+    };
+    let max_tokens = call.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
+    let temperature = f64::from(call.temperature.unwrap_or(0.0));
+    let seed = call.seed.unwrap_or(299_792_458);
+    let mut text = String::new();
+    let mut sent = 0;
+    let mut stopped = false;
+    let result = model.generate(&prompt, max_tokens, temperature, seed, |piece| {
+        text.push_str(piece);
+        // A stop sequence ends the answer before it.
+        let mut end = text.len();
+        if let Some(at) = call.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            end = at;
+            stopped = true;
+        }
+        if end > sent {
+            if out
+                .blocking_send(Ok(Delta::Text(text[sent..end].to_owned())))
+                .is_err()
+            {
+                return false;
+            }
+            sent = end;
+        }
+        !stopped
+    });
+    let finish = match result {
+        Ok((prompt_tokens, completion_tokens, reason)) => Ok(Delta::Finish {
+            reason: match reason {
+                local_model::FinishReason::Length if !stopped => FinishReason::Length,
+                _ => FinishReason::Stop,
+            },
+            usage: Some(TokenUsage {
+                prompt: prompt_tokens as u64,
+                completion: completion_tokens as u64,
+            }),
+        }),
+        Err(e) => failed(format!("the local model failed: {e}")),
+    };
+    let _ = out.blocking_send(finish);
+}
