@@ -201,6 +201,22 @@ install_chart_tools() {
   report chart-tools "$(helm version --short 2>/dev/null | cut -d+ -f1)" "-" "$(since "$t")"
 }
 
+# The local chat model (scripts/fetch-models.sh) and the official `openai` Python
+# client the compatibility test drives the gateway with.
+install_models_and_clients() {
+  local t
+  t=$(date +%s.%N)
+  SOMAGENT_MODELS_DIR="$CACHE/models" bash "$HERE/fetch-models.sh" >&2
+  export SOMAGENT_TEST_LOCAL_MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  if [ ! -f "$CACHE/pyopenai/.complete" ]; then
+    log "installing the openai Python client (once per machine)"
+    python3 -m pip install -q --disable-pip-version-check --target "$CACHE/pyopenai" "openai==3.57.0" >&2
+    touch "$CACHE/pyopenai/.complete"
+  fi
+  export SOMAGENT_TEST_OPENAI_PYTHONPATH="$CACHE/pyopenai"
+  report models-clients "$(PYTHONPATH="$CACHE/pyopenai" python3 -c 'import openai; print("openai", openai.__version__)')" "-" "$(since "$t")"
+}
+
 what="${1:-all}"
 case "$what" in
   all | servers)
@@ -211,14 +227,18 @@ case "$what" in
     start_minio
     start_keycloak
     ;;&
-  all | tools) install_chart_tools ;;
+  all | tools)
+    install_chart_tools
+    install_models_and_clients
+    ;;
   servers) ;;
   *) die "unknown argument '$what' (all, servers, tools)" ;;
 esac
 
 {
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
-    SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS; do
+    SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
+    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   printf 'export PATH=%q:"$PATH"\n' "$BIN"

@@ -73,7 +73,9 @@ impl LocalUpstream {
 /// The model's thread: loads it, then answers one job at a time.
 fn serve(path: PathBuf, mut jobs: mpsc::Receiver<Job>) {
     let started = std::time::Instant::now();
-    let mut model = match LocalModel::load(&path, true) {
+    // Q8_0 runs about three times faster than the shipped Q4_1, for more memory.
+    let requantize = std::env::var("SOMAGENT_LLM_LOCAL_Q8").map_or(true, |v| v != "0");
+    let mut model = match LocalModel::load(&path, requantize) {
         Ok(model) => {
             tracing::info!(path = %path.display(), seconds = started.elapsed().as_secs_f32(), "local model loaded");
             model

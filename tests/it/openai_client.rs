@@ -1,0 +1,82 @@
+//! The official `openai` Python client (PyPI), unchanged, against the gateway.
+
+use serde_json::Value;
+use somagent_scripted_llm::ScriptedLlm;
+
+use crate::helpers::{Rooted, with_root_env};
+
+/// Where `scripts/ci-services.sh` installed the client; required under `CI=true`.
+fn client_path() -> Option<String> {
+    match std::env::var("SOMAGENT_TEST_OPENAI_PYTHONPATH") {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but SOMAGENT_TEST_OPENAI_PYTHONPATH is not set: run scripts/ci-services.sh"
+            )
+        }
+        _ => {
+            eprintln!(
+                "SOMAGENT_TEST_OPENAI_PYTHONPATH is not set: the openai client test does not run"
+            );
+            None
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_official_openai_client_works_unchanged() {
+    let Some(pythonpath) = client_path() else {
+        return;
+    };
+    let llm = ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let Rooted {
+        platform: _platform,
+        gateway,
+        root,
+        data: _data,
+        ..
+    } = with_root_env(&[
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+    ])
+    .await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_compat.py");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .env("PYTHONPATH", pythonpath)
+        .env("OPENAI_BASE_URL", format!("{gateway}/v1"))
+        .env("OPENAI_API_KEY", &root);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        seen["whole"]["content"], "Echo: hello from python",
+        "{seen}"
+    );
+    assert_eq!(seen["whole"]["finish_reason"], "stop");
+    assert!(seen["whole"]["completion_tokens"].as_i64().unwrap() > 0);
+    assert_eq!(seen["stream"]["content"], "Echo: stream from python");
+    assert!(seen["stream"]["chunks"].as_i64().unwrap() > 3);
+    assert!(
+        seen["stream"]["completion_tokens"].as_i64().unwrap() > 0,
+        "{seen}"
+    );
+    assert_eq!(seen["tool"]["name"], "lookup");
+    assert_eq!(seen["tool"]["arguments"]["query"], "find it");
+    assert!(
+        seen["models"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("default"))
+    );
+    assert_eq!(seen["error"]["status"], 422);
+}
