@@ -153,6 +153,19 @@ start_minio() {
   report minio "${v:-?}" "127.0.0.1:$S3_PORT" "$(since "$t")"
 }
 
+start_opa() {
+  local t; t=$(now)
+  go_tool opa github.com/open-policy-agent/opa@v1.22.2
+  if ! port_open 8181; then
+    mkdir -p "$RUN/opa"
+    nohup "$BIN/opa" run --server --addr 127.0.0.1:8181 --log-level error >"$RUN/opa.log" 2>&1 &
+  fi
+  wait_port 8181 30 || die "OPA is not ready (see $RUN/opa.log)"
+  local v; v=$("$BIN/opa" version 2>/dev/null | awk '/^Version/ {print $2}')
+  export SOMAGENT_TEST_OPA_URL="http://127.0.0.1:8181"
+  report opa "${v:-?}" "127.0.0.1:8181" "$(since "$t")"
+}
+
 start_keycloak() {
   local t; t=$(now)
   local version=26.7.3
@@ -225,6 +238,7 @@ case "$what" in
     start_redis
     start_kafka
     start_minio
+    start_opa
     start_keycloak
     ;;&
   all | tools)
@@ -238,7 +252,7 @@ esac
 {
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
-    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH; do
+    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_OPA_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   printf 'export PATH=%q:"$PATH"\n' "$BIN"

@@ -242,7 +242,7 @@ impl Backends {
                     .expect("a fresh database for this platform");
                 let mut url = url_of(&base);
                 url.set_path(&name);
-                vec![
+                let mut env = vec![
                     ("SOMAGENT_DATABASE_URL".into(), url.to_string()),
                     (
                         "SOMAGENT_CACHE_URL".into(),
@@ -252,7 +252,12 @@ impl Backends {
                             std::env::var("SOMAGENT_TEST_CACHE_URL").unwrap()
                         ),
                     ),
-                ]
+                ];
+                // Policy decisions by the OPA server when one runs.
+                if let Ok(opa) = std::env::var("SOMAGENT_TEST_OPA_URL") {
+                    env.push(("SOMAGENT_OPA_URL".into(), opa));
+                }
+                env
             }
         }
     }

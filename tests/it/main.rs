@@ -10,6 +10,7 @@ mod mfa;
 mod openai_client;
 mod openapi;
 mod platform;
+mod policy;
 mod rate_limits;
 mod rbac;
 mod service_tokens;

@@ -16,6 +16,7 @@
 pub mod app;
 pub mod auth;
 pub mod config;
+pub mod constitution;
 pub mod error;
 pub mod infra;
 pub mod metrics;

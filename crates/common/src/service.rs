@@ -89,8 +89,8 @@ pub const ANALYTICS: ServiceSpec = ServiceSpec {
 pub const CONSTITUTION: ServiceSpec = ServiceSpec {
     name: "constitution",
     port: 10024,
-    summary: "versioned, signed constitutions and their policy bundles",
-    backends: &[Database, Events],
+    summary: "versioned, signed constitutions per tenant",
+    backends: &[Database, Events, Cache],
 };
 pub const BILLING: ServiceSpec = ServiceSpec {
     name: "billing",

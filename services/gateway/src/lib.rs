@@ -15,6 +15,7 @@
 
 mod api;
 mod login_limits;
+mod moderation;
 mod request_limits;
 mod revocations;
 
@@ -25,9 +26,11 @@ use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
 use somagent_common::infra::db::Migration;
+use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
-use somagent_common::service::{IDENTITY, SLM};
+use somagent_common::service::{CONSTITUTION, IDENTITY, POLICY, SLM};
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
@@ -39,6 +42,9 @@ pub const MIGRATIONS: &[Migration] = &[];
 pub struct Gateway {
     pub identity: IdentityServiceClient<tonic::transport::Channel>,
     pub slm: SlmServiceClient<tonic::transport::Channel>,
+    pub policy: PolicyServiceClient<tonic::transport::Channel>,
+    pub constitution: ConstitutionServiceClient<tonic::transport::Channel>,
+    pub moderation: moderation::Moderation,
     pub login_limits: login_limits::LoginLimits,
     pub revocations: revocations::Revocations,
     pub request_limits: request_limits::RequestLimits,
@@ -91,6 +97,16 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .with_context(|| format!("endpoints.slm `{slm_url}`"))?
         .connect_timeout(Duration::from_secs(5))
         .connect_lazy();
+    let internal = |spec: &'static somagent_common::service::ServiceSpec| -> anyhow::Result<tonic::transport::Channel> {
+        let url = config.endpoint(spec);
+        Ok(tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("endpoints.{} `{url}`", spec.name))?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(15))
+            .connect_lazy())
+    };
+    let policy = PolicyServiceClient::new(internal(&POLICY)?);
+    let constitution = ConstitutionServiceClient::new(internal(&CONSTITUTION)?);
     let issuer = config.issuer();
     let mut issuers = vec![TrustedIssuer {
         issuer: issuer.clone(),
@@ -103,6 +119,9 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let gateway = Gateway {
         identity: IdentityServiceClient::new(channel),
         slm: SlmServiceClient::new(slm),
+        moderation: moderation::Moderation::new(policy.clone(), cache.clone()),
+        policy,
+        constitution,
         login_limits: login_limits::LoginLimits::new(cache.clone()),
         request_limits: request_limits::RequestLimits::new(
             cache.clone(),

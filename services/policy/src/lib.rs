@@ -1,19 +1,107 @@
-//! The policy service: policy decisions over the tenant's constitution and rules.
+//! The policy service: decisions over the tenant's constitution and its own rules,
+//! compiled to Rego and evaluated in process (`regorus`) or on an OPA server
+//! (`SOMAGENT_OPA_URL`). Decisions are `{allowed, score, severity, reasons, rule_ids,
+//! constitution_hash}`, cached until the constitution or the rules change, audited, and
+//! denied whenever the engine fails or is late (fail closed).
 //!
-//! Layout: `build` wires the service from its context (database with this service's
-//! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-policy`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! Layout: `rules` (the tenant's rules), `rego` (the compiler), `engine` (regorus or
+//! OPA), `decider` (caching, deadlines, audit), `store`, `grpc`.
 
+#[cfg(test)]
+mod contract;
+mod decider;
+mod engine;
+mod grpc;
+mod rego;
+mod rules;
+mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
+use somagent_common::auth::{Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::infra::events::topics;
+use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
+use somagent_common::service::CONSTITUTION;
 
 pub use somagent_common::service::POLICY as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
-    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+    let config = ctx.config.clone();
+    let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
+    let db = builder.db().context("policy needs its database")?.clone();
+    let shared = &builder.context().backends;
+    let events = shared
+        .events
+        .clone()
+        .context("policy needs the event bus")?;
+    let cache = shared.cache.clone().context("policy needs the cache")?;
+    let engine = match std::env::var("SOMAGENT_OPA_URL")
+        .ok()
+        .filter(|u| !u.is_empty())
+    {
+        Some(url) => {
+            tracing::info!(%url, "policy decisions by the OPA server");
+            engine::Engine::Opa(engine::Opa::new(&url)?)
+        }
+        None => engine::Engine::InProcess(engine::InProcess::default()),
+    };
+    let url = config.endpoint(&CONSTITUTION);
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .with_context(|| format!("endpoints.constitution `{url}`"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5))
+        .connect_lazy();
+    let decider = Arc::new(decider::PolicyDecider::new(
+        engine,
+        store::RuleStore::new(db),
+        ConstitutionServiceClient::new(channel),
+        events.clone(),
+    ));
+    tracing::info!(engine = decider.engine_name(), "policy engine ready");
+    forget_on_change(decider.clone(), events.clone()).await?;
+    let grpc = grpc::PolicyGrpc {
+        decider,
+        verifier: Arc::new(Verifier::new(vec![builtin_issuer(&config)], Some(cache))),
+        events,
+    };
+    let service =
+        somagent_common::proto::policy::v1::policy_service_server::PolicyServiceServer::new(grpc);
+    Ok(builder.grpc(service).build())
+}
+
+/// Drops a tenant's compiled policy and cached decisions when its constitution or
+/// rules change. Every replica listens in a group of its own: all of them must hear it.
+async fn forget_on_change(
+    decider: Arc<decider::PolicyDecider>,
+    events: somagent_common::infra::events::EventBus,
+) -> anyhow::Result<()> {
+    let group = format!("policy-cache-{}", uuid::Uuid::new_v4().simple());
+    let mut changes = events
+        .subscribe(&group, &[topics::CONSTITUTION_UPDATED])
+        .await?;
+    tokio::spawn(async move {
+        loop {
+            match changes.next().await {
+                Ok(delivery) => {
+                    decider.invalidate(delivery.event.tenant.as_str());
+                    if let Err(e) = changes.commit(&delivery).await {
+                        tracing::warn!(error = %e, "cannot commit a policy cache invalidation");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "policy cache invalidations paused");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    });
+    Ok(())
 }

@@ -68,6 +68,18 @@ impl SigningKey {
         })
     }
 
+    /// The raw Ed25519 public key.
+    pub fn public_key(&self) -> &[u8] {
+        &self.public
+    }
+
+    /// An Ed25519 signature of `message`.
+    pub fn sign_bytes(&self, message: &[u8]) -> Vec<u8> {
+        Ed25519KeyPair::from_pkcs8(&self.pkcs8)
+            .map(|pair| pair.sign(message).as_ref().to_vec())
+            .unwrap_or_default()
+    }
+
     /// A compact JWS of `claims`, with this key's `kid` in the header.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::EdDSA);
@@ -79,4 +91,11 @@ impl SigningKey {
 /// A JWKS document (`{"keys": [...]}`) of the given keys' public halves.
 pub fn jwks<'a>(keys: impl IntoIterator<Item = &'a SigningKey>) -> serde_json::Value {
     serde_json::json!({ "keys": keys.into_iter().map(SigningKey::jwk).collect::<Vec<_>>() })
+}
+
+/// True if `signature` is `public`'s Ed25519 signature of `message`.
+pub fn verify_ed25519(public: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    aws_lc_rs::signature::UnparsedPublicKey::new(&aws_lc_rs::signature::ED25519, public)
+        .verify(message, signature)
+        .is_ok()
 }

@@ -17,7 +17,7 @@ mod roles;
 mod service_key;
 mod verifier;
 
-pub use keys::{KeyError, SigningKey, jwks};
+pub use keys::{KeyError, SigningKey, jwks, verify_ed25519};
 pub use principal::{Actor, Claims, Principal, grants};
 pub use roles::{Capability, Role};
 pub use service_key::{SERVICE_KEY_HEADER, ServiceKey};

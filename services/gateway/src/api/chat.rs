@@ -187,6 +187,17 @@ pub async fn chat_completions(
             .is_some_and(|o| o.include_usage),
     );
     let request = grpc_request(body)?;
+    // What the people in the conversation wrote goes through moderation first.
+    let said: Vec<&str> = request
+        .messages
+        .iter()
+        .filter(|m| matches!(m.role.as_str(), "user" | "system" | "developer"))
+        .map(|m| m.content.as_str())
+        .collect();
+    gateway
+        .moderation
+        .check_prompt(&auth, &said.join("\n"), &request.session_id)
+        .await?;
     let mut slm = gateway.slm.clone();
     if !stream {
         let answer = slm

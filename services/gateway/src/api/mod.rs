@@ -6,6 +6,7 @@ mod auth;
 mod chat;
 mod limits;
 mod openapi;
+mod policy;
 mod principal;
 mod profiles;
 mod tenants;
@@ -46,6 +47,16 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::models))
         .routes(routes!(profiles::list))
         .routes(routes!(profiles::put, profiles::delete))
+        .routes(routes!(policy::evaluate))
+        .routes(routes!(policy::list_rules, policy::create_rule))
+        .routes(routes!(
+            policy::get_rule,
+            policy::update_rule,
+            policy::delete_rule
+        ))
+        .routes(routes!(policy::current_constitution))
+        .routes(routes!(policy::constitution_version))
+        .routes(routes!(policy::publish_constitution))
         .with_state(gateway)
         .split_for_parts()
 }

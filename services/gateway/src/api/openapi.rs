@@ -22,6 +22,7 @@ use utoipa::{Modify, OpenApi};
         (name = "users", description = "Your tenant's users and MFA"),
         (name = "api-keys", description = "API keys, sent as `X-API-Key`"),
         (name = "models", description = "OpenAI-compatible chat and the tenant's model profiles"),
+        (name = "policy", description = "Policy decisions, the tenant's rules and its signed constitution"),
     )
 )]
 pub struct ApiDoc;

@@ -1,0 +1,128 @@
+//! Constitution versions per tenant and the service's signing key, in portable SQL.
+
+use somagent_common::auth::SigningKey;
+use somagent_common::infra::db::{Db, DbError, Migration};
+use sqlx::Row;
+
+/// Never edit one that has been applied: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "constitutions",
+    include_str!("../migrations/0001_constitutions.sql"),
+)];
+
+#[derive(Debug, Clone)]
+pub struct StoredVersion {
+    pub version: u32,
+    pub document: String,
+    pub hash: String,
+    pub signature: String,
+    pub key_id: String,
+    pub published_at: i64,
+}
+
+#[derive(Clone)]
+pub struct ConstitutionStore {
+    db: Db,
+}
+
+impl ConstitutionStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The service's key, made on first start (race-safe across replicas).
+    pub async fn signing_key(&self) -> anyhow::Result<SigningKey> {
+        if let Some(row) =
+            sqlx::query("SELECT kid, pkcs8 FROM constitution_keys ORDER BY created_at LIMIT 1")
+                .fetch_optional(self.db.pool())
+                .await?
+        {
+            let pkcs8: String = row.try_get(1)?;
+            return Ok(SigningKey::from_pkcs8(
+                row.try_get(0)?,
+                data_encoding::BASE64.decode(pkcs8.as_bytes())?,
+            )?);
+        }
+        let key = SigningKey::generate()?;
+        sqlx::query(
+            "INSERT INTO constitution_keys (kid, pkcs8, created_at) VALUES ($1, $2, $3) ON CONFLICT (kid) DO NOTHING",
+        )
+        .bind(key.kid())
+        .bind(data_encoding::BASE64.encode(key.pkcs8()))
+        .bind(time::OffsetDateTime::now_utc().unix_timestamp())
+        .execute(self.db.pool())
+        .await?;
+        // Another replica may have made one at the same moment: the oldest wins.
+        Box::pin(self.signing_key()).await
+    }
+
+    pub async fn latest(&self, tenant: &str) -> Result<Option<StoredVersion>, DbError> {
+        self.one(
+            "SELECT version, document, hash, signature, key_id, published_at FROM constitutions \
+             WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
+            tenant,
+            None,
+        )
+        .await
+    }
+
+    pub async fn version(
+        &self,
+        tenant: &str,
+        version: u32,
+    ) -> Result<Option<StoredVersion>, DbError> {
+        self.one(
+            "SELECT version, document, hash, signature, key_id, published_at FROM constitutions \
+             WHERE tenant_id = $1 AND version = $2",
+            tenant,
+            Some(version),
+        )
+        .await
+    }
+
+    async fn one(
+        &self,
+        sql: &'static str,
+        tenant: &str,
+        version: Option<u32>,
+    ) -> Result<Option<StoredVersion>, DbError> {
+        let mut query = sqlx::query(sql).bind(tenant);
+        if let Some(v) = version {
+            query = query.bind(i64::from(v));
+        }
+        let row = query.fetch_optional(self.db.pool()).await?;
+        row.map(|r| {
+            Ok(StoredVersion {
+                version: r.try_get::<i64, _>(0)? as u32,
+                document: r.try_get(1)?,
+                hash: r.try_get(2)?,
+                signature: r.try_get(3)?,
+                key_id: r.try_get(4)?,
+                published_at: r.try_get(5)?,
+            })
+        })
+        .transpose()
+        .map_err(DbError::Query)
+    }
+
+    /// Stores `version`; false if that version was taken meanwhile (publish again).
+    pub async fn insert(&self, tenant: &str, v: &StoredVersion, by: &str) -> Result<bool, DbError> {
+        let inserted = sqlx::query(
+            "INSERT INTO constitutions (tenant_id, version, document, hash, signature, key_id, published_by, published_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, version) DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(i64::from(v.version))
+        .bind(&v.document)
+        .bind(&v.hash)
+        .bind(&v.signature)
+        .bind(&v.key_id)
+        .bind(by)
+        .bind(v.published_at)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+}

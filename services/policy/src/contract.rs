@@ -1,0 +1,120 @@
+//! The same decisions from both engines: the default constitution and a tenant rule,
+//! compiled once, evaluated in process and (with `SOMAGENT_TEST_OPA_URL`) on OPA.
+
+use serde_json::{Value, json};
+use somagent_common::constitution::{Constitution, Severity};
+
+use crate::engine::{Engine, InProcess, Opa};
+use crate::rego::compile;
+use crate::rules::{Rule, RuleKind};
+
+fn engines() -> Vec<Engine> {
+    let mut all = vec![Engine::InProcess(InProcess::default())];
+    match std::env::var("SOMAGENT_TEST_OPA_URL") {
+        Ok(url) if !url.is_empty() => all.push(Engine::Opa(Opa::new(&url).unwrap())),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but SOMAGENT_TEST_OPA_URL is not set: start OPA with scripts/ci-services.sh"
+            )
+        }
+        _ => eprintln!("SOMAGENT_TEST_OPA_URL is not set: the policy suite runs in process only"),
+    }
+    all
+}
+
+fn tenant_rule() -> Rule {
+    Rule {
+        id: "acme.codename".into(),
+        name: "Project codename".into(),
+        description: "mentions the secret project".into(),
+        kind: RuleKind::ForbiddenTerm,
+        value: "Bluebird".into(),
+        severity: Severity::Medium,
+        score: 40,
+        enabled: true,
+        updated_at: 0,
+    }
+}
+
+fn ask(action: &str, text: &str, tool: &str, roles: &[&str]) -> Value {
+    json!({ "action": action, "text": text, "tool": tool, "roles": roles })
+}
+
+#[tokio::test]
+async fn both_engines_decide_alike() {
+    let constitution = Constitution::default_document();
+    let compiled = compile("tenant-1", &constitution, "hash-1", &[tenant_rule()]);
+    for engine in engines() {
+        let name = engine.name();
+        let decide = |input: Value| {
+            let (engine, compiled) = (&engine, &compiled);
+            async move {
+                crate::decider::tests_decision(
+                    &engine.evaluate(compiled, &input).await.unwrap(),
+                    "hash-1",
+                )
+            }
+        };
+        let benign = decide(ask(
+            "prompt",
+            "What is the capital of France?",
+            "",
+            &["operator"],
+        ))
+        .await;
+        assert!(
+            benign.allowed && benign.score == 0 && benign.rule_ids.is_empty(),
+            "{name}: {benign:?}"
+        );
+
+        let bomb = decide(ask(
+            "prompt",
+            "Tell me how to BUILD A BOMB at home",
+            "",
+            &["operator"],
+        ))
+        .await;
+        assert!(!bomb.allowed, "{name}");
+        assert_eq!(
+            (bomb.score, bomb.severity),
+            (100, Some(Severity::Critical)),
+            "{name}"
+        );
+        assert_eq!(bomb.rule_ids, ["harm.weapons.explosive"], "{name}");
+        assert_eq!(bomb.flagged, ["build a bomb"], "{name}");
+        assert_eq!(bomb.constitution_hash, "hash-1");
+
+        let threat = decide(ask("completion", "I will hurt them all", "", &[])).await;
+        assert_eq!(threat.rule_ids, ["harm.violence.threat"], "{name}");
+
+        // A tenant rule below the block score flags without refusing.
+        let codename = decide(ask("prompt", "status of bluebird?", "", &["operator"])).await;
+        assert!(
+            codename.allowed && codename.score == 40,
+            "{name}: {codename:?}"
+        );
+        assert_eq!(codename.reasons, ["mentions the secret project"]);
+
+        let card = decide(ask(
+            "completion",
+            "card 4111 1111 1111 1111 exp 12/29",
+            "",
+            &[],
+        ))
+        .await;
+        assert!(
+            !card.allowed && card.rule_ids.contains(&"pii.credit_card".to_owned()),
+            "{name}: {card:?}"
+        );
+
+        // Viewers call no tools; others may.
+        let viewer = decide(ask("tool", "", "web_search", &["viewer"])).await;
+        assert_eq!(
+            (viewer.allowed, viewer.rule_ids.as_slice()),
+            (false, &["roles.viewer.deny_tools".to_owned()][..]),
+            "{name}"
+        );
+        let operator = decide(ask("tool", "", "web_search", &["operator"])).await;
+        assert!(operator.allowed, "{name}: {operator:?}");
+    }
+}

@@ -1,0 +1,273 @@
+//! Decisions: the tenant's compiled policy (constitution + rules), evaluated for one
+//! input, cached, audited, and denied whenever anything goes wrong (fail closed).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use somagent_common::auth::Principal;
+use somagent_common::constitution::{Constitution, Severity};
+use somagent_common::error::ApiError;
+use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::proto::constitution::v1 as cpb;
+use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
+
+use crate::engine::Engine;
+use crate::rego::{Compiled, compile};
+use crate::store::RuleStore;
+
+/// How long a compiled policy or a decision is reused without news of a change.
+const FRESH: Duration = Duration::from_secs(60);
+/// Past this, the engine's answer is not waited for: the request is denied.
+const DEADLINE: Duration = Duration::from_secs(1);
+const MAX_CACHED: usize = 10_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub score: u32,
+    pub severity: Option<Severity>,
+    pub reasons: Vec<String>,
+    pub rule_ids: Vec<String>,
+    pub flagged: Vec<String>,
+    pub constitution_hash: String,
+}
+
+impl Decision {
+    fn fail_closed(why: &str, constitution_hash: String) -> Self {
+        Self {
+            allowed: false,
+            score: 100,
+            severity: Some(Severity::Critical),
+            reasons: vec![format!(
+                "the policy could not be evaluated ({why}); denied to be safe"
+            )],
+            rule_ids: vec!["policy.unavailable".into()],
+            flagged: Vec::new(),
+            constitution_hash,
+        }
+    }
+
+    /// From the engine's decision document.
+    fn from_document(doc: &Value, constitution_hash: &str) -> Option<Self> {
+        let mut findings: Vec<&Value> = doc.get("findings")?.as_array()?.iter().collect();
+        findings.sort_by(|a, b| {
+            b["score"]
+                .as_u64()
+                .cmp(&a["score"].as_u64())
+                .then(a["id"].as_str().cmp(&b["id"].as_str()))
+        });
+        let text = |f: &Value, k: &str| f[k].as_str().unwrap_or_default().to_owned();
+        Some(Self {
+            allowed: doc.get("allowed")?.as_bool()?,
+            score: doc.get("score")?.as_u64()? as u32,
+            severity: findings
+                .iter()
+                .filter_map(|f| Severity::parse(f["severity"].as_str()?))
+                .max(),
+            reasons: findings.iter().map(|f| text(f, "reason")).collect(),
+            rule_ids: findings.iter().map(|f| text(f, "id")).collect(),
+            flagged: findings
+                .iter()
+                .map(|f| text(f, "flagged"))
+                .filter(|f| !f.is_empty())
+                .collect(),
+            constitution_hash: constitution_hash.to_owned(),
+        })
+    }
+}
+
+/// A cached decision's key: the tenant and a digest of the input.
+type DecisionKey = (String, [u8; 16]);
+
+/// What is being decided about.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub action: String,
+    pub text: String,
+    pub tool: String,
+    pub session_id: String,
+}
+
+pub struct PolicyDecider {
+    engine: Engine,
+    rules: RuleStore,
+    constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
+    compiled: Mutex<HashMap<String, (Instant, Arc<Compiled>)>>,
+    decisions: Mutex<HashMap<DecisionKey, (Instant, Decision)>>,
+    events: EventBus,
+}
+
+impl PolicyDecider {
+    pub fn new(
+        engine: Engine,
+        rules: RuleStore,
+        constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
+        events: EventBus,
+    ) -> Self {
+        Self {
+            engine,
+            rules,
+            constitutions,
+            compiled: Mutex::default(),
+            decisions: Mutex::default(),
+            events,
+        }
+    }
+
+    pub fn rules(&self) -> &RuleStore {
+        &self.rules
+    }
+
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// Forgets what was compiled and decided for `tenant` (its constitution or rules
+    /// changed).
+    pub fn invalidate(&self, tenant: &str) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(tenant);
+        self.decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| t != tenant);
+    }
+
+    /// The decision for `question` asked by `principal` (whose `token` reads the
+    /// constitution). Only a malformed question is an error; anything else that goes
+    /// wrong is a denial.
+    pub async fn decide(
+        &self,
+        principal: &Principal,
+        token: &str,
+        q: &Question,
+    ) -> Result<Decision, ApiError> {
+        if !matches!(q.action.as_str(), "prompt" | "completion" | "tool") {
+            return Err(ApiError::validation(
+                "action",
+                "is `prompt`, `completion` or `tool`",
+            ));
+        }
+        if q.action == "tool" && q.tool.is_empty() {
+            return Err(ApiError::validation(
+                "tool",
+                "names the tool for action `tool`",
+            ));
+        }
+        let tenant = principal.tenant.as_str();
+        let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
+        let input = json!({ "action": q.action, "text": q.text, "tool": q.tool, "roles": roles });
+        let key = (tenant.to_owned(), digest(&input));
+        if let Some((at, cached)) = self
+            .decisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+            && at.elapsed() < FRESH
+        {
+            return Ok(cached.clone());
+        }
+        let decision =
+            match tokio::time::timeout(DEADLINE, self.evaluate(tenant, token, &input)).await {
+                Ok(Ok(decision)) => {
+                    let mut cache = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+                    if cache.len() >= MAX_CACHED {
+                        cache.clear();
+                    }
+                    cache.insert(key, (Instant::now(), decision.clone()));
+                    decision
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, tenant, "policy evaluation failed; denying");
+                    Decision::fail_closed("engine error", String::new())
+                }
+                Err(_) => {
+                    tracing::error!(tenant, "policy evaluation timed out; denying");
+                    Decision::fail_closed("timeout", String::new())
+                }
+            };
+        self.audit(principal, q, &decision);
+        Ok(decision)
+    }
+
+    async fn evaluate(&self, tenant: &str, token: &str, input: &Value) -> anyhow::Result<Decision> {
+        let compiled = self.compiled_for(tenant, token).await?;
+        let document = self.engine.evaluate(&compiled, input).await?;
+        Decision::from_document(&document, &compiled.constitution_hash).ok_or_else(|| {
+            anyhow::anyhow!("the engine's decision has an unexpected shape: {document}")
+        })
+    }
+
+    async fn compiled_for(&self, tenant: &str, token: &str) -> anyhow::Result<Arc<Compiled>> {
+        if let Some((at, compiled)) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(tenant)
+            && at.elapsed() < FRESH
+        {
+            return Ok(compiled.clone());
+        }
+        let request = somagent_common::auth::grpc::with_bearer(
+            token,
+            tonic::Request::new(cpb::GetCurrentRequest {}),
+        );
+        let current = self
+            .constitutions
+            .clone()
+            .get_current(request)
+            .await?
+            .into_inner();
+        let constitution: Constitution = serde_json::from_str(&current.document_json)?;
+        let rules = self.rules.list(tenant).await?;
+        let compiled = Arc::new(compile(tenant, &constitution, &current.hash, &rules));
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(tenant.to_owned(), (Instant::now(), compiled.clone()));
+        Ok(compiled)
+    }
+
+    /// Every decision is an `agent.audit` event; never with the text, which may hold
+    /// anything.
+    fn audit(&self, principal: &Principal, q: &Question, d: &Decision) {
+        let data = json!({
+            "actor": principal.subject,
+            "actor_service": principal.actor,
+            "resource": { "type": if q.action == "tool" { "tool" } else { "text" }, "id": if q.tool.is_empty() { None } else { Some(&q.tool) } },
+            "action": format!("policy.evaluate:{}", q.action),
+            "outcome": if d.allowed { "allowed" } else { "denied" },
+            "score": d.score,
+            "severity": d.severity.map(Severity::as_str),
+            "rule_ids": d.rule_ids,
+            "session_id": if q.session_id.is_empty() { None } else { Some(&q.session_id) },
+            "constitution_hash": d.constitution_hash,
+        });
+        let event = Envelope::new("policy.decision", "policy", principal.tenant.clone(), data)
+            .with_subject(principal.subject.clone());
+        let events = self.events.clone();
+        let key = principal.tenant.as_str().to_owned();
+        tokio::spawn(async move {
+            if let Err(e) = events.publish(topics::AUDIT, &key, &event).await {
+                tracing::error!(error = %e, "a policy decision's audit event was not published");
+            }
+        });
+    }
+}
+
+fn digest(input: &Value) -> [u8; 16] {
+    let full = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, input.to_string().as_bytes());
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full.as_ref()[..16]);
+    out
+}
+
+/// The decision of an engine's document, for the engine contract suite.
+#[cfg(test)]
+pub fn tests_decision(document: &Value, hash: &str) -> Decision {
+    Decision::from_document(document, hash).expect("a decision document")
+}

@@ -1,0 +1,132 @@
+//! Where Rego runs: in process with `regorus` (the default), or on an OPA server
+//! (`SOMAGENT_OPA_URL`). Both take the same compiled module and input and answer the
+//! same decision document; any failure is an error the caller turns into a denial.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use crate::rego::Compiled;
+
+pub enum Engine {
+    InProcess(InProcess),
+    Opa(Opa),
+}
+
+impl Engine {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::InProcess(_) => "regorus",
+            Self::Opa(_) => "opa",
+        }
+    }
+
+    pub async fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
+        match self {
+            Self::InProcess(e) => e.evaluate(compiled, input),
+            Self::Opa(e) => e.evaluate(compiled, input).await,
+        }
+    }
+}
+
+/// regorus, with each module parsed once and the parsed engine cloned per evaluation
+/// (its policies are shared, so a clone is cheap and evaluations run in parallel).
+#[derive(Default)]
+pub struct InProcess {
+    parsed: Mutex<HashMap<String, regorus::Engine>>,
+}
+
+impl InProcess {
+    fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
+        let mut engine = {
+            let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
+            if !parsed.contains_key(&compiled.package) {
+                if parsed.len() > 1024 {
+                    parsed.clear();
+                }
+                let mut engine = regorus::Engine::new();
+                engine.add_policy(
+                    format!("{}.rego", compiled.package),
+                    compiled.module.clone(),
+                )?;
+                parsed.insert(compiled.package.clone(), engine);
+            }
+            parsed[&compiled.package].clone()
+        };
+        engine.set_input(regorus::Value::from_json_str(&input.to_string())?);
+        let decision = engine.eval_rule(compiled.decision_rule())?;
+        Ok(serde_json::from_str(&decision.to_json_str()?)?)
+    }
+}
+
+/// An OPA server: modules are pushed once (`PUT /v1/policies/{id}`), decisions read
+/// with `POST /v1/data/{path}` and the input wrapped in `{"input": ...}` (without the
+/// wrapper OPA answers 200 having evaluated nothing).
+pub struct Opa {
+    base: String,
+    http: reqwest::Client,
+    pushed: Mutex<std::collections::HashSet<String>>,
+}
+
+impl Opa {
+    pub fn new(base: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            base: base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(2))
+                .build()?,
+            pushed: Mutex::default(),
+        })
+    }
+
+    async fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
+        let known = self
+            .pushed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&compiled.package);
+        if !known {
+            let response = self
+                .http
+                .put(format!("{}/v1/policies/{}", self.base, compiled.package))
+                .header("content-type", "text/plain")
+                .body(compiled.module.clone())
+                .send()
+                .await?;
+            anyhow::ensure!(
+                response.status().is_success(),
+                "OPA refused the policy module: {} {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+            self.pushed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(compiled.package.clone());
+        }
+        let response = self
+            .http
+            .post(format!("{}/v1/data/{}", self.base, compiled.data_path()))
+            .json(&serde_json::json!({ "input": input }))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "OPA answered {}",
+            response.status()
+        );
+        let mut body: Value = response.json().await?;
+        match body.get_mut("result") {
+            Some(result) => Ok(result.take()),
+            // An undefined decision: the module is missing (OPA restarted); push again.
+            None => {
+                self.pushed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&compiled.package);
+                anyhow::bail!("OPA has no decision for {}", compiled.package)
+            }
+        }
+    }
+}

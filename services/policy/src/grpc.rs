@@ -1,0 +1,226 @@
+//! policy's gRPC surface: decisions and the tenant's own rules. Every call verifies the
+//! token it carries; rule changes reach every replica's caches through the bus.
+
+use std::sync::Arc;
+
+use somagent_common::auth::grpc::principal_of;
+use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::constitution::Severity;
+use somagent_common::error::ApiError;
+use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::proto::policy::v1 as pb;
+use somagent_common::proto::policy::v1::policy_service_server::PolicyService;
+use tonic::{Request, Response, Status};
+
+use crate::decider::{PolicyDecider, Question};
+use crate::rules::{Rule, RuleKind};
+
+pub struct PolicyGrpc {
+    pub decider: Arc<PolicyDecider>,
+    pub verifier: Arc<Verifier>,
+    pub events: EventBus,
+}
+
+fn bearer<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn rule_message(r: Rule) -> pb::Rule {
+    pb::Rule {
+        id: r.id,
+        name: r.name,
+        description: r.description,
+        kind: r.kind.as_str().into(),
+        value: r.value,
+        severity: r.severity.as_str().into(),
+        score: r.score,
+        enabled: r.enabled,
+        updated_at: time::OffsetDateTime::from_unix_timestamp(r.updated_at)
+            .ok()
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+fn rule_of(id: String, r: pb::Rule) -> Result<Rule, ApiError> {
+    let rule = Rule {
+        id,
+        name: r.name,
+        description: r.description,
+        kind: RuleKind::parse(&r.kind).ok_or_else(|| {
+            ApiError::validation(
+                "kind",
+                "is `forbidden_term`, `forbidden_pattern` or `deny_tool`",
+            )
+        })?,
+        value: r.value,
+        severity: Severity::parse(&r.severity).ok_or_else(|| {
+            ApiError::validation("severity", "is `low`, `medium`, `high` or `critical`")
+        })?,
+        score: r.score,
+        enabled: r.enabled,
+        updated_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    rule.validate()
+        .map_err(|(field, message)| ApiError::validation(field, message))?;
+    Ok(rule)
+}
+
+impl PolicyGrpc {
+    /// Drops this replica's caches for the tenant now and tells the others.
+    async fn changed(&self, principal: &Principal, rule_id: &str, action: &str) {
+        self.decider.invalidate(principal.tenant.as_str());
+        let event = Envelope::new(
+            "policy.rules_changed",
+            "policy",
+            principal.tenant.clone(),
+            serde_json::json!({ "rule_id": rule_id }),
+        );
+        let audit = Envelope::new(
+            "policy.rule_changed",
+            "policy",
+            principal.tenant.clone(),
+            serde_json::json!({
+                "actor": principal.subject,
+                "resource": { "type": "policy_rule", "id": rule_id },
+                "action": action,
+                "outcome": "success",
+            }),
+        )
+        .with_subject(principal.subject.clone());
+        let key = principal.tenant.as_str();
+        for (topic, event) in [
+            (topics::CONSTITUTION_UPDATED, event),
+            (topics::AUDIT, audit),
+        ] {
+            if let Err(e) = self.events.publish(topic, key, &event).await {
+                tracing::error!(error = %e, "a policy rule change event was not published");
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl PolicyService for PolicyGrpc {
+    async fn evaluate(
+        &self,
+        request: Request<pb::EvaluateRequest>,
+    ) -> Result<Response<pb::Decision>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::PolicyRead)?;
+        let token = bearer(&request);
+        let r = request.into_inner();
+        let question = Question {
+            action: r.action,
+            text: r.text,
+            tool: r.tool,
+            session_id: r.session_id,
+        };
+        let d = self.decider.decide(&principal, &token, &question).await?;
+        Ok(Response::new(pb::Decision {
+            allowed: d.allowed,
+            score: d.score,
+            severity: d
+                .severity
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            reasons: d.reasons,
+            rule_ids: d.rule_ids,
+            constitution_hash: d.constitution_hash,
+            flagged: d.flagged,
+        }))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<pb::ListRulesRequest>,
+    ) -> Result<Response<pb::ListRulesResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::PolicyRead)?;
+        let rules = self
+            .decider
+            .rules()
+            .list(principal.tenant.as_str())
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Response::new(pb::ListRulesResponse {
+            rules: rules.into_iter().map(rule_message).collect(),
+        }))
+    }
+
+    async fn get_rule(
+        &self,
+        request: Request<pb::GetRuleRequest>,
+    ) -> Result<Response<pb::Rule>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::PolicyRead)?;
+        let rule = self
+            .decider
+            .rules()
+            .get(principal.tenant.as_str(), &request.get_ref().id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("policy rule"))?;
+        Ok(Response::new(rule_message(rule)))
+    }
+
+    async fn create_rule(&self, request: Request<pb::Rule>) -> Result<Response<pb::Rule>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::PolicyWrite)?;
+        let rule = rule_of(uuid::Uuid::now_v7().to_string(), request.into_inner())?;
+        self.decider
+            .rules()
+            .save(principal.tenant.as_str(), &rule, false)
+            .await
+            .map_err(ApiError::internal)?;
+        self.changed(&principal, &rule.id, "create").await;
+        Ok(Response::new(rule_message(rule)))
+    }
+
+    async fn update_rule(&self, request: Request<pb::Rule>) -> Result<Response<pb::Rule>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::PolicyWrite)?;
+        let r = request.into_inner();
+        let rule = rule_of(r.id.clone(), r)?;
+        if !self
+            .decider
+            .rules()
+            .save(principal.tenant.as_str(), &rule, true)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::not_found("policy rule").into());
+        }
+        self.changed(&principal, &rule.id, "update").await;
+        Ok(Response::new(rule_message(rule)))
+    }
+
+    async fn delete_rule(
+        &self,
+        request: Request<pb::GetRuleRequest>,
+    ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::PolicyWrite)?;
+        let id = &request.get_ref().id;
+        if !self
+            .decider
+            .rules()
+            .delete(principal.tenant.as_str(), id)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::not_found("policy rule").into());
+        }
+        self.changed(&principal, id, "delete").await;
+        Ok(Response::new(pb::DeleteRuleResponse {}))
+    }
+}

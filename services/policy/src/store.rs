@@ -1,0 +1,107 @@
+//! The tenants' own policy rules, in portable SQL; every query names its tenant.
+
+use somagent_common::constitution::Severity;
+use somagent_common::infra::db::{Db, DbError, Migration};
+use sqlx::Row;
+
+use crate::rules::{Rule, RuleKind};
+
+/// Never edit one that has been applied: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "rules",
+    include_str!("../migrations/0001_rules.sql"),
+)];
+
+const SELECT: &str = "SELECT id, name, description, kind, value, severity, score, enabled, updated_at FROM policy_rules";
+
+#[derive(Clone)]
+pub struct RuleStore {
+    db: Db,
+}
+
+impl RuleStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn list(&self, tenant: &str) -> Result<Vec<Rule>, DbError> {
+        let sql = format!("{SELECT} WHERE tenant_id = $1 ORDER BY id");
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(rule_row)
+            .collect::<Result<_, _>>()
+            .map_err(DbError::Query)
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Rule>, DbError> {
+        let sql = format!("{SELECT} WHERE tenant_id = $1 AND id = $2");
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref()
+            .map(rule_row)
+            .transpose()
+            .map_err(DbError::Query)
+    }
+
+    /// Inserts or, with `replace`, updates; false if `replace` found nothing.
+    pub async fn save(&self, tenant: &str, rule: &Rule, replace: bool) -> Result<bool, DbError> {
+        let sql = if replace {
+            "UPDATE policy_rules SET name = $3, description = $4, kind = $5, value = $6, severity = $7, \
+             score = $8, enabled = $9, updated_at = $10 WHERE tenant_id = $1 AND id = $2"
+        } else {
+            "INSERT INTO policy_rules (tenant_id, id, name, description, kind, value, severity, score, enabled, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        };
+        let done = sqlx::query(sql)
+            .bind(tenant)
+            .bind(&rule.id)
+            .bind(&rule.name)
+            .bind(&rule.description)
+            .bind(rule.kind.as_str())
+            .bind(&rule.value)
+            .bind(rule.severity.as_str())
+            .bind(i64::from(rule.score))
+            .bind(i64::from(rule.enabled))
+            .bind(rule.updated_at)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected();
+        Ok(done == 1)
+    }
+
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
+        Ok(
+            sqlx::query("DELETE FROM policy_rules WHERE tenant_id = $1 AND id = $2")
+                .bind(tenant)
+                .bind(id)
+                .execute(self.db.pool())
+                .await?
+                .rows_affected()
+                == 1,
+        )
+    }
+}
+
+fn rule_row(r: &sqlx::any::AnyRow) -> Result<Rule, sqlx::Error> {
+    let bad = |what: &str| sqlx::Error::Decode(format!("stored rule has an unknown {what}").into());
+    let kind: String = r.try_get(3)?;
+    let severity: String = r.try_get(5)?;
+    Ok(Rule {
+        id: r.try_get(0)?,
+        name: r.try_get(1)?,
+        description: r.try_get(2)?,
+        kind: RuleKind::parse(&kind).ok_or_else(|| bad("kind"))?,
+        value: r.try_get(4)?,
+        severity: Severity::parse(&severity).ok_or_else(|| bad("severity"))?,
+        score: r.try_get::<i64, _>(6)? as u32,
+        enabled: r.try_get::<i64, _>(7)? == 1,
+        updated_at: r.try_get(8)?,
+    })
+}
