@@ -14,6 +14,7 @@ mod policy;
 mod rate_limits;
 mod rbac;
 mod service_tokens;
+mod sessions;
 mod startup;
 mod telemetry;
 mod tenants;

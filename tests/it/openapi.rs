@@ -62,6 +62,12 @@ async fn the_openapi_document_covers_every_public_route() {
         ("get", "/v1/constitutions/current"),
         ("get", "/v1/constitutions/{version}"),
         ("post", "/v1/constitutions"),
+        ("post", "/v1/sessions"),
+        ("get", "/v1/sessions"),
+        ("get", "/v1/sessions/{id}"),
+        ("delete", "/v1/sessions/{id}"),
+        ("post", "/v1/sessions/{id}/messages"),
+        ("get", "/v1/sessions/{id}/messages"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

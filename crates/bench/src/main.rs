@@ -2,6 +2,7 @@
 
 mod auth;
 mod events;
+mod policy;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -52,6 +53,21 @@ enum Command {
         #[arg(long, default_value = "GET /v1/me")]
         label: String,
     },
+    /// Policy evaluation in process (regorus; OPA too when SOMAGENT_TEST_OPA_URL is set)
+    /// when `--gateway` is not given, or `POST /v1/policy/evaluate` through a gateway.
+    Policy {
+        /// Evaluations in the in-process measurement.
+        #[arg(long, default_value_t = 20_000)]
+        evaluations: usize,
+        /// A running gateway to load, e.g. http://127.0.0.1:10000.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// The bootstrap admin's password on that platform.
+        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        password: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
 }
 
 #[tokio::main]
@@ -75,5 +91,16 @@ async fn main() -> anyhow::Result<()> {
             label,
             ..
         } => auth::me_load(&gateway, &password, concurrency, seconds, &label).await,
+        Command::Policy {
+            evaluations,
+            gateway: None,
+            ..
+        } => policy::in_process(evaluations).await,
+        Command::Policy {
+            gateway: Some(gateway),
+            password,
+            seconds,
+            ..
+        } => policy::through_gateway(&gateway, &password, seconds).await,
     }
 }

@@ -97,7 +97,7 @@ impl ErrorCode {
         }
     }
 
-    fn parse(code: &str) -> Option<Self> {
+    pub fn parse(code: &str) -> Option<Self> {
         ALL.iter().copied().find(|c| c.as_str() == code)
     }
 }

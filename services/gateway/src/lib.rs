@@ -28,9 +28,10 @@ use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_map
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
-use somagent_common::service::{CONSTITUTION, IDENTITY, POLICY, SLM};
+use somagent_common::service::{CONSTITUTION, IDENTITY, ORCHESTRATOR, POLICY, SLM};
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
@@ -45,6 +46,7 @@ pub struct Gateway {
     pub policy: PolicyServiceClient<tonic::transport::Channel>,
     pub constitution: ConstitutionServiceClient<tonic::transport::Channel>,
     pub moderation: moderation::Moderation,
+    pub orchestrator: OrchestratorServiceClient<tonic::transport::Channel>,
     pub login_limits: login_limits::LoginLimits,
     pub revocations: revocations::Revocations,
     pub request_limits: request_limits::RequestLimits,
@@ -107,6 +109,14 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     };
     let policy = PolicyServiceClient::new(internal(&POLICY)?);
     let constitution = ConstitutionServiceClient::new(internal(&CONSTITUTION)?);
+    // Turns stream for as long as the model answers: no overall timeout.
+    let orchestrator_url = config.endpoint(&ORCHESTRATOR);
+    let orchestrator = OrchestratorServiceClient::new(
+        tonic::transport::Endpoint::from_shared(orchestrator_url.clone())
+            .with_context(|| format!("endpoints.orchestrator `{orchestrator_url}`"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy(),
+    );
     let issuer = config.issuer();
     let mut issuers = vec![TrustedIssuer {
         issuer: issuer.clone(),
@@ -122,6 +132,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         moderation: moderation::Moderation::new(policy.clone(), cache.clone()),
         policy,
         constitution,
+        orchestrator,
         login_limits: login_limits::LoginLimits::new(cache.clone()),
         request_limits: request_limits::RequestLimits::new(
             cache.clone(),

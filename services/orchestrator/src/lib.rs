@@ -1,19 +1,95 @@
-//! The orchestrator service: sessions, multi-agent runs and KAMACHIQ projects as durable workflows.
+//! The orchestrator service: sessions and their turns, each turn a durable workflow
+//! (`SessionWorkflow`) on the local engine: journaled in the relational store, resumed
+//! after a restart from its last completed activity, exactly one completion per turn.
 //!
-//! Layout: `build` wires the service from its context (database with this service's
-//! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-orchestrator`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! Layout: `workflow/` (the context, activity options, the local engine), `turn` (the
+//! session turn and its activities), `store` (sessions, messages), `hub` (live events),
+//! `service_tokens` (acting for users from activities), `grpc`.
 
+mod grpc;
+mod hub;
+mod service_tokens;
+mod store;
+mod turn;
+pub mod workflow;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
+use somagent_common::auth::{ServiceKey, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
+use somagent_common::service::{IDENTITY, POLICY, SLM, ServiceSpec};
+
+use crate::workflow::local::{LocalEngine, WorkflowFn};
 
 pub use somagent_common::service::ORCHESTRATOR as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 
-/// Builds the service from its context, ready to run.
+/// Builds the service from its context, ready to run; turns a previous process left
+/// unfinished are resumed.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
-    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+    let config = ctx.config.clone();
+    let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
+    let db = builder
+        .db()
+        .context("the orchestrator needs its database")?
+        .clone();
+    let shared = &builder.context().backends;
+    let events = shared
+        .events
+        .clone()
+        .context("the orchestrator needs the event bus")?;
+    let cache = shared
+        .cache
+        .clone()
+        .context("the orchestrator needs the cache")?;
+    let channel = |spec: &'static ServiceSpec,
+                   timeout: Option<Duration>|
+     -> anyhow::Result<tonic::transport::Channel> {
+        let url = config.endpoint(spec);
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .with_context(|| format!("endpoints.{} `{url}`", spec.name))?
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(timeout) = timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        Ok(endpoint.connect_lazy())
+    };
+    let store = store::SessionStore::new(db.clone());
+    let hub = Arc::new(hub::TurnHub::default());
+    let activities = turn::TurnActivities {
+        store: store.clone(),
+        policy: PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
+        slm: SlmServiceClient::new(channel(&SLM, None)?),
+        tokens: service_tokens::ServiceTokens::new(
+            IdentityServiceClient::new(channel(&IDENTITY, Some(Duration::from_secs(10)))?),
+            ServiceKey::load(&config.data_dir)?,
+        ),
+        hub: hub.clone(),
+        events,
+    };
+    let mut workflows: HashMap<&'static str, WorkflowFn> = HashMap::new();
+    workflows.insert(
+        turn::KIND,
+        Arc::new(|ctx, input| Box::pin(turn::session_turn(ctx, input))),
+    );
+    let engine = LocalEngine::new(db, Arc::new(activities), workflows);
+    engine.keep_resuming();
+    let grpc = grpc::OrchestratorGrpc {
+        store,
+        engine,
+        hub,
+        verifier: Arc::new(Verifier::new(vec![builtin_issuer(&config)], Some(cache))),
+    };
+    let service =
+        somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer::new(grpc);
+    Ok(builder.grpc(service).build())
 }

@@ -10,10 +10,10 @@
 #[cfg(test)]
 mod contract;
 mod decider;
-mod engine;
+pub mod engine;
 mod grpc;
-mod rego;
-mod rules;
+pub mod rego;
+pub mod rules;
 mod store;
 
 use std::sync::Arc;

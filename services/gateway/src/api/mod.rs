@@ -9,6 +9,7 @@ mod openapi;
 mod policy;
 mod principal;
 mod profiles;
+mod sessions;
 mod tenants;
 mod users;
 mod views;
@@ -57,6 +58,9 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(policy::current_constitution))
         .routes(routes!(policy::constitution_version))
         .routes(routes!(policy::publish_constitution))
+        .routes(routes!(sessions::create, sessions::list))
+        .routes(routes!(sessions::get, sessions::delete))
+        .routes(routes!(sessions::send, sessions::messages))
         .with_state(gateway)
         .split_for_parts()
 }

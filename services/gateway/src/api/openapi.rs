@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         (name = "api-keys", description = "API keys, sent as `X-API-Key`"),
         (name = "models", description = "OpenAI-compatible chat and the tenant's model profiles"),
         (name = "policy", description = "Policy decisions, the tenant's rules and its signed constitution"),
+        (name = "sessions", description = "Agent sessions and their turns, streamed over SSE"),
     )
 )]
 pub struct ApiDoc;

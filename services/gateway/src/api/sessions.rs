@@ -1,0 +1,367 @@
+//! `/v1/sessions`: agent sessions and their turns. Sending a message starts a turn (a
+//! durable workflow in the orchestrator); with `Accept: text/event-stream` its events
+//! stream back as they happen (`delta`, `tool_call`, `policy`, `message`, `done`,
+//! `error`), otherwise the answer comes when the turn is done. Prompts go through the
+//! tenant's moderation first.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use somagent_common::auth::Capability;
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::proto::common::v1::PageRequest;
+use somagent_common::proto::orchestrator::v1 as pb;
+use utoipa::ToSchema;
+
+use super::Authenticated;
+use super::tenants::{Page, json_body};
+use super::views::{Problem, next_cursor};
+use crate::Gateway;
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSession {
+    /// If given, the first turn starts with it.
+    prompt: Option<String>,
+    capsule_id: Option<String>,
+    /// A model profile (`GET /v1/models`); the tenant's default if absent.
+    model: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Option<Value>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionView {
+    session_id: String,
+    owner: String,
+    /// `idle` or `running`.
+    status: String,
+    capsule_id: Option<String>,
+    model: Option<String>,
+    #[schema(value_type = Object)]
+    metadata: Value,
+    turns: u32,
+    created_at: String,
+}
+
+impl From<pb::Session> for SessionView {
+    fn from(s: pb::Session) -> Self {
+        Self {
+            session_id: s.id,
+            owner: s.owner,
+            status: s.status,
+            capsule_id: Some(s.capsule_id).filter(|c| !c.is_empty()),
+            model: Some(s.model).filter(|m| !m.is_empty()),
+            metadata: serde_json::from_str(&s.metadata_json).unwrap_or(Value::Null),
+            turns: s.turns,
+            created_at: s.created_at,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SessionPage {
+    sessions: Vec<SessionView>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SendMessage {
+    content: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    id: String,
+    /// `user`, `assistant` or `tool`.
+    role: String,
+    content: String,
+    #[schema(value_type = Object)]
+    tool_calls: Option<Value>,
+    tool_call_id: Option<String>,
+    turn: u32,
+    created_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessagePage {
+    messages: Vec<MessageView>,
+    next_cursor: Option<String>,
+}
+
+/// The answer to a message, when not streamed.
+#[derive(Serialize, ToSchema)]
+pub struct TurnAnswer {
+    turn: u32,
+    /// `completed`, `withheld` (the answer broke the policy) or `denied` (the message did).
+    outcome: String,
+    message: Option<MessageView>,
+    #[schema(value_type = Object)]
+    usage: Value,
+    #[schema(value_type = Object)]
+    policy: Option<Value>,
+}
+
+/// Create a session; with a `prompt`, its first turn starts at once.
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions", request_body = CreateSession,
+    responses((status = 201, body = SessionView), (status = 401, body = Problem),
+        (status = 403, description = "a missing capability, or a prompt the policy refuses (with what was flagged)", body = Problem),
+        (status = 422, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn create(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    body: Result<Json<CreateSession>, JsonRejection>,
+) -> Result<(StatusCode, Json<SessionView>), ApiError> {
+    auth.principal.require(Capability::SessionsWrite)?;
+    let b = json_body(body)?;
+    if let Some(prompt) = &b.prompt {
+        gateway.moderation.check_prompt(&auth, prompt, "").await?;
+    }
+    let request = pb::CreateSessionRequest {
+        capsule_id: b.capsule_id.unwrap_or_default(),
+        model: b.model.unwrap_or_default(),
+        metadata_json: b.metadata.map(|m| m.to_string()).unwrap_or_default(),
+    };
+    let mut orchestrator = gateway.orchestrator.clone();
+    let mut session = orchestrator
+        .create_session(auth.forward(request))
+        .await?
+        .into_inner();
+    if let Some(prompt) = b.prompt {
+        let request = pb::SendMessageRequest {
+            session_id: session.id.clone(),
+            content: prompt,
+        };
+        // The turn runs on its own; its events are for whoever watches the session.
+        drop(orchestrator.send_message(auth.forward(request)).await?);
+        session.status = "running".into();
+        session.turns = 1;
+    }
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+/// The caller's sessions (all of the tenant's for its admins).
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions", params(Page),
+    responses((status = 200, body = SessionPage), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn list(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Query(page): Query<Page>,
+) -> Result<Json<SessionPage>, ApiError> {
+    auth.principal.require(Capability::SessionsRead)?;
+    let answer = gateway
+        .orchestrator
+        .clone()
+        .list_sessions(auth.forward(pb::ListSessionsRequest {
+            page: Some(PageRequest::from(page)),
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(SessionPage {
+        sessions: answer.sessions.into_iter().map(SessionView::from).collect(),
+        next_cursor: next_cursor(answer.page),
+    }))
+}
+
+/// One session.
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's id")),
+    responses((status = 200, body = SessionView), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn get(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<Json<SessionView>, ApiError> {
+    auth.principal.require(Capability::SessionsRead)?;
+    let s = gateway
+        .orchestrator
+        .clone()
+        .get_session(auth.forward(pb::GetSessionRequest { id }))
+        .await?
+        .into_inner();
+    Ok(Json(s.into()))
+}
+
+/// Delete a session.
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions", params(("id" = String, Path, description = "the session's id")),
+    responses((status = 204, description = "deleted"), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    auth.principal.require(Capability::SessionsWrite)?;
+    gateway
+        .orchestrator
+        .clone()
+        .delete_session(auth.forward(pb::DeleteSessionRequest { id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The session's messages, oldest first.
+#[utoipa::path(get, path = "/v1/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "the session's id"), Page),
+    responses((status = 200, body = MessagePage), (status = 401, body = Problem), (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn messages(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    Query(page): Query<Page>,
+) -> Result<Json<MessagePage>, ApiError> {
+    auth.principal.require(Capability::SessionsRead)?;
+    let answer = gateway
+        .orchestrator
+        .clone()
+        .list_messages(auth.forward(pb::ListMessagesRequest {
+            session_id: id,
+            page: Some(PageRequest::from(page)),
+        }))
+        .await?
+        .into_inner();
+    Ok(Json(MessagePage {
+        messages: answer.messages.into_iter().map(message_view).collect(),
+        next_cursor: next_cursor(answer.page),
+    }))
+}
+
+fn message_view(m: pb::Message) -> MessageView {
+    MessageView {
+        id: m.id,
+        role: m.role,
+        content: m.content,
+        tool_calls: Some(m.tool_calls_json)
+            .filter(|t| !t.is_empty())
+            .and_then(|t| serde_json::from_str(&t).ok()),
+        tool_call_id: Some(m.tool_call_id).filter(|t| !t.is_empty()),
+        turn: m.turn,
+        created_at: m.created_at,
+    }
+}
+
+/// Send a message: the next turn. `Accept: text/event-stream` streams its events
+/// (`delta`, `tool_call`, `policy`, `message`, `done` with usage, `error`); otherwise the
+/// answer comes when the turn is done.
+#[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions",
+    params(("id" = String, Path, description = "the session's id")), request_body = SendMessage,
+    responses((status = 200, description = "the answer, or an SSE stream of the turn's events", body = TurnAnswer),
+        (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+        (status = 409, description = "the session is still answering", body = Problem), (status = 422, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn send(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<SendMessage>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    auth.principal.require(Capability::SessionsWrite)?;
+    let b = json_body(body)?;
+    gateway
+        .moderation
+        .check_prompt(&auth, &b.content, &id)
+        .await?;
+    let stream_wanted = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/event-stream"));
+    let request = pb::SendMessageRequest {
+        session_id: id,
+        content: b.content,
+    };
+    let events = gateway
+        .orchestrator
+        .clone()
+        .send_message(auth.forward(request))
+        .await?
+        .into_inner();
+    if stream_wanted {
+        let sse = events.map(|item| {
+            Ok::<_, Infallible>(match item {
+                Ok(e) => Event::default().event(e.r#type).data(e.data_json),
+                Err(status) => {
+                    let error = ApiError::from(status);
+                    Event::default().event("error").data(
+                        json!({ "code": error.code.as_str(), "message": error.message })
+                            .to_string(),
+                    )
+                }
+            })
+        });
+        let mut response = Sse::new(sse)
+            .keep_alive(KeepAlive::default())
+            .into_response();
+        response
+            .headers_mut()
+            .insert("x-accel-buffering", HeaderValue::from_static("no"));
+        return Ok(response);
+    }
+    let mut events = events;
+    let mut answer = TurnAnswer {
+        turn: 0,
+        outcome: String::new(),
+        message: None,
+        usage: json!({}),
+        policy: None,
+    };
+    while let Some(item) = events.next().await {
+        let e = item?;
+        let data: Value = serde_json::from_str(&e.data_json).unwrap_or(Value::Null);
+        match e.r#type.as_str() {
+            "message" => {
+                answer.message = Some(MessageView {
+                    id: String::new(),
+                    role: data["role"].as_str().unwrap_or("assistant").to_owned(),
+                    content: data["content"].as_str().unwrap_or_default().to_owned(),
+                    tool_calls: None,
+                    tool_call_id: None,
+                    turn: data["turn"].as_u64().unwrap_or(0) as u32,
+                    created_at: String::new(),
+                })
+            }
+            "policy" => answer.policy = Some(data),
+            "done" => {
+                answer.turn = data["turn"].as_u64().unwrap_or(0) as u32;
+                answer.outcome = data["outcome"].as_str().unwrap_or_default().to_owned();
+                answer.usage = data["usage"].clone();
+                return Ok(Json(answer).into_response());
+            }
+            "error" => {
+                let code = data["code"]
+                    .as_str()
+                    .and_then(ErrorCode::parse)
+                    .unwrap_or(ErrorCode::Unavailable);
+                let message = data["message"]
+                    .as_str()
+                    .unwrap_or("the turn failed")
+                    .to_owned();
+                return Err(ApiError::new(
+                    if code == ErrorCode::Internal {
+                        ErrorCode::Unavailable
+                    } else {
+                        code
+                    },
+                    message,
+                ));
+            }
+            _ => {}
+        }
+    }
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        "the turn's events ended before it was done",
+    ))
+}

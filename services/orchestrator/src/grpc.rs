@@ -1,0 +1,331 @@
+//! orchestrator's gRPC surface: sessions, their messages, and turns streamed as they
+//! run. Sessions belong to the user who made them; tenant admins see all of the
+//! tenant's. Another tenant's session is "not found".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use serde_json::{Value, json};
+use somagent_common::auth::grpc::principal_of;
+use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::proto::common::v1::{PageInfo, Usage};
+use somagent_common::proto::orchestrator::v1 as pb;
+use somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use tonic::{Request, Response, Status};
+
+use crate::hub::TurnHub;
+use crate::store::{Session, SessionStore};
+use crate::turn::{self, TurnInput};
+use crate::workflow::local::{LocalEngine, Outcome};
+
+/// The longest message a user may send.
+const MAX_CONTENT: usize = 100_000;
+
+pub struct OrchestratorGrpc {
+    pub store: SessionStore,
+    pub engine: Arc<LocalEngine>,
+    pub hub: Arc<TurnHub>,
+    pub verifier: Arc<Verifier>,
+}
+
+fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
+fn session_message(s: Session) -> pb::Session {
+    pb::Session {
+        id: s.id,
+        tenant: s.tenant,
+        owner: s.owner,
+        status: s.status,
+        capsule_id: s.capsule_id,
+        model: s.model,
+        metadata_json: s.metadata.to_string(),
+        created_at: rfc3339(s.created_at),
+        turns: s.turns,
+    }
+}
+
+impl OrchestratorGrpc {
+    /// The session if the caller may see it: theirs, or any of the tenant's for admins.
+    async fn visible(&self, principal: &Principal, id: &str) -> Result<Session, ApiError> {
+        let session = self
+            .store
+            .get(principal.tenant.as_str(), id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|s| s.owner == principal.subject || principal.can(Capability::TenantAdmin))
+            .ok_or_else(|| ApiError::not_found("session"))?;
+        Ok(session)
+    }
+}
+
+type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::TurnEvent, Status>> + Send>>;
+
+fn event(kind: &str, data: Value) -> pb::TurnEvent {
+    let usage = (kind == "done").then(|| Usage {
+        prompt_tokens: data["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
+        completion_tokens: data["usage"]["completion_tokens"].as_u64().unwrap_or(0),
+        cost_micros: data["usage"]["cost_micros"].as_i64().unwrap_or(0),
+        currency: "USD".into(),
+    });
+    pb::TurnEvent {
+        r#type: kind.into(),
+        data_json: data.to_string(),
+        usage,
+    }
+}
+
+#[tonic::async_trait]
+impl OrchestratorService for OrchestratorGrpc {
+    async fn create_session(
+        &self,
+        request: Request<pb::CreateSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsWrite)?;
+        let r = request.into_inner();
+        let metadata: Value = if r.metadata_json.is_empty() {
+            json!({})
+        } else {
+            serde_json::from_str(&r.metadata_json)
+                .map_err(|e| ApiError::validation("metadata", e.to_string()))?
+        };
+        if !metadata.is_object() || metadata.to_string().len() > 16 * 1024 {
+            return Err(
+                ApiError::validation("metadata", "is a JSON object of at most 16 KiB").into(),
+            );
+        }
+        if r.model.len() > 200 {
+            return Err(ApiError::validation("model", "is at most 200 characters").into());
+        }
+        let session = Session {
+            id: uuid::Uuid::now_v7().to_string(),
+            tenant: principal.tenant.as_str().to_owned(),
+            owner: principal.subject.clone(),
+            status: "idle".into(),
+            capsule_id: r.capsule_id,
+            model: r.model,
+            metadata,
+            turns: 0,
+            created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        };
+        self.store
+            .create(&session)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Response::new(session_message(session)))
+    }
+
+    async fn get_session(
+        &self,
+        request: Request<pb::GetSessionRequest>,
+    ) -> Result<Response<pb::Session>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsRead)?;
+        Ok(Response::new(session_message(
+            self.visible(&principal, &request.get_ref().id).await?,
+        )))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<pb::ListSessionsRequest>,
+    ) -> Result<Response<pb::ListSessionsResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsRead)?;
+        let page = request.into_inner().page.unwrap_or_default();
+        let limit = page.limit.clamp(1, 200);
+        let owner = (!principal.can(Capability::TenantAdmin)).then_some(principal.subject.as_str());
+        let mut rows = self
+            .store
+            .list(
+                principal.tenant.as_str(),
+                owner,
+                &page.cursor,
+                i64::from(limit) + 1,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        let next = if rows.len() > limit as usize {
+            rows.truncate(limit as usize);
+            rows.last().map(|s| s.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListSessionsResponse {
+            sessions: rows.into_iter().map(session_message).collect(),
+            page: Some(PageInfo { next_cursor: next }),
+        }))
+    }
+
+    async fn delete_session(
+        &self,
+        request: Request<pb::DeleteSessionRequest>,
+    ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsWrite)?;
+        let session = self.visible(&principal, &request.get_ref().id).await?;
+        self.store
+            .delete(principal.tenant.as_str(), &session.id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Response::new(pb::DeleteSessionResponse {}))
+    }
+
+    type SendMessageStream = EventStream;
+
+    async fn send_message(
+        &self,
+        request: Request<pb::SendMessageRequest>,
+    ) -> Result<Response<Self::SendMessageStream>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsWrite)?;
+        let r = request.into_inner();
+        if r.content.trim().is_empty() || r.content.len() > MAX_CONTENT {
+            return Err(
+                ApiError::validation("content", format!("is 1-{MAX_CONTENT} characters")).into(),
+            );
+        }
+        let session = self.visible(&principal, &r.session_id).await?;
+        // Subscribe before the turn starts, so no event is missed.
+        let mut events = self.hub.subscribe(&session.id);
+        let Some(turn_no) = self
+            .store
+            .begin_turn(principal.tenant.as_str(), &session.id, &r.content)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the session is still answering its last message",
+            )
+            .into());
+        };
+        let input = TurnInput {
+            session_id: session.id.clone(),
+            turn: turn_no,
+            tenant: principal.tenant.as_str().to_owned(),
+            subject: principal.subject.clone(),
+            capabilities: principal
+                .capabilities
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            model: session.model.clone(),
+            content: r.content,
+        };
+        let run = turn::run_id(&session.id, turn_no);
+        let value = serde_json::to_value(&input).map_err(ApiError::internal)?;
+        self.engine
+            .start(turn::KIND, &run, principal.tenant.as_str(), &value)
+            .await
+            .map_err(ApiError::internal)?;
+        let engine = self.engine.clone();
+        let stream = async_stream(move |tx| async move {
+            loop {
+                match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
+                    Ok(Ok(e)) if e.turn == turn_no => {
+                        let last = matches!(e.kind, "done" | "error");
+                        if tx.send(Ok(event(e.kind, e.data))).await.is_err() || last {
+                            return;
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
+                    Ok(Err(_)) => return,
+                    // Quiet for a while: the turn may have ended in another process.
+                    Err(_) => match engine.outcome(&run).await {
+                        Ok(Some(Outcome::Completed(v))) => {
+                            let _ = tx.send(Ok(event("done", json!({ "outcome": v["outcome"], "turn": turn_no, "usage": v["usage"] })))).await;
+                            return;
+                        }
+                        Ok(Some(Outcome::Failed(e))) => {
+                            let _ = tx
+                                .send(Ok(event(
+                                    "error",
+                                    serde_json::to_value(e).unwrap_or_default(),
+                                )))
+                                .await;
+                            return;
+                        }
+                        _ => {}
+                    },
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    async fn list_messages(
+        &self,
+        request: Request<pb::ListMessagesRequest>,
+    ) -> Result<Response<pb::ListMessagesResponse>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsRead)?;
+        let r = request.into_inner();
+        let session = self.visible(&principal, &r.session_id).await?;
+        let page = r.page.unwrap_or_default();
+        let limit = page.limit.clamp(1, 500) as usize;
+        let after: i64 = if page.cursor.is_empty() {
+            0
+        } else {
+            page.cursor
+                .parse()
+                .map_err(|_| ApiError::validation("cursor", "is not a cursor of this list"))?
+        };
+        let mut rows = self
+            .store
+            .messages(
+                principal.tenant.as_str(),
+                &session.id,
+                after,
+                limit as i64 + 1,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|(p, _)| p.to_string()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListMessagesResponse {
+            messages: rows
+                .into_iter()
+                .map(|(_, m)| pb::Message {
+                    id: m.id,
+                    session_id: m.session_id,
+                    role: m.role,
+                    content: m.content,
+                    tool_calls_json: m.tool_calls,
+                    created_at: rfc3339(m.created_at),
+                    turn: m.turn,
+                    tool_call_id: m.tool_call_id,
+                })
+                .collect(),
+            page: Some(PageInfo { next_cursor: next }),
+        }))
+    }
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream<F, Fut>(produce: F) -> EventStream
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::TurnEvent, Status>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(produce(tx));
+    Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
+}

@@ -1,0 +1,312 @@
+//! Sessions and their messages, in portable SQL; every query names its tenant.
+
+use serde_json::Value;
+use somagent_common::infra::db::{Db, DbError, Migration};
+use sqlx::Row;
+
+/// Never edit one that has been applied: add the next.
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "sessions",
+    include_str!("../migrations/0001_sessions.sql"),
+)];
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Session {
+    pub id: String,
+    pub tenant: String,
+    pub owner: String,
+    pub status: String,
+    pub capsule_id: String,
+    pub model: String,
+    pub metadata: Value,
+    pub turns: u32,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub id: String,
+    pub session_id: String,
+    pub turn: u32,
+    pub role: String,
+    pub content: String,
+    pub tool_calls: String,
+    pub tool_call_id: String,
+    pub created_at: i64,
+}
+
+#[derive(Clone)]
+pub struct SessionStore {
+    db: Db,
+}
+
+const SESSION_COLUMNS: &str =
+    "id, tenant_id, owner, status, capsule_id, model, metadata, turns, created_at";
+const MESSAGE_COLUMNS: &str =
+    "id, session_id, turn, role, content, tool_calls, tool_call_id, created_at";
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+impl SessionStore {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn create(&self, s: &Session) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO sessions (id, tenant_id, owner, status, capsule_id, model, metadata, turns, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.owner)
+        .bind(&s.status)
+        .bind(&s.capsule_id)
+        .bind(&s.model)
+        .bind(s.metadata.to_string())
+        .bind(s.created_at)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Session>, DbError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND id = $2 AND status <> 'deleted'"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref()
+            .map(session_row)
+            .transpose()
+            .map_err(DbError::Query)
+    }
+
+    /// A page of the tenant's sessions (of `owner` if given), after `after`.
+    pub async fn list(
+        &self,
+        tenant: &str,
+        owner: Option<&str>,
+        after: &str,
+        limit: i64,
+    ) -> Result<Vec<Session>, DbError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND status <> 'deleted' AND id > $2 \
+             AND ($3 = '' OR owner = $3) ORDER BY id LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(after)
+            .bind(owner.unwrap_or_default())
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(session_row)
+            .collect::<Result<_, _>>()
+            .map_err(DbError::Query)
+    }
+
+    pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
+        Ok(sqlx::query("UPDATE sessions SET status = 'deleted', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status <> 'deleted'")
+            .bind(now())
+            .bind(tenant)
+            .bind(id)
+            .execute(self.db.pool())
+            .await?
+            .rows_affected()
+            == 1)
+    }
+
+    /// Opens turn n+1 of an idle session and stores the user's message with it, in one
+    /// transaction; None if the session is busy with a turn (or gone).
+    pub async fn begin_turn(
+        &self,
+        tenant: &str,
+        id: &str,
+        content: &str,
+    ) -> Result<Option<u32>, DbError> {
+        let mut tx = self.db.pool().begin().await?;
+        let claimed = sqlx::query(
+            "UPDATE sessions SET status = 'running', turns = turns + 1, updated_at = $1 \
+             WHERE tenant_id = $2 AND id = $3 AND status = 'idle'",
+        )
+        .bind(now())
+        .bind(tenant)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed != 1 {
+            return Ok(None);
+        }
+        let turn: i64 = sqlx::query("SELECT turns FROM sessions WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get(0)?;
+        let position = next_position(&mut tx, id).await?;
+        insert_message(
+            &mut tx,
+            tenant,
+            &format!("session-{id}-turn-{turn}-user"),
+            id,
+            turn,
+            position,
+            "user",
+            content,
+            "",
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Some(turn as u32))
+    }
+
+    /// Stores a turn's new messages once (ids fixed by the turn), and makes the session
+    /// idle again.
+    pub async fn finish_turn(
+        &self,
+        tenant: &str,
+        id: &str,
+        turn: u32,
+        messages: &[(String, String, String, String)],
+    ) -> Result<(), DbError> {
+        let mut tx = self.db.pool().begin().await?;
+        for (i, (role, content, tool_calls, tool_call_id)) in messages.iter().enumerate() {
+            let message_id = format!("session-{id}-turn-{turn}-{i}");
+            let exists = sqlx::query("SELECT 1 FROM messages WHERE id = $1")
+                .bind(&message_id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            if !exists {
+                let position = next_position(&mut tx, id).await?;
+                insert_message(
+                    &mut tx,
+                    tenant,
+                    &message_id,
+                    id,
+                    i64::from(turn),
+                    position,
+                    role,
+                    content,
+                    tool_calls,
+                    tool_call_id,
+                )
+                .await?;
+            }
+        }
+        sqlx::query("UPDATE sessions SET status = 'idle', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'running'")
+            .bind(now())
+            .bind(tenant)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The session's messages in order, after position `after`.
+    pub async fn messages(
+        &self,
+        tenant: &str,
+        id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, StoredMessage)>, DbError> {
+        let sql = format!(
+            "SELECT {MESSAGE_COLUMNS}, position FROM messages WHERE tenant_id = $1 AND session_id = $2 AND position > $3 \
+             ORDER BY position LIMIT $4"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(8)?, message_row(r)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::Query)
+    }
+}
+
+async fn next_position(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    session: &str,
+) -> Result<i64, DbError> {
+    let last: Option<i64> = sqlx::query("SELECT MAX(position) FROM messages WHERE session_id = $1")
+        .bind(session)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+    Ok(last.unwrap_or(0) + 1)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn insert_message(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tenant: &str,
+    id: &str,
+    session: &str,
+    turn: i64,
+    position: i64,
+    role: &str,
+    content: &str,
+    tool_calls: &str,
+    tool_call_id: &str,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO messages (id, tenant_id, session_id, turn, position, role, content, tool_calls, tool_call_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(id)
+    .bind(tenant)
+    .bind(session)
+    .bind(turn)
+    .bind(position)
+    .bind(role)
+    .bind(content)
+    .bind(tool_calls)
+    .bind(tool_call_id)
+    .bind(now())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
+    let metadata: String = r.try_get(6)?;
+    Ok(Session {
+        id: r.try_get(0)?,
+        tenant: r.try_get(1)?,
+        owner: r.try_get(2)?,
+        status: r.try_get(3)?,
+        capsule_id: r.try_get(4)?,
+        model: r.try_get(5)?,
+        metadata: serde_json::from_str(&metadata).unwrap_or(Value::Null),
+        turns: r.try_get::<i64, _>(7)? as u32,
+        created_at: r.try_get(8)?,
+    })
+}
+
+fn message_row(r: &sqlx::any::AnyRow) -> Result<StoredMessage, sqlx::Error> {
+    Ok(StoredMessage {
+        id: r.try_get(0)?,
+        session_id: r.try_get(1)?,
+        turn: r.try_get::<i64, _>(2)? as u32,
+        role: r.try_get(3)?,
+        content: r.try_get(4)?,
+        tool_calls: r.try_get(5)?,
+        tool_call_id: r.try_get(6)?,
+        created_at: r.try_get(7)?,
+    })
+}

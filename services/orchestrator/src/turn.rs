@@ -1,0 +1,406 @@
+//! `SessionWorkflow`, one turn: policy on the input (a denial is final) → the model,
+//! its deltas streamed out as they come → tool calls answered (no tools are installed
+//! yet, so every call gets a tool error back and the model carries on) → policy on the
+//! output → messages persisted → `conversation.events`. Usage is metered by slm, and
+//! every policy decision audited by policy.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::proto::policy::v1 as ppb;
+use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::proto::slm::v1 as spb;
+use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
+use somagent_common::tenant::TenantId;
+
+use crate::hub::{TurnEvent, TurnHub};
+use crate::service_tokens::ServiceTokens;
+use crate::store::SessionStore;
+use crate::workflow::{Activities, ActivityError, ActivityOptions, WorkflowContext};
+
+pub const KIND: &str = "session_turn";
+/// Rounds of tool calls before the model must answer.
+const MAX_TOOL_ROUNDS: usize = 4;
+const QUICK: ActivityOptions = ActivityOptions::new(Duration::from_secs(10), 3);
+/// The model call: slm bounds the wait for each token; this bounds the whole answer.
+const MODEL: ActivityOptions = ActivityOptions::new(Duration::from_secs(300), 2);
+pub const WITHHELD: &str = "[withheld: the answer broke this tenant's policy]";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TurnInput {
+    pub session_id: String,
+    pub turn: u32,
+    pub tenant: String,
+    pub subject: String,
+    /// What the user's request could do; the turn acts with no more.
+    pub capabilities: Vec<String>,
+    pub model: String,
+    pub content: String,
+}
+
+/// The workflow id of turn `turn` of session `session`: stable, so a retried start is
+/// the same run.
+pub fn run_id(session: &str, turn: u32) -> String {
+    format!("session-{session}-turn-{turn}")
+}
+
+fn who(input: &TurnInput) -> Value {
+    json!({ "tenant": input.tenant, "subject": input.subject, "capabilities": input.capabilities, "session_id": input.session_id, "turn": input.turn })
+}
+
+/// The turn, as a workflow: only activities do I/O.
+pub async fn session_turn(
+    ctx: Arc<dyn WorkflowContext>,
+    input: Value,
+) -> Result<Value, ActivityError> {
+    let input: TurnInput = serde_json::from_value(input)
+        .map_err(|e| ActivityError::fatal("validation_failed", format!("turn input: {e}")))?;
+    match turn(ctx.as_ref(), &input).await {
+        Ok(done) => Ok(done),
+        Err(error) => {
+            // The session must not stay busy, and watchers must hear why.
+            let finish =
+                json!({ "who": who(&input), "outcome": "failed", "error": error, "messages": [] });
+            ctx.activity("turn.finish", finish, QUICK).await?;
+            Err(error)
+        }
+    }
+}
+
+async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, ActivityError> {
+    let check =
+        |action: &str, text: &str| json!({ "who": who(input), "action": action, "text": text });
+    let asked = ctx
+        .activity("policy.check", check("prompt", &input.content), QUICK)
+        .await?;
+    if asked["allowed"] != true {
+        let finish =
+            json!({ "who": who(input), "outcome": "denied", "decision": asked, "messages": [] });
+        ctx.activity("turn.finish", finish, QUICK).await?;
+        return Ok(json!({ "outcome": "denied", "decision": asked }));
+    }
+    let history = ctx
+        .activity("session.history", json!({ "who": who(input) }), QUICK)
+        .await?;
+    let mut transcript: Vec<Value> = history.as_array().cloned().unwrap_or_default();
+    let mut new_messages: Vec<Value> = Vec::new();
+    let mut usage = json!({ "prompt_tokens": 0, "completion_tokens": 0, "cost_micros": 0 });
+    let mut answer = String::new();
+    for round in 0..=MAX_TOOL_ROUNDS {
+        let call = json!({ "who": who(input), "model": input.model, "messages": transcript, "round": round });
+        let reply = ctx.activity("model.complete", call, MODEL).await?;
+        for key in ["prompt_tokens", "completion_tokens", "cost_micros"] {
+            usage[key] =
+                json!(usage[key].as_i64().unwrap_or(0) + reply["usage"][key].as_i64().unwrap_or(0));
+        }
+        answer = reply["content"].as_str().unwrap_or_default().to_owned();
+        let calls = reply["tool_calls"].as_array().cloned().unwrap_or_default();
+        if calls.is_empty() || round == MAX_TOOL_ROUNDS {
+            break;
+        }
+        let assistant = json!({ "role": "assistant", "content": answer, "tool_calls": calls });
+        transcript.push(assistant.clone());
+        new_messages.push(assistant);
+        for call in &calls {
+            let name = call["function"]["name"].as_str().unwrap_or_default();
+            let result = json!({
+                "role": "tool",
+                "tool_call_id": call["id"],
+                "content": json!({ "error": format!("the tool `{name}` is not available") }).to_string(),
+            });
+            transcript.push(result.clone());
+            new_messages.push(result);
+        }
+    }
+    let said = ctx
+        .activity("policy.check", check("completion", &answer), QUICK)
+        .await?;
+    let allowed = said["allowed"] == true;
+    let content = if allowed { answer } else { WITHHELD.to_owned() };
+    new_messages.push(json!({ "role": "assistant", "content": content }));
+    let outcome = if allowed { "completed" } else { "withheld" };
+    let finish = json!({ "who": who(input), "outcome": outcome, "decision": said, "messages": new_messages, "usage": usage });
+    ctx.activity("turn.finish", finish, QUICK).await?;
+    Ok(json!({ "outcome": outcome, "content": content, "usage": usage }))
+}
+
+/// The turn's activities: the calls to policy, slm and the store, and the events.
+pub struct TurnActivities {
+    pub store: SessionStore,
+    pub policy: PolicyServiceClient<tonic::transport::Channel>,
+    pub slm: SlmServiceClient<tonic::transport::Channel>,
+    pub tokens: ServiceTokens,
+    pub hub: Arc<TurnHub>,
+    pub events: EventBus,
+}
+
+#[derive(Deserialize)]
+struct Who {
+    tenant: String,
+    subject: String,
+    capabilities: Vec<String>,
+    session_id: String,
+    turn: u32,
+}
+
+fn who_of(input: &Value) -> Result<Who, ActivityError> {
+    serde_json::from_value(input["who"].clone())
+        .map_err(|e| ActivityError::fatal("validation_failed", e.to_string()))
+}
+
+fn status_error(status: tonic::Status) -> ActivityError {
+    let retry = matches!(
+        status.code(),
+        tonic::Code::Unavailable
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::ResourceExhausted
+            | tonic::Code::Aborted
+    );
+    let code = somagent_common::error::ApiError::from(status.clone())
+        .code
+        .as_str()
+        .to_owned();
+    if retry {
+        ActivityError::retryable(&code, status.message())
+    } else {
+        ActivityError::fatal(&code, status.message())
+    }
+}
+
+impl TurnActivities {
+    fn emit(&self, who: &Who, kind: &'static str, data: Value) {
+        self.hub.send(TurnEvent {
+            session_id: who.session_id.clone(),
+            turn: who.turn,
+            kind,
+            data,
+        });
+    }
+
+    async fn token(&self, who: &Who) -> Result<String, ActivityError> {
+        self.tokens
+            .for_user(&who.tenant, &who.subject, &who.capabilities)
+            .await
+    }
+
+    async fn policy_check(&self, input: Value) -> Result<Value, ActivityError> {
+        let who = who_of(&input)?;
+        let request = ppb::EvaluateRequest {
+            action: input["action"].as_str().unwrap_or_default().to_owned(),
+            text: input["text"].as_str().unwrap_or_default().to_owned(),
+            tool: String::new(),
+            session_id: who.session_id.clone(),
+        };
+        let token = self.token(&who).await?;
+        let d = self
+            .policy
+            .clone()
+            .evaluate(somagent_common::auth::grpc::with_bearer(
+                &token,
+                tonic::Request::new(request),
+            ))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let decision = json!({
+            "allowed": d.allowed, "score": d.score, "severity": d.severity, "reasons": d.reasons,
+            "rule_ids": d.rule_ids, "flagged": d.flagged, "action": input["action"],
+        });
+        if !d.allowed {
+            self.emit(&who, "policy", decision.clone());
+        }
+        Ok(decision)
+    }
+
+    async fn history(&self, input: Value) -> Result<Value, ActivityError> {
+        let who = who_of(&input)?;
+        let rows = self
+            .store
+            .messages(&who.tenant, &who.session_id, 0, 10_000)
+            .await
+            .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
+        Ok(Value::Array(
+            rows.into_iter()
+                .map(|(_, m)| {
+                    let mut out = json!({ "role": m.role, "content": m.content });
+                    if !m.tool_calls.is_empty() {
+                        out["tool_calls"] =
+                            serde_json::from_str(&m.tool_calls).unwrap_or(Value::Null);
+                    }
+                    if !m.tool_call_id.is_empty() {
+                        out["tool_call_id"] = json!(m.tool_call_id);
+                    }
+                    out
+                })
+                .collect(),
+        ))
+    }
+
+    async fn model(&self, input: Value) -> Result<Value, ActivityError> {
+        let who = who_of(&input)?;
+        let messages = input["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| spb::ChatMessage {
+                role: m["role"].as_str().unwrap_or_default().to_owned(),
+                content: m["content"].as_str().unwrap_or_default().to_owned(),
+                tool_call_id: m["tool_call_id"].as_str().unwrap_or_default().to_owned(),
+                tool_calls_json: m
+                    .get("tool_calls")
+                    .filter(|v| !v.is_null())
+                    .map(Value::to_string)
+                    .unwrap_or_default(),
+                ..Default::default()
+            })
+            .collect();
+        let request = spb::ChatRequest {
+            model: input["model"].as_str().unwrap_or_default().to_owned(),
+            messages,
+            session_id: who.session_id.clone(),
+            ..Default::default()
+        };
+        let token = self.token(&who).await?;
+        let mut chunks = self
+            .slm
+            .clone()
+            .chat_completion_stream(somagent_common::auth::grpc::with_bearer(
+                &token,
+                tonic::Request::new(request),
+            ))
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        let mut content = String::new();
+        let mut calls: Vec<Value> = Vec::new();
+        let mut usage = json!({});
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(status_error)?;
+            if !chunk.delta.is_empty() {
+                content.push_str(&chunk.delta);
+                self.emit(&who, "delta", json!({ "content": chunk.delta }));
+            }
+            if !chunk.tool_calls_json.is_empty() {
+                let pieces: Value =
+                    serde_json::from_str(&chunk.tool_calls_json).unwrap_or(Value::Null);
+                for piece in pieces.as_array().into_iter().flatten() {
+                    let index = piece["index"].as_u64().unwrap_or(0) as usize;
+                    while calls.len() <= index {
+                        calls.push(json!({ "id": "", "type": "function", "function": { "name": "", "arguments": "" } }));
+                    }
+                    let call = &mut calls[index];
+                    if let Some(id) = piece["id"].as_str() {
+                        call["id"] = json!(id);
+                    }
+                    for field in ["name", "arguments"] {
+                        if let Some(part) = piece["function"][field].as_str() {
+                            let joined = format!(
+                                "{}{part}",
+                                call["function"][field].as_str().unwrap_or_default()
+                            );
+                            call["function"][field] = json!(joined);
+                        }
+                    }
+                }
+            }
+            if let Some(u) = chunk.usage {
+                usage = json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "cost_micros": u.cost_micros });
+            }
+        }
+        for call in &calls {
+            self.emit(&who, "tool_call", call.clone());
+        }
+        Ok(json!({ "content": content, "tool_calls": calls, "usage": usage }))
+    }
+
+    async fn finish(&self, workflow_id: &str, input: Value) -> Result<Value, ActivityError> {
+        let who = who_of(&input)?;
+        let messages: Vec<(String, String, String, String)> = input["messages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|m| {
+                (
+                    m["role"].as_str().unwrap_or_default().to_owned(),
+                    m["content"].as_str().unwrap_or_default().to_owned(),
+                    m.get("tool_calls")
+                        .filter(|v| !v.is_null())
+                        .map(Value::to_string)
+                        .unwrap_or_default(),
+                    m["tool_call_id"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        self.store
+            .finish_turn(&who.tenant, &who.session_id, who.turn, &messages)
+            .await
+            .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
+        let outcome = input["outcome"].as_str().unwrap_or("completed");
+        let tenant = TenantId::parse(who.tenant.clone())
+            .map_err(|e| ActivityError::fatal("validation_failed", e))?;
+        // One id per turn: however often this runs, consumers see one completion.
+        let id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("somagent:{workflow_id}:finish").as_bytes(),
+        );
+        let mut event = Envelope::new(
+            format!("turn.{outcome}"),
+            "orchestrator",
+            tenant,
+            json!({
+                "session_id": who.session_id, "turn": who.turn, "outcome": outcome,
+                "usage": input["usage"], "rule_ids": input["decision"]["rule_ids"], "error": input["error"],
+            }),
+        )
+        .with_subject(who.subject.clone());
+        event.id = id;
+        self.events
+            .publish(topics::CONVERSATION, &who.session_id, &event)
+            .await
+            .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
+        if let Some(last) = messages
+            .last()
+            .filter(|_| outcome != "failed" && outcome != "denied")
+        {
+            self.emit(
+                &who,
+                "message",
+                json!({ "role": last.0, "content": last.1, "turn": who.turn }),
+            );
+        }
+        match outcome {
+            "failed" => self.emit(&who, "error", input["error"].clone()),
+            _ => self.emit(
+                &who,
+                "done",
+                json!({ "outcome": outcome, "turn": who.turn, "usage": input["usage"] }),
+            ),
+        }
+        Ok(json!({ "persisted": messages.len() }))
+    }
+}
+
+#[tonic::async_trait]
+impl Activities for TurnActivities {
+    async fn run(
+        &self,
+        workflow_id: &str,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, ActivityError> {
+        match name {
+            "policy.check" => self.policy_check(input).await,
+            "session.history" => self.history(input).await,
+            "model.complete" => self.model(input).await,
+            "turn.finish" => self.finish(workflow_id, input).await,
+            other => Err(ActivityError::fatal(
+                "internal",
+                format!("no activity `{other}`"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The workflow layer (DESIGN §5): workflows are plain async functions over a small
+//! [`WorkflowContext`]; all their I/O happens in activities, each with an explicit
+//! timeout and a bounded retry policy, so an engine can record, retry and replay them.
+//! The `local` engine journals each activity's result in the relational store and, after
+//! a restart, replays a workflow from its journal and carries on from the last completed
+//! activity.
+
+pub mod local;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// How an activity is run: how long one attempt may take, and how often to try.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityOptions {
+    pub start_to_close: Duration,
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+}
+
+impl ActivityOptions {
+    pub const fn new(start_to_close: Duration, max_attempts: u32) -> Self {
+        Self {
+            start_to_close,
+            max_attempts,
+            initial_backoff: Duration::from_millis(200),
+        }
+    }
+
+    /// The wait before attempt `attempt` (1-based; the first has none).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        self.initial_backoff * 2u32.saturating_pow(attempt.saturating_sub(2)).min(64)
+    }
+}
+
+/// Why an activity failed, and whether another attempt may succeed. Validation errors
+/// are not retried.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct ActivityError {
+    pub message: String,
+    pub retryable: bool,
+    /// The platform error code (`validation_failed`, `timeout`, ...), for the caller.
+    pub code: String,
+}
+
+impl ActivityError {
+    pub fn retryable(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: true,
+            code: code.into(),
+        }
+    }
+
+    pub fn fatal(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+            retryable: false,
+            code: code.into(),
+        }
+    }
+}
+
+/// What a workflow may do besides computing: run activities and read time. Nothing
+/// else: a workflow that did its own I/O could not be replayed.
+#[tonic::async_trait]
+pub trait WorkflowContext: Send + Sync {
+    /// The workflow's stable id (`session-<id>-turn-<n>`).
+    fn workflow_id(&self) -> &str;
+
+    /// Runs activity `name` with `input`, or returns its journaled result on replay.
+    async fn activity(
+        &self,
+        name: &str,
+        input: Value,
+        options: ActivityOptions,
+    ) -> Result<Value, ActivityError>;
+}
+
+/// Runs one activity attempt.
+#[tonic::async_trait]
+pub trait Activities: Send + Sync {
+    async fn run(
+        &self,
+        workflow_id: &str,
+        name: &str,
+        input: Value,
+    ) -> Result<Value, ActivityError>;
+}

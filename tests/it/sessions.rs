@@ -1,0 +1,450 @@
+//! Sessions through the gateway: turns streamed over SSE or answered whole, tool calls
+//! answered, messages listed, prompts moderated, other tenants kept out, and a turn
+//! interrupted by a crash completed exactly once after the restart.
+
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use somagent_common::config::EventsUrl;
+use somagent_common::infra::events::{EventBus, topics};
+use somagent_scripted_llm::ScriptedLlm;
+
+use crate::helpers::{Platform, ROOT_PASSWORD, Rooted, free_ports, login, wait_ok, with_root_env};
+use crate::lifecycle::call;
+
+/// `(event, data)` pairs of an SSE body.
+fn sse_events(body: &str) -> Vec<(String, Value)> {
+    let mut out = Vec::new();
+    let mut kind = String::from("message");
+    for line in body.lines() {
+        if let Some(k) = line.strip_prefix("event:") {
+            kind = k.trim().to_owned();
+        } else if let Some(d) = line.strip_prefix("data:") {
+            out.push((
+                kind.clone(),
+                serde_json::from_str(d.trim()).unwrap_or(Value::Null),
+            ));
+            kind = "message".into();
+        }
+    }
+    out
+}
+
+async fn send_sse(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    session: &str,
+    content: &str,
+) -> Vec<(String, Value)> {
+    let response = client
+        .post(format!("{gateway}/v1/sessions/{session}/messages"))
+        .bearer_auth(token)
+        .header("accept", "text/event-stream")
+        .json(&json!({ "content": content }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    sse_events(&response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_session_streams_its_turns_answers_tool_calls_and_keeps_its_messages() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let Rooted {
+        platform: _p,
+        gateway,
+        client,
+        root,
+        data,
+    } = with_root_env(&[
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+    ])
+    .await;
+    let (status, session) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({"metadata": {"topic": "demo"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["status"], "idle");
+    let id = session["session_id"].as_str().unwrap().to_owned();
+
+    // Streamed: deltas, then the message, then done with usage.
+    let events = send_sse(&client, &gateway, &root, &id, "hello world").await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        kinds.iter().filter(|k| **k == "delta").count() >= 3,
+        "{kinds:?}"
+    );
+    assert_eq!(&kinds[kinds.len() - 2..], ["message", "done"], "{kinds:?}");
+    let text: String = events
+        .iter()
+        .filter(|(k, _)| k == "delta")
+        .filter_map(|(_, d)| d["content"].as_str())
+        .collect();
+    assert_eq!(text, "Echo: hello world");
+    let (_, done) = events.last().unwrap();
+    assert_eq!(done["outcome"], "completed");
+    assert!(
+        done["usage"]["completion_tokens"].as_i64().unwrap() > 0,
+        "{done}"
+    );
+
+    // Whole: the answer when the turn is done.
+    let (status, answer) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        Some(json!({"content": "second message"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        (answer["turn"].as_u64(), answer["outcome"].as_str()),
+        (Some(2), Some("completed"))
+    );
+    assert_eq!(answer["message"]["content"], "Echo: second message");
+
+    let (status, listed) = call(
+        &client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let roles: Vec<&str> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "user", "assistant"],
+        "{listed}"
+    );
+    // The model saw the whole conversation on the second turn.
+    let last = llm.requests().last().unwrap().clone();
+    assert_eq!(last["messages"].as_array().unwrap().len(), 3, "{last}");
+
+    // A model that calls a tool: the call is answered with a tool error and the model
+    // carries on.
+    let (_, tooled) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({"model": "tool-caller"})),
+    )
+    .await;
+    let tooled = tooled["session_id"].as_str().unwrap().to_owned();
+    let events = send_sse(&client, &gateway, &root, &tooled, "find the report").await;
+    let call_event = events
+        .iter()
+        .find(|(k, _)| k == "tool_call")
+        .expect("a tool_call event");
+    assert_eq!(call_event.1["function"]["name"], "lookup");
+    let (_, message) = events.iter().find(|(k, _)| k == "message").unwrap();
+    assert!(
+        message["content"]
+            .as_str()
+            .unwrap()
+            .contains("not available"),
+        "{message}"
+    );
+    let (_, listed) = call(
+        &client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions/{tooled}/messages"),
+        &root,
+        None,
+    )
+    .await;
+    let roles: Vec<&str> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["role"].as_str())
+        .collect();
+    assert_eq!(
+        roles,
+        ["user", "assistant", "tool", "assistant"],
+        "{listed}"
+    );
+
+    // A prompt the policy refuses: 403 with what was flagged, and no turn.
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        Some(json!({"content": "how to build a bomb"})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        problem["error"]["details"]["flagged"],
+        json!(["build a bomb"])
+    );
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({"prompt": "build a bomb now"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+
+    // Created with a prompt: the first turn runs by itself.
+    let (status, started) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({"prompt": "start right away"})),
+    )
+    .await;
+    assert_eq!((status, started["status"].as_str()), (201, Some("running")));
+    let started = started["session_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, listed) = call(
+            &client,
+            Method::GET,
+            &format!("{gateway}/v1/sessions/{started}/messages"),
+            &root,
+            None,
+        )
+        .await;
+        if listed["messages"].as_array().unwrap().len() == 2 {
+            assert_eq!(listed["messages"][1]["content"], "Echo: start right away");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first turn did not finish: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Bad input, and other people's sessions.
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        Some(json!({"content": ""})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({"metadata": [1, 2]})),
+    )
+    .await;
+    assert_eq!(status, 422);
+    let (status, _) = call(&client, Method::POST, &format!("{gateway}/v1/tenants"), &root, Some(json!({"slug": "other", "display_name": "Other", "admin": {"username": "olga", "password": "a long user passphrase"}}))).await;
+    assert_eq!(status, 201);
+    let olga = login(&client, &gateway, "other", "olga", "a long user passphrase").await;
+    for (method, path) in [
+        (Method::GET, format!("/v1/sessions/{id}")),
+        (Method::GET, format!("/v1/sessions/{id}/messages")),
+        (Method::DELETE, format!("/v1/sessions/{id}")),
+    ] {
+        let (status, _) = call(
+            &client,
+            method.clone(),
+            &format!("{gateway}{path}"),
+            &olga,
+            None,
+        )
+        .await;
+        assert_eq!(status, 404, "{method} {path}");
+    }
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &olga,
+        Some(json!({"content": "hi"})),
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (_, theirs) = call(
+        &client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions"),
+        &olga,
+        None,
+    )
+    .await;
+    assert_eq!(theirs["sessions"], json!([]));
+
+    // The turns are on conversation.events.
+    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
+        .await
+        .unwrap();
+    let mut conversation = bus
+        .subscribe("e2e-conversation", &[topics::CONVERSATION])
+        .await
+        .unwrap();
+    let mut completed = 0;
+    while let Ok(delivery) = tokio::time::timeout(Duration::from_secs(2), conversation.next()).await
+    {
+        let event = delivery.unwrap().event;
+        if event.kind == "turn.completed" {
+            completed += 1;
+        }
+    }
+    assert_eq!(completed, 4, "two turns, the tool turn and the started one");
+
+    let (status, _) = call(
+        &client,
+        Method::DELETE,
+        &format!("{gateway}/v1/sessions/{id}"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    assert_eq!(
+        call(
+            &client,
+            Method::GET,
+            &format!("{gateway}/v1/sessions/{id}"),
+            &root,
+            None
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+#[tokio::test]
+async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let env = [
+        ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "slow-300"),
+    ];
+    let client = reqwest::Client::new();
+    let mut platform = Platform::start_with(data.path(), &ports, &env);
+    let gateway = platform.addresses["gateway"].clone();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+    let (_, session) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({})),
+    )
+    .await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    // Start the turn and wait for its first words, then kill everything.
+    let mut response = client
+        .post(format!("{gateway}/v1/sessions/{id}/messages"))
+        .bearer_auth(&root)
+        .header("accept", "text/event-stream")
+        .json(&json!({"content": "one two three four five"}))
+        .send()
+        .await
+        .unwrap();
+    let first = response.chunk().await.unwrap().expect("the first event");
+    assert!(
+        String::from_utf8_lossy(&first).contains("delta"),
+        "{first:?}"
+    );
+    platform.child.kill().unwrap();
+    platform.child.wait().unwrap();
+    drop(platform);
+
+    let platform = Platform::start_with(data.path(), &ports, &env);
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let messages = loop {
+        let (_, listed) = call(
+            &client,
+            Method::GET,
+            &format!("{gateway}/v1/sessions/{id}/messages"),
+            &root,
+            None,
+        )
+        .await;
+        let messages = listed["messages"].as_array().cloned().unwrap_or_default();
+        if messages.len() >= 2 {
+            break messages;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the interrupted turn was not completed after the restart: {listed}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (_, listed) = call(
+        &client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(
+        listed["messages"].as_array().unwrap().len(),
+        2,
+        "exactly one answer: {listed}"
+    );
+    assert_eq!(messages[1]["content"], "Echo: one two three four five");
+    let (_, session) = call(
+        &client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions/{id}"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(session["status"], "idle");
+    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
+        .await
+        .unwrap();
+    let mut conversation = bus
+        .subscribe("e2e-conversation", &[topics::CONVERSATION])
+        .await
+        .unwrap();
+    let mut completions = std::collections::BTreeSet::new();
+    while let Ok(delivery) = tokio::time::timeout(Duration::from_secs(2), conversation.next()).await
+    {
+        let event = delivery.unwrap().event;
+        if event.kind == "turn.completed" {
+            completions.insert(event.id);
+        }
+    }
+    assert_eq!(
+        completions.len(),
+        1,
+        "one completion, however often it was announced"
+    );
+    drop(platform);
+}
