@@ -502,3 +502,57 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn requests_on_the_bus_are_answered_on_the_bus_once() {
+    let llm = ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let Rooted {
+        platform: _p,
+        gateway,
+        client,
+        root,
+        data,
+    } = with_root_env(&[
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+    ])
+    .await;
+    let me = crate::lifecycle::me_of(&client, &gateway, &root).await;
+    let tenant =
+        somagent_common::tenant::TenantId::parse(me["tenant"].as_str().unwrap().to_owned())
+            .unwrap();
+    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
+        .await
+        .unwrap();
+    let request = somagent_common::infra::events::Envelope::new(
+        "slm.request",
+        "e2e",
+        tenant.clone(),
+        json!({"request_id": "req-1", "model": "default", "messages": [{"role": "user", "content": "answer later"}]}),
+    )
+    .with_subject(me["subject"].as_str().unwrap().to_owned());
+    // Delivered twice, as at-least-once delivery may.
+    for _ in 0..2 {
+        bus.publish(topics::SLM_REQUESTS, tenant.as_str(), &request)
+            .await
+            .unwrap();
+    }
+    let mut responses = bus
+        .subscribe("e2e-responses", &[topics::SLM_RESPONSES])
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(15), responses.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .event;
+    assert_eq!(first.data["request_id"], "req-1");
+    assert_eq!(first.data["status"], "completed", "{}", first.data);
+    assert_eq!(first.data["message"]["content"], "Echo: answer later");
+    assert!(first.data["usage"]["completion_tokens"].as_i64().unwrap() > 0);
+    assert_eq!(first.tenant, tenant);
+    let again = tokio::time::timeout(Duration::from_secs(3), responses.next()).await;
+    assert!(again.is_err(), "answered once: {again:?}");
+    assert_eq!(llm.requests().len(), 1, "the model was asked once");
+}

@@ -68,6 +68,7 @@ async fn the_openapi_document_covers_every_public_route() {
         ("delete", "/v1/sessions/{id}"),
         ("post", "/v1/sessions/{id}/messages"),
         ("get", "/v1/sessions/{id}/messages"),
+        ("get", "/v1/ws"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

@@ -448,3 +448,127 @@ async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
     );
     drop(platform);
 }
+
+#[tokio::test]
+async fn a_websocket_follows_a_sessions_turns_live() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let llm = ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let Rooted {
+        platform: _p,
+        gateway,
+        client,
+        root,
+        data: _data,
+    } = with_root_env(&[
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+    ])
+    .await;
+    let (_, session) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({})),
+    )
+    .await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let ws_url = format!("{}/v1/ws", gateway.replacen("http", "ws", 1));
+
+    // Without credentials: told to authenticate, then closed.
+    let (mut anonymous, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .unwrap();
+    anonymous
+        .send(Message::text(
+            json!({"type": "subscribe", "session_id": id}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let refused = anonymous.next().await.unwrap().unwrap();
+    assert!(
+        refused.to_text().unwrap().contains("authenticate first"),
+        "{refused:?}"
+    );
+
+    // With the bearer header.
+    let mut request = ws_url.as_str().into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {root}").parse().unwrap());
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // And a browser-style one, authenticating by its first message.
+    let (mut browser, _) = tokio_tungstenite::connect_async(ws_url.as_str())
+        .await
+        .unwrap();
+    browser
+        .send(Message::text(
+            json!({"type": "auth", "token": root}).to_string(),
+        ))
+        .await
+        .unwrap();
+    for ws in [&mut socket, &mut browser] {
+        ws.send(Message::text(
+            json!({"type": "subscribe", "session_id": id}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let reply: Value =
+            serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(reply, json!({"type": "subscribed", "session_id": id}));
+    }
+    let (status, answer) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        Some(json!({"content": "live words here"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    for ws in [&mut socket, &mut browser] {
+        let mut kinds = Vec::new();
+        let mut text = String::new();
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+            let event: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+            assert_eq!(
+                (event["session_id"].as_str(), event["turn"].as_u64()),
+                (Some(id.as_str()), Some(1)),
+                "{event}"
+            );
+            let kind = event["type"].as_str().unwrap().to_owned();
+            if kind == "delta" {
+                text.push_str(event["data"]["content"].as_str().unwrap());
+            }
+            kinds.push(kind.clone());
+            if kind == "done" {
+                break;
+            }
+        }
+        assert_eq!(text, "Echo: live words here");
+        assert!(kinds.contains(&"message".to_owned()), "{kinds:?}");
+    }
+    // Another tenant's session cannot be followed.
+    socket
+        .send(Message::text(
+            json!({"type": "subscribe", "session_id": "not-a-session"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let reply: Value =
+        serde_json::from_str(socket.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(
+        (reply["type"].as_str(), reply["code"].as_str()),
+        (Some("error"), Some("not_found")),
+        "{reply}"
+    );
+}

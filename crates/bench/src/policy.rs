@@ -29,16 +29,15 @@ pub async fn in_process(count: usize) -> anyhow::Result<()> {
         engine
             .evaluate(
                 &compiled,
-                &json!({"action": "prompt", "text": "hello", "roles": ["operator"]}),
+                &compiled.input("prompt", "hello", "", &["operator"]),
             )
             .await?;
         let mut samples = Vec::with_capacity(count);
         for i in 0..count {
-            let input = json!({
-                "action": "prompt",
-                "text": format!("Request {i}: summarise the quarterly report and draft three follow-up emails"),
-                "roles": ["operator"],
-            });
+            let text = format!(
+                "Request {i}: summarise the quarterly report and draft three follow-up emails"
+            );
+            let input = compiled.input("prompt", &text, "", &["operator"]);
             let started = Instant::now();
             let decision = engine.evaluate(&compiled, &input).await?;
             samples.push(started.elapsed());

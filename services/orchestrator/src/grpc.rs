@@ -71,6 +71,10 @@ impl OrchestratorGrpc {
 type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::TurnEvent, Status>> + Send>>;
 
 fn event(kind: &str, data: Value) -> pb::TurnEvent {
+    event_of(kind, data, "", 0)
+}
+
+fn event_of(kind: &str, data: Value, session_id: &str, turn: u32) -> pb::TurnEvent {
     let usage = (kind == "done").then(|| Usage {
         prompt_tokens: data["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
         completion_tokens: data["usage"]["completion_tokens"].as_u64().unwrap_or(0),
@@ -81,6 +85,8 @@ fn event(kind: &str, data: Value) -> pb::TurnEvent {
         r#type: kind.into(),
         data_json: data.to_string(),
         usage,
+        session_id: session_id.to_owned(),
+        turn,
     }
 }
 
@@ -235,7 +241,12 @@ impl OrchestratorService for OrchestratorGrpc {
                 match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
                     Ok(Ok(e)) if e.turn == turn_no => {
                         let last = matches!(e.kind, "done" | "error");
-                        if tx.send(Ok(event(e.kind, e.data))).await.is_err() || last {
+                        if tx
+                            .send(Ok(event_of(e.kind, e.data, &e.session_id, e.turn)))
+                            .await
+                            .is_err()
+                            || last
+                        {
                             return;
                         }
                     }
@@ -259,6 +270,43 @@ impl OrchestratorService for OrchestratorGrpc {
                         }
                         _ => {}
                     },
+                }
+            }
+        });
+        Ok(Response::new(stream))
+    }
+
+    type WatchSessionStream = EventStream;
+
+    async fn watch_session(
+        &self,
+        request: Request<pb::WatchSessionRequest>,
+    ) -> Result<Response<Self::WatchSessionStream>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        principal.require(Capability::SessionsRead)?;
+        let session = self
+            .visible(&principal, &request.get_ref().session_id)
+            .await?;
+        let mut events = self.hub.subscribe(&session.id);
+        let stream = async_stream(move |tx| async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => {
+                        if tx
+                            .send(Ok(event_of(e.kind, e.data, &e.session_id, e.turn)))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        let note = event("lagged", json!({ "missed": missed }));
+                        if tx.send(Ok(note)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
                 }
             }
         });

@@ -1,7 +1,6 @@
 //! The same decisions from both engines: the default constitution and a tenant rule,
 //! compiled once, evaluated in process and (with `SOMAGENT_TEST_OPA_URL`) on OPA.
 
-use serde_json::{Value, json};
 use somagent_common::constitution::{Constitution, Severity};
 
 use crate::engine::{Engine, InProcess, Opa};
@@ -36,8 +35,18 @@ fn tenant_rule() -> Rule {
     }
 }
 
-fn ask(action: &str, text: &str, tool: &str, roles: &[&str]) -> Value {
-    json!({ "action": action, "text": text, "tool": tool, "roles": roles })
+fn ask(
+    action: &str,
+    text: &str,
+    tool: &str,
+    roles: &[&str],
+) -> (String, String, String, Vec<String>) {
+    (
+        action.into(),
+        text.into(),
+        tool.into(),
+        roles.iter().map(|r| (*r).to_owned()).collect(),
+    )
 }
 
 #[tokio::test]
@@ -46,9 +55,11 @@ async fn both_engines_decide_alike() {
     let compiled = compile("tenant-1", &constitution, "hash-1", &[tenant_rule()]);
     for engine in engines() {
         let name = engine.name();
-        let decide = |input: Value| {
+        let decide = |(action, text, tool, roles): (String, String, String, Vec<String>)| {
             let (engine, compiled) = (&engine, &compiled);
             async move {
+                let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
+                let input = compiled.input(&action, &text, &tool, &roles);
                 crate::decider::tests_decision(
                     &engine.evaluate(compiled, &input).await.unwrap(),
                     "hash-1",

@@ -160,8 +160,9 @@ impl PolicyDecider {
         }
         let tenant = principal.tenant.as_str();
         let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
-        let input = json!({ "action": q.action, "text": q.text, "tool": q.tool, "roles": roles });
-        let key = (tenant.to_owned(), digest(&input));
+        let question =
+            json!({ "action": q.action, "text": q.text, "tool": q.tool, "roles": roles });
+        let key = (tenant.to_owned(), digest(&question));
         if let Some((at, cached)) = self
             .decisions
             .lock()
@@ -172,7 +173,7 @@ impl PolicyDecider {
             return Ok(cached.clone());
         }
         let decision =
-            match tokio::time::timeout(DEADLINE, self.evaluate(tenant, token, &input)).await {
+            match tokio::time::timeout(DEADLINE, self.evaluate(tenant, token, q, &roles)).await {
                 Ok(Ok(decision)) => {
                     let mut cache = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
                     if cache.len() >= MAX_CACHED {
@@ -194,9 +195,16 @@ impl PolicyDecider {
         Ok(decision)
     }
 
-    async fn evaluate(&self, tenant: &str, token: &str, input: &Value) -> anyhow::Result<Decision> {
+    async fn evaluate(
+        &self,
+        tenant: &str,
+        token: &str,
+        q: &Question,
+        roles: &[&str],
+    ) -> anyhow::Result<Decision> {
         let compiled = self.compiled_for(tenant, token).await?;
-        let document = self.engine.evaluate(&compiled, input).await?;
+        let input = compiled.input(&q.action, &q.text, &q.tool, roles);
+        let document = self.engine.evaluate(&compiled, &input).await?;
         Decision::from_document(&document, &compiled.constitution_hash).ok_or_else(|| {
             anyhow::anyhow!("the engine's decision has an unexpected shape: {document}")
         })

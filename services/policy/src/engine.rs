@@ -30,33 +30,48 @@ impl Engine {
     }
 }
 
-/// regorus, with each module parsed once and the parsed engine cloned per evaluation
-/// (its policies are shared, so a clone is cheap and evaluations run in parallel).
+/// regorus, each module parsed once: parsed engines wait in a pool per module, one per
+/// evaluation running at the same time, so evaluations run in parallel without
+/// parsing or copying the module again.
 #[derive(Default)]
 pub struct InProcess {
-    parsed: Mutex<HashMap<String, regorus::Engine>>,
+    pools: Mutex<HashMap<String, Vec<regorus::Engine>>>,
 }
+
+/// Parsed engines kept per module.
+const POOL: usize = 16;
 
 impl InProcess {
     fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
-        let mut engine = {
-            let mut parsed = self.parsed.lock().unwrap_or_else(|e| e.into_inner());
-            if !parsed.contains_key(&compiled.package) {
-                if parsed.len() > 1024 {
-                    parsed.clear();
-                }
+        let pooled = self
+            .pools
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_mut(&compiled.package)
+            .and_then(Vec::pop);
+        let mut engine = match pooled {
+            Some(engine) => engine,
+            None => {
                 let mut engine = regorus::Engine::new();
                 engine.add_policy(
                     format!("{}.rego", compiled.package),
                     compiled.module.clone(),
                 )?;
-                parsed.insert(compiled.package.clone(), engine);
+                engine
             }
-            parsed[&compiled.package].clone()
         };
         engine.set_input(regorus::Value::from_json_str(&input.to_string())?);
         let decision = engine.eval_rule(compiled.decision_rule())?;
-        Ok(serde_json::from_str(&decision.to_json_str()?)?)
+        let decision = serde_json::from_str(&decision.to_json_str()?)?;
+        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+        if pools.len() > 1024 {
+            pools.clear();
+        }
+        let pool = pools.entry(compiled.package.clone()).or_default();
+        if pool.len() < POOL {
+            pool.push(engine);
+        }
+        Ok(decision)
     }
 }
 

@@ -7,7 +7,9 @@ use somagent_common::constitution::{Constitution, PII_PATTERNS, Severity};
 
 use crate::rules::{Rule, RuleKind};
 
-/// A compiled module: its package and text, named by what it was compiled from.
+/// A compiled module: its package and text, named by what it was compiled from, and
+/// its patterns compiled once for the host to match (regular expressions are the
+/// costly part of an evaluation; matched natively, both engines get the same hits).
 #[derive(Debug, Clone)]
 pub struct Compiled {
     /// `somagent.t_<digest>`.
@@ -15,9 +17,25 @@ pub struct Compiled {
     pub module: String,
     /// The constitution's hash, reported with every decision.
     pub constitution_hash: String,
+    pattern_ids: Vec<String>,
+    patterns: regex::RegexSet,
 }
 
 impl Compiled {
+    /// The engines' input: the question, plus the ids of the patterns the text matches.
+    pub fn input(&self, action: &str, text: &str, tool: &str, roles: &[&str]) -> Value {
+        let hits: Vec<&str> = if matches!(action, "prompt" | "completion") {
+            self.patterns
+                .matches(text)
+                .into_iter()
+                .map(|i| self.pattern_ids[i].as_str())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        json!({ "action": action, "text": text, "tool": tool, "roles": roles, "pattern_hits": hits })
+    }
+
     /// The rule the engines evaluate.
     pub fn decision_rule(&self) -> String {
         format!("data.{}.decision", self.package)
@@ -122,10 +140,26 @@ pub fn compile(
         module.push_str(&format!("{name} := {value}\n\n"));
     }
     module.push_str(LOGIC);
+    let pattern_ids: Vec<String> = patterns
+        .iter()
+        .map(|p| p["id"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    // Patterns were checked when published; one that still fails to compile matches
+    // nothing rather than everything.
+    let sources: Vec<&str> = patterns
+        .iter()
+        .map(|p| p["value"].as_str().unwrap_or_default())
+        .collect();
+    let patterns = regex::RegexSet::new(&sources).unwrap_or_else(|e| {
+        tracing::error!(error = %e, tenant, "a policy pattern does not compile; patterns are off");
+        regex::RegexSet::empty()
+    });
     Compiled {
         package,
         module,
         constitution_hash: constitution_hash.to_owned(),
+        pattern_ids,
+        patterns,
     }
 }
 
@@ -143,7 +177,7 @@ findings contains f if {
 findings contains f if {
 	input.action in {"prompt", "completion"}
 	some p in patterns
-	regex.match(p.value, input.text)
+	p.id in input.pattern_hits
 	f := {"id": p.id, "reason": p.reason, "severity": p.severity, "score": p.score, "flagged": p.id}
 }
 

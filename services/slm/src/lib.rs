@@ -12,7 +12,9 @@
 //!   upstream reports none.
 //! - `store`: the tenants' profiles.
 //! - `grpc`: the `somagent.slm.v1` service the gateway calls.
+//! - `async_inference`: answers `slm.requests` on `slm.responses`.
 
+mod async_inference;
 pub mod config;
 mod counting;
 pub mod domain;
@@ -99,20 +101,22 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         );
     }
 
-    let outbox = Outbox::new(db.clone(), events);
+    let outbox = Outbox::new(db.clone(), events.clone());
     outbox
         .clone()
         .spawn_relay(somagent_common::CancellationToken::new());
     let router = router::ModelRouter::new(
         upstreams,
-        store::ProfileStore::new(db),
+        store::ProfileStore::new(db.clone()),
         platform,
-        metering::UsageMeter::new(outbox),
+        metering::UsageMeter::new(outbox.clone()),
         counting::TokenCounter::new()?,
     );
     let verifier = Verifier::new(vec![builtin_issuer(&config)], Some(cache));
+    let router = Arc::new(router);
+    async_inference::serve(router.clone(), events, db, outbox).await?;
     let grpc = grpc::SlmGrpc {
-        router: Arc::new(router),
+        router,
         verifier: Arc::new(verifier),
     };
     let service = somagent_common::proto::slm::v1::slm_service_server::SlmServiceServer::new(grpc);

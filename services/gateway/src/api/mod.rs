@@ -13,6 +13,7 @@ mod sessions;
 mod tenants;
 mod users;
 mod views;
+mod ws;
 
 pub use principal::Authenticated;
 
@@ -61,6 +62,7 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(sessions::send, sessions::messages))
+        .routes(routes!(ws::ws))
         .with_state(gateway)
         .split_for_parts()
 }

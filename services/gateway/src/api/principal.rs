@@ -81,70 +81,87 @@ async fn authenticate(
     parts: &Parts,
     gateway: &Gateway,
 ) -> Result<(Authenticated, Option<String>), Unauthenticated> {
-    {
-        if let Some(key) = parts.headers.get("x-api-key") {
-            let refused = |reason: &str| Unauthenticated {
-                reason: reason.into(),
-                had_token: true,
-            };
-            let key = key
-                .to_str()
-                .map_err(|_| refused("the X-API-Key header is not a key"))?;
-            let exchange = somagent_common::proto::identity::v1::IssueTokenRequest {
-                grant_type: "client_credentials".into(),
-                client_secret: key.trim().to_owned(),
-                ..Default::default()
-            };
-            let token = match gateway.identity.clone().issue_token(exchange).await {
-                Ok(answer) => answer.into_inner().access_token,
-                Err(status) if status.code() == tonic::Code::Unavailable => {
-                    return Err(refused("the API key cannot be checked right now"));
-                }
-                Err(_) => return Err(refused("invalid API key")),
-            };
-            let principal = gateway
-                .verifier
-                .verify(&token)
-                .await
-                .map_err(|e| refused(&e.0))?;
-            tracing::Span::current().record("tenant", principal.tenant.as_str());
-            let prefix = key.trim().split('_').nth(1).map(str::to_owned);
-            return Ok((Authenticated { principal, token }, prefix));
-        }
-        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-            return Err(Unauthenticated {
-                reason: "this needs a bearer token or an X-API-Key".into(),
-                had_token: false,
-            });
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| Unauthenticated {
-                reason: "the Authorization header is not a bearer token".into(),
-                had_token: true,
-            })?;
-        let principal = gateway
-            .verifier
-            .verify(token)
-            .await
-            .map_err(|e| Unauthenticated {
-                reason: e.0,
-                had_token: true,
-            })?;
-        tracing::Span::current().record("tenant", principal.tenant.as_str());
-        Ok((
-            Authenticated {
-                principal,
-                token: token.to_owned(),
-            },
-            None,
-        ))
+    if let Some(key) = parts.headers.get("x-api-key") {
+        let key = key.to_str().map_err(|_| Unauthenticated {
+            reason: "the X-API-Key header is not a key".into(),
+            had_token: true,
+        })?;
+        return from_api_key(gateway, key.trim()).await;
     }
+    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+        return Err(Unauthenticated {
+            reason: "this needs a bearer token or an X-API-Key".into(),
+            had_token: false,
+        });
+    };
+    let token = value
+        .to_str()
+        .ok()
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| Unauthenticated {
+            reason: "the Authorization header is not a bearer token".into(),
+            had_token: true,
+        })?;
+    Ok((from_bearer(gateway, token).await?, None))
+}
+
+/// An access token or an API key given some other way than a header (a WebSocket's
+/// first message).
+pub(super) async fn from_credential(
+    gateway: &Gateway,
+    credential: &str,
+) -> Result<Authenticated, Unauthenticated> {
+    if credential.starts_with("sak_") {
+        Ok(from_api_key(gateway, credential).await?.0)
+    } else {
+        from_bearer(gateway, credential).await
+    }
+}
+
+async fn from_bearer(gateway: &Gateway, token: &str) -> Result<Authenticated, Unauthenticated> {
+    let principal = gateway
+        .verifier
+        .verify(token)
+        .await
+        .map_err(|e| Unauthenticated {
+            reason: e.0,
+            had_token: true,
+        })?;
+    tracing::Span::current().record("tenant", principal.tenant.as_str());
+    Ok(Authenticated {
+        principal,
+        token: token.to_owned(),
+    })
+}
+
+/// Exchanges an API key for a short-lived token (so revocation is immediate) and
+/// verifies that.
+async fn from_api_key(
+    gateway: &Gateway,
+    key: &str,
+) -> Result<(Authenticated, Option<String>), Unauthenticated> {
+    let refused = |reason: &str| Unauthenticated {
+        reason: reason.into(),
+        had_token: true,
+    };
+    let exchange = somagent_common::proto::identity::v1::IssueTokenRequest {
+        grant_type: "client_credentials".into(),
+        client_secret: key.to_owned(),
+        ..Default::default()
+    };
+    let token = match gateway.identity.clone().issue_token(exchange).await {
+        Ok(answer) => answer.into_inner().access_token,
+        Err(status) if status.code() == tonic::Code::Unavailable => {
+            return Err(refused("the API key cannot be checked right now"));
+        }
+        Err(_) => return Err(refused("invalid API key")),
+    };
+    let authenticated = from_bearer(gateway, &token).await?;
+    let prefix = key.split('_').nth(1).map(str::to_owned);
+    Ok((authenticated, prefix))
 }

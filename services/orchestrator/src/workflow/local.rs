@@ -383,3 +383,188 @@ impl WorkflowContext for LocalContext {
         result
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// Activities that count their attempts and fail as told: `flaky` fails twice then
+    /// succeeds, `invalid` fails for good, `slow` outlasts its timeout.
+    #[derive(Default)]
+    struct Scripted {
+        attempts: StdMutex<HashMap<String, u32>>,
+    }
+
+    impl Scripted {
+        fn attempts(&self, name: &str) -> u32 {
+            self.attempts
+                .lock()
+                .unwrap()
+                .get(name)
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Activities for Scripted {
+        async fn run(&self, _: &str, name: &str, input: Value) -> Result<Value, ActivityError> {
+            let n = {
+                let mut attempts = self.attempts.lock().unwrap();
+                let n = attempts.entry(name.to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            match name {
+                "flaky" if n < 3 => Err(ActivityError::retryable("unavailable", "not yet")),
+                "invalid" => Err(ActivityError::fatal("validation_failed", "bad input")),
+                "slow" => {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(Value::Null)
+                }
+                _ => Ok(json!({ "name": name, "input": input, "attempt": n })),
+            }
+        }
+    }
+
+    const FAST: ActivityOptions = ActivityOptions {
+        start_to_close: Duration::from_millis(100),
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+    };
+
+    fn steps(names: &'static [&'static str]) -> WorkflowFn {
+        Arc::new(move |ctx, input| {
+            Box::pin(async move {
+                let mut out = Vec::new();
+                for name in names {
+                    out.push(ctx.activity(name, input.clone(), FAST).await?);
+                }
+                Ok(Value::Array(out))
+            })
+        })
+    }
+
+    async fn engine(
+        workflows: Vec<(&'static str, WorkflowFn)>,
+    ) -> (Arc<LocalEngine>, Arc<Scripted>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::sqlite(&dir.path().join("wf.db")).await.unwrap();
+        db.migrate("orchestrator", crate::store::MIGRATIONS)
+            .await
+            .unwrap();
+        let activities = Arc::new(Scripted::default());
+        let engine = LocalEngine::new(db, activities.clone(), workflows.into_iter().collect());
+        (engine, activities, dir)
+    }
+
+    #[tokio::test]
+    async fn retryable_failures_are_retried_and_fatal_ones_are_not() {
+        let (engine, activities, _dir) = engine(vec![
+            ("ok", steps(&["flaky", "done"])),
+            ("bad", steps(&["invalid", "never"])),
+            ("late", steps(&["slow"])),
+        ])
+        .await;
+        assert!(
+            engine
+                .start("ok", "run-1", "t", &json!({"x": 1}))
+                .await
+                .unwrap()
+        );
+        let outcome = engine
+            .wait("run-1", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        let Outcome::Completed(result) = outcome else {
+            panic!("{outcome:?}")
+        };
+        assert_eq!(result[0]["attempt"], 3, "two retries");
+        assert_eq!(activities.attempts("flaky"), 3);
+
+        engine.start("bad", "run-2", "t", &json!({})).await.unwrap();
+        let outcome = engine
+            .wait("run-2", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Failed(ActivityError::fatal("validation_failed", "bad input"))
+        );
+        assert_eq!(
+            (activities.attempts("invalid"), activities.attempts("never")),
+            (1, 0),
+            "never retried, never went on"
+        );
+
+        engine
+            .start("late", "run-3", "t", &json!({}))
+            .await
+            .unwrap();
+        let Outcome::Failed(e) = engine
+            .wait("run-3", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (e.code.as_str(), activities.attempts("slow")),
+            ("timeout", 3)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_start_is_idempotent_and_a_crashed_run_resumes_from_its_journal() {
+        let (engine, activities, _dir) = engine(vec![("two", steps(&["first", "second"]))]).await;
+        assert!(engine.start("two", "run-a", "t", &json!({})).await.unwrap());
+        assert!(
+            !engine.start("two", "run-a", "t", &json!({})).await.unwrap(),
+            "the same id is the same run"
+        );
+        engine
+            .wait("run-a", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(activities.attempts("first"), 1);
+
+        // A run whose process died after its first step: journaled, lease lapsed.
+        let db = engine.db.clone();
+        sqlx::query("INSERT INTO workflow_runs (id, tenant_id, kind, input, status, lease_owner, lease_until, created_at, updated_at) VALUES ('run-b', 't', 'two', '{}', 'running', 'dead', 0, 0, 0)")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        engine
+            .record("run-b", 0, "first", &Ok(json!("from before the crash")))
+            .await
+            .unwrap();
+        assert_eq!(engine.resume_orphans().await.unwrap(), 1);
+        let Outcome::Completed(result) = engine
+            .wait("run-b", Duration::from_secs(5))
+            .await
+            .unwrap()
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            result[0], "from before the crash",
+            "the journaled step is not run again"
+        );
+        assert_eq!(activities.attempts("first"), 1);
+        assert_eq!(activities.attempts("second"), 2);
+        assert_eq!(
+            engine.resume_orphans().await.unwrap(),
+            0,
+            "a finished run is not resumed"
+        );
+    }
+}

@@ -1,0 +1,144 @@
+//! `GET /v1/ws`: a WebSocket on which a client follows sessions live. It authenticates
+//! with the usual header (bearer token or `X-API-Key`) or, where it cannot set headers
+//! (browsers), with a first message `{"type": "auth", "token": "..."}`. Then
+//! `{"type": "subscribe", "session_id": "..."}` and `{"type": "unsubscribe", ...}`; the
+//! server sends each turn event as `{"type": <delta|tool_call|policy|message|done|error>,
+//! "session_id", "turn", "data"}`, and `subscribed`, `unsubscribed` or `error` replies.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use somagent_common::auth::Capability;
+use somagent_common::proto::orchestrator::v1 as pb;
+use tokio::sync::mpsc;
+
+use super::Authenticated;
+use crate::Gateway;
+
+/// How long a client has to authenticate by message.
+const AUTH_WITHIN: Duration = Duration::from_secs(10);
+/// Sessions one connection may follow at once.
+const MAX_SUBSCRIPTIONS: usize = 64;
+
+/// Follow sessions live over a WebSocket.
+#[utoipa::path(get, path = "/v1/ws", tag = "sessions",
+    responses((status = 101, description = "switching to the WebSocket protocol described above")),
+    security((), ("bearer" = []), ("api_key" = [])))]
+pub async fn ws(
+    State(gateway): State<Gateway>,
+    auth: Result<Authenticated, Response>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade.on_upgrade(move |socket| serve(gateway, auth.ok(), socket))
+}
+
+fn text(value: Value) -> Message {
+    Message::Text(value.to_string().into())
+}
+
+async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSocket) {
+    let auth = match auth {
+        Some(auth) => auth,
+        None => match authenticate_by_message(&gateway, &mut socket).await {
+            Some(auth) => auth,
+            None => {
+                let _ = socket.send(text(json!({"type": "error", "message": "authenticate first: {\"type\": \"auth\", \"token\": ...}"}))).await;
+                return;
+            }
+        },
+    };
+    if auth.principal.require(Capability::SessionsRead).is_err() {
+        let _ = socket
+            .send(text(
+                json!({"type": "error", "message": "this needs the capability `sessions:read`"}),
+            ))
+            .await;
+        return;
+    }
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
+    let mut watching: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        tokio::select! {
+            outgoing = out_rx.recv() => {
+                let Some(message) = outgoing else { break };
+                if socket.send(message).await.is_err() {
+                    break;
+                }
+            }
+            incoming = socket.recv() => {
+                let Some(Ok(message)) = incoming else { break };
+                let Message::Text(body) = message else { continue };
+                let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                let session = request["session_id"].as_str().unwrap_or_default().to_owned();
+                let reply = match request["type"].as_str() {
+                    Some("subscribe") if session.is_empty() => json!({"type": "error", "message": "subscribe needs a session_id"}),
+                    Some("subscribe") if watching.len() >= MAX_SUBSCRIPTIONS => json!({"type": "error", "message": "too many subscriptions on one connection"}),
+                    Some("subscribe") => {
+                        let request = pb::WatchSessionRequest { session_id: session.clone() };
+                        match gateway.orchestrator.clone().watch_session(auth.forward(request)).await {
+                            Ok(stream) => {
+                                let tx = out_tx.clone();
+                                let task = tokio::spawn(async move {
+                                    let mut stream = stream.into_inner();
+                                    while let Some(Ok(e)) = stream.next().await {
+                                        let data: Value = serde_json::from_str(&e.data_json).unwrap_or(Value::Null);
+                                        let event = json!({"type": e.r#type, "session_id": e.session_id, "turn": e.turn, "data": data});
+                                        if tx.send(text(event)).await.is_err() {
+                                            return;
+                                        }
+                                    }
+                                });
+                                if let Some(old) = watching.insert(session.clone(), task) {
+                                    old.abort();
+                                }
+                                json!({"type": "subscribed", "session_id": session})
+                            }
+                            Err(status) => {
+                                let error = somagent_common::error::ApiError::from(status);
+                                json!({"type": "error", "session_id": session, "code": error.code.as_str(), "message": error.message})
+                            }
+                        }
+                    }
+                    Some("unsubscribe") => {
+                        if let Some(task) = watching.remove(&session) {
+                            task.abort();
+                        }
+                        json!({"type": "unsubscribed", "session_id": session})
+                    }
+                    _ => json!({"type": "error", "message": "send {\"type\": \"subscribe\" | \"unsubscribe\", \"session_id\": ...}"}),
+                };
+                if socket.send(text(reply)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    for (_, task) in watching {
+        task.abort();
+    }
+}
+
+/// The first message as credentials: `{"type": "auth", "token": "<access token or API key>"}`.
+async fn authenticate_by_message(
+    gateway: &Gateway,
+    socket: &mut WebSocket,
+) -> Option<Authenticated> {
+    let first = tokio::time::timeout(AUTH_WITHIN, socket.recv())
+        .await
+        .ok()??
+        .ok()?;
+    let Message::Text(body) = first else {
+        return None;
+    };
+    let request: Value = serde_json::from_str(&body).ok()?;
+    if request["type"] != "auth" {
+        return None;
+    }
+    let token = request["token"].as_str()?;
+    super::principal::from_credential(gateway, token).await.ok()
+}
