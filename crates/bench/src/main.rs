@@ -1,6 +1,7 @@
 //! `somagent-bench`: measures the platform's building blocks and prints numbers.
 
 mod auth;
+mod chat;
 mod events;
 mod policy;
 mod stats;
@@ -53,6 +54,17 @@ enum Command {
         #[arg(long, default_value = "GET /v1/me")]
         label: String,
     },
+    /// Chat through a running gateway against a scripted upstream started here
+    /// (configure the platform's SOMAGENT_LLM_BASE_URL to it): time to first token
+    /// added by the platform, and session-turn overhead at 1, 10 and 100 sessions.
+    Chat {
+        #[arg(long)]
+        gateway: String,
+        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        password: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Policy evaluation in process (regorus; OPA too when SOMAGENT_TEST_OPA_URL is set)
     /// when `--gateway` is not given, or `POST /v1/policy/evaluate` through a gateway.
     Policy {
@@ -91,6 +103,11 @@ async fn main() -> anyhow::Result<()> {
             label,
             ..
         } => auth::me_load(&gateway, &password, concurrency, seconds, &label).await,
+        Command::Chat {
+            gateway,
+            password,
+            seconds,
+        } => chat::run(&gateway, &password, seconds).await,
         Command::Policy {
             evaluations,
             gateway: None,

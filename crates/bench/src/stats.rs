@@ -5,6 +5,10 @@ use std::time::Duration;
 pub struct Samples(Vec<Duration>);
 
 impl Samples {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
     pub fn new(mut samples: Vec<Duration>) -> Self {
         samples.sort_unstable();
         Self(samples)

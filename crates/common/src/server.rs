@@ -187,6 +187,13 @@ pub async fn serve(
     token: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    // Streamed answers go out as they are written, not held back by Nagle's algorithm.
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+        }
+    });
     // Handlers may ask for the peer address (`ConnectInfo<SocketAddr>`): rate limits.
     let server = axum::serve(
         listener,

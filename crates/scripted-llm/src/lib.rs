@@ -63,6 +63,9 @@ impl ScriptedLlm {
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
             .with_state(shared.clone());
+        let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+            let _ = stream.set_nodelay(true);
+        });
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
