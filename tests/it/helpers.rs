@@ -293,3 +293,19 @@ pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
         data,
     }
 }
+
+/// The value of `SOMAGENT_TEST_<name>`, set by `scripts/ci-services.sh`. Without it the
+/// test says so and does not run, except under `CI=true`, where it fails.
+pub fn required_env(name: &str) -> Option<String> {
+    let var = format!("SOMAGENT_TEST_{name}");
+    match std::env::var(&var) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but {var} is not set: run scripts/ci-services.sh")
+        }
+        _ => {
+            eprintln!("{var} is not set: this test does not run");
+            None
+        }
+    }
+}

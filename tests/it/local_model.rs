@@ -6,23 +6,9 @@ use serde_json::{Value, json};
 use crate::chat::sse_data;
 use crate::helpers::{Rooted, with_root_env};
 
-/// The GGUF `scripts/ci-services.sh` fetched; required under `CI=true`.
-fn model_path() -> Option<String> {
-    match std::env::var("SOMAGENT_TEST_LOCAL_MODEL") {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but SOMAGENT_TEST_LOCAL_MODEL is not set: run scripts/ci-services.sh")
-        }
-        _ => {
-            eprintln!("SOMAGENT_TEST_LOCAL_MODEL is not set: the local model test does not run");
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_local_model_answers_out_of_the_box_and_streams() {
-    let Some(path) = model_path() else {
+    let Some(path) = crate::helpers::required_env("LOCAL_MODEL") else {
         return;
     };
     let Rooted {

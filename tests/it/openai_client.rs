@@ -5,27 +5,9 @@ use somagent_scripted_llm::ScriptedLlm;
 
 use crate::helpers::{Rooted, with_root_env};
 
-/// Where `scripts/ci-services.sh` installed the client; required under `CI=true`.
-fn client_path() -> Option<String> {
-    match std::env::var("SOMAGENT_TEST_OPENAI_PYTHONPATH") {
-        Ok(path) if !path.is_empty() => Some(path),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!(
-                "CI=true but SOMAGENT_TEST_OPENAI_PYTHONPATH is not set: run scripts/ci-services.sh"
-            )
-        }
-        _ => {
-            eprintln!(
-                "SOMAGENT_TEST_OPENAI_PYTHONPATH is not set: the openai client test does not run"
-            );
-            None
-        }
-    }
-}
-
 #[tokio::test]
 async fn the_official_openai_client_works_unchanged() {
-    let Some(pythonpath) = client_path() else {
+    let Some(pythonpath) = crate::helpers::required_env("OPENAI_PYTHONPATH") else {
         return;
     };
     let llm = ScriptedLlm::start().await.unwrap();

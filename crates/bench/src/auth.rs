@@ -78,24 +78,7 @@ pub async fn me_load(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(concurrency)
         .build()?;
-    let login: serde_json::Value = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("tenant", "default"),
-            ("username", "admin"),
-            ("password", password),
-        ])
-        .send()
-        .await?
-        .error_for_status()
-        .context("login")?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .context("an access token")?
-        .to_owned();
+    let token = crate::stats::admin_token(&client, gateway, password).await?;
     let url = format!("{gateway}/v1/me");
     // Warm up connections and caches.
     for _ in 0..200 {

@@ -50,24 +50,7 @@ pub async fn run(gateway: &str, password: &str, seconds: u64) -> anyhow::Result<
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(128)
         .build()?;
-    let login: Value = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("tenant", "default"),
-            ("username", "admin"),
-            ("password", password),
-        ])
-        .send()
-        .await?
-        .error_for_status()
-        .context("login")?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .context("an access token")?
-        .to_owned();
+    let token = crate::stats::admin_token(&client, gateway, password).await?;
     let through = format!("{gateway}/v1/chat/completions");
 
     println!("== time to first token, streamed, 1 caller ({seconds} s each)");

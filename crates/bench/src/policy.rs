@@ -5,7 +5,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
 use somagent_common::constitution::Constitution;
 use somagent_policy::engine::{Engine, InProcess, Opa};
@@ -55,24 +54,7 @@ pub async fn through_gateway(gateway: &str, password: &str, seconds: u64) -> any
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    let login: serde_json::Value = client
-        .post(format!("{gateway}/v1/auth/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("tenant", "default"),
-            ("username", "admin"),
-            ("password", password),
-        ])
-        .send()
-        .await?
-        .error_for_status()
-        .context("login")?
-        .json()
-        .await?;
-    let token = login["access_token"]
-        .as_str()
-        .context("an access token")?
-        .to_owned();
+    let token = crate::stats::admin_token(&client, gateway, password).await?;
     let url = format!("{gateway}/v1/policy/evaluate");
     println!("== POST /v1/policy/evaluate through the gateway ({seconds} s per run)");
     for (concurrency, distinct) in [(1, true), (64, true), (64, false)] {

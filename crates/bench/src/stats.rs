@@ -49,3 +49,30 @@ pub fn peak_rss_mib() -> Option<f64> {
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
 }
+
+/// The bootstrap admin's access token on the platform behind `gateway`.
+pub async fn admin_token(
+    client: &reqwest::Client,
+    gateway: &str,
+    password: &str,
+) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let login: serde_json::Value = client
+        .post(format!("{gateway}/v1/auth/token"))
+        .form(&[
+            ("grant_type", "password"),
+            ("tenant", "default"),
+            ("username", "admin"),
+            ("password", password),
+        ])
+        .send()
+        .await?
+        .error_for_status()
+        .context("login")?
+        .json()
+        .await?;
+    Ok(login["access_token"]
+        .as_str()
+        .context("an access token")?
+        .to_owned())
+}

@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod constitution;
 pub mod error;

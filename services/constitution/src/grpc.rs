@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use somagent_common::auth::grpc::principal_of;
 use somagent_common::auth::{Capability, Verifier};
+use somagent_common::clock::rfc3339;
 use somagent_common::constitution::{Constitution, PII_PATTERNS};
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::events::{Envelope, topics};
@@ -21,16 +22,6 @@ pub struct ConstitutionGrpc {
     pub signer: Arc<Signer>,
     pub outbox: Outbox,
     pub verifier: Arc<Verifier>,
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 impl ConstitutionGrpc {

@@ -2,6 +2,7 @@
 //! tokens that act for a user), revocation, signing keys and the JWKS. Every call that
 //! acts for someone verifies the token it carries.
 
+use somagent_common::clock::rfc3339;
 use somagent_common::proto::identity::v1 as pb;
 use somagent_common::proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
@@ -62,16 +63,6 @@ fn key_message(k: ApiKeyRecord) -> pb::ApiKey {
         last_used_at: k.last_used_at.map(rfc3339).unwrap_or_default(),
         created_at: rfc3339(k.created_at),
     }
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 #[tonic::async_trait]

@@ -9,6 +9,7 @@ use futures::Stream;
 use serde_json::{Value, json};
 use somagent_common::auth::grpc::principal_of;
 use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::clock::rfc3339;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::common::v1::{PageInfo, Usage};
 use somagent_common::proto::orchestrator::v1 as pb;
@@ -28,16 +29,6 @@ pub struct OrchestratorGrpc {
     pub engine: Arc<LocalEngine>,
     pub hub: Arc<TurnHub>,
     pub verifier: Arc<Verifier>,
-}
-
-fn rfc3339(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 fn session_message(s: Session) -> pb::Session {

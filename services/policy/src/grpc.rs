@@ -41,13 +41,7 @@ fn rule_message(r: Rule) -> pb::Rule {
         severity: r.severity.as_str().into(),
         score: r.score,
         enabled: r.enabled,
-        updated_at: time::OffsetDateTime::from_unix_timestamp(r.updated_at)
-            .ok()
-            .and_then(|t| {
-                t.format(&time::format_description::well_known::Rfc3339)
-                    .ok()
-            })
-            .unwrap_or_default(),
+        updated_at: somagent_common::clock::rfc3339(r.updated_at),
     }
 }
 
