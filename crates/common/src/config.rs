@@ -74,6 +74,24 @@ impl CommonConfig {
     }
 
     /// The base URL other services reach `service` at.
+    /// A lazily connecting gRPC channel to `service`: connects within 5 s, and with
+    /// `timeout` each call ends after that long (none for calls that stream as long as
+    /// they need).
+    pub fn channel(
+        &self,
+        service: &ServiceSpec,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        let url = self.endpoint(service);
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| anyhow::anyhow!("endpoints.{} `{url}`: {e}", service.name))?
+            .connect_timeout(std::time::Duration::from_secs(5));
+        if let Some(timeout) = timeout {
+            endpoint = endpoint.timeout(timeout);
+        }
+        Ok(endpoint.connect_lazy())
+    }
+
     pub fn endpoint(&self, service: &ServiceSpec) -> String {
         self.endpoints
             .get(&service.config_key())

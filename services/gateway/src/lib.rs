@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{TOKEN_AUDIENCE, TrustedIssuer, Verifier, builtin_mapping};
+use somagent_common::auth::{TrustedIssuer, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -86,44 +86,16 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .clone()
         .context("the gateway needs the event bus")?;
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
-    let identity_url = config.endpoint(&IDENTITY);
-    let channel = tonic::transport::Endpoint::from_shared(identity_url.clone())
-        .with_context(|| format!("endpoints.identity `{identity_url}`"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(15))
-        .connect_lazy();
-    let slm_url = config.endpoint(&SLM);
-    // No overall timeout: answers stream for as long as the model writes; slm bounds
-    // the wait for each token.
-    let slm = tonic::transport::Endpoint::from_shared(slm_url.clone())
-        .with_context(|| format!("endpoints.slm `{slm_url}`"))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect_lazy();
-    let internal = |spec: &'static somagent_common::service::ServiceSpec| -> anyhow::Result<tonic::transport::Channel> {
-        let url = config.endpoint(spec);
-        Ok(tonic::transport::Endpoint::from_shared(url.clone())
-            .with_context(|| format!("endpoints.{} `{url}`", spec.name))?
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .connect_lazy())
-    };
-    let policy = PolicyServiceClient::new(internal(&POLICY)?);
-    let constitution = ConstitutionServiceClient::new(internal(&CONSTITUTION)?);
-    // Turns stream for as long as the model answers: no overall timeout.
-    let orchestrator_url = config.endpoint(&ORCHESTRATOR);
-    let orchestrator = OrchestratorServiceClient::new(
-        tonic::transport::Endpoint::from_shared(orchestrator_url.clone())
-            .with_context(|| format!("endpoints.orchestrator `{orchestrator_url}`"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy(),
-    );
+    // Calls that stream (model answers, turns) have no overall timeout: the services
+    // behind bound the wait for each piece.
+    let unary = Some(Duration::from_secs(15));
+    let channel = config.channel(&IDENTITY, unary)?;
+    let slm = config.channel(&SLM, None)?;
+    let policy = PolicyServiceClient::new(config.channel(&POLICY, unary)?);
+    let constitution = ConstitutionServiceClient::new(config.channel(&CONSTITUTION, unary)?);
+    let orchestrator = OrchestratorServiceClient::new(config.channel(&ORCHESTRATOR, None)?);
     let issuer = config.issuer();
-    let mut issuers = vec![TrustedIssuer {
-        issuer: issuer.clone(),
-        audience: TOKEN_AUDIENCE.into(),
-        jwks_uri: Some(format!("{identity_url}/.well-known/jwks.json")),
-        mapping: builtin_mapping(),
-    }];
+    let mut issuers = vec![builtin_issuer(&config)];
     issuers.extend(external_issuers()?);
     let verifier = Verifier::new(issuers, Some(cache.clone()));
     let gateway = Gateway {

@@ -64,12 +64,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     // Calls acting for a user carry their token; identity checks it like anyone else,
     // against its own published keys.
     let verifier = somagent_common::auth::Verifier::new(
-        vec![somagent_common::auth::TrustedIssuer {
-            issuer: issuer.clone(),
-            audience: somagent_common::auth::TOKEN_AUDIENCE.into(),
-            jwks_uri: Some(format!("{}/.well-known/jwks.json", config.endpoint(&SPEC))),
-            mapping: somagent_common::auth::builtin_mapping(),
-        }],
+        vec![somagent_common::auth::builtin_issuer(&config)],
         Some(cache),
     );
     let jwks = keyring.clone();

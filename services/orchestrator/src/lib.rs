@@ -24,7 +24,7 @@ use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
-use somagent_common::service::{IDENTITY, POLICY, SLM, ServiceSpec};
+use somagent_common::service::{IDENTITY, POLICY, SLM};
 
 use crate::workflow::local::{LocalEngine, WorkflowFn};
 
@@ -51,18 +51,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .cache
         .clone()
         .context("the orchestrator needs the cache")?;
-    let channel = |spec: &'static ServiceSpec,
-                   timeout: Option<Duration>|
-     -> anyhow::Result<tonic::transport::Channel> {
-        let url = config.endpoint(spec);
-        let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
-            .with_context(|| format!("endpoints.{} `{url}`", spec.name))?
-            .connect_timeout(Duration::from_secs(5));
-        if let Some(timeout) = timeout {
-            endpoint = endpoint.timeout(timeout);
-        }
-        Ok(endpoint.connect_lazy())
-    };
+    let channel = |spec, timeout| config.channel(spec, timeout);
     let store = store::SessionStore::new(db.clone());
     let hub = Arc::new(hub::TurnHub::default());
     let activities = turn::TurnActivities {

@@ -21,16 +21,6 @@ pub struct PolicyGrpc {
     pub events: EventBus,
 }
 
-fn bearer<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned()
-}
-
 fn rule_message(r: Rule) -> pb::Rule {
     pb::Rule {
         id: r.id,
@@ -111,7 +101,9 @@ impl PolicyService for PolicyGrpc {
     ) -> Result<Response<pb::Decision>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
         principal.require(Capability::PolicyRead)?;
-        let token = bearer(&request);
+        let token = somagent_common::auth::grpc::bearer_of(&request)
+            .unwrap_or_default()
+            .to_owned();
         let r = request.into_inner();
         let question = Question {
             action: r.action,

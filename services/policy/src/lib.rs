@@ -53,12 +53,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         }
         None => engine::Engine::InProcess(engine::InProcess::default()),
     };
-    let url = config.endpoint(&CONSTITUTION);
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .with_context(|| format!("endpoints.constitution `{url}`"))?
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(5))
-        .connect_lazy();
+    let channel = config.channel(&CONSTITUTION, Some(Duration::from_secs(5)))?;
     let decider = Arc::new(decider::PolicyDecider::new(
         engine,
         store::RuleStore::new(db),

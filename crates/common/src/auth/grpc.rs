@@ -12,19 +12,23 @@ pub fn with_bearer<T>(token: &str, mut request: tonic::Request<T>) -> tonic::Req
     request
 }
 
+/// The bearer token an incoming gRPC call carries, if any.
+pub fn bearer_of<T>(request: &tonic::Request<T>) -> Option<&str> {
+    request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
 /// The verified principal of an incoming gRPC call, or `UNAUTHENTICATED`.
 pub async fn principal_of<T>(
     verifier: &Verifier,
     request: &tonic::Request<T>,
 ) -> Result<Principal, tonic::Status> {
-    let token = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(|| {
-            tonic::Status::unauthenticated("this call needs the caller's bearer token")
-        })?;
+    let token = bearer_of(request).ok_or_else(|| {
+        tonic::Status::unauthenticated("this call needs the caller's bearer token")
+    })?;
     verifier
         .verify(token)
         .await
