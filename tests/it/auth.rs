@@ -305,7 +305,6 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited() {
 async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited_on(
     backends: Backends,
 ) {
-    use somagent_common::config::EventsUrl;
     use somagent_common::infra::events::{EventBus, topics};
 
     let Rooted {
@@ -313,6 +312,7 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited_on(
         gateway,
         client,
         data,
+        events,
         ..
     } = with_root_on(backends, &[]).await;
     let login =
@@ -383,13 +383,12 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited_on(
     assert_eq!(missing.status(), 422);
 
     // The revocation is an audit event, and the token is not in it.
-    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
-        .await
-        .unwrap();
+    let bus = EventBus::connect(&events, data.path()).await.unwrap();
     let mut audit = bus.subscribe("e2e-audit", &[topics::AUDIT]).await.unwrap();
     let mut logins = Vec::new();
     let event = loop {
-        let delivery = tokio::time::timeout(std::time::Duration::from_secs(10), audit.next())
+        // A Kafka consumer group takes seconds to join.
+        let delivery = tokio::time::timeout(std::time::Duration::from_secs(30), audit.next())
             .await
             .unwrap()
             .unwrap();

@@ -46,6 +46,7 @@ async fn chat_completions_answer_stream_call_tools_fall_back_and_are_metered() {
         client,
         root,
         data,
+        ..
     } = with_root_env(&[
         ("SOMAGENT_LLM_BASE_URL", base.as_str()),
         ("SOMAGENT_LLM_MODEL", "scripted"),
@@ -426,6 +427,7 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
         client,
         root,
         data,
+        ..
     } = with_root_env(&[
         ("SOMAGENT_LLM_BASE_URL", base.as_str()),
         ("SOMAGENT_LLM_MODEL", "no-usage"),
@@ -513,6 +515,7 @@ async fn requests_on_the_bus_are_answered_on_the_bus_once() {
         client,
         root,
         data,
+        ..
     } = with_root_env(&[
         ("SOMAGENT_LLM_BASE_URL", base.as_str()),
         ("SOMAGENT_LLM_MODEL", "scripted"),

@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use somagent_common::config::EventsUrl;
+use somagent_common::infra::events::{Envelope, EventBus};
 use somagent_common::service::SERVICES;
 
 /// The directory holding the workspace's binaries (next to this test's `deps/`).
@@ -25,15 +27,27 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
-/// Ports nobody listens on right now, one per service.
+/// Ports nobody listens on right now, one per service. Taken below the kernel's
+/// ephemeral range (32768 and up), where the platform's own outgoing connections (to
+/// Kafka, PostgreSQL, ...) would otherwise grab a port between this pick and its bind;
+/// each test of this process gets ports no other test here was given.
 pub fn free_ports() -> BTreeMap<&'static str, u16> {
-    let listeners: Vec<_> = SERVICES
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    // Where this process's id says, so concurrent test processes spread out.
+    static NEXT: std::sync::LazyLock<AtomicU32> =
+        std::sync::LazyLock::new(|| AtomicU32::new(std::process::id() % 400 * 30));
+    SERVICES
         .iter()
-        .map(|s| (s.name, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
-        .collect();
-    listeners
-        .iter()
-        .map(|(name, l)| (*name, l.local_addr().unwrap().port()))
+        .map(|s| {
+            loop {
+                let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+                if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                    break (s.name, port);
+                }
+            }
+        })
         .collect()
 }
 
@@ -187,6 +201,8 @@ pub struct Rooted {
     pub root: String,
     /// The platform's data directory.
     pub data: tempfile::TempDir,
+    /// The event bus the platform runs on, for a test to read what it published.
+    pub events: EventsUrl,
 }
 
 /// Starts `somagent up` with [`ROOT_PASSWORD`] and logs its admin in.
@@ -199,7 +215,9 @@ pub async fn with_root() -> Rooted {
 pub enum Backends {
     /// SQLite files, the local event log and the in-process cache.
     Embedded,
-    /// A fresh PostgreSQL database and Redis, from `SOMAGENT_TEST_{DATABASE,CACHE}_URL`.
+    /// A fresh PostgreSQL database, Redis keys, Kafka topics and a Temporal task queue
+    /// of its own, and the OPA server, from `SOMAGENT_TEST_{DATABASE,CACHE,EVENTS,
+    /// WORKFLOWS,OPA}_URL` (the last three when set; always under `CI=true`).
     Distributed,
 }
 
@@ -208,12 +226,15 @@ impl Backends {
     /// under `CI=true`, where a missing server fails the run).
     pub fn all() -> Vec<Backends> {
         let ci = std::env::var("CI").is_ok_and(|v| v == "true");
-        let configured = ["DATABASE", "CACHE"]
+        let set =
+            |c: &str| std::env::var(format!("SOMAGENT_TEST_{c}_URL")).is_ok_and(|v| !v.is_empty());
+        let configured = ["DATABASE", "CACHE"].iter().all(|c| set(c));
+        let complete = ["DATABASE", "CACHE", "EVENTS", "WORKFLOWS", "OPA"]
             .iter()
-            .all(|c| std::env::var(format!("SOMAGENT_TEST_{c}_URL")).is_ok_and(|v| !v.is_empty()));
+            .all(|c| set(c));
         assert!(
-            configured || !ci,
-            "CI=true but SOMAGENT_TEST_DATABASE_URL / SOMAGENT_TEST_CACHE_URL are not set: start the servers with scripts/ci-services.sh"
+            complete || !ci,
+            "CI=true but one of SOMAGENT_TEST_{{DATABASE,CACHE,EVENTS,WORKFLOWS,OPA}}_URL is not set: start the servers with scripts/ci-services.sh"
         );
         if configured {
             vec![Backends::Embedded, Backends::Distributed]
@@ -226,7 +247,7 @@ impl Backends {
     }
 
     /// The environment that points a platform at these backends.
-    async fn env(self) -> Vec<(String, String)> {
+    pub async fn env(self) -> Vec<(String, String)> {
         match self {
             Backends::Embedded => Vec::new(),
             Backends::Distributed => {
@@ -257,10 +278,59 @@ impl Backends {
                 if let Ok(opa) = std::env::var("SOMAGENT_TEST_OPA_URL") {
                     env.push(("SOMAGENT_OPA_URL".into(), opa));
                 }
+                // Events on Kafka, topics of its own.
+                if let Ok(kafka) = std::env::var("SOMAGENT_TEST_EVENTS_URL") {
+                    env.push((
+                        "SOMAGENT_EVENTS_URL".into(),
+                        format!("{kafka}?prefix={name}"),
+                    ));
+                }
+                // Turns on Temporal, a task queue of its own.
+                if let Ok(temporal) = std::env::var("SOMAGENT_TEST_WORKFLOWS_URL") {
+                    env.push((
+                        "SOMAGENT_WORKFLOWS_URL".into(),
+                        format!("{temporal}?task_queue={name}"),
+                    ));
+                }
                 env
             }
         }
     }
+}
+
+/// The event bus a platform started with `env` publishes on.
+pub fn events_url(env: &[(&str, &str)]) -> EventsUrl {
+    env.iter()
+        .rev()
+        .find(|(k, _)| *k == "SOMAGENT_EVENTS_URL")
+        .map_or(EventsUrl::Local { path: None }, |(_, v)| {
+            v.parse().expect("an events URL")
+        })
+}
+
+/// Connects to the event bus of a platform started with `env` on `data`.
+pub async fn platform_bus(env: &[(&str, &str)], data: &Path) -> EventBus {
+    EventBus::connect(&events_url(env), data)
+        .await
+        .expect("the platform's event bus")
+}
+
+/// Everything published on `topic` so far, read by a consumer group of its own: waits
+/// for the first event (a Kafka group takes seconds to join), then until the topic has
+/// been quiet for two seconds.
+pub async fn published(bus: &EventBus, topic: &str) -> Vec<Envelope> {
+    let group = format!("e2e-{}", uuid::Uuid::new_v4().simple());
+    let mut subscription = bus
+        .subscribe(&group, &[topic])
+        .await
+        .expect("a subscription");
+    let mut events = Vec::new();
+    let mut wait = Duration::from_secs(30);
+    while let Ok(delivery) = tokio::time::timeout(wait, subscription.next()).await {
+        events.push(delivery.expect("an event").event);
+        wait = Duration::from_secs(2);
+    }
+    events
 }
 
 fn url_of(raw: &str) -> reqwest::Url {
@@ -291,6 +361,7 @@ pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
         client,
         root,
         data,
+        events: events_url(&all),
     }
 }
 

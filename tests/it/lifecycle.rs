@@ -75,6 +75,7 @@ async fn users_and_tenants_change(backends: Backends) {
         client,
         root,
         data: _data,
+        ..
     } = with_root_on(backends, &[]).await;
     let (status, acme) = call(
         &client,

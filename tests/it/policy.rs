@@ -38,6 +38,7 @@ async fn decide(backends: Backends) {
         client,
         root,
         data,
+        ..
     } = with_root_on(backends, &[]).await;
     let g = |path: &str| format!("{gateway}{path}");
 

@@ -23,6 +23,7 @@ async fn limits(backends: Backends) {
         client,
         root,
         data: _data,
+        ..
     } = with_root_on(
         backends,
         &[

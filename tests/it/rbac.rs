@@ -18,6 +18,7 @@ async fn each_role_gets_exactly_its_routes() {
         client,
         root,
         data: _data,
+        ..
     } = with_root().await;
     let (status, acme) = call(
         &client,
@@ -163,6 +164,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         client,
         root,
         data: _data,
+        ..
     } = with_root().await;
     let mut admins = Vec::new();
     for slug in ["acme", "globex"] {

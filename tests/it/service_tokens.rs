@@ -21,6 +21,7 @@ async fn a_service_acts_for_a_user_with_a_short_lived_token_only_with_the_servic
         client,
         root,
         data,
+        ..
     } = with_root().await;
     let (_, acme) = call(
         &client,

@@ -6,11 +6,13 @@ use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
-use somagent_common::config::EventsUrl;
 use somagent_common::infra::events::{EventBus, topics};
 use somagent_scripted_llm::ScriptedLlm;
 
-use crate::helpers::{Platform, ROOT_PASSWORD, Rooted, free_ports, login, wait_ok, with_root_env};
+use crate::helpers::{
+    Backends, Platform, ROOT_PASSWORD, Rooted, free_ports, login, platform_bus, published, wait_ok,
+    with_root_env, with_root_on,
+};
 use crate::lifecycle::call;
 
 /// `(event, data)` pairs of an SSE body.
@@ -52,6 +54,12 @@ async fn send_sse(
 
 #[tokio::test]
 async fn a_session_streams_its_turns_answers_tool_calls_and_keeps_its_messages() {
+    for backends in Backends::all() {
+        session_journey(backends).await;
+    }
+}
+
+async fn session_journey(backends: Backends) {
     let llm = ScriptedLlm::start().await.unwrap();
     let base = llm.base_url();
     let Rooted {
@@ -60,10 +68,14 @@ async fn a_session_streams_its_turns_answers_tool_calls_and_keeps_its_messages()
         client,
         root,
         data,
-    } = with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
-    ])
+        events: bus_url,
+    } = with_root_on(
+        backends,
+        &[
+            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+            ("SOMAGENT_LLM_MODEL", "scripted"),
+        ],
+    )
     .await;
     let (status, session) = call(
         &client,
@@ -296,22 +308,16 @@ async fn a_session_streams_its_turns_answers_tool_calls_and_keeps_its_messages()
     assert_eq!(theirs["sessions"], json!([]));
 
     // The turns are on conversation.events.
-    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
+    let bus = EventBus::connect(&bus_url, data.path()).await.unwrap();
+    let completed = published(&bus, topics::CONVERSATION)
         .await
-        .unwrap();
-    let mut conversation = bus
-        .subscribe("e2e-conversation", &[topics::CONVERSATION])
-        .await
-        .unwrap();
-    let mut completed = 0;
-    while let Ok(delivery) = tokio::time::timeout(Duration::from_secs(2), conversation.next()).await
-    {
-        let event = delivery.unwrap().event;
-        if event.kind == "turn.completed" {
-            completed += 1;
-        }
-    }
-    assert_eq!(completed, 4, "two turns, the tool turn and the started one");
+        .iter()
+        .filter(|e| e.kind == "turn.completed")
+        .count();
+    assert_eq!(
+        completed, 4,
+        "{backends:?}: two turns, the tool turn and the started one"
+    );
 
     let (status, _) = call(
         &client,
@@ -338,15 +344,26 @@ async fn a_session_streams_its_turns_answers_tool_calls_and_keeps_its_messages()
 
 #[tokio::test]
 async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
+    for backends in Backends::all() {
+        crash_and_restart(backends).await;
+    }
+}
+
+/// On the local engine the restarted process resumes the run from its journal; on
+/// Temporal the new worker picks the run up once the killed attempt misses its
+/// heartbeat.
+async fn crash_and_restart(backends: Backends) {
     let llm = ScriptedLlm::start().await.unwrap();
     let base = llm.base_url();
     let data = tempfile::tempdir().unwrap();
     let ports = free_ports();
-    let env = [
+    let backend_env = backends.env().await;
+    let mut env = vec![
         ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
         ("SOMAGENT_LLM_BASE_URL", base.as_str()),
         ("SOMAGENT_LLM_MODEL", "slow-300"),
     ];
+    env.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let client = reqwest::Client::new();
     let mut platform = Platform::start_with(data.path(), &ports, &env);
     let gateway = platform.addresses["gateway"].clone();
@@ -382,7 +399,7 @@ async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
     let platform = Platform::start_with(data.path(), &ports, &env);
     wait_ok(&client, &format!("{gateway}/readyz")).await;
     let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
-    let deadline = Instant::now() + Duration::from_secs(40);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let messages = loop {
         let (_, listed) = call(
             &client,
@@ -414,7 +431,7 @@ async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
     assert_eq!(
         listed["messages"].as_array().unwrap().len(),
         2,
-        "exactly one answer: {listed}"
+        "{backends:?}: exactly one answer: {listed}"
     );
     assert_eq!(messages[1]["content"], "Echo: one two three four five");
     let (_, session) = call(
@@ -426,21 +443,13 @@ async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
     )
     .await;
     assert_eq!(session["status"], "idle");
-    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
+    let bus = platform_bus(&env, data.path()).await;
+    let completions: std::collections::BTreeSet<_> = published(&bus, topics::CONVERSATION)
         .await
-        .unwrap();
-    let mut conversation = bus
-        .subscribe("e2e-conversation", &[topics::CONVERSATION])
-        .await
-        .unwrap();
-    let mut completions = std::collections::BTreeSet::new();
-    while let Ok(delivery) = tokio::time::timeout(Duration::from_secs(2), conversation.next()).await
-    {
-        let event = delivery.unwrap().event;
-        if event.kind == "turn.completed" {
-            completions.insert(event.id);
-        }
-    }
+        .into_iter()
+        .filter(|e| e.kind == "turn.completed")
+        .map(|e| e.id)
+        .collect();
     assert_eq!(
         completions.len(),
         1,
@@ -463,6 +472,7 @@ async fn a_websocket_follows_a_sessions_turns_live() {
         client,
         root,
         data: _data,
+        ..
     } = with_root_env(&[
         ("SOMAGENT_LLM_BASE_URL", base.as_str()),
         ("SOMAGENT_LLM_MODEL", "scripted"),

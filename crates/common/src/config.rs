@@ -35,6 +35,9 @@ pub struct CommonConfig {
     pub cache_url: CacheUrl,
     /// Object storage; unset means `data_dir/objects`.
     pub objects_url: Option<ObjectsUrl>,
+    /// Where durable workflows run: `local://` (journaled in the relational store) or
+    /// `temporal://host:port[?namespace=…&task_queue=…]`.
+    pub workflows_url: WorkflowsUrl,
     pub log: LogConfig,
     /// How long shutdown waits for in-flight work before it stops anyway.
     pub shutdown_grace_secs: u64,
@@ -56,6 +59,7 @@ impl Default for CommonConfig {
             events_url: EventsUrl::Local { path: None },
             cache_url: CacheUrl::Memory,
             objects_url: None,
+            workflows_url: WorkflowsUrl::Local,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
             public_url: None,
@@ -493,7 +497,69 @@ impl FromStr for ObjectsUrl {
     }
 }
 
+/// `local://` or `temporal://host:port[?namespace=…&task_queue=…]` (namespace `default`
+/// and task queue `somagent` unless given).
+#[derive(Clone, PartialEq, Eq)]
+pub enum WorkflowsUrl {
+    Local,
+    Temporal(String),
+}
+
+/// Where a Temporal frontend is and which namespace and task queue the platform uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemporalTarget {
+    /// `http://host:port`, for the client.
+    pub address: String,
+    pub namespace: String,
+    pub task_queue: String,
+}
+
+impl WorkflowsUrl {
+    fn raw(&self) -> String {
+        match self {
+            Self::Local => "local://".into(),
+            Self::Temporal(url) => url.clone(),
+        }
+    }
+
+    /// The Temporal frontend, namespace and task queue; `None` for the local engine.
+    pub fn temporal(&self) -> Option<TemporalTarget> {
+        let Self::Temporal(raw) = self else {
+            return None;
+        };
+        // Checked when parsed.
+        let url = Url::parse(raw).ok()?;
+        let query = |key: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        Some(TemporalTarget {
+            address: format!("http://{}:{}", url.host_str()?, url.port().unwrap_or(7233)),
+            namespace: query("namespace").unwrap_or_else(|| "default".into()),
+            task_queue: query("task_queue").unwrap_or_else(|| "somagent".into()),
+        })
+    }
+}
+
+impl FromStr for WorkflowsUrl {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        const KNOWN: &str = "local:// or temporal://host:port";
+        match scheme(value, KNOWN)? {
+            ("local", _) => Ok(Self::Local),
+            ("temporal", _) => Url::parse(value)
+                .ok()
+                .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+                .map(|_| Self::Temporal(value.to_owned()))
+                .ok_or_else(|| "temporal:// needs host:port".into()),
+            (other, _) => Err(format!("unknown scheme `{other}` (expected {KNOWN})")),
+        }
+    }
+}
+
 string_backed!(DatabaseUrl);
+string_backed!(WorkflowsUrl);
 string_backed!(EventsUrl);
 string_backed!(CacheUrl);
 string_backed!(ObjectsUrl);
@@ -512,7 +578,7 @@ macro_rules! redacted_debug {
         }
     )*};
 }
-redacted_debug!(DatabaseUrl, EventsUrl, CacheUrl, ObjectsUrl);
+redacted_debug!(DatabaseUrl, EventsUrl, CacheUrl, ObjectsUrl, WorkflowsUrl);
 
 /// Hides secrets passed as query parameters (`secret_access_key=…`, `password=…`).
 fn redact_query(value: &str) -> String {
@@ -554,6 +620,17 @@ mod tests {
         assert!(matches!("kafka://h:9092".parse(), Ok(EventsUrl::Kafka(_))));
         assert_eq!("memory://".parse(), Ok(CacheUrl::Memory));
         assert!(matches!("s3://bucket".parse(), Ok(ObjectsUrl::S3(_))));
+        assert_eq!("local://".parse(), Ok(WorkflowsUrl::Local));
+        let temporal: WorkflowsUrl = "temporal://h:7233?task_queue=q".parse().unwrap();
+        assert_eq!(
+            temporal.temporal(),
+            Some(TemporalTarget {
+                address: "http://h:7233".into(),
+                namespace: "default".into(),
+                task_queue: "q".into()
+            })
+        );
+        assert!("temporal://".parse::<WorkflowsUrl>().is_err());
     }
 
     #[test]

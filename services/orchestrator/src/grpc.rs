@@ -19,14 +19,14 @@ use tonic::{Request, Response, Status};
 use crate::hub::TurnHub;
 use crate::store::{Session, SessionStore};
 use crate::turn::{self, TurnInput};
-use crate::workflow::local::{LocalEngine, Outcome};
+use crate::workflow::{Engine, Outcome};
 
 /// The longest message a user may send.
 const MAX_CONTENT: usize = 100_000;
 
 pub struct OrchestratorGrpc {
     pub store: SessionStore,
-    pub engine: Arc<LocalEngine>,
+    pub engine: Arc<dyn Engine>,
     pub hub: Arc<TurnHub>,
     pub verifier: Arc<Verifier>,
 }

@@ -1,8 +1,9 @@
 //! The orchestrator service: sessions and their turns, each turn a durable workflow
-//! (`SessionWorkflow`) on the local engine: journaled in the relational store, resumed
-//! after a restart from its last completed activity, exactly one completion per turn.
+//! (`SessionWorkflow`) on the configured engine: the local one (journaled in the
+//! relational store, resumed after a restart from its last completed activity) or
+//! Temporal (`SOMAGENT_WORKFLOWS_URL=temporal://...`); exactly one completion per turn.
 //!
-//! Layout: `workflow/` (the context, activity options, the local engine), `turn` (the
+//! Layout: `workflow/` (the context, activity options, both engines), `turn` (the
 //! session turn and its activities), `store` (sessions, messages), `hub` (live events),
 //! `service_tokens` (acting for users from activities), `grpc`.
 
@@ -26,7 +27,9 @@ use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClie
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::service::{IDENTITY, POLICY, SLM};
 
-use crate::workflow::local::{LocalEngine, WorkflowFn};
+use crate::workflow::local::LocalEngine;
+use crate::workflow::temporal::TemporalEngine;
+use crate::workflow::{Engine, WorkflowFn};
 
 pub use somagent_common::service::ORCHESTRATOR as SPEC;
 
@@ -70,8 +73,20 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         turn::KIND,
         Arc::new(|ctx, input| Box::pin(turn::session_turn(ctx, input))),
     );
-    let engine = LocalEngine::new(db, Arc::new(activities), workflows);
-    engine.keep_resuming();
+    let engine: Arc<dyn Engine> = match config.workflows_url.temporal() {
+        Some(target) => {
+            let identity = format!("{}@{}", SPEC.name, std::process::id());
+            Arc::new(
+                TemporalEngine::start_worker(&target, &identity, Arc::new(activities), workflows)
+                    .await?,
+            )
+        }
+        None => {
+            let engine = LocalEngine::new(db, Arc::new(activities), workflows);
+            engine.keep_resuming();
+            Arc::new(engine)
+        }
+    };
     let grpc = grpc::OrchestratorGrpc {
         store,
         engine,

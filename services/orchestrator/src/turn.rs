@@ -23,11 +23,19 @@ use crate::store::SessionStore;
 use crate::workflow::{Activities, ActivityError, ActivityOptions, WorkflowContext};
 
 pub const KIND: &str = "session_turn";
+/// The turn's activities, by name.
+pub const POLICY_CHECK: &str = "policy.check";
+pub const SESSION_HISTORY: &str = "session.history";
+pub const MODEL_COMPLETE: &str = "model.complete";
+pub const TURN_FINISH: &str = "turn.finish";
 /// Rounds of tool calls before the model must answer.
 const MAX_TOOL_ROUNDS: usize = 4;
 const QUICK: ActivityOptions = ActivityOptions::new(Duration::from_secs(10), 3);
 /// The model call: slm bounds the wait for each token; this bounds the whole answer.
-const MODEL: ActivityOptions = ActivityOptions::new(Duration::from_secs(300), 2);
+/// It beats while it streams, so when its process dies another takes it over within
+/// seconds rather than after the whole bound.
+const MODEL: ActivityOptions =
+    ActivityOptions::new(Duration::from_secs(300), 2).with_heartbeat(Duration::from_secs(5));
 pub const WITHHELD: &str = "[withheld: the answer broke this tenant's policy]";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,7 +73,7 @@ pub async fn session_turn(
             // The session must not stay busy, and watchers must hear why.
             let finish =
                 json!({ "who": who(&input), "outcome": "failed", "error": error, "messages": [] });
-            ctx.activity("turn.finish", finish, QUICK).await?;
+            ctx.activity(TURN_FINISH, finish, QUICK).await?;
             Err(error)
         }
     }
@@ -75,16 +83,16 @@ async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, Act
     let check =
         |action: &str, text: &str| json!({ "who": who(input), "action": action, "text": text });
     let asked = ctx
-        .activity("policy.check", check("prompt", &input.content), QUICK)
+        .activity(POLICY_CHECK, check("prompt", &input.content), QUICK)
         .await?;
     if asked["allowed"] != true {
         let finish =
             json!({ "who": who(input), "outcome": "denied", "decision": asked, "messages": [] });
-        ctx.activity("turn.finish", finish, QUICK).await?;
+        ctx.activity(TURN_FINISH, finish, QUICK).await?;
         return Ok(json!({ "outcome": "denied", "decision": asked }));
     }
     let history = ctx
-        .activity("session.history", json!({ "who": who(input) }), QUICK)
+        .activity(SESSION_HISTORY, json!({ "who": who(input) }), QUICK)
         .await?;
     let mut transcript: Vec<Value> = history.as_array().cloned().unwrap_or_default();
     let mut new_messages: Vec<Value> = Vec::new();
@@ -92,7 +100,7 @@ async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, Act
     let mut answer = String::new();
     for round in 0..=MAX_TOOL_ROUNDS {
         let call = json!({ "who": who(input), "model": input.model, "messages": transcript, "round": round });
-        let reply = ctx.activity("model.complete", call, MODEL).await?;
+        let reply = ctx.activity(MODEL_COMPLETE, call, MODEL).await?;
         for key in ["prompt_tokens", "completion_tokens", "cost_micros"] {
             usage[key] =
                 json!(usage[key].as_i64().unwrap_or(0) + reply["usage"][key].as_i64().unwrap_or(0));
@@ -117,14 +125,14 @@ async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, Act
         }
     }
     let said = ctx
-        .activity("policy.check", check("completion", &answer), QUICK)
+        .activity(POLICY_CHECK, check("completion", &answer), QUICK)
         .await?;
     let allowed = said["allowed"] == true;
     let content = if allowed { answer } else { WITHHELD.to_owned() };
     new_messages.push(json!({ "role": "assistant", "content": content }));
     let outcome = if allowed { "completed" } else { "withheld" };
     let finish = json!({ "who": who(input), "outcome": outcome, "decision": said, "messages": new_messages, "usage": usage });
-    ctx.activity("turn.finish", finish, QUICK).await?;
+    ctx.activity(TURN_FINISH, finish, QUICK).await?;
     Ok(json!({ "outcome": outcome, "content": content, "usage": usage }))
 }
 
@@ -393,10 +401,10 @@ impl Activities for TurnActivities {
         input: Value,
     ) -> Result<Value, ActivityError> {
         match name {
-            "policy.check" => self.policy_check(input).await,
-            "session.history" => self.history(input).await,
-            "model.complete" => self.model(input).await,
-            "turn.finish" => self.finish(workflow_id, input).await,
+            POLICY_CHECK => self.policy_check(input).await,
+            SESSION_HISTORY => self.history(input).await,
+            MODEL_COMPLETE => self.model(input).await,
+            TURN_FINISH => self.finish(workflow_id, input).await,
             other => Err(ActivityError::fatal(
                 "internal",
                 format!("no activity `{other}`"),

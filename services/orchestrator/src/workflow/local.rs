@@ -5,8 +5,6 @@
 //! on from the last completed activity. Starts are idempotent by workflow id.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -16,24 +14,15 @@ use somagent_common::infra::db::{Db, DbError};
 use sqlx::Row;
 use tokio::sync::broadcast;
 
-use super::{Activities, ActivityError, ActivityOptions, WorkflowContext};
-
-pub type WorkflowFuture = Pin<Box<dyn Future<Output = Result<Value, ActivityError>> + Send>>;
-/// A workflow: its context and input in, its result out.
-pub type WorkflowFn = Arc<dyn Fn(Arc<dyn WorkflowContext>, Value) -> WorkflowFuture + Send + Sync>;
+use super::{
+    Activities, ActivityError, ActivityOptions, Engine, Outcome, WorkflowContext, WorkflowFn,
+};
 
 /// How long a run stays with the process that holds it without a renewal.
 const LEASE: Duration = Duration::from_secs(10);
 
 fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}
-
-/// How a run ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Completed(Value),
-    Failed(ActivityError),
 }
 
 pub struct LocalEngine {
@@ -298,6 +287,23 @@ impl LocalEngine {
     }
 }
 
+#[tonic::async_trait]
+impl Engine for Arc<LocalEngine> {
+    async fn start(
+        &self,
+        kind: &str,
+        id: &str,
+        tenant: &str,
+        input: &Value,
+    ) -> anyhow::Result<bool> {
+        Ok(LocalEngine::start(self, kind, id, tenant, input).await?)
+    }
+
+    async fn outcome(&self, id: &str) -> anyhow::Result<Option<Outcome>> {
+        Ok(LocalEngine::outcome(self, id).await?)
+    }
+}
+
 fn anyhow_kind(known: bool, kind: &str) -> Result<(), DbError> {
     if known {
         Ok(())
@@ -435,6 +441,7 @@ mod tests {
         start_to_close: Duration::from_millis(100),
         max_attempts: 3,
         initial_backoff: Duration::from_millis(1),
+        heartbeat: None,
     };
 
     fn steps(names: &'static [&'static str]) -> WorkflowFn {

@@ -3,13 +3,24 @@
 //! timeout and a bounded retry policy, so an engine can record, retry and replay them.
 //! The `local` engine journals each activity's result in the relational store and, after
 //! a restart, replays a workflow from its journal and carries on from the last completed
-//! activity.
+//! activity. The `temporal` engine registers the same workflows and activities with a
+//! Temporal worker; Temporal keeps the history, retries and times out activities, and
+//! moves a run to another worker when its worker dies.
 
 pub mod local;
+pub mod temporal;
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+
+pub type WorkflowFuture = Pin<Box<dyn Future<Output = Result<Value, ActivityError>> + Send>>;
+/// A workflow: its context and input in, its result out. Registered by kind with
+/// whichever engine runs it.
+pub type WorkflowFn = Arc<dyn Fn(Arc<dyn WorkflowContext>, Value) -> WorkflowFuture + Send + Sync>;
 
 /// How an activity is run: how long one attempt may take, and how often to try.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +28,10 @@ pub struct ActivityOptions {
     pub start_to_close: Duration,
     pub max_attempts: u32,
     pub initial_backoff: Duration,
+    /// How long an attempt may go without a sign of life before another worker takes
+    /// it over (Temporal's heartbeat timeout; the engine beats while the attempt runs).
+    /// Unset, a dead worker's attempt is only retried after `start_to_close`.
+    pub heartbeat: Option<Duration>,
 }
 
 impl ActivityOptions {
@@ -25,7 +40,14 @@ impl ActivityOptions {
             start_to_close,
             max_attempts,
             initial_backoff: Duration::from_millis(200),
+            heartbeat: None,
         }
+    }
+
+    /// The same, taken over after `after` without a heartbeat.
+    pub const fn with_heartbeat(mut self, after: Duration) -> Self {
+        self.heartbeat = Some(after);
+        self
     }
 
     /// The wait before attempt `attempt` (1-based; the first has none).
@@ -88,4 +110,28 @@ pub trait Activities: Send + Sync {
         name: &str,
         input: Value,
     ) -> Result<Value, ActivityError>;
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Completed(Value),
+    Failed(ActivityError),
+}
+
+/// Starts workflow runs and tells how they ended, on whichever engine is configured.
+#[tonic::async_trait]
+pub trait Engine: Send + Sync {
+    /// Starts workflow `kind` as run `id`; a run that exists already is left as it is
+    /// (a retried start is idempotent). True if this call started it.
+    async fn start(
+        &self,
+        kind: &str,
+        id: &str,
+        tenant: &str,
+        input: &Value,
+    ) -> anyhow::Result<bool>;
+
+    /// The run's outcome, if it has ended.
+    async fn outcome(&self, id: &str) -> anyhow::Result<Option<Outcome>>;
 }
