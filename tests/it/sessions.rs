@@ -309,8 +309,14 @@ async fn session_journey(backends: Backends) {
 
     // The turns are on conversation.events.
     let bus = EventBus::connect(&bus_url, data.path()).await.unwrap();
-    let completed = published(&bus, topics::CONVERSATION)
-        .await
+    let conversation = published(&bus, topics::CONVERSATION).await;
+    let of = |kind: &str, session: &str| {
+        conversation
+            .iter()
+            .filter(|e| e.kind == kind && e.data["session_id"] == session)
+            .collect::<Vec<_>>()
+    };
+    let completed = conversation
         .iter()
         .filter(|e| e.kind == "turn.completed")
         .count();
@@ -318,6 +324,22 @@ async fn session_journey(backends: Backends) {
         completed, 4,
         "{backends:?}: two turns, the tool turn and the started one"
     );
+    // The words as they came, in batches, and each new message once.
+    let first_turn: String = of("message.delta", &id)
+        .iter()
+        .filter(|e| e.data["turn"] == 1)
+        .map(|e| e.data["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(first_turn, "Echo: hello world");
+    let created: Vec<_> = of("message.created", &tooled)
+        .iter()
+        .map(|e| e.data["role"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(created, ["assistant", "tool", "assistant"]);
+    assert_eq!(of("message.created", &id).len(), 2, "one answer per turn");
+    let calls = of("tool.call", &tooled);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(calls[0].data["call"]["function"]["name"], "lookup");
 
     let (status, _) = call(
         &client,

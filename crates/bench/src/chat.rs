@@ -102,28 +102,45 @@ pub async fn run(gateway: &str, password: &str, seconds: u64) -> anyhow::Result<
                 let (client, gateway, token) = (client.clone(), gateway.to_owned(), token.clone());
                 tokio::spawn(async move {
                     let mut samples = Vec::new();
+                    let mut failed = 0usize;
+                    let mut first_failure: Option<String> = None;
                     let mut n = 0;
                     while Instant::now() < deadline {
                         n += 1;
                         let t = Instant::now();
-                        let ok = client
+                        let answer = client
                             .post(format!("{gateway}/v1/sessions/{session}/messages"))
                             .bearer_auth(&token)
                             .json(&json!({"content": format!("turn {n} of the benchmark")}))
                             .send()
-                            .await
-                            .is_ok_and(|r| r.status().is_success());
-                        if ok {
-                            samples.push(t.elapsed());
+                            .await;
+                        match answer {
+                            Ok(r) if r.status().is_success() => samples.push(t.elapsed()),
+                            Ok(r) => {
+                                failed += 1;
+                                let status = r.status();
+                                let body = r.text().await.unwrap_or_default();
+                                first_failure.get_or_insert_with(|| format!("{status} {body}"));
+                            }
+                            Err(e) => {
+                                failed += 1;
+                                first_failure.get_or_insert_with(|| e.to_string());
+                            }
                         }
                     }
-                    samples
+                    (samples, failed, first_failure)
                 })
             })
             .collect();
-        let mut turns = Vec::new();
+        let (mut turns, mut failed, mut why) = (Vec::new(), 0, None);
         for task in tasks {
-            turns.extend(task.await?);
+            let (samples, failures, first) = task.await?;
+            turns.extend(samples);
+            failed += failures;
+            why = why.or(first);
+        }
+        if let Some(why) = why {
+            println!("    first failed turn: {why}");
         }
         let elapsed = started.elapsed().as_secs_f64();
         // The upstream alone, at the same concurrency.
@@ -154,7 +171,7 @@ pub async fn run(gateway: &str, password: &str, seconds: u64) -> anyhow::Result<
         let turns = Samples::new(turns);
         let upstream = Samples::new(upstream);
         println!(
-            "{concurrency:>3} sessions  turn {}  ({:.0} turns/s)  upstream alone p50 {}  → overhead p50 {} p99 {}",
+            "{concurrency:>3} sessions  turn {}  ({:.0} turns/s, {failed} failed)  upstream alone p50 {}  → overhead p50 {} p99 {}",
             turns.summary(),
             turns.len() as f64 / elapsed,
             human(upstream.percentile(50.0)),

@@ -132,7 +132,7 @@ impl SessionStore {
         id: &str,
         content: &str,
     ) -> Result<Option<u32>, DbError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         let claimed = sqlx::query(
             "UPDATE sessions SET status = 'running', turns = turns + 1, updated_at = $1 \
              WHERE tenant_id = $2 AND id = $3 AND status = 'idle'",
@@ -178,7 +178,7 @@ impl SessionStore {
         turn: u32,
         messages: &[(String, String, String, String)],
     ) -> Result<(), DbError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         for (i, (role, content, tool_calls, tool_call_id)) in messages.iter().enumerate() {
             let message_id = format!("session-{id}-turn-{turn}-{i}");
             let exists = sqlx::query("SELECT 1 FROM messages WHERE id = $1")

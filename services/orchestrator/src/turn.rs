@@ -286,11 +286,15 @@ impl TurnActivities {
         let mut content = String::new();
         let mut calls: Vec<Value> = Vec::new();
         let mut usage = json!({});
+        let round = input["round"].as_u64().unwrap_or(0);
+        let mut feed = DeltaFeed::new(&who, round);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(status_error)?;
             if !chunk.delta.is_empty() {
                 content.push_str(&chunk.delta);
+                // Watchers here first; the topic gets the words in batches.
                 self.emit(&who, "delta", json!({ "content": chunk.delta }));
+                self.publish_progress(&who, feed.push(&chunk.delta)).await;
             }
             if !chunk.tool_calls_json.is_empty() {
                 let pieces: Value =
@@ -319,10 +323,29 @@ impl TurnActivities {
                 usage = json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "cost_micros": u.cost_micros });
             }
         }
+        self.publish_progress(&who, feed.flush()).await;
         for call in &calls {
             self.emit(&who, "tool_call", call.clone());
+            let event =
+                conversation_event(&who, "tool.call", json!({ "round": round, "call": call }));
+            self.publish_progress(&who, event).await;
         }
         Ok(json!({ "content": content, "tool_calls": calls, "usage": usage }))
+    }
+
+    /// Publishes a progress event (a batch of deltas, a tool call) on
+    /// `conversation.events`. Progress is not the record: the messages and the turn's
+    /// end are, published by `turn.finish`; so a failure here is logged, and the turn
+    /// goes on.
+    async fn publish_progress(&self, who: &Who, event: Option<Envelope>) {
+        let Some(event) = event else { return };
+        if let Err(e) = self
+            .events
+            .publish(topics::CONVERSATION, &who.session_id, &event)
+            .await
+        {
+            tracing::warn!(session = %who.session_id, error = %e, "cannot publish a turn's progress");
+        }
     }
 
     async fn finish(&self, workflow_id: &str, input: Value) -> Result<Value, ActivityError> {
@@ -348,28 +371,41 @@ impl TurnActivities {
             .await
             .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
         let outcome = input["outcome"].as_str().unwrap_or("completed");
-        let tenant = TenantId::parse(who.tenant.clone())
-            .map_err(|e| ActivityError::fatal("validation_failed", e))?;
-        // One id per turn: however often this runs, consumers see one completion.
-        let id = uuid::Uuid::new_v5(
-            &uuid::Uuid::NAMESPACE_URL,
-            format!("somagent:{workflow_id}:finish").as_bytes(),
-        );
-        let mut event = Envelope::new(
-            format!("turn.{outcome}"),
-            "orchestrator",
-            tenant,
+        // Ids fixed by the run: however often this runs, consumers see each message and
+        // the turn's end once.
+        let stable = |what: &str| {
+            uuid::Uuid::new_v5(
+                &uuid::Uuid::NAMESPACE_URL,
+                format!("somagent:{workflow_id}:{what}").as_bytes(),
+            )
+        };
+        let mut events = Vec::new();
+        for (i, (role, content, tool_calls, tool_call_id)) in messages.iter().enumerate() {
+            let data = json!({ "index": i, "role": role, "content": content, "tool_calls": tool_calls, "tool_call_id": tool_call_id });
+            events.push((stable(&format!("message-{i}")), "message.created", data));
+        }
+        events.push((
+            stable("finish"),
+            match outcome {
+                "denied" => "turn.denied",
+                "withheld" => "turn.withheld",
+                "failed" => "turn.failed",
+                _ => "turn.completed",
+            },
             json!({
-                "session_id": who.session_id, "turn": who.turn, "outcome": outcome,
-                "usage": input["usage"], "rule_ids": input["decision"]["rule_ids"], "error": input["error"],
+                "outcome": outcome, "usage": input["usage"],
+                "rule_ids": input["decision"]["rule_ids"], "error": input["error"],
             }),
-        )
-        .with_subject(who.subject.clone());
-        event.id = id;
-        self.events
-            .publish(topics::CONVERSATION, &who.session_id, &event)
-            .await
-            .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
+        ));
+        for (id, kind, data) in events {
+            let mut event = conversation_event(&who, kind, data)
+                .ok_or_else(|| ActivityError::fatal("validation_failed", "a bad tenant id"))?;
+            event.id = id;
+            self.events
+                .publish(topics::CONVERSATION, &who.session_id, &event)
+                .await
+                .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
+        }
         if let Some(last) = messages
             .last()
             .filter(|_| outcome != "failed" && outcome != "denied")
@@ -389,6 +425,63 @@ impl TurnActivities {
             ),
         }
         Ok(json!({ "persisted": messages.len() }))
+    }
+}
+
+/// A `conversation.events` event of this turn: `data` with the session and turn added.
+fn conversation_event(who: &Who, kind: &str, mut data: Value) -> Option<Envelope> {
+    let tenant = TenantId::parse(who.tenant.clone()).ok()?;
+    data["session_id"] = json!(who.session_id);
+    data["turn"] = json!(who.turn);
+    Some(Envelope::new(kind, "orchestrator", tenant, data).with_subject(who.subject.clone()))
+}
+
+/// Batches a streamed answer's deltas for the topic: a `message.delta` event at most
+/// every [`DeltaFeed::EVERY`] or [`DeltaFeed::MAX`] bytes, so a long answer is a
+/// handful of events rather than one per token.
+struct DeltaFeed<'a> {
+    who: &'a Who,
+    round: u64,
+    seq: u64,
+    pending: String,
+    since: std::time::Instant,
+}
+
+impl<'a> DeltaFeed<'a> {
+    const EVERY: Duration = Duration::from_millis(100);
+    const MAX: usize = 2048;
+
+    fn new(who: &'a Who, round: u64) -> Self {
+        Self {
+            who,
+            round,
+            seq: 0,
+            pending: String::new(),
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn push(&mut self, delta: &str) -> Option<Envelope> {
+        self.pending.push_str(delta);
+        if self.since.elapsed() >= Self::EVERY || self.pending.len() >= Self::MAX {
+            self.flush()
+        } else {
+            None
+        }
+    }
+
+    fn flush(&mut self) -> Option<Envelope> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let content = std::mem::take(&mut self.pending);
+        self.since = std::time::Instant::now();
+        self.seq += 1;
+        conversation_event(
+            self.who,
+            "message.delta",
+            json!({ "round": self.round, "seq": self.seq, "content": content }),
+        )
     }
 }
 

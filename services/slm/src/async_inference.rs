@@ -89,7 +89,7 @@ async fn already_handled(db: &Db, id: &uuid::Uuid) -> bool {
 
 async fn mark_handled(db: &Db, id: &uuid::Uuid) {
     let marked = async {
-        let mut tx = db.pool().begin().await?;
+        let mut tx = db.begin().await?;
         claim_event(&mut tx, CONSUMER, id).await?;
         tx.commit().await?;
         Ok::<_, anyhow::Error>(())

@@ -220,8 +220,15 @@ impl Db {
         self.kind
     }
 
+    /// A transaction. On SQLite it takes the write lock at once (`BEGIN IMMEDIATE`):
+    /// one that read first and then wrote would fail with "database is locked" when
+    /// another connection wrote in between, where this one waits its turn under the
+    /// busy timeout.
     pub async fn begin(&self) -> Result<Transaction<'static, Any>, DbError> {
-        Ok(self.pool.begin().await?)
+        Ok(match self.kind {
+            DbKind::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            DbKind::Postgres => self.pool.begin().await?,
+        })
     }
 
     /// A round trip to the database, for readiness.

@@ -253,7 +253,7 @@ impl IdentityStore {
     /// Deletes a user of `tenant_id` with their API keys and refresh tokens, all or
     /// nothing; false if there was no such user.
     pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<bool, DbError> {
-        let mut tx = self.db.pool().begin().await?;
+        let mut tx = self.db.begin().await?;
         for sql in [
             "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2",
             "DELETE FROM api_keys WHERE tenant_id = $1 AND user_id = $2",

@@ -392,50 +392,10 @@ impl WorkflowContext for LocalContext {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex as StdMutex;
-
     use serde_json::json;
 
+    use super::super::testing::Scripted;
     use super::*;
-
-    /// Activities that count their attempts and fail as told: `flaky` fails twice then
-    /// succeeds, `invalid` fails for good, `slow` outlasts its timeout.
-    #[derive(Default)]
-    struct Scripted {
-        attempts: StdMutex<HashMap<String, u32>>,
-    }
-
-    impl Scripted {
-        fn attempts(&self, name: &str) -> u32 {
-            self.attempts
-                .lock()
-                .unwrap()
-                .get(name)
-                .copied()
-                .unwrap_or(0)
-        }
-    }
-
-    #[tonic::async_trait]
-    impl Activities for Scripted {
-        async fn run(&self, _: &str, name: &str, input: Value) -> Result<Value, ActivityError> {
-            let n = {
-                let mut attempts = self.attempts.lock().unwrap();
-                let n = attempts.entry(name.to_owned()).or_default();
-                *n += 1;
-                *n
-            };
-            match name {
-                "flaky" if n < 3 => Err(ActivityError::retryable("unavailable", "not yet")),
-                "invalid" => Err(ActivityError::fatal("validation_failed", "bad input")),
-                "slow" => {
-                    tokio::time::sleep(Duration::from_secs(5)).await;
-                    Ok(Value::Null)
-                }
-                _ => Ok(json!({ "name": name, "input": input, "attempt": n })),
-            }
-        }
-    }
 
     const FAST: ActivityOptions = ActivityOptions {
         start_to_close: Duration::from_millis(100),
@@ -464,7 +424,7 @@ mod tests {
         db.migrate("orchestrator", crate::store::MIGRATIONS)
             .await
             .unwrap();
-        let activities = Arc::new(Scripted::default());
+        let activities = Arc::new(Scripted::new("flaky", "invalid", "slow"));
         let engine = LocalEngine::new(db, activities.clone(), workflows.into_iter().collect());
         (engine, activities, dir)
     }

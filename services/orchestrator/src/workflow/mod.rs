@@ -30,7 +30,8 @@ pub struct ActivityOptions {
     pub initial_backoff: Duration,
     /// How long an attempt may go without a sign of life before another worker takes
     /// it over (Temporal's heartbeat timeout; the engine beats while the attempt runs).
-    /// Unset, a dead worker's attempt is only retried after `start_to_close`.
+    /// Unset, the step is short: on Temporal a local activity, run by the workflow's
+    /// own worker without a round trip through the server per step.
     pub heartbeat: Option<Duration>,
 }
 
@@ -134,4 +135,73 @@ pub trait Engine: Send + Sync {
 
     /// The run's outcome, if it has ended.
     async fn outcome(&self, id: &str) -> anyhow::Result<Option<Outcome>>;
+}
+
+/// What the engines' contract tests run.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::{Activities, ActivityError};
+
+    /// Activities that count their attempts and fail as told: `flaky` fails twice then
+    /// succeeds, `invalid` fails for good, `slow` outlasts any timeout; any other
+    /// answers with its run, input and attempt.
+    pub struct Scripted {
+        flaky: &'static str,
+        invalid: &'static str,
+        slow: &'static str,
+        attempts: Mutex<HashMap<String, u32>>,
+    }
+
+    impl Scripted {
+        pub fn new(flaky: &'static str, invalid: &'static str, slow: &'static str) -> Self {
+            Self {
+                flaky,
+                invalid,
+                slow,
+                attempts: Mutex::default(),
+            }
+        }
+
+        pub fn attempts(&self, name: &str) -> u32 {
+            self.attempts
+                .lock()
+                .unwrap()
+                .get(name)
+                .copied()
+                .unwrap_or(0)
+        }
+    }
+
+    #[tonic::async_trait]
+    impl Activities for Scripted {
+        async fn run(
+            &self,
+            workflow_id: &str,
+            name: &str,
+            input: Value,
+        ) -> Result<Value, ActivityError> {
+            let n = {
+                let mut attempts = self.attempts.lock().unwrap();
+                let n = attempts.entry(name.to_owned()).or_default();
+                *n += 1;
+                *n
+            };
+            if name == self.flaky && n < 3 {
+                Err(ActivityError::retryable("unavailable", "not yet"))
+            } else if name == self.invalid {
+                Err(ActivityError::fatal("validation_failed", "bad input"))
+            } else if name == self.slow {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(Value::Null)
+            } else {
+                Ok(json!({ "name": name, "run": workflow_id, "input": input, "attempt": n }))
+            }
+        }
+    }
 }

@@ -35,8 +35,8 @@ use temporalio_common::{
 use temporalio_macros::{activities, workflow, workflow_methods};
 use temporalio_sdk::activities::{ActivityContext, ActivityError as SdkActivityError};
 use temporalio_sdk::{
-    ActivityOptions as SdkActivityOptions, ApplicationFailure, Runtime, Worker, WorkerOptions,
-    WorkflowResult, WorkflowTermination,
+    ActivityExecutionError, ActivityOptions as SdkActivityOptions, ApplicationFailure,
+    LocalActivityOptions, Runtime, Worker, WorkerOptions, WorkflowResult, WorkflowTermination,
 };
 
 use super::{
@@ -280,7 +280,9 @@ async fn drive<W>(
     let mut workflow = run(bridge.clone(), input);
     // Activities in flight, by the order they were asked for. Not a FuturesUnordered:
     // it wakes itself, which the SDK takes for nondeterminism.
-    let mut in_flight: Vec<(u64, Pin<Box<dyn Future<Output = _> + '_>>)> = Vec::new();
+    type Answer = Result<Value, ActivityExecutionError>;
+    type Call<'a> = Pin<Box<dyn Future<Output = Answer> + 'a>>;
+    let mut in_flight: Vec<(u64, Call<'_>)> = Vec::new();
     loop {
         // The workflow only ever waits on the bridge, which the loop below answers, so
         // nothing needs waking: it is polled again after every answer.
@@ -291,9 +293,20 @@ async fn drive<W>(
             return result.map_err(|e| WorkflowTermination::from(application_failure(&e)));
         }
         for ask in bridge.take_asks() {
-            let options = sdk_options(&ask.options);
-            let call = ctx.execute_activity(Named(ask.name), ask.input, options);
-            in_flight.push((ask.seq, Box::pin(call)));
+            let call: Call<'_> = if ask.options.heartbeat.is_some() {
+                Box::pin(ctx.execute_activity(
+                    Named(ask.name),
+                    ask.input,
+                    sdk_options(&ask.options),
+                ))
+            } else {
+                Box::pin(ctx.execute_local_activity(
+                    Named(ask.name),
+                    ask.input,
+                    local_options(&ask.options),
+                ))
+            };
+            in_flight.push((ask.seq, call));
         }
         if in_flight.is_empty() {
             return Err(WorkflowTermination::from(
@@ -319,17 +332,32 @@ async fn drive<W>(
     }
 }
 
+/// A step that beats is a regular activity: any worker may take it over when its
+/// worker dies.
 fn sdk_options(options: &ActivityOptions) -> SdkActivityOptions {
     SdkActivityOptions::with_start_to_close_timeout(options.start_to_close)
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(options.initial_backoff)
-                .backoff_coefficient(2.0)
-                .maximum_interval(options.initial_backoff * 64)
-                .maximum_attempts(options.max_attempts)
-                .build(),
-        )
+        .retry_policy(retry_policy(options))
         .maybe_heartbeat_timeout(options.heartbeat)
+        .build()
+}
+
+/// A short step is a local activity: run by the worker that runs the workflow and
+/// recorded in its history when the workflow task completes, without a round trip
+/// through the server's task queues per step. If that worker dies the workflow task is
+/// retried elsewhere and the step runs again (our activities are idempotent).
+fn local_options(options: &ActivityOptions) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(options.start_to_close)
+        .retry_policy(retry_policy(options))
+        .build()
+}
+
+fn retry_policy(options: &ActivityOptions) -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(options.initial_backoff)
+        .backoff_coefficient(2.0)
+        .maximum_interval(options.initial_backoff * 64)
+        .maximum_attempts(options.max_attempts)
         .build()
 }
 
@@ -537,11 +565,10 @@ impl TemporalActivities {
 /// timeouts, idempotent starts. The crash-and-restart journey is in the e2e suite.
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex as StdMutex;
-
     use serde_json::json;
     use somagent_common::config::WorkflowsUrl;
 
+    use super::super::testing::Scripted;
     use super::*;
 
     fn target() -> Option<TemporalTarget> {
@@ -558,64 +585,17 @@ mod tests {
         url.temporal()
     }
 
-    /// Counts attempts per activity: policy.check fails twice then succeeds,
-    /// session.history is invalid input, model.complete outlasts any timeout.
-    #[derive(Default)]
-    struct Scripted {
-        attempts: StdMutex<HashMap<String, u32>>,
-    }
-
-    impl Scripted {
-        fn attempts(&self, name: &str) -> u32 {
-            self.attempts
-                .lock()
-                .unwrap()
-                .get(name)
-                .copied()
-                .unwrap_or(0)
-        }
-    }
-
-    #[tonic::async_trait]
-    impl Activities for Scripted {
-        async fn run(
-            &self,
-            workflow_id: &str,
-            name: &str,
-            input: Value,
-        ) -> Result<Value, ActivityError> {
-            let n = {
-                let mut attempts = self.attempts.lock().unwrap();
-                let n = attempts.entry(name.to_owned()).or_default();
-                *n += 1;
-                *n
-            };
-            match name {
-                turn::POLICY_CHECK if n < 3 => {
-                    Err(ActivityError::retryable("unavailable", "not yet"))
-                }
-                turn::SESSION_HISTORY => {
-                    Err(ActivityError::fatal("validation_failed", "bad input"))
-                }
-                turn::MODEL_COMPLETE => {
-                    tokio::time::sleep(Duration::from_secs(30)).await;
-                    Ok(Value::Null)
-                }
-                _ => Ok(json!({ "run": workflow_id, "input": input, "attempt": n })),
-            }
-        }
-    }
-
     /// Runs the activity its input names, with tight options.
     fn one_step() -> WorkflowFn {
         Arc::new(|ctx, input| {
             Box::pin(async move {
                 let name = input["activity"].as_str().unwrap_or_default().to_owned();
+                // Beating steps are regular activities, the others local ones.
                 let options = ActivityOptions {
                     start_to_close: Duration::from_secs(1),
                     max_attempts: 3,
                     initial_backoff: Duration::from_millis(10),
-                    heartbeat: None,
+                    heartbeat: (input["beat"] == true).then_some(Duration::from_secs(5)),
                 };
                 let first = ctx.activity(&name, json!({ "step": 1 }), options).await?;
                 let then = ctx
@@ -640,7 +620,11 @@ mod tests {
     #[tokio::test]
     async fn runs_retry_within_bounds_fail_fast_on_invalid_input_and_start_once() {
         let Some(target) = target() else { return };
-        let scripted = Arc::new(Scripted::default());
+        let scripted = Arc::new(Scripted::new(
+            turn::POLICY_CHECK,
+            turn::SESSION_HISTORY,
+            turn::MODEL_COMPLETE,
+        ));
         let engine = TemporalEngine::start_worker(
             &target,
             "contract-test",
@@ -653,7 +637,7 @@ mod tests {
 
         // Retryable failures are retried, and the run carries on with the next activity.
         let flaky = run("flaky");
-        let input = json!({ "activity": turn::POLICY_CHECK });
+        let input = json!({ "activity": turn::POLICY_CHECK, "beat": true });
         assert!(engine.start(turn::KIND, &flaky, "t", &input).await.unwrap());
         assert!(
             !engine.start(turn::KIND, &flaky, "t", &input).await.unwrap(),
@@ -703,7 +687,7 @@ mod tests {
                 turn::KIND,
                 &slow,
                 "t",
-                &json!({ "activity": turn::MODEL_COMPLETE }),
+                &json!({ "activity": turn::MODEL_COMPLETE, "beat": true }),
             )
             .await
             .unwrap();
