@@ -10,7 +10,7 @@ use somagent_common::config::EventsUrl;
 use somagent_common::infra::events::{EventBus, topics};
 use somagent_scripted_llm::ScriptedLlm;
 
-use crate::helpers::{Rooted, login, with_root_env};
+use crate::helpers::{Backends, Rooted, login, published, with_root_env, with_root_on};
 use crate::lifecycle::call;
 
 /// The `data:` payloads of an SSE body, in order.
@@ -38,6 +38,12 @@ async fn chat(
 
 #[tokio::test]
 async fn chat_completions_answer_stream_call_tools_fall_back_and_are_metered() {
+    for backends in Backends::all() {
+        chat_journey(backends).await;
+    }
+}
+
+async fn chat_journey(backends: Backends) {
     let llm = ScriptedLlm::start().await.unwrap();
     let base = llm.base_url();
     let Rooted {
@@ -46,13 +52,16 @@ async fn chat_completions_answer_stream_call_tools_fall_back_and_are_metered() {
         client,
         root,
         data,
-        ..
-    } = with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
-        ("SOMAGENT_LLM_PRICE_PROMPT", "1000"),
-        ("SOMAGENT_LLM_PRICE_COMPLETION", "2000"),
-    ])
+        events,
+    } = with_root_on(
+        backends,
+        &[
+            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+            ("SOMAGENT_LLM_MODEL", "scripted"),
+            ("SOMAGENT_LLM_PRICE_PROMPT", "1000"),
+            ("SOMAGENT_LLM_PRICE_COMPLETION", "2000"),
+        ],
+    )
     .await;
 
     // A whole answer.
@@ -389,18 +398,9 @@ async fn chat_completions_answer_stream_call_tools_fall_back_and_are_metered() {
     );
 
     // Every answered call was metered on billing.usage, with its tokens and cost.
-    let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
-        .await
-        .unwrap();
-    let mut usage = bus
-        .subscribe("e2e-usage", &[topics::BILLING_USAGE])
-        .await
-        .unwrap();
-    let mut seen = Vec::new();
-    while let Ok(delivery) = tokio::time::timeout(Duration::from_secs(3), usage.next()).await {
-        seen.push(delivery.unwrap().event);
-    }
-    assert!(seen.len() >= 7, "{} usage events", seen.len());
+    let bus = EventBus::connect(&events, data.path()).await.unwrap();
+    let seen = published(&bus, topics::BILLING_USAGE).await;
+    assert!(seen.len() >= 7, "{backends:?}: {} usage events", seen.len());
     let first = &seen[0];
     assert_eq!(first.kind, "slm.usage");
     assert_eq!(first.data["profile"], "default");

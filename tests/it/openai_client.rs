@@ -3,13 +3,19 @@
 use serde_json::Value;
 use somagent_scripted_llm::ScriptedLlm;
 
-use crate::helpers::{Rooted, with_root_env};
+use crate::helpers::{Backends, Rooted, with_root_on};
 
 #[tokio::test]
 async fn the_official_openai_client_works_unchanged() {
     let Some(pythonpath) = crate::helpers::required_env("OPENAI_PYTHONPATH") else {
         return;
     };
+    for backends in Backends::all() {
+        openai_client_on(backends, &pythonpath).await;
+    }
+}
+
+async fn openai_client_on(backends: Backends, pythonpath: &str) {
     let llm = ScriptedLlm::start().await.unwrap();
     let base = llm.base_url();
     let Rooted {
@@ -18,10 +24,13 @@ async fn the_official_openai_client_works_unchanged() {
         root,
         data: _data,
         ..
-    } = with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
-    ])
+    } = with_root_on(
+        backends,
+        &[
+            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+            ("SOMAGENT_LLM_MODEL", "scripted"),
+        ],
+    )
     .await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_compat.py");
     let mut command = std::process::Command::new("python3");

@@ -11,7 +11,7 @@ use somagent_scripted_llm::ScriptedLlm;
 
 use crate::helpers::{
     Backends, Platform, ROOT_PASSWORD, Rooted, free_ports, login, platform_bus, published, wait_ok,
-    with_root_env, with_root_on,
+    with_root_on,
 };
 use crate::lifecycle::call;
 
@@ -482,6 +482,12 @@ async fn crash_and_restart(backends: Backends) {
 
 #[tokio::test]
 async fn a_websocket_follows_a_sessions_turns_live() {
+    for backends in Backends::all() {
+        websocket_on(backends).await;
+    }
+}
+
+async fn websocket_on(backends: Backends) {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -495,10 +501,13 @@ async fn a_websocket_follows_a_sessions_turns_live() {
         root,
         data: _data,
         ..
-    } = with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
-    ])
+    } = with_root_on(
+        backends,
+        &[
+            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+            ("SOMAGENT_LLM_MODEL", "scripted"),
+        ],
+    )
     .await;
     let (_, session) = call(
         &client,
