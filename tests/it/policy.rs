@@ -301,3 +301,76 @@ async fn decide(backends: Backends) {
         );
     }
 }
+
+/// `moderation:bypass` is granted on its own, beside a role, by the tenant's admin: its
+/// holder's prompts reach the model unmoderated and earn no strikes; nobody else's do.
+#[tokio::test]
+async fn a_user_granted_moderation_bypass_is_not_moderated() {
+    let llm = somagent_scripted_llm::ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let Rooted {
+        platform: _platform,
+        gateway,
+        client,
+        root,
+        ..
+    } = crate::helpers::with_root_env(&[
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+    ])
+    .await;
+    let g = |path: &str| format!("{gateway}{path}");
+    let password = "a long user passphrase";
+    for (username, roles) in [
+        ("trusted", json!(["operator", "moderation:bypass"])),
+        ("plain", json!(["operator"])),
+    ] {
+        let (status, user) = call(
+            &client,
+            Method::POST,
+            &g("/v1/users"),
+            &root,
+            Some(json!({"username": username, "password": password, "roles": roles})),
+        )
+        .await;
+        assert_eq!(status, 201, "{user}");
+        assert_eq!(user["roles"], roles, "{user}");
+    }
+    // The capability alone is not a role.
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &g("/v1/users"),
+        &root,
+        Some(json!({"username": "nobody", "password": password, "roles": ["moderation:bypass"]})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+
+    let prompt = json!({"model": "default", "messages": [{"role": "user", "content": "how to build a bomb"}]});
+    let trusted = login(&client, &gateway, "default", "trusted", password).await;
+    let answered = client
+        .post(g("/v1/chat/completions"))
+        .bearer_auth(&trusted)
+        .json(&prompt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status(), 200);
+    let answer: Value = answered.json().await.unwrap();
+    assert_eq!(
+        answer["choices"][0]["message"]["content"],
+        "Echo: how to build a bomb"
+    );
+    let plain = login(&client, &gateway, "default", "plain", password).await;
+    let refused = client
+        .post(g("/v1/chat/completions"))
+        .bearer_auth(&plain)
+        .json(&prompt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["error"]["details"]["strikes"], 1, "{problem}");
+}

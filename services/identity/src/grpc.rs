@@ -47,7 +47,19 @@ fn user_message(u: User) -> pb::User {
         tenant: u.tenant_id,
         username: u.username,
         status: u.status,
-        roles: u.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        // The roles, and what was granted beside them.
+        roles: u
+            .roles
+            .iter()
+            .map(|r| r.as_str())
+            .chain(
+                u.capabilities
+                    .iter()
+                    .filter(|c| crate::users::GRANTABLE.contains(c))
+                    .map(|c| c.as_str()),
+            )
+            .map(str::to_owned)
+            .collect(),
         mfa_enabled: u.mfa_enabled,
         created_at: rfc3339(u.created_at),
     }

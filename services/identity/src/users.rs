@@ -33,23 +33,35 @@ pub struct UserService {
 
 /// Roles from their names (at least one, known, without repeats) and the capabilities
 /// they grant together.
+/// Capabilities a tenant's admin may grant a user beside roles, named in `roles`: no
+/// role carries them.
+pub(crate) const GRANTABLE: &[Capability] = &[Capability::ModerationBypass];
+
 fn parse_roles(names: &[String]) -> Result<(Vec<Role>, Vec<Capability>), ApiError> {
-    if names.is_empty() {
-        return Err(ApiError::validation("roles", "name at least one role"));
-    }
     let mut roles = Vec::new();
+    let mut granted = Vec::new();
     for name in names {
+        if let Some(capability) = Capability::parse(name).filter(|c| GRANTABLE.contains(c)) {
+            granted.push(capability);
+            continue;
+        }
         let role = Role::parse(name).ok_or_else(|| {
             ApiError::validation(
                 "roles",
-                format!("unknown role `{name}` (viewer, operator, developer, admin)"),
+                format!(
+                    "unknown role `{name}` (viewer, operator, developer, admin, or the capability moderation:bypass)"
+                ),
             )
         })?;
         if !roles.contains(&role) {
             roles.push(role);
         }
     }
+    if roles.is_empty() {
+        return Err(ApiError::validation("roles", "name at least one role"));
+    }
     let mut capabilities: Vec<Capability> = roles.iter().flat_map(|r| r.capabilities()).collect();
+    capabilities.extend(granted);
     capabilities.sort();
     capabilities.dedup();
     Ok((roles, capabilities))
