@@ -8,9 +8,8 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use somagent_common::config::EventsUrl;
 use somagent_common::infra::events::{EventBus, topics};
-use somagent_scripted_llm::ScriptedLlm;
 
-use crate::helpers::{Backends, Rooted, login, published, with_root_env, with_root_on};
+use crate::helpers::{Backends, Rooted, login, published, with_scripted_llm};
 use crate::lifecycle::call;
 
 /// The `data:` payloads of an SSE body, in order.
@@ -44,20 +43,19 @@ async fn chat_completions_answer_stream_call_tools_fall_back_and_are_metered() {
 }
 
 async fn chat_journey(backends: Backends) {
-    let llm = ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _platform,
-        gateway,
-        client,
-        root,
-        data,
-        events,
-    } = with_root_on(
+    let (
+        llm,
+        Rooted {
+            platform: _platform,
+            gateway,
+            client,
+            root,
+            data,
+            events,
+        },
+    ) = with_scripted_llm(
         backends,
         &[
-            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-            ("SOMAGENT_LLM_MODEL", "scripted"),
             ("SOMAGENT_LLM_PRICE_PROMPT", "1000"),
             ("SOMAGENT_LLM_PRICE_COMPLETION", "2000"),
         ],
@@ -419,20 +417,17 @@ async fn me_subject(client: &reqwest::Client, gateway: &str, token: &str) -> Val
 
 #[tokio::test]
 async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
-    let llm = ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _p,
-        gateway,
-        client,
-        root,
-        data,
-        ..
-    } = with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "no-usage"),
-    ])
-    .await;
+    let (
+        _llm,
+        Rooted {
+            platform: _p,
+            gateway,
+            client,
+            root,
+            data,
+            ..
+        },
+    ) = with_scripted_llm(Backends::Embedded, &[("SOMAGENT_LLM_MODEL", "no-usage")]).await;
     let answer: Value = chat(&client, &gateway, &root, json!({"model": "default", "messages": [{"role": "user", "content": "count these tokens please"}]}))
         .await
         .json()
@@ -507,20 +502,17 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
 
 #[tokio::test]
 async fn requests_on_the_bus_are_answered_on_the_bus_once() {
-    let llm = ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _p,
-        gateway,
-        client,
-        root,
-        data,
-        ..
-    } = with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
-    ])
-    .await;
+    let (
+        llm,
+        Rooted {
+            platform: _p,
+            gateway,
+            client,
+            root,
+            data,
+            ..
+        },
+    ) = with_scripted_llm(Backends::Embedded, &[]).await;
     let me = crate::lifecycle::me_of(&client, &gateway, &root).await;
     let tenant =
         somagent_common::tenant::TenantId::parse(me["tenant"].as_str().unwrap().to_owned())

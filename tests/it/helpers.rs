@@ -365,6 +365,24 @@ pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
     }
 }
 
+/// A scripted OpenAI-compatible upstream, and a platform on `backends` whose default
+/// upstream it is (model `scripted`), with `env` besides (later entries win). Keep the
+/// upstream bound for as long as the platform runs.
+pub async fn with_scripted_llm(
+    backends: Backends,
+    env: &[(&str, &str)],
+) -> (somagent_scripted_llm::ScriptedLlm, Rooted) {
+    let llm = somagent_scripted_llm::ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let mut all = vec![
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+    ];
+    all.extend_from_slice(env);
+    let rooted = with_root_on(backends, &all).await;
+    (llm, rooted)
+}
+
 /// The value of `SOMAGENT_TEST_<name>`, set by `scripts/ci-services.sh`. Without it the
 /// test says so and does not run, except under `CI=true`, where it fails.
 pub fn required_env(name: &str) -> Option<String> {

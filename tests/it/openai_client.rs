@@ -1,9 +1,8 @@
 //! The official `openai` Python client (PyPI), unchanged, against the gateway.
 
 use serde_json::Value;
-use somagent_scripted_llm::ScriptedLlm;
 
-use crate::helpers::{Backends, Rooted, with_root_on};
+use crate::helpers::{Backends, Rooted, with_scripted_llm};
 
 #[tokio::test]
 async fn the_official_openai_client_works_unchanged() {
@@ -16,22 +15,16 @@ async fn the_official_openai_client_works_unchanged() {
 }
 
 async fn openai_client_on(backends: Backends, pythonpath: &str) {
-    let llm = ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _platform,
-        gateway,
-        root,
-        data: _data,
-        ..
-    } = with_root_on(
-        backends,
-        &[
-            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-            ("SOMAGENT_LLM_MODEL", "scripted"),
-        ],
-    )
-    .await;
+    let (
+        _llm,
+        Rooted {
+            platform: _platform,
+            gateway,
+            root,
+            data: _data,
+            ..
+        },
+    ) = with_scripted_llm(backends, &[]).await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_compat.py");
     let mut command = std::process::Command::new("python3");
     command

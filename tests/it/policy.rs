@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use somagent_common::auth::verify_ed25519;
 
-use crate::helpers::{Backends, Rooted, login, with_root_on};
+use crate::helpers::{Backends, Rooted, login, with_root_on, with_scripted_llm};
 use crate::lifecycle::call;
 
 async fn evaluate(client: &reqwest::Client, gateway: &str, token: &str, body: Value) -> Value {
@@ -306,19 +306,16 @@ async fn decide(backends: Backends) {
 /// holder's prompts reach the model unmoderated and earn no strikes; nobody else's do.
 #[tokio::test]
 async fn a_user_granted_moderation_bypass_is_not_moderated() {
-    let llm = somagent_scripted_llm::ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _platform,
-        gateway,
-        client,
-        root,
-        ..
-    } = crate::helpers::with_root_env(&[
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
-    ])
-    .await;
+    let (
+        _llm,
+        Rooted {
+            platform: _platform,
+            gateway,
+            client,
+            root,
+            ..
+        },
+    ) = with_scripted_llm(Backends::Embedded, &[]).await;
     let g = |path: &str| format!("{gateway}{path}");
     let password = "a long user passphrase";
     for (username, roles) in [

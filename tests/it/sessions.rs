@@ -11,7 +11,7 @@ use somagent_scripted_llm::ScriptedLlm;
 
 use crate::helpers::{
     Backends, Platform, ROOT_PASSWORD, Rooted, free_ports, login, platform_bus, published, wait_ok,
-    with_root_on,
+    with_scripted_llm,
 };
 use crate::lifecycle::call;
 
@@ -60,23 +60,17 @@ async fn a_session_streams_its_turns_answers_tool_calls_and_keeps_its_messages()
 }
 
 async fn session_journey(backends: Backends) {
-    let llm = ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _p,
-        gateway,
-        client,
-        root,
-        data,
-        events: bus_url,
-    } = with_root_on(
-        backends,
-        &[
-            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-            ("SOMAGENT_LLM_MODEL", "scripted"),
-        ],
-    )
-    .await;
+    let (
+        llm,
+        Rooted {
+            platform: _p,
+            gateway,
+            client,
+            root,
+            data,
+            events: bus_url,
+        },
+    ) = with_scripted_llm(backends, &[]).await;
     let (status, session) = call(
         &client,
         Method::POST,
@@ -492,23 +486,17 @@ async fn websocket_on(backends: Backends) {
     use tokio_tungstenite::tungstenite::Message;
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-    let llm = ScriptedLlm::start().await.unwrap();
-    let base = llm.base_url();
-    let Rooted {
-        platform: _p,
-        gateway,
-        client,
-        root,
-        data: _data,
-        ..
-    } = with_root_on(
-        backends,
-        &[
-            ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-            ("SOMAGENT_LLM_MODEL", "scripted"),
-        ],
-    )
-    .await;
+    let (
+        _llm,
+        Rooted {
+            platform: _p,
+            gateway,
+            client,
+            root,
+            data: _data,
+            ..
+        },
+    ) = with_scripted_llm(backends, &[]).await;
     let (_, session) = call(
         &client,
         Method::POST,
