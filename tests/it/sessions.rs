@@ -601,3 +601,133 @@ async fn websocket_on(backends: Backends) {
         "{reply}"
     );
 }
+
+/// Two replicas of the whole platform on the same servers, as Helm runs them: a turn's
+/// events reach its SSE client on one replica and WebSocket watchers on both, whichever
+/// replica runs the turn's steps (on Temporal, any worker; on the local engine, the
+/// replica that started it). Every event has a watcher on a replica that did not
+/// produce it, so each turn shows the relay between replicas works.
+#[tokio::test]
+async fn every_replica_streams_a_turn_wherever_it_runs() {
+    if !Backends::all().contains(&Backends::Distributed) {
+        eprintln!("replicas share live events through Redis: this journey needs the real servers");
+        return;
+    }
+    two_replicas(&[]).await;
+    two_replicas(&[("SOMAGENT_WORKFLOWS_URL", "local://")]).await;
+}
+
+async fn two_replicas(extra: &[(&str, &str)]) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let llm = ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let backend = Backends::Distributed.env().await;
+    let ports = [free_ports(), free_ports()];
+    // One issuer for both, as behind one load balancer.
+    let public = format!("http://127.0.0.1:{}", ports[0]["gateway"]);
+    let mut env = vec![
+        ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
+        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_LLM_MODEL", "scripted"),
+        ("SOMAGENT_PUBLIC_URL", public.as_str()),
+    ];
+    env.extend(backend.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    env.extend_from_slice(extra);
+    let client = reqwest::Client::new();
+    let data = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let mut replicas = Vec::new();
+    // One after the other: the second finds the schema and the admin made.
+    for (data, ports) in data.iter().zip(&ports) {
+        let platform = Platform::start_with(data.path(), ports, &env);
+        let gateway = platform.addresses["gateway"].clone();
+        wait_ok(&client, &format!("{gateway}/readyz")).await;
+        replicas.push((platform, gateway));
+    }
+    let gateways = [replicas[0].1.clone(), replicas[1].1.clone()];
+    let root = login(&client, &gateways[0], "default", "admin", ROOT_PASSWORD).await;
+    let (status, session) = call(
+        &client,
+        Method::POST,
+        &format!("{}/v1/sessions", gateways[0]),
+        &root,
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["session_id"].as_str().unwrap().to_owned();
+
+    let mut watchers = Vec::new();
+    for gateway in &gateways {
+        let mut request = format!("{}/v1/ws", gateway.replacen("http", "ws", 1))
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {root}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        ws.send(Message::text(
+            json!({"type": "subscribe", "session_id": id}).to_string(),
+        ))
+        .await
+        .unwrap();
+        let reply: Value =
+            serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        watchers.push(ws);
+    }
+
+    for turn in 1..=4u64 {
+        let gateway = &gateways[turn as usize % 2];
+        let content = format!("turn {turn} of the replicated session");
+        let expected = format!("Echo: {content}");
+        // The client: every delta, then the message, then done. A turn whose events
+        // stayed in another replica would end with only `done`, after a quiet spell.
+        let events = send_sse(&client, gateway, &root, &id, &content).await;
+        let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            &kinds[kinds.len() - 2..],
+            ["message", "done"],
+            "turn {turn}: {kinds:?}"
+        );
+        let text: String = events
+            .iter()
+            .filter(|(k, _)| k == "delta")
+            .filter_map(|(_, d)| d["content"].as_str())
+            .collect();
+        assert_eq!(text, expected, "turn {turn}: {kinds:?}");
+        assert_eq!(events[kinds.len() - 2].1["content"], expected.as_str());
+
+        // Both watchers: the same turn, whole.
+        for (i, ws) in watchers.iter_mut().enumerate() {
+            let mut text = String::new();
+            let mut kinds = Vec::new();
+            loop {
+                let frame = tokio::time::timeout(Duration::from_secs(15), ws.next())
+                    .await
+                    .unwrap_or_else(|_| {
+                        panic!(
+                            "turn {turn}: the watcher on replica {i} heard {kinds:?}, then nothing"
+                        )
+                    })
+                    .unwrap()
+                    .unwrap();
+                let event: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+                assert_eq!(event["turn"].as_u64(), Some(turn), "{event}");
+                let kind = event["type"].as_str().unwrap().to_owned();
+                if kind == "delta" {
+                    text.push_str(event["data"]["content"].as_str().unwrap());
+                }
+                kinds.push(kind.clone());
+                if kind == "done" {
+                    break;
+                }
+            }
+            assert_eq!(text, expected, "turn {turn}, replica {i}: {kinds:?}");
+            assert!(kinds.contains(&"message".to_owned()), "{kinds:?}");
+        }
+    }
+    drop(llm);
+}

@@ -1,12 +1,22 @@
-//! Live turn events for whoever is watching in this process (an SSE response, a
-//! WebSocket): a broadcast channel per session. The durable record is the workflow's
-//! journal and the `conversation.events` topic; this is the low-latency path.
+//! Live turn events for whoever is watching (an SSE response, a WebSocket): a broadcast
+//! channel per session. The durable record is the workflow's history and the
+//! `conversation.events` topic; this is the low-latency path.
+//!
+//! A turn's activities may run in any orchestrator replica (Temporal hands each to
+//! whichever worker polls first; the local engine's runs move after a crash), while its
+//! watchers are connected to others. With Redis as the cache, every event is also
+//! published on the Redis channel `turns:<session>` and each replica relays the events
+//! of the others to its own watchers. Watchers here get this replica's events at once;
+//! the others' a Redis round trip later. Redis pub/sub is fire and forget; a watcher
+//! that misses a turn's end learns it from the run's outcome (see `send_message`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use serde_json::Value;
-use tokio::sync::broadcast;
+use serde_json::{Value, json};
+use somagent_common::infra::cache::RedisCache;
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// One event of a turn: `delta`, `tool_call`, `policy`, `message`, `done` or `error`.
 #[derive(Debug, Clone, PartialEq)]
@@ -17,12 +27,61 @@ pub struct TurnEvent {
     pub data: Value,
 }
 
+const KINDS: [&str; 6] = ["delta", "tool_call", "policy", "message", "done", "error"];
+/// Every replica listens on all sessions' channels: one subscription per process, and
+/// a replica's relay traffic is the platform's live events (a few per token).
+const CHANNELS: &str = "turns:*";
+
 #[derive(Default)]
 pub struct TurnHub {
     sessions: Mutex<HashMap<String, broadcast::Sender<TurnEvent>>>,
+    relay: Option<Relay>,
+}
+
+/// Where this replica's events go for the others.
+struct Relay {
+    /// Tells this replica's events from the others' when they come back.
+    origin: String,
+    outbox: mpsc::UnboundedSender<Outgoing>,
+}
+
+enum Outgoing {
+    Event(String, Vec<u8>),
+    /// Answered once everything queued before it is on Redis.
+    Flushed(oneshot::Sender<()>),
 }
 
 impl TurnHub {
+    /// A hub whose events reach watchers in this process only.
+    pub fn local() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// A hub shared with every replica using `redis`.
+    pub fn shared(redis: RedisCache) -> Arc<Self> {
+        let (outbox, queued) = mpsc::unbounded_channel();
+        let origin = uuid::Uuid::new_v4().simple().to_string();
+        let hub = Arc::new(Self {
+            sessions: Mutex::default(),
+            relay: Some(Relay {
+                origin: origin.clone(),
+                outbox,
+            }),
+        });
+        tokio::spawn(publish(redis.clone(), queued));
+        let mut incoming = redis.listen(CHANNELS);
+        let relayed = Arc::downgrade(&hub);
+        tokio::spawn(async move {
+            while let Some((_, payload)) = incoming.recv().await {
+                let Some(hub) = relayed.upgrade() else { return };
+                if let Some(event) = decode(&payload, &origin) {
+                    hub.deliver(event);
+                }
+            }
+        });
+        hub
+    }
+
     pub fn subscribe(&self, session_id: &str) -> broadcast::Receiver<TurnEvent> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
@@ -31,7 +90,32 @@ impl TurnHub {
             .subscribe()
     }
 
+    /// Hands `event` to its session's watchers here and, when shared, everywhere.
     pub fn send(&self, event: TurnEvent) {
+        if let Some(relay) = &self.relay {
+            let payload = json!({
+                "origin": relay.origin, "session_id": event.session_id, "turn": event.turn,
+                "kind": event.kind, "data": event.data,
+            });
+            let channel = format!("turns:{}", event.session_id);
+            let _ = relay
+                .outbox
+                .send(Outgoing::Event(channel, payload.to_string().into_bytes()));
+        }
+        self.deliver(event);
+    }
+
+    /// Waits (briefly) until the events sent so far have left for the other replicas,
+    /// so that what a later step sends from another replica cannot overtake them.
+    pub async fn flush(&self) {
+        let Some(relay) = &self.relay else { return };
+        let (done, flushed) = oneshot::channel();
+        if relay.outbox.send(Outgoing::Flushed(done)).is_ok() {
+            let _ = tokio::time::timeout(Duration::from_secs(1), flushed).await;
+        }
+    }
+
+    fn deliver(&self, event: TurnEvent) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = sessions.get(&event.session_id)
             && tx.send(event.clone()).is_err()
@@ -39,5 +123,76 @@ impl TurnHub {
             // Nobody listens any more.
             sessions.remove(&event.session_id);
         }
+    }
+}
+
+/// Publishes queued events in order, as many per round trip as are waiting.
+async fn publish(redis: RedisCache, mut queued: mpsc::UnboundedReceiver<Outgoing>) {
+    let mut batch = Vec::new();
+    let mut failing = false;
+    while queued.recv_many(&mut batch, 256).await > 0 {
+        let mut events = Vec::with_capacity(batch.len());
+        let mut flushed = Vec::new();
+        for item in batch.drain(..) {
+            match item {
+                Outgoing::Event(channel, payload) => events.push((channel, payload)),
+                Outgoing::Flushed(done) => flushed.push(done),
+            }
+        }
+        match redis.publish(&events).await {
+            Ok(()) => failing = false,
+            Err(e) => {
+                // Watchers elsewhere miss these and fall back on the run's outcome.
+                if !failing {
+                    tracing::warn!(error = %e, "cannot relay live turn events to the other replicas");
+                }
+                failing = true;
+            }
+        }
+        for done in flushed {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// Another replica's event; none for this replica's own (its watchers have it) or for
+/// anything malformed.
+fn decode(payload: &[u8], own: &str) -> Option<TurnEvent> {
+    let value: Value = serde_json::from_slice(payload).ok()?;
+    if value["origin"].as_str()? == own {
+        return None;
+    }
+    let kind = value["kind"].as_str()?;
+    Some(TurnEvent {
+        session_id: value["session_id"].as_str()?.to_owned(),
+        turn: u32::try_from(value["turn"].as_u64()?).ok()?,
+        kind: KINDS.into_iter().find(|k| *k == kind)?,
+        data: value["data"].clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_other_replicas_events_of_known_kinds_are_relayed() {
+        let event = |origin: &str, kind: &str| {
+            json!({ "origin": origin, "session_id": "s1", "turn": 3, "kind": kind, "data": { "content": "hi" } })
+                .to_string()
+                .into_bytes()
+        };
+        assert_eq!(
+            decode(&event("other", "delta"), "me"),
+            Some(TurnEvent {
+                session_id: "s1".into(),
+                turn: 3,
+                kind: "delta",
+                data: json!({ "content": "hi" }),
+            })
+        );
+        assert_eq!(decode(&event("me", "delta"), "me"), None);
+        assert_eq!(decode(&event("other", "surprise"), "me"), None);
+        assert_eq!(decode(b"not json", "me"), None);
     }
 }

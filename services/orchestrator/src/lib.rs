@@ -21,6 +21,7 @@ use std::time::Duration;
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceKey, Verifier, builtin_issuer};
+use somagent_common::infra::cache::Cache;
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
@@ -56,7 +57,11 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .context("the orchestrator needs the cache")?;
     let channel = |spec, timeout| config.channel(spec, timeout);
     let store = store::SessionStore::new(db.clone());
-    let hub = Arc::new(hub::TurnHub::default());
+    // Replicas share live events through Redis when the cache is there.
+    let hub = match &cache {
+        Cache::Redis(redis) => hub::TurnHub::shared(redis.clone()),
+        Cache::Memory(_) => hub::TurnHub::local(),
+    };
     let activities = turn::TurnActivities {
         store: store.clone(),
         policy: PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),

@@ -493,7 +493,7 @@ impl Activities for TurnActivities {
         name: &str,
         input: Value,
     ) -> Result<Value, ActivityError> {
-        match name {
+        let result = match name {
             POLICY_CHECK => self.policy_check(input).await,
             SESSION_HISTORY => self.history(input).await,
             MODEL_COMPLETE => self.model(input).await,
@@ -502,6 +502,10 @@ impl Activities for TurnActivities {
                 "internal",
                 format!("no activity `{other}`"),
             )),
-        }
+        };
+        // The next step may run in another replica: this step's live events go out
+        // first, so watchers see them in order.
+        self.hub.flush().await;
+        result
     }
 }

@@ -1,6 +1,7 @@
 //! Redis through a reconnecting connection manager. Counters and lock release are Lua
 //! scripts so each is one atomic step on the server. `?prefix=NAME` in the URL puts
-//! every key under `NAME:`, so several deployments (or test runs) can share a server.
+//! every key (and pub/sub channel) under `NAME:`, so several deployments (or test
+//! runs) can share a server.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use super::{CacheError, Lock};
 
 #[derive(Clone)]
 pub struct RedisCache {
+    /// For subscriptions, which need connections of their own.
+    client: std::sync::Arc<redis::Client>,
     conn: ConnectionManager,
     /// Put before every key (empty, or `NAME:`).
     prefix: String,
@@ -25,8 +28,9 @@ impl RedisCache {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(5)))
             .set_response_timeout(Some(Duration::from_secs(5)));
-        let conn = ConnectionManager::new_with_config(client, config).await?;
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await?;
         Ok(Self {
+            client: std::sync::Arc::new(client),
             conn,
             prefix,
             incr: Script::new(
@@ -119,6 +123,77 @@ impl RedisCache {
             .invoke_async(&mut conn)
             .await?;
         Ok(removed == 1)
+    }
+
+    /// Publishes each `(channel, payload)`, in order, in one round trip. Fire and
+    /// forget: only listeners connected now receive them.
+    pub async fn publish(&self, messages: &[(String, Vec<u8>)]) -> Result<(), CacheError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (channel, payload) in messages {
+            pipe.cmd("PUBLISH")
+                .arg(self.key(channel))
+                .arg(payload.as_slice())
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+
+    /// Every message published from now on to a channel matching `pattern` (a Redis
+    /// glob), as `(channel, payload)`, for as long as the receiver is kept. The
+    /// subscription has a connection of its own and comes back after the server does;
+    /// what is published while it is away is missed.
+    pub fn listen(&self, pattern: &str) -> tokio::sync::mpsc::Receiver<(String, Vec<u8>)> {
+        use futures::StreamExt;
+
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let client = self.client.clone();
+        let prefix = self.prefix.clone();
+        let pattern = self.key(pattern);
+        tokio::spawn(async move {
+            let mut failures = 0u32;
+            while !tx.is_closed() {
+                let subscribed = async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.psubscribe(&pattern).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                }
+                .await;
+                match subscribed {
+                    Ok(pubsub) => {
+                        failures = 0;
+                        let mut messages = pubsub.into_on_message();
+                        loop {
+                            tokio::select! {
+                                () = tx.closed() => return,
+                                message = messages.next() => {
+                                    let Some(message) = message else { break };
+                                    let channel = message.get_channel_name();
+                                    let channel = channel.strip_prefix(&prefix).unwrap_or(channel).to_owned();
+                                    // A full receiver drops: listeners want what is live.
+                                    let _ = tx.try_send((channel, message.get_payload_bytes().to_vec()));
+                                }
+                            }
+                        }
+                        tracing::warn!(%pattern, "the Redis subscription ended; subscribing again");
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 {
+                            tracing::warn!(%pattern, error = %e, "cannot subscribe on Redis; retrying");
+                        }
+                        tokio::time::sleep(Duration::from_millis(
+                            200 * u64::from(failures.min(10)),
+                        ))
+                        .await;
+                    }
+                }
+            }
+        });
+        rx
     }
 
     pub async fn ping(&self) -> Result<(), CacheError> {
