@@ -359,6 +359,97 @@ async fn session_journey(backends: Backends) {
 }
 
 #[tokio::test]
+async fn an_answer_that_breaks_off_starts_over_and_the_client_is_told() {
+    for backends in Backends::all() {
+        broken_answer(backends).await;
+    }
+}
+
+async fn broken_answer(backends: Backends) {
+    let (
+        _llm,
+        Rooted {
+            platform: _p,
+            gateway,
+            client,
+            root,
+            data,
+            events: bus_url,
+        },
+    ) = with_scripted_llm(backends, &[]).await;
+    // The model's first streamed answer drops its connection halfway.
+    let (status, session) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        &root,
+        Some(json!({"model": "cut-1"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let content = "this answer breaks off halfway and is then told again in full";
+    let expected = format!("Echo: {content}");
+    let events = send_sse(&client, &gateway, &root, &id, content).await;
+    let kinds: Vec<&str> = events.iter().map(|(k, _)| k.as_str()).collect();
+    let restart = kinds
+        .iter()
+        .position(|k| *k == "restart")
+        .unwrap_or_else(|| panic!("no restart: {kinds:?}"));
+    let said = |events: &[(String, Value)]| -> String {
+        events
+            .iter()
+            .filter(|(k, _)| k == "delta")
+            .filter_map(|(_, d)| d["content"].as_str())
+            .collect()
+    };
+    let before = said(&events[..restart]);
+    assert!(
+        !before.is_empty() && expected.starts_with(&before) && before != expected,
+        "the first attempt said {before:?}"
+    );
+    assert_eq!(events[restart].1["attempt"], 2, "{:?}", events[restart]);
+    assert_eq!(said(&events[restart..]), expected, "{kinds:?}");
+    assert_eq!(&kinds[kinds.len() - 2..], ["message", "done"], "{kinds:?}");
+    assert_eq!(events[kinds.len() - 2].1["content"], expected.as_str());
+
+    // The answer is kept once.
+    let (_, listed) = call(
+        &client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions/{id}/messages"),
+        &root,
+        None,
+    )
+    .await;
+    let answers: Vec<&Value> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(answers.len(), 1, "{listed}");
+    assert_eq!(answers[0]["content"], expected.as_str());
+
+    // Consumers of the topic can tell the attempts apart the same way.
+    let bus = EventBus::connect(&bus_url, data.path()).await.unwrap();
+    let deltas: Vec<_> = published(&bus, topics::CONVERSATION)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == "message.delta" && e.data["session_id"] == id.as_str())
+        .collect();
+    let of_attempt = |n: u64| -> String {
+        deltas
+            .iter()
+            .filter(|e| e.data["attempt"] == n)
+            .filter_map(|e| e.data["content"].as_str())
+            .collect()
+    };
+    assert_eq!(of_attempt(2), expected);
+    assert!(expected.starts_with(&of_attempt(1)), "{deltas:?}");
+}
+
+#[tokio::test]
 async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
     for backends in Backends::all() {
         crash_and_restart(backends).await;

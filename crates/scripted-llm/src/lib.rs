@@ -14,6 +14,8 @@
 //! - `fail-500`, `fail-429`: always that status (`Retry-After: 0` on 429).
 //! - `flaky-N`: the first N requests for a given conversation get a 503, then as
 //!   `scripted`.
+//! - `cut-N`: the first N streamed answers to a given conversation break off halfway
+//!   (the connection drops after some words), then as `scripted`.
 //!
 //! Every request is recorded (`requests()`), so tests can see retries and fallbacks.
 
@@ -178,18 +180,28 @@ async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Res
         "fail-429" => return error(StatusCode::TOO_MANY_REQUESTS, "slow down"),
         _ => {}
     }
-    if let Some(n) = model
-        .strip_prefix("flaky-")
-        .and_then(|n| n.parse::<u32>().ok())
-    {
-        let key = serde_json::to_string(&messages).unwrap_or_default();
+    // The how-manyth request for this conversation, for models that change with it.
+    let nth = |shared: &Shared| {
+        let key = format!(
+            "{model}:{}",
+            serde_json::to_string(&messages).unwrap_or_default()
+        );
         let mut attempts = shared.attempts.lock().unwrap();
         let seen = attempts.entry(key).or_default();
         *seen += 1;
-        if *seen <= n {
-            return error(StatusCode::SERVICE_UNAVAILABLE, "warming up");
-        }
+        *seen
+    };
+    if let Some(n) = model
+        .strip_prefix("flaky-")
+        .and_then(|n| n.parse::<u32>().ok())
+        && nth(&shared) <= n
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "warming up");
     }
+    let cut = model
+        .strip_prefix("cut-")
+        .and_then(|n| n.parse::<u32>().ok())
+        .is_some_and(|n| body["stream"] == true && nth(&shared) <= n);
     let prompt_tokens: u64 = messages
         .iter()
         .map(|m| count(&content_text(&m["content"])) + 1)
@@ -199,7 +211,7 @@ async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Res
     let id = format!("chatcmpl-{}", shared.requests.lock().unwrap().len());
     if body["stream"] == true {
         let include_usage = with_usage && body["stream_options"]["include_usage"] == true;
-        return stream(id, model, answer, prompt_tokens, include_usage, delay);
+        return stream(id, model, answer, prompt_tokens, include_usage, delay, cut);
     }
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
@@ -241,6 +253,7 @@ fn stream(
     prompt_tokens: u64,
     include_usage: bool,
     delay: Option<Duration>,
+    cut: bool,
 ) -> Response {
     let chunk = move |delta: Value, finish: Option<&str>| {
         json!({
@@ -287,6 +300,9 @@ fn stream(
         last
     });
     events.extend(usage_chunk);
+    if cut {
+        events.truncate(events.len() / 2);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(8);
     tokio::spawn(async move {
         for event in events {
@@ -297,7 +313,13 @@ fn stream(
                 return;
             }
         }
-        let _ = tx.send(Ok("data: [DONE]\n\n".into())).await;
+        let end = if cut {
+            // An error in the body drops the connection mid-answer.
+            Err(std::io::Error::other("the model server went away"))
+        } else {
+            Ok("data: [DONE]\n\n".into())
+        };
+        let _ = tx.send(end).await;
     });
     let body = Body::from_stream(tokio_stream_from(rx));
     Response::builder()

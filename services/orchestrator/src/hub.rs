@@ -18,7 +18,9 @@ use serde_json::{Value, json};
 use somagent_common::infra::cache::RedisCache;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// One event of a turn: `delta`, `tool_call`, `policy`, `message`, `done` or `error`.
+/// One event of a turn: `delta`, `restart` (the model's answer starts over: drop the
+/// deltas since the last `tool_call`, or since the turn began), `tool_call`, `policy`,
+/// `message`, `done` or `error`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnEvent {
     pub session_id: String,
@@ -27,7 +29,15 @@ pub struct TurnEvent {
     pub data: Value,
 }
 
-const KINDS: [&str; 6] = ["delta", "tool_call", "policy", "message", "done", "error"];
+const KINDS: [&str; 7] = [
+    "delta",
+    "restart",
+    "tool_call",
+    "policy",
+    "message",
+    "done",
+    "error",
+];
 /// Every replica listens on all sessions' channels: one subscription per process, and
 /// a replica's relay traffic is the platform's live events (a few per token).
 const CHANNELS: &str = "turns:*";

@@ -272,7 +272,24 @@ impl TurnActivities {
             session_id: who.session_id.clone(),
             ..Default::default()
         };
-        let token = self.token(&who).await?;
+        let round = input["round"].as_u64().unwrap_or(0);
+        // Which start of this answer this is, counted while the token is fetched.
+        let counted = async {
+            self.store
+                .count_model_attempt(&who.tenant, &who.session_id, who.turn, round)
+                .await
+                .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))
+        };
+        let (token, attempt) = tokio::try_join!(self.token(&who), counted)?;
+        if attempt > 1 {
+            // An earlier start broke off (its model call failed, or its replica died):
+            // watchers drop the words it streamed, and the answer comes again.
+            self.emit(
+                &who,
+                "restart",
+                json!({ "round": round, "attempt": attempt }),
+            );
+        }
         let mut chunks = self
             .slm
             .clone()
@@ -286,8 +303,7 @@ impl TurnActivities {
         let mut content = String::new();
         let mut calls: Vec<Value> = Vec::new();
         let mut usage = json!({});
-        let round = input["round"].as_u64().unwrap_or(0);
-        let mut feed = DeltaFeed::new(&who, round);
+        let mut feed = DeltaFeed::new(&who, round, attempt);
         while let Some(chunk) = chunks.next().await {
             let chunk = chunk.map_err(status_error)?;
             if !chunk.delta.is_empty() {
@@ -438,10 +454,12 @@ fn conversation_event(who: &Who, kind: &str, mut data: Value) -> Option<Envelope
 
 /// Batches a streamed answer's deltas for the topic: a `message.delta` event at most
 /// every [`DeltaFeed::EVERY`] or [`DeltaFeed::MAX`] bytes, so a long answer is a
-/// handful of events rather than one per token.
+/// handful of events rather than one per token. Each names its round and attempt: a
+/// consumer that sees a later attempt of a round drops what the earlier one said.
 struct DeltaFeed<'a> {
     who: &'a Who,
     round: u64,
+    attempt: u32,
     seq: u64,
     pending: String,
     since: std::time::Instant,
@@ -451,10 +469,11 @@ impl<'a> DeltaFeed<'a> {
     const EVERY: Duration = Duration::from_millis(100);
     const MAX: usize = 2048;
 
-    fn new(who: &'a Who, round: u64) -> Self {
+    fn new(who: &'a Who, round: u64, attempt: u32) -> Self {
         Self {
             who,
             round,
+            attempt,
             seq: 0,
             pending: String::new(),
             since: std::time::Instant::now(),
@@ -480,7 +499,7 @@ impl<'a> DeltaFeed<'a> {
         conversation_event(
             self.who,
             "message.delta",
-            json!({ "round": self.round, "seq": self.seq, "content": content }),
+            json!({ "round": self.round, "attempt": self.attempt, "seq": self.seq, "content": content }),
         )
     }
 }

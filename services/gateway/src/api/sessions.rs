@@ -1,7 +1,7 @@
 //! `/v1/sessions`: agent sessions and their turns. Sending a message starts a turn (a
 //! durable workflow in the orchestrator); with `Accept: text/event-stream` its events
-//! stream back as they happen (`delta`, `tool_call`, `policy`, `message`, `done`,
-//! `error`), otherwise the answer comes when the turn is done. Prompts go through the
+//! stream back as they happen (`delta`, `restart`, `tool_call`, `policy`, `message`,
+//! `done`, `error`), otherwise the answer comes when the turn is done. Prompts go through the
 //! tenant's moderation first.
 
 use std::convert::Infallible;
@@ -253,8 +253,10 @@ fn message_view(m: pb::Message) -> MessageView {
 }
 
 /// Send a message: the next turn. `Accept: text/event-stream` streams its events
-/// (`delta`, `tool_call`, `policy`, `message`, `done` with usage, `error`); otherwise the
-/// answer comes when the turn is done.
+/// (`delta`, `restart`, `tool_call`, `policy`, `message`, `done` with usage, `error`;
+/// `restart` means the model's answer starts over after a failed attempt: drop the
+/// deltas since the last `tool_call`, or since the turn began); otherwise the answer
+/// comes when the turn is done.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions",
     params(("id" = String, Path, description = "the session's id")), request_body = SendMessage,
     responses((status = 200, description = "the answer, or an SSE stream of the turn's events", body = TurnAnswer),

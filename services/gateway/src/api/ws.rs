@@ -2,7 +2,7 @@
 //! with the usual header (bearer token or `X-API-Key`) or, where it cannot set headers
 //! (browsers), with a first message `{"type": "auth", "token": "..."}`. Then
 //! `{"type": "subscribe", "session_id": "..."}` and `{"type": "unsubscribe", ...}`; the
-//! server sends each turn event as `{"type": <delta|tool_call|policy|message|done|error>,
+//! server sends each turn event as `{"type": <delta|restart|tool_call|policy|message|done|error>,
 //! "session_id", "turn", "data"}`, and `subscribed`, `unsubscribed` or `error` replies.
 
 use std::collections::HashMap;
