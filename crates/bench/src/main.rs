@@ -4,6 +4,7 @@ mod auth;
 mod chat;
 mod events;
 mod policy;
+mod replicas;
 mod stats;
 
 use clap::{Parser, Subcommand};
@@ -65,6 +66,18 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Live turn events between two replicas of a platform (same database, Redis and
+    /// bus): how much later a WebSocket watcher on the second replica gets each delta of
+    /// a turn started through the first than a watcher on the first does.
+    Replicas {
+        /// The two replicas' gateways.
+        #[arg(long, num_args = 2, required = true)]
+        gateways: Vec<String>,
+        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        password: String,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
     /// Policy evaluation in process (regorus; OPA too when SOMAGENT_TEST_OPA_URL is set)
     /// when `--gateway` is not given, or `POST /v1/policy/evaluate` through a gateway.
     Policy {
@@ -108,6 +121,11 @@ async fn main() -> anyhow::Result<()> {
             password,
             seconds,
         } => chat::run(&gateway, &password, seconds).await,
+        Command::Replicas {
+            gateways,
+            password,
+            seconds,
+        } => replicas::run(&gateways, &password, seconds).await,
         Command::Policy {
             evaluations,
             gateway: None,

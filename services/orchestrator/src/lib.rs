@@ -72,6 +72,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         ),
         hub: hub.clone(),
         events,
+        cache: cache.clone(),
     };
     let mut workflows: HashMap<&'static str, WorkflowFn> = HashMap::new();
     workflows.insert(

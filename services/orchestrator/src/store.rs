@@ -5,18 +5,11 @@ use somagent_common::infra::db::{Db, DbError, Migration};
 use sqlx::Row;
 
 /// Never edit one that has been applied: add the next.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration::portable(
-        1,
-        "sessions",
-        include_str!("../migrations/0001_sessions.sql"),
-    ),
-    Migration::portable(
-        2,
-        "model_attempts",
-        include_str!("../migrations/0002_model_attempts.sql"),
-    ),
-];
+pub const MIGRATIONS: &[Migration] = &[Migration::portable(
+    1,
+    "sessions",
+    include_str!("../migrations/0001_sessions.sql"),
+)];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
@@ -176,31 +169,6 @@ impl SessionStore {
         Ok(Some(turn as u32))
     }
 
-    /// Counts a start of round `round` of a turn's model call and returns which start it
-    /// is, 1 for the first. Shared by every replica and kept across restarts, as the
-    /// watchers who saw an earlier start's words are.
-    pub async fn count_model_attempt(
-        &self,
-        tenant: &str,
-        id: &str,
-        turn: u32,
-        round: u64,
-    ) -> Result<u32, DbError> {
-        let attempts: i64 = sqlx::query(
-            "INSERT INTO model_attempts (tenant_id, session_id, turn, round, attempts) VALUES ($1, $2, $3, $4, 1) \
-             ON CONFLICT (tenant_id, session_id, turn, round) DO UPDATE SET attempts = model_attempts.attempts + 1 \
-             RETURNING attempts",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(turn))
-        .bind(round as i64)
-        .fetch_one(self.db.pool())
-        .await?
-        .try_get(0)?;
-        Ok(u32::try_from(attempts).unwrap_or(u32::MAX))
-    }
-
     /// Stores a turn's new messages once (ids fixed by the turn), and makes the session
     /// idle again.
     pub async fn finish_turn(
@@ -235,14 +203,6 @@ impl SessionStore {
                 .await?;
             }
         }
-        sqlx::query(
-            "DELETE FROM model_attempts WHERE tenant_id = $1 AND session_id = $2 AND turn = $3",
-        )
-        .bind(tenant)
-        .bind(id)
-        .bind(i64::from(turn))
-        .execute(&mut *tx)
-        .await?;
         sqlx::query("UPDATE sessions SET status = 'idle', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'running'")
             .bind(now())
             .bind(tenant)

@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use somagent_common::infra::cache::Cache;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
 use somagent_common::proto::policy::v1 as ppb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
@@ -144,6 +145,7 @@ pub struct TurnActivities {
     pub tokens: ServiceTokens,
     pub hub: Arc<TurnHub>,
     pub events: EventBus,
+    pub cache: Cache,
 }
 
 #[derive(Deserialize)]
@@ -274,13 +276,8 @@ impl TurnActivities {
         };
         let round = input["round"].as_u64().unwrap_or(0);
         // Which start of this answer this is, counted while the token is fetched.
-        let counted = async {
-            self.store
-                .count_model_attempt(&who.tenant, &who.session_id, who.turn, round)
-                .await
-                .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))
-        };
-        let (token, attempt) = tokio::try_join!(self.token(&who), counted)?;
+        let (token, attempt) = tokio::join!(self.token(&who), self.count_attempt(&who, round));
+        let token = token?;
         if attempt > 1 {
             // An earlier start broke off (its model call failed, or its replica died):
             // watchers drop the words it streamed, and the answer comes again.
@@ -347,6 +344,25 @@ impl TurnActivities {
             self.publish_progress(&who, event).await;
         }
         Ok(json!({ "content": content, "tool_calls": calls, "usage": usage }))
+    }
+
+    /// Counts a start of round `round` of the turn's model call and returns which start
+    /// it is, 1 for the first. Counted in the cache: Redis is shared by every replica
+    /// (whose watchers may have seen an earlier start's words); the in-process cache
+    /// goes with its process, as do the watchers of a one-process platform. The count
+    /// only shapes the live stream, so a cache that cannot count says "first".
+    async fn count_attempt(&self, who: &Who, round: u64) -> u32 {
+        let key = format!(
+            "model-attempts:{}:{}:{}:{round}",
+            who.tenant, who.session_id, who.turn
+        );
+        match self.cache.incr(&key, 1, Duration::from_secs(3600)).await {
+            Ok(n) => u32::try_from(n).unwrap_or(u32::MAX),
+            Err(e) => {
+                tracing::warn!(session = %who.session_id, error = %e, "cannot count the model call's attempts");
+                1
+            }
+        }
     }
 
     /// Publishes a progress event (a batch of deltas, a tool call) on
