@@ -33,6 +33,35 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
     out
 }
 
+/// Creates a session through `gateway` with `body` and returns its id.
+async fn create_session(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    body: Value,
+) -> String {
+    let (status, session) = call(
+        client,
+        Method::POST,
+        &format!("{gateway}/v1/sessions"),
+        token,
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 201, "{session}");
+    assert_eq!(session["status"], "idle");
+    session["session_id"].as_str().unwrap().to_owned()
+}
+
+/// The text of the `delta` events among `events`, joined.
+fn said(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(k, _)| k == "delta")
+        .filter_map(|(_, d)| d["content"].as_str())
+        .collect()
+}
+
 async fn send_sse(
     client: &reqwest::Client,
     gateway: &str,
@@ -71,17 +100,13 @@ async fn session_journey(backends: Backends) {
             events: bus_url,
         },
     ) = with_scripted_llm(backends, &[]).await;
-    let (status, session) = call(
+    let id = create_session(
         &client,
-        Method::POST,
-        &format!("{gateway}/v1/sessions"),
+        &gateway,
         &root,
-        Some(json!({"metadata": {"topic": "demo"}})),
+        json!({"metadata": {"topic": "demo"}}),
     )
     .await;
-    assert_eq!(status, 201, "{session}");
-    assert_eq!(session["status"], "idle");
-    let id = session["session_id"].as_str().unwrap().to_owned();
 
     // Streamed: deltas, then the message, then done with usage.
     let events = send_sse(&client, &gateway, &root, &id, "hello world").await;
@@ -91,12 +116,7 @@ async fn session_journey(backends: Backends) {
         "{kinds:?}"
     );
     assert_eq!(&kinds[kinds.len() - 2..], ["message", "done"], "{kinds:?}");
-    let text: String = events
-        .iter()
-        .filter(|(k, _)| k == "delta")
-        .filter_map(|(_, d)| d["content"].as_str())
-        .collect();
-    assert_eq!(text, "Echo: hello world");
+    assert_eq!(said(&events), "Echo: hello world");
     let (_, done) = events.last().unwrap();
     assert_eq!(done["outcome"], "completed");
     assert!(
@@ -146,15 +166,7 @@ async fn session_journey(backends: Backends) {
 
     // A model that calls a tool: the call is answered with a tool error and the model
     // carries on.
-    let (_, tooled) = call(
-        &client,
-        Method::POST,
-        &format!("{gateway}/v1/sessions"),
-        &root,
-        Some(json!({"model": "tool-caller"})),
-    )
-    .await;
-    let tooled = tooled["session_id"].as_str().unwrap().to_owned();
+    let tooled = create_session(&client, &gateway, &root, json!({"model": "tool-caller"})).await;
     let events = send_sse(&client, &gateway, &root, &tooled, "find the report").await;
     let call_event = events
         .iter()
@@ -378,16 +390,7 @@ async fn broken_answer(backends: Backends) {
         },
     ) = with_scripted_llm(backends, &[]).await;
     // The model's first streamed answer drops its connection halfway.
-    let (status, session) = call(
-        &client,
-        Method::POST,
-        &format!("{gateway}/v1/sessions"),
-        &root,
-        Some(json!({"model": "cut-1"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["session_id"].as_str().unwrap().to_owned();
+    let id = create_session(&client, &gateway, &root, json!({"model": "cut-1"})).await;
     let content = "this answer breaks off halfway and is then told again in full";
     let expected = format!("Echo: {content}");
     let events = send_sse(&client, &gateway, &root, &id, content).await;
@@ -396,13 +399,6 @@ async fn broken_answer(backends: Backends) {
         .iter()
         .position(|k| *k == "restart")
         .unwrap_or_else(|| panic!("no restart: {kinds:?}"));
-    let said = |events: &[(String, Value)]| -> String {
-        events
-            .iter()
-            .filter(|(k, _)| k == "delta")
-            .filter_map(|(_, d)| d["content"].as_str())
-            .collect()
-    };
     let before = said(&events[..restart]);
     assert!(
         !before.is_empty() && expected.starts_with(&before) && before != expected,
@@ -476,15 +472,7 @@ async fn crash_and_restart(backends: Backends) {
     let gateway = platform.addresses["gateway"].clone();
     wait_ok(&client, &format!("{gateway}/readyz")).await;
     let root = login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
-    let (_, session) = call(
-        &client,
-        Method::POST,
-        &format!("{gateway}/v1/sessions"),
-        &root,
-        Some(json!({})),
-    )
-    .await;
-    let id = session["session_id"].as_str().unwrap().to_owned();
+    let id = create_session(&client, &gateway, &root, json!({})).await;
     // Start the turn and wait for its first words, then kill everything.
     let mut response = client
         .post(format!("{gateway}/v1/sessions/{id}/messages"))
@@ -588,15 +576,7 @@ async fn websocket_on(backends: Backends) {
             ..
         },
     ) = with_scripted_llm(backends, &[]).await;
-    let (_, session) = call(
-        &client,
-        Method::POST,
-        &format!("{gateway}/v1/sessions"),
-        &root,
-        Some(json!({})),
-    )
-    .await;
-    let id = session["session_id"].as_str().unwrap().to_owned();
+    let id = create_session(&client, &gateway, &root, json!({})).await;
     let ws_url = format!("{}/v1/ws", gateway.replacen("http", "ws", 1));
 
     // Without credentials: told to authenticate, then closed.
@@ -739,16 +719,7 @@ async fn two_replicas(extra: &[(&str, &str)]) {
     }
     let gateways = [replicas[0].1.clone(), replicas[1].1.clone()];
     let root = login(&client, &gateways[0], "default", "admin", ROOT_PASSWORD).await;
-    let (status, session) = call(
-        &client,
-        Method::POST,
-        &format!("{}/v1/sessions", gateways[0]),
-        &root,
-        Some(json!({})),
-    )
-    .await;
-    assert_eq!(status, 201, "{session}");
-    let id = session["session_id"].as_str().unwrap().to_owned();
+    let id = create_session(&client, &gateways[0], &root, json!({})).await;
 
     let mut watchers = Vec::new();
     for gateway in &gateways {
@@ -783,12 +754,7 @@ async fn two_replicas(extra: &[(&str, &str)]) {
             ["message", "done"],
             "turn {turn}: {kinds:?}"
         );
-        let text: String = events
-            .iter()
-            .filter(|(k, _)| k == "delta")
-            .filter_map(|(_, d)| d["content"].as_str())
-            .collect();
-        assert_eq!(text, expected, "turn {turn}: {kinds:?}");
+        assert_eq!(said(&events), expected, "turn {turn}: {kinds:?}");
         assert_eq!(events[kinds.len() - 2].1["content"], expected.as_str());
 
         // Both watchers: the same turn, whole.

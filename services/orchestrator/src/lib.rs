@@ -60,7 +60,14 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     // Replicas share live events through Redis when the cache is there.
     let hub = match &cache {
         Cache::Redis(redis) => hub::TurnHub::shared(redis.clone()),
-        Cache::Memory(_) => hub::TurnHub::local(),
+        Cache::Memory(_) => {
+            if config.workflows_url.temporal().is_some() {
+                tracing::warn!(
+                    "live turn events stay in this process (the cache is in process): with more than one orchestrator replica, set SOMAGENT_CACHE_URL to Redis"
+                );
+            }
+            hub::TurnHub::local()
+        }
     };
     let activities = turn::TurnActivities {
         store: store.clone(),
