@@ -786,5 +786,159 @@ async fn two_replicas(extra: &[(&str, &str)]) {
             assert!(kinds.contains(&"message".to_owned()), "{kinds:?}");
         }
     }
+
+    // The replica running the model call dies mid-answer (the turn started through the
+    // second one): the other carries the turn on (Temporal hands it the call once the
+    // heartbeats stop; the local engine takes the run over when its lease lapses), and
+    // its watcher hears the answer start over and then whole, once.
+    let slow = create_session(&client, &gateways[0], &root, json!({"model": "slow-300"})).await;
+    for ws in watchers.iter_mut() {
+        ws.send(Message::text(
+            json!({"type": "subscribe", "session_id": slow}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let content = "a replica dies while this answer is being told";
+    let expected = format!("Echo: {content}");
+    let doomed = tokio::spawn({
+        let (client, gateway, root, slow) = (
+            client.clone(),
+            gateways[1].clone(),
+            root.clone(),
+            slow.clone(),
+        );
+        async move {
+            let response = client
+                .post(format!("{gateway}/v1/sessions/{slow}/messages"))
+                .bearer_auth(&root)
+                .header("accept", "text/event-stream")
+                .json(&json!({ "content": content }))
+                .send()
+                .await;
+            if let Ok(response) = response {
+                let _ = response.text().await;
+            }
+        }
+    });
+    type Ws = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
+    let next_of_slow = async |ws: &mut Ws| -> Value {
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(60), ws.next())
+                .await
+                .expect("an event within a minute")
+                .unwrap()
+                .unwrap();
+            let event: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+            if event["session_id"] == slow.as_str() && event["type"] != "subscribed" {
+                return event;
+            }
+        }
+    };
+    let first = next_of_slow(&mut watchers[0]).await;
+    assert_eq!(first["type"], "delta", "{first}");
+    let on_temporal = env
+        .iter()
+        .rev()
+        .find(|(k, _)| *k == "SOMAGENT_WORKFLOWS_URL")
+        .is_some_and(|(_, v)| v.starts_with("temporal://"));
+    let victim = if on_temporal {
+        let pid = model_call_runner(&turn_run(&slow, 1)).await;
+        replicas
+            .iter()
+            .position(|(p, _)| p.child.id() == pid)
+            .unwrap_or_else(|| panic!("the model call runs in process {pid}, not a replica"))
+    } else {
+        // The local engine runs a turn where it was started.
+        1
+    };
+    drop(replicas.remove(victim));
+    let survivor = 1 - victim;
+    // The survivor's watcher has heard everything; the first replica's, all but one.
+    let mut heard = Some(first).filter(|_| survivor == 0);
+    let (mut text, mut kinds) = (String::new(), Vec::new());
+    loop {
+        let event = match heard.take() {
+            Some(event) => event,
+            None => next_of_slow(&mut watchers[survivor]).await,
+        };
+        let kind = event["type"].as_str().unwrap().to_owned();
+        match kind.as_str() {
+            "delta" => text.push_str(event["data"]["content"].as_str().unwrap()),
+            "restart" => text.clear(),
+            "error" => panic!("the turn failed: {event}"),
+            _ => {}
+        }
+        kinds.push(kind.clone());
+        if kind == "done" {
+            assert_eq!(event["data"]["outcome"], "completed", "{event}");
+            break;
+        }
+    }
+    assert!(kinds.contains(&"restart".to_owned()), "{kinds:?}");
+    assert_eq!(text, expected, "{kinds:?}");
+    doomed.await.unwrap();
+    let (_, listed) = call(
+        &client,
+        Method::GET,
+        &format!("{}/v1/sessions/{slow}/messages", gateways[survivor]),
+        &root,
+        None,
+    )
+    .await;
+    let answers: Vec<&Value> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .collect();
+    assert_eq!(answers.len(), 1, "{listed}");
+    assert_eq!(answers[0]["content"], expected.as_str());
     drop(llm);
+}
+
+/// The workflow id of turn `turn` of `session`.
+fn turn_run(session: &str, turn: u32) -> String {
+    format!("session-{session}-turn-{turn}")
+}
+
+/// The process whose worker runs the model call of Temporal run `run` now, from the
+/// server's own account (`temporal workflow describe`).
+async fn model_call_runner(run: &str) -> u32 {
+    let url = std::env::var("SOMAGENT_TEST_WORKFLOWS_URL").unwrap();
+    let address = url
+        .trim_start_matches("temporal://")
+        .split(['?', '/'])
+        .next()
+        .unwrap()
+        .to_owned();
+    for _ in 0..50 {
+        let out = std::process::Command::new("temporal")
+            .args([
+                "workflow",
+                "describe",
+                "-w",
+                run,
+                "--address",
+                &address,
+                "-o",
+                "json",
+            ])
+            .output()
+            .expect("the temporal CLI (scripts/ci-services.sh puts it on PATH)");
+        let described: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let identity = described["pendingActivities"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|a| a["activityType"]["name"] == "model.complete")
+            .and_then(|a| a["lastWorkerIdentity"].as_str());
+        if let Some(pid) = identity.and_then(|i| i.rsplit('@').next()?.parse().ok()) {
+            return pid;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("Temporal does not say who runs the model call of {run}");
 }
