@@ -405,6 +405,15 @@ async fn broken_answer(backends: Backends) {
         "the first attempt said {before:?}"
     );
     assert_eq!(events[restart].1["attempt"], 2, "{:?}", events[restart]);
+    let attempts = |events: &[(String, Value)]| -> Vec<Value> {
+        events
+            .iter()
+            .filter(|(k, _)| k == "delta")
+            .map(|(_, d)| d["attempt"].clone())
+            .collect()
+    };
+    assert!(attempts(&events[..restart]).iter().all(|a| *a == 1));
+    assert!(attempts(&events[restart..]).iter().all(|a| *a == 2));
     assert_eq!(said(&events[restart..]), expected, "{kinds:?}");
     assert_eq!(&kinds[kinds.len() - 2..], ["message", "done"], "{kinds:?}");
     assert_eq!(events[kinds.len() - 2].1["content"], expected.as_str());
@@ -442,7 +451,11 @@ async fn broken_answer(backends: Backends) {
             .collect()
     };
     assert_eq!(of_attempt(2), expected);
-    assert!(expected.starts_with(&of_attempt(1)), "{deltas:?}");
+    let first = of_attempt(1);
+    assert!(
+        !first.is_empty() && expected.starts_with(&first),
+        "{deltas:?}"
+    );
 }
 
 #[tokio::test]
@@ -684,7 +697,9 @@ async fn every_replica_streams_a_turn_wherever_it_runs() {
         eprintln!("replicas share live events through Redis: this journey needs the real servers");
         return;
     }
-    two_replicas(&[]).await;
+    if std::env::var("SOMAGENT_TEST_WORKFLOWS_URL").is_ok() {
+        two_replicas(&[]).await;
+    }
     two_replicas(&[("SOMAGENT_WORKFLOWS_URL", "local://")]).await;
 }
 

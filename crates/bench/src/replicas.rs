@@ -14,8 +14,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::stats::Samples;
 
-/// Arrival time of each delta, by turn and index, at one watcher.
-type Arrivals = HashMap<(u64, usize), Instant>;
+/// Arrival time of each delta, by turn and its words (unique within a turn here), at
+/// one watcher: a delta missed on the way does not shift the others.
+type Arrivals = HashMap<(u64, String), Instant>;
 
 async fn watch(
     gateway: &str,
@@ -36,16 +37,14 @@ async fn watch(
     anyhow::ensure!(reply.to_text()?.contains("subscribed"), "{reply:?}");
     Ok(tokio::spawn(async move {
         let mut arrivals = Arrivals::new();
-        let mut index: HashMap<u64, usize> = HashMap::new();
         // Ends when the session has been quiet for a while: the bench is done.
         while let Ok(Some(frame)) = tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
             let at = Instant::now();
             let event: Value = serde_json::from_str(frame?.to_text()?)?;
             let turn = event["turn"].as_u64().unwrap_or(0);
             if event["type"] == "delta" {
-                let i = index.entry(turn).or_default();
-                arrivals.insert((turn, *i), at);
-                *i += 1;
+                let words = event["data"]["content"].as_str().unwrap_or_default();
+                arrivals.insert((turn, words.to_owned()), at);
             }
         }
         Ok(arrivals)

@@ -7,10 +7,16 @@
 //! watchers are connected to others. With Redis as the cache, every event is also
 //! published on the Redis channel `turns:<session>` and each replica relays the events
 //! of the others to its own watchers. Watchers here get this replica's events at once;
-//! the others' a Redis round trip later. Redis pub/sub is fire and forget; a watcher
-//! that misses a turn's end learns it from the run's outcome (see `send_message`).
+//! the others' a Redis round trip later. A step's events are published before its
+//! result is recorded, and Redis hands a message to its subscribers before it answers
+//! the publisher, so they are on their way to every replica before the next step (a
+//! round trip through the workflow engine later) can emit its own. Redis pub/sub is fire
+//! and forget: an SSE client that misses a turn's end learns it from the run's outcome
+//! (see `send_message`); a WebSocket watcher sees the turn's messages when it lists
+//! them.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,9 +24,9 @@ use serde_json::{Value, json};
 use somagent_common::infra::cache::RedisCache;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// One event of a turn: `delta`, `restart` (the model's answer starts over: drop the
-/// deltas since the last `tool_call`, or since the turn began), `tool_call`, `policy`,
-/// `message`, `done` or `error`.
+/// One event of a turn: `delta`, `restart` (the model's answer to `round` starts over:
+/// drop that round's deltas and tool calls of earlier attempts), `tool_call`, `policy`,
+/// `message`, `done` or `error`. Deltas and tool calls name their `round` and `attempt`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnEvent {
     pub session_id: String,
@@ -52,12 +58,20 @@ pub struct TurnHub {
 struct Relay {
     /// Tells this replica's events from the others' when they come back.
     origin: String,
-    outbox: mpsc::UnboundedSender<Outgoing>,
+    /// Bounded: while Redis is slow or away, events beyond it are dropped rather than
+    /// held (they would reach watchers after their turns ended).
+    outbox: mpsc::Sender<Outgoing>,
+    /// Set while publishing fails, so steps do not wait on a flush that cannot happen.
+    failing: Arc<AtomicBool>,
 }
+
+/// Events waiting for Redis, at most.
+const OUTBOX: usize = 16_384;
 
 enum Outgoing {
     Event(String, Vec<u8>),
-    /// Answered once everything queued before it is on Redis.
+    /// Answered once everything queued before it has been handed to Redis (or dropped,
+    /// when Redis refused it).
     Flushed(oneshot::Sender<()>),
 }
 
@@ -69,16 +83,18 @@ impl TurnHub {
 
     /// A hub shared with every replica using `redis`.
     pub fn shared(redis: RedisCache) -> Arc<Self> {
-        let (outbox, queued) = mpsc::unbounded_channel();
+        let (outbox, queued) = mpsc::channel(OUTBOX);
         let origin = uuid::Uuid::new_v4().simple().to_string();
+        let failing = Arc::new(AtomicBool::new(false));
         let hub = Arc::new(Self {
             sessions: Mutex::default(),
             relay: Some(Relay {
                 origin: origin.clone(),
                 outbox,
+                failing: failing.clone(),
             }),
         });
-        tokio::spawn(publish(redis.clone(), queued));
+        tokio::spawn(publish(redis.clone(), queued, failing));
         let mut incoming = redis.listen(CHANNELS);
         let relayed = Arc::downgrade(&hub);
         tokio::spawn(async move {
@@ -110,7 +126,7 @@ impl TurnHub {
             let channel = format!("turns:{}", event.session_id);
             let _ = relay
                 .outbox
-                .send(Outgoing::Event(channel, payload.to_string().into_bytes()));
+                .try_send(Outgoing::Event(channel, payload.to_string().into_bytes()));
         }
         self.deliver(event);
     }
@@ -119,8 +135,11 @@ impl TurnHub {
     /// so that what a later step sends from another replica cannot overtake them.
     pub async fn flush(&self) {
         let Some(relay) = &self.relay else { return };
+        if relay.failing.load(Ordering::Relaxed) {
+            return;
+        }
         let (done, flushed) = oneshot::channel();
-        if relay.outbox.send(Outgoing::Flushed(done)).is_ok() {
+        if relay.outbox.try_send(Outgoing::Flushed(done)).is_ok() {
             let _ = tokio::time::timeout(Duration::from_secs(1), flushed).await;
         }
     }
@@ -137,7 +156,7 @@ impl TurnHub {
 }
 
 /// Publishes queued events in order, as many per round trip as are waiting.
-async fn publish(redis: RedisCache, mut queued: mpsc::UnboundedReceiver<Outgoing>) {
+async fn publish(redis: RedisCache, mut queued: mpsc::Receiver<Outgoing>, flag: Arc<AtomicBool>) {
     let mut batch = Vec::new();
     let mut failing = false;
     while queued.recv_many(&mut batch, 256).await > 0 {
@@ -150,13 +169,17 @@ async fn publish(redis: RedisCache, mut queued: mpsc::UnboundedReceiver<Outgoing
             }
         }
         match redis.publish(&events).await {
-            Ok(()) => failing = false,
+            Ok(()) => {
+                failing = false;
+                flag.store(false, Ordering::Relaxed);
+            }
             Err(e) => {
                 // Watchers elsewhere miss these and fall back on the run's outcome.
                 if !failing {
                     tracing::warn!(error = %e, "cannot relay live turn events to the other replicas");
                 }
                 failing = true;
+                flag.store(true, Ordering::Relaxed);
             }
         }
         for done in flushed {

@@ -279,8 +279,9 @@ impl TurnActivities {
         let (token, attempt) = tokio::join!(self.token(&who), self.count_attempt(&who, round));
         let token = token?;
         if attempt > 1 {
-            // An earlier start broke off (its model call failed, or its replica died):
-            // watchers drop the words it streamed, and the answer comes again.
+            // An earlier start broke off (its model call failed, or its replica died, or
+            // it stalled and may still be talking): watchers drop what it streamed,
+            // and the answer comes again.
             self.emit(
                 &who,
                 "restart",
@@ -302,11 +303,23 @@ impl TurnActivities {
         let mut usage = json!({});
         let mut feed = DeltaFeed::new(&who, round, attempt);
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(status_error)?;
+            let chunk = match chunk {
+                Ok(chunk) => chunk,
+                Err(status) => {
+                    // What this attempt said so far is progress too: consumers drop
+                    // it when the next attempt comes.
+                    self.publish_progress(&who, feed.flush()).await;
+                    return Err(status_error(status));
+                }
+            };
             if !chunk.delta.is_empty() {
                 content.push_str(&chunk.delta);
                 // Watchers here first; the topic gets the words in batches.
-                self.emit(&who, "delta", json!({ "content": chunk.delta }));
+                self.emit(
+                    &who,
+                    "delta",
+                    json!({ "content": chunk.delta, "round": round, "attempt": attempt }),
+                );
                 self.publish_progress(&who, feed.push(&chunk.delta)).await;
             }
             if !chunk.tool_calls_json.is_empty() {
@@ -338,7 +351,10 @@ impl TurnActivities {
         }
         self.publish_progress(&who, feed.flush()).await;
         for call in &calls {
-            self.emit(&who, "tool_call", call.clone());
+            let mut announced = call.clone();
+            announced["round"] = json!(round);
+            announced["attempt"] = json!(attempt);
+            self.emit(&who, "tool_call", announced);
             let event =
                 conversation_event(&who, "tool.call", json!({ "round": round, "call": call }));
             self.publish_progress(&who, event).await;

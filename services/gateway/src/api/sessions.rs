@@ -254,9 +254,9 @@ fn message_view(m: pb::Message) -> MessageView {
 
 /// Send a message: the next turn. `Accept: text/event-stream` streams its events
 /// (`delta`, `restart`, `tool_call`, `policy`, `message`, `done` with usage, `error`;
-/// `restart` means the model's answer starts over after a failed attempt: drop the
-/// deltas since the last `tool_call`, or since the turn began); otherwise the answer
-/// comes when the turn is done.
+/// `restart` (`{round, attempt}`) means the model's answer starts over after a failed
+/// attempt: drop that round's deltas and tool calls of earlier attempts, which carry
+/// their `round` and `attempt`); otherwise the answer comes when the turn is done.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions",
     params(("id" = String, Path, description = "the session's id")), request_body = SendMessage,
     responses((status = 200, description = "the answer, or an SSE stream of the turn's events", body = TurnAnswer),

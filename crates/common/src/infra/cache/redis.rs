@@ -165,6 +165,7 @@ impl RedisCache {
                 match subscribed {
                     Ok(pubsub) => {
                         failures = 0;
+                        let mut dropped = 0u64;
                         let mut messages = pubsub.into_on_message();
                         loop {
                             tokio::select! {
@@ -174,11 +175,17 @@ impl RedisCache {
                                     let channel = message.get_channel_name();
                                     let channel = channel.strip_prefix(&prefix).unwrap_or(channel).to_owned();
                                     // A full receiver drops: listeners want what is live.
-                                    let _ = tx.try_send((channel, message.get_payload_bytes().to_vec()));
+                                    if tx.try_send((channel, message.get_payload_bytes().to_vec())).is_err() {
+                                        dropped += 1;
+                                        if dropped.is_power_of_two() {
+                                            tracing::warn!(%pattern, dropped, "a Redis subscriber falls behind; dropping messages");
+                                        }
+                                    }
                                 }
                             }
                         }
                         tracing::warn!(%pattern, "the Redis subscription ended; subscribing again");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     Err(e) => {
                         failures += 1;
