@@ -62,6 +62,31 @@ fn said(events: &[(String, Value)]) -> String {
         .collect()
 }
 
+/// The contents of the session's assistant messages, in order.
+async fn answers(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    session: &str,
+) -> Vec<String> {
+    let (status, listed) = call(
+        client,
+        Method::GET,
+        &format!("{gateway}/v1/sessions/{session}/messages"),
+        token,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["role"] == "assistant")
+        .map(|m| m["content"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
 async fn send_sse(
     client: &reqwest::Client,
     gateway: &str,
@@ -419,22 +444,10 @@ async fn broken_answer(backends: Backends) {
     assert_eq!(events[kinds.len() - 2].1["content"], expected.as_str());
 
     // The answer is kept once.
-    let (_, listed) = call(
-        &client,
-        Method::GET,
-        &format!("{gateway}/v1/sessions/{id}/messages"),
-        &root,
-        None,
-    )
-    .await;
-    let answers: Vec<&Value> = listed["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "assistant")
-        .collect();
-    assert_eq!(answers.len(), 1, "{listed}");
-    assert_eq!(answers[0]["content"], expected.as_str());
+    assert_eq!(
+        answers(&client, &gateway, &root, &id).await,
+        [expected.as_str()]
+    );
 
     // Consumers of the topic can tell the attempts apart the same way.
     let bus = EventBus::connect(&bus_url, data.path()).await.unwrap();
@@ -895,22 +908,11 @@ async fn two_replicas(extra: &[(&str, &str)]) {
     assert!(kinds.contains(&"restart".to_owned()), "{kinds:?}");
     assert_eq!(text, expected, "{kinds:?}");
     doomed.await.unwrap();
-    let (_, listed) = call(
-        &client,
-        Method::GET,
-        &format!("{}/v1/sessions/{slow}/messages", gateways[survivor]),
-        &root,
-        None,
-    )
-    .await;
-    let answers: Vec<&Value> = listed["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["role"] == "assistant")
-        .collect();
-    assert_eq!(answers.len(), 1, "{listed}");
-    assert_eq!(answers[0]["content"], expected.as_str());
+    // Kept once.
+    assert_eq!(
+        answers(&client, &gateways[survivor], &root, &slow).await,
+        [expected.as_str()]
+    );
     drop(llm);
 }
 

@@ -58,7 +58,11 @@ impl LocalEngine {
         tenant: &str,
         input: &Value,
     ) -> Result<bool, DbError> {
-        anyhow_kind(self.workflows.contains_key(kind), kind)?;
+        if !self.workflows.contains_key(kind) {
+            return Err(DbError::Invalid(format!(
+                "no workflow is registered as `{kind}`"
+            )));
+        }
         let now = now_ms();
         let inserted = sqlx::query(
             "INSERT INTO workflow_runs (id, tenant_id, kind, input, status, lease_owner, lease_until, created_at, updated_at) \
@@ -301,16 +305,6 @@ impl Engine for Arc<LocalEngine> {
 
     async fn outcome(&self, id: &str) -> anyhow::Result<Option<Outcome>> {
         Ok(LocalEngine::outcome(self, id).await?)
-    }
-}
-
-fn anyhow_kind(known: bool, kind: &str) -> Result<(), DbError> {
-    if known {
-        Ok(())
-    } else {
-        Err(DbError::Invalid(format!(
-            "no workflow is registered as `{kind}`"
-        )))
     }
 }
 
