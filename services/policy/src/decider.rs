@@ -21,6 +21,16 @@ use crate::store::RuleStore;
 const FRESH: Duration = Duration::from_secs(60);
 /// Past this, the engine's answer is not waited for: the request is denied.
 const DEADLINE: Duration = Duration::from_secs(1);
+/// Fetching, compiling and loading a tenant's policy (once a minute per tenant, and
+/// slower on a cold start) is bounded on its own, so it does not eat the decision's
+/// deadline; past it the request is denied too.
+const PREPARE: Duration = Duration::from_secs(10);
+
+/// Why no decision came from the engine.
+enum Unanswered {
+    TimedOut(&'static str),
+    Failed(anyhow::Error),
+}
 const MAX_CACHED: usize = 10_000;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -172,25 +182,24 @@ impl PolicyDecider {
         {
             return Ok(cached.clone());
         }
-        let decision =
-            match tokio::time::timeout(DEADLINE, self.evaluate(tenant, token, q, &roles)).await {
-                Ok(Ok(decision)) => {
-                    let mut cache = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
-                    if cache.len() >= MAX_CACHED {
-                        cache.clear();
-                    }
-                    cache.insert(key, (Instant::now(), decision.clone()));
-                    decision
+        let decision = match self.evaluate(tenant, token, q, &roles).await {
+            Ok(decision) => {
+                let mut cache = self.decisions.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() >= MAX_CACHED {
+                    cache.clear();
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, tenant, "policy evaluation failed; denying");
-                    Decision::fail_closed("engine error", String::new())
-                }
-                Err(_) => {
-                    tracing::error!(tenant, "policy evaluation timed out; denying");
-                    Decision::fail_closed("timeout", String::new())
-                }
-            };
+                cache.insert(key, (Instant::now(), decision.clone()));
+                decision
+            }
+            Err(Unanswered::Failed(e)) => {
+                tracing::error!(error = %e, tenant, "policy evaluation failed; denying");
+                Decision::fail_closed("engine error", String::new())
+            }
+            Err(Unanswered::TimedOut(stage)) => {
+                tracing::error!(tenant, stage, "policy evaluation timed out; denying");
+                Decision::fail_closed("timeout", String::new())
+            }
+        };
         self.audit(principal, q, &decision);
         Ok(decision)
     }
@@ -201,12 +210,20 @@ impl PolicyDecider {
         token: &str,
         q: &Question,
         roles: &[&str],
-    ) -> anyhow::Result<Decision> {
-        let compiled = self.compiled_for(tenant, token).await?;
+    ) -> Result<Decision, Unanswered> {
+        let compiled = tokio::time::timeout(PREPARE, self.compiled_for(tenant, token))
+            .await
+            .map_err(|_| Unanswered::TimedOut("preparing the tenant's policy"))?
+            .map_err(Unanswered::Failed)?;
         let input = compiled.input(&q.action, &q.text, &q.tool, roles);
-        let document = self.engine.evaluate(&compiled, &input).await?;
+        let document = tokio::time::timeout(DEADLINE, self.engine.evaluate(&compiled, &input))
+            .await
+            .map_err(|_| Unanswered::TimedOut("deciding"))?
+            .map_err(Unanswered::Failed)?;
         Decision::from_document(&document, &compiled.constitution_hash).ok_or_else(|| {
-            anyhow::anyhow!("the engine's decision has an unexpected shape: {document}")
+            Unanswered::Failed(anyhow::anyhow!(
+                "the engine's decision has an unexpected shape: {document}"
+            ))
         })
     }
 
@@ -233,6 +250,7 @@ impl PolicyDecider {
         let constitution: Constitution = serde_json::from_str(&current.document_json)?;
         let rules = self.rules.list(tenant).await?;
         let compiled = Arc::new(compile(tenant, &constitution, &current.hash, &rules));
+        self.engine.prepare(&compiled).await?;
         self.compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -22,6 +22,15 @@ impl Engine {
         }
     }
 
+    /// Readies `compiled` for decisions (parsed here, or pushed to OPA), so that the
+    /// first decision under it costs no more than the next.
+    pub async fn prepare(&self, compiled: &Compiled) -> anyhow::Result<()> {
+        match self {
+            Self::InProcess(e) => e.prepare(compiled),
+            Self::Opa(e) => e.push(compiled).await,
+        }
+    }
+
     pub async fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
         match self {
             Self::InProcess(e) => e.evaluate(compiled, input),
@@ -42,6 +51,21 @@ pub struct InProcess {
 const POOL: usize = 16;
 
 impl InProcess {
+    fn parse(compiled: &Compiled) -> anyhow::Result<regorus::Engine> {
+        let mut engine = regorus::Engine::new();
+        engine.add_policy(
+            format!("{}.rego", compiled.package),
+            compiled.module.clone(),
+        )?;
+        Ok(engine)
+    }
+
+    fn prepare(&self, compiled: &Compiled) -> anyhow::Result<()> {
+        let parsed = Self::parse(compiled)?;
+        self.put_back(compiled, parsed);
+        Ok(())
+    }
+
     fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
         let pooled = self
             .pools
@@ -51,18 +75,16 @@ impl InProcess {
             .and_then(Vec::pop);
         let mut engine = match pooled {
             Some(engine) => engine,
-            None => {
-                let mut engine = regorus::Engine::new();
-                engine.add_policy(
-                    format!("{}.rego", compiled.package),
-                    compiled.module.clone(),
-                )?;
-                engine
-            }
+            None => Self::parse(compiled)?,
         };
         engine.set_input(regorus::Value::from_json_str(&input.to_string())?);
         let decision = engine.eval_rule(compiled.decision_rule())?;
         let decision = serde_json::from_str(&decision.to_json_str()?)?;
+        self.put_back(compiled, engine);
+        Ok(decision)
+    }
+
+    fn put_back(&self, compiled: &Compiled, engine: regorus::Engine) {
         let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
         if pools.len() > 1024 {
             pools.clear();
@@ -71,7 +93,6 @@ impl InProcess {
         if pool.len() < POOL {
             pool.push(engine);
         }
-        Ok(decision)
     }
 }
 
@@ -95,7 +116,8 @@ impl Opa {
         })
     }
 
-    async fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
+    /// Pushes `compiled` unless this process pushed it already.
+    async fn push(&self, compiled: &Compiled) -> anyhow::Result<()> {
         let known = self
             .pushed
             .lock()
@@ -120,6 +142,11 @@ impl Opa {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(compiled.package.clone());
         }
+        Ok(())
+    }
+
+    async fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
+        self.push(compiled).await?;
         let response = self
             .http
             .post(format!("{}/v1/data/{}", self.base, compiled.data_path()))
