@@ -27,7 +27,8 @@ if kubeconform_strict "$rendered/bad.yaml" >/dev/null 2>&1; then
   exit 1
 fi
 
-if [ ! -x "$CACHE/bin/compose-check" ]; then
+# Rebuilt when its source is newer than the cached binary (a fresh clone always is).
+if [ ! -x "$CACHE/bin/compose-check" ] || [ scripts/ci/compose-check/main.go -nt "$CACHE/bin/compose-check" ]; then
   (cd scripts/ci/compose-check && go build -o "$CACHE/bin/compose-check" .)
 fi
 compose-check docker-compose.stack.yml
@@ -36,7 +37,7 @@ compose-check docker-compose.stack.yml
 while read -r name port; do
   grep -Eq "^  $name: *\{ port: $port," helm/somagent/values.yaml ||
     { echo "helm/somagent/values.yaml: $name is not on port $port" >&2; exit 1; }
-  grep -q "\"$port:$port\"" docker-compose.stack.yml ||
-    { echo "docker-compose.stack.yml: $name is not on port $port" >&2; exit 1; }
+  grep -q "http://$name:$port\$" docker-compose.stack.yml ||
+    { echo "docker-compose.stack.yml: $name is not reached on port $port" >&2; exit 1; }
 done < <(sed -nE 's/^    name: "([a-z-]+)",$/\1/p; s/^    port: ([0-9]+),$/\1/p' crates/common/src/service.rs | paste - -)
 echo "deployment files valid"

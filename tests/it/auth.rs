@@ -415,77 +415,7 @@ async fn a_revoked_token_stops_working_at_once_and_the_revocation_is_audited_on(
     drop(platform);
 }
 
-/// A user of an external OIDC provider (Keycloak with the realm in deploy/keycloak)
-/// calls the gateway with that provider's token.
-#[tokio::test]
-async fn a_token_from_a_trusted_oidc_provider_is_accepted() {
-    let issuer = match std::env::var("SOMAGENT_TEST_OIDC_URL") {
-        Ok(url) => url,
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but SOMAGENT_TEST_OIDC_URL is not set")
-        }
-        Err(_) => {
-            eprintln!("SOMAGENT_TEST_OIDC_URL is not set: no OIDC provider to log in with");
-            return;
-        }
-    };
-    let trusted = serde_json::json!([{ "issuer": issuer, "audience": "somagent", "mapping": { "roles_claim": "roles" } }]).to_string();
-    let data = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let platform = Platform::start_with(
-        data.path(),
-        &ports,
-        &[("SOMAGENT_OIDC_ISSUERS", trusted.as_str())],
-    );
-    let gateway = platform.addresses["gateway"].clone();
-    let client = reqwest::Client::new();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
-    let login: serde_json::Value = client
-        .post(format!("{issuer}/protocol/openid-connect/token"))
-        .form(&[
-            ("grant_type", "password"),
-            ("client_id", "somagent-api"),
-            ("client_secret", "somagent-api-secret"),
-            ("username", "alice"),
-            ("password", "alice-password-123"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = login["access_token"]
-        .as_str()
-        .expect("Keycloak issued a token");
-    let me: serde_json::Value = client
-        .get(format!("{gateway}/v1/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(me["tenant"], "acme", "{me}");
-    assert_eq!(me["username"], "alice");
-    assert_eq!(me["roles"], serde_json::json!(["operator"]));
-    // Without the issuer configured, the same token is refused.
-    drop(platform);
-    let other = tempfile::tempdir().unwrap();
-    let ports = free_ports();
-    let plain = Platform::start(other.path(), &ports);
-    let gateway = plain.addresses["gateway"].clone();
-    wait_ok(&client, &format!("{gateway}/readyz")).await;
-    let refused = client
-        .get(format!("{gateway}/v1/me"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 401);
-    drop(plain);
-}
+// External OIDC users (Keycloak) are in `external_users`.
 
 #[tokio::test]
 async fn refresh_tokens_rotate_and_a_reused_one_revokes_the_login() {

@@ -142,6 +142,11 @@ async fn chat_journey(backends: Backends) {
         "{last}"
     );
 
+    // Scripted models are called by name through platform profiles (a platform admin's).
+    for model in ["tool-caller", "fail-500", "flaky-1", "fail-429", "silent"] {
+        crate::helpers::platform_profile(&client, &gateway, &root, model).await;
+    }
+
     // Tool calls, streamed in pieces, then the tool's result back to the model.
     let ask = json!([{"role": "user", "content": "weather in Paris"}]);
     let tools = json!([{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]);
@@ -209,7 +214,8 @@ async fn chat_journey(backends: Backends) {
         "lookup"
     );
 
-    // A profile whose upstream keeps failing: retried, then its fallback answers.
+    // A tenant profile over a platform profile whose upstream keeps failing: retried,
+    // then its fallback answers.
     let profile = |name: &str, body: Value| {
         let (client, url, root) = (
             client.clone(),
@@ -220,20 +226,14 @@ async fn chat_journey(backends: Backends) {
     };
     let (status, saved) = profile(
         "primary",
-        json!({"upstream": "default", "model": "fail-500", "fallbacks": ["backup"]}),
+        json!({"base": "fail-500", "fallbacks": ["backup"]}),
     )
     .await;
     assert_eq!(status, 200, "{saved}");
     assert_eq!(saved["scope"], "tenant");
-    assert_eq!(
-        profile(
-            "backup",
-            json!({"upstream": "default", "model": "scripted"})
-        )
-        .await
-        .0,
-        200
-    );
+    assert_eq!(saved["base"], "fail-500");
+    assert_eq!(saved["model"], "fail-500");
+    assert_eq!(profile("backup", json!({"base": "default"})).await.0, 200);
     let before = llm.requests().len();
     let response = chat(
         &client,
@@ -279,12 +279,9 @@ async fn chat_journey(backends: Backends) {
 
     // An upstream that never answers: a timeout, not a hang.
     assert_eq!(
-        profile(
-            "stuck",
-            json!({"upstream": "default", "model": "silent", "timeout_ms": 300})
-        )
-        .await
-        .0,
+        profile("stuck", json!({"base": "silent", "timeout_ms": 300}))
+            .await
+            .0,
         200
     );
     let started = std::time::Instant::now();
@@ -337,9 +334,15 @@ async fn chat_journey(backends: Backends) {
         json!({"upstream": "http://evil.example", "model": "x"}),
     )
     .await;
+    assert_eq!(status, 403, "tenants name no upstream: {problem}");
+    let (status, problem) = profile(
+        "nowhere",
+        json!({"scope": "platform", "upstream": "http://evil.example", "model": "x"}),
+    )
+    .await;
     assert_eq!(
         status, 422,
-        "tenants name configured upstreams only: {problem}"
+        "platform profiles name configured upstreams only: {problem}"
     );
 
     // The models the tenant may use.
@@ -524,7 +527,7 @@ async fn requests_on_the_bus_are_answered_on_the_bus_once() {
         "slm.request",
         "e2e",
         tenant.clone(),
-        json!({"request_id": "req-1", "model": "default", "messages": [{"role": "user", "content": "answer later"}]}),
+        json!({"request_id": "req-1", "token": root, "model": "default", "messages": [{"role": "user", "content": "answer later"}]}),
     )
     .with_subject(me["subject"].as_str().unwrap().to_owned());
     // Delivered twice, as at-least-once delivery may.

@@ -263,7 +263,15 @@ impl Backends {
                     .expect("a fresh database for this platform");
                 let mut url = url_of(&base);
                 url.set_path(&name);
+                // On PostgreSQL the platform refuses to start without a configured
+                // master key (secrets at rest); each platform gets its own.
+                let mut master_key = [0u8; 32];
+                aws_lc_rs::rand::fill(&mut master_key).unwrap();
                 let mut env = vec![
+                    (
+                        "SOMAGENT_MASTER_KEY".into(),
+                        data_encoding::BASE64.encode(&master_key),
+                    ),
                     ("SOMAGENT_DATABASE_URL".into(), url.to_string()),
                     (
                         "SOMAGENT_CACHE_URL".into(),
@@ -397,4 +405,19 @@ pub fn required_env(name: &str) -> Option<String> {
             None
         }
     }
+}
+
+/// Makes `model` of the default upstream callable under its own name: a platform
+/// profile, which only a platform admin (`root`) may set. Scripted models (`fail-500`,
+/// `slow-300`, ...) are called this way.
+pub async fn platform_profile(client: &reqwest::Client, gateway: &str, root: &str, model: &str) {
+    let response = client
+        .put(format!("{gateway}/v1/model-profiles/{model}"))
+        .bearer_auth(root)
+        .json(&serde_json::json!({"scope": "platform", "upstream": "default", "model": model}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    assert_eq!(status, 200, "{model}: {}", response.text().await.unwrap());
 }

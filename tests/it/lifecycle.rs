@@ -223,12 +223,40 @@ async fn users_and_tenants_change(backends: Backends) {
         (403, Some("users:write")),
         "{problem}"
     );
-    let (status, _) = call(
+    // Changing one's own password takes the current one (OWASP ASVS 2.1.5).
+    let (status, problem) = call(
         &client,
         Method::PATCH,
         &bob_url,
         &bob_token,
         Some(json!({"password": new_password})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["error"]["details"]["fields"]["current_password"].is_string(),
+        "{problem}"
+    );
+    let (status, problem) = call(
+        &client,
+        Method::PATCH,
+        &bob_url,
+        &bob_token,
+        Some(json!({"password": new_password, "current_password": "not bob's passphrase"})),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    assert_eq!(
+        login_status(&client, &gateway, "acme", "bob", PASSWORD).await,
+        200,
+        "a refused change changes nothing"
+    );
+    let (status, _) = call(
+        &client,
+        Method::PATCH,
+        &bob_url,
+        &bob_token,
+        Some(json!({"password": new_password, "current_password": PASSWORD})),
     )
     .await;
     assert_eq!(status, 200);
@@ -242,7 +270,7 @@ async fn users_and_tenants_change(backends: Backends) {
         Method::PATCH,
         &bob_url,
         &bob_token,
-        Some(json!({"password": "short"})),
+        Some(json!({"password": "short", "current_password": new_password})),
     )
     .await;
     assert_eq!(status, 422, "{problem}");

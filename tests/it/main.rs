@@ -1,21 +1,31 @@
 //! One test binary for all end-to-end journeys.
 
+mod account_security;
 mod api_keys;
+mod async_inference;
 mod auth;
 mod chat;
+mod distributed;
+mod external_users;
 mod helpers;
 mod lifecycle;
 mod local_model;
+mod login_limits;
 mod mfa;
+mod model_profiles;
 mod openai_client;
 mod openapi;
+mod output_guard;
 mod platform;
 mod policy;
+mod problems;
 mod rate_limits;
 mod rbac;
+mod secrets_at_rest;
 mod service_tokens;
 mod sessions;
 mod startup;
+mod stream_revocation;
 mod telemetry;
 mod tenants;
 mod users;

@@ -93,8 +93,36 @@ async fn once_mfa_is_on_a_login_needs_a_fresh_code_on(backends: Backends) {
         }
     };
 
-    let (status, enrolled) = mfa("enroll", alice.clone(), alice_id.clone(), json!({})).await;
+    // Enrolling takes the password: a stolen session alone cannot bind an authenticator.
+    let (status, problem) = mfa("enroll", alice.clone(), alice_id.clone(), json!({})).await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, problem) = mfa(
+        "enroll",
+        alice.clone(),
+        alice_id.clone(),
+        json!({"password": "not alice's passphrase"}),
+    )
+    .await;
+    assert_eq!(
+        (status, problem["error"]["code"].as_str()),
+        (403, Some("forbidden")),
+        "{problem}"
+    );
+    let (status, enrolled) = mfa(
+        "enroll",
+        alice.clone(),
+        alice_id.clone(),
+        json!({"password": ALICE_PASSWORD}),
+    )
+    .await;
     assert_eq!(status, 200, "{enrolled}");
+    let recovery: Vec<String> = enrolled["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(recovery.len(), 10, "ten recovery codes: {enrolled}");
     let secret_text = enrolled["secret"].as_str().unwrap().to_owned();
     assert!(
         enrolled["otpauth_uri"]
@@ -155,10 +183,98 @@ async fn once_mfa_is_on_a_login_needs_a_fresh_code_on(backends: Backends) {
         "a replayed code"
     );
     // Enrolling again while active is refused rather than silently resetting MFA.
-    let (status, _) = mfa("enroll", alice.clone(), alice_id.clone(), json!({})).await;
+    let (status, _) = mfa(
+        "enroll",
+        alice.clone(),
+        alice_id.clone(),
+        json!({"password": ALICE_PASSWORD}),
+    )
+    .await;
     assert_eq!(status, 409);
     // Nobody else sets up alice's MFA: the platform admin of another tenant sees no such user.
-    let (status, _) = mfa("enroll", root.clone(), alice_id.clone(), json!({})).await;
+    let (status, _) = mfa(
+        "enroll",
+        root.clone(),
+        alice_id.clone(),
+        json!({"password": crate::helpers::ROOT_PASSWORD}),
+    )
+    .await;
     assert_eq!(status, 404);
+
+    // A recovery code logs in in place of a TOTP code, once.
+    assert_eq!(
+        login("acme", "alice", ALICE_PASSWORD, Some(recovery[0].clone()))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        login("acme", "alice", ALICE_PASSWORD, Some(recovery[0].clone()))
+            .await
+            .0,
+        401,
+        "a spent recovery code"
+    );
+
+    // Turning MFA off takes the password and a current code; a token from an API key
+    // never may, even with both.
+    let (_, alice) = login("acme", "alice", ALICE_PASSWORD, Some(recovery[1].clone())).await;
+    let key: Value = client
+        .post(format!("{gateway}/v1/api-keys"))
+        .bearer_auth(&alice)
+        .json(&json!({"name": "ci", "scopes": ["users:read", "api_keys:own"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = key["key"].as_str().expect("an api key").to_owned();
+    let disable = |token: Option<String>, api_key: Option<String>, body: Value| {
+        let (client, url) = (client.clone(), format!("{gateway}/v1/auth/mfa"));
+        async move {
+            let mut request = client.delete(url).json(&body);
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(key) = api_key {
+                request = request.header("X-API-Key", key);
+            }
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (status, body) = disable(
+        None,
+        Some(key.clone()),
+        json!({"password": ALICE_PASSWORD, "code": recovery[2]}),
+    )
+    .await;
+    assert_eq!(status, 403, "an API key turning MFA off: {body}");
+    let (status, body) = disable(
+        Some(alice.clone()),
+        None,
+        json!({"password": ALICE_PASSWORD, "code": "000000"}),
+    )
+    .await;
+    assert_eq!(status, 403, "a wrong code: {body}");
+    let (status, body) = disable(
+        Some(alice.clone()),
+        None,
+        json!({"password": "not alice's passphrase", "code": recovery[2]}),
+    )
+    .await;
+    assert_eq!(status, 403, "a wrong password: {body}");
+    let (status, body) = disable(
+        Some(alice.clone()),
+        None,
+        json!({"password": ALICE_PASSWORD, "code": recovery[2]}),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(login("acme", "alice", ALICE_PASSWORD, None).await.0, 200);
     drop(platform);
 }

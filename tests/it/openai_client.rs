@@ -20,11 +20,13 @@ async fn openai_client_on(backends: Backends, pythonpath: &str) {
         Rooted {
             platform: _platform,
             gateway,
+            client,
             root,
             data: _data,
             ..
         },
     ) = with_scripted_llm(backends, &[]).await;
+    crate::helpers::platform_profile(&client, &gateway, &root, "tool-caller").await;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_compat.py");
     let mut command = std::process::Command::new("python3");
     command

@@ -69,6 +69,7 @@ async fn the_openapi_document_covers_every_public_route() {
         ("post", "/v1/sessions/{id}/messages"),
         ("get", "/v1/sessions/{id}/messages"),
         ("get", "/v1/ws"),
+        ("delete", "/v1/auth/mfa"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();
@@ -112,9 +113,42 @@ async fn the_openapi_document_covers_every_public_route() {
     let problem = &doc["components"]["schemas"]["ProblemBody"]["properties"];
     assert!(problem["code"].is_object() && problem["message"].is_object());
 
+    // The docs page and everything it loads come from the gateway itself, under a
+    // policy that forbids any other origin: it works offline and runs no one else's code.
     let docs = client.get(format!("{gateway}/docs")).send().await.unwrap();
     assert_eq!(docs.status(), 200);
-    assert!(docs.text().await.unwrap().contains("/openapi.json"));
+    let csp = docs.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let page = docs.text().await.unwrap();
+    assert!(page.contains("/openapi.json"));
+    for line in page.lines() {
+        for attr in ["src=\"", "href=\""] {
+            if let Some(at) = line.find(attr) {
+                let target = &line[at + attr.len()..];
+                assert!(
+                    target.starts_with('/'),
+                    "the docs page loads something from elsewhere: {line}"
+                );
+            }
+        }
+    }
+    for asset in ["/docs/docs.js", "/docs/docs.css"] {
+        let served = client
+            .get(format!("{gateway}{asset}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served.status(), 200, "{asset}");
+        let body = served.text().await.unwrap();
+        assert!(!body.contains("https://"), "{asset} reaches out: {body}");
+    }
+    assert!(page.contains("/docs/docs.js"));
 }
 
 fn refs(value: &Value) -> Vec<String> {

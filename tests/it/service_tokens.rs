@@ -1,20 +1,56 @@
-//! Services acting for a user (DESIGN §1.4): with the platform's service key a service
-//! gets a short-lived token that names the user and itself; without the key, or for a
-//! user who can no longer act, it gets nothing.
+//! Services acting for a user (DESIGN §1.4): each service proves which one it is with
+//! its own credential (derived from identity's root) and gets a short-lived token for
+//! one callee, with no more than that caller may ask of it; the gateway gets none, and
+//! a token meant for one service is refused by every other.
 
 use reqwest::Method;
-use serde_json::json;
-use somagent_common::auth::{SERVICE_KEY_HEADER, ServiceKey};
+use serde_json::{Value, json};
+use somagent_common::auth::{ISSUER_KEY_FILE, SERVICE_KEY_HEADER, ServiceIssuerKey};
 use somagent_common::proto::identity::v1 as pb;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::policy::v1 as ppb;
+use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::proto::slm::v1 as spb;
+use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 
 use crate::helpers::{Rooted, login, with_root};
-use crate::lifecycle::{call, me_of};
+use crate::lifecycle::call;
 
 const PASSWORD: &str = "a long user passphrase";
 
+/// The claims of a token, read without checking it (the services check it below).
+fn claims_of(token: &str) -> Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(
+        &data_encoding::BASE64URL_NOPAD
+            .decode(payload.as_bytes())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn with_credential<T>(credential: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert(SERVICE_KEY_HEADER, credential.parse().unwrap());
+    request
+}
+
+fn bearer<T>(token: &str, message: T) -> tonic::Request<T> {
+    somagent_common::auth::grpc::with_bearer(token, tonic::Request::new(message))
+}
+
+fn prompt() -> ppb::EvaluateRequest {
+    ppb::EvaluateRequest {
+        action: "prompt".into(),
+        text: "Summarise the quarterly report, please.".into(),
+        ..Default::default()
+    }
+}
+
 #[tokio::test]
-async fn a_service_acts_for_a_user_with_a_short_lived_token_only_with_the_service_key() {
+async fn each_service_gets_tokens_only_for_its_own_callees_and_needs() {
     let Rooted {
         platform,
         gateway,
@@ -47,105 +83,194 @@ async fn a_service_acts_for_a_user_with_a_short_lived_token_only_with_the_servic
     let mut identity = IdentityServiceClient::connect(platform.addresses["identity"].clone())
         .await
         .unwrap();
-    // `somagent up` made the key in its data directory, readable by its owner only.
-    let key = ServiceKey::load(data.path()).unwrap();
+    let mut policy = PolicyServiceClient::connect(platform.addresses["policy"].clone())
+        .await
+        .unwrap();
+    let mut slm = SlmServiceClient::connect(platform.addresses["slm"].clone())
+        .await
+        .unwrap();
+    // `somagent up` made the root in its data directory, readable by its owner only.
+    let root_file = data.path().join(ISSUER_KEY_FILE);
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(data.path().join("service-key"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = std::fs::metadata(&root_file).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let by_subject = |service: &str, caps: &[&str]| pb::IssueServiceTokenRequest {
+    let issuer_key = ServiceIssuerKey::new(std::fs::read_to_string(&root_file).unwrap().trim());
+    let credential = |service: &str| issuer_key.credential_for(service).expose().to_owned();
+    let orchestrator = credential("orchestrator");
+    let ask = |service: &str, callee: &str, caps: &[&str]| pb::IssueServiceTokenRequest {
         service: service.into(),
+        callee: callee.into(),
         tenant: tenant.clone(),
         subject: bob_id.clone(),
         capabilities: caps.iter().map(|c| (*c).to_owned()).collect(),
         ..Default::default()
     };
+    let refusal = |r: Result<tonic::Response<pb::TokenResponse>, tonic::Status>| {
+        let status = r.unwrap_err();
+        (status.code(), status.message().to_owned())
+    };
 
-    // Without the key, or with a wrong one: refused.
-    let refused = identity
-        .issue_service_token(by_subject("orchestrator", &[]))
-        .await
-        .unwrap_err();
-    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
-    let mut wrong = tonic::Request::new(by_subject("orchestrator", &[]));
-    wrong
-        .metadata_mut()
-        .insert(SERVICE_KEY_HEADER, "not-the-key".parse().unwrap());
-    assert_eq!(
+    // No credential, a made-up one, or another service's under the orchestrator's
+    // name: refused.
+    let (code, _) = refusal(
         identity
-            .issue_service_token(wrong)
-            .await
-            .unwrap_err()
-            .code(),
-        tonic::Code::Unauthenticated
+            .issue_service_token(ask("orchestrator", "slm", &[]))
+            .await,
     );
-    let unknown_service = identity
-        .issue_service_token(key.attach(tonic::Request::new(by_subject("mallory", &[]))))
-        .await
-        .unwrap_err();
-    assert_eq!(unknown_service.code(), tonic::Code::InvalidArgument);
+    assert_eq!(code, tonic::Code::Unauthenticated);
+    for wrong in ["not-the-key", &credential("gateway"), &credential("slm")] {
+        let (code, message) = refusal(
+            identity
+                .issue_service_token(with_credential(wrong, ask("orchestrator", "slm", &[])))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::Unauthenticated, "{message}");
+    }
+    let (code, _) = refusal(
+        identity
+            .issue_service_token(with_credential(&orchestrator, ask("mallory", "slm", &[])))
+            .await,
+    );
+    assert_eq!(code, tonic::Code::InvalidArgument);
 
-    // With it: a token for bob, naming the service, short-lived, narrowed on request.
-    let issued = identity
-        .issue_service_token(key.attach(tonic::Request::new(by_subject(
-            "orchestrator",
-            &["sessions:read", "sessions:write", "users:write"],
-        ))))
+    // The gateway, with its own genuine credential, gets no token for anyone.
+    for callee in ["slm", "policy", "orchestrator", "identity"] {
+        let (code, message) = refusal(
+            identity
+                .issue_service_token(with_credential(
+                    &credential("gateway"),
+                    ask("gateway", callee, &[]),
+                ))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
+        assert!(message.contains("may not act for users"), "{message}");
+    }
+
+    // The orchestrator: nothing for a callee outside its table, nothing outside what it
+    // needs of slm; asked for more, it gets only what it needs (RFC 6749 §3.3).
+    for callee in ["identity", "tool", "memory"] {
+        let (code, message) = refusal(
+            identity
+                .issue_service_token(with_credential(
+                    &orchestrator,
+                    ask("orchestrator", callee, &[]),
+                ))
+                .await,
+        );
+        assert_eq!(code, tonic::Code::PermissionDenied, "{callee}: {message}");
+    }
+    let (code, message) = refusal(
+        identity
+            .issue_service_token(with_credential(
+                &orchestrator,
+                ask("orchestrator", "slm", &["users:write"]),
+            ))
+            .await,
+    );
+    assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
+    let for_slm = identity
+        .issue_service_token(with_credential(
+            &orchestrator,
+            ask(
+                "orchestrator",
+                "slm",
+                &["models:use", "users:write", "sessions:write"],
+            ),
+        ))
         .await
         .unwrap()
         .into_inner();
-    assert!(issued.expires_in <= 300, "{}", issued.expires_in);
-    assert!(issued.refresh_token.is_empty());
-    let me = me_of(&client, &gateway, &issued.access_token).await;
-    assert_eq!(me["subject"], bob_id.as_str());
-    assert_eq!(me["actor"], "service:orchestrator");
-    assert_eq!(
-        me["capabilities"],
-        json!(["sessions:read", "sessions:write"]),
-        "never more than bob holds: {me}"
-    );
+    assert!(for_slm.expires_in <= 300, "{}", for_slm.expires_in);
+    assert!(for_slm.refresh_token.is_empty());
+    assert_eq!(for_slm.scope, "models:use");
+    let claims = claims_of(&for_slm.access_token);
+    assert_eq!(claims["aud"], "somagent:slm");
+    assert_eq!(claims["sub"], bob_id.as_str());
+    assert_eq!(claims["act"]["sub"], "service:orchestrator");
+    assert_eq!(claims["capabilities"], json!(["models:use"]));
 
-    // From bob's own token: his capabilities, and it must be a valid token.
+    let for_policy = identity
+        .issue_service_token(with_credential(
+            &orchestrator,
+            ask("orchestrator", "policy", &[]),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(for_policy.scope, "policy:read");
+    // Policy takes its own token, and decides (reading the tenant's constitution with
+    // a token of its own, as the policy service).
+    let decided = policy
+        .evaluate(bearer(&for_policy.access_token, prompt()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(decided.allowed, "{decided:?}");
+    // A token meant for slm is refused by policy, one meant for policy by slm, and
+    // neither passes the public gateway.
+    let refused = policy
+        .evaluate(bearer(&for_slm.access_token, prompt()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(
+        refused.message().contains("another audience"),
+        "{refused:?}"
+    );
+    let chat = spb::ChatRequest {
+        model: "no-such-model".into(),
+        messages: vec![spb::ChatMessage {
+            role: "user".into(),
+            content: "hi".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let refused = slm
+        .chat_completion(bearer(&for_policy.access_token, chat.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    for token in [&for_slm.access_token, &for_policy.access_token] {
+        let (status, _) = call(
+            &client,
+            Method::GET,
+            &format!("{gateway}/v1/me"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 401);
+    }
+
+    // From bob's own token: no more than it holds and the table allows.
     let request = pb::IssueServiceTokenRequest {
-        service: "slm".into(),
+        service: "orchestrator".into(),
+        callee: "slm".into(),
         on_behalf_of_token: bob_token.clone(),
         ..Default::default()
     };
     let issued = identity
-        .issue_service_token(key.attach(tonic::Request::new(request)))
+        .issue_service_token(with_credential(&orchestrator, request.clone()))
         .await
         .unwrap()
         .into_inner();
-    let me = me_of(&client, &gateway, &issued.access_token).await;
-    assert_eq!(
-        (me["subject"].as_str(), me["actor"].as_str()),
-        (Some(bob_id.as_str()), Some("service:slm"))
-    );
-    assert!(
-        me["capabilities"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("models:use")),
-        "{me}"
-    );
+    assert_eq!(issued.scope, "models:use");
+    assert_eq!(claims_of(&issued.access_token)["sub"], bob_id.as_str());
     let forged = pb::IssueServiceTokenRequest {
-        service: "slm".into(),
         on_behalf_of_token: format!("{bob_token}x"),
-        ..Default::default()
+        ..request
     };
-    assert_eq!(
+    let (code, _) = refusal(
         identity
-            .issue_service_token(key.attach(tonic::Request::new(forged)))
-            .await
-            .unwrap_err()
-            .code(),
-        tonic::Code::Unauthenticated
+            .issue_service_token(with_credential(&orchestrator, forged))
+            .await,
     );
+    assert_eq!(code, tonic::Code::Unauthenticated);
 
     // Bob disabled: no service acts for him any more, and its earlier token is void.
     let (status, _) = call(
@@ -157,21 +282,18 @@ async fn a_service_acts_for_a_user_with_a_short_lived_token_only_with_the_servic
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(
-        call(
-            &client,
-            Method::GET,
-            &format!("{gateway}/v1/me"),
-            &issued.access_token,
-            None
-        )
-        .await
-        .0,
-        401
-    );
-    let gone = identity
-        .issue_service_token(key.attach(tonic::Request::new(by_subject("orchestrator", &[]))))
+    let refused = policy
+        .evaluate(bearer(&for_policy.access_token, prompt()))
         .await
         .unwrap_err();
-    assert_eq!(gone.code(), tonic::Code::PermissionDenied, "{gone:?}");
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused:?}");
+    let (code, message) = refusal(
+        identity
+            .issue_service_token(with_credential(
+                &orchestrator,
+                ask("orchestrator", "policy", &[]),
+            ))
+            .await,
+    );
+    assert_eq!(code, tonic::Code::PermissionDenied, "{message}");
 }

@@ -16,7 +16,7 @@ use crate::helpers::{
 use crate::lifecycle::call;
 
 /// `(event, data)` pairs of an SSE body.
-fn sse_events(body: &str) -> Vec<(String, Value)> {
+pub(crate) fn sse_events(body: &str) -> Vec<(String, Value)> {
     let mut out = Vec::new();
     let mut kind = String::from("message");
     for line in body.lines() {
@@ -34,7 +34,7 @@ fn sse_events(body: &str) -> Vec<(String, Value)> {
 }
 
 /// Creates a session through `gateway` with `body` and returns its id.
-async fn create_session(
+pub(crate) async fn create_session(
     client: &reqwest::Client,
     gateway: &str,
     token: &str,
@@ -54,7 +54,7 @@ async fn create_session(
 }
 
 /// The text of the `delta` events among `events`, joined.
-fn said(events: &[(String, Value)]) -> String {
+pub(crate) fn said(events: &[(String, Value)]) -> String {
     events
         .iter()
         .filter(|(k, _)| k == "delta")
@@ -63,7 +63,7 @@ fn said(events: &[(String, Value)]) -> String {
 }
 
 /// The contents of the session's assistant messages, in order.
-async fn answers(
+pub(crate) async fn answers(
     client: &reqwest::Client,
     gateway: &str,
     token: &str,
@@ -87,7 +87,7 @@ async fn answers(
         .collect()
 }
 
-async fn send_sse(
+pub(crate) async fn send_sse(
     client: &reqwest::Client,
     gateway: &str,
     token: &str,
@@ -191,6 +191,7 @@ async fn session_journey(backends: Backends) {
 
     // A model that calls a tool: the call is answered with a tool error and the model
     // carries on.
+    crate::helpers::platform_profile(&client, &gateway, &root, "tool-caller").await;
     let tooled = create_session(&client, &gateway, &root, json!({"model": "tool-caller"})).await;
     let events = send_sse(&client, &gateway, &root, &tooled, "find the report").await;
     let call_event = events
@@ -415,6 +416,7 @@ async fn broken_answer(backends: Backends) {
         },
     ) = with_scripted_llm(backends, &[]).await;
     // The model's first streamed answer drops its connection halfway.
+    crate::helpers::platform_profile(&client, &gateway, &root, "cut-1").await;
     let id = create_session(&client, &gateway, &root, json!({"model": "cut-1"})).await;
     let content = "this answer breaks off halfway and is then told again in full";
     let expected = format!("Echo: {content}");
@@ -819,6 +821,7 @@ async fn two_replicas(extra: &[(&str, &str)]) {
     // second one): the other carries the turn on (Temporal hands it the call once the
     // heartbeats stop; the local engine takes the run over when its lease lapses), and
     // its watcher hears the answer start over and then whole, once.
+    crate::helpers::platform_profile(&client, &gateways[0], &root, "slow-300").await;
     let slow = create_session(&client, &gateways[0], &root, json!({"model": "slow-300"})).await;
     for ws in watchers.iter_mut() {
         ws.send(Message::text(

@@ -51,6 +51,7 @@ pub async fn verification(count: usize) -> anyhow::Result<()> {
         roles: vec!["operator".into()],
         capabilities: vec!["sessions:read".into(), "sessions:write".into()],
         act: None,
+        amr: vec!["pwd".into()],
     })?;
     verifier
         .verify(&token)

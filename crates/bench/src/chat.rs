@@ -1,8 +1,8 @@
 //! Chat through the platform against a scripted OpenAI-compatible upstream started
-//! here: time to first token added by the platform over calling the upstream directly,
-//! and the whole-turn overhead of a session turn (moderation, policy in and out, the
-//! workflow journal, messages, events) over the upstream's own answer time, at 1, 10 and
-//! 100 concurrent sessions.
+//! here: what slm's output guard adds to each delta, time to first token added by the
+//! platform over calling the upstream directly, and the whole-turn overhead of a session
+//! turn (moderation, policy in and out, the workflow journal, messages, events) over the
+//! upstream's own answer time, at 1, 10 and 100 concurrent sessions.
 
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,7 @@ async fn first_token(
 }
 
 pub async fn run(gateway: &str, password: &str, seconds: u64) -> anyhow::Result<()> {
+    crate::output_guard::run(seconds.min(5))?;
     let llm = somagent_scripted_llm::ScriptedLlm::start_on(
         &std::env::var("SOMAGENT_BENCH_LLM_ADDR").unwrap_or_else(|_| "127.0.0.1:20999".into()),
     )

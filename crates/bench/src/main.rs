@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod events;
+mod output_guard;
 mod policy;
 mod replicas;
 mod stats;

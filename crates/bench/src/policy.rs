@@ -28,7 +28,7 @@ pub async fn in_process(count: usize) -> anyhow::Result<()> {
         engine
             .evaluate(
                 &compiled,
-                &compiled.input("prompt", "hello", "", &["operator"]),
+                &compiled.input("prompt", "hello", "", &["operator"])?,
             )
             .await?;
         let mut samples = Vec::with_capacity(count);
@@ -36,7 +36,7 @@ pub async fn in_process(count: usize) -> anyhow::Result<()> {
             let text = format!(
                 "Request {i}: summarise the quarterly report and draft three follow-up emails"
             );
-            let input = compiled.input("prompt", &text, "", &["operator"]);
+            let input = compiled.input("prompt", &text, "", &["operator"])?;
             let started = Instant::now();
             let decision = engine.evaluate(&compiled, &input).await?;
             samples.push(started.elapsed());

@@ -59,7 +59,15 @@ pub async fn run(gateways: &[String], password: &str, seconds: u64) -> anyhow::R
     .await?;
     let client = reqwest::Client::new();
     let token = crate::stats::admin_token(&client, &gateways[0], password).await?;
-    // Tokens 10 ms apart, as a fast model streams them.
+    // Tokens 10 ms apart, as a fast model streams them; a platform profile makes the
+    // scripted model callable by name.
+    client
+        .put(format!("{}/v1/model-profiles/slow-10", gateways[0]))
+        .bearer_auth(&token)
+        .json(&json!({"scope": "platform", "upstream": "default", "model": "slow-10"}))
+        .send()
+        .await?
+        .error_for_status()?;
     let created: Value = client
         .post(format!("{}/v1/sessions", gateways[0]))
         .bearer_auth(&token)

@@ -1,6 +1,8 @@
 //! `somagent`: run the whole platform on one machine, and ask it how it is.
 
+mod keys;
 mod platform;
+mod reseal;
 mod status;
 
 use std::path::PathBuf;
@@ -55,6 +57,11 @@ enum Command {
     },
     /// Print the services and the ports they listen on.
     Services,
+    /// Credentials for a deployment across machines.
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -74,6 +81,7 @@ fn main() -> ExitCode {
             } => platform::up(data_dir, log_format).await,
             Command::Status { host, json } => status::status(&host, json).await,
             Command::Services => status::services(),
+            Command::Keys { command } => keys::run(command).await,
         }
     })
 }

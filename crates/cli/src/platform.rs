@@ -42,7 +42,7 @@ fn builder(name: &str) -> Option<Build> {
     }
 }
 
-fn load(
+pub(crate) fn load(
     data_dir: Option<PathBuf>,
     log_format: Option<String>,
 ) -> Result<CommonConfig, ConfigError> {
@@ -69,6 +69,12 @@ pub async fn up(data_dir: Option<PathBuf>, log_format: Option<String>) -> ExitCo
             return ExitCode::from(2);
         }
     };
+    // Fail closed before anything opens: without a master key on PostgreSQL, secrets
+    // would have to be stored in plaintext.
+    if let Err(e) = somagent_common::secrets::load_sealer(&config) {
+        eprintln!("somagent: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = telemetry::init("somagent", &config.log) {
         eprintln!("somagent: configuration: invalid value for `log.level`: {e}");
         return ExitCode::from(2);

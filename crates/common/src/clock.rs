@@ -10,3 +10,8 @@ pub fn rfc3339(unix: i64) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Now, as RFC 3339.
+pub fn rfc3339_now() -> String {
+    rfc3339(time::OffsetDateTime::now_utc().unix_timestamp())
+}

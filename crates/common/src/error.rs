@@ -25,6 +25,9 @@ pub enum ErrorCode {
     Forbidden,
     /// No such resource for this caller (also what another tenant's resource looks like).
     NotFound,
+    /// The model a request names is not one the tenant may use; `details.models` lists
+    /// those it may (OpenAI's `model_not_found`).
+    ModelNotFound,
     /// The route exists but not with this method.
     MethodNotAllowed,
     /// The change conflicts with what exists (a duplicate name, a stale version).
@@ -51,6 +54,7 @@ impl ErrorCode {
             Self::Unauthorized => "unauthorized",
             Self::Forbidden => "forbidden",
             Self::NotFound => "not_found",
+            Self::ModelNotFound => "model_not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
@@ -68,7 +72,7 @@ impl ErrorCode {
             Self::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::ModelNotFound => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -86,7 +90,7 @@ impl ErrorCode {
             Self::BadRequest | Self::ValidationFailed => Code::InvalidArgument,
             Self::Unauthorized => Code::Unauthenticated,
             Self::Forbidden => Code::PermissionDenied,
-            Self::NotFound => Code::NotFound,
+            Self::NotFound | Self::ModelNotFound => Code::NotFound,
             Self::MethodNotAllowed => Code::Unimplemented,
             Self::Conflict => Code::AlreadyExists,
             Self::PayloadTooLarge => Code::OutOfRange,
@@ -100,14 +104,20 @@ impl ErrorCode {
     pub fn parse(code: &str) -> Option<Self> {
         ALL.iter().copied().find(|c| c.as_str() == code)
     }
+
+    /// The code for a bare HTTP error status (a framework's rejection), if one fits.
+    pub fn of_status(status: StatusCode) -> Option<Self> {
+        ALL.iter().copied().find(|c| c.status() == status)
+    }
 }
 
-const ALL: [ErrorCode; 13] = [
+const ALL: [ErrorCode; 14] = [
     ErrorCode::BadRequest,
     ErrorCode::ValidationFailed,
     ErrorCode::Unauthorized,
     ErrorCode::Forbidden,
     ErrorCode::NotFound,
+    ErrorCode::ModelNotFound,
     ErrorCode::MethodNotAllowed,
     ErrorCode::Conflict,
     ErrorCode::PayloadTooLarge,
@@ -117,6 +127,11 @@ const ALL: [ErrorCode; 13] = [
     ErrorCode::Timeout,
     ErrorCode::Internal,
 ];
+
+/// A fresh id for a failure whose cause goes to the log and not to the caller.
+pub fn correlation_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
 
 /// The metadata key that carries [`ErrorCode`] over gRPC.
 pub const GRPC_CODE_KEY: &str = "x-error-code";
@@ -172,11 +187,17 @@ impl ApiError {
             .with_details(serde_json::json!({ "fields": { field: message } }))
     }
 
-    /// An internal failure: the caller learns only that something failed.
+    /// An internal failure: the caller learns only that something failed, and a
+    /// correlation id that finds the cause in the logs.
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        let id = correlation_id();
         Self {
             cause: Some(cause.into()),
-            ..Self::new(ErrorCode::Internal, "internal error")
+            ..Self::new(
+                ErrorCode::Internal,
+                format!("internal error (correlation id {id})"),
+            )
+            .with_details(serde_json::json!({ "correlation_id": id }))
         }
     }
 
@@ -184,15 +205,22 @@ impl ApiError {
         Self {
             cause: Some(cause.into()),
             ..Self::new(ErrorCode::Unavailable, message)
+                .with_details(serde_json::json!({ "correlation_id": correlation_id() }))
         }
+    }
+
+    /// The id that ties this problem to its log line, if it has one.
+    pub fn correlation_id(&self) -> Option<&str> {
+        self.details["correlation_id"].as_str()
     }
 
     fn log(&self) {
         if let Some(cause) = &self.cause {
+            let id = self.correlation_id().unwrap_or_default();
             if self.code == ErrorCode::Internal {
-                tracing::error!(error.code = self.code.as_str(), error.cause = ?cause, "{}", self.message);
+                tracing::error!(error.code = self.code.as_str(), correlation_id = id, error.cause = ?cause, "{}", self.message);
             } else {
-                tracing::warn!(error.code = self.code.as_str(), error.cause = %cause, "{}", self.message);
+                tracing::warn!(error.code = self.code.as_str(), correlation_id = id, error.cause = %cause, "{}", self.message);
             }
         }
     }
@@ -261,8 +289,17 @@ impl From<tonic::Status> for ApiError {
                 _ => ErrorCode::Internal,
             });
         if code == ErrorCode::Internal {
-            // Keep what the other side said for the logs; the caller learns nothing.
-            return Self::internal(anyhow::anyhow!("upstream: {status}"));
+            // Keep what the other side said for the logs; the caller learns nothing but
+            // the correlation id the other side logged its cause under.
+            let mut error = Self::internal(anyhow::anyhow!("upstream: {status}"));
+            let theirs = serde_json::from_slice::<Value>(status.details())
+                .ok()
+                .and_then(|d| d["correlation_id"].as_str().map(str::to_owned));
+            if let Some(id) = theirs {
+                error.message = format!("internal error (correlation id {id})");
+                error.details = serde_json::json!({ "correlation_id": id });
+            }
+            return error;
         }
         let mut error = Self::new(code, status.message().to_owned());
         if !status.details().is_empty() {
@@ -329,6 +366,12 @@ mod tests {
         let body = error.body().to_string();
         assert!(!body.contains("hunter2"));
         assert_eq!(error.body()["error"]["code"], "internal");
+        // The caller gets the id the cause was logged under, across a gRPC hop too.
+        let id = error.correlation_id().unwrap().to_owned();
+        assert!(body.contains(&id));
+        let relayed = ApiError::from(tonic::Status::from(error));
+        assert_eq!(relayed.correlation_id(), Some(id.as_str()));
+        assert!(!relayed.body().to_string().contains("hunter2"));
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! - [`telemetry`], [`metrics`]: JSON logs with trace ids, OTLP export, Prometheus.
 //! - [`infra`]: relational store, event bus, cache and object storage, each embedded
 //!   or distributed by the scheme of its URL.
+//! - [`secrets`]: sealing secrets at rest under the master key, and where it comes from.
 //! - [`shutdown`], [`readiness`], [`tenant`]: the small pieces the rest leans on.
 
 pub mod app;
@@ -21,7 +22,9 @@ pub mod constitution;
 pub mod error;
 pub mod infra;
 pub mod metrics;
+pub mod moderation;
 pub mod readiness;
+pub mod secrets;
 pub mod server;
 pub mod service;
 pub mod shutdown;

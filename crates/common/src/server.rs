@@ -77,6 +77,7 @@ pub fn router(
         .merge(http)
         .merge(grpc.prepare().into_axum_router())
         .fallback(not_found)
+        .layer(middleware::from_fn(problem_responses))
         .layer(middleware::from_fn_with_state((service, metrics), observe))
 }
 
@@ -126,6 +127,55 @@ async fn not_found(request: Request) -> Response {
         format!("no route for {} {}", request.method(), request.uri().path()),
     )
     .into_response()
+}
+
+/// Turns an error response that is not already a JSON problem (a framework's plain-text
+/// rejection of a bad query string or an oversized body, an empty 405) into the one
+/// problem format, keeping its status and headers (`Allow`, `Retry-After`). Handlers
+/// answer problems themselves; this catches what is refused before a handler runs.
+async fn problem_responses(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type.starts_with("application/json")
+        || content_type.starts_with("application/problem+json")
+        || content_type.starts_with("application/grpc")
+    {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let reason = status.canonical_reason().unwrap_or("request refused");
+    let message = if status.is_server_error() {
+        // Whatever failed outside a handler is not for the caller to read.
+        reason.to_owned()
+    } else {
+        axum::body::to_bytes(body, 2048)
+            .await
+            .ok()
+            .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| reason.to_owned())
+    };
+    let code = ErrorCode::of_status(status).unwrap_or_else(|| {
+        if status.is_server_error() {
+            ErrorCode::Internal
+        } else {
+            ErrorCode::BadRequest
+        }
+    });
+    let problem = ApiError::new(code, message).into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.remove(header::CONTENT_TYPE);
+    let (problem_parts, problem_body) = problem.into_parts();
+    parts.headers.extend(problem_parts.headers);
+    Response::from_parts(parts, problem_body)
 }
 
 /// Wraps each request in a span that continues the caller's trace, logs its outcome

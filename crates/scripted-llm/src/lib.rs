@@ -5,9 +5,13 @@
 //! usage, and errors in OpenAI's `{"error": {...}}` shape.
 //!
 //! Models:
-//! - `scripted`: answers `Echo: <last user message>`, a word per chunk.
+//! - `scripted`: answers `Echo: <last user message>`, a word per chunk; a `|` in the
+//!   message is left out of the answer and cuts the chunks there instead, so a test
+//!   can have a word split across chunks without the prompt holding the word.
 //! - `tool-caller`: first asks for the tool `lookup` with `{"query": <last user
 //!   message>}`; once the conversation holds a tool result, answers `The tool said: <it>`.
+//! - `chatty-tool-caller`: like `tool-caller`, first saying `Looking up: <last user
+//!   message>` (cut at `|`s as `scripted` does) in the answer that asks for the tool.
 //! - `no-usage`: like `scripted`, without usage figures.
 //! - `slow-N`: like `scripted`, waiting N ms before each chunk.
 //! - `silent`: never answers.
@@ -89,6 +93,7 @@ async fn models() -> Json<Value> {
     let ids = [
         "scripted",
         "tool-caller",
+        "chatty-tool-caller",
         "no-usage",
         "silent",
         "fail-500",
@@ -117,7 +122,8 @@ fn error(status: StatusCode, message: &str) -> Response {
 /// What the model says to `messages`: text, or tool calls.
 enum Answer {
     Text(String),
-    Tools(Vec<(String, String, String)>),
+    /// Tool calls, after the text said with them (often none).
+    Tools(Vec<(String, String, String)>, String),
 }
 
 fn answer(model: &str, messages: &[Value]) -> Answer {
@@ -127,18 +133,26 @@ fn answer(model: &str, messages: &[Value]) -> Answer {
         .find(|m| m["role"] == "user")
         .map(|m| content_text(&m["content"]))
         .unwrap_or_default();
-    if model == "tool-caller" {
+    if model == "tool-caller" || model == "chatty-tool-caller" {
         if let Some(result) = messages.iter().rev().find(|m| m["role"] == "tool") {
             return Answer::Text(format!(
                 "The tool said: {}",
                 content_text(&result["content"])
             ));
         }
-        return Answer::Tools(vec![(
-            "call_1".into(),
-            "lookup".into(),
-            json!({ "query": last_user }).to_string(),
-        )]);
+        let said = if model == "chatty-tool-caller" {
+            format!("Looking up: {last_user}")
+        } else {
+            String::new()
+        };
+        return Answer::Tools(
+            vec![(
+                "call_1".into(),
+                "lookup".into(),
+                json!({ "query": last_user }).to_string(),
+            )],
+            said,
+        );
     }
     Answer::Text(format!("Echo: {last_user}"))
 }
@@ -218,11 +232,12 @@ async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Res
     }
     let (message, finish, completion_tokens) = match answer {
         Answer::Text(text) => {
+            let text = text.replace('|', "");
             let n = count(&text);
             (json!({"role": "assistant", "content": text}), "stop", n)
         }
-        Answer::Tools(calls) => (
-            json!({"role": "assistant", "content": null, "tool_calls": calls.iter().map(|(id, name, args)| json!({
+        Answer::Tools(calls, said) => (
+            json!({"role": "assistant", "content": Some(said.replace('|', "")).filter(|s| !s.is_empty()), "tool_calls": calls.iter().map(|(id, name, args)| json!({
                 "id": id, "type": "function", "function": {"name": name, "arguments": args}
             })).collect::<Vec<_>>()}),
             "tool_calls",
@@ -262,15 +277,23 @@ fn stream(
         })
     };
     let mut events: Vec<Value> = vec![chunk(json!({"role": "assistant", "content": ""}), None)];
+    let mut say = |text: &str| {
+        let words: Vec<&str> = if text.contains('|') {
+            text.split('|').collect()
+        } else {
+            text.split_inclusive(' ').collect()
+        };
+        for word in words.into_iter().filter(|w| !w.is_empty()) {
+            events.push(chunk(json!({"content": word}), None));
+        }
+    };
     let (finish, completion_tokens) = match answer {
         Answer::Text(text) => {
-            let words: Vec<&str> = text.split_inclusive(' ').collect();
-            for word in &words {
-                events.push(chunk(json!({"content": word}), None));
-            }
-            ("stop", count(&text))
+            say(&text);
+            ("stop", count(&text.replace('|', "")))
         }
-        Answer::Tools(calls) => {
+        Answer::Tools(calls, said) => {
+            say(&said);
             for (index, (call_id, name, args)) in calls.iter().enumerate() {
                 events.push(chunk(
                     json!({"tool_calls": [{"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}]}),

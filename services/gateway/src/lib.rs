@@ -7,6 +7,7 @@
 //! - `login_limits`, `request_limits`: failed logins per address and account, requests
 //!   per tenant and API key, in the shared cache.
 //! - `revocations`: the access-token deny-list.
+//! - `token_exchange`: external issuers' tokens exchanged for platform tokens, cached.
 //! - `build` wires them to identity (gRPC) and the shared verifier; `main.rs` is the
 //!   thin binary `somagent-gateway`.
 //!
@@ -14,10 +15,14 @@
 //! public API arrives with its issues.
 
 mod api;
+mod client_address;
+mod credential_watch;
 mod login_limits;
 mod moderation;
 mod request_limits;
 mod revocations;
+mod service_status;
+mod token_exchange;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,24 +53,25 @@ pub struct Gateway {
     pub moderation: moderation::Moderation,
     pub orchestrator: OrchestratorServiceClient<tonic::transport::Channel>,
     pub login_limits: login_limits::LoginLimits,
+    /// The services behind, asked for `/v1/status`.
+    pub status: service_status::StatusProbe,
+    /// Proxies whose forwarding headers name the client (`SOMAGENT_TRUSTED_PROXIES`).
+    pub trusted_proxies: client_address::TrustedProxies,
     pub revocations: revocations::Revocations,
     pub request_limits: request_limits::RequestLimits,
+    /// Platform tokens exchanged for external issuers' tokens, until shortly before
+    /// they expire.
+    pub exchanged: token_exchange::ExchangedTokens,
     pub verifier: Arc<Verifier>,
     /// The built-in issuer (the gateway's public URL).
     pub issuer: String,
 }
 
-/// External OIDC issuers the gateway also trusts, from `SOMAGENT_OIDC_ISSUERS`: a JSON
-/// list of `{issuer, audience, jwks_uri?, mapping?: {tenant_claim, default_tenant,
-/// roles_claim, capabilities_claim, username_claim}}`. Keys come by OpenID discovery
-/// unless `jwks_uri` is given; roles map to capabilities as the built-in roles do.
+/// External OIDC issuers the gateway also trusts (`SOMAGENT_OIDC_ISSUERS`). Their tokens
+/// are verified here and exchanged with identity for platform tokens, so the services
+/// behind see only the platform's own.
 fn external_issuers() -> anyhow::Result<Vec<TrustedIssuer>> {
-    let Some(raw) = somagent_common::config::secret_from_env("OIDC_ISSUERS")? else {
-        return Ok(Vec::new());
-    };
-    let issuers: Vec<TrustedIssuer> = serde_json::from_str(&raw).map_err(|e| {
-        anyhow::anyhow!("configuration: invalid value for `SOMAGENT_OIDC_ISSUERS`: {e}")
-    })?;
+    let issuers = somagent_common::auth::external_issuers_from_env()?;
     for trusted in &issuers {
         tracing::info!(issuer = %trusted.issuer, audience = %trusted.audience, "trusting an external OIDC issuer");
     }
@@ -91,11 +97,21 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let unary = Some(Duration::from_secs(15));
     let channel = config.channel(&IDENTITY, unary)?;
     let slm = config.channel(&SLM, None)?;
-    let policy = PolicyServiceClient::new(config.channel(&POLICY, unary)?);
-    let constitution = ConstitutionServiceClient::new(config.channel(&CONSTITUTION, unary)?);
-    let orchestrator = OrchestratorServiceClient::new(config.channel(&ORCHESTRATOR, None)?);
+    let policy_channel = config.channel(&POLICY, unary)?;
+    let constitution_channel = config.channel(&CONSTITUTION, unary)?;
+    let orchestrator_channel = config.channel(&ORCHESTRATOR, None)?;
+    let status = service_status::StatusProbe::new(vec![
+        (IDENTITY.name, channel.clone()),
+        (SLM.name, slm.clone()),
+        (POLICY.name, policy_channel.clone()),
+        (CONSTITUTION.name, constitution_channel.clone()),
+        (ORCHESTRATOR.name, orchestrator_channel.clone()),
+    ]);
+    let policy = PolicyServiceClient::new(policy_channel);
+    let constitution = ConstitutionServiceClient::new(constitution_channel);
+    let orchestrator = OrchestratorServiceClient::new(orchestrator_channel);
     let issuer = config.issuer();
-    let mut issuers = vec![builtin_issuer(&config)];
+    let mut issuers = vec![builtin_issuer(&config, &SPEC)];
     issuers.extend(external_issuers()?);
     let verifier = Verifier::new(issuers, Some(cache.clone()));
     let gateway = Gateway {
@@ -106,12 +122,15 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         constitution,
         orchestrator,
         login_limits: login_limits::LoginLimits::new(cache.clone()),
+        status,
+        trusted_proxies: client_address::TrustedProxies::from_env()?,
         request_limits: request_limits::RequestLimits::new(
             cache.clone(),
             request_limits::Limits::from_env()?,
         ),
         revocations: revocations::Revocations::new(cache, events),
         verifier: Arc::new(verifier),
+        exchanged: token_exchange::ExchangedTokens::default(),
         issuer,
     };
     Ok(builder.http(api::public(gateway)?).build())

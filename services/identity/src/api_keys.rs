@@ -35,6 +35,20 @@ impl ApiKeyService {
         new: NewApiKey,
     ) -> Result<(ApiKeyRecord, String), ApiError> {
         actor.require(Capability::ApiKeysOwn)?;
+        // Keys never mint keys: a leaked key must not outlive its own revocation.
+        crate::users::require_interactive(actor, "creating an API key")?;
+        // A key outlives the identity provider's decisions (a person disabled there keeps
+        // a working key here), so people who sign in through one do not make keys.
+        if actor
+            .auth_methods
+            .iter()
+            .any(|m| m == somagent_common::auth::AMR_FEDERATED)
+        {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "API keys are for accounts of this platform; you sign in through your identity provider",
+            ));
+        }
         let name = new.name.trim();
         if name.is_empty() || name.chars().count() > 100 || name.chars().any(char::is_control) {
             return Err(ApiError::validation(

@@ -59,6 +59,28 @@ pub async fn record_login(
     .await;
 }
 
+/// Publishes that a person of an external issuer was provisioned as (or brought up to
+/// date on) user `user_id` of `tenant`: the issuer vouched, so it is the actor. Never
+/// the token.
+pub async fn record_provisioning(
+    events: &EventBus,
+    tenant: &str,
+    user_id: &str,
+    issuer: &str,
+    action: &str,
+    roles: &[&str],
+) {
+    let data = serde_json::json!({
+        "actor": format!("issuer:{issuer}"),
+        "issuer": issuer,
+        "resource": { "type": "user", "id": user_id },
+        "action": action,
+        "roles": roles,
+        "outcome": "success",
+    });
+    publish(events, tenant, "identity.user_provisioned", user_id, data).await;
+}
+
 async fn publish(
     events: &EventBus,
     tenant: &str,

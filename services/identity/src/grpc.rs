@@ -8,14 +8,15 @@ use somagent_common::proto::identity::v1::identity_service_server::IdentityServi
 use tonic::{Request, Response, Status};
 
 use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, SERVICE_KEY_HEADER, ServiceKey, Verifier};
+use somagent_common::auth::{Capability, SERVICE_KEY_HEADER, ServiceIssuerKey, Verifier};
 use somagent_common::error::ApiError;
 
 use crate::api_keys::{ApiKeyService, NewApiKey};
+use crate::domain::service_grants;
 use crate::store::Tenant;
 use crate::store::{ApiKeyRecord, User};
 use crate::tenants::{NewTenant, TenantChange, TenantService};
-use crate::tokens::{Grant, TokenService};
+use crate::tokens::{Acting, Grant, TokenService};
 use crate::users::{NewUser, UserService, UserUpdate};
 
 pub struct IdentityGrpc {
@@ -23,12 +24,15 @@ pub struct IdentityGrpc {
     pub tenants: TenantService,
     pub users: UserService,
     pub api_keys: ApiKeyService,
+    /// External issuers' tokens for platform tokens (RFC 8693).
+    pub exchange: crate::exchange::TokenExchange,
     pub jwks: std::sync::Arc<crate::keyring::Keyring>,
     /// Verifies the caller's token on every call that acts for someone.
     pub verifier: std::sync::Arc<Verifier>,
     pub events: somagent_common::infra::events::EventBus,
-    /// Proves a caller of `IssueServiceToken` is one of the platform's services.
-    pub service_key: ServiceKey,
+    /// The root of the service credentials: proves which service calls
+    /// `IssueServiceToken`.
+    pub issuer_key: ServiceIssuerKey,
 }
 
 fn tenant_message(t: Tenant) -> pb::Tenant {
@@ -190,6 +194,7 @@ impl IdentityService for IdentityGrpc {
             status: r.status,
             roles: r.replace_roles.then_some(r.roles),
             password: r.password,
+            current_password: Some(r.current_password).filter(|p| !p.is_empty()),
         };
         Ok(Response::new(user_message(
             self.users.update(&actor, &r.id, change).await?,
@@ -210,14 +215,26 @@ impl IdentityService for IdentityGrpc {
         request: Request<pb::EnrollMfaRequest>,
     ) -> Result<Response<pb::EnrollMfaResponse>, Status> {
         let actor = principal_of(&self.verifier, &request).await?;
-        let (secret, otpauth_uri) = self
+        let r = request.get_ref();
+        let enrolled = self
             .users
-            .enroll_mfa(&actor, &request.get_ref().user_id)
+            .enroll_mfa(&actor, &r.user_id, &r.password)
             .await?;
         Ok(Response::new(pb::EnrollMfaResponse {
-            secret,
-            otpauth_uri,
+            secret: enrolled.secret,
+            otpauth_uri: enrolled.otpauth_uri,
+            recovery_codes: enrolled.recovery_codes,
         }))
+    }
+
+    async fn disable_mfa(
+        &self,
+        request: Request<pb::DisableMfaRequest>,
+    ) -> Result<Response<pb::DisableMfaResponse>, Status> {
+        let actor = principal_of(&self.verifier, &request).await?;
+        let r = request.get_ref();
+        self.users.disable_mfa(&actor, &r.password, &r.code).await?;
+        Ok(Response::new(pb::DisableMfaResponse {}))
     }
 
     async fn verify_mfa(
@@ -285,13 +302,7 @@ impl IdentityService for IdentityGrpc {
             refresh_token: r.refresh_token,
         };
         let issued = self.tokens.issue(grant).await?;
-        Ok(Response::new(pb::TokenResponse {
-            access_token: issued.access_token,
-            token_type: "Bearer".into(),
-            expires_in: issued.expires_in as u64,
-            refresh_token: issued.refresh_token.unwrap_or_default(),
-            scope: issued.scope,
-        }))
+        Ok(Response::new(token_message(issued)))
     }
 
     /// The principal a token or an API key stands for, for callers that cannot verify
@@ -345,9 +356,11 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(pb::RevokeTokenResponse {}))
     }
 
-    /// A short-lived token for one of the platform's services acting for a user. Only
-    /// a caller holding the service key gets one; the user is named by a valid token
-    /// of theirs or by tenant + subject.
+    /// A short-lived token for one of the platform's services calling another for a
+    /// user. The caller proves which service it is with its own credential; the token
+    /// is for the callee it names alone, with no more than the grants table lets that
+    /// caller ask of that callee. The user is named by a valid token of theirs or by
+    /// tenant + subject.
     async fn issue_service_token(
         &self,
         request: Request<pb::IssueServiceTokenRequest>,
@@ -356,13 +369,14 @@ impl IdentityService for IdentityGrpc {
             .metadata()
             .get(SERVICE_KEY_HEADER)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or_default();
-        if presented.is_empty() || !self.service_key.matches(presented) {
+            .unwrap_or_default()
+            .to_owned();
+        let r = request.into_inner();
+        if presented.is_empty() {
             return Err(Status::unauthenticated(
-                "this needs the platform's service key",
+                "this needs the calling service's own credential",
             ));
         }
-        let r = request.into_inner();
         if !somagent_common::service::SERVICES
             .iter()
             .any(|s| s.name == r.service)
@@ -371,8 +385,28 @@ impl IdentityService for IdentityGrpc {
                 ApiError::validation("service", "is not one of the platform's services").into(),
             );
         }
-        let mut narrow: Option<Vec<Capability>> = None;
-        let (tenant, subject) = if r.on_behalf_of_token.is_empty() {
+        if !self.issuer_key.verifies(&r.service, &presented) {
+            return Err(Status::unauthenticated(format!(
+                "the credential presented is not the `{}` service's",
+                r.service
+            )));
+        }
+        if r.callee.is_empty() {
+            return Err(
+                ApiError::validation("callee", "names the service the token is for").into(),
+            );
+        }
+        let allowed = service_grants::allowed(&r.service, &r.callee).ok_or_else(|| {
+            Status::permission_denied(if service_grants::acts_for_users(&r.service) {
+                format!(
+                    "the `{}` service may not call `{}` for a user",
+                    r.service, r.callee
+                )
+            } else {
+                format!("the `{}` service may not act for users", r.service)
+            })
+        })?;
+        let (tenant, subject, held) = if r.on_behalf_of_token.is_empty() {
             if r.tenant.is_empty() || r.subject.is_empty() {
                 return Err(ApiError::validation(
                     "on_behalf_of_token",
@@ -380,7 +414,7 @@ impl IdentityService for IdentityGrpc {
                 )
                 .into());
             }
-            (r.tenant, r.subject)
+            (r.tenant, r.subject, None)
         } else {
             let p = self
                 .verifier
@@ -388,35 +422,61 @@ impl IdentityService for IdentityGrpc {
                 .await
                 .map_err(|e| Status::from(ApiError::from(e)))?;
             // Never more than the token it stands for (an API key's narrowed scopes).
-            narrow = Some(p.capabilities.iter().copied().collect());
-            (p.tenant.as_str().to_owned(), p.subject)
+            let held: Vec<Capability> = p.capabilities.iter().copied().collect();
+            (p.tenant.as_str().to_owned(), p.subject, Some(held))
         };
-        if !r.capabilities.is_empty() {
-            let asked: Vec<Capability> = r
-                .capabilities
-                .iter()
-                .map(|c| {
-                    Capability::parse(c).ok_or_else(|| {
-                        ApiError::validation("capabilities", format!("unknown capability `{c}`"))
-                    })
+        let asked: Vec<Capability> = r
+            .capabilities
+            .iter()
+            .map(|c| {
+                Capability::parse(c).ok_or_else(|| {
+                    ApiError::validation("capabilities", format!("unknown capability `{c}`"))
                 })
-                .collect::<Result<_, _>>()?;
-            narrow = Some(match narrow {
-                Some(held) => asked.into_iter().filter(|c| held.contains(c)).collect(),
-                None => asked,
-            });
+            })
+            .collect::<Result<_, _>>()?;
+        // Like an OAuth scope (RFC 6749 §3.3): what is asked for beyond what may be
+        // given is left out, and the response's `scope` says what was.
+        let narrow: Vec<Capability> = allowed
+            .iter()
+            .copied()
+            .filter(|c| asked.is_empty() || asked.contains(c))
+            .filter(|c| held.as_ref().is_none_or(|h| h.contains(c)))
+            .collect();
+        if narrow.is_empty() {
+            return Err(Status::permission_denied(format!(
+                "the `{}` service may ask `{}` only for: {}",
+                r.service,
+                r.callee,
+                allowed
+                    .iter()
+                    .map(|c| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
         }
+        let acting = Acting {
+            service: &r.service,
+            callee: &r.callee,
+        };
         let issued = self
             .tokens
-            .for_service(&r.service, &tenant, &subject, narrow.as_deref())
+            .for_service(acting, &tenant, &subject, &narrow)
             .await?;
-        Ok(Response::new(pb::TokenResponse {
-            access_token: issued.access_token,
-            token_type: "Bearer".into(),
-            expires_in: issued.expires_in as u64,
-            refresh_token: String::new(),
-            scope: issued.scope,
-        }))
+        Ok(Response::new(token_message(issued)))
+    }
+
+    /// An external issuer's access token for a platform token: the token is the proof,
+    /// verified here whoever forwards it.
+    async fn exchange_token(
+        &self,
+        request: Request<pb::ExchangeTokenRequest>,
+    ) -> Result<Response<pb::TokenResponse>, Status> {
+        let r = request.into_inner();
+        let issued = self
+            .exchange
+            .exchange(&r.subject_token, &r.subject_token_type)
+            .await?;
+        Ok(Response::new(token_message(issued)))
     }
 
     async fn rotate_signing_key(
@@ -449,5 +509,16 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(pb::GetJwksResponse {
             jwks_json: self.jwks.jwks().to_string(),
         }))
+    }
+}
+
+/// An issued token as the token endpoint answers it (RFC 6749 §5.1).
+fn token_message(issued: crate::tokens::IssuedToken) -> pb::TokenResponse {
+    pb::TokenResponse {
+        access_token: issued.access_token,
+        token_type: "Bearer".into(),
+        expires_in: issued.expires_in as u64,
+        refresh_token: issued.refresh_token.unwrap_or_default(),
+        scope: issued.scope,
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! - `tokens`: the token endpoint's grants and service tokens.
 //! - `cutoffs`: voiding a user's or tenant's tokens at once when they change.
+//! - `exchange`: external OIDC issuers' tokens for platform tokens (RFC 8693), with
+//!   their people provisioned just in time.
 //! - `tenants`, `users`, `api_keys`: the managed resources, with their rules.
 //! - `grpc`: the `somagent.identity.v1` service the gateway and other services call.
 //!
@@ -20,6 +22,7 @@ mod audit;
 pub mod bootstrap;
 mod cutoffs;
 pub mod domain;
+mod exchange;
 mod grpc;
 pub mod keyring;
 mod paging;
@@ -46,7 +49,13 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let data_dir = ctx.config.data_dir.clone();
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
     let db = builder.db().context("identity needs its database")?.clone();
-    let store = store::IdentityStore::new(db);
+    let sealer = somagent_common::secrets::load_sealer(&builder.context().config)?;
+    let store = store::IdentityStore::new(db, Arc::new(sealer));
+    // Rows written before secrets were sealed are sealed now, before anything reads them.
+    let sealed = store.reseal(store::ResealScope::Plaintext).await?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed stored secrets that were in plaintext");
+    }
     let password = somagent_common::config::secret_from_env("BOOTSTRAP_ADMIN_PASSWORD")?;
     bootstrap::bootstrap(&store, &data_dir, password).await?;
     let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
@@ -60,12 +69,12 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .context("identity needs the event bus")?;
     let cache = shared.cache.clone().context("identity needs the cache")?;
     let cutoffs = cutoffs::TokenCutoffs::new(cache.clone());
-    let service_key = somagent_common::auth::ServiceKey::load(&data_dir)?;
+    let issuer_key = somagent_common::auth::ServiceIssuerKey::load(&data_dir)?;
     // Calls acting for a user carry their token; identity checks it like anyone else,
     // against its own published keys.
     let verifier = somagent_common::auth::Verifier::new(
-        vec![somagent_common::auth::builtin_issuer(&config)],
-        Some(cache),
+        vec![somagent_common::auth::builtin_issuer(&config, &SPEC)],
+        Some(cache.clone()),
     );
     let jwks = keyring.clone();
     let routes = axum::Router::new().route(
@@ -75,15 +84,35 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             async move { axum::Json(keyring.jwks()) }
         }),
     );
+    let tokens = tokens::TokenService::new(
+        store.clone(),
+        events.clone(),
+        keyring.clone(),
+        issuer,
+        cache.clone(),
+    );
+    // The same external issuers the gateway trusts, verified again here: identity takes
+    // nobody's word for an external token.
+    let exchange = exchange::TokenExchange::new(
+        somagent_common::auth::Verifier::new(
+            somagent_common::auth::external_issuers_from_env()?,
+            Some(cache),
+        ),
+        store.clone(),
+        events.clone(),
+        cutoffs.clone(),
+        tokens.clone(),
+    );
     let grpc = grpc::IdentityGrpc {
-        tokens: tokens::TokenService::new(store.clone(), events.clone(), keyring.clone(), issuer),
+        tokens,
+        exchange,
         tenants: tenants::TenantService::new(store.clone(), events.clone(), cutoffs.clone()),
         users: users::UserService::new(store.clone(), events.clone(), cutoffs),
         api_keys: api_keys::ApiKeyService::new(store, events.clone()),
         events,
         jwks: keyring,
         verifier: Arc::new(verifier),
-        service_key,
+        issuer_key,
     };
     let service =
         somagent_common::proto::identity::v1::identity_service_server::IdentityServiceServer::new(

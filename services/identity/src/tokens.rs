@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use somagent_common::auth::{Claims, TOKEN_AUDIENCE};
 use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::infra::cache::{AttemptLimit, Cache};
 
 use crate::domain::totp::TotpSecret;
 use crate::domain::{api_key, password, refresh_token};
@@ -41,12 +42,35 @@ pub struct IssuedToken {
     pub refresh_token: Option<String>,
 }
 
+/// Failed password logins allowed per account (tenant + username) per window.
+pub const LOGIN_ATTEMPTS_PER_ACCOUNT: i64 = 5;
+/// The window failed logins are counted in.
+pub const LOGIN_WINDOW: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A service acting for a user, and the one service its token is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Acting<'a> {
+    pub service: &'a str,
+    pub callee: &'a str,
+}
+
 #[derive(Clone)]
 pub struct TokenService {
     store: IdentityStore,
     events: somagent_common::infra::events::EventBus,
     keyring: Arc<Keyring>,
     issuer: String,
+    login_attempts: AttemptLimit,
+}
+
+/// The counter of one account's login attempts.
+fn account_key(tenant: &str, username: &str) -> String {
+    // Lengths first, so `a:b` + `c` and `a` + `b:c` cannot share a counter.
+    format!(
+        "ratelimit:login:account:{}:{tenant}:{}:{username}",
+        tenant.len(),
+        username.len()
+    )
 }
 
 fn invalid_credentials() -> ApiError {
@@ -62,12 +86,14 @@ impl TokenService {
         events: somagent_common::infra::events::EventBus,
         keyring: Arc<Keyring>,
         issuer: String,
+        cache: Cache,
     ) -> Self {
         Self {
             store,
             events,
             keyring,
             issuer,
+            login_attempts: AttemptLimit::new(cache, LOGIN_ATTEMPTS_PER_ACCOUNT, LOGIN_WINDOW),
         }
     }
 
@@ -98,6 +124,18 @@ impl TokenService {
                 return Err(ApiError::validation(field, "is required"));
             }
         }
+        // Counted before the password is checked, where the password is checked: a
+        // caller that reaches identity directly is limited too.
+        let attempt = self
+            .login_attempts
+            .admit(account_key(&grant.tenant, &grant.username))
+            .await?;
+        let issued = self.password_login(grant).await;
+        attempt.settle(&issued).await;
+        issued
+    }
+
+    async fn password_login(&self, grant: Grant) -> Result<IssuedToken, ApiError> {
         let tenant = self
             .store
             .tenant_by_slug(&grant.tenant)
@@ -128,7 +166,7 @@ impl TokenService {
             return Err(invalid_credentials());
         };
         let checked = self.check_login(user, matches, &grant.totp).await;
-        let user_id = checked.as_ref().ok().map(|u| u.id.clone());
+        let user_id = checked.as_ref().ok().map(|(u, _)| u.id.clone());
         crate::audit::record_login(
             &self.events,
             &tenant.id,
@@ -138,13 +176,14 @@ impl TokenService {
             checked.is_ok(),
         )
         .await;
-        let user = checked?;
+        let (user, amr) = checked?;
         let mut issued = self.sign(
             &tenant.id,
             &user,
             user.capabilities.clone(),
             crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
             None,
+            amr,
         )?;
         let family = uuid::Uuid::now_v7().to_string();
         issued.refresh_token = Some(self.new_refresh(&tenant.id, &user.id, &family).await?);
@@ -158,9 +197,19 @@ impl TokenService {
         user: Option<crate::store::User>,
         password_matches: bool,
         totp: &str,
-    ) -> Result<crate::store::User, ApiError> {
+    ) -> Result<(crate::store::User, &'static [&'static str]), ApiError> {
         let user = user.ok_or_else(invalid_credentials)?;
         if !password_matches || user.status != "active" {
+            return Err(invalid_credentials());
+        }
+        // A person of an external issuer proves who they are there, even if someone
+        // gave their account a password here.
+        if self
+            .store
+            .is_external_user(&user.id)
+            .await
+            .map_err(ApiError::internal)?
+        {
             return Err(invalid_credentials());
         }
         if let Some(mfa) = self
@@ -169,24 +218,12 @@ impl TokenService {
             .await
             .map_err(ApiError::internal)?
         {
-            let secret = TotpSecret::from_base32(&mfa.secret).ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("stored TOTP secret unreadable"))
-            })?;
-            let now = crate::bootstrap::now() as u64;
-            let step = secret
-                .verify(totp, now, mfa.last_step.map(|s| s as u64))
-                .ok_or_else(invalid_credentials)?;
-            // Remember the step; a concurrent login with the same code loses here.
-            if !self
-                .store
-                .use_totp_step(&user.id, step as i64)
-                .await
-                .map_err(ApiError::internal)?
-            {
+            if !second_factor(&self.store, &user.id, &mfa, totp).await? {
                 return Err(invalid_credentials());
             }
+            return Ok((user, &["pwd", "otp", "mfa"]));
         }
-        Ok(user)
+        Ok((user, &["pwd"]))
     }
 
     /// `refresh_token`: spends the token and gives a new access token and a new refresh
@@ -227,12 +264,26 @@ impl TokenService {
             .filter(|u| u.status == "active")
             .ok_or_else(invalid)?;
         // The user's current capabilities: a role change applies at the next refresh.
+        // A refresh continues the login it belongs to: a password login, with MFA if the
+        // user has it.
+        let amr: &[&str] = if self
+            .store
+            .mfa_state(&user.id)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some()
+        {
+            &["pwd", "otp", "mfa"]
+        } else {
+            &["pwd"]
+        };
         let mut issued = self.sign(
             &record.tenant_id,
             &user,
             user.capabilities.clone(),
             now + ACCESS_TOKEN_TTL_SECS,
             None,
+            amr,
         )?;
         issued.refresh_token = Some(
             self.new_refresh(&record.tenant_id, &user.id, &record.family_id)
@@ -328,19 +379,27 @@ impl TokenService {
         let expires = key.expires_at.map_or(now + ACCESS_TOKEN_TTL_SECS, |at| {
             at.min(now + ACCESS_TOKEN_TTL_SECS)
         });
-        self.sign(&key.tenant_id, &user, capabilities, expires, None)
+        self.sign(
+            &key.tenant_id,
+            &user,
+            capabilities,
+            expires,
+            None,
+            &[somagent_common::auth::AMR_API_KEY],
+        )
     }
 
-    /// A short-lived token for the platform service `service` acting for user `subject`
-    /// of `tenant` (DESIGN §1.4): the user's current capabilities, narrowed to `narrow`
-    /// if given, with the service named in `act`. The user and their tenant must still
-    /// be active, so a workflow cannot act for someone who has since been disabled.
+    /// A short-lived token for the platform service `acting.service` calling
+    /// `acting.callee` for user `subject` of `tenant` (DESIGN §1.4): the user's current
+    /// capabilities, narrowed to `narrow`, with the service named in `act` and the
+    /// callee in `aud`. The user and their tenant must still be active, so a workflow
+    /// cannot act for someone who has since been disabled.
     pub async fn for_service(
         &self,
-        service: &str,
+        acting: Acting<'_>,
         tenant: &str,
         subject: &str,
-        narrow: Option<&[somagent_common::auth::Capability]>,
+        narrow: &[somagent_common::auth::Capability],
     ) -> Result<IssuedToken, ApiError> {
         let gone = || ApiError::new(ErrorCode::Forbidden, "the user cannot be acted for");
         if !self.tenant_is_active(tenant).await? {
@@ -357,15 +416,41 @@ impl TokenService {
             .capabilities
             .iter()
             .copied()
-            .filter(|c| narrow.is_none_or(|n| n.contains(c)))
-            .collect();
+            .filter(|c| narrow.contains(c))
+            .collect::<Vec<_>>();
+        if capabilities.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "the user holds none of the capabilities asked for",
+            ));
+        }
         let now = crate::bootstrap::now();
         self.sign(
             tenant,
             &user,
             capabilities,
             now + SERVICE_TOKEN_TTL_SECS,
-            Some(&format!("service:{service}")),
+            Some(acting),
+            &[],
+        )
+    }
+
+    /// An access token for `user`, exchanged for an external issuer's token that expires
+    /// at `external_exp`: the user's current grants, never outliving that token nor a
+    /// password login's, marked as federated.
+    pub(crate) fn for_external(
+        &self,
+        user: &crate::store::User,
+        external_exp: i64,
+    ) -> Result<IssuedToken, ApiError> {
+        let exp = external_exp.min(crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS);
+        self.sign(
+            &user.tenant_id,
+            user,
+            user.capabilities.clone(),
+            exp,
+            None,
+            &[somagent_common::auth::AMR_FEDERATED],
         )
     }
 
@@ -384,13 +469,17 @@ impl TokenService {
         user: &crate::store::User,
         capabilities: Vec<somagent_common::auth::Capability>,
         exp: i64,
-        actor: Option<&str>,
+        acting: Option<Acting<'_>>,
+        amr: &[&str],
     ) -> Result<IssuedToken, ApiError> {
         let now = crate::bootstrap::now();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.id.clone(),
-            aud: TOKEN_AUDIENCE.into(),
+            aud: acting.map_or_else(
+                || TOKEN_AUDIENCE.to_owned(),
+                |a| somagent_common::auth::service_audience(a.callee),
+            ),
             exp,
             iat: now,
             nbf: Some(now),
@@ -399,9 +488,10 @@ impl TokenService {
             username: Some(user.username.clone()),
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             capabilities: capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
-            act: actor.map(|sub| somagent_common::auth::Actor {
-                sub: sub.to_owned(),
+            act: acting.map(|a| somagent_common::auth::Actor {
+                sub: format!("service:{}", a.service),
             }),
+            amr: amr.iter().map(|m| (*m).to_owned()).collect(),
         };
         let access_token = self
             .keyring
@@ -416,6 +506,33 @@ impl TokenService {
             refresh_token: None,
         })
     }
+}
+
+/// Whether `code` is the user's current TOTP code (not used before) or one of their
+/// unused recovery codes, spending it either way: a concurrent use of the same code
+/// loses.
+pub(crate) async fn second_factor(
+    store: &IdentityStore,
+    user_id: &str,
+    mfa: &crate::store::MfaState,
+    code: &str,
+) -> Result<bool, ApiError> {
+    let now = crate::bootstrap::now();
+    if crate::domain::recovery_code::looks_like(code) {
+        return store
+            .use_recovery_code(user_id, &crate::domain::recovery_code::hash(code), now)
+            .await
+            .map_err(ApiError::internal);
+    }
+    let secret = TotpSecret::from_base32(&mfa.secret)
+        .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored TOTP secret unreadable")))?;
+    let Some(step) = secret.verify(code, now as u64, mfa.last_step.map(|s| s as u64)) else {
+        return Ok(false);
+    };
+    store
+        .use_totp_step(user_id, step as i64)
+        .await
+        .map_err(ApiError::internal)
 }
 
 /// A real argon2id hash of a random password, checked when the user does not exist so

@@ -7,8 +7,15 @@ use somagent_common::infra::events::EventBus;
 
 use crate::cutoffs::TokenCutoffs;
 use crate::domain::totp::TotpSecret;
-use crate::domain::{names, password};
+use crate::domain::{names, password, recovery_code};
 use crate::store::{IdentityStore, User, UserChange};
+
+/// What enrolling in MFA shows the user, once.
+pub struct MfaEnrollment {
+    pub secret: String,
+    pub otpauth_uri: String,
+    pub recovery_codes: Vec<String>,
+}
 
 pub struct NewUser {
     pub username: String,
@@ -22,6 +29,8 @@ pub struct UserUpdate {
     pub status: Option<String>,
     pub roles: Option<Vec<String>>,
     pub password: Option<String>,
+    /// Proof for changing one's own password.
+    pub current_password: Option<String>,
 }
 
 #[derive(Clone)]
@@ -31,12 +40,76 @@ pub struct UserService {
     cutoffs: TokenCutoffs,
 }
 
-/// Roles from their names (at least one, known, without repeats) and the capabilities
-/// they grant together.
-/// Capabilities a tenant's admin may grant a user beside roles, named in `roles`: no
-/// role carries them.
-pub(crate) const GRANTABLE: &[Capability] = &[Capability::ModerationBypass];
+/// Capabilities granted beside roles, named in `roles`: no role carries them. Who
+/// grants one must hold it ([`may_grant`]), so only a platform admin makes another.
+pub(crate) const GRANTABLE: &[Capability] = &[
+    Capability::ModerationBypass,
+    Capability::TrainingAdmin,
+    Capability::BillingAdmin,
+    Capability::PlatformAdmin,
+];
 
+/// Whether `actor` holds `capability` for the purpose of granting it or managing its
+/// holders: a platform admin stands for every capability granted beside roles (it is
+/// how the first holder of each gets it).
+fn holds(actor: &Principal, capability: Capability) -> bool {
+    actor.can(capability)
+        || (GRANTABLE.contains(&capability) && actor.can(Capability::PlatformAdmin))
+}
+
+/// Nobody acts above their own rank: an actor may change, disable or delete a user only
+/// if it holds every capability the user holds (so a tenant admin cannot touch the
+/// platform admin, nor a narrowed API key an admin).
+fn may_manage(actor: &Principal, target: &User) -> Result<(), ApiError> {
+    within_rank(
+        actor,
+        &target.capabilities,
+        "this user holds capabilities you do not; only someone who holds all of them may manage them",
+    )
+}
+
+/// An actor grants only what it holds itself.
+fn may_grant(actor: &Principal, capabilities: &[Capability]) -> Result<(), ApiError> {
+    within_rank(
+        actor,
+        capabilities,
+        "you may grant only capabilities you hold yourself",
+    )
+}
+
+/// Ok if `actor` holds each of `capabilities`, else a 403 with `refusal` naming those
+/// beyond it.
+fn within_rank(
+    actor: &Principal,
+    capabilities: &[Capability],
+    refusal: &str,
+) -> Result<(), ApiError> {
+    let beyond: Vec<&str> = capabilities
+        .iter()
+        .filter(|c| !holds(actor, **c))
+        .map(|c| c.as_str())
+        .collect();
+    if beyond.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(ErrorCode::Forbidden, refusal)
+        .with_details(serde_json::json!({ "capabilities_beyond_yours": beyond })))
+}
+
+/// Refuses a principal that came from an API key or acts through a service: what it
+/// holds is a delegation, never proof enough to change how the account logs in.
+pub(crate) fn require_interactive(actor: &Principal, what: &str) -> Result<(), ApiError> {
+    if actor.is_delegated() {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("{what} needs a login with your password, not an API key or a service token"),
+        ));
+    }
+    Ok(())
+}
+
+/// Roles (and granted capabilities) from their names: at least one known role, no
+/// repeats, and the capabilities they grant together.
 fn parse_roles(names: &[String]) -> Result<(Vec<Role>, Vec<Capability>), ApiError> {
     let mut roles = Vec::new();
     let mut granted = Vec::new();
@@ -49,7 +122,7 @@ fn parse_roles(names: &[String]) -> Result<(Vec<Role>, Vec<Capability>), ApiErro
             ApiError::validation(
                 "roles",
                 format!(
-                    "unknown role `{name}` (viewer, operator, developer, admin, or the capability moderation:bypass)"
+                    "unknown role `{name}` (viewer, operator, developer, admin, or one of the capabilities moderation:bypass, training.admin, billing.admin, platform:admin)"
                 ),
             )
         })?;
@@ -89,6 +162,7 @@ impl UserService {
         actor.require(Capability::UsersWrite)?;
         names::username(&new.username).map_err(|e| ApiError::validation("username", e))?;
         let (roles, capabilities) = parse_roles(&new.roles)?;
+        may_grant(actor, &capabilities)?;
         let hash = hash_password(new.password).await?;
         let user = User {
             id: uuid::Uuid::now_v7().to_string(),
@@ -120,11 +194,13 @@ impl UserService {
         Ok(user)
     }
 
-    /// Changes a user: `users:write` may change anyone's status, roles or password in
-    /// the tenant, except their own status and roles (so an admin cannot lock
-    /// themself out); everyone may change their own password. A disabled user, new
-    /// roles or a new password void the user's tokens issued before; disabling or a new
-    /// password also ends their logins (refresh tokens).
+    /// Changes a user. `users:write` may change the status, roles or password of a user
+    /// of the tenant who holds nothing the actor does not (and grant only what the actor
+    /// holds), but not its own status or roles, so an admin cannot lock themself out.
+    /// Anyone may change their own password with the current one, from a password login
+    /// (never through an API key or a service). A disabled user, new roles or a new
+    /// password void the user's tokens issued before; disabling or a new password also
+    /// ends their logins (refresh tokens).
     pub async fn update(
         &self,
         actor: &Principal,
@@ -155,6 +231,12 @@ impl UserService {
                 "you cannot change your own status or roles",
             ));
         }
+        if !own {
+            may_manage(actor, &user)?;
+        }
+        if change.password.is_some() {
+            require_interactive(actor, "changing a password")?;
+        }
         let mut stored = UserChange::default();
         if let Some(status) = change.status {
             if !matches!(status.as_str(), "active" | "disabled") {
@@ -163,9 +245,19 @@ impl UserService {
             stored.status = Some(status);
         }
         if let Some(roles) = &change.roles {
-            stored.roles = Some(parse_roles(roles)?);
+            let parsed = parse_roles(roles)?;
+            may_grant(actor, &parsed.1)?;
+            stored.roles = Some(parsed);
         }
         if let Some(password) = change.password {
+            if own {
+                self.check_password(
+                    &user,
+                    change.current_password.as_deref(),
+                    "current_password",
+                )
+                .await?;
+            }
             stored.password_hash = Some(hash_password(password).await?);
         }
         let ends_logins =
@@ -187,6 +279,30 @@ impl UserService {
         Ok(updated)
     }
 
+    /// Ok if `presented` is the user's password; a missing one is a 422 naming `field`,
+    /// a wrong one a 403 (the caller is logged in: this is not a login failure).
+    async fn check_password(
+        &self,
+        user: &User,
+        presented: Option<&str>,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        let presented = presented.filter(|p| !p.is_empty()).ok_or_else(|| {
+            ApiError::validation(field, "your current password is required for this")
+        })?;
+        let candidate = presented.to_owned();
+        let hash = user.password_hash.clone();
+        let matches = tokio::task::spawn_blocking(move || password::verify(&candidate, &hash))
+            .await
+            .map_err(ApiError::internal)?;
+        if matches {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::Forbidden, "the password is wrong")
+                .with_details(serde_json::json!({ "field": field })))
+        }
+    }
+
     /// Deletes a user of the caller's tenant with their API keys and logins; their
     /// tokens stop working at once. Nobody deletes themself.
     pub async fn delete(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
@@ -204,6 +320,7 @@ impl UserService {
                 "you cannot delete yourself",
             ));
         }
+        may_manage(actor, &user)?;
         self.cutoffs.subject(tenant, &user.id).await?;
         if !self
             .store
@@ -217,14 +334,20 @@ impl UserService {
         Ok(())
     }
 
-    /// Starts MFA for the caller: a new TOTP secret and its `otpauth://` URI, shown once.
-    /// Only users themselves enroll, so nobody else ever sees their secret.
+    /// Starts MFA for the caller: a new TOTP secret, its `otpauth://` URI and ten
+    /// recovery codes, shown once. Only users themselves enroll, from a password login
+    /// and with their password, so nobody else ever sees their secret and a stolen
+    /// session cannot bind its own authenticator.
     pub async fn enroll_mfa(
         &self,
         actor: &Principal,
         id: &str,
-    ) -> Result<(String, String), ApiError> {
+        password: &str,
+    ) -> Result<MfaEnrollment, ApiError> {
+        require_interactive(actor, "setting up MFA")?;
         let user = self.own_account(actor, id).await?;
+        self.check_password(&user, Some(password), "password")
+            .await?;
         let secret = TotpSecret::generate();
         let encoded = secret.to_base32();
         if !self
@@ -247,8 +370,63 @@ impl UserService {
             "mfa_enroll",
         )
         .await;
-        let uri = secret.otpauth_uri("SomaAgent", &user.username);
-        Ok((encoded, uri))
+        let codes: Vec<(String, String)> = (0..recovery_code::COUNT)
+            .map(|_| recovery_code::generate())
+            .collect();
+        let hashes: Vec<String> = codes.iter().map(|(_, h)| h.clone()).collect();
+        self.store
+            .replace_recovery_codes(&user.id, &hashes, crate::bootstrap::now())
+            .await
+            .map_err(ApiError::internal)?;
+        let otpauth_uri = secret.otpauth_uri("SomaAgent", &user.username);
+        Ok(MfaEnrollment {
+            secret: encoded,
+            otpauth_uri,
+            recovery_codes: codes.into_iter().map(|(c, _)| c).collect(),
+        })
+    }
+
+    /// Turns MFA off for the caller: their password and a current code (or one of their
+    /// recovery codes), from a password login.
+    pub async fn disable_mfa(
+        &self,
+        actor: &Principal,
+        password: &str,
+        code: &str,
+    ) -> Result<(), ApiError> {
+        require_interactive(actor, "turning MFA off")?;
+        let user = self.own_account(actor, &actor.subject).await?;
+        self.check_password(&user, Some(password), "password")
+            .await?;
+        if code.is_empty() {
+            return Err(ApiError::validation("code", "a current code is required"));
+        }
+        let state = self
+            .store
+            .mfa_state(&user.id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::new(ErrorCode::Conflict, "MFA is not active for you"))?;
+        if !crate::tokens::second_factor(&self.store, &user.id, &state, code).await? {
+            return Err(
+                ApiError::new(ErrorCode::Forbidden, "the code is wrong or used")
+                    .with_details(serde_json::json!({ "field": "code" })),
+            );
+        }
+        self.store
+            .disable_mfa(&user.tenant_id, &user.id)
+            .await
+            .map_err(ApiError::internal)?;
+        crate::audit::record(
+            &self.events,
+            actor,
+            &user.tenant_id,
+            "user",
+            &user.id,
+            "mfa_disable",
+        )
+        .await;
+        Ok(())
     }
 
     /// Confirms enrollment with a current code; from then on password logins need one.
@@ -258,6 +436,7 @@ impl UserService {
         id: &str,
         code: &str,
     ) -> Result<(), ApiError> {
+        require_interactive(actor, "setting up MFA")?;
         let user = self.own_account(actor, id).await?;
         let pending = self
             .store

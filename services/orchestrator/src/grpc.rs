@@ -104,6 +104,15 @@ impl OrchestratorService for OrchestratorGrpc {
         if r.model.len() > 200 {
             return Err(ApiError::validation("model", "is at most 200 characters").into());
         }
+        // Capsules do not exist yet: a session that names one would silently run
+        // without it, which is worse than refusing.
+        if !r.capsule_id.is_empty() {
+            return Err(ApiError::validation(
+                "capsule_id",
+                "capsules are not available on this platform yet; create the session without one",
+            )
+            .into());
+        }
         let session = Session {
             id: uuid::Uuid::now_v7().to_string(),
             tenant: principal.tenant.as_str().to_owned(),
@@ -194,7 +203,7 @@ impl OrchestratorService for OrchestratorGrpc {
         }
         let session = self.visible(&principal, &r.session_id).await?;
         // Subscribe before the turn starts, so no event is missed.
-        let mut events = self.hub.subscribe(&session.id);
+        let mut events = self.hub.subscribe(&session.tenant, &session.id);
         let Some(turn_no) = self
             .store
             .begin_turn(principal.tenant.as_str(), &session.id, &r.content)
@@ -251,12 +260,7 @@ impl OrchestratorService for OrchestratorGrpc {
                             return;
                         }
                         Ok(Some(Outcome::Failed(e))) => {
-                            let _ = tx
-                                .send(Ok(event(
-                                    "error",
-                                    serde_json::to_value(e).unwrap_or_default(),
-                                )))
-                                .await;
+                            let _ = tx.send(Ok(event("error", e.public()))).await;
                             return;
                         }
                         _ => {}
@@ -278,7 +282,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let session = self
             .visible(&principal, &request.get_ref().session_id)
             .await?;
-        let mut events = self.hub.subscribe(&session.id);
+        let mut events = self.hub.subscribe(&session.tenant, &session.id);
         let stream = async_stream(move |tx| async move {
             loop {
                 match events.recv().await {

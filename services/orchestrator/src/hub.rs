@@ -5,7 +5,7 @@
 //! A turn's activities may run in any orchestrator replica (Temporal hands each to
 //! whichever worker polls first; the local engine's runs move after a crash), while its
 //! watchers are connected to others. With Redis as the cache, every event is also
-//! published on the Redis channel `turns:<session>` and each replica relays the events
+//! published on the Redis channel `turns:<tenant>:<session>` and each replica relays the events
 //! of the others to its own watchers. Watchers here get this replica's events at once;
 //! the others' a Redis round trip later. A step's events are published before its
 //! result is recorded, and Redis hands a message to its subscribers before it answers
@@ -25,19 +25,24 @@ use somagent_common::infra::cache::RedisCache;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 /// One event of a turn: `delta`, `restart` (the model's answer to `round` starts over:
-/// drop that round's deltas and tool calls of earlier attempts), `tool_call`, `policy`,
-/// `message`, `done` or `error`. Deltas and tool calls name their `round` and `attempt`.
+/// drop that round's deltas and tool calls of earlier attempts), `retract` (the answer
+/// is withheld: drop every delta of the turn), `tool_call`, `policy`, `message`, `done`
+/// or `error`. Deltas and tool calls name their `round` and `attempt`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TurnEvent {
+    /// The session's tenant: watchers are keyed by tenant and session, so an event can
+    /// only ever reach watchers of its own tenant.
+    pub tenant: String,
     pub session_id: String,
     pub turn: u32,
     pub kind: &'static str,
     pub data: Value,
 }
 
-const KINDS: [&str; 7] = [
+const KINDS: [&str; 8] = [
     "delta",
     "restart",
+    "retract",
     "tool_call",
     "policy",
     "message",
@@ -48,9 +53,20 @@ const KINDS: [&str; 7] = [
 /// a replica's relay traffic is the platform's live events (a few per token).
 const CHANNELS: &str = "turns:*";
 
+/// The Redis channel of a tenant's session. Tenant ids and session ids are UUIDs (no
+/// `:`), so the channel names one pair only.
+fn channel_of(tenant: &str, session_id: &str) -> String {
+    format!("turns:{tenant}:{session_id}")
+}
+
+/// The key watchers of a session are kept under.
+fn watch_key(tenant: &str, session_id: &str) -> (String, String) {
+    (tenant.to_owned(), session_id.to_owned())
+}
+
 #[derive(Default)]
 pub struct TurnHub {
-    sessions: Mutex<HashMap<String, broadcast::Sender<TurnEvent>>>,
+    sessions: Mutex<HashMap<(String, String), broadcast::Sender<TurnEvent>>>,
     relay: Option<Relay>,
 }
 
@@ -98,9 +114,9 @@ impl TurnHub {
         let mut incoming = redis.listen(CHANNELS);
         let relayed = Arc::downgrade(&hub);
         tokio::spawn(async move {
-            while let Some((_, payload)) = incoming.recv().await {
+            while let Some((channel, payload)) = incoming.recv().await {
                 let Some(hub) = relayed.upgrade() else { return };
-                if let Some(event) = decode(&payload, &origin) {
+                if let Some(event) = decode(&channel, &payload, &origin) {
                     hub.deliver(event);
                 }
             }
@@ -108,10 +124,10 @@ impl TurnHub {
         hub
     }
 
-    pub fn subscribe(&self, session_id: &str) -> broadcast::Receiver<TurnEvent> {
+    pub fn subscribe(&self, tenant: &str, session_id: &str) -> broadcast::Receiver<TurnEvent> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
-            .entry(session_id.to_owned())
+            .entry(watch_key(tenant, session_id))
             .or_insert_with(|| broadcast::channel(1024).0)
             .subscribe()
     }
@@ -120,10 +136,10 @@ impl TurnHub {
     pub fn send(&self, event: TurnEvent) {
         if let Some(relay) = &self.relay {
             let payload = json!({
-                "origin": relay.origin, "session_id": event.session_id, "turn": event.turn,
-                "kind": event.kind, "data": event.data,
+                "origin": relay.origin, "tenant": event.tenant, "session_id": event.session_id,
+                "turn": event.turn, "kind": event.kind, "data": event.data,
             });
-            let channel = format!("turns:{}", event.session_id);
+            let channel = channel_of(&event.tenant, &event.session_id);
             let _ = relay
                 .outbox
                 .try_send(Outgoing::Event(channel, payload.to_string().into_bytes()));
@@ -145,12 +161,13 @@ impl TurnHub {
     }
 
     fn deliver(&self, event: TurnEvent) {
+        let key = watch_key(&event.tenant, &event.session_id);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(tx) = sessions.get(&event.session_id)
-            && tx.send(event.clone()).is_err()
+        if let Some(tx) = sessions.get(&key)
+            && tx.send(event).is_err()
         {
             // Nobody listens any more.
-            sessions.remove(&event.session_id);
+            sessions.remove(&key);
         }
     }
 }
@@ -188,16 +205,28 @@ async fn publish(redis: RedisCache, mut queued: mpsc::Receiver<Outgoing>, flag: 
     }
 }
 
-/// Another replica's event; none for this replica's own (its watchers have it) or for
-/// anything malformed.
-fn decode(payload: &[u8], own: &str) -> Option<TurnEvent> {
+/// Another replica's event, as received on `channel`; none for this replica's own (its
+/// watchers have it), for anything malformed, or for an event whose tenant or session
+/// is not the channel's (whoever can publish on Redis must not reach another tenant's
+/// watchers by naming them in the payload).
+fn decode(channel: &str, payload: &[u8], own: &str) -> Option<TurnEvent> {
     let value: Value = serde_json::from_slice(payload).ok()?;
     if value["origin"].as_str()? == own {
         return None;
     }
+    let tenant = value["tenant"].as_str()?;
+    let session_id = value["session_id"].as_str()?;
+    if tenant.is_empty() || channel != channel_of(tenant, session_id) {
+        tracing::warn!(
+            channel,
+            "a live turn event names another tenant or session than its channel; dropped"
+        );
+        return None;
+    }
     let kind = value["kind"].as_str()?;
     Some(TurnEvent {
-        session_id: value["session_id"].as_str()?.to_owned(),
+        tenant: tenant.to_owned(),
+        session_id: session_id.to_owned(),
         turn: u32::try_from(value["turn"].as_u64()?).ok()?,
         kind: KINDS.into_iter().find(|k| *k == kind)?,
         data: value["data"].clone(),
@@ -211,21 +240,45 @@ mod tests {
     #[test]
     fn only_other_replicas_events_of_known_kinds_are_relayed() {
         let event = |origin: &str, kind: &str| {
-            json!({ "origin": origin, "session_id": "s1", "turn": 3, "kind": kind, "data": { "content": "hi" } })
+            json!({ "origin": origin, "tenant": "t1", "session_id": "s1", "turn": 3, "kind": kind, "data": { "content": "hi" } })
                 .to_string()
                 .into_bytes()
         };
+        let channel = channel_of("t1", "s1");
         assert_eq!(
-            decode(&event("other", "delta"), "me"),
+            decode(&channel, &event("other", "delta"), "me"),
             Some(TurnEvent {
+                tenant: "t1".into(),
                 session_id: "s1".into(),
                 turn: 3,
                 kind: "delta",
                 data: json!({ "content": "hi" }),
             })
         );
-        assert_eq!(decode(&event("me", "delta"), "me"), None);
-        assert_eq!(decode(&event("other", "surprise"), "me"), None);
-        assert_eq!(decode(b"not json", "me"), None);
+        assert_eq!(decode(&channel, &event("me", "delta"), "me"), None);
+        assert_eq!(decode(&channel, &event("other", "surprise"), "me"), None);
+        assert_eq!(decode(&channel, b"not json", "me"), None);
+        // An event naming another tenant than its channel's is dropped.
+        assert_eq!(
+            decode(&channel_of("t2", "s1"), &event("other", "delta"), "me"),
+            None
+        );
+        assert_eq!(decode("turns:s1", &event("other", "delta"), "me"), None);
+    }
+
+    #[tokio::test]
+    async fn watchers_of_one_tenant_never_get_another_tenants_events() {
+        let hub = TurnHub::local();
+        let mut mine = hub.subscribe("t1", "s1");
+        let mut theirs = hub.subscribe("t2", "s1");
+        hub.send(TurnEvent {
+            tenant: "t1".into(),
+            session_id: "s1".into(),
+            turn: 1,
+            kind: "delta",
+            data: json!({ "content": "private" }),
+        });
+        assert_eq!(mine.recv().await.unwrap().data["content"], "private");
+        assert!(theirs.try_recv().is_err());
     }
 }

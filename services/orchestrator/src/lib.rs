@@ -5,11 +5,11 @@
 //!
 //! Layout: `workflow/` (the context, activity options, both engines), `turn` (the
 //! session turn and its activities), `store` (sessions, messages), `hub` (live events),
-//! `service_tokens` (acting for users from activities), `grpc`.
+//! `grpc`. Activities act for users with service tokens from identity, each for one
+//! callee (`common::auth::ServiceTokens`).
 
 mod grpc;
 mod hub;
-mod service_tokens;
 mod store;
 mod turn;
 pub mod workflow;
@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{ServiceKey, Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::cache::Cache;
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -73,9 +73,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         store: store.clone(),
         policy: PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
         slm: SlmServiceClient::new(channel(&SLM, None)?),
-        tokens: service_tokens::ServiceTokens::new(
+        tokens: ServiceTokens::new(
             IdentityServiceClient::new(channel(&IDENTITY, Some(Duration::from_secs(10)))?),
-            ServiceKey::load(&config.data_dir)?,
+            &SPEC,
+            ServiceCredential::load(&config.data_dir, &SPEC)?,
         ),
         hub: hub.clone(),
         events,
@@ -104,7 +105,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         store,
         engine,
         hub,
-        verifier: Arc::new(Verifier::new(vec![builtin_issuer(&config)], Some(cache))),
+        verifier: Arc::new(Verifier::new(
+            vec![builtin_issuer(&config, &SPEC)],
+            Some(cache),
+        )),
     };
     let service =
         somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer::new(grpc);

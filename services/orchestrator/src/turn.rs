@@ -1,7 +1,10 @@
 //! `SessionWorkflow`, one turn: policy on the input (a denial is final) → the model,
 //! its deltas streamed out as they come → tool calls answered (no tools are installed
 //! yet, so every call gets a tool error back and the model carries on) → policy on the
-//! output → messages persisted → `conversation.events`. Usage is metered by slm, and
+//! output → messages persisted → `conversation.events`. slm guards the answer's text as
+//! it streams (every round's): a delta reaches watchers and the topic only once the
+//! text up to it passes the tenant's terms and patterns; an answer it stops, or one the
+//! final check denies, is withheld and watchers get `retract`. Usage is metered by slm, and
 //! every policy decision audited by policy.
 
 use std::sync::Arc;
@@ -10,16 +13,17 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use somagent_common::auth::ServiceTokens;
 use somagent_common::infra::cache::Cache;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
 use somagent_common::proto::policy::v1 as ppb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1 as spb;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
+use somagent_common::service::{POLICY, SLM, ServiceSpec};
 use somagent_common::tenant::TenantId;
 
 use crate::hub::{TurnEvent, TurnHub};
-use crate::service_tokens::ServiceTokens;
 use crate::store::SessionStore;
 use crate::workflow::{Activities, ActivityError, ActivityOptions, WorkflowContext};
 
@@ -99,6 +103,9 @@ async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, Act
     let mut new_messages: Vec<Value> = Vec::new();
     let mut usage = json!({ "prompt_tokens": 0, "completion_tokens": 0, "cost_micros": 0 });
     let mut answer = String::new();
+    // slm's output guard stopped the answer mid-stream: it is withheld, whatever the
+    // final check says of the part that went out.
+    let mut filtered = false;
     for round in 0..=MAX_TOOL_ROUNDS {
         let call = json!({ "who": who(input), "model": input.model, "messages": transcript, "round": round });
         let reply = ctx.activity(MODEL_COMPLETE, call, MODEL).await?;
@@ -107,8 +114,9 @@ async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, Act
                 json!(usage[key].as_i64().unwrap_or(0) + reply["usage"][key].as_i64().unwrap_or(0));
         }
         answer = reply["content"].as_str().unwrap_or_default().to_owned();
+        filtered = reply["filtered"] == true;
         let calls = reply["tool_calls"].as_array().cloned().unwrap_or_default();
-        if calls.is_empty() || round == MAX_TOOL_ROUNDS {
+        if filtered || calls.is_empty() || round == MAX_TOOL_ROUNDS {
             break;
         }
         let assistant = json!({ "role": "assistant", "content": answer, "tool_calls": calls });
@@ -128,6 +136,11 @@ async fn turn(ctx: &dyn WorkflowContext, input: &TurnInput) -> Result<Value, Act
     let said = ctx
         .activity(POLICY_CHECK, check("completion", &answer), QUICK)
         .await?;
+    let mut said = said;
+    if filtered {
+        said["allowed"] = json!(false);
+        said["filtered"] = json!(true);
+    }
     let allowed = said["allowed"] == true;
     let content = if allowed { answer } else { WITHHELD.to_owned() };
     new_messages.push(json!({ "role": "assistant", "content": content }));
@@ -184,6 +197,7 @@ fn status_error(status: tonic::Status) -> ActivityError {
 impl TurnActivities {
     fn emit(&self, who: &Who, kind: &'static str, data: Value) {
         self.hub.send(TurnEvent {
+            tenant: who.tenant.clone(),
             session_id: who.session_id.clone(),
             turn: who.turn,
             kind,
@@ -191,10 +205,21 @@ impl TurnActivities {
         });
     }
 
-    async fn token(&self, who: &Who) -> Result<String, ActivityError> {
+    /// A token for calling `callee` as the user, narrowed to what the user's request
+    /// could do.
+    async fn token(&self, who: &Who, callee: &ServiceSpec) -> Result<String, ActivityError> {
         self.tokens
-            .for_user(&who.tenant, &who.subject, &who.capabilities)
+            .for_user(callee, &who.tenant, &who.subject, &who.capabilities)
             .await
+            .map_err(|status| match status.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                    ActivityError::retryable("unavailable", "identity cannot be reached")
+                }
+                _ => ActivityError::fatal(
+                    "forbidden",
+                    format!("the user cannot be acted for: {}", status.message()),
+                ),
+            })
     }
 
     async fn policy_check(&self, input: Value) -> Result<Value, ActivityError> {
@@ -205,7 +230,7 @@ impl TurnActivities {
             tool: String::new(),
             session_id: who.session_id.clone(),
         };
-        let token = self.token(&who).await?;
+        let token = self.token(&who, &POLICY).await?;
         let d = self
             .policy
             .clone()
@@ -276,7 +301,8 @@ impl TurnActivities {
         };
         let round = input["round"].as_u64().unwrap_or(0);
         // Which start of this answer this is, counted while the token is fetched.
-        let (token, attempt) = tokio::join!(self.token(&who), self.count_attempt(&who, round));
+        let (token, attempt) =
+            tokio::join!(self.token(&who, &SLM), self.count_attempt(&who, round));
         let token = token?;
         if attempt > 1 {
             // An earlier start broke off (its model call failed, or its replica died, or
@@ -301,6 +327,7 @@ impl TurnActivities {
         let mut content = String::new();
         let mut calls: Vec<Value> = Vec::new();
         let mut usage = json!({});
+        let mut filtered = false;
         let mut feed = DeltaFeed::new(&who, round, attempt);
         while let Some(chunk) = chunks.next().await {
             let chunk = match chunk {
@@ -348,8 +375,15 @@ impl TurnActivities {
             if let Some(u) = chunk.usage {
                 usage = json!({ "prompt_tokens": u.prompt_tokens, "completion_tokens": u.completion_tokens, "cost_micros": u.cost_micros });
             }
+            filtered |= chunk.finish_reason == "content_filter";
         }
         self.publish_progress(&who, feed.flush()).await;
+        if filtered {
+            // Calls from an answer that broke the policy are not made, nor announced.
+            return Ok(
+                json!({ "content": content, "tool_calls": [], "usage": usage, "filtered": true }),
+            );
+        }
         for call in &calls {
             let mut announced = call.clone();
             announced["round"] = json!(round);
@@ -419,6 +453,11 @@ impl TurnActivities {
             .await
             .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
         let outcome = input["outcome"].as_str().unwrap_or("completed");
+        let public_error = if outcome == "failed" {
+            ActivityError::public_of(&input["error"])
+        } else {
+            Value::Null
+        };
         // Ids fixed by the run: however often this runs, consumers see each message and
         // the turn's end once.
         let stable = |what: &str| {
@@ -442,7 +481,7 @@ impl TurnActivities {
             },
             json!({
                 "outcome": outcome, "usage": input["usage"],
-                "rule_ids": input["decision"]["rule_ids"], "error": input["error"],
+                "rule_ids": input["decision"]["rule_ids"], "error": public_error,
             }),
         ));
         for (id, kind, data) in events {
@@ -453,6 +492,14 @@ impl TurnActivities {
                 .publish(topics::CONVERSATION, &who.session_id, &event)
                 .await
                 .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))?;
+        }
+        if outcome == "withheld" {
+            // What streamed of the answer is taken back before its stand-in comes.
+            self.emit(
+                &who,
+                "retract",
+                json!({ "turn": who.turn, "rule_ids": input["decision"]["rule_ids"] }),
+            );
         }
         if let Some(last) = messages
             .last()
@@ -465,7 +512,7 @@ impl TurnActivities {
             );
         }
         match outcome {
-            "failed" => self.emit(&who, "error", input["error"].clone()),
+            "failed" => self.emit(&who, "error", public_error),
             _ => self.emit(
                 &who,
                 "done",

@@ -59,7 +59,7 @@ async fn both_engines_decide_alike() {
             let (engine, compiled) = (&engine, &compiled);
             async move {
                 let roles: Vec<&str> = roles.iter().map(String::as_str).collect();
-                let input = compiled.input(&action, &text, &tool, &roles);
+                let input = compiled.input(&action, &text, &tool, &roles).unwrap();
                 crate::decider::tests_decision(
                     &engine.evaluate(compiled, &input).await.unwrap(),
                     "hash-1",
@@ -128,4 +128,72 @@ async fn both_engines_decide_alike() {
         let operator = decide(ask("tool", "", "web_search", &["operator"])).await;
         assert!(operator.allowed, "{name}: {operator:?}");
     }
+}
+
+/// Patterns that do not compile together deny every decision: matching nothing instead
+/// would let personal data and every tenant pattern through unnoticed.
+#[tokio::test]
+async fn broken_patterns_deny_rather_than_match_nothing() {
+    let constitution = Constitution::default_document();
+    let broken = Rule {
+        id: "acme.broken".into(),
+        kind: RuleKind::ForbiddenPattern,
+        value: "(unclosed".into(),
+        ..tenant_rule()
+    };
+    let compiled = std::sync::Arc::new(compile("tenant-1", &constitution, "hash-1", &[broken]));
+    assert!(
+        compiled
+            .input("prompt", "my card is 4111 1111 1111 1111", "", &[])
+            .is_err()
+    );
+    for engine in engines() {
+        let question = crate::engine::Question {
+            action: "prompt".into(),
+            text: "hello".into(),
+            tool: String::new(),
+            roles: vec!["operator".into()],
+        };
+        assert!(
+            engine.decide(&compiled, question).await.is_err(),
+            "{}: a decision without the patterns",
+            engine.name()
+        );
+    }
+}
+
+/// The decision runs where a deadline can stop waiting for it: a slow evaluation in
+/// process does not hold the caller past its timeout.
+#[tokio::test(flavor = "current_thread")]
+async fn a_deadline_cuts_off_a_slow_evaluation() {
+    let constitution = Constitution::default_document();
+    let compiled = std::sync::Arc::new(compile(
+        "tenant-1",
+        &constitution,
+        "hash-1",
+        &[tenant_rule()],
+    ));
+    let engine = Engine::InProcess(InProcess::default());
+    let question = crate::engine::Question {
+        action: "prompt".into(),
+        // Long enough that matching and evaluating take far more than the deadline.
+        text: "an ordinary sentence about the weather. ".repeat(200_000),
+        tool: String::new(),
+        roles: vec!["operator".into()],
+    };
+    let started = std::time::Instant::now();
+    let outcome = tokio::time::timeout(
+        std::time::Duration::from_millis(20),
+        engine.decide(&compiled, question),
+    )
+    .await;
+    assert!(
+        outcome.is_err(),
+        "the evaluation finished inside the deadline: make the text longer"
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "the caller waited {:?} past a 20 ms deadline",
+        started.elapsed()
+    );
 }

@@ -215,8 +215,13 @@ impl PolicyDecider {
             .await
             .map_err(|_| Unanswered::TimedOut("preparing the tenant's policy"))?
             .map_err(Unanswered::Failed)?;
-        let input = compiled.input(&q.action, &q.text, &q.tool, roles);
-        let document = tokio::time::timeout(DEADLINE, self.engine.evaluate(&compiled, &input))
+        let question = crate::engine::Question {
+            action: q.action.clone(),
+            text: q.text.clone(),
+            tool: q.tool.clone(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        };
+        let document = tokio::time::timeout(DEADLINE, self.engine.decide(&compiled, question))
             .await
             .map_err(|_| Unanswered::TimedOut("deciding"))?
             .map_err(Unanswered::Failed)?;
@@ -225,6 +230,14 @@ impl PolicyDecider {
                 "the engine's decision has an unexpected shape: {document}"
             ))
         })
+    }
+
+    /// The tenant's compiled policy, as decisions use it (`token` reads the
+    /// constitution); bounded like a decision's preparation.
+    pub async fn compiled(&self, tenant: &str, token: &str) -> anyhow::Result<Arc<Compiled>> {
+        tokio::time::timeout(PREPARE, self.compiled_for(tenant, token))
+            .await
+            .map_err(|_| anyhow::anyhow!("preparing the tenant's policy timed out"))?
     }
 
     async fn compiled_for(&self, tenant: &str, token: &str) -> anyhow::Result<Arc<Compiled>> {

@@ -3,7 +3,7 @@
 //! same decision document; any failure is an error the caller turns into a denial.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -37,14 +37,60 @@ impl Engine {
             Self::Opa(e) => e.evaluate(compiled, input).await,
         }
     }
+
+    /// Decides `question` under `compiled`, the pattern matching and an in-process
+    /// evaluation on a blocking thread: the future yields while they run, so a deadline
+    /// around it binds (a synchronous evaluation inside `timeout` would finish, however
+    /// long it took, before the timer is ever checked).
+    pub async fn decide(
+        &self,
+        compiled: &Arc<Compiled>,
+        question: Question,
+    ) -> anyhow::Result<Value> {
+        let run = |f: Box<dyn FnOnce() -> anyhow::Result<Value> + Send>| async move {
+            tokio::task::spawn_blocking(f).await?
+        };
+        match self {
+            Self::InProcess(e) => {
+                let (pools, compiled) = (e.pools.clone(), compiled.clone());
+                run(Box::new(move || {
+                    let input = question.input(&compiled)?;
+                    InProcess::evaluate_in(&pools, &compiled, &input)
+                }))
+                .await
+            }
+            Self::Opa(e) => {
+                let matched = compiled.clone();
+                let input = run(Box::new(move || question.input(&matched))).await?;
+                e.evaluate(compiled, &input).await
+            }
+        }
+    }
 }
+
+/// What a decision is asked about, owned so it can move to a blocking thread.
+pub struct Question {
+    pub action: String,
+    pub text: String,
+    pub tool: String,
+    pub roles: Vec<String>,
+}
+
+impl Question {
+    fn input(&self, compiled: &Compiled) -> anyhow::Result<Value> {
+        let roles: Vec<&str> = self.roles.iter().map(String::as_str).collect();
+        compiled.input(&self.action, &self.text, &self.tool, &roles)
+    }
+}
+
+type Pools = Mutex<HashMap<String, Vec<regorus::Engine>>>;
 
 /// regorus, each module parsed once: parsed engines wait in a pool per module, one per
 /// evaluation running at the same time, so evaluations run in parallel without
 /// parsing or copying the module again.
 #[derive(Default)]
 pub struct InProcess {
-    pools: Mutex<HashMap<String, Vec<regorus::Engine>>>,
+    pools: Arc<Pools>,
 }
 
 /// Parsed engines kept per module.
@@ -62,13 +108,16 @@ impl InProcess {
 
     fn prepare(&self, compiled: &Compiled) -> anyhow::Result<()> {
         let parsed = Self::parse(compiled)?;
-        self.put_back(compiled, parsed);
+        Self::put_back(&self.pools, compiled, parsed);
         Ok(())
     }
 
     fn evaluate(&self, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
-        let pooled = self
-            .pools
+        Self::evaluate_in(&self.pools, compiled, input)
+    }
+
+    fn evaluate_in(pools: &Pools, compiled: &Compiled, input: &Value) -> anyhow::Result<Value> {
+        let pooled = pools
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get_mut(&compiled.package)
@@ -80,12 +129,12 @@ impl InProcess {
         engine.set_input(regorus::Value::from_json_str(&input.to_string())?);
         let decision = engine.eval_rule(compiled.decision_rule())?;
         let decision = serde_json::from_str(&decision.to_json_str()?)?;
-        self.put_back(compiled, engine);
+        Self::put_back(pools, compiled, engine);
         Ok(decision)
     }
 
-    fn put_back(&self, compiled: &Compiled, engine: regorus::Engine) {
-        let mut pools = self.pools.lock().unwrap_or_else(|e| e.into_inner());
+    fn put_back(pools: &Pools, compiled: &Compiled, engine: regorus::Engine) {
+        let mut pools = pools.lock().unwrap_or_else(|e| e.into_inner());
         if pools.len() > 1024 {
             pools.clear();
         }

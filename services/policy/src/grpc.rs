@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::auth::{Capability, Principal, ServiceTokens, Verifier};
 use somagent_common::constitution::Severity;
 use somagent_common::error::ApiError;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
@@ -19,6 +19,8 @@ pub struct PolicyGrpc {
     pub decider: Arc<PolicyDecider>,
     pub verifier: Arc<Verifier>,
     pub events: EventBus,
+    /// Policy's own tokens for reading a constitution for a service's user.
+    pub tokens: ServiceTokens,
 }
 
 fn rule_message(r: Rule) -> pb::Rule {
@@ -60,6 +62,38 @@ fn rule_of(id: String, r: pb::Rule) -> Result<Rule, ApiError> {
 }
 
 impl PolicyGrpc {
+    /// The token that reads the constitution for `principal`: a user's own token goes
+    /// on as it came; a service token was meant for policy alone, so policy asks identity
+    /// for one of its own, for the constitution service.
+    async fn constitution_token<T>(
+        &self,
+        principal: &Principal,
+        request: &Request<T>,
+    ) -> Result<String, Status> {
+        if principal.actor.is_none() {
+            return Ok(somagent_common::auth::grpc::bearer_of(request)
+                .unwrap_or_default()
+                .to_owned());
+        }
+        self.tokens
+            .for_user(
+                &somagent_common::service::CONSTITUTION,
+                principal.tenant.as_str(),
+                &principal.subject,
+                &[Capability::ConstitutionRead.as_str().to_owned()],
+            )
+            .await
+            .map_err(|status| {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "the constitution cannot be read for this user: {}",
+                        status.message()
+                    ),
+                )
+            })
+    }
+
     /// Drops this replica's caches for the tenant now and tells the others.
     async fn changed(&self, principal: &Principal, rule_id: &str, action: &str) {
         self.decider.invalidate(principal.tenant.as_str());
@@ -101,9 +135,7 @@ impl PolicyService for PolicyGrpc {
     ) -> Result<Response<pb::Decision>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
         principal.require(Capability::PolicyRead)?;
-        let token = somagent_common::auth::grpc::bearer_of(&request)
-            .unwrap_or_default()
-            .to_owned();
+        let token = self.constitution_token(&principal, &request).await?;
         let r = request.into_inner();
         let question = Question {
             action: r.action,
@@ -123,6 +155,33 @@ impl PolicyService for PolicyGrpc {
             rule_ids: d.rule_ids,
             constitution_hash: d.constitution_hash,
             flagged: d.flagged,
+        }))
+    }
+
+    async fn get_output_guard(
+        &self,
+        request: Request<pb::GetOutputGuardRequest>,
+    ) -> Result<Response<pb::OutputGuard>, Status> {
+        let principal = principal_of(&self.verifier, &request).await?;
+        // Whoever may use a model may know what its answers may not say.
+        if !principal.can(Capability::ModelsUse) {
+            principal.require(Capability::PolicyRead)?;
+        }
+        let token = self.constitution_token(&principal, &request).await?;
+        let compiled = self
+            .decider
+            .compiled(principal.tenant.as_str(), &token)
+            .await
+            .map_err(|e| {
+                ApiError::unavailable("the tenant's output policy cannot be loaded right now", e)
+            })?;
+        let guard = &compiled.output_guard;
+        Ok(Response::new(pb::OutputGuard {
+            term_ids: guard.terms.iter().map(|(id, _)| id.clone()).collect(),
+            terms: guard.terms.iter().map(|(_, t)| t.clone()).collect(),
+            pattern_ids: guard.patterns.iter().map(|(id, _)| id.clone()).collect(),
+            patterns: guard.patterns.iter().map(|(_, p)| p.clone()).collect(),
+            constitution_hash: compiled.constitution_hash.clone(),
         }))
     }
 

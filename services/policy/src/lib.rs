@@ -12,6 +12,7 @@ mod contract;
 mod decider;
 pub mod engine;
 mod grpc;
+pub mod output_guard;
 pub mod rego;
 pub mod rules;
 mod store;
@@ -21,11 +22,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::events::topics;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
-use somagent_common::service::CONSTITUTION;
+use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::service::{CONSTITUTION, IDENTITY};
 
 pub use somagent_common::service::POLICY as SPEC;
 
@@ -64,8 +66,16 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     forget_on_change(decider.clone(), events.clone()).await?;
     let grpc = grpc::PolicyGrpc {
         decider,
-        verifier: Arc::new(Verifier::new(vec![builtin_issuer(&config)], Some(cache))),
+        verifier: Arc::new(Verifier::new(
+            vec![builtin_issuer(&config, &SPEC)],
+            Some(cache),
+        )),
         events,
+        tokens: ServiceTokens::new(
+            IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?),
+            &SPEC,
+            ServiceCredential::load(&config.data_dir, &SPEC)?,
+        ),
     };
     let service =
         somagent_common::proto::policy::v1::policy_service_server::PolicyServiceServer::new(grpc);

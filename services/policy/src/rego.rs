@@ -17,15 +17,30 @@ pub struct Compiled {
     pub module: String,
     /// The constitution's hash, reported with every decision.
     pub constitution_hash: String,
+    /// What an answer may not say, for checking it as it streams.
+    pub output_guard: crate::output_guard::OutputGuard,
     pattern_ids: Vec<String>,
-    patterns: regex::RegexSet,
+    /// `Err` when the tenant's patterns do not compile together: then no decision can
+    /// be made, and every one is denied (fail closed), never made without them.
+    patterns: Result<regex::RegexSet, String>,
 }
 
 impl Compiled {
-    /// The engines' input: the question, plus the ids of the patterns the text matches.
-    pub fn input(&self, action: &str, text: &str, tool: &str, roles: &[&str]) -> Value {
+    /// The engines' input: the question, plus the ids of the patterns the text matches;
+    /// an error if the patterns could not be compiled.
+    pub fn input(
+        &self,
+        action: &str,
+        text: &str,
+        tool: &str,
+        roles: &[&str],
+    ) -> anyhow::Result<Value> {
+        let patterns = self
+            .patterns
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("the tenant's policy patterns do not compile: {e}"))?;
         let hits: Vec<&str> = if matches!(action, "prompt" | "completion") {
-            self.patterns
+            patterns
                 .matches(text)
                 .into_iter()
                 .map(|i| self.pattern_ids[i].as_str())
@@ -33,7 +48,9 @@ impl Compiled {
         } else {
             Vec::new()
         };
-        json!({ "action": action, "text": text, "tool": tool, "roles": roles, "pattern_hits": hits })
+        Ok(
+            json!({ "action": action, "text": text, "tool": tool, "roles": roles, "pattern_hits": hits }),
+        )
     }
 
     /// The rule the engines evaluate.
@@ -144,17 +161,19 @@ pub fn compile(
         .iter()
         .map(|p| p["id"].as_str().unwrap_or_default().to_owned())
         .collect();
-    // Patterns were checked when published; one that still fails to compile matches
-    // nothing rather than everything.
+    // Patterns were checked when published; if they still fail to compile together (a
+    // size limit, an engine change), decisions are denied until they are fixed: matching
+    // nothing would let PII and every tenant pattern through unnoticed.
     let sources: Vec<&str> = patterns
         .iter()
         .map(|p| p["value"].as_str().unwrap_or_default())
         .collect();
-    let patterns = regex::RegexSet::new(&sources).unwrap_or_else(|e| {
-        tracing::error!(error = %e, tenant, "a policy pattern does not compile; patterns are off");
-        regex::RegexSet::empty()
+    let patterns = regex::RegexSet::new(&sources).map_err(|e| {
+        tracing::error!(error = %e, tenant, "the policy patterns do not compile; every decision is denied");
+        e.to_string()
     });
     Compiled {
+        output_guard: crate::output_guard::OutputGuard::from_constants(&constants),
         package,
         module,
         constitution_hash: constitution_hash.to_owned(),

@@ -1,10 +1,16 @@
 //! Asynchronous inference over the bus: a request on `slm.requests`
-//! (`{request_id, model, messages, max_tokens?, temperature?, session_id?}`, the
-//! envelope naming the tenant and the user it is for) is answered on `slm.responses`
-//! with `{request_id, status: completed | failed, message?, finish_reason?, usage?,
-//! error?}`. Metered like any call. A request delivered twice is answered once: the
+//! (`{request_id, token, model, messages, max_tokens?, temperature?, session_id?}`) is
+//! answered on `slm.responses` with `{request_id, status: completed | failed, message?,
+//! finish_reason?, usage?, error?}`, `error` being the problem `{code, message,
+//! details}`. Metered like any call. A request delivered twice is answered once: the
 //! handled ids are kept in the store, and the answer's event id is fixed by the request
 //! id so consumers can deduplicate a repeated answer.
+//!
+//! Writing to the topic proves nothing, so a request is governed as the gRPC path is:
+//! `token` is the caller's platform access token or a service token acting for them,
+//! verified by the one verifier; its tenant must be the envelope's; it needs
+//! `models:use`; the prompt passes the tenant's policy. Anything else is answered with
+//! a failure and never reaches a model or the bill.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +20,28 @@ use somagent_common::infra::db::{Db, claim_event};
 use somagent_common::infra::events::{Envelope, EventBus, topics};
 use somagent_common::infra::outbox::Outbox;
 
+use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::error::{ApiError, ErrorCode};
+
 use crate::domain::chat::{Message, Role};
 use crate::metering::Caller;
 use crate::router::{ChatInput, ModelRouter};
+use somagent_common::moderation::PromptModeration;
 
 const CONSUMER: &str = "slm-async";
+
+/// What a request must get past before a model sees it.
+pub struct Gate {
+    pub verifier: Arc<Verifier>,
+    pub policy: PromptModeration,
+    /// The tenant's output guard, which the answer's text passes as the model writes it.
+    pub output_rules: Arc<crate::output_rules::OutputRuleSource>,
+}
 
 /// Answers requests until the process ends.
 pub async fn serve(
     router: Arc<ModelRouter>,
+    gate: Gate,
     events: EventBus,
     db: Db,
     outbox: Outbox,
@@ -43,7 +62,7 @@ pub async fn serve(
                 let _ = requests.commit(&delivery).await;
                 continue;
             }
-            let answer = answer(&router, event).await;
+            let (answer, subject) = answer(&router, &gate, event).await;
             let request_id = event.data["request_id"]
                 .as_str()
                 .unwrap_or_default()
@@ -53,8 +72,8 @@ pub async fn serve(
                 &uuid::Uuid::NAMESPACE_URL,
                 format!("somagent:slm-response:{}", event.id).as_bytes(),
             );
-            if let Some(subject) = &event.subject {
-                response = response.with_subject(subject.clone());
+            if let Some(subject) = subject {
+                response = response.with_subject(subject);
             }
             let key = if request_id.is_empty() {
                 event.tenant.as_str().to_owned()
@@ -99,14 +118,67 @@ async fn mark_handled(db: &Db, id: &uuid::Uuid) {
     }
 }
 
-async fn answer(router: &Arc<ModelRouter>, event: &Envelope) -> Value {
+/// A failed answer: the problem as the gRPC path would give it, its internal cause
+/// logged under the correlation id the problem names, never sent.
+fn failed(request_id: &Value, error: ApiError) -> Value {
+    if let Some(cause) = &error.cause {
+        tracing::warn!(code = error.code.as_str(), details = %error.details, error = %cause, "an async inference request failed");
+    }
+    json!({
+        "request_id": request_id,
+        "status": "failed",
+        "error": { "code": error.code.as_str(), "message": error.message, "details": error.details },
+    })
+}
+
+/// The principal the request acts as, from the token it carries.
+async fn principal(gate: &Gate, event: &Envelope) -> Result<(Principal, String), ApiError> {
+    let token = event.data["token"].as_str().unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            "the request carries no token: put the caller's access token or a service token acting for them in `token`",
+        ));
+    }
+    let principal = gate.verifier.verify(token).await.map_err(|_| {
+        ApiError::new(
+            ErrorCode::Unauthorized,
+            "the request's token is not valid (unknown issuer, bad signature, expired or revoked)",
+        )
+    })?;
+    if principal.tenant != event.tenant {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the request's token belongs to another tenant than the request",
+        ));
+    }
+    if event
+        .subject
+        .as_ref()
+        .is_some_and(|subject| *subject != principal.subject)
+    {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the request's token is for another user than the request names",
+        ));
+    }
+    principal.require(Capability::ModelsUse)?;
+    Ok((principal, token.to_owned()))
+}
+
+/// The answer to one request, and the user it answers.
+async fn answer(
+    router: &Arc<ModelRouter>,
+    gate: &Gate,
+    event: &Envelope,
+) -> (Value, Option<String>) {
     let data = &event.data;
     let request_id = data["request_id"].clone();
-    let failed =
-        |message: String| json!({ "request_id": request_id, "status": "failed", "error": message });
-    let Some(subject) = event.subject.clone() else {
-        return failed("the request names no user (the envelope's subject)".into());
+    let (principal, token) = match principal(gate, event).await {
+        Ok(found) => found,
+        Err(e) => return (failed(&request_id, e), event.subject.clone()),
     };
+    let subject = Some(principal.subject.clone());
     let mut messages = Vec::new();
     for (i, m) in data["messages"]
         .as_array()
@@ -115,12 +187,28 @@ async fn answer(router: &Arc<ModelRouter>, event: &Envelope) -> Value {
         .enumerate()
     {
         let Some(role) = m["role"].as_str().and_then(Role::parse) else {
-            return failed(format!("message {i} has no known role"));
+            let error = ApiError::validation("messages", format!("message {i} has no known role"));
+            return (failed(&request_id, error), subject);
         };
         messages.push(Message::new(
             role,
             m["content"].as_str().unwrap_or_default(),
         ));
+    }
+    let session = data["session_id"].as_str().map(str::to_owned);
+    // Every role is moderated: a request on the bus may put any text in any message.
+    let said: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
+    if let Err(e) = gate
+        .policy
+        .check(
+            &principal,
+            &token,
+            &said.join("\n"),
+            session.as_deref().unwrap_or_default(),
+        )
+        .await
+    {
+        return (failed(&request_id, e), subject);
     }
     let input = ChatInput {
         model: data["model"].as_str().unwrap_or_default().to_owned(),
@@ -129,18 +217,30 @@ async fn answer(router: &Arc<ModelRouter>, event: &Envelope) -> Value {
         temperature: data["temperature"].as_f64().map(|t| t as f32),
         ..ChatInput::default()
     };
+    if let Some(t) = input.temperature
+        && !(0.0..=2.0).contains(&t)
+    {
+        let error = ApiError::validation("temperature", "is between 0 and 2");
+        return (failed(&request_id, error), subject);
+    }
+    if input.max_tokens == Some(0) {
+        let error = ApiError::validation("max_tokens", "is at least 1");
+        return (failed(&request_id, error), subject);
+    }
     let caller = Caller {
-        tenant: event.tenant.clone(),
-        subject,
-        session: data["session_id"].as_str().map(str::to_owned),
+        tenant: principal.tenant.clone(),
+        subject: principal.subject.clone(),
+        session,
     };
     let outcome = async {
+        let mut input = input;
+        input.output_rules = Some(gate.output_rules.for_caller(&principal, &token).await?);
         let answer = router.open(caller, input).await?;
         let profile = answer.profile.clone();
         let (done, usage, cost, currency) = answer.collect().await?;
-        Ok::<_, somagent_common::error::ApiError>((done, usage, cost, currency, profile))
+        Ok::<_, ApiError>((done, usage, cost, currency, profile))
     };
-    match outcome.await {
+    let answer = match outcome.await {
         Ok((done, usage, cost, currency, profile)) => json!({
             "request_id": request_id,
             "status": "completed",
@@ -149,6 +249,7 @@ async fn answer(router: &Arc<ModelRouter>, event: &Envelope) -> Value {
             "finish_reason": done.finish_reason.map(|f| f.as_str()),
             "usage": { "prompt_tokens": usage.prompt, "completion_tokens": usage.completion, "cost_micros": cost, "currency": currency },
         }),
-        Err(e) => failed(e.message),
-    }
+        Err(e) => failed(&request_id, e),
+    };
+    (answer, subject)
 }

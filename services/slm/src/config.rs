@@ -4,7 +4,7 @@
 //!   `default` upstream, any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp
 //!   server, Ray Serve), and its model.
 //! - `SOMAGENT_LLM_UPSTREAMS[_FILE]`: more, as JSON `[{"name", "base_url", "api_key"?}]`,
-//!   for tenants' profiles to name.
+//!   for platform profiles to name.
 //! - `SOMAGENT_LLM_MODEL_PATH`: the local model's GGUF file (SmolLM2-135M-Instruct);
 //!   by default looked for in `<data dir>/models/` and `~/.cache/somagent/models/`.
 //! - `SOMAGENT_LLM_PRICE_PROMPT`, `SOMAGENT_LLM_PRICE_COMPLETION`: what the platform's

@@ -7,21 +7,37 @@ use futures::Stream;
 use serde_json::Value;
 use somagent_common::auth::grpc::principal_of;
 use somagent_common::auth::{Capability, Principal, Verifier};
-use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::Usage;
 use somagent_common::proto::slm::v1 as pb;
 use somagent_common::proto::slm::v1::slm_service_server::SlmService;
 use tonic::{Request, Response, Status};
 
-use crate::domain::chat::{Delta, Message, Role, parse_tool_calls, tool_calls_json};
-use crate::domain::pricing::Price;
-use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile};
+use crate::domain::chat::{Delta, FinishReason, Message, Role, parse_tool_calls, tool_calls_json};
+use crate::domain::profile::Profile;
 use crate::metering::Caller;
+use crate::output_rules::OutputRuleSource;
+use crate::profiles;
 use crate::router::{ChatInput, ModelRouter, Piece};
 
 pub struct SlmGrpc {
     pub router: Arc<ModelRouter>,
     pub verifier: Arc<Verifier>,
+    pub output_rules: Arc<OutputRuleSource>,
+}
+
+impl SlmGrpc {
+    /// The request as the router takes it, guarded by the tenant's output rules.
+    async fn guarded_input(
+        &self,
+        principal: &Principal,
+        bearer: &str,
+        r: pb::ChatRequest,
+    ) -> Result<ChatInput, ApiError> {
+        let mut input = chat_input(r)?;
+        input.output_rules = Some(self.output_rules.for_caller(principal, bearer).await?);
+        Ok(input)
+    }
 }
 
 /// The request as the router takes it; malformed parts are 422 problems.
@@ -85,6 +101,7 @@ pub fn chat_input(r: pb::ChatRequest) -> Result<ChatInput, ApiError> {
         max_tokens: r.max_tokens,
         stop: r.stop,
         seed: r.seed,
+        output_rules: None,
     })
 }
 
@@ -119,6 +136,7 @@ fn profile_message(p: Profile) -> pb::Profile {
         currency: p.currency,
         timeout_ms: p.timeout_ms,
         scope: if p.platform { "platform" } else { "tenant" }.into(),
+        base: p.base.unwrap_or_default(),
     }
 }
 
@@ -131,16 +149,25 @@ impl SlmService for SlmGrpc {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
+        let bearer = somagent_common::auth::grpc::bearer_of(&request)
+            .unwrap_or_default()
+            .to_owned();
         let r = request.into_inner();
         let caller = caller(&principal, &r.session_id)?;
-        let answer = self.router.open(caller, chat_input(r)?).await?;
+        let input = self.guarded_input(&principal, &bearer, r).await?;
+        let answer = self.router.open(caller, input).await?;
         let (id, model, profile, created) = (
             answer.call_id.clone(),
             answer.model.clone(),
             answer.profile.clone(),
             answer.created,
         );
-        let (done, tokens, cost, currency) = answer.collect().await?;
+        let (mut done, tokens, cost, currency) = answer.collect().await?;
+        if done.finish_reason == Some(FinishReason::ContentFilter) {
+            // As OpenAI does: the reason says why, and nothing of the answer is given.
+            done.content.clear();
+            done.tool_calls.clear();
+        }
         Ok(Response::new(pb::ChatResponse {
             id,
             model,
@@ -171,9 +198,13 @@ impl SlmService for SlmGrpc {
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatCompletionStreamStream>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
+        let bearer = somagent_common::auth::grpc::bearer_of(&request)
+            .unwrap_or_default()
+            .to_owned();
         let r = request.into_inner();
         let caller = caller(&principal, &r.session_id)?;
-        let answer = self.router.open(caller, chat_input(r)?).await?;
+        let input = self.guarded_input(&principal, &bearer, r).await?;
+        let answer = self.router.open(caller, input).await?;
         let header = pb::ChatChunk {
             id: answer.call_id.clone(),
             model: answer.model.clone(),
@@ -280,44 +311,16 @@ impl SlmService for SlmGrpc {
         request: Request<pb::PutProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
-        principal.require(Capability::SettingsWrite)?;
         let p = request
             .into_inner()
             .profile
             .ok_or_else(|| ApiError::validation("profile", "is required"))?;
-        let profile = Profile {
-            name: p.name,
-            upstream: p.upstream,
-            model: p.model,
-            temperature: p.temperature,
-            max_tokens: p.max_tokens,
-            fallbacks: p.fallbacks,
-            price: Price {
-                prompt_micros_per_1k: p.prompt_price_micros_per_1k,
-                completion_micros_per_1k: p.completion_price_micros_per_1k,
-            },
-            currency: if p.currency.is_empty() {
-                "USD".into()
-            } else {
-                p.currency
-            },
-            timeout_ms: if p.timeout_ms == 0 {
-                DEFAULT_TIMEOUT_MS
-            } else {
-                p.timeout_ms
-            },
-            platform: false,
+        let saved = if p.scope == "platform" {
+            profiles::put_platform(&self.router, &principal, p).await?
+        } else {
+            profiles::put_tenant(&self.router, &principal, p).await?
         };
-        profile
-            .validate(&self.router.upstream_names())
-            .map_err(|(field, message)| ApiError::validation(field, message))?;
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        self.router
-            .profiles()
-            .put(principal.tenant.as_str(), &profile, now)
-            .await
-            .map_err(ApiError::internal)?;
-        Ok(Response::new(profile_message(profile)))
+        Ok(Response::new(profile_message(saved)))
     }
 
     async fn delete_profile(
@@ -325,21 +328,7 @@ impl SlmService for SlmGrpc {
         request: Request<pb::DeleteProfileRequest>,
     ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
-        principal.require(Capability::SettingsWrite)?;
-        let name = &request.get_ref().name;
-        if !self
-            .router
-            .profiles()
-            .delete(principal.tenant.as_str(), name)
-            .await
-            .map_err(ApiError::internal)?
-        {
-            return Err(ApiError::new(
-                ErrorCode::NotFound,
-                "no profile of this tenant has this name",
-            )
-            .into());
-        }
+        profiles::delete(&self.router, &principal, &request.get_ref().name).await?;
         Ok(Response::new(pb::DeleteProfileResponse {}))
     }
 }

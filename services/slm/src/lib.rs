@@ -10,7 +10,10 @@
 //! - `router`: profiles → upstream calls, retries, fallbacks, streaming, metering.
 //! - `metering`, `counting`: usage events through the outbox; token counts when an
 //!   upstream reports none.
-//! - `store`: the tenants' profiles.
+//! - `store`: the stored profiles: tenants' tunings and platform admins' profiles.
+//! - `profiles`: who may set which profile (prices belong to the platform).
+//! - `output_rules`: the tenant's output guard from policy, which every answer's text
+//!   passes as it streams (`domain::output_guard`).
 //! - `grpc`: the `somagent.slm.v1` service the gateway calls.
 //! - `async_inference`: answers `slm.requests` on `slm.responses`.
 
@@ -21,17 +24,23 @@ pub mod domain;
 mod grpc;
 mod local_model;
 mod metering;
+mod output_rules;
+mod profiles;
 mod router;
 mod store;
 mod upstream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::outbox::Outbox;
+use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::service::{IDENTITY, POLICY};
 
 use crate::config::{LOCAL_MODEL_ID, SlmConfig};
 use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile};
@@ -75,6 +84,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         currency: "USD".into(),
         timeout_ms: DEFAULT_TIMEOUT_MS,
         platform: true,
+        base: None,
     };
     if let Some(model) = &slm.default_model
         && slm.upstreams.iter().any(|u| u.name == "default")
@@ -83,6 +93,14 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             price: slm.default_price,
             ..profile("default", "default", model)
         });
+        // OpenAI clients call a model by its own id; it is the same model at the same
+        // price.
+        if model != "default" {
+            platform.push(Profile {
+                price: slm.default_price,
+                ..profile(model, "default", model)
+            });
+        }
     }
     if let Some(path) = &slm.local_model {
         upstreams.insert(
@@ -112,12 +130,30 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         metering::UsageMeter::new(outbox.clone()),
         counting::TokenCounter::new()?,
     );
-    let verifier = Verifier::new(vec![builtin_issuer(&config)], Some(cache));
+    let verifier = Arc::new(Verifier::new(
+        vec![builtin_issuer(&config, &SPEC)],
+        Some(cache.clone()),
+    ));
     let router = Arc::new(router);
-    async_inference::serve(router.clone(), events, db, outbox).await?;
+    let policy = PolicyServiceClient::new(config.channel(&POLICY, Some(Duration::from_secs(15)))?);
+    let output_rules = Arc::new(output_rules::OutputRuleSource::new(
+        policy.clone(),
+        ServiceTokens::new(
+            IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?),
+            &SPEC,
+            ServiceCredential::load(&config.data_dir, &SPEC)?,
+        ),
+    ));
+    let gate = async_inference::Gate {
+        verifier: verifier.clone(),
+        policy: somagent_common::moderation::PromptModeration::new(policy, cache),
+        output_rules: output_rules.clone(),
+    };
+    async_inference::serve(router.clone(), gate, events, db, outbox).await?;
     let grpc = grpc::SlmGrpc {
         router,
-        verifier: Arc::new(verifier),
+        verifier,
+        output_rules,
     };
     let service = somagent_common::proto::slm::v1::slm_service_server::SlmServiceServer::new(grpc);
     Ok(builder.grpc(service).build())

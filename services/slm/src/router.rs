@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::counting::TokenCounter;
 use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, Message, TokenUsage};
+use crate::domain::output_guard::{OutputRules, StreamGuard, Verdict};
 use crate::domain::profile::{MAX_FALLBACKS, Profile};
 use crate::metering::{Caller, Metered, UsageMeter};
 use crate::store::ProfileStore;
@@ -34,6 +35,9 @@ pub struct ChatInput {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub seed: Option<u64>,
+    /// The tenant's rules for what the answer may not say: its text goes out only as
+    /// far as they pass it (`None` only where no answer text reaches anyone).
+    pub output_rules: Option<Arc<OutputRules>>,
 }
 
 /// One piece of an answer on its way to the caller.
@@ -118,37 +122,71 @@ impl ModelRouter {
         &self.profiles
     }
 
-    /// The tenant's profiles over the platform's, by name.
-    pub async fn visible_profiles(&self, tenant: &str) -> Result<Vec<Profile>, ApiError> {
-        let own = self
+    /// Whether the platform's configuration (rather than an admin) set `name`.
+    pub fn configured(&self, name: &str) -> bool {
+        self.platform.iter().any(|p| p.name == name)
+    }
+
+    /// The platform's profiles: its configuration's, then those platform admins set.
+    pub async fn platform_profiles(&self) -> Result<Vec<Profile>, ApiError> {
+        let stored = self
             .profiles
-            .list(tenant)
+            .platform_list()
             .await
             .map_err(ApiError::internal)?;
-        let mut all: Vec<Profile> = self
-            .platform
-            .iter()
-            .filter(|p| !own.iter().any(|o| o.name == p.name))
-            .cloned()
-            .collect();
-        all.extend(own);
+        let mut all = self.platform.clone();
+        all.extend(stored.into_iter().filter(|p| !self.configured(&p.name)));
+        Ok(all)
+    }
+
+    /// The profiles the tenant may call: the platform's and the tenant's tunings of
+    /// them. A tuning never shadows a platform profile: platform names come first.
+    pub async fn visible_profiles(&self, tenant: &str) -> Result<Vec<Profile>, ApiError> {
+        let platform = self.platform_profiles().await?;
+        let own = self
+            .profiles
+            .tenant_list(tenant)
+            .await
+            .map_err(ApiError::internal)?;
+        let mut all = Vec::with_capacity(platform.len() + own.len());
+        for tuning in own {
+            if platform.iter().any(|p| p.name == tuning.name) {
+                continue;
+            }
+            match platform.iter().find(|p| p.name == tuning.base) {
+                Some(base) => all.push(tuning.over(base)),
+                None => {
+                    tracing::warn!(profile = %tuning.name, base = %tuning.base, "a tenant profile builds on a platform profile that is gone")
+                }
+            }
+        }
+        all.extend(platform);
         all.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(all)
     }
 
     async fn profile(&self, tenant: &str, name: &str) -> Result<Option<Profile>, ApiError> {
-        if let Some(own) = self
+        let platform = self.platform_profiles().await?;
+        if let Some(own) = platform.iter().find(|p| p.name == name) {
+            return Ok(Some(own.clone()));
+        }
+        let Some(tuning) = self
             .profiles
-            .get(tenant, name)
+            .tenant_get(tenant, name)
             .await
             .map_err(ApiError::internal)?
-        {
-            return Ok(Some(own));
-        }
-        Ok(self.platform.iter().find(|p| p.name == name).cloned())
+        else {
+            return Ok(None);
+        };
+        Ok(platform
+            .iter()
+            .find(|p| p.name == tuning.base)
+            .map(|base| tuning.over(base)))
     }
 
     /// The profile `model` names, then its fallbacks (and theirs), without repeats.
+    /// A name no profile has is a 404 naming those there are, never a guess at an
+    /// upstream's model at another model's price.
     async fn chain(&self, tenant: &str, model: &str) -> Result<Vec<Profile>, ApiError> {
         if self.upstreams.is_empty() {
             return Err(ApiError::new(
@@ -158,29 +196,21 @@ impl ModelRouter {
             ));
         }
         let name = if model.is_empty() { "default" } else { model };
-        let first = match self.profile(tenant, name).await? {
-            Some(profile) => profile,
-            // A model id the default upstream serves, called like OpenAI's API is.
-            None => match self
-                .platform
-                .iter()
-                .find(|p| p.name == "default" && p.upstream == "default")
-            {
-                Some(default) => Profile {
-                    name: name.to_owned(),
-                    model: name.to_owned(),
-                    ..default.clone()
-                },
-                None => {
-                    return Err(ApiError::new(
-                        ErrorCode::NotFound,
-                        format!(
-                            "the model `{}` is not available here; GET /v1/models lists those that are",
-                            clip(name)
-                        ),
-                    ));
-                }
-            },
+        let Some(first) = self.profile(tenant, name).await? else {
+            let models: Vec<String> = self
+                .visible_profiles(tenant)
+                .await?
+                .into_iter()
+                .map(|p| p.name)
+                .collect();
+            return Err(ApiError::new(
+                ErrorCode::ModelNotFound,
+                format!(
+                    "the model `{}` does not exist or this tenant may not use it; GET /v1/models lists those it may",
+                    clip(name)
+                ),
+            )
+            .with_details(serde_json::json!({ "model": clip(name), "models": models })));
         };
         let mut chain = vec![first];
         let mut next = 0;
@@ -227,9 +257,14 @@ impl ModelRouter {
             for attempt in 0..=MAX_RETRIES {
                 match first_delta(upstream, call.clone(), timeout).await {
                     Ok((first, rest)) => {
-                        return Ok(self
-                            .clone()
-                            .relay(caller, profile, call, first, rest, timeout));
+                        return Ok(self.clone().relay(
+                            caller,
+                            profile,
+                            call,
+                            (first, rest),
+                            timeout,
+                            input.output_rules.clone(),
+                        ));
                     }
                     Err(e) => {
                         tracing::warn!(profile = %profile.name, attempt, error = %e, status = ?e.status, "a model call failed");
@@ -259,9 +294,9 @@ impl ModelRouter {
         caller: Caller,
         profile: Profile,
         call: ChatCall,
-        first: Delta,
-        mut rest: DeltaStream,
+        (first, mut rest): (Delta, DeltaStream),
         idle: Duration,
+        rules: Option<Arc<OutputRules>>,
     ) -> Answer {
         let (tx, rx) = mpsc::channel(64);
         let call_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
@@ -277,6 +312,8 @@ impl ModelRouter {
             let mut listening = true;
             let mut failure: Option<ApiError> = None;
             let mut next = Some(first);
+            let mut guard = rules.as_deref().map(StreamGuard::new);
+            let mut filtered = false;
             loop {
                 let delta = match next.take() {
                     Some(delta) => delta,
@@ -300,12 +337,36 @@ impl ModelRouter {
                     },
                 };
                 done.push(&delta);
+                let delta = match (&mut guard, delta) {
+                    (Some(guard), Delta::Text(text)) => match guard.push(&text) {
+                        Verdict::Release(text) if text.is_empty() => continue,
+                        Verdict::Release(text) => Delta::Text(text),
+                        Verdict::Tripped(rule) => {
+                            // The rest would not go out either: the model stops here.
+                            tracing::warn!(%call_id, %rule, "an answer broke the output policy while it streamed; withheld");
+                            filtered = true;
+                            break;
+                        }
+                    },
+                    (_, delta) => delta,
+                };
                 if listening && !matches!(delta, Delta::Finish { .. } | Delta::Usage(_)) {
                     // A caller that went away stops the model: nobody reads the rest.
                     if tx.send(Ok(Piece::Delta(delta))).await.is_err() {
                         listening = false;
                         break;
                     }
+                }
+            }
+            if let Some(guard) = guard.as_mut().filter(|_| !filtered && failure.is_none()) {
+                // The answer is whole: what was held back for a term that might have
+                // begun in it goes out now.
+                if let Verdict::Release(tail) = guard.finish()
+                    && !tail.is_empty()
+                    && listening
+                    && tx.send(Ok(Piece::Delta(Delta::Text(tail)))).await.is_err()
+                {
+                    listening = false;
                 }
             }
             drop(rest);
@@ -335,6 +396,12 @@ impl ModelRouter {
             }
             let last = match failure {
                 Some(error) => Err(error),
+                None if filtered => Ok(Piece::Done {
+                    finish: FinishReason::ContentFilter,
+                    usage,
+                    cost_micros,
+                    currency: profile.currency.clone(),
+                }),
                 None => Ok(Piece::Done {
                     finish: done.finish_reason.unwrap_or(if done.tool_calls.is_empty() {
                         FinishReason::Stop

@@ -1,67 +1,139 @@
-//! The tenants' model profiles, in portable SQL; every query names its tenant.
+//! The model profiles that are stored, in portable SQL: tenants' tunings (every query
+//! names its tenant) and the profiles platform admins set (the rows of [`PLATFORM`]).
 
 use somagent_common::infra::db::{Db, DbError, Migration};
 use sqlx::Row;
 
 use crate::domain::pricing::Price;
-use crate::domain::profile::Profile;
+use crate::domain::profile::{Profile, TenantProfile};
 
 /// Never edit one that has been applied: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "profiles",
-    include_str!("../migrations/0001_profiles.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "profiles",
+        include_str!("../migrations/0001_profiles.sql"),
+    ),
+    Migration::portable(
+        2,
+        "profile_scopes",
+        include_str!("../migrations/0002_profile_scopes.sql"),
+    ),
+];
+
+/// The tenant id of platform profiles' rows: no tenant id can be `*`.
+const PLATFORM: &str = "*";
 
 #[derive(Clone)]
 pub struct ProfileStore {
     db: Db,
 }
 
-const COLUMNS: &str = "name, upstream, model, temperature, max_tokens, fallbacks, prompt_price, completion_price, currency, timeout_ms";
+const COLUMNS: &str = "name, upstream, model, temperature, max_tokens, fallbacks, prompt_price, completion_price, currency, timeout_ms, base";
 
 impl ProfileStore {
     pub fn new(db: Db) -> Self {
         Self { db }
     }
 
-    pub async fn list(&self, tenant: &str) -> Result<Vec<Profile>, DbError> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM model_profiles WHERE tenant_id = $1 ORDER BY name");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
-            .fetch_all(self.db.pool())
-            .await?;
+    async fn rows(&self, tenant: &str, name: Option<&str>) -> Result<Vec<Profile>, DbError> {
+        let mut sql = format!("SELECT {COLUMNS} FROM model_profiles WHERE tenant_id = $1");
+        if name.is_some() {
+            sql.push_str(" AND name = $2");
+        }
+        sql.push_str(" ORDER BY name");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
+        if let Some(name) = name {
+            query = query.bind(name);
+        }
+        let rows = query.fetch_all(self.db.pool()).await?;
         rows.iter()
             .map(profile_row)
             .collect::<Result<_, _>>()
             .map_err(DbError::Query)
     }
 
-    pub async fn get(&self, tenant: &str, name: &str) -> Result<Option<Profile>, DbError> {
-        let sql =
-            format!("SELECT {COLUMNS} FROM model_profiles WHERE tenant_id = $1 AND name = $2");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
-            .bind(name)
-            .fetch_optional(self.db.pool())
-            .await?;
-        row.as_ref()
-            .map(profile_row)
-            .transpose()
-            .map_err(DbError::Query)
+    /// The profiles platform admins have set.
+    pub async fn platform_list(&self) -> Result<Vec<Profile>, DbError> {
+        Ok(self
+            .rows(PLATFORM, None)
+            .await?
+            .into_iter()
+            .map(|p| Profile {
+                platform: true,
+                ..p
+            })
+            .collect())
     }
 
-    /// Creates or replaces the tenant's profile `profile.name`.
-    pub async fn put(&self, tenant: &str, profile: &Profile, now: i64) -> Result<(), DbError> {
+    /// The tenant's tunings. Rows from before tenant profiles had a base are left out:
+    /// they carry prices the tenant set.
+    pub async fn tenant_list(&self, tenant: &str) -> Result<Vec<TenantProfile>, DbError> {
+        Ok(self
+            .rows(tenant, None)
+            .await?
+            .into_iter()
+            .filter_map(tuning)
+            .collect())
+    }
+
+    pub async fn tenant_get(
+        &self,
+        tenant: &str,
+        name: &str,
+    ) -> Result<Option<TenantProfile>, DbError> {
+        Ok(self
+            .rows(tenant, Some(name))
+            .await?
+            .into_iter()
+            .find_map(tuning))
+    }
+
+    /// Creates or replaces the platform profile `profile.name`.
+    pub async fn put_platform(&self, profile: &Profile, now: i64) -> Result<(), DbError> {
+        self.put(PLATFORM, profile, "", now).await
+    }
+
+    /// Creates or replaces the tenant's profile `profile.name`; it keeps no upstream,
+    /// model or price of its own.
+    pub async fn put_tenant(
+        &self,
+        tenant: &str,
+        profile: &TenantProfile,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let row = Profile {
+            name: profile.name.clone(),
+            upstream: String::new(),
+            model: String::new(),
+            temperature: profile.temperature,
+            max_tokens: profile.max_tokens,
+            fallbacks: profile.fallbacks.clone(),
+            price: Price::default(),
+            currency: String::new(),
+            timeout_ms: profile.timeout_ms,
+            platform: false,
+            base: None,
+        };
+        self.put(tenant, &row, &profile.base, now).await
+    }
+
+    async fn put(
+        &self,
+        tenant: &str,
+        profile: &Profile,
+        base: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO model_profiles (tenant_id, name, upstream, model, temperature, max_tokens, fallbacks, \
-             prompt_price, completion_price, currency, timeout_ms, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+             prompt_price, completion_price, currency, timeout_ms, updated_at, base) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
              ON CONFLICT (tenant_id, name) DO UPDATE SET upstream = excluded.upstream, model = excluded.model, \
              temperature = excluded.temperature, max_tokens = excluded.max_tokens, fallbacks = excluded.fallbacks, \
              prompt_price = excluded.prompt_price, completion_price = excluded.completion_price, \
-             currency = excluded.currency, timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at",
+             currency = excluded.currency, timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at, \
+             base = excluded.base",
         )
         .bind(tenant)
         .bind(&profile.name)
@@ -75,12 +147,21 @@ impl ProfileStore {
         .bind(&profile.currency)
         .bind(i64::from(profile.timeout_ms))
         .bind(now)
+        .bind(base)
         .execute(self.db.pool())
         .await?;
         Ok(())
     }
 
-    pub async fn delete(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
+    pub async fn delete_tenant(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
+        self.delete(tenant, name).await
+    }
+
+    pub async fn delete_platform(&self, name: &str) -> Result<bool, DbError> {
+        self.delete(PLATFORM, name).await
+    }
+
+    async fn delete(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
         Ok(
             sqlx::query("DELETE FROM model_profiles WHERE tenant_id = $1 AND name = $2")
                 .bind(tenant)
@@ -91,10 +172,35 @@ impl ProfileStore {
                 == 1,
         )
     }
+
+    /// How many tenants' profiles are named `name` or build on it: a platform profile
+    /// may neither take a name tenants use nor vanish from under their tunings.
+    pub async fn tenant_uses(&self, name: &str) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) FROM model_profiles WHERE tenant_id <> $1 AND (name = $2 OR base = $2)",
+        )
+        .bind(PLATFORM)
+        .bind(name)
+        .fetch_one(self.db.pool())
+        .await?;
+        row.try_get::<i64, _>(0).map_err(DbError::Query)
+    }
+}
+
+fn tuning(p: Profile) -> Option<TenantProfile> {
+    Some(TenantProfile {
+        base: p.base?,
+        name: p.name,
+        temperature: p.temperature,
+        max_tokens: p.max_tokens,
+        fallbacks: p.fallbacks,
+        timeout_ms: p.timeout_ms,
+    })
 }
 
 fn profile_row(r: &sqlx::any::AnyRow) -> Result<Profile, sqlx::Error> {
     let fallbacks: String = r.try_get(5)?;
+    let base: String = r.try_get(10)?;
     Ok(Profile {
         name: r.try_get(0)?,
         upstream: r.try_get(1)?,
@@ -109,5 +215,6 @@ fn profile_row(r: &sqlx::any::AnyRow) -> Result<Profile, sqlx::Error> {
         currency: r.try_get(8)?,
         timeout_ms: r.try_get::<i64, _>(9)? as u32,
         platform: false,
+        base: Some(base).filter(|b| !b.is_empty()),
     })
 }

@@ -29,7 +29,15 @@ pub struct Claims {
     /// Set on a service token: the service acting for `sub` (RFC 8693 `act`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub act: Option<Actor>,
+    /// How the subject proved who they are (RFC 8176 `amr`): `pwd`, `otp`, or
+    /// [`AMR_API_KEY`] for a token obtained with an API key.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub amr: Vec<String>,
 }
+
+/// The `amr` value of a token obtained with an API key: such a principal may use the
+/// API within the key's scopes but never touch the account's credentials.
+pub const AMR_API_KEY: &str = "api_key";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Actor {
@@ -54,9 +62,17 @@ pub struct Principal {
     pub issued_at: Option<i64>,
     /// The service acting for the subject, on a service token.
     pub actor: Option<String>,
+    /// The token's `amr`: how the subject authenticated.
+    pub auth_methods: Vec<String>,
 }
 
 impl Principal {
+    /// True if this principal came from an API key or acts through a service: it may
+    /// use the API but never change a password, MFA or API keys.
+    pub fn is_delegated(&self) -> bool {
+        self.actor.is_some() || self.auth_methods.iter().any(|m| m == AMR_API_KEY)
+    }
+
     pub fn can(&self, capability: Capability) -> bool {
         self.capabilities.contains(&capability)
     }

@@ -76,13 +76,69 @@ impl Default for ClaimMapping {
 pub struct TrustedIssuer {
     /// The exact `iss` of its tokens.
     pub issuer: String,
-    /// The `aud` its tokens must name.
-    pub audience: String,
+    /// The `aud` its tokens must name (one of these).
+    pub audience: Audience,
     /// Where its keys are; unset means OpenID discovery from `issuer`.
     #[serde(default)]
     pub jwks_uri: Option<String>,
     #[serde(default)]
     pub mapping: ClaimMapping,
+}
+
+/// The audiences a verifier accepts: a token must name at least one. Configured as one
+/// string or a list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Audience(Vec<String>);
+
+impl Audience {
+    /// This one, and `other` too.
+    pub fn or(mut self, other: impl Into<String>) -> Self {
+        self.0.push(other.into());
+        self
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.0
+    }
+}
+
+impl From<&str> for Audience {
+    fn from(value: &str) -> Self {
+        Self(vec![value.to_owned()])
+    }
+}
+
+impl From<String> for Audience {
+    fn from(value: String) -> Self {
+        Self(vec![value])
+    }
+}
+
+impl std::fmt::Display for Audience {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(" "))
+    }
+}
+
+impl<'de> Deserialize<'de> for Audience {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Given {
+            One(String),
+            Many(Vec<String>),
+        }
+        let names = match Given::deserialize(d)? {
+            Given::One(one) => vec![one],
+            Given::Many(many) => many,
+        };
+        if names.is_empty() || names.iter().any(String::is_empty) {
+            return Err(serde::de::Error::custom(
+                "audience names at least one audience",
+            ));
+        }
+        Ok(Self(names))
+    }
 }
 
 struct KeyEntry {
@@ -225,7 +281,7 @@ impl Verifier {
         }
         let mut validation = Validation::new(alg);
         validation.set_issuer(&[&issuer.config.issuer]);
-        validation.set_audience(&[&issuer.config.audience]);
+        validation.set_audience(issuer.config.audience.names());
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = LEEWAY_SECS;
@@ -443,6 +499,7 @@ fn principal(issuer: &TrustedIssuer, claims: &Value) -> Result<Principal, AuthEr
         actor: lookup(claims, "act.sub")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        auth_methods: strings(lookup(claims, "amr")),
     })
 }
 

@@ -68,6 +68,7 @@ fn claims(iss: &str) -> Claims {
         roles: vec!["operator".into()],
         capabilities: vec!["sessions:read".into(), "sessions:write".into()],
         act: None,
+        amr: vec!["pwd".into()],
     }
 }
 

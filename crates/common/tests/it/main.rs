@@ -9,3 +9,4 @@ mod events;
 mod helpers;
 mod objects;
 mod server;
+mod service_credentials;

@@ -89,21 +89,23 @@ pub async fn token(
         refresh_token: field("refresh_token"),
         scope: field("scope"),
     };
-    let limits = &gateway.login_limits;
-    let (tenant, username) = (request.tenant.clone(), request.username.clone());
-    if request.grant_type == "password" {
-        limits.check(peer.ip(), &tenant, &username).await?;
-    }
-    let issued = match gateway.identity.clone().issue_token(request).await {
-        Ok(answer) => answer.into_inner(),
-        Err(status) => {
-            let error = ApiError::from(status);
-            if error.code == ErrorCode::Unauthorized {
-                limits.record_failure(peer.ip(), &tenant, &username).await;
-            }
-            return Err(error);
-        }
+    let attempt = if request.grant_type == "password" {
+        let client = gateway.trusted_proxies.client(peer.ip(), &headers);
+        Some(gateway.login_limits.admit(client).await?)
+    } else {
+        None
     };
+    let issued = gateway
+        .identity
+        .clone()
+        .issue_token(request)
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(ApiError::from);
+    if let Some(attempt) = attempt {
+        attempt.settle(&issued).await;
+    }
+    let issued = issued?;
     let mut response = Json(Token::from(issued)).into_response();
     // RFC 6749 §5.1: token responses must not be cached.
     response
@@ -245,15 +247,24 @@ pub async fn rotate_keys(
     Ok(Json(SigningKey { kid: answer.kid }))
 }
 
-/// The platform's status, for the caller's tenant.
+/// The platform's status, for the caller's tenant: each service the gateway calls,
+/// asked over the gRPC health protocol now, with how long it took to answer.
 #[utoipa::path(get, path = "/v1/status", tag = "auth",
     responses((status = 200, body = Status), (status = 401, body = Problem)),
     security(("bearer" = []), ("api_key" = [])))]
-pub async fn status(auth: Authenticated) -> Json<Status> {
+pub async fn status(State(gateway): State<Gateway>, auth: Authenticated) -> Json<Status> {
+    let services = gateway.status.measure().await;
+    let state = if services.values().all(|s| s.state == "serving") {
+        "ready"
+    } else {
+        "degraded"
+    };
     Json(Status {
         service: "gateway".into(),
-        state: "ready".into(),
+        state: state.into(),
         version: env!("CARGO_PKG_VERSION").into(),
         tenant: auth.principal.tenant.as_str().to_owned(),
+        checked_at: somagent_common::clock::rfc3339_now(),
+        services,
     })
 }

@@ -28,7 +28,8 @@ use crate::Gateway;
 /// `response_format`, ...) are accepted and ignored, as OpenAI-compatible servers do.
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
-    /// A model profile's name (`GET /v1/models`), or a model of the default upstream.
+    /// A model profile's name, one of `GET /v1/models`; any other is a 404
+    /// `model_not_found` whose `details.models` lists those the tenant may use.
     model: String,
     messages: Vec<WireMessage>,
     #[serde(default)]
@@ -161,14 +162,21 @@ fn usage_json(usage: Option<&somagent_common::proto::common::v1::Usage>) -> Valu
     json!({ "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion })
 }
 
+/// OpenAI's finish reason (and error code) for an answer withheld by content policy.
+const CONTENT_FILTER: &str = "content_filter";
+const WITHHELD: &str = "the answer broke this tenant's output policy and was withheld";
+
 /// Create a chat completion, OpenAI style: JSON, or with `stream: true` a
 /// `text/event-stream` of `chat.completion.chunk` objects ending in `data: [DONE]`.
+/// The answer's text passes the tenant's output policy as it streams; one that breaks
+/// it ends with `finish_reason: "content_filter"` (a stream first gets an error chunk,
+/// and what it had not yet received of the answer is never sent).
 #[utoipa::path(post, path = "/v1/chat/completions", tag = "models",
     request_body = ChatCompletionRequest,
     responses(
         (status = 200, description = "a `chat.completion`, or an SSE stream of `chat.completion.chunk`s", body = Object),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem),
-        (status = 404, description = "no such model", body = Problem), (status = 422, body = Problem),
+        (status = 404, description = "`model_not_found`: no profile of this name for the tenant; `details.models` lists those there are", body = Problem), (status = 422, body = Problem),
         (status = 429, body = Problem), (status = 503, description = "no model could answer", body = Problem),
         (status = 504, description = "the model did not answer in time", body = Problem),
     ),
@@ -187,12 +195,14 @@ pub async fn chat_completions(
             .is_some_and(|o| o.include_usage),
     );
     let request = grpc_request(body)?;
-    // What the people in the conversation wrote goes through moderation first.
+    // Everything the client sends goes through moderation first, whatever role it
+    // claims: an "assistant" turn or a "tool" result written by the client is the
+    // client's words too, and so are the tool calls it says the model made.
     let said: Vec<&str> = request
         .messages
         .iter()
-        .filter(|m| matches!(m.role.as_str(), "user" | "system" | "developer"))
-        .map(|m| m.content.as_str())
+        .flat_map(|m| [m.content.as_str(), m.tool_calls_json.as_str()])
+        .filter(|text| !text.is_empty())
         .collect();
     gateway
         .moderation
@@ -213,6 +223,9 @@ pub async fn chat_completions(
                 wire["content"] = Value::Null;
             }
         }
+        if answer.finish_reason == CONTENT_FILTER {
+            wire["content"] = Value::Null;
+        }
         let body = json!({
             "id": answer.id,
             "object": "chat.completion",
@@ -229,6 +242,7 @@ pub async fn chat_completions(
         );
         return Ok(response);
     }
+    let watch = crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth);
     let chunks = slm
         .chat_completion_stream(auth.forward(request))
         .await?
@@ -262,6 +276,14 @@ pub async fn chat_completions(
                             "model": chunk.model, "choices": choices,
                         })
                     };
+                    if finish.as_deref() == Some(CONTENT_FILTER) {
+                        // OpenAI's way of ending a filtered stream: an error, then the
+                        // last chunk says why it ended.
+                        out.push(json!({ "error": {
+                            "message": WITHHELD, "type": "invalid_request_error",
+                            "param": null, "code": CONTENT_FILTER,
+                        }}));
+                    }
                     if !delta.is_empty() || finish.is_some() {
                         out.push(frame(json!([{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }])));
                     }
@@ -294,6 +316,14 @@ pub async fn chat_completions(
             )
         })
         .flatten();
+    // A revoked or expired credential ends the stream, with an OpenAI-style error chunk
+    // that says why.
+    let events = watch.guard(events, |why| {
+        let error = json!({ "error": {
+            "message": why.message, "type": "invalid_request_error", "code": why.code,
+        }});
+        Ok(Event::default().data(error.to_string()))
+    });
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response();
@@ -319,7 +349,8 @@ fn annotate(response: &mut Response, profile: &str, cost_micros: Option<i64>) {
     }
 }
 
-/// The models (profiles) the caller's tenant may use, OpenAI style.
+/// The models (profiles) the caller's tenant may use, OpenAI style: exactly the names
+/// `/v1/chat/completions` accepts.
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, description = "`{object: \"list\", data: [{id, object: \"model\", created, owned_by}]}`", body = Object),
         (status = 401, body = Problem), (status = 403, body = Problem)),

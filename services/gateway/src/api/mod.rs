@@ -12,7 +12,7 @@ mod profiles;
 mod sessions;
 mod tenants;
 mod users;
-mod views;
+pub(crate) mod views;
 mod ws;
 
 pub use principal::Authenticated;
@@ -43,6 +43,7 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(users::get, users::update, users::delete))
         .routes(routes!(users::enroll_mfa))
         .routes(routes!(users::verify_mfa))
+        .routes(routes!(users::disable_mfa))
         .routes(routes!(api_keys::create, api_keys::list))
         .routes(routes!(api_keys::revoke))
         .routes(routes!(chat::chat_completions))
@@ -72,6 +73,8 @@ fn router(gateway: Gateway) -> Router {
     let docs = Router::new()
         .route("/openapi.json", get(openapi::document))
         .route("/docs", get(openapi::docs))
+        .route("/docs/docs.js", get(openapi::docs_script))
+        .route("/docs/docs.css", get(openapi::docs_style))
         .with_state(Arc::new(document));
     routes
         .merge(docs)

@@ -3,7 +3,6 @@
 //! reference page at `GET /docs`.
 
 use axum::Json;
-use axum::response::Html;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -60,23 +59,48 @@ pub async fn document(
     Json((*doc).clone())
 }
 
-/// `GET /docs`: an interactive reference of `/openapi.json` (the page loads its viewer
-/// from a CDN; the document itself is served here).
-pub async fn docs() -> Html<&'static str> {
-    Html(
-        r#"<!doctype html>
-<html>
-  <head>
-    <title>SomaAgent API</title>
-    <meta charset="utf-8" />
-    <meta name="viewport" content="width=device-width, initial-scale=1" />
-  </head>
-  <body>
-    <script id="api-reference" data-url="/openapi.json"></script>
-    <script src="https://cdn.jsdelivr.net/npm/@scalar/api-reference"></script>
-    <noscript>The API document is at <a href="/openapi.json">/openapi.json</a>.</noscript>
-  </body>
-</html>
-"#,
+/// What the docs page may load: its own script and style from this origin, the API
+/// document from this origin, nothing else (no inline script, no frames, no forms).
+const DOCS_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+/// A page or asset of the docs, with the headers that keep it to itself.
+fn docs_asset(content_type: &'static str, body: &'static str) -> axum::response::Response {
+    use axum::http::header;
+    use axum::response::IntoResponse;
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, DOCS_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// `GET /docs`: a reference page of `/openapi.json`, built into the binary: it works
+/// with no internet and runs no third-party code.
+pub async fn docs() -> axum::response::Response {
+    docs_asset(
+        "text/html; charset=utf-8",
+        include_str!("../../assets/docs.html"),
+    )
+}
+
+/// `GET /docs/docs.js`: the page's script.
+pub async fn docs_script() -> axum::response::Response {
+    docs_asset(
+        "text/javascript; charset=utf-8",
+        include_str!("../../assets/docs.js"),
+    )
+}
+
+/// `GET /docs/docs.css`: the page's style.
+pub async fn docs_style() -> axum::response::Response {
+    docs_asset(
+        "text/css; charset=utf-8",
+        include_str!("../../assets/docs.css"),
     )
 }

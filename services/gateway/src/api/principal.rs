@@ -2,7 +2,10 @@
 //! JSON problem and `WWW-Authenticate` (RFC 6750). A bearer token is verified here; an
 //! `X-API-Key` is exchanged with identity for a short-lived access token first (the
 //! `client_credentials` grant), so the services behind see a signed token either way.
-//! The exchange happens on every request: a revoked key stops working at once.
+//! The exchange happens on every request: a revoked key stops working at once. A token
+//! of an external OIDC issuer (Keycloak) is verified here, then exchanged with identity
+//! for a platform token (RFC 8693), remembered until shortly before it expires: the
+//! services behind trust the platform's own issuer alone.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -30,10 +33,26 @@ impl Authenticated {
 pub struct Unauthenticated {
     reason: String,
     had_token: bool,
+    /// A refusal that is not a bad credential (a valid external token whose person may
+    /// not use the platform: 403; identity unreachable: 503), answered as it is.
+    problem: Option<ApiError>,
+}
+
+impl Unauthenticated {
+    fn invalid(reason: impl Into<String>) -> Self {
+        Self {
+            reason: reason.into(),
+            had_token: true,
+            problem: None,
+        }
+    }
 }
 
 impl IntoResponse for Unauthenticated {
     fn into_response(self) -> Response {
+        if let Some(problem) = self.problem {
+            return problem.into_response();
+        }
         let mut response =
             ApiError::new(ErrorCode::Unauthorized, self.reason.clone()).into_response();
         let challenge = if self.had_token {
@@ -82,16 +101,16 @@ async fn authenticate(
     gateway: &Gateway,
 ) -> Result<(Authenticated, Option<String>), Unauthenticated> {
     if let Some(key) = parts.headers.get("x-api-key") {
-        let key = key.to_str().map_err(|_| Unauthenticated {
-            reason: "the X-API-Key header is not a key".into(),
-            had_token: true,
-        })?;
+        let key = key
+            .to_str()
+            .map_err(|_| Unauthenticated::invalid("the X-API-Key header is not a key"))?;
         return from_api_key(gateway, key.trim()).await;
     }
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return Err(Unauthenticated {
             reason: "this needs a bearer token or an X-API-Key".into(),
             had_token: false,
+            problem: None,
         });
     };
     let token = value
@@ -103,9 +122,8 @@ async fn authenticate(
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| Unauthenticated {
-            reason: "the Authorization header is not a bearer token".into(),
-            had_token: true,
+        .ok_or_else(|| {
+            Unauthenticated::invalid("the Authorization header is not a bearer token")
         })?;
     Ok((from_bearer(gateway, token).await?, None))
 }
@@ -128,15 +146,64 @@ async fn from_bearer(gateway: &Gateway, token: &str) -> Result<Authenticated, Un
         .verifier
         .verify(token)
         .await
-        .map_err(|e| Unauthenticated {
-            reason: e.0,
-            had_token: true,
-        })?;
+        .map_err(|e| Unauthenticated::invalid(e.0))?;
+    if principal.issuer != gateway.issuer {
+        return from_external(gateway, token).await;
+    }
     tracing::Span::current().record("tenant", principal.tenant.as_str());
     Ok(Authenticated {
         principal,
         token: token.to_owned(),
     })
+}
+
+/// The platform token standing for a verified external token: the one remembered for
+/// it, or a fresh exchange with identity, which verifies the external token itself and
+/// provisions its person.
+async fn from_external(
+    gateway: &Gateway,
+    external: &str,
+) -> Result<Authenticated, Unauthenticated> {
+    if let Some(token) = gateway.exchanged.get(external) {
+        match gateway.verifier.verify(&token).await {
+            Ok(principal) => return Ok(platform_caller(principal, token)),
+            // Revoked, or voided by a change to its user: exchange again, which
+            // applies the user's current state.
+            Err(_) => gateway.exchanged.forget(external),
+        }
+    }
+    let exchange = somagent_common::proto::identity::v1::ExchangeTokenRequest {
+        subject_token: external.to_owned(),
+        subject_token_type: somagent_common::auth::ACCESS_TOKEN_TYPE.into(),
+    };
+    let token = match gateway.identity.clone().exchange_token(exchange).await {
+        Ok(answer) => answer.into_inner().access_token,
+        // identity's refusals of a token are fixed phrases: safe to pass on.
+        Err(status) if status.code() == tonic::Code::Unauthenticated => {
+            return Err(Unauthenticated::invalid(status.message()));
+        }
+        Err(status) => {
+            return Err(Unauthenticated {
+                reason: String::new(),
+                had_token: true,
+                problem: Some(ApiError::from(status)),
+            });
+        }
+    };
+    let principal = gateway
+        .verifier
+        .verify(&token)
+        .await
+        .map_err(|e| Unauthenticated::invalid(e.0))?;
+    if let Some(expires_at) = principal.expires_at {
+        gateway.exchanged.put(external, token.clone(), expires_at);
+    }
+    Ok(platform_caller(principal, token))
+}
+
+fn platform_caller(principal: Principal, token: String) -> Authenticated {
+    tracing::Span::current().record("tenant", principal.tenant.as_str());
+    Authenticated { principal, token }
 }
 
 /// Exchanges an API key for a short-lived token (so revocation is immediate) and
@@ -145,10 +212,7 @@ async fn from_api_key(
     gateway: &Gateway,
     key: &str,
 ) -> Result<(Authenticated, Option<String>), Unauthenticated> {
-    let refused = |reason: &str| Unauthenticated {
-        reason: reason.into(),
-        had_token: true,
-    };
+    let refused = Unauthenticated::invalid;
     let exchange = somagent_common::proto::identity::v1::IssueTokenRequest {
         grant_type: "client_credentials".into(),
         client_secret: key.to_owned(),

@@ -1,7 +1,7 @@
 //! `/v1/sessions`: agent sessions and their turns. Sending a message starts a turn (a
 //! durable workflow in the orchestrator); with `Accept: text/event-stream` its events
-//! stream back as they happen (`delta`, `restart`, `tool_call`, `policy`, `message`,
-//! `done`, `error`), otherwise the answer comes when the turn is done. Prompts go through the
+//! stream back as they happen (`delta`, `restart`, `retract`, `tool_call`, `policy`,
+//! `message`, `done`, `error`), otherwise the answer comes when the turn is done. Prompts go through the
 //! tenant's moderation first.
 
 use std::convert::Infallible;
@@ -253,10 +253,12 @@ fn message_view(m: pb::Message) -> MessageView {
 }
 
 /// Send a message: the next turn. `Accept: text/event-stream` streams its events
-/// (`delta`, `restart`, `tool_call`, `policy`, `message`, `done` with usage, `error`;
-/// `restart` (`{round, attempt}`) means the model's answer starts over after a failed
-/// attempt: drop that round's deltas and tool calls of earlier attempts, which carry
-/// their `round` and `attempt`); otherwise the answer comes when the turn is done.
+/// (`delta`, `restart`, `retract`, `tool_call`, `policy`, `message`, `done` with usage,
+/// `error`; `restart` (`{round, attempt}`) means the model's answer starts over after a
+/// failed attempt: drop that round's deltas and tool calls of earlier attempts, which
+/// carry their `round` and `attempt`; `retract` (`{turn, rule_ids}`) means the answer
+/// broke the tenant's output policy: drop every delta of the turn, the withheld stand-in
+/// comes as the `message`); otherwise the answer comes when the turn is done.
 #[utoipa::path(post, path = "/v1/sessions/{id}/messages", tag = "sessions",
     params(("id" = String, Path, description = "the session's id")), request_body = SendMessage,
     responses((status = 200, description = "the answer, or an SSE stream of the turn's events", body = TurnAnswer),
@@ -291,6 +293,7 @@ pub async fn send(
         .await?
         .into_inner();
     if stream_wanted {
+        let watch = crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth);
         let sse = events.map(|item| {
             Ok::<_, Infallible>(match item {
                 Ok(e) => Event::default().event(e.r#type).data(e.data_json),
@@ -302,6 +305,13 @@ pub async fn send(
                     )
                 }
             })
+        });
+        // A revoked or expired credential ends the stream, with a last `error` event
+        // that says why.
+        let sse = watch.guard(sse, |why| {
+            Ok(Event::default()
+                .event("error")
+                .data(json!({ "code": why.code, "message": why.message }).to_string()))
         });
         let mut response = Sse::new(sse)
             .keep_alive(KeepAlive::default())

@@ -34,8 +34,27 @@ pub struct UpdateUser {
     status: Option<String>,
     /// Replaces the user's roles.
     roles: Option<Vec<String>>,
-    /// A new password; users may change their own without `users:write`.
+    /// A new password; users may change their own without `users:write`, giving
+    /// `current_password`, from a password login (never with an API key).
     password: Option<String>,
+    /// Your current password, required to change your own.
+    current_password: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollMfa {
+    /// Your password.
+    password: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DisableMfa {
+    /// Your password.
+    password: String,
+    /// A current 6-digit code, or one of your recovery codes.
+    code: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -146,6 +165,7 @@ pub async fn update(
         replace_roles: body.roles.is_some(),
         roles: body.roles.unwrap_or_default(),
         password: body.password,
+        current_password: body.current_password.unwrap_or_default(),
     };
     let user = gateway
         .identity
@@ -178,30 +198,70 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Start TOTP MFA for the caller's own account: the secret and its `otpauth://` URI,
-/// shown this once. It is not active until verified.
+/// Start TOTP MFA for the caller's own account, with their password: the secret, its
+/// `otpauth://` URI and ten recovery codes, shown this once. It is not active until
+/// verified. Not with an API key.
 #[utoipa::path(post, path = "/v1/users/{id}/mfa/enroll", tag = "users",
     params(("id" = String, Path, description = "the caller's own user id")),
+    request_body = EnrollMfa,
     responses(
         (status = 200, body = MfaEnrollment), (status = 401, body = Problem),
-        (status = 403, body = Problem), (status = 404, body = Problem), (status = 409, body = Problem),
+        (status = 403, description = "wrong password, someone else's account, or an API key", body = Problem),
+        (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
     ),
-    security(("bearer" = []), ("api_key" = [])))]
+    security(("bearer" = [])))]
 pub async fn enroll_mfa(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
+    body: Result<Json<EnrollMfa>, JsonRejection>,
 ) -> Result<Json<MfaEnrollment>, ApiError> {
+    // Whose account it is comes first (another tenant's id is a 404 whatever the body
+    // says); identity then asks for the password if the body had none.
+    let password = body.map(|Json(b)| b.password).unwrap_or_default();
+    let request = pb::EnrollMfaRequest {
+        user_id: id,
+        password,
+    };
     let answer = gateway
         .identity
         .clone()
-        .enroll_mfa(auth.forward(pb::EnrollMfaRequest { user_id: id }))
+        .enroll_mfa(auth.forward(request))
         .await?
         .into_inner();
     Ok(Json(MfaEnrollment {
         secret: answer.secret,
         otpauth_uri: answer.otpauth_uri,
+        recovery_codes: answer.recovery_codes,
     }))
+}
+
+/// Turn MFA off for the caller's own account: their password and a current code (or a
+/// recovery code). Not with an API key.
+#[utoipa::path(delete, path = "/v1/auth/mfa", tag = "auth",
+    request_body = DisableMfa,
+    responses(
+        (status = 204, description = "MFA is off"), (status = 401, body = Problem),
+        (status = 403, description = "wrong password or code, or an API key", body = Problem),
+        (status = 409, description = "MFA is not on", body = Problem), (status = 422, body = Problem),
+    ),
+    security(("bearer" = [])))]
+pub async fn disable_mfa(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    body: Result<Json<DisableMfa>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    let body = json_body(body)?;
+    let request = pb::DisableMfaRequest {
+        password: body.password,
+        code: body.code,
+    };
+    gateway
+        .identity
+        .clone()
+        .disable_mfa(auth.forward(request))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Activate MFA with a current code; password logins then need `totp`.

@@ -170,9 +170,22 @@ impl From<Principal> for Me {
 #[derive(Serialize, ToSchema)]
 pub struct Status {
     pub service: String,
+    /// `ready` when every service below is serving, else `degraded`.
     pub state: String,
     pub version: String,
     pub tenant: String,
+    /// When the services were asked (RFC 3339).
+    pub checked_at: String,
+    /// Each service the gateway calls, as it answered just now.
+    pub services: std::collections::BTreeMap<String, ServiceStatus>,
+}
+
+#[derive(Serialize, ToSchema, Debug, Clone)]
+pub struct ServiceStatus {
+    /// `serving`, `not_serving` or `unreachable`.
+    pub state: String,
+    /// How long the health check took, in milliseconds.
+    pub latency_ms: f64,
 }
 
 /// RFC 6749 §5.1.
@@ -213,6 +226,9 @@ pub struct MfaEnrollment {
     /// Base32 TOTP secret, shown this once.
     pub secret: String,
     pub otpauth_uri: String,
+    /// Ten one-time codes for a lost authenticator (each works once in place of a
+    /// TOTP code), shown this once.
+    pub recovery_codes: Vec<String>,
 }
 
 #[derive(Serialize, ToSchema)]

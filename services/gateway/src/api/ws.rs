@@ -2,8 +2,10 @@
 //! with the usual header (bearer token or `X-API-Key`) or, where it cannot set headers
 //! (browsers), with a first message `{"type": "auth", "token": "..."}`. Then
 //! `{"type": "subscribe", "session_id": "..."}` and `{"type": "unsubscribe", ...}`; the
-//! server sends each turn event as `{"type": <delta|restart|tool_call|policy|message|done|error>,
+//! server sends each turn event as `{"type": <delta|restart|retract|tool_call|policy|message|done|error>,
 //! "session_id", "turn", "data"}`, and `subscribed`, `unsubscribed` or `error` replies.
+//! When the credential expires or is revoked, a last `{"type": "error", "code":
+//! "token_expired" | "token_revoked", "message"}` is sent and the connection closes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -62,8 +64,19 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
     }
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
     let mut watching: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
+    // The connection lives only as long as its credential.
+    let ended =
+        crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth).ended();
+    tokio::pin!(ended);
     loop {
         tokio::select! {
+            why = &mut ended => {
+                let _ = socket
+                    .send(text(json!({"type": "error", "code": why.code, "message": why.message})))
+                    .await;
+                let _ = socket.send(Message::Close(None)).await;
+                break;
+            }
             outgoing = out_rx.recv() => {
                 let Some(message) = outgoing else { break };
                 if socket.send(message).await.is_err() {

@@ -2,9 +2,12 @@
 //! capabilities live in `somagent_common::auth`, which every service reads.
 
 pub mod api_key;
+pub mod external_user;
 pub mod names;
 pub mod password;
+pub mod recovery_code;
 pub mod refresh_token;
+pub mod service_grants;
 pub mod totp;
 
 /// Fills a buffer from the operating system's CSPRNG.

@@ -1,16 +1,25 @@
 //! Identity's persistence: tenants, users, signing keys, API keys and refresh tokens,
 //! in portable SQL that runs
-//! on SQLite and PostgreSQL alike. Every user query names its tenant.
+//! on SQLite and PostgreSQL alike. Every user query names its tenant; TOTP secrets and
+//! signing keys are sealed under the master key before they are written (`sealed`).
 
 mod api_keys;
+mod external;
+mod recovery;
 mod refresh;
+mod sealed;
+
+use std::sync::Arc;
 
 use somagent_common::auth::{Capability, Role};
 use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::secrets::Sealer;
 use sqlx::Row;
 
 pub use api_keys::ApiKeyRecord;
+pub use external::ExternalLink;
 pub use refresh::{RefreshRecord, RefreshUse};
+pub use sealed::ResealScope;
 
 /// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[
@@ -28,6 +37,16 @@ pub const MIGRATIONS: &[Migration] = &[
         3,
         "refresh_tokens",
         include_str!("../../migrations/0003_refresh_tokens.sql"),
+    ),
+    Migration::portable(
+        4,
+        "mfa_recovery_codes",
+        include_str!("../../migrations/0004_mfa_recovery_codes.sql"),
+    ),
+    Migration::portable(
+        5,
+        "external_identities",
+        include_str!("../../migrations/0005_external_identities.sql"),
     ),
 ];
 
@@ -92,6 +111,8 @@ pub struct MfaState {
 #[derive(Clone)]
 pub struct IdentityStore {
     db: Db,
+    /// Seals TOTP secrets and signing keys before they are written (`sealed`).
+    sealer: Arc<Sealer>,
 }
 
 fn join<T>(items: &[T], name: impl Fn(&T) -> &'static str) -> String {
@@ -99,8 +120,8 @@ fn join<T>(items: &[T], name: impl Fn(&T) -> &'static str) -> String {
 }
 
 impl IdentityStore {
-    pub fn new(db: Db) -> Self {
-        Self { db }
+    pub fn new(db: Db, sealer: Arc<Sealer>) -> Self {
+        Self { db, sealer }
     }
 
     pub async fn tenant_count(&self) -> Result<i64, DbError> {
@@ -257,6 +278,8 @@ impl IdentityStore {
         for sql in [
             "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2",
             "DELETE FROM api_keys WHERE tenant_id = $1 AND user_id = $2",
+            "DELETE FROM mfa_recovery_codes WHERE user_id IN \
+             (SELECT id FROM users WHERE tenant_id = $1 AND id = $2)",
         ] {
             sqlx::query(sql)
                 .bind(tenant_id)
@@ -314,19 +337,17 @@ impl IdentityStore {
     /// The user's TOTP state, if MFA is active for them.
     pub async fn mfa_state(&self, user_id: &str) -> Result<Option<MfaState>, DbError> {
         let row = sqlx::query(
-            "SELECT mfa_secret, mfa_last_step FROM users WHERE id = $1 AND mfa_enabled = 1 AND mfa_secret IS NOT NULL",
+            "SELECT mfa_secret, mfa_last_step, tenant_id FROM users WHERE id = $1 AND mfa_enabled = 1 AND mfa_secret IS NOT NULL",
         )
         .bind(user_id)
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|r| {
-            Ok(MfaState {
-                secret: r.try_get(0)?,
-                last_step: r.try_get(1)?,
-            })
-        })
-        .transpose()
-        .map_err(DbError::Query)
+        let Some(row) = row else { return Ok(None) };
+        let tenant_id: String = row.try_get(2)?;
+        Ok(Some(MfaState {
+            secret: self.open_totp(&tenant_id, user_id, &row.try_get::<String, _>(0)?)?,
+            last_step: row.try_get(1)?,
+        }))
     }
 
     /// Stores a new, not yet active TOTP secret for a user without active MFA; false if
@@ -341,7 +362,7 @@ impl IdentityStore {
             "UPDATE users SET mfa_secret = $1, mfa_last_step = NULL \
              WHERE id = $2 AND tenant_id = $3 AND mfa_enabled = 0",
         )
-        .bind(secret)
+        .bind(self.seal_totp(tenant_id, user_id, secret))
         .bind(user_id)
         .bind(tenant_id)
         .execute(self.db.pool())
@@ -362,7 +383,8 @@ impl IdentityStore {
         .bind(tenant_id)
         .fetch_optional(self.db.pool())
         .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        row.map(|r| self.open_totp(tenant_id, user_id, &r.try_get::<String, _>(0)?))
+            .transpose()
     }
 
     /// Turns MFA on, recording the step of the code that proved it.
@@ -399,12 +421,10 @@ impl IdentityStore {
         .await?;
         rows.iter()
             .map(|r| {
-                let encoded: String = r.try_get(1)?;
-                let pkcs8 = data_encoding::BASE64
-                    .decode(encoded.as_bytes())
-                    .map_err(|e| DbError::Invalid(format!("signing key is not base64: {e}")))?;
+                let kid: String = r.try_get(0)?;
+                let pkcs8 = self.open_signing_key(&kid, &r.try_get::<String, _>(1)?)?;
                 Ok(StoredKey {
-                    kid: r.try_get(0)?,
+                    kid,
                     pkcs8,
                     created_at: r.try_get(2)?,
                     retired_at: r.try_get(3)?,
@@ -428,7 +448,7 @@ impl IdentityStore {
     pub async fn insert_key(&self, key: &StoredKey) -> Result<(), DbError> {
         sqlx::query("INSERT INTO signing_keys (kid, pkcs8, created_at) VALUES ($1, $2, $3)")
             .bind(&key.kid)
-            .bind(data_encoding::BASE64.encode(&key.pkcs8))
+            .bind(self.seal_signing_key(&key.kid, &key.pkcs8))
             .bind(key.created_at)
             .execute(self.db.pool())
             .await?;

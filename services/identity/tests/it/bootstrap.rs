@@ -10,7 +10,7 @@ use somagent_identity::bootstrap::{ADMIN_USERNAME, PASSWORD_FILE, TENANT_SLUG, b
 use somagent_identity::domain::password;
 use somagent_identity::store::IdentityStore;
 
-async fn build(data: &Path) -> ServiceApp {
+pub async fn build(data: &Path) -> ServiceApp {
     let config = CommonConfig {
         data_dir: data.to_path_buf(),
         ..CommonConfig::default()
@@ -29,6 +29,11 @@ async fn build(data: &Path) -> ServiceApp {
     .unwrap()
 }
 
+/// The data directory's master key, as the service would load it.
+fn sealer(data: &Path) -> std::sync::Arc<somagent_common::secrets::Sealer> {
+    std::sync::Arc::new(somagent_common::secrets::master_key::load_or_create(data).unwrap())
+}
+
 async fn store_at(data: &Path) -> IdentityStore {
     let db = Db::connect(
         &DatabaseUrl::Sqlite {
@@ -38,7 +43,7 @@ async fn store_at(data: &Path) -> IdentityStore {
     )
     .await
     .unwrap();
-    IdentityStore::new(db)
+    IdentityStore::new(db, sealer(data))
 }
 
 /// A migrated identity store on SQLite, and on PostgreSQL (a schema of its own) when
@@ -70,7 +75,7 @@ async fn migrated_stores(data: &Path) -> Vec<IdentityStore> {
         db.migrate("identity", somagent_identity::MIGRATIONS)
             .await
             .unwrap();
-        stores.push(IdentityStore::new(db));
+        stores.push(IdentityStore::new(db, sealer(data)));
     }
     stores
 }

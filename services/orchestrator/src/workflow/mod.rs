@@ -84,6 +84,45 @@ impl ActivityError {
             code: code.into(),
         }
     }
+    /// What a client (a watcher, `conversation.events`) may be told. The messages of
+    /// refusals come from services' problems, written for callers; anything else (a
+    /// database's or an engine's own words) goes to the log under a correlation id,
+    /// and the client gets the id.
+    pub fn public(&self) -> Value {
+        const FOR_CALLERS: [&str; 9] = [
+            "bad_request",
+            "validation_failed",
+            "unauthorized",
+            "forbidden",
+            "not_found",
+            "conflict",
+            "payload_too_large",
+            "rate_limited",
+            "budget_exhausted",
+        ];
+        if FOR_CALLERS.contains(&self.code.as_str()) {
+            return serde_json::json!({ "code": self.code, "message": self.message });
+        }
+        let id = somagent_common::error::correlation_id();
+        tracing::warn!(correlation_id = %id, code = %self.code, cause = %self.message, "a turn failed");
+        let (code, message) = match self.code.as_str() {
+            "timeout" => ("timeout", "the turn took too long"),
+            _ => ("unavailable", "the turn failed"),
+        };
+        serde_json::json!({
+            "code": code,
+            "message": format!("{message} (correlation id {id})"),
+            "correlation_id": id,
+        })
+    }
+
+    /// [`ActivityError::public`] of a journaled error; whatever does not read as one is
+    /// reported as a failure with nothing of it passed on.
+    pub fn public_of(raw: &Value) -> Value {
+        serde_json::from_value::<Self>(raw.clone())
+            .unwrap_or_else(|_| Self::fatal("internal", raw.to_string()))
+            .public()
+    }
 }
 
 /// What a workflow may do besides computing: run activities and read time. Nothing
@@ -203,5 +242,31 @@ pub(crate) mod testing {
                 Ok(json!({ "name": name, "run": workflow_id, "input": input, "attempt": n }))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ActivityError;
+
+    #[test]
+    fn a_failures_own_words_never_reach_the_client() {
+        let broken = ActivityError::retryable(
+            "unavailable",
+            "error returned from database: password authentication failed for user \"somagent\"",
+        );
+        let public = broken.public();
+        assert!(!public.to_string().contains("database"), "{public}");
+        assert!(!public.to_string().contains("somagent\\\""), "{public}");
+        let id = public["correlation_id"].as_str().unwrap();
+        assert!(public["message"].as_str().unwrap().contains(id));
+        // A refusal a service wrote for its caller is passed on as it is.
+        let refused =
+            ActivityError::fatal("forbidden", "this needs the capability `sessions:write`");
+        assert_eq!(refused.public()["message"], refused.message.as_str());
+        assert_eq!(
+            ActivityError::public_of(&serde_json::json!("garbage"))["code"],
+            "unavailable"
+        );
     }
 }

@@ -1,6 +1,8 @@
 //! The model gateway's rules, free of I/O: chat messages and deltas, how a stream of
-//! deltas becomes a completion, profiles and what a call costs.
+//! deltas becomes a completion, profiles and what a call costs, and the guard an
+//! answer's text passes as it streams.
 
 pub mod chat;
+pub mod output_guard;
 pub mod pricing;
 pub mod profile;

@@ -2,11 +2,13 @@
 //! with expiry and fencing tokens. In process for one machine, Redis when replicas must
 //! share it (rate limits, revocations, locks).
 
+mod attempts;
 mod memory;
 mod redis;
 
 use std::time::Duration;
 
+pub use self::attempts::{Attempt, AttemptLimit};
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
 

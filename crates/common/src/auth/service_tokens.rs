@@ -1,45 +1,57 @@
-//! Tokens for acting on a user's behalf from workflow activities, which may run long
-//! after the user's own token expired: short-lived service tokens from identity,
-//! narrowed to what the user's request could do, cached until shortly before expiry.
+//! Tokens with which a service calls another for a user: short-lived service tokens
+//! from identity, each for one callee, asked for with this service's own credential and
+//! cached until shortly before they expire.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use somagent_common::auth::ServiceKey;
-use somagent_common::proto::identity::v1 as pb;
-use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use super::ServiceCredential;
+use crate::proto::identity::v1 as pb;
+use crate::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use crate::service::ServiceSpec;
 
-use crate::workflow::ActivityError;
-
-type Key = (String, String, Vec<String>);
+/// (callee, tenant, subject, capabilities asked for)
+type Key = (&'static str, String, String, Vec<String>);
 
 pub struct ServiceTokens {
     identity: IdentityServiceClient<tonic::transport::Channel>,
-    key: ServiceKey,
+    caller: &'static str,
+    credential: ServiceCredential,
     cached: Mutex<HashMap<Key, (Instant, String)>>,
 }
 
 impl ServiceTokens {
+    /// Tokens for the service `caller`, which proves itself with `credential`.
     pub fn new(
         identity: IdentityServiceClient<tonic::transport::Channel>,
-        key: ServiceKey,
+        caller: &ServiceSpec,
+        credential: ServiceCredential,
     ) -> Self {
         Self {
             identity,
-            key,
+            caller: caller.name,
+            credential,
             cached: Mutex::default(),
         }
     }
 
-    /// A token for `subject` of `tenant` with at most `capabilities`.
+    /// A token for calling `callee` as `subject` of `tenant`, with at most
+    /// `capabilities` (identity narrows them further to what this service may ask of
+    /// that callee and what the user holds now).
     pub async fn for_user(
         &self,
+        callee: &ServiceSpec,
         tenant: &str,
         subject: &str,
         capabilities: &[String],
-    ) -> Result<String, ActivityError> {
-        let key = (tenant.to_owned(), subject.to_owned(), capabilities.to_vec());
+    ) -> Result<String, tonic::Status> {
+        let key = (
+            callee.name,
+            tenant.to_owned(),
+            subject.to_owned(),
+            capabilities.to_vec(),
+        );
         if let Some((until, token)) = self
             .cached
             .lock()
@@ -50,7 +62,8 @@ impl ServiceTokens {
             return Ok(token.clone());
         }
         let request = pb::IssueServiceTokenRequest {
-            service: "orchestrator".into(),
+            service: self.caller.into(),
+            callee: callee.name.into(),
             tenant: tenant.to_owned(),
             subject: subject.to_owned(),
             capabilities: capabilities.to_vec(),
@@ -59,17 +72,8 @@ impl ServiceTokens {
         let issued = self
             .identity
             .clone()
-            .issue_service_token(self.key.attach(tonic::Request::new(request)))
-            .await
-            .map_err(|status| match status.code() {
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
-                    ActivityError::retryable("unavailable", "identity cannot be reached")
-                }
-                _ => ActivityError::fatal(
-                    "forbidden",
-                    format!("the user cannot be acted for: {}", status.message()),
-                ),
-            })?
+            .issue_service_token(self.credential.attach(tonic::Request::new(request)))
+            .await?
             .into_inner();
         let lifetime =
             Duration::from_secs(issued.expires_in).saturating_sub(Duration::from_secs(60));

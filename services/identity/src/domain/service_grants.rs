@@ -1,0 +1,63 @@
+//! What each service may do for a user when it calls another: the only capabilities a
+//! service token can carry, per caller and callee. A pair not listed gets no token at
+//! all (the internet-facing gateway, notably, is in no row: it forwards the user's own
+//! token and never acts for anyone).
+
+use somagent_common::auth::Capability;
+
+/// (caller, callee, capabilities): what each call really needs today.
+const GRANTS: &[(&str, &str, &[Capability])] = &[
+    // A session turn's checks of the prompt, each tool call and the answer.
+    ("orchestrator", "policy", &[Capability::PolicyRead]),
+    // A session turn's model call.
+    ("orchestrator", "slm", &[Capability::ModelsUse]),
+    // slm reads the tenant's output guard to check answers as they stream, and asks
+    // for a decision on a prompt that came over the bus (async inference).
+    ("slm", "policy", &[Capability::PolicyRead]),
+    // Policy reads the tenant's constitution to compile it, for a turn's check.
+    ("policy", "constitution", &[Capability::ConstitutionRead]),
+    // slm reads the tenant's output guard, to check a turn's answer as it streams.
+    ("slm", "policy", &[Capability::PolicyRead]),
+];
+
+/// What `caller` may ask of `callee` for a user, or `None` if it may not call it so.
+pub fn allowed(caller: &str, callee: &str) -> Option<&'static [Capability]> {
+    GRANTS
+        .iter()
+        .find(|(from, to, _)| *from == caller && *to == callee)
+        .map(|(_, _, caps)| *caps)
+}
+
+/// Whether `caller` may get service tokens at all.
+pub fn acts_for_users(caller: &str) -> bool {
+    GRANTS.iter().any(|(from, _, _)| *from == caller)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_gateway_never_acts_for_users() {
+        assert!(!acts_for_users("gateway"));
+        assert!(
+            somagent_common::service::SERVICES
+                .iter()
+                .all(|s| allowed("gateway", s.name).is_none())
+        );
+    }
+
+    #[test]
+    fn every_row_names_real_services() {
+        let known = |n: &str| {
+            somagent_common::service::SERVICES
+                .iter()
+                .any(|s| s.name == n)
+        };
+        assert!(
+            GRANTS
+                .iter()
+                .all(|(from, to, caps)| known(from) && known(to) && !caps.is_empty())
+        );
+    }
+}
