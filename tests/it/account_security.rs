@@ -39,7 +39,7 @@ async fn an_api_key_never_changes_a_password_or_makes_keys() {
         &g("/v1/api-keys"),
         &bob_token,
         Some(
-            json!({"name": "automation", "scopes": ["users:read", "users:write", "api_keys:own"]}),
+            json!({"name": "automation", "scopes": ["users:read", "users:write", "api_keys:own"], "password": PASSWORD}),
         ),
     )
     .await;
@@ -99,8 +99,28 @@ async fn an_api_key_never_changes_a_password_or_makes_keys() {
     )
     .await;
     assert_eq!(status, 403);
-    // Bob's password is what it was.
-    login(&client, &gateway, "default", "bob", PASSWORD).await;
+    // Nor does it make logins of its own that would outlive it.
+    let (status, problem) = with_key(
+        Method::POST,
+        "/v1/users",
+        json!({"username": "backdoor", "password": "a long user passphrase", "roles": ["viewer"]}),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
+    // Bob's password is what it was; when he changes it, the keys made under the old
+    // one stop working.
+    let bob_token = login(&client, &gateway, "default", "bob", PASSWORD).await;
+    let (status, _) = call(
+        &client,
+        Method::PATCH,
+        &g(&format!("/v1/users/{bob_id}")),
+        &bob_token,
+        Some(json!({"password": "bob's brand new passphrase", "current_password": PASSWORD})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = with_key(Method::GET, "/v1/users", Value::Null).await;
+    assert_eq!(status, 401, "a key made under the old password");
 }
 
 /// A second admin of the platform's own tenant cannot reset, disable, delete or demote

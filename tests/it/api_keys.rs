@@ -50,8 +50,11 @@ async fn an_api_key_acts_with_its_scopes_until_revoked_on(backends: Backends) {
     let bob = login(&client, &gw, "acme", "bob", "bob's long passphrase").await;
     let keys = format!("{gw}/v1/api-keys");
 
-    let make = |token: String, body: Value| {
+    let make = |token: String, mut body: Value| {
         let (client, keys) = (client.clone(), keys.clone());
+        if body.get("password").is_none() {
+            body["password"] = json!("bob's long passphrase");
+        }
         async move {
             let response = client
                 .post(keys)
@@ -74,6 +77,13 @@ async fn an_api_key_acts_with_its_scopes_until_revoked_on(backends: Backends) {
     assert_eq!(status, 201, "{made}");
     let key = made["key"].as_str().unwrap().to_owned();
     assert!(key.starts_with("sak_") && key.contains(made["prefix"].as_str().unwrap()));
+    // A key outlasts the login that makes it: a stolen access token alone makes none.
+    let (status, problem) = make(
+        bob.clone(),
+        json!({"name": "stolen", "scopes": ["sessions:read"], "password": "not bob's passphrase"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{problem}");
     for (body, why) in [
         (
             json!({"name": "too much", "scopes": ["users:write"]}),
@@ -84,6 +94,10 @@ async fn an_api_key_acts_with_its_scopes_until_revoked_on(backends: Backends) {
             "unknown capability",
         ),
         (json!({"name": "nothing", "scopes": []}), "at least one"),
+        (
+            json!({"name": "no proof", "scopes": ["sessions:read"], "password": ""}),
+            "password",
+        ),
         (
             json!({"name": "stale", "scopes": ["sessions:read"], "expires_at": "2020-01-01T00:00:00Z"}),
             "future",

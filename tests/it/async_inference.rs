@@ -196,6 +196,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
     // The answer passes the tenant's output policy as it is written, here too.
     let guarded = &answers["guarded"];
     assert_eq!(guarded["finish_reason"], "content_filter", "{guarded}");
+    assert_eq!(guarded["message"]["content"], Value::Null, "{guarded}");
     assert!(
         !guarded
             .to_string()

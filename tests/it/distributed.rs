@@ -315,6 +315,15 @@ impl Fleet {
             let container = &pod["containers"][0];
             let name = container["name"].as_str().unwrap().to_owned();
             let mut env = container_env(container, &config_maps, secrets, &hosts);
+            // The internet-facing gateway uses no database and is given no way into one.
+            if name == "gateway" {
+                assert!(
+                    !env.contains_key("SOMAGENT_DATABASE_URL"),
+                    "the gateway is given the database"
+                );
+            } else {
+                assert!(env.contains_key("SOMAGENT_DATABASE_URL"), "{name}");
+            }
             // `0.0.0.0` in a pod is the pod's own address; here, its loopback address.
             // Nothing listens on 127.0.0.1, so a service that dials "localhost" for
             // another fails here as it would in a cluster.
@@ -547,6 +556,14 @@ fn the_compose_stack_wires_every_service_and_publishes_only_the_gateway() {
             );
         }
         assert_eq!(mounted, expected, "{}'s credentials", spec.name);
+        // The internet-facing gateway uses no database and holds no way into one.
+        if spec.name == "gateway" {
+            for key in ["SOMAGENT_DATABASE_URL", "AWS_SECRET_ACCESS_KEY"] {
+                assert!(env.get(key).is_none(), "the gateway is given {key}");
+            }
+        } else {
+            assert!(env.get("SOMAGENT_DATABASE_URL").is_some(), "{}", spec.name);
+        }
         let source = &project["secrets"][own.as_str()]["file"];
         assert!(
             source

@@ -262,6 +262,45 @@ async fn a_token_of_an_issuer_not_configured_is_refused() {
     drop(platform);
 }
 
+/// An issuer configured for some tenants places nobody in another, whatever its tokens
+/// claim (an identity provider a tenant brings speaks for that tenant alone).
+#[tokio::test]
+async fn an_issuer_places_people_only_in_its_own_tenants() {
+    let Some(issuer) = required_env("OIDC_URL") else {
+        return;
+    };
+    let trusted = json!([{ "issuer": issuer, "audience": "somagent",
+        "mapping": { "roles_claim": "roles", "tenants": ["globex"] } }])
+    .to_string();
+    let Rooted {
+        platform: _platform,
+        gateway,
+        client,
+        root,
+        data: _data,
+        ..
+    } = crate::helpers::with_root_env(&[("SOMAGENT_OIDC_ISSUERS", trusted.as_str())]).await;
+    let (status, acme) = send(
+        &client,
+        reqwest::Method::POST,
+        &format!("{gateway}/v1/tenants"),
+        &root,
+        json!({"slug": "acme", "display_name": "Acme", "admin": {"username": "acme-admin", "password": "acme admin's long passphrase"}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{acme}");
+    let alice = keycloak_token(&client, &issuer, "alice", "alice-password-123").await;
+    let (status, problem) = get(&client, &format!("{gateway}/v1/me"), &alice).await;
+    assert_eq!(status, 403, "{problem}");
+    assert!(
+        problem["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("may not place people in tenant `acme`"),
+        "{problem}"
+    );
+}
+
 /// The administrator Keycloak is started with by `scripts/ci-services.sh` (test values).
 const KEYCLOAK_ADMIN: (&str, &str) = ("admin", "admin-ci-only");
 

@@ -222,7 +222,7 @@ async fn once_mfa_is_on_a_login_needs_a_fresh_code_on(backends: Backends) {
     let key: Value = client
         .post(format!("{gateway}/v1/api-keys"))
         .bearer_auth(&alice)
-        .json(&json!({"name": "ci", "scopes": ["users:read", "api_keys:own"]}))
+        .json(&json!({"name": "ci", "scopes": ["users:read", "api_keys:own"], "password": ALICE_PASSWORD}))
         .send()
         .await
         .unwrap()

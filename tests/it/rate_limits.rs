@@ -48,7 +48,7 @@ async fn limits(backends: Backends) {
         Method::POST,
         &format!("{gateway}/v1/api-keys"),
         &admin,
-        Some(json!({"name": "robot", "scopes": ["sessions:read"]})),
+        Some(json!({"name": "robot", "scopes": ["sessions:read"], "password": PASSWORD})),
     )
     .await;
     assert_eq!(status, 201);

@@ -100,7 +100,7 @@ async fn each_role_gets_exactly_its_routes() {
         (
             Method::POST,
             g("/v1/api-keys"),
-            Some(json!({"name": "k", "scopes": ["sessions:read"]})),
+            Some(json!({"name": "k", "scopes": ["sessions:read"], "password": PASSWORD})),
             None,
         ),
     ];
@@ -197,7 +197,7 @@ async fn another_tenants_ids_are_not_found_on_every_route() {
         Method::POST,
         &format!("{gateway}/v1/api-keys"),
         acme_admin,
-        Some(json!({"name": "ci", "scopes": ["sessions:read"]})),
+        Some(json!({"name": "ci", "scopes": ["sessions:read"], "password": PASSWORD})),
     )
     .await;
     assert_eq!(status, 201);

@@ -1,27 +1,50 @@
 //! The client's address behind proxies. The TCP peer is the client unless it is one of
 //! the proxies named in `SOMAGENT_TRUSTED_PROXIES` (comma-separated CIDRs, e.g.
-//! `10.0.0.0/8,192.168.1.7`); then the client is the rightmost address in `Forwarded`
-//! (RFC 7239) or `X-Forwarded-For` that is not itself a trusted proxy. Addresses left of
-//! it were written by the client and prove nothing, so they are never taken: a client
-//! cannot pick its own rate-limit bucket by sending the header.
+//! `10.0.0.0/8,192.168.1.7`); then the client is the rightmost address that is not itself
+//! a trusted proxy in the one header those proxies write: `X-Forwarded-For` by default,
+//! or `Forwarded` (RFC 7239) with `SOMAGENT_FORWARDED_HEADER=forwarded`. Only that header
+//! is read, whichever others arrive (an ingress that appends to one passes the other
+//! through from the client), and addresses left of the trusted hops were written by the
+//! client and prove nothing: a client cannot pick its own rate-limit bucket.
 
 use std::net::IpAddr;
 
 use axum::http::HeaderMap;
 
 #[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+pub struct TrustedProxies {
+    nets: Vec<(IpAddr, u8)>,
+    header: ForwardedHeader,
+}
+
+/// The header the trusted proxies write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    #[default]
+    XForwardedFor,
+    Forwarded,
+}
 
 impl TrustedProxies {
     pub fn from_env() -> anyhow::Result<Self> {
-        match std::env::var("SOMAGENT_TRUSTED_PROXIES") {
+        let mut proxies = match std::env::var("SOMAGENT_TRUSTED_PROXIES") {
             Ok(raw) => Self::parse(&raw).map_err(|e| {
                 anyhow::anyhow!(
                     "configuration: invalid value for `SOMAGENT_TRUSTED_PROXIES`: {e} (from environment variable SOMAGENT_TRUSTED_PROXIES)"
                 )
-            }),
-            Err(_) => Ok(Self::default()),
+            })?,
+            Err(_) => Self::default(),
+        };
+        if let Ok(raw) = std::env::var("SOMAGENT_FORWARDED_HEADER") {
+            proxies.header = match raw.trim().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
+                "forwarded" => ForwardedHeader::Forwarded,
+                _ => anyhow::bail!(
+                    "configuration: invalid value for `SOMAGENT_FORWARDED_HEADER`: `{raw}` (expected x-forwarded-for or forwarded) (from environment variable SOMAGENT_FORWARDED_HEADER)"
+                ),
+            };
         }
+        Ok(proxies)
     }
 
     pub fn parse(raw: &str) -> Result<Self, String> {
@@ -43,14 +66,29 @@ impl TrustedProxies {
                     .ok_or_else(|| format!("`{item}` has a bad prefix length"))?,
                 None => max,
             };
+            // An IPv4-mapped net (`::ffff:10.0.0.0/104`) is the IPv4 net it maps, with
+            // the prefix counted in IPv4 bits; a shorter prefix would reach past it.
+            let (addr, bits) = match addr {
+                IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                    Some(v4) if bits >= 96 => (IpAddr::V4(v4), bits - 96),
+                    Some(_) => return Err(format!("`{item}` has a bad prefix length")),
+                    None => (addr, bits),
+                },
+                v4 => (v4, bits),
+            };
             nets.push((addr, bits));
         }
-        Ok(Self(nets))
+        Ok(Self {
+            nets,
+            header: ForwardedHeader::default(),
+        })
     }
 
     fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
-        self.0.iter().any(|(net, bits)| contains(*net, *bits, ip))
+        self.nets
+            .iter()
+            .any(|(net, bits)| contains(*net, *bits, ip))
     }
 
     /// The client's address for a request that came from `peer` with `headers`.
@@ -58,7 +96,7 @@ impl TrustedProxies {
         if !self.trusts(peer) {
             return peer;
         }
-        let chain = forwarded_chain(headers);
+        let chain = forwarded_chain(headers, self.header);
         let mut client = peer;
         for hop in chain.iter().rev() {
             match hop {
@@ -86,31 +124,43 @@ fn canonical(ip: IpAddr) -> IpAddr {
 }
 
 fn contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
-    match (canonical(net), ip) {
-        (IpAddr::V4(n), IpAddr::V4(a)) => {
-            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+    // `bits` is at most the family's width (checked when parsed); a prefix of 0 is
+    // everything, which `checked_shl` of the full width gives as `None`.
+    let bits = u32::from(bits);
+    match (net, ip) {
+        (IpAddr::V4(n), IpAddr::V4(a)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
             u32::from(n) & mask == u32::from(a) & mask
         }
-        (IpAddr::V6(n), IpAddr::V6(a)) => {
-            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+        (IpAddr::V6(n), IpAddr::V6(a)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
             u128::from(n) & mask == u128::from(a) & mask
         }
         _ => false,
     }
 }
 
-/// The addresses the proxies recorded, oldest first: `Forwarded`'s `for=` values if
-/// that header is present, else `X-Forwarded-For`'s. `None` marks an entry that is not
-/// an address.
-fn forwarded_chain(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
-    let forwarded: Vec<&str> = headers
-        .get_all("forwarded")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded
+/// The address a per-address limit counts: an IPv4 address itself, an IPv6 address's
+/// /64 (one subscriber's usual allocation, which they could otherwise spread guesses
+/// over).
+pub fn bucket_of(ip: IpAddr) -> String {
+    match canonical(ip) {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & (u128::MAX << 64);
+            format!("{}/64", std::net::Ipv6Addr::from(prefix))
+        }
+    }
+}
+
+/// The addresses the proxies recorded in `header`, oldest first. `None` marks an entry
+/// that is not an address.
+fn forwarded_chain(headers: &HeaderMap, header: ForwardedHeader) -> Vec<Option<IpAddr>> {
+    if header == ForwardedHeader::Forwarded {
+        return headers
+            .get_all("forwarded")
             .iter()
+            .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .map(|element| {
                 element
@@ -180,17 +230,26 @@ mod tests {
         // The client forged the first entry; the ingress appended the real address.
         let h = headers(&[("x-forwarded-for", "6.6.6.6, 198.51.100.4, 10.0.0.3")]);
         assert_eq!(proxies.client(ip("10.2.3.4"), &h), ip("198.51.100.4"));
-        let h = headers(&[(
-            "forwarded",
-            "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=192.168.1.7",
-        )]);
-        assert_eq!(proxies.client(ip("10.0.0.1"), &h), ip("2001:db8:cafe::17"));
-        // Forwarded wins over X-Forwarded-For.
+        // Only the configured header counts: a `Forwarded` the client sent through an
+        // ingress that appends to X-Forwarded-For changes nothing.
         let h = headers(&[
             ("forwarded", "for=198.51.100.5:1234"),
             ("x-forwarded-for", "198.51.100.6"),
         ]);
-        assert_eq!(proxies.client(ip("10.0.0.1"), &h), ip("198.51.100.5"));
+        assert_eq!(proxies.client(ip("10.0.0.1"), &h), ip("198.51.100.6"));
+        let forwarded = TrustedProxies {
+            header: ForwardedHeader::Forwarded,
+            ..proxies.clone()
+        };
+        assert_eq!(forwarded.client(ip("10.0.0.1"), &h), ip("198.51.100.5"));
+        let h = headers(&[(
+            "forwarded",
+            "for=6.6.6.6, for=\"[2001:db8:cafe::17]:4711\";proto=https, for=192.168.1.7",
+        )]);
+        assert_eq!(
+            forwarded.client(ip("10.0.0.1"), &h),
+            ip("2001:db8:cafe::17")
+        );
         // No header: the proxy itself.
         assert_eq!(
             proxies.client(ip("10.0.0.1"), &HeaderMap::new()),
@@ -204,13 +263,36 @@ mod tests {
         );
         // An unreadable hop stops the walk at the last trusted one.
         let h = headers(&[("forwarded", "for=198.51.100.8, for=unknown")]);
-        assert_eq!(proxies.client(ip("10.0.0.1"), &h), ip("10.0.0.1"));
+        assert_eq!(forwarded.client(ip("10.0.0.1"), &h), ip("10.0.0.1"));
     }
 
     #[test]
     fn bad_cidrs_are_refused() {
         assert!(TrustedProxies::parse("10.0.0.0/33").is_err());
         assert!(TrustedProxies::parse("proxy.local").is_err());
-        assert!(TrustedProxies::parse("").unwrap().0.is_empty());
+        assert!(TrustedProxies::parse("").unwrap().nets.is_empty());
+        assert!(TrustedProxies::parse("::ffff:10.0.0.0/95").is_err());
+    }
+
+    #[test]
+    fn an_ipv4_mapped_net_trusts_only_the_addresses_it_maps() {
+        let proxies = TrustedProxies::parse("::ffff:10.0.0.5").unwrap();
+        let h = headers(&[("x-forwarded-for", "198.51.100.1")]);
+        assert_eq!(proxies.client(ip("10.0.0.5"), &h), ip("198.51.100.1"));
+        // Any other IPv4 peer is not a proxy, whatever it writes.
+        assert_eq!(proxies.client(ip("203.0.113.9"), &h), ip("203.0.113.9"));
+        let wide = TrustedProxies::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(wide.client(ip("10.9.9.9"), &h), ip("198.51.100.1"));
+        assert_eq!(wide.client(ip("11.0.0.1"), &h), ip("11.0.0.1"));
+    }
+
+    #[test]
+    fn ipv6_clients_are_limited_by_their_64() {
+        assert_eq!(bucket_of(ip("2001:db8:1:2:aaaa::1")), "2001:db8:1:2::/64");
+        assert_eq!(
+            bucket_of(ip("2001:db8:1:2:ffff::9")),
+            bucket_of(ip("2001:db8:1:2::1"))
+        );
+        assert_eq!(bucket_of(ip("::ffff:192.0.2.1")), "192.0.2.1");
     }
 }

@@ -29,7 +29,10 @@ impl LoginLimits {
     /// Counts a login attempt from `ip`, or refuses it (429 with `Retry-After`).
     pub async fn admit(&self, ip: IpAddr) -> Result<Attempt, ApiError> {
         self.per_address
-            .admit(format!("ratelimit:login:ip:{ip}"))
+            .admit(format!(
+                "ratelimit:login:ip:{}",
+                crate::client_address::bucket_of(ip)
+            ))
             .await
     }
 }

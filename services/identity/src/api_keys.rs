@@ -8,6 +8,7 @@ use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::events::EventBus;
 
 use crate::domain::api_key;
+use crate::reauth::Reauth;
 use crate::store::{ApiKeyRecord, IdentityStore};
 
 pub struct NewApiKey {
@@ -15,17 +16,24 @@ pub struct NewApiKey {
     pub scopes: Vec<String>,
     /// RFC 3339; empty means the key does not expire.
     pub expires_at: String,
+    /// The owner's password.
+    pub password: String,
 }
 
 #[derive(Clone)]
 pub struct ApiKeyService {
     store: IdentityStore,
     events: EventBus,
+    reauth: Reauth,
 }
 
 impl ApiKeyService {
-    pub fn new(store: IdentityStore, events: EventBus) -> Self {
-        Self { store, events }
+    pub fn new(store: IdentityStore, events: EventBus, reauth: Reauth) -> Self {
+        Self {
+            store,
+            events,
+            reauth,
+        }
     }
 
     /// The stored record and the key itself, which is never shown again.
@@ -77,6 +85,16 @@ impl ApiKeyService {
                 scopes.push(cap);
             }
         }
+        // A key outlasts the login that makes it: the password, not just a token.
+        let owner = self
+            .store
+            .user_by_id(actor.tenant.as_str(), &actor.subject)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("user"))?;
+        self.reauth
+            .password(&owner, Some(&new.password), "password")
+            .await?;
         let now = crate::bootstrap::now();
         let expires_at = if new.expires_at.is_empty() {
             None
@@ -147,6 +165,24 @@ impl ApiKeyService {
     pub async fn revoke(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
         actor.require(Capability::ApiKeysOwn)?;
         let owner = (!actor.can(Capability::ApiKeysManage)).then_some(actor.subject.as_str());
+        if owner.is_none() {
+            // Another user's key: only someone of at least their rank revokes it.
+            let tenant = actor.tenant.as_str();
+            let holder = self
+                .store
+                .api_key_owner(tenant, id)
+                .await
+                .map_err(ApiError::internal)?;
+            if let Some(holder) = holder.filter(|h| *h != actor.subject)
+                && let Some(user) = self
+                    .store
+                    .user_by_id(tenant, &holder)
+                    .await
+                    .map_err(ApiError::internal)?
+            {
+                crate::users::may_manage(actor, &user)?;
+            }
+        }
         let done = self
             .store
             .revoke_api_key(actor.tenant.as_str(), id, owner, crate::bootstrap::now())

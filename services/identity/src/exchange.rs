@@ -9,7 +9,7 @@
 //! is removed here, and tokens issued before are void), while a user disabled here
 //! stays disabled. Such a user has no password.
 
-use somagent_common::auth::{ACCESS_TOKEN_TYPE, Principal, Verifier};
+use somagent_common::auth::{ACCESS_TOKEN_TYPE, ClaimMapping, Principal, TrustedIssuer, Verifier};
 use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
 
@@ -24,6 +24,8 @@ const NO_PASSWORD: &str = "!external";
 pub struct TokenExchange {
     /// Trusts the external issuers only.
     verifier: Verifier,
+    /// Those issuers, for what each may decide (tenants, capabilities).
+    issuers: Vec<TrustedIssuer>,
     store: IdentityStore,
     events: EventBus,
     cutoffs: TokenCutoffs,
@@ -36,14 +38,16 @@ fn forbidden(message: impl Into<String>) -> ApiError {
 
 impl TokenExchange {
     pub fn new(
-        verifier: Verifier,
+        issuers: Vec<TrustedIssuer>,
+        cache: somagent_common::infra::cache::Cache,
         store: IdentityStore,
         events: EventBus,
         cutoffs: TokenCutoffs,
         tokens: TokenService,
     ) -> Self {
         Self {
-            verifier,
+            verifier: Verifier::new(issuers.clone(), Some(cache)),
+            issuers,
             store,
             events,
             cutoffs,
@@ -82,9 +86,21 @@ impl TokenExchange {
         self.tokens.for_external(&user, expires_at)
     }
 
-    /// The active tenant the issuer places the person in, by slug (or id).
+    /// How the issuer that vouched for `external` is configured.
+    fn mapping_of(&self, external: &Principal) -> Option<&ClaimMapping> {
+        self.issuers
+            .iter()
+            .find(|i| i.issuer == external.issuer)
+            .map(|i| &i.mapping)
+    }
+
+    /// The active tenant the issuer places the person in, by slug (or id), if the
+    /// issuer may place people there.
     async fn tenant_of(&self, external: &Principal) -> Result<Tenant, ApiError> {
         let named = external.tenant.as_str();
+        let allowed = self
+            .mapping_of(external)
+            .map_or(&[][..], |m| &m.tenants[..]);
         let mut tenant = self
             .store
             .tenant_by_slug(named)
@@ -97,18 +113,29 @@ impl TokenExchange {
                 .await
                 .map_err(ApiError::internal)?;
         }
-        tenant.filter(|t| t.status == "active").ok_or_else(|| {
+        let tenant = tenant.filter(|t| t.status == "active").ok_or_else(|| {
             forbidden(format!(
                 "your identity provider places you in tenant `{named}`, which is not an active tenant of this platform"
             ))
             .with_details(serde_json::json!({ "tenant": named }))
-        })
+        })?;
+        if !allowed.is_empty() && !allowed.iter().any(|a| *a == tenant.slug || *a == tenant.id) {
+            return Err(forbidden(format!(
+                "your identity provider may not place people in tenant `{named}`"
+            ))
+            .with_details(serde_json::json!({ "tenant": named })));
+        }
+        Ok(tenant)
     }
 
     /// The person's platform user, provisioned on first use and brought up to date
     /// with the issuer's roles on every later one.
     async fn user_for(&self, external: &Principal, tenant: &Tenant) -> Result<User, ApiError> {
-        let (roles, capabilities) = external_user::grants(&external.roles, &external.capabilities);
+        let grantable = self
+            .mapping_of(external)
+            .map_or(&[][..], |m| &m.grantable[..]);
+        let (roles, capabilities) =
+            external_user::grants(&external.roles, &external.capabilities, grantable);
         let link = self
             .store
             .external_link(&external.issuer, &external.subject)

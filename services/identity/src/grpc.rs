@@ -257,6 +257,7 @@ impl IdentityService for IdentityGrpc {
             name: r.name,
             scopes: r.scopes,
             expires_at: r.expires_at,
+            password: r.password,
         };
         let (record, secret) = self.api_keys.create(&actor, new).await?;
         Ok(Response::new(pb::CreateApiKeyResponse {

@@ -26,6 +26,7 @@ mod exchange;
 mod grpc;
 pub mod keyring;
 mod paging;
+mod reauth;
 pub mod store;
 pub mod tenants;
 pub mod tokens;
@@ -94,21 +95,20 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     // The same external issuers the gateway trusts, verified again here: identity takes
     // nobody's word for an external token.
     let exchange = exchange::TokenExchange::new(
-        somagent_common::auth::Verifier::new(
-            somagent_common::auth::external_issuers_from_env()?,
-            Some(cache),
-        ),
+        somagent_common::auth::external_issuers_from_env()?,
+        cache.clone(),
         store.clone(),
         events.clone(),
         cutoffs.clone(),
         tokens.clone(),
     );
+    let reauth = reauth::Reauth::new(store.clone(), cache);
     let grpc = grpc::IdentityGrpc {
         tokens,
         exchange,
         tenants: tenants::TenantService::new(store.clone(), events.clone(), cutoffs.clone()),
-        users: users::UserService::new(store.clone(), events.clone(), cutoffs),
-        api_keys: api_keys::ApiKeyService::new(store, events.clone()),
+        users: users::UserService::new(store.clone(), events.clone(), cutoffs, reauth.clone()),
+        api_keys: api_keys::ApiKeyService::new(store, events.clone(), reauth),
         events,
         jwks: keyring,
         verifier: Arc::new(verifier),

@@ -47,6 +47,9 @@ impl TenantService {
 
     pub async fn create(&self, actor: &Principal, new: NewTenant) -> Result<Tenant, ApiError> {
         actor.require(Capability::PlatformAdmin)?;
+        // The new tenant's admin is a login of its own, which would outlive the API key
+        // or the service that made it.
+        crate::users::require_interactive(actor, "creating a tenant")?;
         names::slug(&new.slug).map_err(|e| ApiError::validation("slug", e))?;
         names::display_name(&new.display_name)
             .map_err(|e| ApiError::validation("display_name", e))?;

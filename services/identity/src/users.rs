@@ -8,6 +8,7 @@ use somagent_common::infra::events::EventBus;
 use crate::cutoffs::TokenCutoffs;
 use crate::domain::totp::TotpSecret;
 use crate::domain::{names, password, recovery_code};
+use crate::reauth::Reauth;
 use crate::store::{IdentityStore, User, UserChange};
 
 /// What enrolling in MFA shows the user, once.
@@ -38,6 +39,7 @@ pub struct UserService {
     store: IdentityStore,
     events: EventBus,
     cutoffs: TokenCutoffs,
+    reauth: Reauth,
 }
 
 /// Capabilities granted beside roles, named in `roles`: no role carries them. Who
@@ -60,7 +62,7 @@ fn holds(actor: &Principal, capability: Capability) -> bool {
 /// Nobody acts above their own rank: an actor may change, disable or delete a user only
 /// if it holds every capability the user holds (so a tenant admin cannot touch the
 /// platform admin, nor a narrowed API key an admin).
-fn may_manage(actor: &Principal, target: &User) -> Result<(), ApiError> {
+pub(crate) fn may_manage(actor: &Principal, target: &User) -> Result<(), ApiError> {
     within_rank(
         actor,
         &target.capabilities,
@@ -150,17 +152,26 @@ async fn hash_password(candidate: String) -> Result<String, ApiError> {
 }
 
 impl UserService {
-    pub fn new(store: IdentityStore, events: EventBus, cutoffs: TokenCutoffs) -> Self {
+    pub fn new(
+        store: IdentityStore,
+        events: EventBus,
+        cutoffs: TokenCutoffs,
+        reauth: Reauth,
+    ) -> Self {
         Self {
             store,
             events,
             cutoffs,
+            reauth,
         }
     }
 
     pub async fn create(&self, actor: &Principal, new: NewUser) -> Result<User, ApiError> {
         actor.require(Capability::UsersWrite)?;
         names::username(&new.username).map_err(|e| ApiError::validation("username", e))?;
+        // A user with a password is a login of its own, which would outlive the API key
+        // or the service that made it.
+        require_interactive(actor, "creating a user")?;
         let (roles, capabilities) = parse_roles(&new.roles)?;
         may_grant(actor, &capabilities)?;
         let hash = hash_password(new.password).await?;
@@ -251,12 +262,13 @@ impl UserService {
         }
         if let Some(password) = change.password {
             if own {
-                self.check_password(
-                    &user,
-                    change.current_password.as_deref(),
-                    "current_password",
-                )
-                .await?;
+                self.reauth
+                    .password(
+                        &user,
+                        change.current_password.as_deref(),
+                        "current_password",
+                    )
+                    .await?;
             }
             stored.password_hash = Some(hash_password(password).await?);
         }
@@ -269,38 +281,26 @@ impl UserService {
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found("user"))?;
+        // Again after the change: a token issued between the first cutoff and the change
+        // carries what the user no longer has.
+        self.cutoffs.subject(tenant, &user.id).await?;
+        let now = crate::bootstrap::now();
         if ends_logins {
             self.store
-                .revoke_refresh_for_user(tenant, &user.id, crate::bootstrap::now())
+                .revoke_refresh_for_user(tenant, &user.id, now)
+                .await
+                .map_err(ApiError::internal)?;
+        }
+        if stored.password_hash.is_some() {
+            // Whoever changed the password may be taking the account back: the keys made
+            // under the old one go with it (OWASP ASVS 3.3.3).
+            self.store
+                .revoke_api_keys_of_user(tenant, &user.id, now)
                 .await
                 .map_err(ApiError::internal)?;
         }
         crate::audit::record(&self.events, actor, tenant, "user", &user.id, "update").await;
         Ok(updated)
-    }
-
-    /// Ok if `presented` is the user's password; a missing one is a 422 naming `field`,
-    /// a wrong one a 403 (the caller is logged in: this is not a login failure).
-    async fn check_password(
-        &self,
-        user: &User,
-        presented: Option<&str>,
-        field: &str,
-    ) -> Result<(), ApiError> {
-        let presented = presented.filter(|p| !p.is_empty()).ok_or_else(|| {
-            ApiError::validation(field, "your current password is required for this")
-        })?;
-        let candidate = presented.to_owned();
-        let hash = user.password_hash.clone();
-        let matches = tokio::task::spawn_blocking(move || password::verify(&candidate, &hash))
-            .await
-            .map_err(ApiError::internal)?;
-        if matches {
-            Ok(())
-        } else {
-            Err(ApiError::new(ErrorCode::Forbidden, "the password is wrong")
-                .with_details(serde_json::json!({ "field": field })))
-        }
     }
 
     /// Deletes a user of the caller's tenant with their API keys and logins; their
@@ -346,7 +346,8 @@ impl UserService {
     ) -> Result<MfaEnrollment, ApiError> {
         require_interactive(actor, "setting up MFA")?;
         let user = self.own_account(actor, id).await?;
-        self.check_password(&user, Some(password), "password")
+        self.reauth
+            .password(&user, Some(password), "password")
             .await?;
         let secret = TotpSecret::generate();
         let encoded = secret.to_base32();
@@ -396,23 +397,16 @@ impl UserService {
     ) -> Result<(), ApiError> {
         require_interactive(actor, "turning MFA off")?;
         let user = self.own_account(actor, &actor.subject).await?;
-        self.check_password(&user, Some(password), "password")
+        self.reauth
+            .password(&user, Some(password), "password")
             .await?;
-        if code.is_empty() {
-            return Err(ApiError::validation("code", "a current code is required"));
-        }
         let state = self
             .store
             .mfa_state(&user.id)
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::new(ErrorCode::Conflict, "MFA is not active for you"))?;
-        if !crate::tokens::second_factor(&self.store, &user.id, &state, code).await? {
-            return Err(
-                ApiError::new(ErrorCode::Forbidden, "the code is wrong or used")
-                    .with_details(serde_json::json!({ "field": "code" })),
-            );
-        }
+        self.reauth.code(&user, &state, code).await?;
         self.store
             .disable_mfa(&user.tenant_id, &user.id)
             .await

@@ -23,7 +23,7 @@ use somagent_common::infra::outbox::Outbox;
 use somagent_common::auth::{Capability, Principal, Verifier};
 use somagent_common::error::{ApiError, ErrorCode};
 
-use crate::domain::chat::{Message, Role};
+use crate::domain::chat::{FinishReason, Message, Role};
 use crate::metering::Caller;
 use crate::router::{ChatInput, ModelRouter};
 use somagent_common::moderation::PromptModeration;
@@ -245,7 +245,12 @@ async fn answer(
             "request_id": request_id,
             "status": "completed",
             "profile": profile,
-            "message": { "role": "assistant", "content": done.content },
+            // A filtered answer is withheld whole, as on the gRPC path: what streamed
+            // before the guard tripped is no answer.
+            "message": {
+                "role": "assistant",
+                "content": (done.finish_reason != Some(FinishReason::ContentFilter)).then_some(done.content),
+            },
             "finish_reason": done.finish_reason.map(|f| f.as_str()),
             "usage": { "prompt_tokens": usage.prompt, "completion_tokens": usage.completion, "cost_micros": cost, "currency": currency },
         }),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::counting::TokenCounter;
 use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, Message, TokenUsage};
-use crate::domain::output_guard::{OutputRules, StreamGuard, Verdict};
+use crate::domain::output_guard::{OutputRules, StreamGuard, Verdict, calls_break};
 use crate::domain::profile::{MAX_FALLBACKS, Profile};
 use crate::metering::{Caller, Metered, UsageMeter};
 use crate::store::ProfileStore;
@@ -314,6 +314,9 @@ impl ModelRouter {
             let mut next = Some(first);
             let mut guard = rules.as_deref().map(StreamGuard::new);
             let mut filtered = false;
+            // Tool call pieces under a guard: held until the answer is whole and its calls
+            // have passed it.
+            let mut held_calls = Vec::new();
             loop {
                 let delta = match next.take() {
                     Some(delta) => delta,
@@ -348,6 +351,10 @@ impl ModelRouter {
                             break;
                         }
                     },
+                    (Some(_), call @ Delta::ToolCall { .. }) => {
+                        held_calls.push(call);
+                        continue;
+                    }
                     (_, delta) => delta,
                 };
                 if listening && !matches!(delta, Delta::Finish { .. } | Delta::Usage(_)) {
@@ -356,6 +363,21 @@ impl ModelRouter {
                         listening = false;
                         break;
                     }
+                }
+            }
+            if let Some(rules) = rules.as_deref().filter(|_| !filtered && failure.is_none()) {
+                let pieces = held_calls.iter().filter_map(|d| match d {
+                    Delta::ToolCall {
+                        index,
+                        name,
+                        arguments,
+                        ..
+                    } => Some((*index, name.as_deref(), arguments.as_str())),
+                    _ => None,
+                });
+                if let Some(rule) = calls_break(rules, pieces) {
+                    tracing::warn!(%call_id, %rule, "a tool call broke the output policy; withheld");
+                    filtered = true;
                 }
             }
             if let Some(guard) = guard.as_mut().filter(|_| !filtered && failure.is_none()) {
@@ -367,6 +389,12 @@ impl ModelRouter {
                     && tx.send(Ok(Piece::Delta(Delta::Text(tail)))).await.is_err()
                 {
                     listening = false;
+                }
+                for call in held_calls {
+                    if !listening || tx.send(Ok(Piece::Delta(call))).await.is_err() {
+                        listening = false;
+                        break;
+                    }
                 }
             }
             drop(rest);

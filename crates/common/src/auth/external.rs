@@ -15,7 +15,7 @@ pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_tok
 
 /// The external issuers of `SOMAGENT_OIDC_ISSUERS` (or its `_FILE`): a JSON list of
 /// `{issuer, audience, jwks_uri?, mapping?: {tenant_claim, default_tenant, roles_claim,
-/// capabilities_claim, username_claim}}`. Keys come by OpenID discovery unless
+/// capabilities_claim, username_claim, tenants, grantable}}`. Keys come by OpenID discovery unless
 /// `jwks_uri` is given; roles map to capabilities as the built-in roles do.
 pub fn external_issuers_from_env() -> anyhow::Result<Vec<TrustedIssuer>> {
     let Some(raw) = crate::config::secret_from_env("OIDC_ISSUERS")? else {

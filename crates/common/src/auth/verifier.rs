@@ -56,6 +56,12 @@ pub struct ClaimMapping {
     /// Whether roles bring their capabilities (external issuers), or the token's
     /// capabilities are exact (the built-in issuer).
     pub expand_roles: bool,
+    /// The tenants (slugs or ids) this issuer may place people in; empty: any. An
+    /// issuer a tenant brings should name that tenant alone.
+    pub tenants: Vec<String>,
+    /// The capabilities this issuer may grant beside roles (`moderation:bypass`,
+    /// `training.admin`, `billing.admin`); none unless named. Never `platform:admin`.
+    pub grantable: Vec<String>,
 }
 
 impl Default for ClaimMapping {
@@ -67,6 +73,8 @@ impl Default for ClaimMapping {
             capabilities_claim: "capabilities".into(),
             username_claim: "preferred_username".into(),
             expand_roles: true,
+            tenants: Vec::new(),
+            grantable: Vec::new(),
         }
     }
 }

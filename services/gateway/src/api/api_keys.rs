@@ -25,13 +25,19 @@ pub struct CreateKey {
     /// RFC 3339; the key stops working then.
     #[serde(default)]
     expires_at: Option<String>,
+    /// Your password: a key outlasts the login that makes it, so making one takes
+    /// proof a stolen access token does not carry.
+    #[serde(default)]
+    password: String,
 }
 
-/// Create an API key for the caller; the key is in the answer, this once.
+/// Create an API key for the caller, with their password, from a password login (never
+/// with another key); the key is in the answer, this once. A new password revokes the
+/// keys made under the old one.
 #[utoipa::path(post, path = "/v1/api-keys", tag = "api-keys", request_body = CreateKey,
     responses(
         (status = 201, body = NewApiKey), (status = 400, body = Problem), (status = 401, body = Problem),
-        (status = 403, description = "a scope the owner does not hold", body = Problem),
+        (status = 403, description = "a wrong password, an API key or a federated user", body = Problem),
         (status = 422, body = Problem),
     ),
     security(("bearer" = []), ("api_key" = [])))]
@@ -45,6 +51,7 @@ pub async fn create(
         name: body.name,
         scopes: body.scopes,
         expires_at: body.expires_at.unwrap_or_default(),
+        password: body.password,
     };
     let answer = gateway
         .identity

@@ -7,22 +7,29 @@ use somagent_common::auth::{Capability, Role};
 
 use super::names;
 
-/// Capabilities an external issuer may grant beside roles. `platform:admin` is not
-/// among them: it belongs to the platform's own operators, never to an outside issuer.
+/// Capabilities an external issuer may ever grant beside roles, when its configuration
+/// names them (`mapping.grantable`). `platform:admin` is not among them: it belongs to
+/// the platform's own operators, never to an outside issuer.
 const GRANTABLE_BY_ISSUER: &[Capability] = &[
     Capability::ModerationBypass,
     Capability::TrainingAdmin,
     Capability::BillingAdmin,
 ];
 
-/// The roles the issuer gives and what they grant, plus the capabilities it grants
-/// beside roles that an issuer may grant; sorted, so a change is seen by comparison.
+/// The roles the issuer gives and what they grant, plus the capabilities it claims
+/// beside roles that this issuer is configured to grant (`allowed`) and any issuer may;
+/// sorted, so a change is seen by comparison.
 pub fn grants(
     roles: &BTreeSet<Role>,
     claimed: &BTreeSet<Capability>,
+    allowed: &[String],
 ) -> (Vec<Role>, Vec<Capability>) {
     let mut capabilities: Vec<Capability> = roles.iter().flat_map(|r| r.capabilities()).collect();
-    capabilities.extend(claimed.iter().filter(|c| GRANTABLE_BY_ISSUER.contains(c)));
+    capabilities.extend(
+        claimed
+            .iter()
+            .filter(|c| GRANTABLE_BY_ISSUER.contains(c) && allowed.iter().any(|a| a == c.as_str())),
+    );
     capabilities.sort();
     capabilities.dedup();
     (roles.iter().copied().collect(), capabilities)
@@ -56,12 +63,16 @@ mod tests {
     fn roles_bring_their_capabilities_and_an_issuer_never_grants_platform_admin() {
         let roles = BTreeSet::from([Role::Operator]);
         let claimed = BTreeSet::from([Capability::PlatformAdmin, Capability::BillingAdmin]);
-        let (granted_roles, caps) = grants(&roles, &claimed);
+        let allowed = ["billing.admin".to_owned(), "platform:admin".to_owned()];
+        let (granted_roles, caps) = grants(&roles, &claimed, &allowed);
         assert_eq!(granted_roles, [Role::Operator]);
         assert!(caps.contains(&Capability::SessionsWrite));
         assert!(caps.contains(&Capability::BillingAdmin));
         assert!(!caps.contains(&Capability::PlatformAdmin));
         assert!(!caps.contains(&Capability::UsersWrite));
+        // An issuer not configured to grant it claims it in vain.
+        let (_, caps) = grants(&roles, &claimed, &[]);
+        assert!(!caps.contains(&Capability::BillingAdmin));
     }
 
     #[test]

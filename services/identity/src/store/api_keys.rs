@@ -131,6 +131,39 @@ impl IdentityStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Revokes every live key of a user.
+    pub async fn revoke_api_keys_of_user(
+        &self,
+        tenant_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE api_keys SET revoked_at = $1 \
+             WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(tenant_id)
+        .bind(user_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The owner of a key of the tenant, if there is such a key.
+    pub async fn api_key_owner(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<Option<String>, DbError> {
+        let row = sqlx::query("SELECT user_id FROM api_keys WHERE tenant_id = $1 AND id = $2")
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(row.map(|r| r.try_get(0)).transpose()?)
+    }
+
     pub async fn touch_api_key(&self, id: &str, now: i64) -> Result<(), DbError> {
         sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2 AND (last_used_at IS NULL OR last_used_at < $3)")
             .bind(now)

@@ -182,9 +182,48 @@ pub fn check_whole(rules: &OutputRules, text: &str) -> Verdict {
     }
 }
 
+/// The rule the tool calls of an answer break, if any: a call's name and arguments are
+/// the model's words too (a forbidden term or someone's personal data can travel in
+/// them). `calls` are the streamed pieces, `(index, name, arguments)`, in order.
+pub fn calls_break<'c>(
+    rules: &OutputRules,
+    calls: impl IntoIterator<Item = (u32, Option<&'c str>, &'c str)>,
+) -> Option<String> {
+    let mut texts: std::collections::BTreeMap<u32, String> = std::collections::BTreeMap::new();
+    for (index, name, arguments) in calls {
+        let text = texts.entry(index).or_default();
+        if let Some(name) = name {
+            text.push_str(name);
+            text.push(' ');
+        }
+        text.push_str(arguments);
+    }
+    texts
+        .values()
+        .find_map(|text| match check_whole(rules, text) {
+            Verdict::Tripped(rule) => Some(rule),
+            Verdict::Release(_) => None,
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tool_call_arguments_are_guarded_across_their_pieces() {
+        let rules = rules();
+        let pieces = [
+            (0, Some("lookup"), "{\"q\": \"forb"),
+            (0, None, "idden-WO"),
+            (0, None, "rd\"}"),
+        ];
+        assert_eq!(calls_break(&rules, pieces), Some("r.forbidden".into()));
+        let ssn = [(1, Some("save"), "{\"ssn\": \"123-45-6789\"}")];
+        assert_eq!(calls_break(&rules, ssn), Some("pii.ssn".into()));
+        let clean = [(0, Some("lookup"), "{\"q\": \"weather\"}")];
+        assert_eq!(calls_break(&rules, clean), None);
+    }
 
     fn rules() -> OutputRules {
         OutputRules::new(
