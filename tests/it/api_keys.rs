@@ -133,10 +133,10 @@ async fn an_api_key_acts_with_its_scopes_until_revoked_on(backends: Backends) {
         .await
         .unwrap();
     assert_eq!(exchanged.status(), 200);
-    assert_eq!(
-        exchanged.json::<Value>().await.unwrap()["scope"],
-        "sessions:read"
-    );
+    let exchanged: Value = exchanged.json().await.unwrap();
+    assert_eq!(exchanged["scope"], "sessions:read");
+    // A token obtained with the key: it dies with the key (below).
+    let key_token = exchanged["access_token"].as_str().unwrap().to_owned();
     // With only sessions:read it cannot even list keys (that needs api_keys:own).
     assert_eq!(
         client
@@ -217,6 +217,18 @@ async fn an_api_key_acts_with_its_scopes_until_revoked_on(backends: Backends) {
     assert_eq!(
         refused.json::<Value>().await.unwrap()["error"]["message"],
         "invalid API key"
+    );
+    // So is a token obtained with the key before, though it had not expired.
+    assert_eq!(
+        client
+            .get(format!("{gw}/v1/me"))
+            .bearer_auth(&key_token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401,
+        "a token of a revoked key"
     );
     assert_eq!(
         client

@@ -52,6 +52,7 @@ pub async fn verification(count: usize) -> anyhow::Result<()> {
         capabilities: vec!["sessions:read".into(), "sessions:write".into()],
         act: None,
         amr: vec!["pwd".into()],
+        key: None,
     })?;
     verifier
         .verify(&token)

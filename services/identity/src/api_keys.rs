@@ -7,6 +7,7 @@ use somagent_common::auth::{Capability, Principal};
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::events::EventBus;
 
+use crate::cutoffs::TokenCutoffs;
 use crate::domain::api_key;
 use crate::reauth::Reauth;
 use crate::store::{ApiKeyRecord, IdentityStore};
@@ -25,14 +26,21 @@ pub struct ApiKeyService {
     store: IdentityStore,
     events: EventBus,
     reauth: Reauth,
+    cutoffs: TokenCutoffs,
 }
 
 impl ApiKeyService {
-    pub fn new(store: IdentityStore, events: EventBus, reauth: Reauth) -> Self {
+    pub fn new(
+        store: IdentityStore,
+        events: EventBus,
+        reauth: Reauth,
+        cutoffs: TokenCutoffs,
+    ) -> Self {
         Self {
             store,
             events,
             reauth,
+            cutoffs,
         }
     }
 
@@ -162,27 +170,37 @@ impl ApiKeyService {
         Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
     }
 
+    /// Revokes a key: the caller's own, or with `api_keys:manage` another user's of the
+    /// tenant whose holder does not outrank the caller. Tokens already obtained with it
+    /// stop working at once.
     pub async fn revoke(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
         actor.require(Capability::ApiKeysOwn)?;
+        let tenant = actor.tenant.as_str();
+        let not_found = || ApiError::new(ErrorCode::NotFound, "api key not found");
+        let holder = self
+            .store
+            .api_key_owner(tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(not_found)?;
         let owner = (!actor.can(Capability::ApiKeysManage)).then_some(actor.subject.as_str());
-        if owner.is_none() {
+        if holder != actor.subject {
+            if owner.is_some() {
+                return Err(not_found());
+            }
             // Another user's key: only someone of at least their rank revokes it.
-            let tenant = actor.tenant.as_str();
-            let holder = self
+            if let Some(user) = self
                 .store
-                .api_key_owner(tenant, id)
+                .user_by_id(tenant, &holder)
                 .await
-                .map_err(ApiError::internal)?;
-            if let Some(holder) = holder.filter(|h| *h != actor.subject)
-                && let Some(user) = self
-                    .store
-                    .user_by_id(tenant, &holder)
-                    .await
-                    .map_err(ApiError::internal)?
+                .map_err(ApiError::internal)?
             {
                 crate::users::may_manage(actor, &user)?;
             }
         }
+        // Checked to be the caller's to revoke first: voiding the tokens of someone
+        // else's key would be a way to cut them off.
+        self.cutoffs.api_key(id).await?;
         let done = self
             .store
             .revoke_api_key(actor.tenant.as_str(), id, owner, crate::bootstrap::now())

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use somagent_common::auth::{LEEWAY_SECS, subject_cutoff_key, tenant_cutoff_key};
+use somagent_common::auth::{
+    LEEWAY_SECS, api_key_revocation_key, subject_cutoff_key, tenant_cutoff_key,
+};
 use somagent_common::error::ApiError;
 use somagent_common::infra::cache::Cache;
 
@@ -29,6 +31,12 @@ impl TokenCutoffs {
     /// Voids the user's tokens issued before now.
     pub async fn subject(&self, tenant: &str, subject: &str) -> Result<(), ApiError> {
         self.set(&subject_cutoff_key(tenant, subject)).await
+    }
+
+    /// Voids the tokens already obtained with the API key `id` (the key itself is
+    /// refused from now on by its revocation in the store).
+    pub async fn api_key(&self, id: &str) -> Result<(), ApiError> {
+        self.set(&api_key_revocation_key(id)).await
     }
 
     /// Called before the change is stored: if the cutoff cannot be written the change

@@ -54,6 +54,20 @@ pub struct Acting<'a> {
     pub callee: &'a str,
 }
 
+/// What a token stands on: how its subject proved who they are, or which service acts
+/// for them.
+#[derive(Debug, Clone, Copy)]
+enum Basis<'a> {
+    /// A password login (`amr` as proved: `pwd`, with `otp`/`mfa` once MFA is on).
+    Login(&'a [&'a str]),
+    /// The API key of this id.
+    ApiKey(&'a str),
+    /// A service acting for the subject, for one callee.
+    Service(Acting<'a>),
+    /// An external issuer's token, exchanged.
+    Federated,
+}
+
 #[derive(Clone)]
 pub struct TokenService {
     store: IdentityStore,
@@ -182,8 +196,7 @@ impl TokenService {
             &user,
             user.capabilities.clone(),
             crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
-            None,
-            amr,
+            Basis::Login(amr),
         )?;
         let family = uuid::Uuid::now_v7().to_string();
         issued.refresh_token = Some(self.new_refresh(&tenant.id, &user.id, &family).await?);
@@ -282,8 +295,7 @@ impl TokenService {
             &user,
             user.capabilities.clone(),
             now + ACCESS_TOKEN_TTL_SECS,
-            None,
-            amr,
+            Basis::Login(amr),
         )?;
         issued.refresh_token = Some(
             self.new_refresh(&record.tenant_id, &user.id, &record.family_id)
@@ -384,8 +396,7 @@ impl TokenService {
             &user,
             capabilities,
             expires,
-            None,
-            &[somagent_common::auth::AMR_API_KEY],
+            Basis::ApiKey(&key.id),
         )
     }
 
@@ -430,8 +441,7 @@ impl TokenService {
             &user,
             capabilities,
             now + SERVICE_TOKEN_TTL_SECS,
-            Some(acting),
-            &[],
+            Basis::Service(acting),
         )
     }
 
@@ -449,8 +459,7 @@ impl TokenService {
             user,
             user.capabilities.clone(),
             exp,
-            None,
-            &[somagent_common::auth::AMR_FEDERATED],
+            Basis::Federated,
         )
     }
 
@@ -469,9 +478,18 @@ impl TokenService {
         user: &crate::store::User,
         capabilities: Vec<somagent_common::auth::Capability>,
         exp: i64,
-        acting: Option<Acting<'_>>,
-        amr: &[&str],
+        basis: Basis<'_>,
     ) -> Result<IssuedToken, ApiError> {
+        let acting = match basis {
+            Basis::Service(acting) => Some(acting),
+            _ => None,
+        };
+        let amr: &[&str] = match basis {
+            Basis::Login(amr) => amr,
+            Basis::ApiKey(_) => &[somagent_common::auth::AMR_API_KEY],
+            Basis::Service(_) => &[],
+            Basis::Federated => &[somagent_common::auth::AMR_FEDERATED],
+        };
         let now = crate::bootstrap::now();
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -492,6 +510,10 @@ impl TokenService {
                 sub: format!("service:{}", a.service),
             }),
             amr: amr.iter().map(|m| (*m).to_owned()).collect(),
+            key: match basis {
+                Basis::ApiKey(id) => Some(id.to_owned()),
+                _ => None,
+            },
         };
         let access_token = self
             .keyring

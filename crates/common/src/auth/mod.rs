@@ -35,7 +35,7 @@ pub use service_credential::{
 pub use service_tokens::ServiceTokens;
 pub use verifier::{
     Audience, AuthError, ClaimMapping, LEEWAY_SECS, REFRESH_COOLDOWN, TrustedIssuer, Verifier,
-    builtin_mapping, revocation_key, subject_cutoff_key, tenant_cutoff_key,
+    api_key_revocation_key, builtin_mapping, revocation_key, subject_cutoff_key, tenant_cutoff_key,
 };
 
 /// The platform's own issuer as `service` trusts it: identity's keys, fetched from

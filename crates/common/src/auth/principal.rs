@@ -33,6 +33,10 @@ pub struct Claims {
     /// [`AMR_API_KEY`] for a token obtained with an API key.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub amr: Vec<String>,
+    /// On a token obtained with an API key: the key's id, so that revoking the key
+    /// revokes the tokens already issued for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// The `amr` value of a token obtained with an API key: such a principal may use the
@@ -64,6 +68,8 @@ pub struct Principal {
     pub actor: Option<String>,
     /// The token's `amr`: how the subject authenticated.
     pub auth_methods: Vec<String>,
+    /// The API key the token was obtained with, if it was.
+    pub api_key: Option<String>,
 }
 
 impl Principal {

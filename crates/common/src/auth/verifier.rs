@@ -173,6 +173,12 @@ pub fn revocation_key(jti: &str) -> String {
     format!("auth:revoked:{jti}")
 }
 
+/// The cache key that, while present, revokes every token obtained with the API key
+/// `id` (set when the key is revoked, for as long as such a token can live).
+pub fn api_key_revocation_key(id: &str) -> String {
+    format!("auth:revoked:key:{id}")
+}
+
 /// When a token was issued, in unix milliseconds: exact from a UUIDv7 `jti` (the
 /// built-in issuer's), else the start of its `iat` second, so a cutoff in that second
 /// voids it (the safe side).
@@ -448,11 +454,15 @@ async fn check_revocations(cache: &Cache, principal: &Principal) -> Result<(), A
     if let Some(jti) = &principal.token_id {
         keys.push(revocation_key(jti));
     }
+    if let Some(key) = &principal.api_key {
+        keys.push(api_key_revocation_key(key));
+    }
     let values = cache
         .get_many(&keys)
         .await
         .map_err(|_| refused("token revocation cannot be checked right now"))?;
-    if values.get(2).is_some_and(Option::is_some) {
+    // Past the two cutoffs: the token's own revocation and its API key's.
+    if values.iter().skip(2).any(Option::is_some) {
         return Err(refused("token revoked"));
     }
     let issued = issued_at_ms(principal);
@@ -508,6 +518,9 @@ fn principal(issuer: &TrustedIssuer, claims: &Value) -> Result<Principal, AuthEr
             .and_then(Value::as_str)
             .map(str::to_owned),
         auth_methods: strings(lookup(claims, "amr")),
+        api_key: lookup(claims, "key")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
     })
 }
 

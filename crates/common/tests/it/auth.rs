@@ -69,6 +69,7 @@ fn claims(iss: &str) -> Claims {
         capabilities: vec!["sessions:read".into(), "sessions:write".into()],
         act: None,
         amr: vec!["pwd".into()],
+        key: None,
     }
 }
 

@@ -87,6 +87,7 @@ async fn a_service_refuses_a_token_meant_for_another() {
             capabilities: vec!["policy:read".into()],
             act: None,
             amr: vec![],
+            key: None,
         })
         .unwrap()
     };
