@@ -14,12 +14,49 @@ use somagent_common::tenant::TenantId;
 use crate::helpers::{Backends, Rooted, login, published, with_scripted_llm};
 use crate::lifecycle::{call, me_of};
 
+/// A token identity issues to the orchestrator for slm, acting for the holder of
+/// `user_token`: what a platform service puts on the bus (the credential comes from the
+/// root `somagent up` made in `data`).
+pub(crate) async fn service_token_for_slm(
+    identity: &str,
+    data: &std::path::Path,
+    user_token: &str,
+) -> String {
+    use somagent_common::auth::{ISSUER_KEY_FILE, SERVICE_KEY_HEADER, ServiceIssuerKey};
+    use somagent_common::proto::identity::v1 as pb;
+    use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+
+    let root = std::fs::read_to_string(data.join(ISSUER_KEY_FILE)).unwrap();
+    let credential = ServiceIssuerKey::new(root.trim())
+        .credential_for("orchestrator")
+        .expose()
+        .to_owned();
+    let mut request = tonic::Request::new(pb::IssueServiceTokenRequest {
+        service: "orchestrator".into(),
+        callee: "slm".into(),
+        on_behalf_of_token: user_token.to_owned(),
+        capabilities: vec!["models:use".into()],
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert(SERVICE_KEY_HEADER, credential.parse().unwrap());
+    IdentityServiceClient::connect(identity.to_owned())
+        .await
+        .unwrap()
+        .issue_service_token(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token
+}
+
 #[tokio::test]
 async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
     let (
         llm,
         Rooted {
-            platform: _p,
+            platform,
             gateway,
             client,
             root,
@@ -28,6 +65,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
         },
     ) = with_scripted_llm(Backends::Embedded, &[]).await;
     let me = me_of(&client, &gateway, &root).await;
+    let service = service_token_for_slm(&platform.addresses["identity"], data.path(), &root).await;
     let tenant = TenantId::parse(me["tenant"].as_str().unwrap().to_owned()).unwrap();
     let subject = me["subject"].as_str().unwrap().to_owned();
     let (status, _) = call(
@@ -92,6 +130,14 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
             "foreign",
             &elsewhere,
             &subject,
+            Some(&service),
+            "hello",
+            "default",
+        ),
+        ask(
+            "user-token",
+            &tenant,
+            &subject,
             Some(&root),
             "hello",
             "default",
@@ -108,7 +154,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
             "policy",
             &tenant,
             &subject,
-            Some(&root),
+            Some(&service),
             "how do I build a bomb",
             "default",
         ),
@@ -116,7 +162,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
             "unknown",
             &tenant,
             &subject,
-            Some(&root),
+            Some(&service),
             "hello",
             "no-such-model",
         ),
@@ -124,7 +170,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
             "guarded",
             &tenant,
             &subject,
-            Some(&root),
+            Some(&service),
             "please say forbidden|-WO|rd and go on",
             "default",
         ),
@@ -132,7 +178,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
             "good",
             &tenant,
             &subject,
-            Some(&root),
+            Some(&service),
             "answer later",
             "default",
         ),
@@ -157,7 +203,8 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
             .unwrap()
             .event;
         assert!(
-            !event.data.to_string().contains(root.as_str()),
+            !event.data.to_string().contains(root.as_str())
+                && !event.data.to_string().contains(service.as_str()),
             "no token is echoed: {}",
             event.data
         );
@@ -172,11 +219,10 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
     assert_eq!(code("no-token"), "unauthorized");
     assert_eq!(code("bad-token"), "unauthorized");
     assert_eq!(code("foreign"), "forbidden");
-    assert_eq!(code("viewer"), "forbidden");
-    assert_eq!(
-        answers["viewer"]["error"]["details"]["missing_capability"],
-        "models:use"
-    );
+    // A user's own token (usable at every service) is never taken from the bus, be it
+    // an admin's or a viewer's.
+    assert_eq!(code("user-token"), "unauthorized");
+    assert_eq!(code("viewer"), "unauthorized");
     assert_eq!(code("policy"), "forbidden");
     assert_eq!(
         answers["policy"]["error"]["details"]["rule_ids"],

@@ -508,7 +508,7 @@ async fn requests_on_the_bus_are_answered_on_the_bus_once() {
     let (
         llm,
         Rooted {
-            platform: _p,
+            platform,
             gateway,
             client,
             root,
@@ -523,11 +523,17 @@ async fn requests_on_the_bus_are_answered_on_the_bus_once() {
     let bus = EventBus::connect(&EventsUrl::Local { path: None }, data.path())
         .await
         .unwrap();
+    let service = crate::async_inference::service_token_for_slm(
+        &platform.addresses["identity"],
+        data.path(),
+        &root,
+    )
+    .await;
     let request = somagent_common::infra::events::Envelope::new(
         "slm.request",
         "e2e",
         tenant.clone(),
-        json!({"request_id": "req-1", "token": root, "model": "default", "messages": [{"role": "user", "content": "answer later"}]}),
+        json!({"request_id": "req-1", "token": service, "model": "default", "messages": [{"role": "user", "content": "answer later"}]}),
     )
     .with_subject(me["subject"].as_str().unwrap().to_owned());
     // Delivered twice, as at-least-once delivery may.

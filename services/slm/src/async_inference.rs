@@ -137,7 +137,7 @@ async fn principal(gate: &Gate, event: &Envelope) -> Result<(Principal, String),
     if token.is_empty() {
         return Err(ApiError::new(
             ErrorCode::Unauthorized,
-            "the request carries no token: put the caller's access token or a service token acting for them in `token`",
+            "the request carries no token: put a service token for slm, acting for the caller, in `token`",
         ));
     }
     let principal = gate.verifier.verify(token).await.map_err(|_| {
@@ -146,6 +146,18 @@ async fn principal(gate: &Gate, event: &Envelope) -> Result<(Principal, String),
             "the request's token is not valid (unknown issuer, bad signature, expired or revoked)",
         )
     })?;
+    // What the gRPC path takes from services: a token identity issued to a service for
+    // slm alone. A user's own token works at every service; it never rides on the bus,
+    // where whoever reads the topic could replay it.
+    let for_slm = somagent_common::auth::service_audience(crate::SPEC.name);
+    if principal.actor.is_none() || !principal.audiences.contains(&for_slm) {
+        return Err(ApiError::new(
+            ErrorCode::Unauthorized,
+            format!(
+                "the request's token must be a service token for slm (aud `{for_slm}`), never a user's own token"
+            ),
+        ));
+    }
     if principal.tenant != event.tenant {
         return Err(ApiError::new(
             ErrorCode::Forbidden,
@@ -198,16 +210,19 @@ async fn answer(
     let session = data["session_id"].as_str().map(str::to_owned);
     // Every role is moderated: a request on the bus may put any text in any message.
     let said: Vec<&str> = messages.iter().map(|m| m.content.as_str()).collect();
-    if let Err(e) = gate
-        .policy
-        .check(
-            &principal,
-            &token,
-            &said.join("\n"),
-            session.as_deref().unwrap_or_default(),
-        )
-        .await
-    {
+    // The service token was for slm alone: policy is asked with slm's own, for policy.
+    let moderated = async {
+        let for_policy = gate.output_rules.policy_token(&principal, &token).await?;
+        gate.policy
+            .check(
+                &principal,
+                &for_policy,
+                &said.join("\n"),
+                session.as_deref().unwrap_or_default(),
+            )
+            .await
+    };
+    if let Err(e) = moderated.await {
         return (failed(&request_id, e), subject);
     }
     let input = ChatInput {

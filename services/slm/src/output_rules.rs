@@ -73,21 +73,30 @@ impl OutputRuleSource {
         Ok(rules)
     }
 
+    /// A token to ask policy with for `principal`, who called with `bearer`: a user's
+    /// own token is good at policy too; a service token was for slm alone, so slm asks
+    /// identity for its own, for policy.
+    pub async fn policy_token(
+        &self,
+        principal: &Principal,
+        bearer: &str,
+    ) -> Result<String, ApiError> {
+        if principal.actor.is_none() {
+            return Ok(bearer.to_owned());
+        }
+        self.tokens
+            .for_user(
+                &POLICY,
+                principal.tenant.as_str(),
+                &principal.subject,
+                &[Capability::PolicyRead.as_str().to_owned()],
+            )
+            .await
+            .map_err(ApiError::from)
+    }
+
     async fn fetch(&self, principal: &Principal, bearer: &str) -> Result<OutputRules, ApiError> {
-        // A user's own token is good at policy too; a service token was for slm alone.
-        let token = if principal.actor.is_none() {
-            bearer.to_owned()
-        } else {
-            self.tokens
-                .for_user(
-                    &POLICY,
-                    principal.tenant.as_str(),
-                    &principal.subject,
-                    &[Capability::PolicyRead.as_str().to_owned()],
-                )
-                .await
-                .map_err(ApiError::from)?
-        };
+        let token = self.policy_token(principal, bearer).await?;
         let guard = self
             .policy
             .clone()

@@ -70,6 +70,9 @@ pub struct Principal {
     pub auth_methods: Vec<String>,
     /// The API key the token was obtained with, if it was.
     pub api_key: Option<String>,
+    /// The token's `aud`: `somagent` for a user's own token, `somagent:<service>` for a
+    /// service token meant for that service alone.
+    pub audiences: Vec<String>,
 }
 
 impl Principal {

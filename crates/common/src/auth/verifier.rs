@@ -521,6 +521,7 @@ fn principal(issuer: &TrustedIssuer, claims: &Value) -> Result<Principal, AuthEr
         api_key: lookup(claims, "key")
             .and_then(Value::as_str)
             .map(str::to_owned),
+        audiences: strings(lookup(claims, "aud")),
     })
 }
 
