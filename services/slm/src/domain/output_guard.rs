@@ -10,7 +10,11 @@
 //! the original text). Text that cannot begin a term goes out at once, so most deltas
 //! are not delayed at all. Patterns are matched on the running text each time it
 //! grows: their matches can be of any length, so no window can hold one back whole; a
-//! pattern trips the guard as soon as the text matches it.
+//! pattern trips the guard as soon as the text matches it. Numbers are what most
+//! personal data patterns match (card, account, phone and identity numbers), so while a
+//! tenant has patterns, a number at the end of the text (digits with the spaces,
+//! dashes, dots, slashes, brackets and plus signs that write them) is held back until
+//! something else follows it: a number goes out whole and checked, or not at all.
 
 use regex::RegexSet;
 
@@ -23,6 +27,12 @@ pub struct OutputRules {
     patterns: RegexSet,
     /// In characters.
     longest_term: usize,
+}
+
+/// Characters that write a number besides its digits (`+1 (555) 010-9999`,
+/// `4111 1111 1111 1111`, `12/31`).
+fn in_a_number(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, ' ' | '-' | '.' | '/' | '(' | ')' | '+')
 }
 
 impl OutputRules {
@@ -124,9 +134,36 @@ impl<'a> StreamGuard<'a> {
         self.release(until.max(self.released))
     }
 
+    /// Where the text must be held back from: the earlier of the part that could still
+    /// begin a term and, when there are patterns, a number still being written.
+    fn held_from(&self) -> usize {
+        let term = self.term_held_from();
+        if self.rules.patterns.is_empty() {
+            return term;
+        }
+        term.min(self.number_held_from())
+    }
+
+    /// Where a number at the end of the text begins (its length if the text does not
+    /// end in one).
+    fn number_held_from(&self) -> usize {
+        // The run of number characters the text ends in, from its first digit: what
+        // stands before that digit (a space, a bracket) gives nothing away.
+        let mut first_digit = self.text.len();
+        for (at, c) in self.text.char_indices().rev() {
+            if !in_a_number(c) {
+                break;
+            }
+            if c.is_ascii_digit() {
+                first_digit = at;
+            }
+        }
+        first_digit
+    }
+
     /// Where the part of the text that could still begin a term starts (its length if
     /// none could).
-    fn held_from(&self) -> usize {
+    fn term_held_from(&self) -> usize {
         let start = self.back_from(self.text.len(), self.rules.window());
         // Each lowercase character, with the byte offset of the character it came from.
         let mut lowered = String::new();
@@ -339,6 +376,23 @@ mod tests {
         let (released, tripped) = stream(&rules, &["my number is 123-4", "5-6789, ok"]);
         assert_eq!(tripped.as_deref(), Some("pii.ssn"));
         assert!(!released.contains("6789"));
+        // A number is held until it is whole: no digit of it goes out first.
+        assert_eq!(released, "my number is ");
+        let (released, tripped) = stream(&rules, &["call 12", "3-45", "-67", "89 now"]);
+        assert_eq!(tripped.as_deref(), Some("pii.ssn"));
+        assert!(!released.chars().any(|c| c.is_ascii_digit()), "{released}");
+    }
+
+    #[test]
+    fn numbers_that_break_nothing_go_out_once_written() {
+        let rules = rules();
+        let mut guard = StreamGuard::new(&rules);
+        assert_eq!(guard.push("I have 3"), Verdict::Release("I have ".into()));
+        assert_eq!(guard.push("4 apples"), Verdict::Release("34 apples".into()));
+        // Without patterns, numbers are not held.
+        let terms_only = OutputRules::new(vec![("t".into(), "zq".into())], Vec::new()).unwrap();
+        let mut guard = StreamGuard::new(&terms_only);
+        assert_eq!(guard.push("I have 3"), Verdict::Release("I have 3".into()));
     }
 
     #[test]
