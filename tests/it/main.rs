@@ -29,3 +29,4 @@ mod stream_revocation;
 mod telemetry;
 mod tenants;
 mod users;
+mod workflows_api;

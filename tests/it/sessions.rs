@@ -476,14 +476,30 @@ async fn broken_answer(backends: Backends) {
 #[tokio::test]
 async fn a_turn_cut_off_by_a_crash_completes_exactly_once_after_the_restart() {
     for backends in Backends::all() {
-        crash_and_restart(backends).await;
+        crash_and_restart(backends, Stop::Kill).await;
     }
+}
+
+/// A rolling restart: SIGTERM mid-turn. The process stops promptly and cleanly, giving
+/// its runs up (the local engine releases their leases; Temporal's worker hands the
+/// running step back), and the next process completes the turn once.
+#[tokio::test]
+async fn a_turn_cut_off_by_a_rolling_restart_completes_exactly_once() {
+    for backends in Backends::all() {
+        crash_and_restart(backends, Stop::Term).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Stop {
+    Kill,
+    Term,
 }
 
 /// On the local engine the restarted process resumes the run from its journal; on
 /// Temporal the new worker picks the run up once the killed attempt misses its
-/// heartbeat.
-async fn crash_and_restart(backends: Backends) {
+/// heartbeat (or at once when it was handed back on SIGTERM).
+async fn crash_and_restart(backends: Backends, stop: Stop) {
     let llm = ScriptedLlm::start().await.unwrap();
     let base = llm.base_url();
     let data = tempfile::tempdir().unwrap();
@@ -515,8 +531,38 @@ async fn crash_and_restart(backends: Backends) {
         String::from_utf8_lossy(&first).contains("delta"),
         "{first:?}"
     );
-    platform.child.kill().unwrap();
-    platform.child.wait().unwrap();
+    match stop {
+        Stop::Kill => {
+            platform.child.kill().unwrap();
+            platform.child.wait().unwrap();
+        }
+        Stop::Term => {
+            let pid = platform.child.id().to_string();
+            let sent = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap();
+            assert!(sent.success());
+            let asked = Instant::now();
+            let status = loop {
+                if let Some(status) = platform.child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(
+                    asked.elapsed() < Duration::from_secs(20),
+                    "{backends:?}: SIGTERM did not stop the platform within 20 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
+            assert!(status.success(), "{backends:?}: stopped with {status}");
+            // The client was told to follow the turn elsewhere, not left hanging.
+            let mut rest = String::new();
+            while let Ok(Some(chunk)) = response.chunk().await {
+                rest.push_str(&String::from_utf8_lossy(&chunk));
+            }
+            assert!(rest.contains("event: reconnect"), "{backends:?}: {rest}");
+        }
+    }
     drop(platform);
 
     let platform = Platform::start_with(data.path(), &ports, &env);
@@ -953,7 +999,11 @@ async fn model_call_runner(run: &str) -> u32 {
             .as_array()
             .into_iter()
             .flatten()
-            .find(|a| a["activityType"]["name"] == "model.complete")
+            .find(|a| {
+                a["activityId"]
+                    .as_str()
+                    .is_some_and(|id| id.ends_with(":model.complete"))
+            })
             .and_then(|a| a["lastWorkerIdentity"].as_str());
         if let Some(pid) = identity.and_then(|i| i.rsplit('@').next()?.parse().ok()) {
             return pid;

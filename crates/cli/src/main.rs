@@ -4,6 +4,7 @@ mod keys;
 mod platform;
 mod reseal;
 mod status;
+mod workflows;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,6 +63,9 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
+    /// A tenant admin's view of the tenant's workflow runs (session turns, ...): list,
+    /// show, cancel, signal, through the gateway.
+    Workflows(workflows::WorkflowsArgs),
 }
 
 fn main() -> ExitCode {
@@ -82,6 +86,7 @@ fn main() -> ExitCode {
             Command::Status { host, json } => status::status(&host, json).await,
             Command::Services => status::services(),
             Command::Keys { command } => keys::run(command).await,
+            Command::Workflows(args) => workflows::run(args).await,
         }
     })
 }

@@ -9,6 +9,9 @@ use anyhow::Context;
 use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::infra::events::ConsumerMetrics;
 
 use crate::config::CommonConfig;
 use crate::infra::SharedBackends;
@@ -36,7 +39,15 @@ pub struct ServiceBuilder {
     readiness: Readiness,
     metrics: Metrics,
     health: tonic_health::server::HealthReporter,
+    on_shutdown: Vec<ShutdownHook>,
+    stopping: CancellationToken,
+    tasks: TaskTracker,
+    consumer_metrics: ConsumerMetrics,
 }
+
+/// What a service does when it is told to stop, besides draining requests: stop its
+/// workers and give up what it holds, so the next process takes over at once.
+type ShutdownHook = Box<dyn FnOnce() -> futures::future::BoxFuture<'static, ()> + Send>;
 
 impl ServiceBuilder {
     /// Opens what the service's spec says it needs; `migrations` are its own.
@@ -82,9 +93,46 @@ impl ServiceBuilder {
             http: Router::new(),
             grpc: tonic::service::Routes::new(health_service),
             readiness,
-            metrics,
             health,
+            on_shutdown: Vec::new(),
+            stopping: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            consumer_metrics: ConsumerMetrics::register(&metrics),
+            metrics,
         })
+    }
+
+    /// Cancelled as soon as the service is told to stop, before requests drain:
+    /// long-lived streams (a turn's events, a WebSocket) end on it, telling their
+    /// clients to reconnect, so the drain does not wait out the grace period on them.
+    pub fn stopping(&self) -> CancellationToken {
+        self.stopping.clone()
+    }
+
+    /// Runs `task` in the service's task set: background work (consumers, relays,
+    /// subscribers) that ends on [`ServiceBuilder::stopping`] and is waited for, within
+    /// the grace period, before the process ends.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.spawn(task);
+    }
+
+    /// The consumers' metrics of this service, for [`crate::infra::events::consume`].
+    pub fn consumer_metrics(&self) -> ConsumerMetrics {
+        self.consumer_metrics.clone()
+    }
+
+    /// Runs `hook` as soon as the service is told to stop, while requests drain; the
+    /// process waits for it (within the grace period) before it ends.
+    pub fn on_shutdown<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.on_shutdown.push(Box::new(move || Box::pin(hook())));
+        self
     }
 
     pub fn db(&self) -> Option<&Db> {
@@ -138,6 +186,9 @@ impl ServiceBuilder {
             router,
             db: self.db,
             health: self.health,
+            on_shutdown: self.on_shutdown,
+            stopping: self.stopping,
+            tasks: self.tasks,
         }
     }
 }
@@ -150,6 +201,9 @@ pub struct ServiceApp {
     router: Router,
     db: Option<Db>,
     health: tonic_health::server::HealthReporter,
+    on_shutdown: Vec<ShutdownHook>,
+    stopping: CancellationToken,
+    tasks: TaskTracker,
 }
 
 impl ServiceApp {
@@ -171,7 +225,34 @@ impl ServiceApp {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         tracing::info!(service = name, addr = %self.local_addr(), "serving");
+        let hooks = self.on_shutdown;
+        let told = token.clone();
+        let streams = self.stopping.clone();
+        let stopping = tokio::spawn(async move {
+            told.cancelled().await;
+            streams.cancel();
+            for hook in hooks {
+                hook().await;
+            }
+        });
         let result = server::serve(self.listener, self.router, token, self.grace).await;
+        if tokio::time::timeout(self.grace, stopping).await.is_err() {
+            tracing::warn!(
+                service = name,
+                "shutdown work did not finish within the grace period"
+            );
+        }
+        self.tasks.close();
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = name,
+                tasks = self.tasks.len(),
+                "background tasks did not stop within the grace period"
+            );
+        }
         self.health
             .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;

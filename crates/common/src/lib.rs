@@ -30,6 +30,7 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
+pub mod turn;
 
 pub use somagent_proto as proto;
 /// The cancellation token every long-running part of a service stops on.

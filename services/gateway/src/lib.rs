@@ -65,6 +65,9 @@ pub struct Gateway {
     pub verifier: Arc<Verifier>,
     /// The built-in issuer (the gateway's public URL).
     pub issuer: String,
+    /// Cancelled when the gateway starts to stop: live streams end, telling their
+    /// clients to reconnect, so the drain does not wait on them.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
 
 /// External OIDC issuers the gateway also trusts (`SOMAGENT_OIDC_ISSUERS`). Their tokens
@@ -132,6 +135,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         verifier: Arc::new(verifier),
         exchanged: token_exchange::ExchangedTokens::default(),
         issuer,
+        stopping: builder.stopping(),
     };
     Ok(builder.http(api::public(gateway)?).build())
 }

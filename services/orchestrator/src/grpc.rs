@@ -1,6 +1,7 @@
 //! orchestrator's gRPC surface: sessions, their messages, and turns streamed as they
 //! run. Sessions belong to the user who made them; tenant admins see all of the
-//! tenant's. Another tenant's session is "not found".
+//! tenant's. Another tenant's session is "not found". The tenant admins' verbs on
+//! workflow runs are in `workflow_admin`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +12,20 @@ use somagent_common::auth::grpc::principal_of;
 use somagent_common::auth::{Capability, Principal, Verifier};
 use somagent_common::clock::rfc3339;
 use somagent_common::error::{ApiError, ErrorCode};
-use somagent_common::proto::common::v1::{PageInfo, Usage};
+use somagent_common::proto::common::v1::PageInfo;
 use somagent_common::proto::orchestrator::v1 as pb;
 use somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
+use somagent_common::turn::TurnEvent;
+use somagent_workflows::ActivityError;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::hub::TurnHub;
 use crate::store::{Session, SessionStore};
 use crate::turn::{self, TurnInput};
-use crate::workflow::{Engine, Outcome};
+use crate::workflow_admin;
+use somagent_common::moderation::PromptModeration;
+use somagent_workflows::{Engine, Outcome, StartRequest};
 
 /// The longest message a user may send.
 const MAX_CONTENT: usize = 100_000;
@@ -29,6 +35,11 @@ pub struct OrchestratorGrpc {
     pub engine: Arc<dyn Engine>,
     pub hub: Arc<TurnHub>,
     pub verifier: Arc<Verifier>,
+    /// The session path's one decision on a prompt (and its strikes): here, where every
+    /// turn starts, whoever calls; the turn does not ask again.
+    pub moderation: PromptModeration,
+    /// Cancelled when this process starts to stop: live streams end with `reconnect`.
+    pub stopping: CancellationToken,
 }
 
 fn session_message(s: Session) -> pb::Session {
@@ -60,26 +71,6 @@ impl OrchestratorGrpc {
 }
 
 type EventStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::TurnEvent, Status>> + Send>>;
-
-fn event(kind: &str, data: Value) -> pb::TurnEvent {
-    event_of(kind, data, "", 0)
-}
-
-fn event_of(kind: &str, data: Value, session_id: &str, turn: u32) -> pb::TurnEvent {
-    let usage = (kind == "done").then(|| Usage {
-        prompt_tokens: data["usage"]["prompt_tokens"].as_u64().unwrap_or(0),
-        completion_tokens: data["usage"]["completion_tokens"].as_u64().unwrap_or(0),
-        cost_micros: data["usage"]["cost_micros"].as_i64().unwrap_or(0),
-        currency: "USD".into(),
-    });
-    pb::TurnEvent {
-        r#type: kind.into(),
-        data_json: data.to_string(),
-        usage,
-        session_id: session_id.to_owned(),
-        turn,
-    }
-}
 
 #[tonic::async_trait]
 impl OrchestratorService for OrchestratorGrpc {
@@ -195,6 +186,9 @@ impl OrchestratorService for OrchestratorGrpc {
     ) -> Result<Response<Self::SendMessageStream>, Status> {
         let principal = principal_of(&self.verifier, &request).await?;
         principal.require(Capability::SessionsWrite)?;
+        let token = somagent_common::auth::grpc::bearer_of(&request)
+            .unwrap_or_default()
+            .to_owned();
         let r = request.into_inner();
         if r.content.trim().is_empty() || r.content.len() > MAX_CONTENT {
             return Err(
@@ -202,6 +196,9 @@ impl OrchestratorService for OrchestratorGrpc {
             );
         }
         let session = self.visible(&principal, &r.session_id).await?;
+        self.moderation
+            .check(&principal, &token, &r.content, &session.id)
+            .await?;
         // Subscribe before the turn starts, so no event is missed.
         let mut events = self.hub.subscribe(&session.tenant, &session.id);
         let Some(turn_no) = self
@@ -232,17 +229,24 @@ impl OrchestratorService for OrchestratorGrpc {
         let run = turn::run_id(&session.id, turn_no);
         let value = serde_json::to_value(&input).map_err(ApiError::internal)?;
         self.engine
-            .start(turn::KIND, &run, principal.tenant.as_str(), &value)
+            .start(StartRequest {
+                kind: turn::SESSION_TURN.kind,
+                id: &run,
+                tenant: principal.tenant.as_str(),
+                input: &value,
+            })
             .await
-            .map_err(ApiError::internal)?;
+            .map_err(ApiError::from)?;
         let engine = self.engine.clone();
-        let stream = async_stream(move |tx| async move {
+        let reconnect = reconnect_event(&session.id, turn_no);
+        let session_id = session.id.clone();
+        let stream = async_stream(&self.stopping, reconnect, move |tx| async move {
             loop {
                 match tokio::time::timeout(Duration::from_secs(5), events.recv()).await {
                     Ok(Ok(e)) if e.turn == turn_no => {
-                        let last = matches!(e.kind, "done" | "error");
+                        let last = e.event.is_last();
                         if tx
-                            .send(Ok(event_of(e.kind, e.data, &e.session_id, e.turn)))
+                            .send(Ok(e.event.into_proto(&e.session_id, e.turn)))
                             .await
                             .is_err()
                             || last
@@ -254,17 +258,33 @@ impl OrchestratorService for OrchestratorGrpc {
                     Ok(Err(tokio::sync::broadcast::error::RecvError::Lagged(_))) => {}
                     Ok(Err(_)) => return,
                     // Quiet for a while: the turn may have ended in another process.
-                    Err(_) => match engine.outcome(&run).await {
-                        Ok(Some(Outcome::Completed(v))) => {
-                            let _ = tx.send(Ok(event("done", json!({ "outcome": v["outcome"], "turn": turn_no, "usage": v["usage"] })))).await;
-                            return;
-                        }
-                        Ok(Some(Outcome::Failed(e))) => {
-                            let _ = tx.send(Ok(event("error", e.public()))).await;
-                            return;
-                        }
-                        _ => {}
-                    },
+                    Err(_) => {
+                        let last = match engine.outcome(&run).await {
+                            Ok(Some(Outcome::Completed(v))) => {
+                                match serde_json::from_value::<turn::TurnResult>(v) {
+                                    Ok(result) => TurnEvent::Done {
+                                        outcome: result.outcome.as_str().to_owned(),
+                                        turn: turn_no,
+                                        usage: result.usage,
+                                    },
+                                    Err(e) => TurnEvent::error(
+                                        &ActivityError::fatal(
+                                            "internal",
+                                            format!("a turn's result does not read: {e}"),
+                                        )
+                                        .public(),
+                                    ),
+                                }
+                            }
+                            Ok(Some(Outcome::Failed(e))) => TurnEvent::error(&e.public()),
+                            Ok(Some(Outcome::Cancelled)) => {
+                                TurnEvent::error(&ActivityError::cancelled().public())
+                            }
+                            _ => continue,
+                        };
+                        let _ = tx.send(Ok(last.into_proto(&session_id, turn_no))).await;
+                        return;
+                    }
                 }
             }
         });
@@ -283,12 +303,14 @@ impl OrchestratorService for OrchestratorGrpc {
             .visible(&principal, &request.get_ref().session_id)
             .await?;
         let mut events = self.hub.subscribe(&session.tenant, &session.id);
-        let stream = async_stream(move |tx| async move {
+        let reconnect = reconnect_event(&session.id, 0);
+        let session_id = session.id;
+        let stream = async_stream(&self.stopping, reconnect, move |tx| async move {
             loop {
                 match events.recv().await {
                     Ok(e) => {
                         if tx
-                            .send(Ok(event_of(e.kind, e.data, &e.session_id, e.turn)))
+                            .send(Ok(e.event.into_proto(&e.session_id, e.turn)))
                             .await
                             .is_err()
                         {
@@ -296,7 +318,7 @@ impl OrchestratorService for OrchestratorGrpc {
                         }
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                        let note = event("lagged", json!({ "missed": missed }));
+                        let note = TurnEvent::Lagged { missed }.into_proto(&session_id, 0);
                         if tx.send(Ok(note)).await.is_err() {
                             return;
                         }
@@ -358,16 +380,81 @@ impl OrchestratorService for OrchestratorGrpc {
             page: Some(PageInfo { next_cursor: next }),
         }))
     }
+
+    async fn list_workflows(
+        &self,
+        request: Request<pb::ListWorkflowsRequest>,
+    ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
+        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let page =
+            workflow_admin::list(self.engine.as_ref(), &principal, request.into_inner()).await?;
+        Ok(Response::new(page))
+    }
+
+    async fn get_workflow(
+        &self,
+        request: Request<pb::GetWorkflowRequest>,
+    ) -> Result<Response<pb::WorkflowRun>, Status> {
+        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let run =
+            workflow_admin::get(self.engine.as_ref(), &principal, request.into_inner()).await?;
+        Ok(Response::new(run))
+    }
+
+    async fn cancel_workflow(
+        &self,
+        request: Request<pb::CancelWorkflowRequest>,
+    ) -> Result<Response<pb::CancelWorkflowResponse>, Status> {
+        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let answer =
+            workflow_admin::cancel(self.engine.as_ref(), &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
+
+    async fn signal_workflow(
+        &self,
+        request: Request<pb::SignalWorkflowRequest>,
+    ) -> Result<Response<pb::SignalWorkflowResponse>, Status> {
+        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let answer =
+            workflow_admin::signal(self.engine.as_ref(), &principal, request.into_inner()).await?;
+        Ok(Response::new(answer))
+    }
 }
 
 /// A stream fed by a task through a channel.
-fn async_stream<F, Fut>(produce: F) -> EventStream
+/// The last event of a stream cut short because this process is stopping: the turn
+/// goes on elsewhere (another replica, or this one after its restart).
+fn reconnect_event(session_id: &str, turn: u32) -> pb::TurnEvent {
+    TurnEvent::Reconnect {
+        reason: "this server is restarting; the turn goes on: watch the session (GET /v1/ws) or read its messages".into(),
+    }
+    .into_proto(session_id, turn)
+}
+
+/// A stream of what `produce` sends, ended with `reconnect` if the process starts to
+/// stop first.
+fn async_stream<F, Fut>(
+    stopping: &CancellationToken,
+    reconnect: pb::TurnEvent,
+    produce: F,
+) -> EventStream
 where
     F: FnOnce(tokio::sync::mpsc::Sender<Result<pb::TurnEvent, Status>>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let (tx, rx) = tokio::sync::mpsc::channel(256);
-    tokio::spawn(produce(tx));
+    let last = tx.clone();
+    let producing = produce(tx);
+    let stopping = stopping.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            () = producing => {}
+            () = stopping.cancelled() => {
+                let _ = last.send(Ok(reconnect)).await;
+            }
+        }
+    });
     Box::pin(futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     }))

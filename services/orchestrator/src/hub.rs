@@ -20,35 +20,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::{Value, json};
-use somagent_common::infra::cache::RedisCache;
+use serde::{Deserialize, Serialize};
+use somagent_common::infra::cache::Cache;
+use somagent_common::turn::TurnEvent;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-/// One event of a turn: `delta`, `restart` (the model's answer to `round` starts over:
-/// drop that round's deltas and tool calls of earlier attempts), `retract` (the answer
-/// is withheld: drop every delta of the turn), `tool_call`, `policy`, `message`, `done`
-/// or `error`. Deltas and tool calls name their `round` and `attempt`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TurnEvent {
+/// A turn event on its way to the session's watchers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
     /// The session's tenant: watchers are keyed by tenant and session, so an event can
     /// only ever reach watchers of its own tenant.
     pub tenant: String,
     pub session_id: String,
     pub turn: u32,
-    pub kind: &'static str,
-    pub data: Value,
+    pub event: TurnEvent,
 }
 
-const KINDS: [&str; 8] = [
-    "delta",
-    "restart",
-    "retract",
-    "tool_call",
-    "policy",
-    "message",
-    "done",
-    "error",
-];
 /// Every replica listens on all sessions' channels: one subscription per process, and
 /// a replica's relay traffic is the platform's live events (a few per token).
 const CHANNELS: &str = "turns:*";
@@ -66,7 +53,7 @@ fn watch_key(tenant: &str, session_id: &str) -> (String, String) {
 
 #[derive(Default)]
 pub struct TurnHub {
-    sessions: Mutex<HashMap<(String, String), broadcast::Sender<TurnEvent>>>,
+    sessions: Mutex<HashMap<(String, String), broadcast::Sender<Live>>>,
     relay: Option<Relay>,
 }
 
@@ -97,8 +84,18 @@ impl TurnHub {
         Arc::new(Self::default())
     }
 
+    /// A hub shared with every replica using `cache`, when the cache is shared (Redis);
+    /// otherwise this process's only.
+    pub fn over(cache: &Cache) -> Arc<Self> {
+        if cache.is_shared() {
+            Self::shared(cache.clone())
+        } else {
+            Self::local()
+        }
+    }
+
     /// A hub shared with every replica using `redis`.
-    pub fn shared(redis: RedisCache) -> Arc<Self> {
+    fn shared(redis: Cache) -> Arc<Self> {
         let (outbox, queued) = mpsc::channel(OUTBOX);
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let failing = Arc::new(AtomicBool::new(false));
@@ -124,7 +121,7 @@ impl TurnHub {
         hub
     }
 
-    pub fn subscribe(&self, tenant: &str, session_id: &str) -> broadcast::Receiver<TurnEvent> {
+    pub fn subscribe(&self, tenant: &str, session_id: &str) -> broadcast::Receiver<Live> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
             .entry(watch_key(tenant, session_id))
@@ -133,16 +130,16 @@ impl TurnHub {
     }
 
     /// Hands `event` to its session's watchers here and, when shared, everywhere.
-    pub fn send(&self, event: TurnEvent) {
+    pub fn send(&self, event: Live) {
         if let Some(relay) = &self.relay {
-            let payload = json!({
-                "origin": relay.origin, "tenant": event.tenant, "session_id": event.session_id,
-                "turn": event.turn, "kind": event.kind, "data": event.data,
-            });
-            let channel = channel_of(&event.tenant, &event.session_id);
-            let _ = relay
-                .outbox
-                .try_send(Outgoing::Event(channel, payload.to_string().into_bytes()));
+            let relayed = Relayed {
+                origin: relay.origin.clone(),
+                live: event.clone(),
+            };
+            if let Ok(payload) = serde_json::to_vec(&relayed) {
+                let channel = channel_of(&event.tenant, &event.session_id);
+                let _ = relay.outbox.try_send(Outgoing::Event(channel, payload));
+            }
         }
         self.deliver(event);
     }
@@ -160,7 +157,7 @@ impl TurnHub {
         }
     }
 
-    fn deliver(&self, event: TurnEvent) {
+    fn deliver(&self, event: Live) {
         let key = watch_key(&event.tenant, &event.session_id);
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = sessions.get(&key)
@@ -173,7 +170,7 @@ impl TurnHub {
 }
 
 /// Publishes queued events in order, as many per round trip as are waiting.
-async fn publish(redis: RedisCache, mut queued: mpsc::Receiver<Outgoing>, flag: Arc<AtomicBool>) {
+async fn publish(redis: Cache, mut queued: mpsc::Receiver<Outgoing>, flag: Arc<AtomicBool>) {
     let mut batch = Vec::new();
     let mut failing = false;
     while queued.recv_many(&mut batch, 256).await > 0 {
@@ -209,61 +206,77 @@ async fn publish(redis: RedisCache, mut queued: mpsc::Receiver<Outgoing>, flag: 
 /// watchers have it), for anything malformed, or for an event whose tenant or session
 /// is not the channel's (whoever can publish on Redis must not reach another tenant's
 /// watchers by naming them in the payload).
-fn decode(channel: &str, payload: &[u8], own: &str) -> Option<TurnEvent> {
-    let value: Value = serde_json::from_slice(payload).ok()?;
-    if value["origin"].as_str()? == own {
+fn decode(channel: &str, payload: &[u8], own: &str) -> Option<Live> {
+    let relayed: Relayed = serde_json::from_slice(payload).ok()?;
+    if relayed.origin == own {
         return None;
     }
-    let tenant = value["tenant"].as_str()?;
-    let session_id = value["session_id"].as_str()?;
-    if tenant.is_empty() || channel != channel_of(tenant, session_id) {
+    let live = relayed.live;
+    if live.tenant.is_empty() || channel != channel_of(&live.tenant, &live.session_id) {
         tracing::warn!(
             channel,
             "a live turn event names another tenant or session than its channel; dropped"
         );
         return None;
     }
-    let kind = value["kind"].as_str()?;
-    Some(TurnEvent {
-        tenant: tenant.to_owned(),
-        session_id: session_id.to_owned(),
-        turn: u32::try_from(value["turn"].as_u64()?).ok()?,
-        kind: KINDS.into_iter().find(|k| *k == kind)?,
-        data: value["data"].clone(),
-    })
+    Some(live)
+}
+
+/// An event as relayed between replicas, with the replica it came from.
+#[derive(Serialize, Deserialize)]
+struct Relayed {
+    origin: String,
+    #[serde(flatten)]
+    live: Live,
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn delta(tenant: &str, content: &str) -> Live {
+        Live {
+            tenant: tenant.into(),
+            session_id: "s1".into(),
+            turn: 3,
+            event: TurnEvent::Delta {
+                content: content.into(),
+                round: 1,
+                attempt: 1,
+            },
+        }
+    }
 
     #[test]
     fn only_other_replicas_events_of_known_kinds_are_relayed() {
-        let event = |origin: &str, kind: &str| {
-            json!({ "origin": origin, "tenant": "t1", "session_id": "s1", "turn": 3, "kind": kind, "data": { "content": "hi" } })
-                .to_string()
-                .into_bytes()
+        let relayed = |origin: &str, live: &Live| {
+            serde_json::to_vec(&Relayed {
+                origin: origin.into(),
+                live: live.clone(),
+            })
+            .unwrap()
         };
+        let event = delta("t1", "hi");
         let channel = channel_of("t1", "s1");
         assert_eq!(
-            decode(&channel, &event("other", "delta"), "me"),
-            Some(TurnEvent {
-                tenant: "t1".into(),
-                session_id: "s1".into(),
-                turn: 3,
-                kind: "delta",
-                data: json!({ "content": "hi" }),
-            })
+            decode(&channel, &relayed("other", &event), "me"),
+            Some(event.clone())
         );
-        assert_eq!(decode(&channel, &event("me", "delta"), "me"), None);
-        assert_eq!(decode(&channel, &event("other", "surprise"), "me"), None);
+        assert_eq!(decode(&channel, &relayed("me", &event), "me"), None);
+        let surprise = json!({ "origin": "other", "tenant": "t1", "session_id": "s1", "turn": 3, "event": { "type": "surprise", "data": {} } });
+        assert_eq!(
+            decode(&channel, surprise.to_string().as_bytes(), "me"),
+            None
+        );
         assert_eq!(decode(&channel, b"not json", "me"), None);
         // An event naming another tenant than its channel's is dropped.
         assert_eq!(
-            decode(&channel_of("t2", "s1"), &event("other", "delta"), "me"),
+            decode(&channel_of("t2", "s1"), &relayed("other", &event), "me"),
             None
         );
-        assert_eq!(decode("turns:s1", &event("other", "delta"), "me"), None);
+        assert_eq!(decode("turns:s1", &relayed("other", &event), "me"), None);
     }
 
     #[tokio::test]
@@ -271,14 +284,8 @@ mod tests {
         let hub = TurnHub::local();
         let mut mine = hub.subscribe("t1", "s1");
         let mut theirs = hub.subscribe("t2", "s1");
-        hub.send(TurnEvent {
-            tenant: "t1".into(),
-            session_id: "s1".into(),
-            turn: 1,
-            kind: "delta",
-            data: json!({ "content": "private" }),
-        });
-        assert_eq!(mine.recv().await.unwrap().data["content"], "private");
+        hub.send(delta("t1", "private"));
+        assert_eq!(mine.recv().await.unwrap(), delta("t1", "private"));
         assert!(theirs.try_recv().is_err());
     }
 }

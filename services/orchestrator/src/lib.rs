@@ -3,34 +3,33 @@
 //! relational store, resumed after a restart from its last completed activity) or
 //! Temporal (`SOMAGENT_WORKFLOWS_URL=temporal://...`); exactly one completion per turn.
 //!
-//! Layout: `workflow/` (the context, activity options, both engines), `turn` (the
-//! session turn and its activities), `store` (sessions, messages), `hub` (live events),
-//! `grpc`. Activities act for users with service tokens from identity, each for one
+//! Layout: `turn/` (the session turn: its workflow and its activities, declared to
+//! the engine of `somagent-workflows`), `store` (sessions, messages), `hub` (live
+//! events), `grpc`. Activities act for users with service tokens from identity, each for one
 //! callee (`common::auth::ServiceTokens`).
 
 mod grpc;
 mod hub;
 mod store;
 mod turn;
-pub mod workflow;
+mod workflow_admin;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
-use somagent_common::infra::cache::Cache;
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::service::{IDENTITY, POLICY, SLM};
 
-use crate::workflow::local::LocalEngine;
-use crate::workflow::temporal::TemporalEngine;
-use crate::workflow::{Engine, WorkflowFn};
+use somagent_workflows::local::LocalEngine;
+use somagent_workflows::store::RunStore;
+use somagent_workflows::temporal::TemporalEngine;
+use somagent_workflows::{Engine, Registry};
 
 pub use somagent_common::service::ORCHESTRATOR as SPEC;
 
@@ -58,17 +57,16 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let channel = |spec, timeout| config.channel(spec, timeout);
     let store = store::SessionStore::new(db.clone());
     // Replicas share live events through Redis when the cache is there.
-    let hub = match &cache {
-        Cache::Redis(redis) => hub::TurnHub::shared(redis.clone()),
-        Cache::Memory(_) => {
-            if config.workflows_url.temporal().is_some() {
-                tracing::warn!(
-                    "live turn events stay in this process (the cache is in process): with more than one orchestrator replica, set SOMAGENT_CACHE_URL to Redis"
-                );
-            }
-            hub::TurnHub::local()
-        }
-    };
+    if !cache.is_shared() && config.workflows_url.temporal().is_some() {
+        tracing::warn!(
+            "live turn events stay in this process (the cache is in process): with more than one orchestrator replica, set SOMAGENT_CACHE_URL to Redis"
+        );
+    }
+    let hub = hub::TurnHub::over(&cache);
+    let moderation = somagent_common::moderation::PromptModeration::new(
+        PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
+        cache.clone(),
+    );
     let activities = turn::TurnActivities {
         store: store.clone(),
         policy: PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
@@ -82,29 +80,28 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         events,
         cache: cache.clone(),
     };
-    let mut workflows: HashMap<&'static str, WorkflowFn> = HashMap::new();
-    workflows.insert(
-        turn::KIND,
-        Arc::new(|ctx, input| Box::pin(turn::session_turn(ctx, input))),
-    );
+    let mut registry = Registry::new();
+    turn::register(&mut registry, activities);
+    db.migrate("workflows", somagent_workflows::MIGRATIONS)
+        .await?;
     let engine: Arc<dyn Engine> = match config.workflows_url.temporal() {
         Some(target) => {
             let identity = format!("{}@{}", SPEC.name, std::process::id());
-            Arc::new(
-                TemporalEngine::start_worker(&target, &identity, Arc::new(activities), workflows)
-                    .await?,
-            )
+            Arc::new(TemporalEngine::start(&target, &identity, registry, RunStore::new(db)).await?)
         }
         None => {
-            let engine = LocalEngine::new(db, Arc::new(activities), workflows);
+            let engine = LocalEngine::new(db, registry);
             engine.keep_resuming();
             Arc::new(engine)
         }
     };
+    let stopping = engine.clone();
     let grpc = grpc::OrchestratorGrpc {
+        stopping: builder.stopping(),
         store,
         engine,
         hub,
+        moderation,
         verifier: Arc::new(Verifier::new(
             vec![builtin_issuer(&config, &SPEC)],
             Some(cache),
@@ -112,5 +109,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     };
     let service =
         somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer::new(grpc);
-    Ok(builder.grpc(service).build())
+    Ok(builder
+        .grpc(service)
+        .on_shutdown(move || async move { stopping.shutdown().await })
+        .build())
 }

@@ -5,11 +5,18 @@ use somagent_common::infra::db::{Db, DbError, Migration};
 use sqlx::Row;
 
 /// Never edit one that has been applied: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "sessions",
-    include_str!("../migrations/0001_sessions.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "sessions",
+        include_str!("../migrations/0001_sessions.sql"),
+    ),
+    Migration::portable(
+        2,
+        "workflows moved",
+        include_str!("../migrations/0002_workflows_moved.sql"),
+    ),
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {

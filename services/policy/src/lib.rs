@@ -24,7 +24,7 @@ use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
-use somagent_common::infra::events::topics;
+use somagent_common::infra::events::{ConsumeOptions, Delivery, EventBus, consume, topics};
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::service::{CONSTITUTION, IDENTITY};
@@ -63,7 +63,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         events.clone(),
     ));
     tracing::info!(engine = decider.engine_name(), "policy engine ready");
-    forget_on_change(decider.clone(), events.clone()).await?;
+    forget_on_change(&builder, decider.clone(), &events).await?;
     let grpc = grpc::PolicyGrpc {
         decider,
         verifier: Arc::new(Verifier::new(
@@ -85,28 +85,27 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
 /// Drops a tenant's compiled policy and cached decisions when its constitution or
 /// rules change. Every replica listens in a group of its own: all of them must hear it.
 async fn forget_on_change(
+    builder: &ServiceBuilder,
     decider: Arc<decider::PolicyDecider>,
-    events: somagent_common::infra::events::EventBus,
+    events: &EventBus,
 ) -> anyhow::Result<()> {
     let group = format!("policy-cache-{}", uuid::Uuid::new_v4().simple());
-    let mut changes = events
-        .subscribe(&group, &[topics::CONSTITUTION_UPDATED])
-        .await?;
-    tokio::spawn(async move {
-        loop {
-            match changes.next().await {
-                Ok(delivery) => {
-                    decider.invalidate(delivery.event.tenant.as_str());
-                    if let Err(e) = changes.commit(&delivery).await {
-                        tracing::warn!(error = %e, "cannot commit a policy cache invalidation");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "policy cache invalidations paused");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                }
-            }
+    let forget = move |delivery: Delivery| {
+        let decider = decider.clone();
+        async move {
+            decider.invalidate(delivery.event.tenant.as_str());
+            Ok(())
         }
-    });
+    };
+    let options = ConsumeOptions::new(builder.stopping()).metrics(builder.consumer_metrics());
+    let consumer = consume(
+        events,
+        &group,
+        &[topics::CONSTITUTION_UPDATED],
+        forget,
+        options,
+    )
+    .await?;
+    builder.spawn(consumer);
     Ok(())
 }

@@ -23,9 +23,9 @@ use somagent_common::infra::outbox::Outbox;
 use somagent_common::auth::{Capability, Principal, Verifier};
 use somagent_common::error::{ApiError, ErrorCode};
 
-use crate::domain::chat::{FinishReason, Message, Role};
+use crate::domain::chat::{ChatCall, FinishReason, Message, Role};
 use crate::metering::Caller;
-use crate::router::{ChatInput, ModelRouter};
+use crate::model_router::ModelRouter;
 use somagent_common::moderation::PromptModeration;
 
 const CONSUMER: &str = "slm-async";
@@ -225,20 +225,20 @@ async fn answer(
     if let Err(e) = moderated.await {
         return (failed(&request_id, e), subject);
     }
-    let input = ChatInput {
+    let call = ChatCall {
         model: data["model"].as_str().unwrap_or_default().to_owned(),
         messages,
         max_tokens: data["max_tokens"].as_u64().map(|n| n as u32),
         temperature: data["temperature"].as_f64().map(|t| t as f32),
-        ..ChatInput::default()
+        ..ChatCall::default()
     };
-    if let Some(t) = input.temperature
+    if let Some(t) = call.temperature
         && !(0.0..=2.0).contains(&t)
     {
         let error = ApiError::validation("temperature", "is between 0 and 2");
         return (failed(&request_id, error), subject);
     }
-    if input.max_tokens == Some(0) {
+    if call.max_tokens == Some(0) {
         let error = ApiError::validation("max_tokens", "is at least 1");
         return (failed(&request_id, error), subject);
     }
@@ -248,9 +248,9 @@ async fn answer(
         session,
     };
     let outcome = async {
-        let mut input = input;
-        input.output_rules = Some(gate.output_rules.for_caller(&principal, &token).await?);
-        let answer = router.open(caller, input).await?;
+        let mut call = call;
+        call.output_rules = Some(gate.output_rules.for_caller(&principal, &token).await?);
+        let answer = router.open(caller, call).await?;
         let profile = answer.profile.clone();
         let (done, usage, cost, currency) = answer.collect().await?;
         Ok::<_, ApiError>((done, usage, cost, currency, profile))

@@ -13,12 +13,12 @@ use somagent_common::proto::slm::v1 as pb;
 use somagent_common::proto::slm::v1::slm_service_server::SlmService;
 use tonic::{Request, Response, Status};
 
-use crate::domain::chat::{Delta, FinishReason, Message, Role, parse_tool_calls, tool_calls_json};
+use crate::domain::chat::{ChatCall, Delta, FinishReason, Message, Role, ToolCall};
 use crate::domain::profile::Profile;
 use crate::metering::Caller;
+use crate::model_router::{ModelRouter, Piece};
 use crate::output_rules::OutputRuleSource;
 use crate::profiles;
-use crate::router::{ChatInput, ModelRouter, Piece};
 
 pub struct SlmGrpc {
     pub router: Arc<ModelRouter>,
@@ -28,20 +28,20 @@ pub struct SlmGrpc {
 
 impl SlmGrpc {
     /// The request as the router takes it, guarded by the tenant's output rules.
-    async fn guarded_input(
+    async fn guarded_call(
         &self,
         principal: &Principal,
         bearer: &str,
         r: pb::ChatRequest,
-    ) -> Result<ChatInput, ApiError> {
-        let mut input = chat_input(r)?;
-        input.output_rules = Some(self.output_rules.for_caller(principal, bearer).await?);
-        Ok(input)
+    ) -> Result<ChatCall, ApiError> {
+        let mut call = chat_call(r)?;
+        call.output_rules = Some(self.output_rules.for_caller(principal, bearer).await?);
+        Ok(call)
     }
 }
 
 /// The request as the router takes it; malformed parts are 422 problems.
-pub fn chat_input(r: pb::ChatRequest) -> Result<ChatInput, ApiError> {
+fn chat_call(r: pb::ChatRequest) -> Result<ChatCall, ApiError> {
     let mut messages = Vec::with_capacity(r.messages.len());
     for (i, m) in r.messages.into_iter().enumerate() {
         let role = Role::parse(&m.role).ok_or_else(|| {
@@ -62,13 +62,12 @@ pub fn chat_input(r: pb::ChatRequest) -> Result<ChatInput, ApiError> {
                 format!("message {i} (tool) needs a tool_call_id"),
             ));
         }
-        if !m.tool_calls_json.is_empty() {
-            let value: Value = serde_json::from_str(&m.tool_calls_json).map_err(|e| {
-                ApiError::validation("messages", format!("message {i}: tool_calls: {e}"))
-            })?;
-            message.tool_calls = parse_tool_calls(&value)
-                .map_err(|e| ApiError::validation("messages", format!("message {i}: {e}")))?;
-        }
+        message.tool_calls = m
+            .tool_calls
+            .into_iter()
+            .map(tool_call)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ApiError::validation("messages", format!("message {i}: {e}")))?;
         messages.push(message);
     }
     let json = |field: &'static str, raw: String| -> Result<Option<Value>, ApiError> {
@@ -91,7 +90,7 @@ pub fn chat_input(r: pb::ChatRequest) -> Result<ChatInput, ApiError> {
     if r.max_tokens == Some(0) {
         return Err(ApiError::validation("max_tokens", "is at least 1"));
     }
-    Ok(ChatInput {
+    Ok(ChatCall {
         model: r.model,
         messages,
         tools,
@@ -103,6 +102,56 @@ pub fn chat_input(r: pb::ChatRequest) -> Result<ChatInput, ApiError> {
         seed: r.seed,
         output_rules: None,
     })
+}
+
+/// A tool call a message says the model made; one without an id or a name could not
+/// be answered, nor sent to a model.
+fn tool_call(c: pb::ToolCall) -> Result<ToolCall, &'static str> {
+    if c.id.is_empty() {
+        return Err("a tool call needs an `id`");
+    }
+    if c.name.is_empty() {
+        return Err("a tool call needs `function.name`");
+    }
+    Ok(ToolCall {
+        id: c.id,
+        name: c.name,
+        arguments: c.arguments,
+    })
+}
+
+fn tool_call_message(c: ToolCall) -> pb::ToolCall {
+    pb::ToolCall {
+        id: c.id,
+        name: c.name,
+        arguments: c.arguments,
+    }
+}
+
+/// The chunk that carries `delta` on the answer's `header`. A finish or a usage adds
+/// nothing: the last chunk says those, once the call is metered.
+fn delta_chunk(header: pb::ChatChunk, delta: Delta) -> pb::ChatChunk {
+    match delta {
+        Delta::Text(text) => pb::ChatChunk {
+            delta: text,
+            ..header
+        },
+        Delta::ToolCall {
+            index,
+            id,
+            name,
+            arguments,
+        } => pb::ChatChunk {
+            tool_calls: vec![pb::ToolCallDelta {
+                index,
+                id: id.unwrap_or_default(),
+                name: name.unwrap_or_default(),
+                arguments,
+            }],
+            ..header
+        },
+        Delta::Finish { .. } | Delta::Usage(_) => header,
+    }
 }
 
 fn caller(principal: &Principal, session: &str) -> Result<Caller, ApiError> {
@@ -154,8 +203,8 @@ impl SlmService for SlmGrpc {
             .to_owned();
         let r = request.into_inner();
         let caller = caller(&principal, &r.session_id)?;
-        let input = self.guarded_input(&principal, &bearer, r).await?;
-        let answer = self.router.open(caller, input).await?;
+        let call = self.guarded_call(&principal, &bearer, r).await?;
+        let answer = self.router.open(caller, call).await?;
         let (id, model, profile, created) = (
             answer.call_id.clone(),
             answer.model.clone(),
@@ -174,11 +223,7 @@ impl SlmService for SlmGrpc {
             message: Some(pb::ChatMessage {
                 role: "assistant".into(),
                 content: done.content,
-                tool_calls_json: if done.tool_calls.is_empty() {
-                    String::new()
-                } else {
-                    tool_calls_json(&done.tool_calls).to_string()
-                },
+                tool_calls: done.tool_calls.into_iter().map(tool_call_message).collect(),
                 ..Default::default()
             }),
             finish_reason: done
@@ -203,8 +248,8 @@ impl SlmService for SlmGrpc {
             .to_owned();
         let r = request.into_inner();
         let caller = caller(&principal, &r.session_id)?;
-        let input = self.guarded_input(&principal, &bearer, r).await?;
-        let answer = self.router.open(caller, input).await?;
+        let call = self.guarded_call(&principal, &bearer, r).await?;
+        let answer = self.router.open(caller, call).await?;
         let header = pb::ChatChunk {
             id: answer.call_id.clone(),
             model: answer.model.clone(),
@@ -218,30 +263,7 @@ impl SlmService for SlmGrpc {
                 let mut pieces = pieces?;
                 let piece = pieces.recv().await?;
                 let chunk = match piece {
-                    Ok(Piece::Delta(Delta::Text(text))) => Ok(pb::ChatChunk {
-                        delta: text,
-                        ..header
-                    }),
-                    Ok(Piece::Delta(Delta::ToolCall {
-                        index,
-                        id,
-                        name,
-                        arguments,
-                    })) => {
-                        let mut call = serde_json::json!({ "index": index, "function": { "arguments": arguments } });
-                        if let Some(id) = id {
-                            call["id"] = Value::String(id);
-                            call["type"] = Value::String("function".into());
-                        }
-                        if let Some(name) = name {
-                            call["function"]["name"] = Value::String(name);
-                        }
-                        Ok(pb::ChatChunk {
-                            tool_calls_json: Value::Array(vec![call]).to_string(),
-                            ..header
-                        })
-                    }
-                    Ok(Piece::Delta(Delta::Finish { .. } | Delta::Usage(_))) => Ok(header),
+                    Ok(Piece::Delta(delta)) => Ok(delta_chunk(header, delta)),
                     Ok(Piece::Done {
                         finish,
                         usage: tokens,
@@ -330,5 +352,144 @@ impl SlmService for SlmGrpc {
         let principal = principal_of(&self.verifier, &request).await?;
         profiles::delete(&self.router, &principal, &request.get_ref().name).await?;
         Ok(Response::new(pb::DeleteProfileResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::chat::Completion;
+
+    fn piece(index: u32, id: Option<&str>, name: Option<&str>, arguments: &str) -> Delta {
+        Delta::ToolCall {
+            index,
+            id: id.map(str::to_owned),
+            name: name.map(str::to_owned),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn a_tool_call_streamed_in_pieces_comes_out_whole() {
+        let header = pb::ChatChunk {
+            id: "chatcmpl-1".into(),
+            profile: "default".into(),
+            ..Default::default()
+        };
+        let deltas = [
+            Delta::Text("Looking".into()),
+            piece(0, Some("call_1"), Some("search"), "{\"q\":"),
+            piece(1, Some("call_2"), Some("clock"), ""),
+            piece(0, None, None, "\"rust"),
+            piece(1, None, None, "{}"),
+            piece(0, None, None, " tonic\"}"),
+        ];
+        let chunks: Vec<pb::ChatChunk> = deltas
+            .iter()
+            .map(|d| delta_chunk(header.clone(), d.clone()))
+            .collect();
+        assert!(
+            chunks
+                .iter()
+                .all(|c| c.id == header.id && c.profile == header.profile)
+        );
+        assert_eq!(chunks[0].delta, "Looking");
+        assert!(chunks[0].tool_calls.is_empty());
+        // What a caller does with the chunks: a piece of a new index starts a call; ids
+        // and names come once; arguments are appended.
+        let mut joined = Completion::default();
+        for c in &chunks {
+            joined.push(&Delta::Text(c.delta.clone()));
+            for d in &c.tool_calls {
+                let some = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+                joined.push(&piece(
+                    d.index,
+                    some(&d.id).as_deref(),
+                    some(&d.name).as_deref(),
+                    &d.arguments,
+                ));
+            }
+        }
+        let whole = vec![
+            ToolCall {
+                id: "call_1".into(),
+                name: "search".into(),
+                arguments: "{\"q\":\"rust tonic\"}".into(),
+            },
+            ToolCall {
+                id: "call_2".into(),
+                name: "clock".into(),
+                arguments: "{}".into(),
+            },
+        ];
+        assert_eq!(joined.tool_calls, whole);
+        assert_eq!(joined.content, "Looking");
+        // The answer's end adds no piece: the last chunk carries it.
+        let end = delta_chunk(
+            header.clone(),
+            Delta::Finish {
+                reason: FinishReason::ToolCalls,
+                usage: None,
+            },
+        );
+        assert_eq!(end, header);
+    }
+
+    #[test]
+    fn a_message_with_tool_calls_round_trips() {
+        let calls = vec![
+            pb::ToolCall {
+                id: "call_1".into(),
+                name: "search".into(),
+                arguments: "{\"q\":\"x\"}".into(),
+            },
+            pb::ToolCall {
+                id: "call_2".into(),
+                name: "clock".into(),
+                arguments: String::new(),
+            },
+        ];
+        let request = pb::ChatRequest {
+            messages: vec![
+                pb::ChatMessage {
+                    role: "user".into(),
+                    content: "find x".into(),
+                    ..Default::default()
+                },
+                pb::ChatMessage {
+                    role: "assistant".into(),
+                    tool_calls: calls.clone(),
+                    ..Default::default()
+                },
+                pb::ChatMessage {
+                    role: "tool".into(),
+                    content: "x is 1".into(),
+                    tool_call_id: "call_1".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        };
+        let call = chat_call(request.clone()).unwrap();
+        assert_eq!(call.messages[1].role, Role::Assistant);
+        assert_eq!(call.messages[1].tool_calls[0].arguments, "{\"q\":\"x\"}");
+        assert_eq!(call.messages[2].tool_call_id.as_deref(), Some("call_1"));
+        let back: Vec<pb::ToolCall> = call.messages[1]
+            .tool_calls
+            .iter()
+            .cloned()
+            .map(tool_call_message)
+            .collect();
+        assert_eq!(back, calls);
+
+        let mut nameless = request;
+        nameless.messages[1].tool_calls[1].name.clear();
+        let refused = chat_call(nameless).unwrap_err();
+        assert!(refused.message.contains("message 1"), "{}", refused.message);
+        assert!(
+            refused.message.contains("function.name"),
+            "{}",
+            refused.message
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! - `config`: the upstreams an operator configures, and the local model's file.
 //! - `upstream/`: OpenAI-compatible servers (`async-openai`) and the local model.
 //! - `local_model`: SmolLM2 on candle.
-//! - `router`: profiles → upstream calls, retries, fallbacks, streaming, metering.
+//! - `model_router`: profiles → upstream calls, retries, fallbacks, streaming, metering.
 //! - `metering`, `counting`: usage events through the outbox; token counts when an
 //!   upstream reports none.
 //! - `store`: the stored profiles: tenants' tunings and platform admins' profiles.
@@ -24,9 +24,9 @@ pub mod domain;
 mod grpc;
 mod local_model;
 mod metering;
+mod model_router;
 mod output_rules;
 mod profiles;
-mod router;
 mod store;
 mod upstream;
 
@@ -123,7 +123,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     outbox
         .clone()
         .spawn_relay(somagent_common::CancellationToken::new());
-    let router = router::ModelRouter::new(
+    let router = model_router::ModelRouter::new(
         upstreams,
         store::ProfileStore::new(db.clone()),
         platform,

@@ -9,7 +9,7 @@ use somagent_common::proto::slm::v1 as pb;
 
 use crate::domain::pricing::Price;
 use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile, TenantProfile};
-use crate::router::ModelRouter;
+use crate::model_router::ModelRouter;
 
 fn now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()

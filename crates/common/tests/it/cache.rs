@@ -211,3 +211,38 @@ async fn a_redis_prefix_keeps_deployments_sharing_a_server_apart() {
     );
     first.delete(&key).await.unwrap();
 }
+
+/// Pub/sub through the cache interface: a listener gets what is published to the
+/// channels its pattern matches, in order, and nothing of other channels.
+#[tokio::test]
+async fn listeners_get_the_messages_of_their_channels_in_order() {
+    for cache in caches().await {
+        let room = unique("room");
+        let mut listener = cache.listen(&format!("{room}:*"));
+        // A Redis subscription takes a moment to be in place.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let messages = vec![
+            (format!("{room}:a"), b"1".to_vec()),
+            (unique("elsewhere"), b"x".to_vec()),
+            (format!("{room}:b"), b"2".to_vec()),
+        ];
+        cache.publish(&messages).await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            let message = tokio::time::timeout(Duration::from_secs(5), listener.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{}: {got:?}", cache.engine()))
+                .unwrap();
+            got.push(message);
+        }
+        assert_eq!(
+            got,
+            [messages[0].clone(), messages[2].clone()],
+            "{}",
+            cache.engine()
+        );
+        let extra = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+        assert!(extra.is_err(), "{}: {extra:?}", cache.engine());
+        assert_eq!(cache.is_shared(), cache.engine() == "redis");
+    }
+}

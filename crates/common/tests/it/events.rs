@@ -330,3 +330,110 @@ async fn an_event_held_by_a_killed_consumer_process_is_delivered_again() {
         sub.commit(&again).await.unwrap();
     }
 }
+
+/// The one consumer loop: a flaky handler is retried, a poison event goes to
+/// `<topic>.dlq` with why and the group moves past it, an event handled once is not
+/// handled again (even when published twice), and a stop leaves the loop at once.
+#[tokio::test]
+async fn the_consumer_loop_retries_dead_letters_and_handles_each_event_once() {
+    use std::sync::{Arc, Mutex};
+
+    use somagent_common::infra::events::{
+        ConsumeOptions, ConsumerMetrics, HandleError, consume, dead_letter_topic,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::connect(
+        &DatabaseUrl::Sqlite {
+            path: dir.path().join("consumer.db"),
+        },
+        "consumer",
+    )
+    .await
+    .unwrap();
+    db.migrate("common", COMMON_MIGRATIONS).await.unwrap();
+    for (bus, _bus_dir) in buses().await {
+        let group = unique("loop");
+        let topic = "agent.audit";
+        let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+        let tries: Arc<Mutex<u32>> = Arc::default();
+        let (s, t) = (seen.clone(), tries.clone());
+        let handler = move |d: Delivery| {
+            let (seen, tries) = (s.clone(), t.clone());
+            async move {
+                let n = d.event.data["n"].as_u64().unwrap() as u32;
+                match n {
+                    // Fails twice, then passes.
+                    1 => {
+                        let mut tries = tries.lock().unwrap();
+                        *tries += 1;
+                        if *tries < 3 {
+                            return Err(HandleError::Transient("not yet".into()));
+                        }
+                    }
+                    2 => return Err(HandleError::Poison("cannot read this".into())),
+                    _ => {}
+                }
+                seen.lock().unwrap().push(n);
+                Ok(())
+            }
+        };
+        let metrics = somagent_common::metrics::Metrics::new("test");
+        let stopping = somagent_common::CancellationToken::new();
+        let options = ConsumeOptions::new(stopping.clone())
+            .attempts(3, Duration::from_millis(10))
+            .handled_in(db.clone())
+            .metrics(ConsumerMetrics::register(&metrics));
+        let mut letters = bus
+            .subscribe(&unique("dlq-readers"), &[&dead_letter_topic(topic)])
+            .await
+            .unwrap();
+        let running = tokio::spawn(
+            consume(&bus, &group, &[topic], handler, options)
+                .await
+                .unwrap(),
+        );
+        let again = event(3);
+        for e in [event(1), event(2), again.clone(), again] {
+            bus.publish(topic, "acme", &e).await.unwrap();
+        }
+        let letter = next(&mut letters).await;
+        assert_eq!(
+            letter.event.data["event"]["data"]["n"],
+            2,
+            "{}",
+            bus.engine()
+        );
+        assert_eq!(letter.event.data["error"], "cannot read this");
+        assert_eq!(letter.event.data["poison"], true);
+        let deadline = std::time::Instant::now() + WAIT;
+        while seen.lock().unwrap().len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{}: {:?}",
+                bus.engine(),
+                seen.lock().unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            *seen.lock().unwrap(),
+            [1, 3],
+            "{}: once each, in order",
+            bus.engine()
+        );
+        assert_eq!(*tries.lock().unwrap(), 3);
+        let text = metrics.encode();
+        assert!(
+            text.contains("somagent_consumer_dead_letters_total"),
+            "{text}"
+        );
+        assert!(text.contains("somagent_consumer_retries_total"), "{text}");
+        stopping.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the loop stops when told")
+            .unwrap();
+    }
+}

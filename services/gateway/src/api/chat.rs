@@ -66,9 +66,49 @@ pub struct WireMessage {
     #[schema(value_type = Object)]
     content: Option<Value>,
     name: Option<String>,
-    #[schema(value_type = Vec<Object>)]
-    tool_calls: Option<Value>,
+    tool_calls: Option<Vec<WireToolCall>>,
     tool_call_id: Option<String>,
+}
+
+/// A tool call the model made, as OpenAI writes it.
+#[derive(Deserialize, ToSchema)]
+pub struct WireToolCall {
+    id: String,
+    // `type` is always `function`; read and ignored.
+    function: WireFunction,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct WireFunction {
+    name: String,
+    /// The arguments as JSON text.
+    arguments: String,
+}
+
+/// Tool calls as OpenAI writes them in a message.
+fn tool_calls_wire(calls: &[pb::ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| json!({ "id": c.id, "type": "function", "function": { "name": c.name, "arguments": c.arguments } }))
+        .collect()
+}
+
+/// Pieces of tool calls as OpenAI streams them: the first piece of a call names it.
+fn tool_call_deltas_wire(pieces: &[pb::ToolCallDelta]) -> Value {
+    pieces
+        .iter()
+        .map(|p| {
+            let mut piece = json!({ "index": p.index, "function": { "arguments": p.arguments } });
+            if !p.id.is_empty() {
+                piece["id"] = json!(p.id);
+                piece["type"] = json!("function");
+            }
+            if !p.name.is_empty() {
+                piece["function"]["name"] = json!(p.name);
+            }
+            piece
+        })
+        .collect()
 }
 
 fn text_of(content: Option<Value>, i: usize) -> Result<String, ApiError> {
@@ -131,11 +171,16 @@ fn grpc_request(body: ChatCompletionRequest) -> Result<pb::ChatRequest, ApiError
             content: text_of(m.content, i)?,
             name: m.name.unwrap_or_default(),
             tool_call_id: m.tool_call_id.unwrap_or_default(),
-            tool_calls_json: m
+            tool_calls: m
                 .tool_calls
-                .filter(|v| !v.is_null())
-                .map(|v| v.to_string())
-                .unwrap_or_default(),
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| pb::ToolCall {
+                    id: c.id,
+                    name: c.function.name,
+                    arguments: c.function.arguments,
+                })
+                .collect(),
         });
     }
     let json_text = |v: Option<Value>| {
@@ -201,7 +246,13 @@ pub async fn chat_completions(
     let said: Vec<&str> = request
         .messages
         .iter()
-        .flat_map(|m| [m.content.as_str(), m.tool_calls_json.as_str()])
+        .flat_map(|m| {
+            std::iter::once(m.content.as_str()).chain(
+                m.tool_calls
+                    .iter()
+                    .flat_map(|c| [c.name.as_str(), c.arguments.as_str()]),
+            )
+        })
         .filter(|text| !text.is_empty())
         .collect();
     gateway
@@ -216,9 +267,8 @@ pub async fn chat_completions(
             .into_inner();
         let message = answer.message.unwrap_or_default();
         let mut wire = json!({ "role": "assistant", "content": message.content });
-        if !message.tool_calls_json.is_empty() {
-            wire["tool_calls"] =
-                serde_json::from_str(&message.tool_calls_json).unwrap_or(Value::Null);
+        if !message.tool_calls.is_empty() {
+            wire["tool_calls"] = tool_calls_wire(&message.tool_calls);
             if message.content.is_empty() {
                 wire["content"] = Value::Null;
             }
@@ -263,11 +313,8 @@ pub async fn chat_completions(
                     if !chunk.delta.is_empty() {
                         delta.insert("content".into(), json!(chunk.delta));
                     }
-                    if !chunk.tool_calls_json.is_empty() {
-                        delta.insert(
-                            "tool_calls".into(),
-                            serde_json::from_str(&chunk.tool_calls_json).unwrap_or(Value::Null),
-                        );
+                    if !chunk.tool_calls.is_empty() {
+                        delta.insert("tool_calls".into(), tool_call_deltas_wire(&chunk.tool_calls));
                     }
                     let finish = (!chunk.finish_reason.is_empty()).then(|| chunk.finish_reason.clone());
                     let frame = |choices: Value| {

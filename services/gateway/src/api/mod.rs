@@ -13,6 +13,7 @@ mod sessions;
 mod tenants;
 mod users;
 pub(crate) mod views;
+mod workflows;
 mod ws;
 
 pub use principal::Authenticated;
@@ -64,6 +65,10 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(sessions::send, sessions::messages))
         .routes(routes!(ws::ws))
+        .routes(routes!(workflows::list))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::signal))
         .with_state(gateway)
         .split_for_parts()
 }

@@ -1,8 +1,8 @@
 //! `/v1/sessions`: agent sessions and their turns. Sending a message starts a turn (a
 //! durable workflow in the orchestrator); with `Accept: text/event-stream` its events
 //! stream back as they happen (`delta`, `restart`, `retract`, `tool_call`, `policy`,
-//! `message`, `done`, `error`), otherwise the answer comes when the turn is done. Prompts go through the
-//! tenant's moderation first.
+//! `message`, `done`, `error`, and `reconnect` when the server restarts while the turn goes on),
+//! otherwise the answer comes when the turn is done. The orchestrator judges prompts.
 
 use std::convert::Infallible;
 
@@ -19,6 +19,7 @@ use somagent_common::auth::Capability;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::orchestrator::v1 as pb;
+use somagent_common::turn::TurnEvent;
 use utoipa::ToSchema;
 
 use super::Authenticated;
@@ -124,9 +125,6 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<SessionView>), ApiError> {
     auth.principal.require(Capability::SessionsWrite)?;
     let b = json_body(body)?;
-    if let Some(prompt) = &b.prompt {
-        gateway.moderation.check_prompt(&auth, prompt, "").await?;
-    }
     let request = pb::CreateSessionRequest {
         capsule_id: b.capsule_id.unwrap_or_default(),
         model: b.model.unwrap_or_default(),
@@ -142,8 +140,17 @@ pub async fn create(
             session_id: session.id.clone(),
             content: prompt,
         };
-        // The turn runs on its own; its events are for whoever watches the session.
-        drop(orchestrator.send_message(auth.forward(request)).await?);
+        // The turn runs on its own; its events are for whoever watches the session. A
+        // prompt the policy refuses leaves no session behind.
+        if let Err(refused) = orchestrator.send_message(auth.forward(request)).await {
+            let delete = pb::DeleteSessionRequest {
+                id: session.id.clone(),
+            };
+            if let Err(e) = orchestrator.delete_session(auth.forward(delete)).await {
+                tracing::warn!(session = %session.id, error = %e, "cannot remove a session whose first prompt was refused");
+            }
+            return Err(refused.into());
+        }
         session.status = "running".into();
         session.turns = 1;
     }
@@ -273,11 +280,9 @@ pub async fn send(
     body: Result<Json<SendMessage>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     auth.principal.require(Capability::SessionsWrite)?;
+    // The orchestrator judges the prompt (once, with the user's strikes) before the
+    // turn starts.
     let b = json_body(body)?;
-    gateway
-        .moderation
-        .check_prompt(&auth, &b.content, &id)
-        .await?;
     let stream_wanted = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
@@ -296,7 +301,14 @@ pub async fn send(
         let watch = crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth);
         let sse = events.map(|item| {
             Ok::<_, Infallible>(match item {
-                Ok(e) => Event::default().event(e.r#type).data(e.data_json),
+                Ok(e) => match TurnEvent::from_proto(e) {
+                    Some(event) => Event::default()
+                        .event(event.kind())
+                        .data(event.data().to_string()),
+                    // An event this gateway does not know yet: a comment, which
+                    // clients skip.
+                    None => Event::default().comment("an event of a newer kind"),
+                },
                 Err(status) => {
                     let error = ApiError::from(status);
                     Event::default().event("error").data(
@@ -313,6 +325,7 @@ pub async fn send(
                 .event("error")
                 .data(json!({ "code": why.code, "message": why.message }).to_string()))
         });
+        let sse = until_stopping(sse, gateway.stopping.clone());
         let mut response = Sse::new(sse)
             .keep_alive(KeepAlive::default())
             .into_response();
@@ -330,43 +343,45 @@ pub async fn send(
         policy: None,
     };
     while let Some(item) = events.next().await {
-        let e = item?;
-        let data: Value = serde_json::from_str(&e.data_json).unwrap_or(Value::Null);
-        match e.r#type.as_str() {
-            "message" => {
+        let Some(event) = TurnEvent::from_proto(item?) else {
+            continue;
+        };
+        match event {
+            TurnEvent::Message {
+                role,
+                content,
+                turn,
+            } => {
                 answer.message = Some(MessageView {
                     id: String::new(),
-                    role: data["role"].as_str().unwrap_or("assistant").to_owned(),
-                    content: data["content"].as_str().unwrap_or_default().to_owned(),
+                    role,
+                    content,
                     tool_calls: None,
                     tool_call_id: None,
-                    turn: data["turn"].as_u64().unwrap_or(0) as u32,
+                    turn,
                     created_at: String::new(),
                 })
             }
-            "policy" => answer.policy = Some(data),
-            "done" => {
-                answer.turn = data["turn"].as_u64().unwrap_or(0) as u32;
-                answer.outcome = data["outcome"].as_str().unwrap_or_default().to_owned();
-                answer.usage = data["usage"].clone();
+            policy @ TurnEvent::Policy { .. } => answer.policy = Some(policy.data()),
+            TurnEvent::Done {
+                outcome,
+                turn,
+                usage,
+            } => {
+                answer.turn = turn;
+                answer.outcome = outcome;
+                answer.usage = json!(usage);
                 return Ok(Json(answer).into_response());
             }
-            "error" => {
-                let code = data["code"]
-                    .as_str()
-                    .and_then(ErrorCode::parse)
-                    .unwrap_or(ErrorCode::Unavailable);
-                let message = data["message"]
-                    .as_str()
-                    .unwrap_or("the turn failed")
-                    .to_owned();
+            TurnEvent::Error(e) => {
+                let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Unavailable);
                 return Err(ApiError::new(
                     if code == ErrorCode::Internal {
                         ErrorCode::Unavailable
                     } else {
                         code
                     },
-                    message,
+                    e.message,
                 ));
             }
             _ => {}
@@ -376,4 +391,28 @@ pub async fn send(
         ErrorCode::Unavailable,
         "the turn's events ended before it was done",
     ))
+}
+
+/// Ends `events` when the gateway starts to stop, with a last `reconnect` event: the
+/// turn goes on, and the client follows it on another replica.
+fn until_stopping<S>(
+    events: S,
+    stopping: tokio_util::sync::CancellationToken,
+) -> impl futures::Stream<Item = Result<Event, Infallible>>
+where
+    S: futures::Stream<Item = Result<Event, Infallible>>,
+{
+    let cut = stopping.clone();
+    events
+        .take_until(stopping.cancelled_owned())
+        .chain(futures::stream::once(async move { cut.is_cancelled() }).filter_map(
+            |stopped| async move {
+                stopped.then(|| {
+                    Ok(Event::default().event("reconnect").data(
+                        json!({ "reason": "the server is restarting; the turn goes on: watch the session (GET /v1/ws) or read its messages" })
+                            .to_string(),
+                    ))
+                })
+            },
+        ))
 }

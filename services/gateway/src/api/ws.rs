@@ -6,6 +6,8 @@
 //! "session_id", "turn", "data"}`, and `subscribed`, `unsubscribed` or `error` replies.
 //! When the credential expires or is revoked, a last `{"type": "error", "code":
 //! "token_expired" | "token_revoked", "message"}` is sent and the connection closes.
+//! When the gateway stops, it closes the connection with code 1012 (service restart):
+//! reconnect and subscribe again.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use somagent_common::auth::Capability;
 use somagent_common::proto::orchestrator::v1 as pb;
+use somagent_common::turn::TurnEvent;
 use tokio::sync::mpsc;
 
 use super::Authenticated;
@@ -68,8 +71,15 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
     let ended =
         crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth).ended();
     tokio::pin!(ended);
+    let stopping = gateway.stopping.clone();
     loop {
         tokio::select! {
+            // 1012: the service is restarting; the client reconnects and subscribes again.
+            () = stopping.cancelled() => {
+                let frame = axum::extract::ws::CloseFrame { code: 1012, reason: "the server is restarting".into() };
+                let _ = socket.send(Message::Close(Some(frame))).await;
+                break;
+            }
             why = &mut ended => {
                 let _ = socket
                     .send(text(json!({"type": "error", "code": why.code, "message": why.message})))
@@ -99,8 +109,10 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
                                 let task = tokio::spawn(async move {
                                     let mut stream = stream.into_inner();
                                     while let Some(Ok(e)) = stream.next().await {
-                                        let data: Value = serde_json::from_str(&e.data_json).unwrap_or(Value::Null);
-                                        let event = json!({"type": e.r#type, "session_id": e.session_id, "turn": e.turn, "data": data});
+                                        let (session_id, turn) = (e.session_id.clone(), e.turn);
+                                        // An event this gateway does not know yet is skipped.
+                                        let Some(event) = TurnEvent::from_proto(e) else { continue };
+                                        let event = json!({"type": event.kind(), "session_id": session_id, "turn": turn, "data": event.data()});
                                         if tx.send(text(event)).await.is_err() {
                                             return;
                                         }

@@ -1,7 +1,11 @@
 //! A chat call as the platform sees it, whatever the upstream: messages in, a stream of
 //! deltas out, ending with the finish reason and the token usage.
 
+use std::sync::Arc;
+
 use serde_json::Value;
+
+use crate::domain::output_guard::OutputRules;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -63,9 +67,12 @@ impl Message {
     }
 }
 
-/// What to ask a model, after the profile's defaults are applied.
+/// What to ask a model: as the caller asks it, then (for the upstream) with the
+/// profile's model and defaults applied.
 #[derive(Debug, Clone, Default)]
 pub struct ChatCall {
+    /// The profile the caller names (empty for the tenant's default); once a profile
+    /// is applied, that profile's model at its upstream.
     pub model: String,
     pub messages: Vec<Message>,
     /// The OpenAI `tools` array.
@@ -77,6 +84,9 @@ pub struct ChatCall {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub seed: Option<u64>,
+    /// The tenant's rules for what the answer may not say: its text goes out only as
+    /// far as they pass it (`None` only where no answer text reaches anyone).
+    pub output_rules: Option<Arc<OutputRules>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,40 +192,6 @@ impl Completion {
     }
 }
 
-/// The OpenAI `tool_calls` JSON of `calls`.
-pub fn tool_calls_json(calls: &[ToolCall]) -> Value {
-    Value::Array(
-        calls
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "id": c.id,
-                    "type": "function",
-                    "function": { "name": c.name, "arguments": c.arguments },
-                })
-            })
-            .collect(),
-    )
-}
-
-/// Tool calls from an OpenAI `tool_calls` JSON array; malformed entries are refused.
-pub fn parse_tool_calls(value: &Value) -> Result<Vec<ToolCall>, String> {
-    let Some(items) = value.as_array() else {
-        return Err("tool_calls must be an array".into());
-    };
-    items
-        .iter()
-        .map(|item| {
-            let text = |v: &Value| v.as_str().map(str::to_owned);
-            Ok(ToolCall {
-                id: text(&item["id"]).ok_or("a tool call needs an `id`")?,
-                name: text(&item["function"]["name"]).ok_or("a tool call needs `function.name`")?,
-                arguments: text(&item["function"]["arguments"]).unwrap_or_default(),
-            })
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -265,7 +241,5 @@ mod tests {
                 completion: 4
             })
         );
-        let json = tool_calls_json(&done.tool_calls);
-        assert_eq!(parse_tool_calls(&json).unwrap(), done.tool_calls);
     }
 }

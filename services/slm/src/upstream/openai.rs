@@ -14,9 +14,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::{DeltaStream, FailureKind, UpstreamError};
-use crate::domain::chat::{
-    ChatCall, Delta, FinishReason, Message, Role, TokenUsage, tool_calls_json,
-};
+use crate::domain::chat::{ChatCall, Delta, FinishReason, Message, Role, TokenUsage, ToolCall};
 
 pub struct OpenAiUpstream {
     client: Client<OpenAIConfig>,
@@ -131,7 +129,7 @@ fn wire_message(m: &Message) -> Value {
     match m.role {
         Role::Tool => out["tool_call_id"] = json!(m.tool_call_id.clone().unwrap_or_default()),
         Role::Assistant if !m.tool_calls.is_empty() => {
-            out["tool_calls"] = tool_calls_json(&m.tool_calls);
+            out["tool_calls"] = wire_tool_calls(&m.tool_calls);
             if m.content.is_empty() {
                 out["content"] = Value::Null;
             }
@@ -139,6 +137,20 @@ fn wire_message(m: &Message) -> Value {
         _ => {}
     }
     out
+}
+
+/// The OpenAI `tool_calls` array of an assistant message.
+fn wire_tool_calls(calls: &[ToolCall]) -> Value {
+    calls
+        .iter()
+        .map(|c| {
+            json!({
+                "id": c.id,
+                "type": "function",
+                "function": { "name": c.name, "arguments": c.arguments },
+            })
+        })
+        .collect()
 }
 
 fn deltas_of(chunk: CreateChatCompletionStreamResponse) -> Vec<Delta> {

@@ -31,17 +31,68 @@ struct State {
     writes_since_sweep: usize,
 }
 
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryCache {
     state: Arc<Mutex<State>>,
     /// Fencing tokens only grow, whatever lock they are for.
     fence: Arc<AtomicU64>,
+    /// Published messages, for this process's listeners.
+    published: tokio::sync::broadcast::Sender<(String, Vec<u8>)>,
+}
+
+impl Default for MemoryCache {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            fence: Arc::default(),
+            published: tokio::sync::broadcast::channel(4096).0,
+        }
+    }
+}
+
+/// Whether `channel` matches `pattern`: exactly, or by prefix when the pattern ends in
+/// `*` (the one form of Redis glob the platform uses).
+fn matches(pattern: &str, channel: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => channel.starts_with(prefix),
+        None => channel == pattern,
+    }
 }
 
 /// Sweep expired entries after this many writes.
 const SWEEP_EVERY: usize = 4096;
 
 impl MemoryCache {
+    /// Hands each message to this process's listeners; fire and forget.
+    pub fn publish(&self, messages: &[(String, Vec<u8>)]) {
+        for message in messages {
+            let _ = self.published.send(message.clone());
+        }
+    }
+
+    /// Messages published in this process from now on to channels matching `pattern`,
+    /// for as long as the receiver is kept; a listener that falls behind misses some.
+    pub fn listen(&self, pattern: &str) -> tokio::sync::mpsc::Receiver<(String, Vec<u8>)> {
+        let (tx, rx) = tokio::sync::mpsc::channel(4096);
+        let mut published = self.published.subscribe();
+        let pattern = pattern.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = tx.closed() => return,
+                    message = published.recv() => match message {
+                        Ok(message) if matches(&pattern, &message.0) => {
+                            let _ = tx.try_send(message);
+                        }
+                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                    },
+                }
+            }
+        });
+        rx
+    }
+
     fn with<R>(&self, f: impl FnOnce(&mut State, Instant) -> R) -> R {
         let mut state = self
             .state

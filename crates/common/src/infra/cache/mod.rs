@@ -133,6 +133,34 @@ impl Cache {
             Self::Redis(_) => "redis",
         }
     }
+
+    /// Whether other processes share this cache (and so its messages).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Redis(_))
+    }
+
+    /// Publishes each `(channel, payload)`, in order: to every process's listeners on
+    /// Redis, to this process's in memory. Fire and forget: only listeners connected
+    /// now receive them.
+    pub async fn publish(&self, messages: &[(String, Vec<u8>)]) -> Result<(), CacheError> {
+        match self {
+            Self::Memory(c) => {
+                c.publish(messages);
+                Ok(())
+            }
+            Self::Redis(c) => c.publish(messages).await,
+        }
+    }
+
+    /// Every message published from now on to a channel matching `pattern` (exact, or
+    /// a prefix ending in `*`), as `(channel, payload)`, for as long as the receiver is
+    /// kept. What is published while a Redis subscription is away is missed.
+    pub fn listen(&self, pattern: &str) -> tokio::sync::mpsc::Receiver<(String, Vec<u8>)> {
+        match self {
+            Self::Memory(c) => c.listen(pattern),
+            Self::Redis(c) => c.listen(pattern),
+        }
+    }
 }
 
 impl crate::readiness::Probe for Cache {

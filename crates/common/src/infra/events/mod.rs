@@ -4,15 +4,19 @@
 //! machine) and Kafka. Both give at-least-once delivery per consumer group: a delivery
 //! is committed only after its handler is done, and one not committed is delivered
 //! again to the group's next consumer (after a crash, a restart or a rebalance). Order
-//! holds per key. Consumers make handling idempotent with
-//! [`crate::infra::db::claim_event`].
+//! holds per key. Every consumer runs [`consume`]: retries, dead letters, idempotency
+//! by event id, lag.
 
+mod consumer;
 mod envelope;
 mod kafka;
 mod local;
 
 use std::time::Duration;
 
+pub use consumer::{
+    ConsumeOptions, ConsumerMetrics, HandleError, Handler, consume, dead_letter_topic,
+};
 pub use envelope::{Envelope, topics};
 pub use kafka::KafkaBus;
 pub use local::LocalLog;

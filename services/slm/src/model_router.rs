@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use serde_json::Value;
 use somagent_common::error::{ApiError, ErrorCode};
 use tokio::sync::mpsc;
 
 use crate::counting::TokenCounter;
-use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, Message, TokenUsage};
-use crate::domain::output_guard::{OutputRules, StreamGuard, Verdict, calls_break};
+use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, TokenUsage};
+use crate::domain::output_guard::{StreamGuard, Verdict, calls_break};
 use crate::domain::profile::{MAX_FALLBACKS, Profile};
 use crate::metering::{Caller, Metered, UsageMeter};
 use crate::store::ProfileStore;
@@ -22,23 +21,6 @@ use crate::upstream::{DeltaStream, FailureKind, Upstream, UpstreamError, Upstrea
 /// Tries per profile after the first, for failures worth another try.
 pub const MAX_RETRIES: u32 = 2;
 const BACKOFF: Duration = Duration::from_millis(150);
-
-/// What the caller asks, before a profile's defaults.
-#[derive(Debug, Clone, Default)]
-pub struct ChatInput {
-    pub model: String,
-    pub messages: Vec<Message>,
-    pub tools: Option<Value>,
-    pub tool_choice: Option<Value>,
-    pub temperature: Option<f32>,
-    pub top_p: Option<f32>,
-    pub max_tokens: Option<u32>,
-    pub stop: Vec<String>,
-    pub seed: Option<u64>,
-    /// The tenant's rules for what the answer may not say: its text goes out only as
-    /// far as they pass it (`None` only where no answer text reaches anyone).
-    pub output_rules: Option<Arc<OutputRules>>,
-}
 
 /// One piece of an answer on its way to the caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -235,15 +217,15 @@ impl ModelRouter {
     pub async fn open(
         self: &Arc<Self>,
         caller: Caller,
-        input: ChatInput,
+        asked: ChatCall,
     ) -> Result<Answer, ApiError> {
-        if input.messages.is_empty() {
+        if asked.messages.is_empty() {
             return Err(ApiError::validation(
                 "messages",
                 "name at least one message",
             ));
         }
-        let chain = self.chain(caller.tenant.as_str(), &input.model).await?;
+        let chain = self.chain(caller.tenant.as_str(), &asked.model).await?;
         let mut last: Option<UpstreamError> = None;
         let mut last_profile = String::new();
         for profile in chain {
@@ -251,7 +233,7 @@ impl ModelRouter {
                 tracing::warn!(profile = %profile.name, upstream = %profile.upstream, "a profile names an upstream that is not configured");
                 continue;
             };
-            let call = apply(&profile, &input);
+            let call = apply(&profile, &asked);
             last_profile.clone_from(&profile.name);
             let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
             for attempt in 0..=MAX_RETRIES {
@@ -263,7 +245,6 @@ impl ModelRouter {
                             call,
                             (first, rest),
                             timeout,
-                            input.output_rules.clone(),
                         ));
                     }
                     Err(e) => {
@@ -296,7 +277,6 @@ impl ModelRouter {
         call: ChatCall,
         (first, mut rest): (Delta, DeltaStream),
         idle: Duration,
-        rules: Option<Arc<OutputRules>>,
     ) -> Answer {
         let (tx, rx) = mpsc::channel(64);
         let call_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
@@ -308,6 +288,7 @@ impl ModelRouter {
             pieces: rx,
         };
         tokio::spawn(async move {
+            let rules = call.output_rules.clone();
             let mut done = Completion::default();
             let mut listening = true;
             let mut failure: Option<ApiError> = None;
@@ -447,22 +428,18 @@ impl ModelRouter {
     }
 }
 
-/// `call` with the profile's model and its defaults where the caller set none.
-fn apply(profile: &Profile, input: &ChatInput) -> ChatCall {
+/// The call as asked, with the profile's model and its defaults where the caller set
+/// none.
+fn apply(profile: &Profile, asked: &ChatCall) -> ChatCall {
     ChatCall {
         model: profile.model.clone(),
-        messages: input.messages.clone(),
-        tools: input.tools.clone(),
-        tool_choice: input.tool_choice.clone(),
-        temperature: input.temperature.or(profile.temperature),
-        top_p: input.top_p,
-        max_tokens: match (input.max_tokens, profile.max_tokens) {
+        temperature: asked.temperature.or(profile.temperature),
+        max_tokens: match (asked.max_tokens, profile.max_tokens) {
             // The profile's limit is a ceiling.
-            (Some(asked), Some(most)) => Some(asked.min(most)),
-            (asked, most) => asked.or(most),
+            (Some(wanted), Some(most)) => Some(wanted.min(most)),
+            (wanted, most) => wanted.or(most),
         },
-        stop: input.stop.clone(),
-        seed: input.seed,
+        ..asked.clone()
     }
 }
 

@@ -1,0 +1,337 @@
+//! The one loop every consumer runs: take the next event, handle it (retrying what may
+//! pass on another try), commit. An event that cannot be handled goes to the topic's
+//! dead-letter topic (`<topic>.dlq`) with why, and the group moves on: one poison event
+//! never stops a consumer. Nothing is committed before it is handled or dead-lettered,
+//! so nothing acknowledged is lost; handlers are idempotent (by event id, here or in
+//! their own transaction with [`crate::infra::db::claim_event`]), so a redelivery
+//! changes nothing.
+
+use std::future::Future;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio_util::sync::CancellationToken;
+
+use super::{Delivery, EventBus, EventsError, Subscription};
+use crate::infra::db::Db;
+use crate::metrics::Metrics;
+
+/// Why an event was not handled.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// Another try may pass (a backend was away): retried with backoff, then
+    /// dead-lettered.
+    #[error("{0}")]
+    Transient(String),
+    /// No try will pass (the event is malformed, names nothing known): dead-lettered at
+    /// once.
+    #[error("{0}")]
+    Poison(String),
+}
+
+/// What a consumer does with one event.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+impl<F, Fut> Handler for F
+where
+    F: Fn(Delivery) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), HandleError>> + Send,
+{
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send {
+        self(delivery.clone())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumerLabels {
+    group: String,
+    topic: String,
+}
+
+/// Consumers' metrics, registered once per service.
+#[derive(Clone)]
+pub struct ConsumerMetrics {
+    handled: Family<ConsumerLabels, Counter>,
+    retried: Family<ConsumerLabels, Counter>,
+    dead_lettered: Family<ConsumerLabels, Counter>,
+    /// How old the event being handled is: how far behind the group is, in time.
+    lag: Family<ConsumerLabels, Gauge>,
+}
+
+impl ConsumerMetrics {
+    pub fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            handled: Family::default(),
+            retried: Family::default(),
+            dead_lettered: Family::default(),
+            lag: Family::default(),
+        };
+        metrics.register(
+            "consumer_events_handled",
+            "Events a consumer group handled, by topic",
+            this.handled.clone(),
+        );
+        metrics.register(
+            "consumer_retries",
+            "Retries of events that failed to be handled, by group and topic",
+            this.retried.clone(),
+        );
+        metrics.register(
+            "consumer_dead_letters",
+            "Events a consumer group gave up on and sent to `<topic>.dlq`",
+            this.dead_lettered.clone(),
+        );
+        metrics.register(
+            "consumer_lag_seconds",
+            "Age of the last event a consumer group took, in seconds",
+            this.lag.clone(),
+        );
+        this
+    }
+}
+
+/// How a consumer runs.
+#[derive(Clone)]
+pub struct ConsumeOptions {
+    /// Tries per event before it is dead-lettered.
+    pub max_attempts: u32,
+    /// The wait before the second try; doubled each time, up to 64 times this.
+    pub backoff: Duration,
+    /// Where handled event ids are kept, when the handler itself keeps none: an event
+    /// already handled by the group is skipped.
+    pub handled_in: Option<Db>,
+    /// The loop ends (before its next event) when this is cancelled.
+    pub stopping: CancellationToken,
+    pub metrics: Option<ConsumerMetrics>,
+}
+
+impl ConsumeOptions {
+    pub fn new(stopping: CancellationToken) -> Self {
+        Self {
+            max_attempts: 5,
+            backoff: Duration::from_millis(200),
+            handled_in: None,
+            stopping,
+            metrics: None,
+        }
+    }
+
+    pub fn handled_in(mut self, db: Db) -> Self {
+        self.handled_in = Some(db);
+        self
+    }
+
+    pub fn metrics(mut self, metrics: ConsumerMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn attempts(mut self, max_attempts: u32, backoff: Duration) -> Self {
+        self.max_attempts = max_attempts.max(1);
+        self.backoff = backoff;
+        self
+    }
+}
+
+/// The dead-letter topic of `topic`.
+pub fn dead_letter_topic(topic: &str) -> String {
+    format!("{topic}.dlq")
+}
+
+/// Joins group `group` on `topics` (failing if the bus refuses) and returns the loop
+/// that handles its events with `handler` until `options.stopping`: spawn it into the
+/// service's task set.
+pub async fn consume<H: Handler>(
+    bus: &EventBus,
+    group: &str,
+    topics: &[&str],
+    handler: H,
+    options: ConsumeOptions,
+) -> Result<impl Future<Output = ()> + Send + 'static, EventsError> {
+    let subscription = bus.subscribe(group, topics).await?;
+    let consumer = Consumer {
+        bus: bus.clone(),
+        group: group.to_owned(),
+        subscription,
+        handler,
+        options,
+    };
+    Ok(consumer.run())
+}
+
+struct Consumer<H> {
+    bus: EventBus,
+    group: String,
+    subscription: Subscription,
+    handler: H,
+    options: ConsumeOptions,
+}
+
+impl<H: Handler> Consumer<H> {
+    async fn run(mut self) {
+        let stopping = self.options.stopping.clone();
+        loop {
+            let delivery = tokio::select! {
+                () = stopping.cancelled() => return,
+                next = self.subscription.next() => next,
+            };
+            let delivery = match delivery {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "a consumer paused");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // Not committed unless handled or dead-lettered: a stop in the middle
+            // leaves it for the group's next consumer.
+            if !self.process(&delivery).await {
+                return;
+            }
+            if let Err(e) = self.subscription.commit(&delivery).await {
+                tracing::warn!(group = %self.group, error = %e, "cannot commit an event; it will come again");
+            }
+        }
+    }
+
+    /// Sleeps, unless the consumer is told to stop first (then true).
+    async fn pause(&self, wait: Duration) -> bool {
+        tokio::select! {
+            () = self.options.stopping.cancelled() => true,
+            () = tokio::time::sleep(wait) => false,
+        }
+    }
+
+    fn labels(&self, delivery: &Delivery) -> ConsumerLabels {
+        ConsumerLabels {
+            group: self.group.clone(),
+            topic: delivery.topic.clone(),
+        }
+    }
+
+    /// Handles `delivery` or dead-letters it; false if the consumer was told to stop
+    /// first.
+    async fn process(&self, delivery: &Delivery) -> bool {
+        let labels = self.labels(delivery);
+        if let Some(metrics) = &self.options.metrics {
+            let age = time::OffsetDateTime::now_utc() - delivery.event.time;
+            metrics
+                .lag
+                .get_or_create(&labels)
+                .set(age.whole_seconds().max(0));
+        }
+        match self.already_handled(delivery).await {
+            Ok(true) => return true,
+            Ok(false) => {}
+            Err(e) => {
+                // Better handled twice (handlers are idempotent) than stuck.
+                tracing::warn!(group = %self.group, error = %e, "cannot tell whether an event was handled");
+            }
+        }
+        let mut attempt = 1;
+        let failure = loop {
+            match self.handler.handle(delivery).await {
+                Ok(()) => {
+                    self.mark_handled(delivery).await;
+                    if let Some(metrics) = &self.options.metrics {
+                        metrics.handled.get_or_create(&labels).inc();
+                    }
+                    return true;
+                }
+                Err(HandleError::Transient(why)) if attempt < self.options.max_attempts => {
+                    tracing::info!(group = %self.group, event = %delivery.event.id, attempt, error = %why, "an event failed; trying again");
+                    if let Some(metrics) = &self.options.metrics {
+                        metrics.retried.get_or_create(&labels).inc();
+                    }
+                    let wait = self.options.backoff * 2u32.saturating_pow(attempt - 1).min(64);
+                    if self.pause(wait).await {
+                        return false;
+                    }
+                    attempt += 1;
+                }
+                Err(e) => break e,
+            }
+        };
+        self.dead_letter(delivery, &failure, attempt).await
+    }
+
+    /// Sends `delivery` to its dead-letter topic, trying until the bus takes it: an
+    /// event is never dropped. False if the consumer was told to stop first.
+    async fn dead_letter(&self, delivery: &Delivery, failure: &HandleError, attempts: u32) -> bool {
+        tracing::error!(group = %self.group, topic = %delivery.topic, event = %delivery.event.id, attempts, error = %failure, "an event could not be handled; dead-lettered");
+        let topic = dead_letter_topic(&delivery.topic);
+        let letter = super::Envelope {
+            id: delivery.event.id,
+            kind: "dead_letter".into(),
+            source: self.group.clone(),
+            tenant: delivery.event.tenant.clone(),
+            subject: delivery.event.subject.clone(),
+            time: time::OffsetDateTime::now_utc(),
+            trace: delivery.event.trace.clone(),
+            data: serde_json::json!({
+                "topic": delivery.topic,
+                "group": self.group,
+                "attempts": attempts,
+                "error": failure.to_string(),
+                "poison": matches!(failure, HandleError::Poison(_)),
+                "event": delivery.event,
+            }),
+        };
+        loop {
+            match self.bus.publish(&topic, &delivery.key, &letter).await {
+                Ok(()) => break,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "cannot dead-letter an event; trying again");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return false;
+                    }
+                }
+            }
+        }
+        if let Some(metrics) = &self.options.metrics {
+            metrics
+                .dead_lettered
+                .get_or_create(&self.labels(delivery))
+                .inc();
+        }
+        true
+    }
+
+    async fn already_handled(&self, delivery: &Delivery) -> Result<bool, sqlx::Error> {
+        let Some(db) = &self.options.handled_in else {
+            return Ok(false);
+        };
+        let row =
+            sqlx::query("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
+                .bind(&self.group)
+                .bind(delivery.event.id.to_string())
+                .fetch_optional(db.pool())
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn mark_handled(&self, delivery: &Delivery) {
+        let Some(db) = &self.options.handled_in else {
+            return;
+        };
+        let marked = sqlx::query(
+            "INSERT INTO processed_events (consumer, event_id, processed_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (consumer, event_id) DO NOTHING",
+        )
+        .bind(&self.group)
+        .bind(delivery.event.id.to_string())
+        .bind(crate::infra::db::unix_millis())
+        .execute(db.pool())
+        .await;
+        if let Err(e) = marked {
+            tracing::warn!(group = %self.group, error = %e, "cannot record a handled event; a redelivery will be handled again");
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `session_turn`, one turn of a session, as a durable workflow (its prompt was judged
+//! by policy when the turn was asked for) → the model, its deltas streamed out as they come → tool calls
+//! answered (no tools are installed yet, so every call gets a tool error back and the
+//! model carries on) → policy on the output → messages persisted →
+//! `conversation.events`. slm guards the answer's text as it streams (every round's):
+//! a delta reaches watchers and the topic only once the text up to it passes the
+//! tenant's terms and patterns; an answer it stops, or one the final check denies, is
+//! withheld and watchers get `retract`. Usage is metered by slm, and every policy
+//! decision audited by policy.
+//!
+//! `workflow` makes the decisions; `activities` does the I/O; this module declares the
+//! steps and the types that pass between them.
+
+mod activities;
+mod workflow;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use somagent_workflows::{Activity, ActivityError, ActivityOptions, Registry, Workflow};
+
+pub use activities::TurnActivities;
+
+/// The workflow: its input, and how it ended.
+pub const SESSION_TURN: Workflow<TurnInput, TurnResult> = Workflow::new("session_turn");
+
+const QUICK: ActivityOptions = ActivityOptions::new(Duration::from_secs(10), 3);
+/// The model call: slm bounds the wait for each token; this bounds the whole answer.
+/// It beats while it streams, so when its process dies another takes it over within
+/// seconds rather than after the whole bound.
+const MODEL: ActivityOptions =
+    ActivityOptions::new(Duration::from_secs(300), 2).with_heartbeat(Duration::from_secs(5));
+
+pub const POLICY_CHECK: Activity<PolicyCheck, Decision> = Activity::new("policy.check", QUICK);
+pub const SESSION_HISTORY: Activity<Who, Vec<Message>> = Activity::new("session.history", QUICK);
+pub const MODEL_COMPLETE: Activity<ModelCall, ModelReply> = Activity::new("model.complete", MODEL);
+pub const TURN_FINISH: Activity<Finish, Finished> = Activity::new("turn.finish", QUICK);
+
+/// Declares the turn and its activities.
+pub fn register(registry: &mut Registry, activities: TurnActivities) {
+    let activities = std::sync::Arc::new(activities);
+    let a = activities.clone();
+    registry.activity(&POLICY_CHECK, move |_, input| {
+        let a = a.clone();
+        async move { a.step(a.policy_check(input).await).await }
+    });
+    let a = activities.clone();
+    registry.activity(&SESSION_HISTORY, move |_, who| {
+        let a = a.clone();
+        async move { a.step(a.history(who).await).await }
+    });
+    let a = activities.clone();
+    registry.activity(&MODEL_COMPLETE, move |_, call| {
+        let a = a.clone();
+        async move { a.step(a.model(call).await).await }
+    });
+    let a = activities;
+    registry.activity(&TURN_FINISH, move |info, finish| {
+        let a = a.clone();
+        async move { a.step(a.finish(&info.workflow_id, finish).await).await }
+    });
+    registry.workflow(&SESSION_TURN, workflow::session_turn);
+}
+
+/// The workflow id of turn `turn` of session `session`: stable, so a retried start is
+/// the same run.
+pub fn run_id(session: &str, turn: u32) -> String {
+    format!("session-{session}-turn-{turn}")
+}
+
+pub const WITHHELD: &str = "[withheld: the answer broke this tenant's policy]";
+/// Rounds of tool calls before the model must answer.
+const MAX_TOOL_ROUNDS: u32 = 4;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TurnInput {
+    pub session_id: String,
+    pub turn: u32,
+    pub tenant: String,
+    pub subject: String,
+    /// What the user's request could do; the turn acts with no more.
+    pub capabilities: Vec<String>,
+    pub model: String,
+    pub content: String,
+}
+
+/// Whose turn it is: every step acts for this user, with no more than these
+/// capabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Who {
+    pub tenant: String,
+    pub subject: String,
+    pub capabilities: Vec<String>,
+    pub session_id: String,
+    pub turn: u32,
+}
+
+impl Who {
+    fn of(input: &TurnInput) -> Self {
+        Self {
+            tenant: input.tenant.clone(),
+            subject: input.subject.clone(),
+            capabilities: input.capabilities.clone(),
+            session_id: input.session_id.clone(),
+            turn: input.turn,
+        }
+    }
+}
+
+/// Which text policy judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Checked {
+    /// A model's answer, before it is kept. (Prompts are judged before a turn starts.)
+    Completion,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PolicyCheck {
+    pub who: Who,
+    pub action: Checked,
+    pub text: String,
+}
+
+// The shapes the turn shares with its watchers and with slm.
+pub use somagent_common::turn::{PolicyDecision as Decision, ToolCall, TurnUsage as Usage};
+
+/// A message of the transcript, as the model sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub role: String,
+    pub content: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tool_call_id: String,
+}
+
+impl Message {
+    fn new(role: &str, content: impl Into<String>) -> Self {
+        Self {
+            role: role.into(),
+            content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelCall {
+    pub who: Who,
+    pub model: String,
+    pub messages: Vec<Message>,
+    pub round: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelReply {
+    pub content: String,
+    pub tool_calls: Vec<ToolCall>,
+    pub usage: Usage,
+    /// slm's output guard stopped the answer: it is withheld whatever else is said.
+    pub filtered: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnOutcome {
+    Completed,
+    Withheld,
+    Failed,
+}
+
+impl TurnOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnOutcome::Completed => "completed",
+            TurnOutcome::Withheld => "withheld",
+            TurnOutcome::Failed => "failed",
+        }
+    }
+}
+
+/// The turn's last step: its messages stored, its end announced.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finish {
+    pub who: Who,
+    pub outcome: TurnOutcome,
+    pub decision: Option<Decision>,
+    pub error: Option<ActivityError>,
+    pub messages: Vec<Message>,
+    pub usage: Usage,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Finished {
+    pub persisted: usize,
+}
+
+/// How the turn ended: the run's result.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TurnResult {
+    pub outcome: TurnOutcome,
+    #[serde(default)]
+    pub content: String,
+    #[serde(default)]
+    pub usage: Usage,
+    #[serde(default)]
+    pub decision: Option<Decision>,
+}
