@@ -154,6 +154,14 @@ impl TurnEvent {
         }
     }
 
+    /// The last event of a stream cut short because its server is stopping: the turn
+    /// goes on elsewhere (another replica, or this one after its restart).
+    pub fn reconnect() -> Self {
+        TurnEvent::Reconnect {
+            reason: "this server is restarting; the turn goes on: watch the session (GET /v1/ws) or read its messages".into(),
+        }
+    }
+
     /// The last event of a turn's stream.
     pub fn is_last(&self) -> bool {
         matches!(self, TurnEvent::Done { .. } | TurnEvent::Error(_))

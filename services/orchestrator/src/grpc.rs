@@ -426,10 +426,7 @@ impl OrchestratorService for OrchestratorGrpc {
 /// The last event of a stream cut short because this process is stopping: the turn
 /// goes on elsewhere (another replica, or this one after its restart).
 fn reconnect_event(session_id: &str, turn: u32) -> pb::TurnEvent {
-    TurnEvent::Reconnect {
-        reason: "this server is restarting; the turn goes on: watch the session (GET /v1/ws) or read its messages".into(),
-    }
-    .into_proto(session_id, turn)
+    TurnEvent::reconnect().into_proto(session_id, turn)
 }
 
 /// A stream of what `produce` sends, ended with `reconnect` if the process starts to

@@ -403,16 +403,14 @@ where
     S: futures::Stream<Item = Result<Event, Infallible>>,
 {
     let cut = stopping.clone();
-    events
-        .take_until(stopping.cancelled_owned())
-        .chain(futures::stream::once(async move { cut.is_cancelled() }).filter_map(
-            |stopped| async move {
-                stopped.then(|| {
-                    Ok(Event::default().event("reconnect").data(
-                        json!({ "reason": "the server is restarting; the turn goes on: watch the session (GET /v1/ws) or read its messages" })
-                            .to_string(),
-                    ))
-                })
-            },
-        ))
+    events.take_until(stopping.cancelled_owned()).chain(
+        futures::stream::once(async move { cut.is_cancelled() }).filter_map(|stopped| async move {
+            stopped.then(|| {
+                let last = TurnEvent::reconnect();
+                Ok(Event::default()
+                    .event(last.kind())
+                    .data(last.data().to_string()))
+            })
+        }),
+    )
 }
