@@ -17,7 +17,7 @@ const ANSWER: &str = "Sure. Here is a short overview of the quarterly figures yo
 
 pub fn run(seconds: u64) -> anyhow::Result<()> {
     let compiled =
-        somagent_policy::rego::compile("bench", &Constitution::default_document(), "bench", &[]);
+        somagent_policy::domain::rego::compile("bench", &Constitution::default_document(), "bench", &[]);
     let guard = &compiled.output_guard;
     let rules = OutputRules::new(guard.terms.clone(), guard.patterns.clone())?;
     let answer = ANSWER.repeat(8);

@@ -5,8 +5,8 @@
 //! Layout: `store` (versions and the signing key, sealed under the master key), `signing` (hash, sign, verify),
 //! `grpc` (the `somagent.constitution.v1` service the gateway and policy call).
 
-mod grpc;
-mod signing;
+mod api;
+mod domain;
 mod store;
 
 use std::sync::Arc;
@@ -58,9 +58,9 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     outbox
         .clone()
         .spawn_relay(somagent_common::CancellationToken::new());
-    let grpc = grpc::ConstitutionGrpc {
+    let grpc = api::grpc::ConstitutionGrpc {
         store,
-        signer: Arc::new(signing::Signer::new(key)),
+        signer: Arc::new(domain::signing::Signer::new(key)),
         outbox,
         verifier: Arc::new(Verifier::new(
             vec![builtin_issuer(&config, &SPEC)],

@@ -4,7 +4,7 @@
 //! - `api/`: the public routes (auth, tenants, users, API keys), their wire types
 //!   (`views`), the OpenAPI document (`openapi`), the guards (`limits`) and the
 //!   extractor that verifies the caller (`principal`).
-//! - `login_limits`, `request_limits`: failed logins per address and account, requests
+//! - `login_throttle`, `rate_limit`: failed logins per address and account, requests
 //!   per tenant and API key, in the shared cache.
 //! - `revocations`: the access-token deny-list.
 //! - `token_exchange`: external issuers' tokens exchanged for platform tokens, cached.
@@ -17,9 +17,9 @@
 mod api;
 mod client_address;
 mod credential_watch;
-mod login_limits;
+mod login_throttle;
 mod moderation;
-mod request_limits;
+mod rate_limit;
 mod revocations;
 mod service_status;
 mod token_exchange;
@@ -52,13 +52,13 @@ pub struct Gateway {
     pub constitution: ConstitutionServiceClient<tonic::transport::Channel>,
     pub moderation: moderation::Moderation,
     pub orchestrator: OrchestratorServiceClient<tonic::transport::Channel>,
-    pub login_limits: login_limits::LoginLimits,
+    pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
     /// Proxies whose forwarding headers name the client (`SOMAGENT_TRUSTED_PROXIES`).
     pub trusted_proxies: client_address::TrustedProxies,
     pub revocations: revocations::Revocations,
-    pub request_limits: request_limits::RequestLimits,
+    pub rate_limit: rate_limit::RateLimiter,
     /// Platform tokens exchanged for external issuers' tokens, until shortly before
     /// they expire.
     pub exchanged: token_exchange::ExchangedTokens,
@@ -124,12 +124,12 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         policy,
         constitution,
         orchestrator,
-        login_limits: login_limits::LoginLimits::new(cache.clone()),
+        login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: client_address::TrustedProxies::from_env()?,
-        request_limits: request_limits::RequestLimits::new(
+        rate_limit: rate_limit::RateLimiter::new(
             cache.clone(),
-            request_limits::Limits::from_env()?,
+            rate_limit::RateLimits::from_env()?,
         ),
         revocations: revocations::Revocations::new(cache, events),
         verifier: Arc::new(verifier),

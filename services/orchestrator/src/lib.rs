@@ -8,11 +8,10 @@
 //! events), `grpc`. Activities act for users with service tokens from identity, each for one
 //! callee (`common::auth::ServiceTokens`).
 
-mod grpc;
+mod api;
 mod hub;
 mod store;
 mod turn;
-mod workflow_admin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -96,7 +95,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         }
     };
     let stopping = engine.clone();
-    let grpc = grpc::OrchestratorGrpc {
+    let grpc = api::grpc::OrchestratorGrpc {
         stopping: builder.stopping(),
         store,
         engine,

@@ -14,7 +14,7 @@ use somagent_common::proto::constitution::v1 as cpb;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 
 use crate::engine::Engine;
-use crate::rego::{Compiled, compile};
+use crate::domain::rego::{Compiled, compile};
 use crate::store::RuleStore;
 
 /// How long a compiled policy or a decision is reused without news of a change.

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::rego::Compiled;
+use crate::domain::rego::Compiled;
 
 pub enum Engine {
     InProcess(InProcess),

@@ -8,13 +8,11 @@
 //! OPA), `decider` (caching, deadlines, audit), `store`, `grpc`.
 
 #[cfg(test)]
-mod contract;
+mod engine_contract_tests;
 mod decider;
 pub mod engine;
-mod grpc;
-pub mod output_guard;
-pub mod rego;
-pub mod rules;
+mod api;
+pub mod domain;
 mod store;
 
 use std::sync::Arc;
@@ -64,7 +62,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     ));
     tracing::info!(engine = decider.engine_name(), "policy engine ready");
     forget_on_change(&builder, decider.clone(), &events).await?;
-    let grpc = grpc::PolicyGrpc {
+    let grpc = api::grpc::PolicyGrpc {
         decider,
         verifier: Arc::new(Verifier::new(
             vec![builtin_issuer(&config, &SPEC)],

@@ -4,7 +4,7 @@ use somagent_common::constitution::Severity;
 use somagent_common::infra::db::{Db, DbError, Migration};
 use sqlx::Row;
 
-use crate::rules::{Rule, RuleKind};
+use crate::domain::rules::{Rule, RuleKind};
 
 /// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[Migration::portable(

@@ -19,10 +19,9 @@
 
 mod async_inference;
 pub mod config;
-mod counting;
 pub mod domain;
-mod grpc;
-mod local_model;
+mod api;
+mod gguf_model;
 mod metering;
 mod model_router;
 mod output_rules;
@@ -105,7 +104,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     if let Some(path) = &slm.local_model {
         upstreams.insert(
             "local",
-            Upstream::Local(upstream::local::LocalUpstream::new(path.clone())),
+            Upstream::Local(upstream::in_process::LocalUpstream::new(path.clone())),
         );
         tracing::info!(path = %path.display(), "the local model is available");
         platform.push(profile(LOCAL_MODEL_ID, "local", LOCAL_MODEL_ID));
@@ -128,7 +127,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         store::ProfileStore::new(db.clone()),
         platform,
         metering::UsageMeter::new(outbox.clone()),
-        counting::TokenCounter::new()?,
+        domain::counting::TokenCounter::new()?,
     );
     let verifier = Arc::new(Verifier::new(
         vec![builtin_issuer(&config, &SPEC)],
@@ -150,7 +149,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         output_rules: output_rules.clone(),
     };
     async_inference::serve(router.clone(), gate, events, db, outbox).await?;
-    let grpc = grpc::SlmGrpc {
+    let grpc = api::grpc::SlmGrpc {
         router,
         verifier,
         output_rules,

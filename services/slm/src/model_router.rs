@@ -10,7 +10,7 @@ use futures::StreamExt;
 use somagent_common::error::{ApiError, ErrorCode};
 use tokio::sync::mpsc;
 
-use crate::counting::TokenCounter;
+use crate::domain::counting::TokenCounter;
 use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, TokenUsage};
 use crate::domain::output_guard::{StreamGuard, Verdict, calls_break};
 use crate::domain::profile::{MAX_FALLBACKS, Profile};

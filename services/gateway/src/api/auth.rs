@@ -91,7 +91,7 @@ pub async fn token(
     };
     let attempt = if request.grant_type == "password" {
         let client = gateway.trusted_proxies.client(peer.ip(), &headers);
-        Some(gateway.login_limits.admit(client).await?)
+        Some(gateway.login_throttle.admit(client).await?)
     } else {
         None
     };

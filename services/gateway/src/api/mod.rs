@@ -4,7 +4,7 @@
 mod api_keys;
 mod auth;
 mod chat;
-mod limits;
+mod guards;
 mod openapi;
 mod policy;
 mod principal;
@@ -83,11 +83,11 @@ fn router(gateway: Gateway) -> Router {
         .with_state(Arc::new(document));
     routes
         .merge(docs)
-        .layer(limits::body_limit())
-        .layer(axum::middleware::from_fn(limits::deadline))
+        .layer(guards::body_limit())
+        .layer(axum::middleware::from_fn(guards::deadline))
 }
 
 /// The routes with CORS for the configured origins.
 pub fn public(gateway: Gateway) -> anyhow::Result<Router> {
-    Ok(router(gateway).layer(limits::cors()?))
+    Ok(router(gateway).layer(guards::cors()?))
 }

@@ -86,7 +86,7 @@ impl FromRequestParts<Gateway> for Authenticated {
             .await
             .map_err(IntoResponse::into_response)?;
         gateway
-            .request_limits
+            .rate_limit
             .admit(&caller.principal, api_key.as_deref())
             .await
             .map_err(IntoResponse::into_response)?;

@@ -3,6 +3,7 @@
 //! answer's text passes as it streams.
 
 pub mod chat;
+pub mod counting;
 pub mod output_guard;
 pub mod pricing;
 pub mod profile;

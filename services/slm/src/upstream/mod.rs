@@ -3,7 +3,7 @@
 //! - `openai`: any OpenAI-compatible server, through `async-openai`.
 //! - `local`: SmolLM2 in this process, through `candle`.
 
-pub mod local;
+pub mod in_process;
 pub mod openai;
 
 use std::collections::BTreeMap;
@@ -57,7 +57,7 @@ impl UpstreamError {
 
 pub enum Upstream {
     OpenAi(openai::OpenAiUpstream),
-    Local(local::LocalUpstream),
+    Local(in_process::LocalUpstream),
 }
 
 impl Upstream {

@@ -14,7 +14,7 @@ use somagent_common::proto::constitution::v1 as pb;
 use somagent_common::proto::constitution::v1::constitution_service_server::ConstitutionService;
 use tonic::{Request, Response, Status};
 
-use crate::signing::{Signer, hash};
+use crate::domain::signing::{Signer, hash};
 use crate::store::{ConstitutionStore, StoredVersion};
 
 pub struct ConstitutionGrpc {

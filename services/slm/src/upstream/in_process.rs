@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 
 use super::{DeltaStream, FailureKind, UpstreamError};
 use crate::domain::chat::{ChatCall, Delta, FinishReason, TokenUsage};
-use crate::local_model::{self, LocalModel};
+use crate::gguf_model::{self, LocalModel};
 
 /// Calls waiting for the model beyond the one it is answering.
 const QUEUE: usize = 16;
@@ -141,7 +141,7 @@ fn answer(model: &mut LocalModel, job: Job) {
     let finish = match result {
         Ok((prompt_tokens, completion_tokens, reason)) => Ok(Delta::Finish {
             reason: match reason {
-                local_model::FinishReason::Length if !stopped => FinishReason::Length,
+                gguf_model::FinishReason::Length if !stopped => FinishReason::Length,
                 _ => FinishReason::Stop,
             },
             usage: Some(TokenUsage {

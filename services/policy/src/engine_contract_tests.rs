@@ -4,8 +4,8 @@
 use somagent_common::constitution::{Constitution, Severity};
 
 use crate::engine::{Engine, InProcess, Opa};
-use crate::rego::compile;
-use crate::rules::{Rule, RuleKind};
+use crate::domain::rego::compile;
+use crate::domain::rules::{Rule, RuleKind};
 
 fn engines() -> Vec<Engine> {
     let mut all = vec![Engine::InProcess(InProcess::default())];

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 use somagent_common::constitution::{Constitution, PII_PATTERNS, Severity};
 
-use crate::rules::{Rule, RuleKind};
+use crate::domain::rules::{Rule, RuleKind};
 
 /// A compiled module: its package and text, named by what it was compiled from, and
 /// its patterns compiled once for the host to match (regular expressions are the
@@ -18,7 +18,7 @@ pub struct Compiled {
     /// The constitution's hash, reported with every decision.
     pub constitution_hash: String,
     /// What an answer may not say, for checking it as it streams.
-    pub output_guard: crate::output_guard::OutputGuard,
+    pub output_guard: crate::domain::output_guard::OutputGuard,
     pattern_ids: Vec<String>,
     /// `Err` when the tenant's patterns do not compile together: then no decision can
     /// be made, and every one is denied (fail closed), never made without them.
@@ -173,7 +173,7 @@ pub fn compile(
         e.to_string()
     });
     Compiled {
-        output_guard: crate::output_guard::OutputGuard::from_constants(&constants),
+        output_guard: crate::domain::output_guard::OutputGuard::from_constants(&constants),
         package,
         module,
         constitution_hash: constitution_hash.to_owned(),

@@ -15,11 +15,11 @@ pub const WINDOW: Duration = Duration::from_secs(300);
 pub const PER_ADDRESS: i64 = 20;
 
 #[derive(Clone)]
-pub struct LoginLimits {
+pub struct LoginThrottle {
     per_address: AttemptLimit,
 }
 
-impl LoginLimits {
+impl LoginThrottle {
     pub fn new(cache: Cache) -> Self {
         Self {
             per_address: AttemptLimit::new(cache, PER_ADDRESS, WINDOW),

@@ -13,7 +13,7 @@ use somagent_common::proto::policy::v1::policy_service_server::PolicyService;
 use tonic::{Request, Response, Status};
 
 use crate::decider::{PolicyDecider, Question};
-use crate::rules::{Rule, RuleKind};
+use crate::domain::rules::{Rule, RuleKind};
 
 pub struct PolicyGrpc {
     pub decider: Arc<PolicyDecider>,

@@ -13,12 +13,12 @@ const WINDOW: Duration = Duration::from_secs(60);
 
 /// Requests per minute; `0` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub struct RateLimits {
     pub per_tenant: i64,
     pub per_api_key: i64,
 }
 
-impl Limits {
+impl RateLimits {
     /// From `SOMAGENT_RATE_LIMIT_TENANT` and `SOMAGENT_RATE_LIMIT_API_KEY` (requests per
     /// minute), by default 60,000 per tenant and 6,000 per API key.
     pub fn from_env() -> anyhow::Result<Self> {
@@ -40,13 +40,13 @@ impl Limits {
 }
 
 #[derive(Clone)]
-pub struct RequestLimits {
+pub struct RateLimiter {
     cache: Cache,
-    limits: Limits,
+    limits: RateLimits,
 }
 
-impl RequestLimits {
-    pub fn new(cache: Cache, limits: Limits) -> Self {
+impl RateLimiter {
+    pub fn new(cache: Cache, limits: RateLimits) -> Self {
         Self { cache, limits }
     }
 

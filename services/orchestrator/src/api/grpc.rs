@@ -23,7 +23,7 @@ use tonic::{Request, Response, Status};
 use crate::hub::TurnHub;
 use crate::store::{Session, SessionStore};
 use crate::turn::{self, TurnInput};
-use crate::workflow_admin;
+use crate::api::workflows as workflow_admin;
 use somagent_common::moderation::PromptModeration;
 use somagent_workflows::{Engine, Outcome, StartRequest};
 
