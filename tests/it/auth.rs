@@ -618,8 +618,8 @@ async fn browsers_get_cors_for_configured_origins_only_and_huge_bodies_are_refus
         data.path(),
         &ports,
         &[
-            ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
-            ("SOMAGENT_CORS_ORIGINS", "https://app.example"),
+            ("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            ("SOMAGENT_GATEWAY__CORS_ORIGINS", "https://app.example"),
         ],
     );
     let gateway = platform.addresses["gateway"].clone();

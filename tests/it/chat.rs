@@ -56,8 +56,8 @@ async fn chat_journey(backends: Backends) {
     ) = with_scripted_llm(
         backends,
         &[
-            ("SOMAGENT_LLM_PRICE_PROMPT", "1000"),
-            ("SOMAGENT_LLM_PRICE_COMPLETION", "2000"),
+            ("SOMAGENT_SLM__LLM_PRICE_PROMPT", "1000"),
+            ("SOMAGENT_SLM__LLM_PRICE_COMPLETION", "2000"),
         ],
     )
     .await;
@@ -430,7 +430,7 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
             data,
             ..
         },
-    ) = with_scripted_llm(Backends::Embedded, &[("SOMAGENT_LLM_MODEL", "no-usage")]).await;
+    ) = with_scripted_llm(Backends::Embedded, &[("SOMAGENT_SLM__LLM_MODEL", "no-usage")]).await;
     let answer: Value = chat(&client, &gateway, &root, json!({"model": "default", "messages": [{"role": "user", "content": "count these tokens please"}]}))
         .await
         .json()
@@ -469,7 +469,7 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
         &ports,
         &[
             (
-                "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD",
+                "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
                 crate::helpers::ROOT_PASSWORD,
             ),
             ("HOME", home.path().to_str().unwrap()),
@@ -498,7 +498,7 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
         problem["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("SOMAGENT_LLM_BASE_URL"),
+            .contains("SOMAGENT_SLM__LLM_BASE_URL"),
         "{problem}"
     );
 }

@@ -284,7 +284,7 @@ impl Backends {
                 ];
                 // Policy decisions by the OPA server when one runs.
                 if let Ok(opa) = std::env::var("SOMAGENT_TEST_OPA_URL") {
-                    env.push(("SOMAGENT_OPA_URL".into(), opa));
+                    env.push(("SOMAGENT_POLICY__OPA_URL".into(), opa));
                 }
                 // Events on Kafka, topics of its own.
                 if let Ok(kafka) = std::env::var("SOMAGENT_TEST_EVENTS_URL") {
@@ -355,7 +355,7 @@ pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
     let data = tempfile::tempdir().unwrap();
     let ports = free_ports();
     let backend_env = backends.env().await;
-    let mut all: Vec<(&str, &str)> = vec![("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)];
+    let mut all: Vec<(&str, &str)> = vec![("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)];
     all.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     all.extend(env.iter().copied());
     let platform = Platform::start_with(data.path(), &ports, &all);
@@ -383,8 +383,8 @@ pub async fn with_scripted_llm(
     let llm = somagent_scripted_llm::ScriptedLlm::start().await.unwrap();
     let base = llm.base_url();
     let mut all = vec![
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
+        ("SOMAGENT_SLM__LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_SLM__LLM_MODEL", "scripted"),
     ];
     all.extend_from_slice(env);
     let rooted = with_root_on(backends, &all).await;

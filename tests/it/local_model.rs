@@ -18,7 +18,7 @@ async fn the_local_model_answers_out_of_the_box_and_streams() {
         root,
         data: _data,
         ..
-    } = with_root_env(&[("SOMAGENT_LLM_MODEL_PATH", path.as_str())]).await;
+    } = with_root_env(&[("SOMAGENT_SLM__LLM_MODEL_PATH", path.as_str())]).await;
     let models: Value = client
         .get(format!("{gateway}/v1/models"))
         .bearer_auth(&root)

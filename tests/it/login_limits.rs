@@ -94,7 +94,7 @@ async fn behind_a_trusted_proxy_each_client_has_its_own_limit() {
         ..
     } = with_root_on(
         Backends::Embedded,
-        &[("SOMAGENT_TRUSTED_PROXIES", "127.0.0.0/8")],
+        &[("SOMAGENT_GATEWAY__TRUSTED_PROXIES", "127.0.0.0/8")],
     )
     .await;
     // Twenty failures from one client, on twenty accounts (so no account limit bites).

@@ -24,8 +24,8 @@ async fn tenants_tune_platform_profiles_and_pay_the_platform_price() {
     ) = with_scripted_llm(
         Backends::Embedded,
         &[
-            ("SOMAGENT_LLM_PRICE_PROMPT", "1000"),
-            ("SOMAGENT_LLM_PRICE_COMPLETION", "2000"),
+            ("SOMAGENT_SLM__LLM_PRICE_PROMPT", "1000"),
+            ("SOMAGENT_SLM__LLM_PRICE_COMPLETION", "2000"),
         ],
     )
     .await;

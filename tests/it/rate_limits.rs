@@ -27,8 +27,8 @@ async fn limits(backends: Backends) {
     } = with_root_on(
         backends,
         &[
-            ("SOMAGENT_RATE_LIMIT_TENANT", "40"),
-            ("SOMAGENT_RATE_LIMIT_API_KEY", "5"),
+            ("SOMAGENT_GATEWAY__RATE_LIMIT_TENANT", "40"),
+            ("SOMAGENT_GATEWAY__RATE_LIMIT_API_KEY", "5"),
         ],
     )
     .await;

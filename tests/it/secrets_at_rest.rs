@@ -302,7 +302,7 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
     let platform = Platform::start_with(
         data.path(),
         &ports,
-        &[("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
+        &[("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)],
     );
     let gateway = platform.addresses["gateway"].clone();
     crate::helpers::wait_ok(&client, &format!("{gateway}/readyz")).await;

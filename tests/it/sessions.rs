@@ -506,9 +506,9 @@ async fn crash_and_restart(backends: Backends, stop: Stop) {
     let ports = free_ports();
     let backend_env = backends.env().await;
     let mut env = vec![
-        ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "slow-300"),
+        ("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
+        ("SOMAGENT_SLM__LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_SLM__LLM_MODEL", "slow-300"),
     ];
     env.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let client = reqwest::Client::new();
@@ -776,9 +776,9 @@ async fn two_replicas(extra: &[(&str, &str)]) {
     // One issuer for both, as behind one load balancer.
     let public = format!("http://127.0.0.1:{}", ports[0]["gateway"]);
     let mut env = vec![
-        ("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
-        ("SOMAGENT_LLM_BASE_URL", base.as_str()),
-        ("SOMAGENT_LLM_MODEL", "scripted"),
+        ("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
+        ("SOMAGENT_SLM__LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_SLM__LLM_MODEL", "scripted"),
         ("SOMAGENT_PUBLIC_URL", public.as_str()),
     ];
     env.extend(backend.iter().map(|(k, v)| (k.as_str(), v.as_str())));

@@ -48,6 +48,21 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_key() {
             &["ports.nosuch", "no service"],
         ),
         (
+            "SOMAGENT_GATEWAY__RATE_LIMIT_TENANT",
+            "lots",
+            &["gateway.rate_limit_tenant"],
+        ),
+        (
+            "SOMAGENT_SLM__LLM_BASE_ULR",
+            "http://127.0.0.1:1",
+            &["llm_base_ulr"],
+        ),
+        (
+            "SOMAGENT_POLICY__OPA_URL",
+            "opa:8181",
+            &["policy.opa_url"],
+        ),
+        (
             "SOMAGENT_CONFIG",
             "/nonexistent/somagent.toml",
             &["SOMAGENT_CONFIG", "/nonexistent/somagent.toml"],

@@ -46,7 +46,7 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
         /// The bootstrap admin's password on that platform.
-        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
         password: String,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -57,12 +57,12 @@ enum Command {
         label: String,
     },
     /// Chat through a running gateway against a scripted upstream started here
-    /// (configure the platform's SOMAGENT_LLM_BASE_URL to it): time to first token
+    /// (configure the platform's SOMAGENT_SLM__LLM_BASE_URL to it): time to first token
     /// added by the platform, and session-turn overhead at 1, 10 and 100 sessions.
     Chat {
         #[arg(long)]
         gateway: String,
-        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
         password: String,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
@@ -74,7 +74,7 @@ enum Command {
         /// The two replicas' gateways.
         #[arg(long, num_args = 2, required = true)]
         gateways: Vec<String>,
-        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
         password: String,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -89,7 +89,7 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
         /// The bootstrap admin's password on that platform.
-        #[arg(long, env = "SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
         password: String,
         #[arg(long, default_value_t = 5)]
         seconds: u64,

@@ -58,7 +58,22 @@ pub(crate) fn load(
     }
     let config: CommonConfig = figment.extract()?;
     config.validate()?;
+    check_sections(&figment, &config)?;
     Ok(config)
+}
+
+/// The services' own settings, checked before anything opens so that a bad one stops
+/// start-up with one line naming it (each service reads them again when it builds).
+fn check_sections(figment: &figment::Figment, config: &CommonConfig) -> Result<(), ConfigError> {
+    use somagent_common::service::{GATEWAY, IDENTITY, POLICY, SLM};
+    let gateway: somagent_gateway::config::GatewayConfig = config::section_of(figment, &GATEWAY)?;
+    gateway.trusted_proxies()?;
+    gateway.cors_origins()?;
+    config::section_of::<somagent_identity::config::IdentityConfig>(figment, &IDENTITY)?;
+    config::section_of::<somagent_policy::config::PolicyConfig>(figment, &POLICY)?
+        .opa_url()?;
+    somagent_slm::config::SlmConfig::resolve(config::section_of(figment, &SLM)?, &config.data_dir)?;
+    Ok(())
 }
 
 pub async fn up(data_dir: Option<PathBuf>, log_format: Option<String>) -> ExitCode {
@@ -81,6 +96,10 @@ pub async fn up(data_dir: Option<PathBuf>, log_format: Option<String>) -> ExitCo
     }
     match run(config).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<ConfigError>().is_some() => {
+            eprintln!("somagent: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("somagent: {e:#}");
             ExitCode::FAILURE

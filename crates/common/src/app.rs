@@ -29,6 +29,14 @@ pub struct ServiceContext {
     pub listener: TcpListener,
 }
 
+impl ServiceContext {
+    /// The service's own settings ([`config::section`]): `[<service>]` in the file,
+    /// `SOMAGENT_<SERVICE>__<KEY>` in the environment.
+    pub fn settings<T: serde::de::DeserializeOwned + Default>(&self) -> anyhow::Result<T> {
+        Ok(config::section(self.spec)?)
+    }
+}
+
 /// Wires a service: opens its database, adds its routes, and registers a readiness
 /// check for every backend it depends on.
 pub struct ServiceBuilder {
@@ -307,6 +315,10 @@ where
         let token = shutdown::on_signal();
         match start(spec, config, token, build).await {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) if e.downcast_ref::<config::ConfigError>().is_some() => {
+                eprintln!("somagent-{}: {e}", spec.name);
+                ExitCode::from(2)
+            }
             Err(e) => {
                 eprintln!("somagent-{}: {e:#}", spec.name);
                 ExitCode::FAILURE

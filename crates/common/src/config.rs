@@ -272,6 +272,35 @@ impl AsRef<CommonConfig> for CommonConfig {
     }
 }
 
+/// A service's own settings: the `[<service>]` table of the file, and
+/// `SOMAGENT_<SERVICE>__<KEY>` (or `…_FILE` for a secret) in the environment, over the
+/// type's defaults. The type should refuse unknown fields, so a misspelt key stops
+/// start-up like a bad value does, naming it.
+pub fn section<T: DeserializeOwned + Default>(service: &ServiceSpec) -> Result<T, ConfigError> {
+    section_of(&figment()?, service)
+}
+
+/// [`section`] over given sources.
+pub fn section_of<T: DeserializeOwned + Default>(
+    sources: &Figment,
+    service: &ServiceSpec,
+) -> Result<T, ConfigError> {
+    let key = service.config_key();
+    if sources.find_value(&key).is_err() {
+        return Ok(T::default());
+    }
+    sources.focus(&key).extract().map_err(|error: figment::Error| {
+        // Name the key from the top (`gateway.rate_limit_tenant`), as it is written.
+        match error.into_iter().next() {
+            Some(mut first) => {
+                first.path.insert(0, key.clone());
+                ConfigError::from(first)
+            }
+            None => ConfigError::Source(format!("unreadable `{key}` settings")),
+        }
+    })
+}
+
 /// The layered sources, for callers that add their own layer (the CLI's flags) before
 /// extracting.
 pub fn figment() -> Result<Figment, ConfigError> {
@@ -605,6 +634,34 @@ fn redact_query(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(default, deny_unknown_fields)]
+    struct Knobs {
+        limit: u32,
+        url: Option<String>,
+    }
+
+    #[test]
+    fn a_section_is_the_services_own_table_and_refuses_what_it_does_not_know() {
+        let spec = &crate::service::CAPSULE_REPO;
+        let absent = Figment::from(Toml::string("[gateway]\nlimit = 3"));
+        assert_eq!(section_of::<Knobs>(&absent, spec).unwrap(), Knobs::default());
+
+        let given = Figment::from(Toml::string("[capsule_repo]\nlimit = 3\nurl = \"x\""));
+        assert_eq!(
+            section_of::<Knobs>(&given, spec).unwrap(),
+            Knobs { limit: 3, url: Some("x".into()) }
+        );
+
+        let misspelt = Figment::from(Toml::string("[capsule_repo]\nlimt = 3"));
+        let error = section_of::<Knobs>(&misspelt, spec).unwrap_err().to_string();
+        assert!(error.contains("limt"), "{error}");
+
+        let wrong = Figment::from(Toml::string("[capsule_repo]\nlimit = -1"));
+        let error = section_of::<Knobs>(&wrong, spec).unwrap_err().to_string();
+        assert!(error.contains("capsule_repo.limit"), "{error}");
+    }
 
     #[test]
     fn urls_choose_their_backend_by_scheme() {

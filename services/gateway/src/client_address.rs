@@ -1,8 +1,8 @@
 //! The client's address behind proxies. The TCP peer is the client unless it is one of
-//! the proxies named in `SOMAGENT_TRUSTED_PROXIES` (comma-separated CIDRs, e.g.
+//! the proxies named in `gateway.trusted_proxies` (`SOMAGENT_GATEWAY__TRUSTED_PROXIES`, comma-separated CIDRs, e.g.
 //! `10.0.0.0/8,192.168.1.7`); then the client is the rightmost address that is not itself
 //! a trusted proxy in the one header those proxies write: `X-Forwarded-For` by default,
-//! or `Forwarded` (RFC 7239) with `SOMAGENT_FORWARDED_HEADER=forwarded`. Only that header
+//! or `Forwarded` (RFC 7239) with `SOMAGENT_GATEWAY__FORWARDED_HEADER=forwarded`. Only that header
 //! is read, whichever others arrive (an ingress that appends to one passes the other
 //! through from the client), and addresses left of the trusted hops were written by the
 //! client and prove nothing: a client cannot pick its own rate-limit bucket.
@@ -18,7 +18,8 @@ pub struct TrustedProxies {
 }
 
 /// The header the trusted proxies write.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum ForwardedHeader {
     #[default]
     XForwardedFor,
@@ -26,25 +27,10 @@ pub enum ForwardedHeader {
 }
 
 impl TrustedProxies {
-    pub fn from_env() -> anyhow::Result<Self> {
-        let mut proxies = match std::env::var("SOMAGENT_TRUSTED_PROXIES") {
-            Ok(raw) => Self::parse(&raw).map_err(|e| {
-                anyhow::anyhow!(
-                    "configuration: invalid value for `SOMAGENT_TRUSTED_PROXIES`: {e} (from environment variable SOMAGENT_TRUSTED_PROXIES)"
-                )
-            })?,
-            Err(_) => Self::default(),
-        };
-        if let Ok(raw) = std::env::var("SOMAGENT_FORWARDED_HEADER") {
-            proxies.header = match raw.trim().to_ascii_lowercase().as_str() {
-                "x-forwarded-for" => ForwardedHeader::XForwardedFor,
-                "forwarded" => ForwardedHeader::Forwarded,
-                _ => anyhow::bail!(
-                    "configuration: invalid value for `SOMAGENT_FORWARDED_HEADER`: `{raw}` (expected x-forwarded-for or forwarded) (from environment variable SOMAGENT_FORWARDED_HEADER)"
-                ),
-            };
-        }
-        Ok(proxies)
+    /// The same proxies, writing `header`.
+    pub fn written_in(mut self, header: ForwardedHeader) -> Self {
+        self.header = header;
+        self
     }
 
     pub fn parse(raw: &str) -> Result<Self, String> {

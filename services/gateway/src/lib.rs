@@ -16,6 +16,7 @@
 
 mod api;
 mod client_address;
+pub mod config;
 mod credential_watch;
 mod login_throttle;
 mod moderation;
@@ -55,7 +56,7 @@ pub struct Gateway {
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
-    /// Proxies whose forwarding headers name the client (`SOMAGENT_TRUSTED_PROXIES`).
+    /// Proxies whose forwarding headers name the client (`SOMAGENT_GATEWAY__TRUSTED_PROXIES`).
     pub trusted_proxies: client_address::TrustedProxies,
     pub revocations: revocations::Revocations,
     pub rate_limit: rate_limit::RateLimiter,
@@ -84,6 +85,8 @@ fn external_issuers() -> anyhow::Result<Vec<TrustedIssuer>> {
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let config = ctx.config.clone();
+    let settings: config::GatewayConfig = ctx.settings()?;
+    let cors_origins = settings.cors_origins()?;
     let cache = ctx
         .backends
         .cache
@@ -126,10 +129,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         orchestrator,
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
-        trusted_proxies: client_address::TrustedProxies::from_env()?,
+        trusted_proxies: settings.trusted_proxies()?,
         rate_limit: rate_limit::RateLimiter::new(
             cache.clone(),
-            rate_limit::RateLimits::from_env()?,
+            settings.rate_limits(),
         ),
         revocations: revocations::Revocations::new(cache, events),
         verifier: Arc::new(verifier),
@@ -137,5 +140,5 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         issuer,
         stopping: builder.stopping(),
     };
-    Ok(builder.http(api::public(gateway)?).build())
+    Ok(builder.http(api::public(gateway, cors_origins)).build())
 }

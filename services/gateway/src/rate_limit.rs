@@ -11,32 +11,12 @@ use somagent_common::infra::cache::Cache;
 
 const WINDOW: Duration = Duration::from_secs(60);
 
-/// Requests per minute; `0` turns a limit off.
+/// Requests per minute (`gateway.rate_limit_tenant`, `gateway.rate_limit_api_key`);
+/// `0` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimits {
     pub per_tenant: i64,
     pub per_api_key: i64,
-}
-
-impl RateLimits {
-    /// From `SOMAGENT_RATE_LIMIT_TENANT` and `SOMAGENT_RATE_LIMIT_API_KEY` (requests per
-    /// minute), by default 60,000 per tenant and 6,000 per API key.
-    pub fn from_env() -> anyhow::Result<Self> {
-        let read = |name: &str, default: i64| -> anyhow::Result<i64> {
-            match std::env::var(format!("SOMAGENT_{name}")) {
-                Ok(raw) => raw.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "configuration: invalid value for `SOMAGENT_{name}`: `{raw}` is not a number of requests per minute"
-                    )
-                }),
-                Err(_) => Ok(default),
-            }
-        };
-        Ok(Self {
-            per_tenant: read("RATE_LIMIT_TENANT", 60_000)?,
-            per_api_key: read("RATE_LIMIT_API_KEY", 6_000)?,
-        })
-    }
 }
 
 #[derive(Clone)]

@@ -1,6 +1,6 @@
 //! First start: an empty store gets tenant `default` and its user `admin` (role admin,
 //! plus `platform:admin`, which may create tenants). The password comes from
-//! `SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD` (or its `_FILE`), or is generated, printed once
+//! `SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD` (or its `_FILE`), or is generated, printed once
 //! and written to `<data dir>/admin-password` with mode 0600. Never again after that.
 
 use std::io::Write;
@@ -39,7 +39,7 @@ pub async fn bootstrap(
             .to_ascii_lowercase()
     });
     let password = Password::parse(plain)
-        .map_err(|e| anyhow::anyhow!("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD {e}"))?;
+        .map_err(|e| anyhow::anyhow!("identity.bootstrap_admin_password (SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD) {e}"))?;
     let now = now();
     let tenant = Tenant {
         id: uuid::Uuid::now_v7().to_string(),

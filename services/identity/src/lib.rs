@@ -19,6 +19,7 @@
 
 pub mod api_keys;
 mod audit;
+pub mod config;
 pub mod bootstrap;
 mod cutoffs;
 pub mod domain;
@@ -48,6 +49,7 @@ pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 /// loads (or makes) its signing keys first.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let data_dir = ctx.config.data_dir.clone();
+    let settings: config::IdentityConfig = ctx.settings()?;
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
     let db = builder.db().context("identity needs its database")?.clone();
     let sealer = somagent_common::secrets::load_sealer(&builder.context().config)?;
@@ -57,7 +59,9 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     if sealed > 0 {
         tracing::info!(sealed, "sealed stored secrets that were in plaintext");
     }
-    let password = somagent_common::config::secret_from_env("BOOTSTRAP_ADMIN_PASSWORD")?;
+    let password = settings
+        .bootstrap_admin_password
+        .filter(|p| !p.is_empty());
     bootstrap::bootstrap(&store, &data_dir, password).await?;
     let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
     keyring.clone().maintain();

@@ -1,5 +1,5 @@
 //! Where Rego runs: in process with `regorus` (the default), or on an OPA server
-//! (`SOMAGENT_OPA_URL`). Both take the same compiled module and input and answer the
+//! (`SOMAGENT_POLICY__OPA_URL`). Both take the same compiled module and input and answer the
 //! same decision document; any failure is an error the caller turns into a denial.
 
 use std::collections::HashMap;

@@ -1,6 +1,6 @@
 //! The policy service: decisions over the tenant's constitution and its own rules,
 //! compiled to Rego and evaluated in process (`regorus`) or on an OPA server
-//! (`SOMAGENT_OPA_URL`). Decisions are `{allowed, score, severity, reasons, rule_ids,
+//! (`SOMAGENT_POLICY__OPA_URL`). Decisions are `{allowed, score, severity, reasons, rule_ids,
 //! constitution_hash}`, cached until the constitution or the rules change, audited, and
 //! denied whenever the engine fails or is late (fail closed).
 //!
@@ -12,6 +12,7 @@ mod engine_contract_tests;
 mod decider;
 pub mod engine;
 mod api;
+pub mod config;
 pub mod domain;
 mod store;
 
@@ -35,6 +36,7 @@ pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let config = ctx.config.clone();
+    let settings: config::PolicyConfig = ctx.settings()?;
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
     let db = builder.db().context("policy needs its database")?.clone();
     let shared = &builder.context().backends;
@@ -43,13 +45,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .clone()
         .context("policy needs the event bus")?;
     let cache = shared.cache.clone().context("policy needs the cache")?;
-    let engine = match std::env::var("SOMAGENT_OPA_URL")
-        .ok()
-        .filter(|u| !u.is_empty())
-    {
+    let engine = match settings.opa_url()? {
         Some(url) => {
             tracing::info!(%url, "policy decisions by the OPA server");
-            engine::Engine::Opa(engine::Opa::new(&url)?)
+            engine::Engine::Opa(engine::Opa::new(url.as_str())?)
         }
         None => engine::Engine::InProcess(engine::InProcess::default()),
     };

@@ -1,22 +1,25 @@
 //! Where the models are: the upstreams an operator configures and the local model.
+//! `[slm]` in the configuration file, `SOMAGENT_SLM__<KEY>` in the environment:
 //!
-//! - `SOMAGENT_LLM_BASE_URL`, `SOMAGENT_LLM_API_KEY[_FILE]`, `SOMAGENT_LLM_MODEL`: the
-//!   `default` upstream, any OpenAI-compatible server (OpenAI, vLLM, Ollama, llama.cpp
-//!   server, Ray Serve), and its model.
-//! - `SOMAGENT_LLM_UPSTREAMS[_FILE]`: more, as JSON `[{"name", "base_url", "api_key"?}]`,
-//!   for platform profiles to name.
-//! - `SOMAGENT_LLM_MODEL_PATH`: the local model's GGUF file (SmolLM2-135M-Instruct);
-//!   by default looked for in `<data dir>/models/` and `~/.cache/somagent/models/`.
-//! - `SOMAGENT_LLM_PRICE_PROMPT`, `SOMAGENT_LLM_PRICE_COMPLETION`: what the platform's
-//!   `default` profile costs, in millionths of USD per 1,000 tokens (0 by default).
+//! - `llm_base_url`, `llm_api_key` (or `SOMAGENT_SLM__LLM_API_KEY_FILE`), `llm_model`:
+//!   the `default` upstream, any OpenAI-compatible server (OpenAI, vLLM, Ollama,
+//!   llama.cpp server, Ray Serve), and its model.
+//! - `llm_upstreams` (or `…_FILE`): more, as JSON `[{"name", "base_url", "api_key"?}]`
+//!   (a TOML array of tables in the file), for platform profiles to name.
+//! - `llm_model_path`: the local model's GGUF file (SmolLM2-135M-Instruct); by default
+//!   looked for in `<data dir>/models/` and `~/.cache/somagent/models/`.
+//! - `llm_local_q8`: run the local model requantized to Q8_0 (about three times faster
+//!   than the shipped Q4_1, for more memory); on by default.
+//! - `llm_price_prompt`, `llm_price_completion`: what the platform's `default` profile
+//!   costs, in millionths of USD per 1,000 tokens (0 by default).
 //!
 //! Tenants never give URLs: a profile names a configured upstream, so no tenant can
 //! make the platform call an address of their choosing.
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use serde::Deserialize;
+use somagent_common::config::ConfigError;
 
 /// The GGUF file `scripts/fetch-models.sh` installs.
 pub const LOCAL_MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
@@ -41,75 +44,102 @@ impl std::fmt::Debug for UpstreamConfig {
     }
 }
 
+/// The settings as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SlmSettings {
+    pub llm_base_url: Option<String>,
+    pub llm_api_key: Option<String>,
+    pub llm_model: Option<String>,
+    pub llm_upstreams: Option<UpstreamList>,
+    pub llm_model_path: Option<PathBuf>,
+    pub llm_local_q8: bool,
+    pub llm_price_prompt: u32,
+    pub llm_price_completion: u32,
+}
+
+impl Default for SlmSettings {
+    fn default() -> Self {
+        Self {
+            llm_base_url: None,
+            llm_api_key: None,
+            llm_model: None,
+            llm_upstreams: None,
+            llm_model_path: None,
+            llm_local_q8: true,
+            llm_price_prompt: 0,
+            llm_price_completion: 0,
+        }
+    }
+}
+
+/// More upstreams: JSON in one string (how an environment variable or secret file
+/// gives them) or a list (how the TOML file does).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum UpstreamList {
+    Json(String),
+    List(Vec<UpstreamConfig>),
+}
+
+/// The settings checked and resolved: what the service runs with.
 #[derive(Debug, Clone)]
 pub struct SlmConfig {
     pub upstreams: Vec<UpstreamConfig>,
     /// The `default` upstream's model.
     pub default_model: Option<String>,
     pub local_model: Option<PathBuf>,
+    pub requantize_q8: bool,
     pub default_price: crate::domain::pricing::Price,
 }
 
-fn env(name: &str) -> Option<String> {
-    std::env::var(format!("SOMAGENT_{name}"))
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-}
-
-fn price(name: &str) -> anyhow::Result<i64> {
-    env(name).map_or(Ok(0), |raw| {
-        raw.trim().parse::<i64>().ok().filter(|p| *p >= 0).with_context(|| {
-            format!("configuration: invalid value for `SOMAGENT_{name}`: `{raw}` is not a price in micros per 1,000 tokens")
-        })
-    })
+fn given(value: &Option<String>) -> Option<String> {
+    value.as_ref().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
 }
 
 impl SlmConfig {
-    pub fn from_env(data_dir: &Path) -> anyhow::Result<Self> {
+    pub fn resolve(settings: SlmSettings, data_dir: &Path) -> Result<Self, ConfigError> {
         let mut upstreams = Vec::new();
-        if let Some(base_url) = env("LLM_BASE_URL") {
-            check_url("SOMAGENT_LLM_BASE_URL", &base_url)?;
+        if let Some(base_url) = given(&settings.llm_base_url) {
+            check_url("slm.llm_base_url", &base_url)?;
             upstreams.push(UpstreamConfig {
                 name: "default".into(),
                 base_url,
-                api_key: somagent_common::config::secret_from_env("LLM_API_KEY")?,
+                api_key: given(&settings.llm_api_key),
             });
         }
-        if let Some(raw) = somagent_common::config::secret_from_env("LLM_UPSTREAMS")? {
-            let more: Vec<UpstreamConfig> = serde_json::from_str(&raw).map_err(|e| {
-                anyhow::anyhow!("configuration: invalid value for `SOMAGENT_LLM_UPSTREAMS`: {e}")
-            })?;
-            for upstream in more {
-                check_url("SOMAGENT_LLM_UPSTREAMS", &upstream.base_url)?;
-                if upstream.name == "local"
-                    || upstreams
-                        .iter()
-                        .any(|u: &UpstreamConfig| u.name == upstream.name)
-                {
-                    anyhow::bail!(
-                        "configuration: invalid value for `SOMAGENT_LLM_UPSTREAMS`: the name `{}` is taken",
-                        upstream.name
-                    );
-                }
-                upstreams.push(upstream);
+        let more = match settings.llm_upstreams {
+            None => Vec::new(),
+            Some(UpstreamList::List(list)) => list,
+            Some(UpstreamList::Json(raw)) if raw.trim().is_empty() => Vec::new(),
+            Some(UpstreamList::Json(raw)) => serde_json::from_str(&raw)
+                .map_err(|e| ConfigError::invalid("slm.llm_upstreams", e.to_string()))?,
+        };
+        for upstream in more {
+            check_url("slm.llm_upstreams", &upstream.base_url)?;
+            if upstream.name == "local" || upstreams.iter().any(|u| u.name == upstream.name) {
+                return Err(ConfigError::invalid(
+                    "slm.llm_upstreams",
+                    format!("the name `{}` is taken", upstream.name),
+                ));
             }
+            upstreams.push(upstream);
         }
-        let default_model = env("LLM_MODEL");
+        let default_model = given(&settings.llm_model);
         if upstreams.iter().any(|u| u.name == "default") && default_model.is_none() {
-            anyhow::bail!(
-                "configuration: `SOMAGENT_LLM_MODEL` must name the model when `SOMAGENT_LLM_BASE_URL` is set"
-            );
+            return Err(ConfigError::invalid(
+                "slm.llm_model",
+                "must name the model when `slm.llm_base_url` is set",
+            ));
         }
-        let local_model = match env("LLM_MODEL_PATH") {
-            Some(path) => {
-                let path = PathBuf::from(path);
-                anyhow::ensure!(
-                    path.is_file(),
-                    "configuration: invalid value for `SOMAGENT_LLM_MODEL_PATH`: {} is not a file",
-                    path.display()
-                );
-                Some(path)
+        let local_model = match settings.llm_model_path {
+            Some(path) if !path.is_file() => {
+                return Err(ConfigError::invalid(
+                    "slm.llm_model_path",
+                    format!("{} is not a file", path.display()),
+                ));
             }
+            Some(path) => Some(path),
             None => default_model_locations(data_dir)
                 .into_iter()
                 .find(|p| p.is_file()),
@@ -118,9 +148,10 @@ impl SlmConfig {
             upstreams,
             default_model,
             local_model,
+            requantize_q8: settings.llm_local_q8,
             default_price: crate::domain::pricing::Price {
-                prompt_micros_per_1k: price("LLM_PRICE_PROMPT")?,
-                completion_micros_per_1k: price("LLM_PRICE_COMPLETION")?,
+                prompt_micros_per_1k: i64::from(settings.llm_price_prompt),
+                completion_micros_per_1k: i64::from(settings.llm_price_completion),
             },
         })
     }
@@ -129,22 +160,20 @@ impl SlmConfig {
 /// Where the local model is looked for when no path is configured.
 pub fn default_model_locations(data_dir: &Path) -> Vec<PathBuf> {
     let mut places = vec![data_dir.join("models").join(LOCAL_MODEL_FILE)];
-    if let Some(home) = std::env::var_os("HOME") {
+    if let Some(home) = std::env::home_dir() {
         places.push(
-            PathBuf::from(home)
-                .join(".cache/somagent/models")
+            home.join(".cache/somagent/models")
                 .join(LOCAL_MODEL_FILE),
         );
     }
     places
 }
 
-fn check_url(key: &str, value: &str) -> anyhow::Result<()> {
+fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
     let url = url::Url::parse(value)
-        .map_err(|e| anyhow::anyhow!("configuration: invalid value for `{key}`: `{value}`: {e}"))?;
-    anyhow::ensure!(
-        matches!(url.scheme(), "http" | "https"),
-        "configuration: invalid value for `{key}`: `{value}` is not an http(s) URL"
-    );
+        .map_err(|e| ConfigError::invalid(key, format!("`{value}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(key, format!("`{value}` is not an http(s) URL")));
+    }
     Ok(())
 }

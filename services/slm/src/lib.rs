@@ -6,7 +6,7 @@
 //! - `domain/`: chat messages and deltas, profiles, prices; no I/O.
 //! - `config`: the upstreams an operator configures, and the local model's file.
 //! - `upstream/`: OpenAI-compatible servers (`async-openai`) and the local model.
-//! - `local_model`: SmolLM2 on candle.
+//! - `gguf_model`: SmolLM2 on candle.
 //! - `model_router`: profiles → upstream calls, retries, fallbacks, streaming, metering.
 //! - `metering`, `counting`: usage events through the outbox; token counts when an
 //!   upstream reports none.
@@ -53,7 +53,7 @@ pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let config = ctx.config.clone();
-    let slm = SlmConfig::from_env(&config.data_dir)?;
+    let slm = SlmConfig::resolve(ctx.settings()?, &config.data_dir)?;
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
     let db = builder.db().context("slm needs its database")?.clone();
     let shared = &builder.context().backends;
@@ -104,7 +104,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     if let Some(path) = &slm.local_model {
         upstreams.insert(
             "local",
-            Upstream::Local(upstream::in_process::LocalUpstream::new(path.clone())),
+            Upstream::Local(upstream::in_process::LocalUpstream::new(path.clone(), slm.requantize_q8)),
         );
         tracing::info!(path = %path.display(), "the local model is available");
         platform.push(profile(LOCAL_MODEL_ID, "local", LOCAL_MODEL_ID));
@@ -114,7 +114,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     }
     if upstreams.is_empty() {
         tracing::warn!(
-            "no model is configured: chat answers 503 until SOMAGENT_LLM_BASE_URL and SOMAGENT_LLM_MODEL are set or the local model is installed (scripts/fetch-models.sh)"
+            "no model is configured: chat answers 503 until SOMAGENT_SLM__LLM_BASE_URL and SOMAGENT_SLM__LLM_MODEL are set or the local model is installed (scripts/fetch-models.sh)"
         );
     }
 

@@ -173,7 +173,7 @@ impl ModelRouter {
         if self.upstreams.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
-                "no model is configured: set SOMAGENT_LLM_BASE_URL and SOMAGENT_LLM_MODEL to an \
+                "no model is configured: set SOMAGENT_SLM__LLM_BASE_URL and SOMAGENT_SLM__LLM_MODEL to an \
                  OpenAI-compatible server, or install the local model with scripts/fetch-models.sh",
             ));
         }

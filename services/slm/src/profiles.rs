@@ -60,7 +60,7 @@ pub async fn put_platform(
     if router.configured(&profile.name) {
         return Err(ApiError::new(
             ErrorCode::Conflict,
-            "this platform profile is set by the platform's configuration (SOMAGENT_LLM_*), not the API",
+            "this platform profile is set by the platform's configuration (SOMAGENT_SLM__LLM_*), not the API",
         ));
     }
     let used = router
@@ -174,7 +174,7 @@ pub async fn delete(
         if router.configured(name) {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
-                "this platform profile is set by the platform's configuration (SOMAGENT_LLM_*), not the API",
+                "this platform profile is set by the platform's configuration (SOMAGENT_SLM__LLM_*), not the API",
             ));
         }
         let used = profiles

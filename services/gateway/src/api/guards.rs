@@ -1,5 +1,5 @@
 //! The public door's guards: CORS for the browser origins configured in
-//! `SOMAGENT_CORS_ORIGINS` (comma-separated; none by default), a body size limit, and
+//! `gateway.cors_origins` (comma-separated; none by default), a body size limit, and
 //! a deadline per request, each refusing with a JSON problem.
 
 use std::time::Duration;
@@ -21,19 +21,8 @@ pub fn body_limit() -> DefaultBodyLimit {
 }
 
 /// CORS for the configured origins only; with none configured, no cross-origin access.
-pub fn cors() -> anyhow::Result<CorsLayer> {
-    let origins: Vec<HeaderValue> = somagent_common::config::secret_from_env("CORS_ORIGINS")?
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .map(|o| {
-            HeaderValue::from_str(o).map_err(|_| {
-                anyhow::anyhow!("configuration: invalid value for `SOMAGENT_CORS_ORIGINS`: `{o}`")
-            })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(CorsLayer::new()
+pub fn cors(origins: Vec<HeaderValue>) -> CorsLayer {
+    CorsLayer::new()
         .allow_origin(AllowOrigin::list(origins))
         .allow_methods([
             Method::GET,
@@ -54,7 +43,7 @@ pub fn cors() -> anyhow::Result<CorsLayer> {
             header::RETRY_AFTER,
             header::WWW_AUTHENTICATE,
         ])
-        .max_age(Duration::from_secs(600)))
+        .max_age(Duration::from_secs(600))
 }
 
 /// Ends a request that takes longer than [`REQUEST_DEADLINE`] with a 504 problem.

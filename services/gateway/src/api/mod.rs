@@ -21,6 +21,7 @@ pub use principal::Authenticated;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::HeaderValue;
 use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -88,6 +89,6 @@ fn router(gateway: Gateway) -> Router {
 }
 
 /// The routes with CORS for the configured origins.
-pub fn public(gateway: Gateway) -> anyhow::Result<Router> {
-    Ok(router(gateway).layer(guards::cors()?))
+pub fn public(gateway: Gateway, cors_origins: Vec<HeaderValue>) -> Router {
+    router(gateway).layer(guards::cors(cors_origins))
 }

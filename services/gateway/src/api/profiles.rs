@@ -29,7 +29,7 @@ pub struct PutProfile {
     /// A tenant profile's platform profile, whose upstream, model and price it uses.
     base: Option<String>,
     /// Platform profiles only: a configured upstream (`default`, `local`, or one of
-    /// `SOMAGENT_LLM_UPSTREAMS`).
+    /// `SOMAGENT_SLM__LLM_UPSTREAMS`).
     upstream: Option<String>,
     /// Platform profiles only: the model's id on that upstream.
     model: Option<String>,

@@ -182,7 +182,7 @@ async fn a_configured_password_is_used_and_not_written_anywhere() {
             .unwrap_err();
         assert!(
             err.to_string()
-                .contains("SOMAGENT_BOOTSTRAP_ADMIN_PASSWORD"),
+                .contains("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD"),
             "{err}"
         );
         assert_eq!(
