@@ -618,7 +618,10 @@ async fn browsers_get_cors_for_configured_origins_only_and_huge_bodies_are_refus
         data.path(),
         &ports,
         &[
-            ("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+            (
+                "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+                ADMIN_PASSWORD,
+            ),
             ("SOMAGENT_GATEWAY__CORS_ORIGINS", "https://app.example"),
         ],
     );

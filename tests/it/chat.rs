@@ -430,7 +430,11 @@ async fn an_upstream_without_usage_is_counted_and_no_model_is_a_clear_503() {
             data,
             ..
         },
-    ) = with_scripted_llm(Backends::Embedded, &[("SOMAGENT_SLM__LLM_MODEL", "no-usage")]).await;
+    ) = with_scripted_llm(
+        Backends::Embedded,
+        &[("SOMAGENT_SLM__LLM_MODEL", "no-usage")],
+    )
+    .await;
     let answer: Value = chat(&client, &gateway, &root, json!({"model": "default", "messages": [{"role": "user", "content": "count these tokens please"}]}))
         .await
         .json()

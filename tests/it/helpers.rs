@@ -355,7 +355,8 @@ pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
     let data = tempfile::tempdir().unwrap();
     let ports = free_ports();
     let backend_env = backends.env().await;
-    let mut all: Vec<(&str, &str)> = vec![("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)];
+    let mut all: Vec<(&str, &str)> =
+        vec![("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)];
     all.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     all.extend(env.iter().copied());
     let platform = Platform::start_with(data.path(), &ports, &all);

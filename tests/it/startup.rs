@@ -57,11 +57,7 @@ fn bad_configuration_stops_start_up_with_one_line_naming_the_key() {
             "http://127.0.0.1:1",
             &["llm_base_ulr"],
         ),
-        (
-            "SOMAGENT_POLICY__OPA_URL",
-            "opa:8181",
-            &["policy.opa_url"],
-        ),
+        ("SOMAGENT_POLICY__OPA_URL", "opa:8181", &["policy.opa_url"]),
         (
             "SOMAGENT_CONFIG",
             "/nonexistent/somagent.toml",

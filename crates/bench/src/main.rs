@@ -46,7 +46,11 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
         /// The bootstrap admin's password on that platform.
-        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
         password: String,
         #[arg(long, default_value_t = 64)]
         concurrency: usize,
@@ -62,7 +66,11 @@ enum Command {
     Chat {
         #[arg(long)]
         gateway: String,
-        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
         password: String,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
@@ -74,7 +82,11 @@ enum Command {
         /// The two replicas' gateways.
         #[arg(long, num_args = 2, required = true)]
         gateways: Vec<String>,
-        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
         password: String,
         #[arg(long, default_value_t = 10)]
         seconds: u64,
@@ -89,7 +101,11 @@ enum Command {
         #[arg(long)]
         gateway: Option<String>,
         /// The bootstrap admin's password on that platform.
-        #[arg(long, env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", default_value = "")]
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
         password: String,
         #[arg(long, default_value_t = 5)]
         seconds: u64,

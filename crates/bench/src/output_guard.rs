@@ -16,8 +16,12 @@ const ANSWER: &str = "Sure. Here is a short overview of the quarterly figures yo
     team proposes to do about each of them; the appendix lists every source by name. ";
 
 pub fn run(seconds: u64) -> anyhow::Result<()> {
-    let compiled =
-        somagent_policy::domain::rego::compile("bench", &Constitution::default_document(), "bench", &[]);
+    let compiled = somagent_policy::domain::rego::compile(
+        "bench",
+        &Constitution::default_document(),
+        "bench",
+        &[],
+    );
     let guard = &compiled.output_guard;
     let rules = OutputRules::new(guard.terms.clone(), guard.patterns.clone())?;
     let answer = ANSWER.repeat(8);

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use somagent_common::constitution::Constitution;
-use somagent_policy::engine::{Engine, InProcess, Opa};
 use somagent_policy::domain::rego::compile;
+use somagent_policy::engine::{Engine, InProcess, Opa};
 
 use crate::stats::Samples;
 

@@ -70,8 +70,7 @@ fn check_sections(figment: &figment::Figment, config: &CommonConfig) -> Result<(
     gateway.trusted_proxies()?;
     gateway.cors_origins()?;
     config::section_of::<somagent_identity::config::IdentityConfig>(figment, &IDENTITY)?;
-    config::section_of::<somagent_policy::config::PolicyConfig>(figment, &POLICY)?
-        .opa_url()?;
+    config::section_of::<somagent_policy::config::PolicyConfig>(figment, &POLICY)?.opa_url()?;
     somagent_slm::config::SlmConfig::resolve(config::section_of(figment, &SLM)?, &config.data_dir)?;
     Ok(())
 }

@@ -179,6 +179,30 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds a gRPC service whose every call has its bearer token verified once, before
+    /// the handler, by [`crate::auth::grpc::Authenticate`]; handlers read the caller
+    /// with [`crate::auth::grpc::caller`].
+    pub fn authenticated_grpc<S>(
+        self,
+        verifier: std::sync::Arc<crate::auth::Verifier>,
+        service: S,
+    ) -> Self
+    where
+        S: tower::Service<
+                http::Request<tonic::body::Body>,
+                Response = http::Response<tonic::body::Body>,
+                Error = std::convert::Infallible,
+            > + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        use tower::Layer;
+        self.grpc(crate::auth::grpc::Authenticate::new(verifier).layer(service))
+    }
+
     pub fn build(self) -> ServiceApp {
         let router = server::router(
             self.ctx.spec.name,

@@ -289,16 +289,19 @@ pub fn section_of<T: DeserializeOwned + Default>(
     if sources.find_value(&key).is_err() {
         return Ok(T::default());
     }
-    sources.focus(&key).extract().map_err(|error: figment::Error| {
-        // Name the key from the top (`gateway.rate_limit_tenant`), as it is written.
-        match error.into_iter().next() {
-            Some(mut first) => {
-                first.path.insert(0, key.clone());
-                ConfigError::from(first)
+    sources
+        .focus(&key)
+        .extract()
+        .map_err(|error: figment::Error| {
+            // Name the key from the top (`gateway.rate_limit_tenant`), as it is written.
+            match error.into_iter().next() {
+                Some(mut first) => {
+                    first.path.insert(0, key.clone());
+                    ConfigError::from(first)
+                }
+                None => ConfigError::Source(format!("unreadable `{key}` settings")),
             }
-            None => ConfigError::Source(format!("unreadable `{key}` settings")),
-        }
-    })
+        })
 }
 
 /// The layered sources, for callers that add their own layer (the CLI's flags) before
@@ -646,16 +649,24 @@ mod tests {
     fn a_section_is_the_services_own_table_and_refuses_what_it_does_not_know() {
         let spec = &crate::service::CAPSULE_REPO;
         let absent = Figment::from(Toml::string("[gateway]\nlimit = 3"));
-        assert_eq!(section_of::<Knobs>(&absent, spec).unwrap(), Knobs::default());
+        assert_eq!(
+            section_of::<Knobs>(&absent, spec).unwrap(),
+            Knobs::default()
+        );
 
         let given = Figment::from(Toml::string("[capsule_repo]\nlimit = 3\nurl = \"x\""));
         assert_eq!(
             section_of::<Knobs>(&given, spec).unwrap(),
-            Knobs { limit: 3, url: Some("x".into()) }
+            Knobs {
+                limit: 3,
+                url: Some("x".into())
+            }
         );
 
         let misspelt = Figment::from(Toml::string("[capsule_repo]\nlimt = 3"));
-        let error = section_of::<Knobs>(&misspelt, spec).unwrap_err().to_string();
+        let error = section_of::<Knobs>(&misspelt, spec)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("limt"), "{error}");
 
         let wrong = Figment::from(Toml::string("[capsule_repo]\nlimit = -1"));

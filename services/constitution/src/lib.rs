@@ -55,18 +55,16 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     store.reseal(ResealScope::Plaintext).await?;
     let key = store.signing_key().await?;
     let outbox = Outbox::new(db, events);
-    outbox
-        .clone()
-        .spawn_relay(somagent_common::CancellationToken::new());
+    builder.spawn(outbox.clone().relay(builder.stopping()));
     let grpc = api::grpc::ConstitutionGrpc {
         store,
         signer: Arc::new(domain::signing::Signer::new(key)),
         outbox,
-        verifier: Arc::new(Verifier::new(
-            vec![builtin_issuer(&config, &SPEC)],
-            Some(cache),
-        )),
     };
+    let verifier = Arc::new(Verifier::new(
+        vec![builtin_issuer(&config, &SPEC)],
+        Some(cache),
+    ));
     let service = somagent_common::proto::constitution::v1::constitution_service_server::ConstitutionServiceServer::new(grpc);
-    Ok(builder.grpc(service).build())
+    Ok(builder.authenticated_grpc(verifier, service).build())
 }

@@ -130,10 +130,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,
-        rate_limit: rate_limit::RateLimiter::new(
-            cache.clone(),
-            settings.rate_limits(),
-        ),
+        rate_limit: rate_limit::RateLimiter::new(cache.clone(), settings.rate_limits()),
         revocations: revocations::Revocations::new(cache, events),
         verifier: Arc::new(verifier),
         exchanged: token_exchange::ExchangedTokens::default(),

@@ -38,8 +38,11 @@ pub async fn bootstrap(
             .encode(&crate::domain::random_bytes::<20>())
             .to_ascii_lowercase()
     });
-    let password = Password::parse(plain)
-        .map_err(|e| anyhow::anyhow!("identity.bootstrap_admin_password (SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD) {e}"))?;
+    let password = Password::parse(plain).map_err(|e| {
+        anyhow::anyhow!(
+            "identity.bootstrap_admin_password (SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD) {e}"
+        )
+    })?;
     let now = now();
     let tenant = Tenant {
         id: uuid::Uuid::now_v7().to_string(),

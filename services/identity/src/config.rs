@@ -14,7 +14,10 @@ pub struct IdentityConfig {
 impl std::fmt::Debug for IdentityConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdentityConfig")
-            .field("bootstrap_admin_password", &self.bootstrap_admin_password.as_ref().map(|_| "***"))
+            .field(
+                "bootstrap_admin_password",
+                &self.bootstrap_admin_password.as_ref().map(|_| "***"),
+            )
             .finish()
     }
 }

@@ -7,7 +7,7 @@ use somagent_common::proto::identity::v1 as pb;
 use somagent_common::proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
 
-use somagent_common::auth::grpc::principal_of;
+use somagent_common::auth::grpc::caller;
 use somagent_common::auth::{Capability, SERVICE_KEY_HEADER, ServiceIssuerKey, Verifier};
 use somagent_common::error::ApiError;
 
@@ -87,7 +87,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::CreateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.into_inner();
         let new = NewTenant {
             slug: r.slug,
@@ -104,7 +104,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let tenant = self.tenants.get(&actor, &request.get_ref().id).await?;
         Ok(Response::new(tenant_message(tenant)))
     }
@@ -113,7 +113,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::ListTenantsRequest>,
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
         let (tenants, next) = self.tenants.list(&actor, &page.cursor, page.limit).await?;
         Ok(Response::new(pb::ListTenantsResponse {
@@ -126,7 +126,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::UpdateTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.into_inner();
         let change = TenantChange {
             display_name: r.display_name,
@@ -141,7 +141,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         self.tenants.delete(&actor, &request.get_ref().id).await?;
         Ok(Response::new(pb::DeleteTenantResponse {}))
     }
@@ -150,7 +150,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::CreateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.into_inner();
         let new = NewUser {
             username: r.username,
@@ -166,7 +166,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::GetUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let user = self.users.get(&actor, &request.get_ref().id).await?;
         Ok(Response::new(user_message(user)))
     }
@@ -175,7 +175,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::ListUsersRequest>,
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
         let (users, next) = self.users.list(&actor, &page.cursor, page.limit).await?;
         Ok(Response::new(pb::ListUsersResponse {
@@ -188,7 +188,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::UpdateUserRequest>,
     ) -> Result<Response<pb::User>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.into_inner();
         let change = UserUpdate {
             status: r.status,
@@ -205,7 +205,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::DeleteUserRequest>,
     ) -> Result<Response<pb::DeleteUserResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         self.users.delete(&actor, &request.get_ref().id).await?;
         Ok(Response::new(pb::DeleteUserResponse {}))
     }
@@ -214,7 +214,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::EnrollMfaRequest>,
     ) -> Result<Response<pb::EnrollMfaResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.get_ref();
         let enrolled = self
             .users
@@ -231,7 +231,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::DisableMfaRequest>,
     ) -> Result<Response<pb::DisableMfaResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.get_ref();
         self.users.disable_mfa(&actor, &r.password, &r.code).await?;
         Ok(Response::new(pb::DisableMfaResponse {}))
@@ -241,7 +241,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::VerifyMfaRequest>,
     ) -> Result<Response<pb::VerifyMfaResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.get_ref();
         self.users.verify_mfa(&actor, &r.user_id, &r.code).await?;
         Ok(Response::new(pb::VerifyMfaResponse { enabled: true }))
@@ -251,7 +251,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::CreateApiKeyRequest>,
     ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let r = request.into_inner();
         let new = NewApiKey {
             name: r.name,
@@ -270,7 +270,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::ListApiKeysRequest>,
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
         let (keys, next) = self.api_keys.list(&actor, &page.cursor, page.limit).await?;
         Ok(Response::new(pb::ListApiKeysResponse {
@@ -283,7 +283,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::RevokeApiKeyRequest>,
     ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         self.api_keys.revoke(&actor, &request.get_ref().id).await?;
         Ok(Response::new(pb::RevokeApiKeyResponse {}))
     }
@@ -484,7 +484,7 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::RotateSigningKeyRequest>,
     ) -> Result<Response<pb::RotateSigningKeyResponse>, Status> {
-        let actor = principal_of(&self.verifier, &request).await?;
+        let actor = caller(&request)?;
         actor.require(somagent_common::auth::Capability::PlatformAdmin)?;
         let kid = self
             .jwks

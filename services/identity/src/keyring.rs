@@ -101,13 +101,17 @@ impl Keyring {
         Ok(())
     }
 
-    /// Keeps the keys fresh: reloads every [`RELOAD_EVERY`] and rotates on schedule.
-    pub fn maintain(self: Arc<Self>) {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RELOAD_EVERY);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
+    /// Keeps the keys fresh until `stopping`: reloads every [`RELOAD_EVERY`] and
+    /// rotates on schedule.
+    pub async fn maintain(self: Arc<Self>, stopping: somagent_common::CancellationToken) {
+        let mut tick = tokio::time::interval(RELOAD_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                () = stopping.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            {
                 if let Err(e) = self.reload().await {
                     tracing::warn!(error = %e, "cannot reload signing keys");
                     continue;
@@ -120,6 +124,6 @@ impl Keyring {
                     tracing::warn!(error = %e, "scheduled key rotation failed");
                 }
             }
-        });
+        }
     }
 }

@@ -19,8 +19,8 @@
 
 pub mod api_keys;
 mod audit;
-pub mod config;
 pub mod bootstrap;
+pub mod config;
 mod cutoffs;
 pub mod domain;
 mod exchange;
@@ -59,12 +59,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     if sealed > 0 {
         tracing::info!(sealed, "sealed stored secrets that were in plaintext");
     }
-    let password = settings
-        .bootstrap_admin_password
-        .filter(|p| !p.is_empty());
+    let password = settings.bootstrap_admin_password.filter(|p| !p.is_empty());
     bootstrap::bootstrap(&store, &data_dir, password).await?;
     let keyring = Arc::new(keyring::Keyring::load_or_create(&store).await?);
-    keyring.clone().maintain();
+    builder.spawn(keyring.clone().maintain(builder.stopping()));
     let config = builder.context().config.clone();
     let issuer = config.issuer();
     let shared = &builder.context().backends;
@@ -77,10 +75,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let issuer_key = somagent_common::auth::ServiceIssuerKey::load(&data_dir)?;
     // Calls acting for a user carry their token; identity checks it like anyone else,
     // against its own published keys.
-    let verifier = somagent_common::auth::Verifier::new(
+    let verifier = Arc::new(somagent_common::auth::Verifier::new(
         vec![somagent_common::auth::builtin_issuer(&config, &SPEC)],
         Some(cache.clone()),
-    );
+    ));
     let jwks = keyring.clone();
     let routes = axum::Router::new().route(
         "/.well-known/jwks.json",
@@ -120,12 +118,15 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         api_keys: api_keys::ApiKeyService::new(store, events.clone(), reauth, cutoffs),
         events,
         jwks: keyring,
-        verifier: Arc::new(verifier),
+        verifier: verifier.clone(),
         issuer_key,
     };
     let service =
         somagent_common::proto::identity::v1::identity_service_server::IdentityServiceServer::new(
             grpc,
         );
-    Ok(builder.http(routes).grpc(service).build())
+    Ok(builder
+        .http(routes)
+        .authenticated_grpc(verifier, service)
+        .build())
 }

@@ -21,6 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use somagent_common::CancellationToken;
+use somagent_common::app::ServiceBuilder;
 use somagent_common::infra::cache::Cache;
 use somagent_common::turn::TurnEvent;
 use tokio::sync::{broadcast, mpsc, oneshot};
@@ -85,17 +87,18 @@ impl TurnHub {
     }
 
     /// A hub shared with every replica using `cache`, when the cache is shared (Redis);
-    /// otherwise this process's only.
-    pub fn over(cache: &Cache) -> Arc<Self> {
+    /// otherwise this process's only. Its relay tasks run in the service's task set and
+    /// stop with it, publishing what is queued first.
+    pub fn over(cache: &Cache, service: &ServiceBuilder) -> Arc<Self> {
         if cache.is_shared() {
-            Self::shared(cache.clone())
+            Self::shared(cache.clone(), service)
         } else {
             Self::local()
         }
     }
 
     /// A hub shared with every replica using `redis`.
-    fn shared(redis: Cache) -> Arc<Self> {
+    fn shared(redis: Cache, service: &ServiceBuilder) -> Arc<Self> {
         let (outbox, queued) = mpsc::channel(OUTBOX);
         let origin = uuid::Uuid::new_v4().simple().to_string();
         let failing = Arc::new(AtomicBool::new(false));
@@ -107,11 +110,19 @@ impl TurnHub {
                 failing: failing.clone(),
             }),
         });
-        tokio::spawn(publish(redis.clone(), queued, failing));
+        let stopping = service.stopping();
+        service.spawn(publish(redis.clone(), queued, failing, stopping.clone()));
         let mut incoming = redis.listen(CHANNELS);
         let relayed = Arc::downgrade(&hub);
-        tokio::spawn(async move {
-            while let Some((channel, payload)) = incoming.recv().await {
+        service.spawn(async move {
+            loop {
+                let (channel, payload) = tokio::select! {
+                    () = stopping.cancelled() => return,
+                    next = incoming.recv() => match next {
+                        Some(message) => message,
+                        None => return,
+                    },
+                };
                 let Some(hub) = relayed.upgrade() else { return };
                 if let Some(event) = decode(&channel, &payload, &origin) {
                     hub.deliver(event);
@@ -170,10 +181,28 @@ impl TurnHub {
 }
 
 /// Publishes queued events in order, as many per round trip as are waiting.
-async fn publish(redis: Cache, mut queued: mpsc::Receiver<Outgoing>, flag: Arc<AtomicBool>) {
+async fn publish(
+    redis: Cache,
+    mut queued: mpsc::Receiver<Outgoing>,
+    flag: Arc<AtomicBool>,
+    stopping: CancellationToken,
+) {
     let mut batch = Vec::new();
     let mut failing = false;
-    while queued.recv_many(&mut batch, 256).await > 0 {
+    let mut closed = false;
+    loop {
+        let taken = tokio::select! {
+            taken = queued.recv_many(&mut batch, 256) => taken,
+            // Take nothing more, and publish what is queued before ending.
+            () = stopping.cancelled(), if !closed => {
+                queued.close();
+                closed = true;
+                continue;
+            }
+        };
+        if taken == 0 {
+            break;
+        }
         let mut events = Vec::with_capacity(batch.len());
         let mut flushed = Vec::new();
         for item in batch.drain(..) {

@@ -61,7 +61,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             "live turn events stay in this process (the cache is in process): with more than one orchestrator replica, set SOMAGENT_CACHE_URL to Redis"
         );
     }
-    let hub = hub::TurnHub::over(&cache);
+    let hub = hub::TurnHub::over(&cache, &builder);
     let moderation = somagent_common::moderation::PromptModeration::new(
         PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
         cache.clone(),
@@ -101,15 +101,15 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         engine,
         hub,
         moderation,
-        verifier: Arc::new(Verifier::new(
-            vec![builtin_issuer(&config, &SPEC)],
-            Some(cache),
-        )),
     };
+    let verifier = Arc::new(Verifier::new(
+        vec![builtin_issuer(&config, &SPEC)],
+        Some(cache),
+    ));
     let service =
         somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorServiceServer::new(grpc);
     Ok(builder
-        .grpc(service)
+        .authenticated_grpc(verifier, service)
         .on_shutdown(move || async move { stopping.shutdown().await })
         .build())
 }

@@ -13,8 +13,8 @@ use somagent_common::infra::events::{Envelope, EventBus, topics};
 use somagent_common::proto::constitution::v1 as cpb;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 
-use crate::engine::Engine;
 use crate::domain::rego::{Compiled, compile};
+use crate::engine::Engine;
 use crate::store::RuleStore;
 
 /// How long a compiled policy or a decision is reused without news of a change.

@@ -3,9 +3,9 @@
 
 use somagent_common::constitution::{Constitution, Severity};
 
-use crate::engine::{Engine, InProcess, Opa};
 use crate::domain::rego::compile;
 use crate::domain::rules::{Rule, RuleKind};
+use crate::engine::{Engine, InProcess, Opa};
 
 fn engines() -> Vec<Engine> {
     let mut all = vec![Engine::InProcess(InProcess::default())];

@@ -7,13 +7,13 @@
 //! Layout: `rules` (the tenant's rules), `rego` (the compiler), `engine` (regorus or
 //! OPA), `decider` (caching, deadlines, audit), `store`, `grpc`.
 
-#[cfg(test)]
-mod engine_contract_tests;
-mod decider;
-pub mod engine;
 mod api;
 pub mod config;
+mod decider;
 pub mod domain;
+pub mod engine;
+#[cfg(test)]
+mod engine_contract_tests;
 mod store;
 
 use std::sync::Arc;
@@ -63,10 +63,6 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     forget_on_change(&builder, decider.clone(), &events).await?;
     let grpc = api::grpc::PolicyGrpc {
         decider,
-        verifier: Arc::new(Verifier::new(
-            vec![builtin_issuer(&config, &SPEC)],
-            Some(cache),
-        )),
         events,
         tokens: ServiceTokens::new(
             IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?),
@@ -76,7 +72,11 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     };
     let service =
         somagent_common::proto::policy::v1::policy_service_server::PolicyServiceServer::new(grpc);
-    Ok(builder.grpc(service).build())
+    let verifier = Arc::new(Verifier::new(
+        vec![builtin_issuer(&config, &SPEC)],
+        Some(cache),
+    ));
+    Ok(builder.authenticated_grpc(verifier, service).build())
 }
 
 /// Drops a tenant's compiled policy and cached decisions when its constitution or

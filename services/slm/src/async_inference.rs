@@ -13,11 +13,11 @@
 //! a failure and never reaches a model or the bill.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{Value, json};
-use somagent_common::infra::db::{Db, claim_event};
-use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::infra::events::{
+    ConsumeOptions, Delivery, Envelope, EventBus, HandleError, consume, topics,
+};
 use somagent_common::infra::outbox::Outbox;
 
 use somagent_common::auth::{Capability, Principal, Verifier};
@@ -38,83 +38,60 @@ pub struct Gate {
     pub output_rules: Arc<crate::output_rules::OutputRuleSource>,
 }
 
-/// Answers requests until the process ends.
-pub async fn serve(
+/// Joins the `slm-async` group on `slm.requests` and returns the loop that answers
+/// them, through the one consumer loop: an answer that cannot be stored is retried with
+/// backoff, a request already answered is skipped by its event id.
+pub async fn consumer(
     router: Arc<ModelRouter>,
     gate: Gate,
-    events: EventBus,
-    db: Db,
+    events: &EventBus,
     outbox: Outbox,
-) -> anyhow::Result<()> {
-    let mut requests = events.subscribe(CONSUMER, &[topics::SLM_REQUESTS]).await?;
-    tokio::spawn(async move {
-        loop {
-            let delivery = match requests.next().await {
-                Ok(delivery) => delivery,
-                Err(e) => {
-                    tracing::warn!(error = %e, "async inference paused");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-            };
-            let event = &delivery.event;
-            if already_handled(&db, &event.id).await {
-                let _ = requests.commit(&delivery).await;
-                continue;
-            }
-            let (answer, subject) = answer(&router, &gate, event).await;
-            let request_id = event.data["request_id"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let mut response = Envelope::new("slm.response", "slm", event.tenant.clone(), answer);
-            response.id = uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_URL,
-                format!("somagent:slm-response:{}", event.id).as_bytes(),
-            );
-            if let Some(subject) = subject {
-                response = response.with_subject(subject);
-            }
-            let key = if request_id.is_empty() {
-                event.tenant.as_str().to_owned()
-            } else {
-                request_id
-            };
-            if let Err(e) = outbox.publish(topics::SLM_RESPONSES, &key, &response).await {
-                // Not committed: the request comes again.
-                tracing::error!(error = %e, "an async answer could not be stored; the request will be retried");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-            mark_handled(&db, &event.id).await;
-            if let Err(e) = requests.commit(&delivery).await {
-                tracing::warn!(error = %e, "cannot commit an async inference request");
-            }
-        }
+    options: ConsumeOptions,
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    let answering = Arc::new(Answering {
+        router,
+        gate,
+        outbox,
     });
-    Ok(())
-}
-
-async fn already_handled(db: &Db, id: &uuid::Uuid) -> bool {
-    sqlx::query("SELECT 1 FROM processed_events WHERE consumer = $1 AND event_id = $2")
-        .bind(CONSUMER)
-        .bind(id.to_string())
-        .fetch_optional(db.pool())
-        .await
-        .ok()
-        .flatten()
-        .is_some()
-}
-
-async fn mark_handled(db: &Db, id: &uuid::Uuid) {
-    let marked = async {
-        let mut tx = db.begin().await?;
-        claim_event(&mut tx, CONSUMER, id).await?;
-        tx.commit().await?;
-        Ok::<_, anyhow::Error>(())
+    let handler = move |delivery: Delivery| {
+        let answering = answering.clone();
+        async move { answering.handle(&delivery.event).await }
     };
-    if let Err(e) = marked.await {
-        tracing::warn!(error = %e, "cannot record an async request as handled");
+    Ok(consume(events, CONSUMER, &[topics::SLM_REQUESTS], handler, options).await?)
+}
+
+struct Answering {
+    router: Arc<ModelRouter>,
+    gate: Gate,
+    outbox: Outbox,
+}
+
+impl Answering {
+    async fn handle(&self, event: &Envelope) -> Result<(), HandleError> {
+        let (answer, subject) = answer(&self.router, &self.gate, event).await;
+        let request_id = event.data["request_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut response = Envelope::new("slm.response", "slm", event.tenant.clone(), answer);
+        // Fixed by the request: a repeated answer has the same id, for consumers to
+        // deduplicate.
+        response.id = uuid::Uuid::new_v5(
+            &uuid::Uuid::NAMESPACE_URL,
+            format!("somagent:slm-response:{}", event.id).as_bytes(),
+        );
+        if let Some(subject) = subject {
+            response = response.with_subject(subject);
+        }
+        let key = if request_id.is_empty() {
+            event.tenant.as_str().to_owned()
+        } else {
+            request_id
+        };
+        self.outbox
+            .publish(topics::SLM_RESPONSES, &key, &response)
+            .await
+            .map_err(|e| HandleError::Transient(format!("the answer could not be stored: {e}")))
     }
 }
 

@@ -94,7 +94,10 @@ pub struct SlmConfig {
 }
 
 fn given(value: &Option<String>) -> Option<String> {
-    value.as_ref().map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    value
+        .as_ref()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
 }
 
 impl SlmConfig {
@@ -161,19 +164,19 @@ impl SlmConfig {
 pub fn default_model_locations(data_dir: &Path) -> Vec<PathBuf> {
     let mut places = vec![data_dir.join("models").join(LOCAL_MODEL_FILE)];
     if let Some(home) = std::env::home_dir() {
-        places.push(
-            home.join(".cache/somagent/models")
-                .join(LOCAL_MODEL_FILE),
-        );
+        places.push(home.join(".cache/somagent/models").join(LOCAL_MODEL_FILE));
     }
     places
 }
 
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    let url = url::Url::parse(value)
-        .map_err(|e| ConfigError::invalid(key, format!("`{value}`: {e}")))?;
+    let url =
+        url::Url::parse(value).map_err(|e| ConfigError::invalid(key, format!("`{value}`: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::invalid(key, format!("`{value}` is not an http(s) URL")));
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{value}` is not an http(s) URL"),
+        ));
     }
     Ok(())
 }

@@ -17,10 +17,10 @@
 //! - `grpc`: the `somagent.slm.v1` service the gateway calls.
 //! - `async_inference`: answers `slm.requests` on `slm.responses`.
 
+mod api;
 mod async_inference;
 pub mod config;
 pub mod domain;
-mod api;
 mod gguf_model;
 mod metering;
 mod model_router;
@@ -36,6 +36,7 @@ use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::infra::events::ConsumeOptions;
 use somagent_common::infra::outbox::Outbox;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
@@ -104,7 +105,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     if let Some(path) = &slm.local_model {
         upstreams.insert(
             "local",
-            Upstream::Local(upstream::in_process::LocalUpstream::new(path.clone(), slm.requantize_q8)),
+            Upstream::Local(upstream::in_process::LocalUpstream::new(
+                path.clone(),
+                slm.requantize_q8,
+            )),
         );
         tracing::info!(path = %path.display(), "the local model is available");
         platform.push(profile(LOCAL_MODEL_ID, "local", LOCAL_MODEL_ID));
@@ -119,9 +123,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     }
 
     let outbox = Outbox::new(db.clone(), events.clone());
-    outbox
-        .clone()
-        .spawn_relay(somagent_common::CancellationToken::new());
+    builder.spawn(outbox.clone().relay(builder.stopping()));
     let router = model_router::ModelRouter::new(
         upstreams,
         store::ProfileStore::new(db.clone()),
@@ -148,12 +150,21 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         policy: somagent_common::moderation::PromptModeration::new(policy, cache),
         output_rules: output_rules.clone(),
     };
-    async_inference::serve(router.clone(), gate, events, db, outbox).await?;
+    let answering = async_inference::consumer(
+        router.clone(),
+        gate,
+        &events,
+        outbox,
+        ConsumeOptions::new(builder.stopping())
+            .handled_in(db)
+            .metrics(builder.consumer_metrics()),
+    )
+    .await?;
+    builder.spawn(answering);
     let grpc = api::grpc::SlmGrpc {
         router,
-        verifier,
         output_rules,
     };
     let service = somagent_common::proto::slm::v1::slm_service_server::SlmServiceServer::new(grpc);
-    Ok(builder.grpc(service).build())
+    Ok(builder.authenticated_grpc(verifier, service).build())
 }

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use somagent_common::error::{ApiError, ErrorCode};
 use tokio::sync::mpsc;
 
-use crate::domain::counting::TokenCounter;
 use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, TokenUsage};
+use crate::domain::counting::TokenCounter;
 use crate::domain::output_guard::{StreamGuard, Verdict, calls_break};
 use crate::domain::profile::{MAX_FALLBACKS, Profile};
 use crate::metering::{Caller, Metered, UsageMeter};

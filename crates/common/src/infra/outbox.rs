@@ -90,18 +90,17 @@ impl Outbox {
     }
 
     /// Relays until `shutdown`, then once more.
-    pub fn spawn_relay(self, shutdown: CancellationToken) {
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    () = tokio::time::sleep(RELAY_EVERY) => {}
-                }
-                if let Err(e) = self.relay_once().await {
-                    tracing::warn!(error = %e, "the outbox relay failed; retrying");
-                }
+    pub async fn relay(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep(RELAY_EVERY) => {}
             }
-            let _ = self.relay_once().await;
-        });
+            if let Err(e) = self.relay_once().await {
+                tracing::warn!(error = %e, "the outbox relay failed; retrying");
+            }
+        }
+        // What was written while the service stopped goes out before the bus closes.
+        let _ = self.relay_once().await;
     }
 }

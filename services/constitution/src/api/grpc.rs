@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, Verifier};
+use somagent_common::auth::Capability;
+use somagent_common::auth::grpc::caller;
 use somagent_common::clock::rfc3339;
 use somagent_common::constitution::{Constitution, PII_PATTERNS};
 use somagent_common::error::{ApiError, ErrorCode};
@@ -21,7 +21,6 @@ pub struct ConstitutionGrpc {
     pub store: ConstitutionStore,
     pub signer: Arc<Signer>,
     pub outbox: Outbox,
-    pub verifier: Arc<Verifier>,
 }
 
 impl ConstitutionGrpc {
@@ -95,7 +94,7 @@ impl ConstitutionService for ConstitutionGrpc {
         &self,
         request: Request<pb::GetCurrentRequest>,
     ) -> Result<Response<pb::Constitution>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::ConstitutionRead)?;
         let tenant = principal.tenant.as_str();
         let current = match self
@@ -114,7 +113,7 @@ impl ConstitutionService for ConstitutionGrpc {
         &self,
         request: Request<pb::GetVersionRequest>,
     ) -> Result<Response<pb::Constitution>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::ConstitutionRead)?;
         let tenant = principal.tenant.as_str();
         let version = request.get_ref().version;
@@ -134,7 +133,7 @@ impl ConstitutionService for ConstitutionGrpc {
         &self,
         request: Request<pb::PublishRequest>,
     ) -> Result<Response<pb::Constitution>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::ConstitutionWrite)?;
         let tenant = principal.tenant.as_str();
         let document = parse(&request.get_ref().document_json)?.canonical_json();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use futures::Stream;
 use serde_json::{Value, json};
-use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::auth::grpc::caller;
+use somagent_common::auth::{Capability, Principal};
 use somagent_common::clock::rfc3339;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::common::v1::PageInfo;
@@ -20,10 +20,10 @@ use somagent_workflows::ActivityError;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::api::workflows as workflow_admin;
 use crate::hub::TurnHub;
 use crate::store::{Session, SessionStore};
 use crate::turn::{self, TurnInput};
-use crate::api::workflows as workflow_admin;
 use somagent_common::moderation::PromptModeration;
 use somagent_workflows::{Engine, Outcome, StartRequest};
 
@@ -34,7 +34,6 @@ pub struct OrchestratorGrpc {
     pub store: SessionStore,
     pub engine: Arc<dyn Engine>,
     pub hub: Arc<TurnHub>,
-    pub verifier: Arc<Verifier>,
     /// The session path's one decision on a prompt (and its strikes): here, where every
     /// turn starts, whoever calls; the turn does not ask again.
     pub moderation: PromptModeration,
@@ -78,7 +77,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsWrite)?;
         let r = request.into_inner();
         let metadata: Value = if r.metadata_json.is_empty() {
@@ -126,7 +125,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::Session>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsRead)?;
         Ok(Response::new(session_message(
             self.visible(&principal, &request.get_ref().id).await?,
@@ -137,7 +136,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::ListSessionsRequest>,
     ) -> Result<Response<pb::ListSessionsResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsRead)?;
         let page = request.into_inner().page.unwrap_or_default();
         let limit = page.limit.clamp(1, 200);
@@ -168,7 +167,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsWrite)?;
         let session = self.visible(&principal, &request.get_ref().id).await?;
         self.store
@@ -184,7 +183,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::SendMessageRequest>,
     ) -> Result<Response<Self::SendMessageStream>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsWrite)?;
         let token = somagent_common::auth::grpc::bearer_of(&request)
             .unwrap_or_default()
@@ -297,7 +296,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::WatchSessionRequest>,
     ) -> Result<Response<Self::WatchSessionStream>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsRead)?;
         let session = self
             .visible(&principal, &request.get_ref().session_id)
@@ -334,7 +333,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::ListMessagesRequest>,
     ) -> Result<Response<pb::ListMessagesResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::SessionsRead)?;
         let r = request.into_inner();
         let session = self.visible(&principal, &r.session_id).await?;
@@ -385,7 +384,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::ListWorkflowsRequest>,
     ) -> Result<Response<pb::ListWorkflowsResponse>, Status> {
-        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let principal = workflow_admin::operator(&request)?;
         let page =
             workflow_admin::list(self.engine.as_ref(), &principal, request.into_inner()).await?;
         Ok(Response::new(page))
@@ -395,7 +394,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::GetWorkflowRequest>,
     ) -> Result<Response<pb::WorkflowRun>, Status> {
-        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let principal = workflow_admin::operator(&request)?;
         let run =
             workflow_admin::get(self.engine.as_ref(), &principal, request.into_inner()).await?;
         Ok(Response::new(run))
@@ -405,7 +404,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::CancelWorkflowRequest>,
     ) -> Result<Response<pb::CancelWorkflowResponse>, Status> {
-        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let principal = workflow_admin::operator(&request)?;
         let answer =
             workflow_admin::cancel(self.engine.as_ref(), &principal, request.into_inner()).await?;
         Ok(Response::new(answer))
@@ -415,7 +414,7 @@ impl OrchestratorService for OrchestratorGrpc {
         &self,
         request: Request<pb::SignalWorkflowRequest>,
     ) -> Result<Response<pb::SignalWorkflowResponse>, Status> {
-        let principal = workflow_admin::operator(&self.verifier, &request).await?;
+        let principal = workflow_admin::operator(&request)?;
         let answer =
             workflow_admin::signal(self.engine.as_ref(), &principal, request.into_inner()).await?;
         Ok(Response::new(answer))

@@ -6,8 +6,8 @@
 //! (ended → 409, unknown → 404).
 
 use serde_json::Value;
-use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::auth::grpc::caller;
+use somagent_common::auth::{Capability, Principal};
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::orchestrator::v1 as pb;
 use somagent_workflows::{Engine, RunFilter, RunStatus, RunSummary, RunView, StepView};
@@ -19,11 +19,8 @@ const MAX_SIGNAL_NAME: usize = 64;
 const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// The verified caller, if they operate their tenant.
-pub async fn operator<T>(
-    verifier: &Verifier,
-    request: &tonic::Request<T>,
-) -> Result<Principal, tonic::Status> {
-    let principal = principal_of(verifier, request).await?;
+pub fn operator<T>(request: &tonic::Request<T>) -> Result<Principal, tonic::Status> {
+    let principal = caller(request)?;
     principal.require(Capability::TenantAdmin)?;
     Ok(principal)
 }

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, Principal, ServiceTokens, Verifier};
+use somagent_common::auth::grpc::caller;
+use somagent_common::auth::{Capability, Principal, ServiceTokens};
 use somagent_common::constitution::Severity;
 use somagent_common::error::ApiError;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
@@ -17,7 +17,6 @@ use crate::domain::rules::{Rule, RuleKind};
 
 pub struct PolicyGrpc {
     pub decider: Arc<PolicyDecider>,
-    pub verifier: Arc<Verifier>,
     pub events: EventBus,
     /// Policy's own tokens for reading a constitution for a service's user.
     pub tokens: ServiceTokens,
@@ -133,7 +132,7 @@ impl PolicyService for PolicyGrpc {
         &self,
         request: Request<pb::EvaluateRequest>,
     ) -> Result<Response<pb::Decision>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::PolicyRead)?;
         let token = self.constitution_token(&principal, &request).await?;
         let r = request.into_inner();
@@ -162,7 +161,7 @@ impl PolicyService for PolicyGrpc {
         &self,
         request: Request<pb::GetOutputGuardRequest>,
     ) -> Result<Response<pb::OutputGuard>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         // Whoever may use a model may know what its answers may not say.
         if !principal.can(Capability::ModelsUse) {
             principal.require(Capability::PolicyRead)?;
@@ -189,7 +188,7 @@ impl PolicyService for PolicyGrpc {
         &self,
         request: Request<pb::ListRulesRequest>,
     ) -> Result<Response<pb::ListRulesResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::PolicyRead)?;
         let rules = self
             .decider
@@ -206,7 +205,7 @@ impl PolicyService for PolicyGrpc {
         &self,
         request: Request<pb::GetRuleRequest>,
     ) -> Result<Response<pb::Rule>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::PolicyRead)?;
         let rule = self
             .decider
@@ -219,7 +218,7 @@ impl PolicyService for PolicyGrpc {
     }
 
     async fn create_rule(&self, request: Request<pb::Rule>) -> Result<Response<pb::Rule>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::PolicyWrite)?;
         let rule = rule_of(uuid::Uuid::now_v7().to_string(), request.into_inner())?;
         self.decider
@@ -232,7 +231,7 @@ impl PolicyService for PolicyGrpc {
     }
 
     async fn update_rule(&self, request: Request<pb::Rule>) -> Result<Response<pb::Rule>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::PolicyWrite)?;
         let r = request.into_inner();
         let rule = rule_of(r.id.clone(), r)?;
@@ -253,7 +252,7 @@ impl PolicyService for PolicyGrpc {
         &self,
         request: Request<pb::GetRuleRequest>,
     ) -> Result<Response<pb::DeleteRuleResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = caller(&request)?;
         principal.require(Capability::PolicyWrite)?;
         let id = &request.get_ref().id;
         if !self

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use futures::Stream;
 use serde_json::Value;
-use somagent_common::auth::grpc::principal_of;
-use somagent_common::auth::{Capability, Principal, Verifier};
+use somagent_common::auth::grpc;
+use somagent_common::auth::{Capability, Principal};
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::Usage;
 use somagent_common::proto::slm::v1 as pb;
@@ -22,7 +22,6 @@ use crate::profiles;
 
 pub struct SlmGrpc {
     pub router: Arc<ModelRouter>,
-    pub verifier: Arc<Verifier>,
     pub output_rules: Arc<OutputRuleSource>,
 }
 
@@ -197,7 +196,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = grpc::caller(&request)?;
         let bearer = somagent_common::auth::grpc::bearer_of(&request)
             .unwrap_or_default()
             .to_owned();
@@ -242,7 +241,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatCompletionStreamStream>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = grpc::caller(&request)?;
         let bearer = somagent_common::auth::grpc::bearer_of(&request)
             .unwrap_or_default()
             .to_owned();
@@ -289,7 +288,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::ListModelsRequest>,
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = grpc::caller(&request)?;
         principal.require(Capability::ModelsRead)?;
         let profiles = self
             .router
@@ -317,7 +316,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::ListProfilesRequest>,
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = grpc::caller(&request)?;
         principal.require(Capability::ModelsRead)?;
         let profiles = self
             .router
@@ -332,7 +331,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::PutProfileRequest>,
     ) -> Result<Response<pb::Profile>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = grpc::caller(&request)?;
         let p = request
             .into_inner()
             .profile
@@ -349,7 +348,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::DeleteProfileRequest>,
     ) -> Result<Response<pb::DeleteProfileResponse>, Status> {
-        let principal = principal_of(&self.verifier, &request).await?;
+        let principal = grpc::caller(&request)?;
         profiles::delete(&self.router, &principal, &request.get_ref().name).await?;
         Ok(Response::new(pb::DeleteProfileResponse {}))
     }
