@@ -37,7 +37,7 @@ pub async fn verification(count: usize) -> anyhow::Result<()> {
         }],
         Some(cache),
     );
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = somagent_common::clock::unix_now();
     let token = key.sign(&Claims {
         iss: url,
         sub: "bench-user".into(),

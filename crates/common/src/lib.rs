@@ -15,6 +15,7 @@
 //! - [`shutdown`], [`readiness`], [`tenant`]: the small pieces the rest leans on.
 
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod error;
 pub mod infra;
 pub mod metrics;
 pub mod moderation;
+pub mod paging;
 pub mod readiness;
 pub mod secrets;
 pub mod server;

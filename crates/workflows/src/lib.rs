@@ -23,6 +23,7 @@ mod context;
 mod engine;
 mod error;
 pub mod local;
+mod metrics;
 mod options;
 mod registry;
 pub mod store;
@@ -33,11 +34,7 @@ pub use engine::{
     Engine, EngineError, Outcome, RunFilter, RunStatus, RunSummary, RunView, StartRequest, StepView,
 };
 pub use error::ActivityError;
+pub use metrics::ActivityMetrics;
 pub use options::ActivityOptions;
 pub use registry::{Activity, ActivityFn, ActivityInfo, Registry, Workflow, WorkflowFn};
 pub use store::MIGRATIONS;
-
-/// Milliseconds since the Unix epoch, the engines' clock.
-pub(crate) fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
-}

@@ -68,6 +68,7 @@ pub type ActivityFn = Arc<
 pub struct Registry {
     workflows: HashMap<&'static str, WorkflowFn>,
     activities: HashMap<&'static str, ActivityFn>,
+    metrics: Option<crate::metrics::ActivityMetrics>,
 }
 
 impl Registry {
@@ -151,6 +152,12 @@ impl Registry {
         self.workflows.contains_key(kind)
     }
 
+    /// Records every activity attempt in `metrics`.
+    pub fn observed_by(&mut self, metrics: crate::metrics::ActivityMetrics) -> &mut Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Runs one attempt of activity `info.name`.
     pub async fn run_activity(
         &self,
@@ -163,6 +170,13 @@ impl Registry {
                 format!("no activity is declared as `{}`", info.name),
             ));
         };
-        run(info, input).await
+        let Some(metrics) = &self.metrics else {
+            return run(info, input).await;
+        };
+        let (name, attempt) = (info.name.clone(), info.attempt);
+        let started = std::time::Instant::now();
+        let result = run(info, input).await;
+        metrics.observe(&name, attempt, started.elapsed(), &result);
+        result
     }
 }

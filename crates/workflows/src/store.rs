@@ -2,12 +2,12 @@
 //! every operator query names its tenant).
 
 use serde_json::Value;
+use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::db::{Db, Migration};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::engine::{EngineError, RunFilter, RunStatus, RunSummary};
-use crate::now_ms;
 
 /// Applied by a service that runs workflows, under the scope `workflows`. Never edit
 /// one that has been applied: add the next.
@@ -87,7 +87,7 @@ impl RunStore {
 
     /// Records a new run; false if a run with that id exists.
     pub async fn insert(&self, run: &NewRun<'_>) -> Result<bool, EngineError> {
-        let now = now_ms();
+        let now = unix_now_ms();
         let (owner, until) = match run.lease {
             Some((owner, until)) => (Some(owner), until),
             None => (None, 0),
@@ -187,7 +187,7 @@ impl RunStore {
         error: Option<&Value>,
         state: Option<&Value>,
     ) -> Result<bool, EngineError> {
-        let now = now_ms();
+        let now = unix_now_ms();
         Ok(sqlx::query(
             "UPDATE wf_runs SET status = $1, result = $2, error = $3, lease_owner = NULL, updated_at = $4, ended_at = $4, \
              state = COALESCE($6, state) WHERE id = $5 AND status = 'running'",
@@ -207,7 +207,7 @@ impl RunStore {
     pub async fn set_state(&self, id: &str, state: &Value) -> Result<(), EngineError> {
         sqlx::query("UPDATE wf_runs SET state = $1, updated_at = $2 WHERE id = $3")
             .bind(state.to_string())
-            .bind(now_ms())
+            .bind(unix_now_ms())
             .bind(id)
             .execute(self.db.pool())
             .await?;
@@ -221,7 +221,7 @@ impl RunStore {
             return Err(EngineError::Ended(id.to_owned()));
         }
         sqlx::query("UPDATE wf_runs SET cancel_requested = 1, updated_at = $1 WHERE id = $2 AND status = 'running'")
-            .bind(now_ms())
+            .bind(unix_now_ms())
             .bind(id)
             .execute(self.db.pool())
             .await?;

@@ -4,9 +4,11 @@
 use std::sync::Arc;
 
 use somagent_common::auth::SigningKey;
-use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::clock::unix_now;
+use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use somagent_common::secrets::{ResealScope, Sealer};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 /// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[Migration::portable(
@@ -23,6 +25,19 @@ pub struct StoredVersion {
     pub signature: String,
     pub key_id: String,
     pub published_at: i64,
+}
+
+impl FromAnyRow for StoredVersion {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(StoredVersion {
+            version: db::get_u32(r, 0)?,
+            document: r.try_get(1)?,
+            hash: r.try_get(2)?,
+            signature: r.try_get(3)?,
+            key_id: r.try_get(4)?,
+            published_at: r.try_get(5)?,
+        })
+    }
 }
 
 #[derive(Clone)]
@@ -57,7 +72,7 @@ impl ConstitutionStore {
         )
         .bind(key.kid())
         .bind(self.sealer.seal(key.pkcs8(), &key_context(key.kid())))
-        .bind(time::OffsetDateTime::now_utc().unix_timestamp())
+        .bind(unix_now())
         .execute(self.db.pool())
         .await?;
         // Another replica may have made one at the same moment: the oldest wins.
@@ -141,18 +156,7 @@ impl ConstitutionStore {
             query = query.bind(i64::from(v));
         }
         let row = query.fetch_optional(self.db.pool()).await?;
-        row.map(|r| {
-            Ok(StoredVersion {
-                version: r.try_get::<i64, _>(0)? as u32,
-                document: r.try_get(1)?,
-                hash: r.try_get(2)?,
-                signature: r.try_get(3)?,
-                key_id: r.try_get(4)?,
-                published_at: r.try_get(5)?,
-            })
-        })
-        .transpose()
-        .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// Stores `version`; false if that version was taken meanwhile (publish again).

@@ -42,7 +42,7 @@ impl CredentialWatch {
     /// check that finds it revoked.
     pub async fn ended(self) -> Ended {
         loop {
-            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            let now = somagent_common::clock::unix_now();
             let left = self
                 .expires_at
                 .map(|at| Duration::from_secs(at.saturating_sub(now).max(0) as u64));

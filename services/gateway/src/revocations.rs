@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
+use somagent_common::audit::AuditRecord;
 use somagent_common::auth::{Principal, revocation_key};
 use somagent_common::error::ApiError;
 use somagent_common::infra::cache::Cache;
-use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::infra::events::EventBus;
 
 #[derive(Clone)]
 pub struct Revocations {
@@ -24,7 +25,7 @@ impl Revocations {
         let Some(jti) = &principal.token_id else {
             return Ok(());
         };
-        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let now = somagent_common::clock::unix_now();
         let left = principal.expires_at.map_or(0, |exp| exp - now).max(1) as u64;
         // A little past expiry, so clock skew cannot bring the token back.
         let ttl = Duration::from_secs(left + somagent_common::auth::LEEWAY_SECS + 1);
@@ -32,26 +33,11 @@ impl Revocations {
             .set(&revocation_key(jti), b"1", Some(ttl))
             .await
             .map_err(|e| ApiError::unavailable("the token cannot be revoked right now", e))?;
-        let event = Envelope::new(
-            "auth.token_revoked",
-            "gateway",
-            principal.tenant.clone(),
-            serde_json::json!({
-                "actor": principal.subject,
-                "resource": { "type": "access_token", "id": jti },
-                "action": "revoke",
-                "outcome": "success",
-            }),
-        )
-        .with_subject(principal.subject.clone());
-        if let Err(e) = self
-            .events
-            .publish(topics::AUDIT, principal.tenant.as_str(), &event)
-            .await
-        {
-            // The revocation itself has taken effect; the missing audit record is logged.
-            tracing::error!(error = %e, jti, "token revoked but its audit event was not published");
-        }
+        AuditRecord::by("gateway", "auth.token_revoked", principal)
+            .on("access_token", Some(jti))
+            .action("revoke")
+            .publish(&self.events)
+            .await;
         tracing::info!(jti, "access token revoked");
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! requests do not each cost a round trip to identity. In process and bounded: a
 //! platform token is a credential, and never leaves this replica's memory.
 
+use somagent_common::clock::unix_now;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -34,24 +35,20 @@ fn digest_of(external: &str) -> Digest {
     out
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 impl ExchangedTokens {
     /// The platform token exchanged for `external`, if it is still fresh.
     pub fn get(&self, external: &str) -> Option<String> {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(&digest_of(external))
-            .filter(|e| e.fresh_until > now())
+            .filter(|e| e.fresh_until > unix_now())
             .map(|e| e.token.clone())
     }
 
     /// Remembers `token` (expiring at `expires_at`) for `external`.
     pub fn put(&self, external: &str, token: String, expires_at: i64) {
         let fresh_until = expires_at - MARGIN_SECS;
-        let now = now();
+        let now = unix_now();
         if fresh_until <= now {
             return;
         }
@@ -90,17 +87,25 @@ mod tests {
     #[test]
     fn a_token_is_handed_out_until_shortly_before_it_expires_and_the_cache_stays_bounded() {
         let cache = ExchangedTokens::default();
-        cache.put("external-a", "platform-a".into(), now() + 600);
+        cache.put("external-a", "platform-a".into(), unix_now() + 600);
         assert_eq!(cache.get("external-a").as_deref(), Some("platform-a"));
         assert_eq!(cache.get("external-b"), None);
         // Too close to its expiry to be worth remembering.
-        cache.put("external-c", "platform-c".into(), now() + MARGIN_SECS - 1);
+        cache.put(
+            "external-c",
+            "platform-c".into(),
+            unix_now() + MARGIN_SECS - 1,
+        );
         assert_eq!(cache.get("external-c"), None);
         cache.forget("external-a");
         assert_eq!(cache.get("external-a"), None);
 
         for i in 0..CAPACITY + 5 {
-            cache.put(&format!("t{i}"), format!("p{i}"), now() + 600 + i as i64);
+            cache.put(
+                &format!("t{i}"),
+                format!("p{i}"),
+                unix_now() + 600 + i as i64,
+            );
         }
         assert_eq!(cache.len(), CAPACITY);
         // The soonest to expire made room; the newest is kept.

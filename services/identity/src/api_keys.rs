@@ -4,6 +4,7 @@
 //! gateway sees an ordinary signed token.
 
 use somagent_common::auth::{Capability, Principal};
+use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::events::EventBus;
 
@@ -103,7 +104,7 @@ impl ApiKeyService {
         self.reauth
             .password(&owner, Some(&new.password), "password")
             .await?;
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         let expires_at = if new.expires_at.is_empty() {
             None
         } else {
@@ -203,7 +204,7 @@ impl ApiKeyService {
         self.cutoffs.api_key(id).await?;
         let done = self
             .store
-            .revoke_api_key(actor.tenant.as_str(), id, owner, crate::bootstrap::now())
+            .revoke_api_key(actor.tenant.as_str(), id, owner, unix_now())
             .await
             .map_err(ApiError::internal)?;
         if !done {

@@ -1,9 +1,12 @@
-//! identity's `agent.audit` events: who did what to which resource, and the outcome.
-//! Never a password, secret, token or key.
+//! identity's `agent.audit` records (the shape is `somagent_common::audit`'s): who did
+//! what to which resource, and the outcome. Never a password, secret, token or key.
 
+use somagent_common::audit::{AuditRecord, Outcome};
 use somagent_common::auth::Principal;
-use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::infra::events::EventBus;
 use somagent_common::tenant::TenantId;
+
+const SERVICE: &str = "identity";
 
 /// Publishes that `actor` did `action` to `resource_type` `resource_id` in `tenant`.
 /// The change has already happened, so a failure to publish is logged, not returned.
@@ -15,20 +18,19 @@ pub async fn record(
     resource_id: &str,
     action: &str,
 ) {
-    let data = serde_json::json!({
-        "actor": actor.subject,
-        "actor_tenant": actor.tenant,
-        "resource": { "type": resource_type, "id": resource_id },
-        "action": action,
-        "outcome": "success",
-    });
-    publish(
-        events,
+    let Ok(tenant) = TenantId::parse(tenant) else {
+        return;
+    };
+    AuditRecord::new(
+        SERVICE,
+        format!("identity.{resource_type}_changed"),
         tenant,
-        &format!("identity.{resource_type}_changed"),
-        &actor.subject,
-        data,
+        Some(&actor.subject),
     )
+    .with("actor_tenant", &actor.tenant)
+    .on(resource_type, Some(resource_id))
+    .action(action)
+    .publish(events)
     .await;
 }
 
@@ -42,21 +44,21 @@ pub async fn record_login(
     grant: &str,
     succeeded: bool,
 ) {
-    let data = serde_json::json!({
-        "actor": user_id,
-        "username": username,
-        "resource": { "type": "session", "id": null },
-        "action": format!("login:{grant}"),
-        "outcome": if succeeded { "success" } else { "failure" },
-    });
-    publish(
-        events,
-        tenant,
-        "identity.login",
-        user_id.unwrap_or(username),
-        data,
-    )
-    .await;
+    let Ok(tenant) = TenantId::parse(tenant) else {
+        return;
+    };
+    AuditRecord::new(SERVICE, "identity.login", tenant, user_id)
+        .subject(user_id.unwrap_or(username))
+        .with("username", username)
+        .on("session", None)
+        .action(format!("login:{grant}"))
+        .outcome(if succeeded {
+            Outcome::Success
+        } else {
+            Outcome::Failure
+        })
+        .publish(events)
+        .await;
 }
 
 /// Publishes that a person of an external issuer was provisioned as (or brought up to
@@ -70,30 +72,20 @@ pub async fn record_provisioning(
     action: &str,
     roles: &[&str],
 ) {
-    let data = serde_json::json!({
-        "actor": format!("issuer:{issuer}"),
-        "issuer": issuer,
-        "resource": { "type": "user", "id": user_id },
-        "action": action,
-        "roles": roles,
-        "outcome": "success",
-    });
-    publish(events, tenant, "identity.user_provisioned", user_id, data).await;
-}
-
-async fn publish(
-    events: &EventBus,
-    tenant: &str,
-    kind: &str,
-    subject: &str,
-    data: serde_json::Value,
-) {
-    let Ok(tenant) = TenantId::parse(tenant.to_owned()) else {
+    let Ok(tenant) = TenantId::parse(tenant) else {
         return;
     };
-    let event =
-        Envelope::new(kind, "identity", tenant.clone(), data).with_subject(subject.to_owned());
-    if let Err(e) = events.publish(topics::AUDIT, tenant.as_str(), &event).await {
-        tracing::error!(error = %e, kind, "an audit event was not published");
-    }
+    AuditRecord::new(
+        SERVICE,
+        "identity.user_provisioned",
+        tenant,
+        Some(&format!("issuer:{issuer}")),
+    )
+    .subject(user_id)
+    .with("issuer", issuer)
+    .with("roles", roles)
+    .on("user", Some(user_id))
+    .action(action)
+    .publish(events)
+    .await;
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use somagent_common::auth::{Capability, Role};
+use somagent_common::clock::unix_now;
 
 use crate::domain::password::{self, Password};
 use crate::store::{IdentityStore, Tenant, User};
@@ -43,7 +44,7 @@ pub async fn bootstrap(
             "identity.bootstrap_admin_password (SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD) {e}"
         )
     })?;
-    let now = now();
+    let now = unix_now();
     let tenant = Tenant {
         id: uuid::Uuid::now_v7().to_string(),
         slug: TENANT_SLUG.into(),
@@ -114,8 +115,4 @@ fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", path.display()))?;
     writeln!(file, "{content}")?;
     Ok(())
-}
-
-pub(crate) fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
 }

@@ -44,7 +44,7 @@ impl TokenCutoffs {
     async fn set(&self, key: &str) -> Result<(), ApiError> {
         // Milliseconds: a token's `jti` (UUIDv7) tells its issue time to the ms, so a
         // login a moment after the change is not caught by it.
-        let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let now = somagent_common::clock::unix_now_ms();
         let ttl = Duration::from_secs((ACCESS_TOKEN_TTL_SECS + LEEWAY_SECS as i64 + 1) as u64);
         self.cache
             .set(key, now.to_string().as_bytes(), Some(ttl))

@@ -10,6 +10,7 @@
 //! stays disabled. Such a user has no password.
 
 use somagent_common::auth::{ACCESS_TOKEN_TYPE, ClaimMapping, Principal, TrustedIssuer, Verifier};
+use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
 
@@ -218,12 +219,7 @@ impl TokenExchange {
         }
         if let Err(e) = self
             .store
-            .touch_external(
-                &external.issuer,
-                &external.subject,
-                crate::bootstrap::now(),
-                issued_at,
-            )
+            .touch_external(&external.issuer, &external.subject, unix_now(), issued_at)
             .await
         {
             tracing::warn!(error = %e, "cannot record an external user's last exchange");
@@ -259,7 +255,7 @@ impl TokenExchange {
             status: "active".into(),
             roles,
             capabilities,
-            created_at: crate::bootstrap::now(),
+            created_at: unix_now(),
             mfa_enabled: false,
         };
         if let Err(e) = self

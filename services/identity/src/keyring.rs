@@ -9,6 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use somagent_common::auth::{LEEWAY_SECS, SigningKey, jwks};
+use somagent_common::clock::unix_now;
 
 use crate::store::{IdentityStore, StoredKey};
 use crate::tokens::ACCESS_TOKEN_TTL_SECS;
@@ -47,7 +48,7 @@ impl Keyring {
     /// only one, on a first start).
     pub fn current(&self) -> Arc<SigningKey> {
         let keys = self.keys.read().expect("keyring lock");
-        let ready = crate::bootstrap::now() - PUBLISH_AHEAD_SECS;
+        let ready = unix_now() - PUBLISH_AHEAD_SECS;
         keys.iter()
             .find(|(_, created)| *created <= ready)
             .or_else(|| keys.last())
@@ -68,7 +69,7 @@ impl Keyring {
         // Strictly after the newest key, so "newest" never depends on a tie (two
         // rotations within one second).
         let newest = *self.newest_created_at.read().expect("keyring lock");
-        let now = crate::bootstrap::now().max(newest + 1);
+        let now = unix_now().max(newest + 1);
         self.store
             .insert_key(&StoredKey {
                 kid: key.kid().to_owned(),
@@ -116,8 +117,7 @@ impl Keyring {
                     tracing::warn!(error = %e, "cannot reload signing keys");
                     continue;
                 }
-                let age =
-                    crate::bootstrap::now() - *self.newest_created_at.read().expect("keyring lock");
+                let age = unix_now() - *self.newest_created_at.read().expect("keyring lock");
                 if age >= ROTATE_AFTER_SECS
                     && let Err(e) = self.rotate().await
                 {

@@ -3,6 +3,7 @@
 //! "forbidden", so ids cannot be probed.
 
 use somagent_common::auth::{Capability, Principal, Role};
+use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
 
@@ -60,7 +61,7 @@ impl TenantService {
         let hash = tokio::task::spawn_blocking(move || password::hash(&secret))
             .await
             .map_err(ApiError::internal)?;
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         let tenant = Tenant {
             id: uuid::Uuid::now_v7().to_string(),
             slug: new.slug,

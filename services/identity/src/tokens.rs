@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use somagent_common::auth::{Claims, TOKEN_AUDIENCE};
+use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::cache::{AttemptLimit, Cache};
 
@@ -195,7 +196,7 @@ impl TokenService {
             &tenant.id,
             &user,
             user.capabilities.clone(),
-            crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS,
+            unix_now() + ACCESS_TOKEN_TTL_SECS,
             Basis::Login(amr),
         )?;
         let family = uuid::Uuid::now_v7().to_string();
@@ -249,7 +250,7 @@ impl TokenService {
         if !refresh_token::looks_like(presented) {
             return Err(invalid());
         }
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         let record = match self
             .store
             .use_refresh(&refresh_token::hash(presented), now)
@@ -317,7 +318,7 @@ impl TokenService {
             .map_err(ApiError::internal)?
         {
             self.store
-                .revoke_refresh_family(&family, crate::bootstrap::now())
+                .revoke_refresh_family(&family, unix_now())
                 .await
                 .map_err(ApiError::internal)?;
         }
@@ -331,7 +332,7 @@ impl TokenService {
         family: &str,
     ) -> Result<String, ApiError> {
         let (token, hash) = refresh_token::generate();
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         let record = RefreshRecord {
             id: uuid::Uuid::now_v7().to_string(),
             family_id: family.to_owned(),
@@ -362,7 +363,7 @@ impl TokenService {
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(invalid)?;
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         if !api_key::matches(presented, &key.hash)
             || key.revoked_at.is_some()
             || key.expires_at.is_some_and(|at| at <= now)
@@ -435,7 +436,7 @@ impl TokenService {
                 "the user holds none of the capabilities asked for",
             ));
         }
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         self.sign(
             tenant,
             &user,
@@ -453,7 +454,7 @@ impl TokenService {
         user: &crate::store::User,
         external_exp: i64,
     ) -> Result<IssuedToken, ApiError> {
-        let exp = external_exp.min(crate::bootstrap::now() + ACCESS_TOKEN_TTL_SECS);
+        let exp = external_exp.min(unix_now() + ACCESS_TOKEN_TTL_SECS);
         self.sign(
             &user.tenant_id,
             user,
@@ -490,7 +491,7 @@ impl TokenService {
             Basis::Service(_) => &[],
             Basis::Federated => &[somagent_common::auth::AMR_FEDERATED],
         };
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         let claims = Claims {
             iss: self.issuer.clone(),
             sub: user.id.clone(),
@@ -539,7 +540,7 @@ pub(crate) async fn second_factor(
     mfa: &crate::store::MfaState,
     code: &str,
 ) -> Result<bool, ApiError> {
-    let now = crate::bootstrap::now();
+    let now = unix_now();
     if crate::domain::recovery_code::looks_like(code) {
         return store
             .use_recovery_code(user_id, &crate::domain::recovery_code::hash(code), now)

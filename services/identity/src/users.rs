@@ -2,6 +2,7 @@
 //! the caller's own tenant (taken from the verified token, never from the request).
 
 use somagent_common::auth::{Capability, Principal, Role};
+use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
 
@@ -183,7 +184,7 @@ impl UserService {
             status: "active".into(),
             roles,
             capabilities,
-            created_at: crate::bootstrap::now(),
+            created_at: unix_now(),
             mfa_enabled: false,
         };
         self.store.create_user(&user).await.map_err(|e| {
@@ -284,7 +285,7 @@ impl UserService {
         // Again after the change: a token issued between the first cutoff and the change
         // carries what the user no longer has.
         self.cutoffs.subject(tenant, &user.id).await?;
-        let now = crate::bootstrap::now();
+        let now = unix_now();
         if ends_logins {
             self.store
                 .revoke_refresh_for_user(tenant, &user.id, now)
@@ -376,7 +377,7 @@ impl UserService {
             .collect();
         let hashes: Vec<String> = codes.iter().map(|(_, h)| h.clone()).collect();
         self.store
-            .replace_recovery_codes(&user.id, &hashes, crate::bootstrap::now())
+            .replace_recovery_codes(&user.id, &hashes, unix_now())
             .await
             .map_err(ApiError::internal)?;
         let otpauth_uri = secret.otpauth_uri("SomaAgent", &user.username);
@@ -446,7 +447,7 @@ impl UserService {
         let secret = TotpSecret::from_base32(&pending)
             .ok_or_else(|| ApiError::internal(anyhow::anyhow!("stored TOTP secret unreadable")))?;
         let step = secret
-            .verify(code, crate::bootstrap::now() as u64, None)
+            .verify(code, unix_now() as u64, None)
             .ok_or_else(|| {
                 ApiError::validation("code", "is not the current code of the enrolled secret")
             })?;

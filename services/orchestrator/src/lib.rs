@@ -78,8 +78,12 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         hub: hub.clone(),
         events,
         cache: cache.clone(),
+        metrics: turn::TurnMetrics::register(builder.metrics()),
     };
     let mut registry = Registry::new();
+    registry.observed_by(somagent_workflows::ActivityMetrics::register(
+        builder.metrics(),
+    ));
     turn::register(&mut registry, activities);
     db.migrate("workflows", somagent_workflows::MIGRATIONS)
         .await?;

@@ -1,8 +1,10 @@
 //! Sessions and their messages, in portable SQL; every query names its tenant.
 
 use serde_json::Value;
-use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::clock::unix_now;
+use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 /// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[
@@ -53,10 +55,6 @@ const SESSION_COLUMNS: &str =
 const MESSAGE_COLUMNS: &str =
     "id, session_id, turn, role, content, tool_calls, tool_call_id, created_at";
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 impl SessionStore {
     pub fn new(db: Db) -> Self {
         Self { db }
@@ -89,10 +87,7 @@ impl SessionStore {
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref()
-            .map(session_row)
-            .transpose()
-            .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// A page of the tenant's sessions (of `owner` if given), after `after`.
@@ -114,15 +109,12 @@ impl SessionStore {
             .bind(limit)
             .fetch_all(self.db.pool())
             .await?;
-        rows.iter()
-            .map(session_row)
-            .collect::<Result<_, _>>()
-            .map_err(DbError::Query)
+        db::all(&rows)
     }
 
     pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
         Ok(sqlx::query("UPDATE sessions SET status = 'deleted', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status <> 'deleted'")
-            .bind(now())
+            .bind(unix_now())
             .bind(tenant)
             .bind(id)
             .execute(self.db.pool())
@@ -144,7 +136,7 @@ impl SessionStore {
             "UPDATE sessions SET status = 'running', turns = turns + 1, updated_at = $1 \
              WHERE tenant_id = $2 AND id = $3 AND status = 'idle'",
         )
-        .bind(now())
+        .bind(unix_now())
         .bind(tenant)
         .bind(id)
         .execute(&mut *tx)
@@ -211,7 +203,7 @@ impl SessionStore {
             }
         }
         sqlx::query("UPDATE sessions SET status = 'idle', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status = 'running'")
-            .bind(now())
+            .bind(unix_now())
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
@@ -240,7 +232,7 @@ impl SessionStore {
             .fetch_all(self.db.pool())
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<i64, _>(8)?, message_row(r)?)))
+            .map(|r| Ok((r.try_get::<i64, _>(8)?, StoredMessage::from_row(r)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::Query)
     }
@@ -284,36 +276,40 @@ async fn insert_message(
     .bind(content)
     .bind(tool_calls)
     .bind(tool_call_id)
-    .bind(now())
+    .bind(unix_now())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
-fn session_row(r: &sqlx::any::AnyRow) -> Result<Session, sqlx::Error> {
-    let metadata: String = r.try_get(6)?;
-    Ok(Session {
-        id: r.try_get(0)?,
-        tenant: r.try_get(1)?,
-        owner: r.try_get(2)?,
-        status: r.try_get(3)?,
-        capsule_id: r.try_get(4)?,
-        model: r.try_get(5)?,
-        metadata: serde_json::from_str(&metadata).unwrap_or(Value::Null),
-        turns: r.try_get::<i64, _>(7)? as u32,
-        created_at: r.try_get(8)?,
-    })
+impl FromAnyRow for Session {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let metadata: String = r.try_get(6)?;
+        Ok(Session {
+            id: r.try_get(0)?,
+            tenant: r.try_get(1)?,
+            owner: r.try_get(2)?,
+            status: r.try_get(3)?,
+            capsule_id: r.try_get(4)?,
+            model: r.try_get(5)?,
+            metadata: serde_json::from_str(&metadata).unwrap_or(Value::Null),
+            turns: db::get_u32(r, 7)?,
+            created_at: r.try_get(8)?,
+        })
+    }
 }
 
-fn message_row(r: &sqlx::any::AnyRow) -> Result<StoredMessage, sqlx::Error> {
-    Ok(StoredMessage {
-        id: r.try_get(0)?,
-        session_id: r.try_get(1)?,
-        turn: r.try_get::<i64, _>(2)? as u32,
-        role: r.try_get(3)?,
-        content: r.try_get(4)?,
-        tool_calls: r.try_get(5)?,
-        tool_call_id: r.try_get(6)?,
-        created_at: r.try_get(7)?,
-    })
+impl FromAnyRow for StoredMessage {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(StoredMessage {
+            id: r.try_get(0)?,
+            session_id: r.try_get(1)?,
+            turn: db::get_u32(r, 2)?,
+            role: r.try_get(3)?,
+            content: r.try_get(4)?,
+            tool_calls: r.try_get(5)?,
+            tool_call_id: r.try_get(6)?,
+            created_at: r.try_get(7)?,
+        })
+    }
 }

@@ -5,11 +5,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::{Value, json};
+use somagent_common::audit::{AuditRecord, Outcome};
 use somagent_common::auth::Principal;
 use somagent_common::constitution::{Constitution, Severity};
 use somagent_common::error::ApiError;
-use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::infra::events::EventBus;
+use somagent_common::metrics::Metrics;
 use somagent_common::proto::constitution::v1 as cpb;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 
@@ -100,7 +105,48 @@ pub struct Question {
     pub session_id: String,
 }
 
+/// Decisions by action and result, on policy's `/metrics`.
+#[derive(Clone)]
+struct DecisionMetrics {
+    decisions: Family<DecisionLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    action: String,
+    result: &'static str,
+    /// Whether the decision came from this replica's short-lived cache.
+    cached: &'static str,
+}
+
+impl DecisionMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let decisions = Family::default();
+        metrics.register(
+            "policy_decisions",
+            "Policy decisions, by action (prompt, completion, tool), result (allowed, denied) and whether cached",
+            decisions.clone(),
+        );
+        Self { decisions }
+    }
+
+    fn count(&self, action: &str, decision: &Decision, cached: bool) {
+        self.decisions
+            .get_or_create(&DecisionLabels {
+                action: action.to_owned(),
+                result: if decision.allowed {
+                    "allowed"
+                } else {
+                    "denied"
+                },
+                cached: if cached { "true" } else { "false" },
+            })
+            .inc();
+    }
+}
+
 pub struct PolicyDecider {
+    metrics: DecisionMetrics,
     engine: Engine,
     rules: RuleStore,
     constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
@@ -115,8 +161,10 @@ impl PolicyDecider {
         rules: RuleStore,
         constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
         events: EventBus,
+        metrics: &Metrics,
     ) -> Self {
         Self {
+            metrics: DecisionMetrics::register(metrics),
             engine,
             rules,
             constitutions,
@@ -180,6 +228,7 @@ impl PolicyDecider {
             .get(&key)
             && at.elapsed() < FRESH
         {
+            self.metrics.count(&q.action, &cached, true);
             return Ok(cached.clone());
         }
         let decision = match self.evaluate(tenant, token, q, &roles).await {
@@ -200,6 +249,7 @@ impl PolicyDecider {
                 Decision::fail_closed("timeout", String::new())
             }
         };
+        self.metrics.count(&q.action, &decision, false);
         self.audit(principal, q, &decision);
         Ok(decision)
     }
@@ -274,27 +324,27 @@ impl PolicyDecider {
     /// Every decision is an `agent.audit` event; never with the text, which may hold
     /// anything.
     fn audit(&self, principal: &Principal, q: &Question, d: &Decision) {
-        let data = json!({
-            "actor": principal.subject,
-            "actor_service": principal.actor,
-            "resource": { "type": if q.action == "tool" { "tool" } else { "text" }, "id": if q.tool.is_empty() { None } else { Some(&q.tool) } },
-            "action": format!("policy.evaluate:{}", q.action),
-            "outcome": if d.allowed { "allowed" } else { "denied" },
-            "score": d.score,
-            "severity": d.severity.map(Severity::as_str),
-            "rule_ids": d.rule_ids,
-            "session_id": if q.session_id.is_empty() { None } else { Some(&q.session_id) },
-            "constitution_hash": d.constitution_hash,
-        });
-        let event = Envelope::new("policy.decision", "policy", principal.tenant.clone(), data)
-            .with_subject(principal.subject.clone());
+        let resource = if q.action == "tool" { "tool" } else { "text" };
+        let record = AuditRecord::by("policy", "policy.decision", principal)
+            .with("actor_service", &principal.actor)
+            .on(resource, Some(q.tool.as_str()).filter(|t| !t.is_empty()))
+            .action(format!("policy.evaluate:{}", q.action))
+            .outcome(if d.allowed {
+                Outcome::Allowed
+            } else {
+                Outcome::Denied
+            })
+            .with("score", d.score)
+            .with("severity", d.severity.map(Severity::as_str))
+            .with("rule_ids", &d.rule_ids)
+            .with(
+                "session_id",
+                Some(q.session_id.as_str()).filter(|s| !s.is_empty()),
+            )
+            .with("constitution_hash", &d.constitution_hash);
+        // The decision is not held up by its record.
         let events = self.events.clone();
-        let key = principal.tenant.as_str().to_owned();
-        tokio::spawn(async move {
-            if let Err(e) = events.publish(topics::AUDIT, &key, &event).await {
-                tracing::error!(error = %e, "a policy decision's audit event was not published");
-            }
-        });
+        tokio::spawn(async move { record.publish(&events).await });
     }
 }
 

@@ -58,6 +58,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         store::RuleStore::new(db),
         ConstitutionServiceClient::new(channel),
         events.clone(),
+        builder.metrics(),
     ));
     tracing::info!(engine = decider.engine_name(), "policy engine ready");
     forget_on_change(&builder, decider.clone(), &events).await?;

@@ -1,8 +1,9 @@
 //! The tenants' own policy rules, in portable SQL; every query names its tenant.
 
 use somagent_common::constitution::Severity;
-use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::domain::rules::{Rule, RuleKind};
 
@@ -31,10 +32,7 @@ impl RuleStore {
             .bind(tenant)
             .fetch_all(self.db.pool())
             .await?;
-        rows.iter()
-            .map(rule_row)
-            .collect::<Result<_, _>>()
-            .map_err(DbError::Query)
+        db::all(&rows)
     }
 
     pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Rule>, DbError> {
@@ -44,10 +42,7 @@ impl RuleStore {
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref()
-            .map(rule_row)
-            .transpose()
-            .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// Inserts or, with `replace`, updates; false if `replace` found nothing.
@@ -89,19 +84,18 @@ impl RuleStore {
     }
 }
 
-fn rule_row(r: &sqlx::any::AnyRow) -> Result<Rule, sqlx::Error> {
-    let bad = |what: &str| sqlx::Error::Decode(format!("stored rule has an unknown {what}").into());
-    let kind: String = r.try_get(3)?;
-    let severity: String = r.try_get(5)?;
-    Ok(Rule {
-        id: r.try_get(0)?,
-        name: r.try_get(1)?,
-        description: r.try_get(2)?,
-        kind: RuleKind::parse(&kind).ok_or_else(|| bad("kind"))?,
-        value: r.try_get(4)?,
-        severity: Severity::parse(&severity).ok_or_else(|| bad("severity"))?,
-        score: r.try_get::<i64, _>(6)? as u32,
-        enabled: r.try_get::<i64, _>(7)? == 1,
-        updated_at: r.try_get(8)?,
-    })
+impl FromAnyRow for Rule {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Rule {
+            id: r.try_get(0)?,
+            name: r.try_get(1)?,
+            description: r.try_get(2)?,
+            kind: db::get_parsed(r, 3, RuleKind::parse, "stored rule has an unknown kind")?,
+            value: r.try_get(4)?,
+            severity: db::get_parsed(r, 5, Severity::parse, "stored rule has an unknown severity")?,
+            score: db::get_u32(r, 6)?,
+            enabled: db::get_bool(r, 7)?,
+            updated_at: r.try_get(8)?,
+        })
+    }
 }

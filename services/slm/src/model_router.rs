@@ -284,7 +284,7 @@ impl ModelRouter {
             call_id: call_id.clone(),
             profile: profile.name.clone(),
             model: call.model.clone(),
-            created: time::OffsetDateTime::now_utc().unix_timestamp(),
+            created: somagent_common::clock::unix_now(),
             pieces: rx,
         };
         tokio::spawn(async move {

@@ -4,16 +4,13 @@
 //! profile's name, so no tenant can make a model cheaper or shadow `default`.
 
 use somagent_common::auth::{Capability, Principal};
+use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::slm::v1 as pb;
 
 use crate::domain::pricing::Price;
 use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile, TenantProfile};
 use crate::model_router::ModelRouter;
-
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
 
 fn invalid((field, message): (&'static str, String)) -> ApiError {
     ApiError::validation(field, message)
@@ -82,7 +79,7 @@ pub async fn put_platform(
     }
     router
         .profiles()
-        .put_platform(&profile, now())
+        .put_platform(&profile, unix_now())
         .await
         .map_err(ApiError::internal)?;
     Ok(profile)
@@ -148,7 +145,7 @@ pub async fn put_tenant(
     let tenant = principal.tenant.as_str();
     router
         .profiles()
-        .put_tenant(tenant, &tuning, now())
+        .put_tenant(tenant, &tuning, unix_now())
         .await
         .map_err(ApiError::internal)?;
     Ok(tuning.over(base))

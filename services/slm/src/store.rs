@@ -1,8 +1,9 @@
 //! The model profiles that are stored, in portable SQL: tenants' tunings (every query
 //! names its tenant) and the profiles platform admins set (the rows of [`PLATFORM`]).
 
-use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use crate::domain::pricing::Price;
 use crate::domain::profile::{Profile, TenantProfile};
@@ -47,10 +48,7 @@ impl ProfileStore {
             query = query.bind(name);
         }
         let rows = query.fetch_all(self.db.pool()).await?;
-        rows.iter()
-            .map(profile_row)
-            .collect::<Result<_, _>>()
-            .map_err(DbError::Query)
+        db::all(&rows)
     }
 
     /// The profiles platform admins have set.
@@ -198,23 +196,24 @@ fn tuning(p: Profile) -> Option<TenantProfile> {
     })
 }
 
-fn profile_row(r: &sqlx::any::AnyRow) -> Result<Profile, sqlx::Error> {
-    let fallbacks: String = r.try_get(5)?;
-    let base: String = r.try_get(10)?;
-    Ok(Profile {
-        name: r.try_get(0)?,
-        upstream: r.try_get(1)?,
-        model: r.try_get(2)?,
-        temperature: r.try_get::<Option<f64>, _>(3)?.map(|t| t as f32),
-        max_tokens: r.try_get::<Option<i64>, _>(4)?.map(|t| t as u32),
-        fallbacks: fallbacks.split_whitespace().map(str::to_owned).collect(),
-        price: Price {
-            prompt_micros_per_1k: r.try_get(6)?,
-            completion_micros_per_1k: r.try_get(7)?,
-        },
-        currency: r.try_get(8)?,
-        timeout_ms: r.try_get::<i64, _>(9)? as u32,
-        platform: false,
-        base: Some(base).filter(|b| !b.is_empty()),
-    })
+impl FromAnyRow for Profile {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let base: String = r.try_get(10)?;
+        Ok(Profile {
+            name: r.try_get(0)?,
+            upstream: r.try_get(1)?,
+            model: r.try_get(2)?,
+            temperature: r.try_get::<Option<f64>, _>(3)?.map(|t| t as f32),
+            max_tokens: r.try_get::<Option<i64>, _>(4)?.map(|t| t as u32),
+            fallbacks: db::get_words(r, 5, |w| Some(w.to_owned()))?,
+            price: Price {
+                prompt_micros_per_1k: r.try_get(6)?,
+                completion_micros_per_1k: r.try_get(7)?,
+            },
+            currency: r.try_get(8)?,
+            timeout_ms: db::get_u32(r, 9)?,
+            platform: false,
+            base: Some(base).filter(|b| !b.is_empty()),
+        })
+    }
 }

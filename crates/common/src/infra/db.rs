@@ -5,15 +5,21 @@
 //! its own in the shared database (the pool sets `search_path`). Migrations are
 //! versioned per scope (`common`, then the service's own), checked by hash so an
 //! applied migration that was edited stops start-up instead of drifting silently.
+//!
+//! Stores read rows by column position: a record type implements [`FromAnyRow`] once
+//! and [`all`] / [`optional`] map a page or a single row with it.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 
+use crate::clock::unix_now_ms;
 use crate::config::{DatabaseUrl, redact};
+
+/// The old name, for the callers in `infra` (outbox, events) not moved to `clock` yet.
 
 /// Which engine is behind the pool, for the rare statement that differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -312,7 +318,7 @@ impl Db {
             .bind(migration.version)
             .bind(migration.name)
             .bind(&checksum)
-            .bind(unix_millis())
+            .bind(unix_now_ms())
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -341,14 +347,69 @@ pub async fn claim_event(
     )
     .bind(consumer)
     .bind(event_id.to_string())
-    .bind(unix_millis())
+    .bind(unix_now_ms())
     .execute(&mut **tx)
     .await?;
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) fn unix_millis() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as i64 / 1_000_000
+/// A record read from one result row by column position: the stores select their
+/// columns in a fixed order and write the mapping once, for one row or a page.
+pub trait FromAnyRow: Sized {
+    fn from_row(row: &AnyRow) -> Result<Self, sqlx::Error>;
+}
+
+/// Every row as a `T`; the first that does not map fails the lot.
+pub fn all<T: FromAnyRow>(rows: &[AnyRow]) -> Result<Vec<T>, DbError> {
+    rows.iter()
+        .map(T::from_row)
+        .collect::<Result<_, _>>()
+        .map_err(DbError::Query)
+}
+
+/// The row, if there is one, as a `T`.
+pub fn optional<T: FromAnyRow>(row: Option<AnyRow>) -> Result<Option<T>, DbError> {
+    row.as_ref()
+        .map(T::from_row)
+        .transpose()
+        .map_err(DbError::Query)
+}
+
+/// A flag the portable schemas keep as a `BIGINT` 0 or 1; only 1 is true.
+pub fn get_bool(row: &AnyRow, index: usize) -> Result<bool, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(index)? == 1)
+}
+
+/// A count or limit stored as `BIGINT` (`Any` has no unsigned types); the stores only
+/// write values that fit.
+pub fn get_u32(row: &AnyRow, index: usize) -> Result<u32, sqlx::Error> {
+    Ok(row.try_get::<i64, _>(index)? as u32)
+}
+
+/// A list stored as space-separated words, each read by `parse`; a word it refuses is
+/// left out rather than failing the whole row.
+pub fn get_words<T>(
+    row: &AnyRow,
+    index: usize,
+    parse: impl FnMut(&str) -> Option<T>,
+) -> Result<Vec<T>, sqlx::Error> {
+    Ok(row
+        .try_get::<String, _>(index)?
+        .split_whitespace()
+        .filter_map(parse)
+        .collect())
+}
+
+/// A text column read by `parse`; a value it refuses is a decode error saying
+/// `unknown`, since the store only writes values the code knows.
+pub fn get_parsed<T>(
+    row: &AnyRow,
+    index: usize,
+    parse: impl FnOnce(&str) -> Option<T>,
+    unknown: &str,
+) -> Result<T, sqlx::Error> {
+    parse(&row.try_get::<String, _>(index)?)
+        .ok_or_else(|| sqlx::Error::Decode(unknown.to_owned().into()))
 }
 
 /// FNV-1a: enough to notice an edited migration; not a security measure.

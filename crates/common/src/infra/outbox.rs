@@ -8,8 +8,9 @@ use std::time::Duration;
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-use super::db::{Db, DbError, unix_millis};
+use super::db::{Db, DbError};
 use super::events::{Envelope, EventBus};
+use crate::clock::unix_now_ms;
 
 /// Rows younger than this are left to the publish that wrote them.
 const SETTLE: Duration = Duration::from_secs(2);
@@ -37,7 +38,7 @@ impl Outbox {
         .bind(topic)
         .bind(key)
         .bind(&payload)
-        .bind(unix_millis())
+        .bind(unix_now_ms())
         .execute(self.db.pool())
         .await?;
         match self.events.publish(topic, key, event).await {
@@ -59,7 +60,7 @@ impl Outbox {
 
     /// Publishes what is left over, oldest first; the number published.
     pub async fn relay_once(&self) -> Result<usize, DbError> {
-        let settled = unix_millis() - SETTLE.as_millis() as i64;
+        let settled = unix_now_ms() - SETTLE.as_millis() as i64;
         let rows = sqlx::query(
             "SELECT id, topic, event_key, payload FROM outbox WHERE created_at < $1 ORDER BY created_at LIMIT 200",
         )

@@ -50,9 +50,7 @@ async fn issuer() -> Published {
     published
 }
 
-fn now() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
+use somagent_common::clock::unix_now as now;
 
 fn claims(iss: &str) -> Claims {
     Claims {

@@ -71,7 +71,7 @@ async fn a_service_refuses_a_token_meant_for_another() {
         endpoints: [("identity".to_owned(), identity)].into(),
         ..CommonConfig::default()
     };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let now = somagent_common::clock::unix_now();
     let token = |aud: &str| {
         key.sign(&Claims {
             iss: "https://agents.example".into(),

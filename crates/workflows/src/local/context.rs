@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use somagent_common::clock::unix_now_ms;
 use tokio_util::sync::CancellationToken;
 
 use super::journal::{Entry, Record};
@@ -14,7 +15,6 @@ use super::{LocalEngine, POLL};
 use crate::context::{Scope, Step, WorkflowContext};
 use crate::engine::{Outcome, StartRequest, StepView};
 use crate::error::ActivityError;
-use crate::now_ms;
 use crate::options::ActivityOptions;
 use crate::registry::ActivityInfo;
 
@@ -115,10 +115,10 @@ impl LocalContext {
         let until = self
             .engine
             .journal
-            .wait_until(&self.id, seq, now_ms() + duration.as_millis() as i64)
+            .wait_until(&self.id, seq, unix_now_ms() + duration.as_millis() as i64)
             .await
             .map_err(|e| journal_failed(&self.id, &e))?;
-        let left = Duration::from_millis((until - now_ms()).max(0) as u64);
+        let left = Duration::from_millis((until - unix_now_ms()).max(0) as u64);
         tokio::select! {
             () = self.cancelled(scope) => Err(ActivityError::cancelled()),
             () = tokio::time::sleep(left) => Ok(Value::Null),
@@ -151,7 +151,7 @@ impl LocalContext {
             if taken.is_some() {
                 return Ok(taken);
             }
-            let left = until - now_ms();
+            let left = until - unix_now_ms();
             if left <= 0 {
                 return Ok(None);
             }
@@ -246,7 +246,7 @@ impl WorkflowContext for LocalContext {
         if scope == Scope::Cancellable && self.cancel.is_cancelled() {
             return Err(ActivityError::cancelled());
         }
-        let started_at = now_ms();
+        let started_at = unix_now_ms();
         self.engine.set_current(
             &self.id,
             Some(StepView {
@@ -292,7 +292,7 @@ impl WorkflowContext for LocalContext {
             answer: &answer,
             attempts,
             started_at,
-            ended_at: now_ms(),
+            ended_at: unix_now_ms(),
         };
         if let Err(e) = self.engine.journal.record(&self.id, &record).await {
             return Err(journal_failed(&self.id, &e));

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use serde_json::Value;
+use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::db::Db;
 use sqlx::Row;
 
@@ -89,7 +90,7 @@ impl Journal {
 
     /// Takes a lapsed lease; false if another process was quicker.
     pub async fn claim(&self, id: &str, owner: &str, until: i64) -> Result<bool, EngineError> {
-        let now = crate::now_ms();
+        let now = unix_now_ms();
         Ok(sqlx::query(
             "UPDATE wf_runs SET lease_owner = $1, lease_until = $2, updated_at = $3 \
              WHERE id = $4 AND status = 'running' AND lease_until < $3",
@@ -252,7 +253,7 @@ impl Journal {
         .bind(id)
         .bind(name)
         .bind(payload.to_string())
-        .bind(crate::now_ms())
+        .bind(unix_now_ms())
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -295,7 +296,7 @@ impl Journal {
                 answer: &answer,
                 attempts: 1,
                 started_at,
-                ended_at: crate::now_ms(),
+                ended_at: unix_now_ms(),
             },
         )
         .await?;

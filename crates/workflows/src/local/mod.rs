@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
+use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::db::Db;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -28,7 +29,6 @@ use crate::engine::{
     Engine, EngineError, Outcome, RunFilter, RunStatus, RunSummary, RunView, StartRequest, StepView,
 };
 use crate::error::ActivityError;
-use crate::now_ms;
 use crate::registry::Registry;
 use crate::store::{NewRun, RunStore};
 
@@ -113,7 +113,7 @@ impl LocalEngine {
                 engine: "local",
                 parent_id: parent,
                 input: start.input,
-                lease: Some((&self.owner, now_ms() + LEASE.as_millis() as i64)),
+                lease: Some((&self.owner, unix_now_ms() + LEASE.as_millis() as i64)),
             })
             .await?;
         if inserted {
@@ -132,10 +132,14 @@ impl LocalEngine {
     /// up) and carries it on. Called at start and then periodically.
     pub async fn resume_orphans(self: &Arc<Self>) -> Result<usize, EngineError> {
         let mut resumed = 0;
-        for orphan in self.journal.orphans(now_ms()).await? {
+        for orphan in self.journal.orphans(unix_now_ms()).await? {
             let claimed = self
                 .journal
-                .claim(&orphan.id, &self.owner, now_ms() + LEASE.as_millis() as i64)
+                .claim(
+                    &orphan.id,
+                    &self.owner,
+                    unix_now_ms() + LEASE.as_millis() as i64,
+                )
                 .await?;
             if claimed && !self.stopping.is_cancelled() {
                 tracing::info!(run = %orphan.id, kind = %orphan.kind, "resuming a workflow run from its journal");
@@ -271,7 +275,7 @@ impl LocalEngine {
                 .renew(
                     &id,
                     &self.owner,
-                    now_ms() + LEASE.as_millis() as i64,
+                    unix_now_ms() + LEASE.as_millis() as i64,
                     state.as_ref(),
                 )
                 .await

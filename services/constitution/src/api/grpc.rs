@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use somagent_common::audit::AuditRecord;
 use somagent_common::auth::Capability;
 use somagent_common::auth::grpc::caller;
 use somagent_common::clock::rfc3339;
@@ -152,7 +153,7 @@ impl ConstitutionService for ConstitutionGrpc {
                 key_id: self.signer.key_id().to_owned(),
                 document: document.clone(),
                 hash: hash.clone(),
-                published_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+                published_at: somagent_common::clock::unix_now(),
             };
             if !self
                 .store
@@ -162,26 +163,22 @@ impl ConstitutionService for ConstitutionGrpc {
             {
                 continue;
             }
-            for (topic, kind, data) in [
-                (
-                    topics::CONSTITUTION_UPDATED,
-                    "constitution.updated",
-                    serde_json::json!({ "version": next, "hash": hash }),
-                ),
-                (
-                    topics::AUDIT,
-                    "constitution.published",
-                    serde_json::json!({
-                        "actor": principal.subject,
-                        "resource": { "type": "constitution", "id": next.to_string() },
-                        "action": "publish",
-                        "outcome": "success",
-                        "hash": hash,
-                    }),
-                ),
+            let updated = Envelope::new(
+                "constitution.updated",
+                "constitution",
+                principal.tenant.clone(),
+                serde_json::json!({ "version": next, "hash": hash }),
+            )
+            .with_subject(principal.subject.clone());
+            let published = AuditRecord::by("constitution", "constitution.published", &principal)
+                .on("constitution", Some(&next.to_string()))
+                .action("publish")
+                .with("hash", &hash)
+                .envelope();
+            for (topic, event) in [
+                (topics::CONSTITUTION_UPDATED, updated),
+                (topics::AUDIT, published),
             ] {
-                let event = Envelope::new(kind, "constitution", principal.tenant.clone(), data)
-                    .with_subject(principal.subject.clone());
                 self.outbox
                     .publish(topic, tenant, &event)
                     .await

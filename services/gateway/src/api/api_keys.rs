@@ -12,8 +12,10 @@ use somagent_common::proto::identity::v1 as pb;
 use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::tenants::{Page, json_body};
-use super::views::{ApiKey, ApiKeyPage, NewApiKey, Problem, next_cursor};
+use super::body::json_body;
+use super::forward::Answer;
+use super::paging::{Page, next_cursor};
+use super::views::{ApiKey, ApiKeyPage, NewApiKey, Problem};
 use crate::Gateway;
 
 #[derive(Deserialize, ToSchema)]
@@ -57,8 +59,8 @@ pub async fn create(
         .identity
         .clone()
         .create_api_key(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     let key = answer
         .key
         .ok_or_else(|| ApiError::internal(anyhow::anyhow!("identity answered without the key")))?;
@@ -87,8 +89,8 @@ pub async fn list(
         .identity
         .clone()
         .list_api_keys(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(ApiKeyPage {
         api_keys: answer.keys.into_iter().map(ApiKey::from).collect(),
         next_cursor: next_cursor(answer.page),
@@ -109,6 +111,7 @@ pub async fn revoke(
         .identity
         .clone()
         .revoke_api_key(auth.forward(pb::RevokeApiKeyRequest { id }))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

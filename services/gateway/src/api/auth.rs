@@ -14,6 +14,7 @@ use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::identity::v1 as pb;
 
 use super::Authenticated;
+use super::forward::Answer;
 use super::views::{Me, Problem, SigningKey, Status, Token};
 use crate::Gateway;
 
@@ -70,13 +71,7 @@ pub async fn token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if body.len() > MAX_TOKEN_REQUEST {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            "the token request is too large",
-        ));
-    }
-    let fields = form_or_json(&headers, &body)?;
+    let fields = token_request_fields(&headers, &body, "token request")?;
     let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
     let request = pb::IssueTokenRequest {
         grant_type: field("grant_type"),
@@ -95,13 +90,7 @@ pub async fn token(
     } else {
         None
     };
-    let issued = gateway
-        .identity
-        .clone()
-        .issue_token(request)
-        .await
-        .map(tonic::Response::into_inner)
-        .map_err(ApiError::from);
+    let issued = gateway.identity.clone().issue_token(request).answer().await;
     if let Some(attempt) = attempt {
         attempt.settle(&issued).await;
     }
@@ -115,6 +104,22 @@ pub async fn token(
         .headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
     Ok(response)
+}
+
+/// The fields of a token or revocation request (`what`, for the error), refused when
+/// larger than [`MAX_TOKEN_REQUEST`] before it is parsed.
+fn token_request_fields(
+    headers: &HeaderMap,
+    body: &[u8],
+    what: &str,
+) -> Result<HashMap<String, String>, ApiError> {
+    if body.len() > MAX_TOKEN_REQUEST {
+        return Err(ApiError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("the {what} is too large"),
+        ));
+    }
+    form_or_json(headers, body)
 }
 
 /// The fields of a form-encoded (RFC 6749) or JSON body; only string values count.
@@ -179,8 +184,8 @@ pub async fn jwks(State(gateway): State<Gateway>) -> Result<Json<Value>, ApiErro
         .identity
         .clone()
         .get_jwks(pb::GetJwksRequest {})
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     let document: Value = serde_json::from_str(&answer.jwks_json).map_err(ApiError::internal)?;
     Ok(Json(document))
 }
@@ -199,13 +204,7 @@ pub async fn revoke(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if body.len() > MAX_TOKEN_REQUEST {
-        return Err(ApiError::new(
-            ErrorCode::PayloadTooLarge,
-            "the revocation request is too large",
-        ));
-    }
-    let fields = form_or_json(&headers, &body)?;
+    let fields = token_request_fields(&headers, &body, "revocation request")?;
     let token = fields.get("token").cloned().unwrap_or_default();
     if token.is_empty() {
         return Err(ApiError::validation("token", "is required"));
@@ -216,7 +215,12 @@ pub async fn revoke(
             token,
             token_type_hint: "refresh_token".into(),
         };
-        gateway.identity.clone().revoke_token(request).await?;
+        gateway
+            .identity
+            .clone()
+            .revoke_token(request)
+            .answer()
+            .await?;
     } else if let Ok(principal) = gateway.verifier.verify(&token).await {
         gateway.revocations.revoke(&principal).await?;
     }
@@ -242,8 +246,8 @@ pub async fn rotate_keys(
         .identity
         .clone()
         .rotate_signing_key(auth.forward(pb::RotateSigningKeyRequest {}))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(SigningKey { kid: answer.kid }))
 }
 

@@ -20,7 +20,8 @@ use somagent_common::proto::slm::v1 as pb;
 use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::tenants::json_body;
+use super::body::json_body;
+use super::forward::Answer;
 use super::views::Problem;
 use crate::Gateway;
 
@@ -261,10 +262,7 @@ pub async fn chat_completions(
         .await?;
     let mut slm = gateway.slm.clone();
     if !stream {
-        let answer = slm
-            .chat_completion(auth.forward(request))
-            .await?
-            .into_inner();
+        let answer = slm.chat_completion(auth.forward(request)).answer().await?;
         let message = answer.message.unwrap_or_default();
         let mut wire = json!({ "role": "assistant", "content": message.content });
         if !message.tool_calls.is_empty() {
@@ -295,8 +293,8 @@ pub async fn chat_completions(
     let watch = crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth);
     let chunks = slm
         .chat_completion_stream(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     let mut first = true;
     let mut profile = None;
     let events = chunks
@@ -411,8 +409,8 @@ pub async fn models(
         .slm
         .clone()
         .list_models(auth.forward(pb::ListModelsRequest {}))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(json!({
         "object": "list",
         "data": answer.models.into_iter().map(|m| json!({

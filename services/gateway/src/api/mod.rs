@@ -3,9 +3,12 @@
 
 mod api_keys;
 mod auth;
+mod body;
 mod chat;
+mod forward;
 mod guards;
 mod openapi;
+mod paging;
 mod policy;
 mod principal;
 mod profiles;

@@ -15,7 +15,8 @@ use somagent_common::proto::policy::v1 as pb;
 use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::tenants::json_body;
+use super::body::json_body;
+use super::forward::Answer;
 use super::views::Problem;
 use crate::Gateway;
 
@@ -66,8 +67,8 @@ pub async fn evaluate(
         .policy
         .clone()
         .evaluate(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(Decision {
         allowed: d.allowed,
         score: d.score,
@@ -161,8 +162,8 @@ pub async fn list_rules(
         .policy
         .clone()
         .list_rules(auth.forward(pb::ListRulesRequest {}))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(PolicyRules {
         rules: answer.rules.into_iter().map(PolicyRule::from).collect(),
     }))
@@ -183,8 +184,8 @@ pub async fn create_rule(
         .policy
         .clone()
         .create_rule(auth.forward(rule))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok((StatusCode::CREATED, Json(saved.into())))
 }
 
@@ -203,8 +204,8 @@ pub async fn get_rule(
         .policy
         .clone()
         .get_rule(auth.forward(pb::GetRuleRequest { id }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(rule.into()))
 }
 
@@ -225,8 +226,8 @@ pub async fn update_rule(
         .policy
         .clone()
         .update_rule(auth.forward(rule))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(saved.into()))
 }
 
@@ -245,6 +246,7 @@ pub async fn delete_rule(
         .policy
         .clone()
         .delete_rule(auth.forward(pb::GetRuleRequest { id }))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -301,8 +303,8 @@ pub async fn current_constitution(
         .constitution
         .clone()
         .get_current(auth.forward(cpb::GetCurrentRequest {}))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(c.into()))
 }
 
@@ -324,8 +326,8 @@ pub async fn constitution_version(
         .constitution
         .clone()
         .get_version(auth.forward(cpb::GetVersionRequest { version }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(c.into()))
 }
 
@@ -348,7 +350,7 @@ pub async fn publish_constitution(
         .constitution
         .clone()
         .publish(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok((StatusCode::CREATED, Json(c.into())))
 }

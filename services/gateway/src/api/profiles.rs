@@ -16,7 +16,8 @@ use somagent_common::proto::slm::v1 as pb;
 use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::tenants::json_body;
+use super::body::json_body;
+use super::forward::Answer;
 use super::views::Problem;
 use crate::Gateway;
 
@@ -127,8 +128,8 @@ pub async fn list(
         .slm
         .clone()
         .list_profiles(auth.forward(pb::ListProfilesRequest {}))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(ModelProfiles {
         profiles: answer
             .profiles
@@ -202,8 +203,8 @@ pub async fn put(
         .put_profile(auth.forward(pb::PutProfileRequest {
             profile: Some(profile),
         }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(saved.into()))
 }
 
@@ -223,6 +224,7 @@ pub async fn delete(
         .slm
         .clone()
         .delete_profile(auth.forward(pb::DeleteProfileRequest { name }))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -23,8 +23,10 @@ use somagent_common::turn::TurnEvent;
 use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::tenants::{Page, json_body};
-use super::views::{Problem, next_cursor};
+use super::body::json_body;
+use super::forward::Answer;
+use super::paging::{Page, next_cursor};
+use super::views::Problem;
 use crate::Gateway;
 
 #[derive(Deserialize, ToSchema)]
@@ -133,8 +135,8 @@ pub async fn create(
     let mut orchestrator = gateway.orchestrator.clone();
     let mut session = orchestrator
         .create_session(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     if let Some(prompt) = b.prompt {
         let request = pb::SendMessageRequest {
             session_id: session.id.clone(),
@@ -173,8 +175,8 @@ pub async fn list(
         .list_sessions(auth.forward(pb::ListSessionsRequest {
             page: Some(PageRequest::from(page)),
         }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(SessionPage {
         sessions: answer.sessions.into_iter().map(SessionView::from).collect(),
         next_cursor: next_cursor(answer.page),
@@ -195,8 +197,8 @@ pub async fn get(
         .orchestrator
         .clone()
         .get_session(auth.forward(pb::GetSessionRequest { id }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(s.into()))
 }
 
@@ -214,6 +216,7 @@ pub async fn delete(
         .orchestrator
         .clone()
         .delete_session(auth.forward(pb::DeleteSessionRequest { id }))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -237,8 +240,8 @@ pub async fn messages(
             session_id: id,
             page: Some(PageRequest::from(page)),
         }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(MessagePage {
         messages: answer.messages.into_iter().map(message_view).collect(),
         next_cursor: next_cursor(answer.page),
@@ -295,8 +298,8 @@ pub async fn send(
         .orchestrator
         .clone()
         .send_message(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     if stream_wanted {
         let watch = crate::credential_watch::CredentialWatch::new(gateway.verifier.clone(), &auth);
         let sse = events.map(|item| {

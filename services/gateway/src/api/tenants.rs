@@ -11,10 +11,13 @@ use somagent_common::auth::Capability;
 use somagent_common::error::ApiError;
 use somagent_common::proto::common::v1::PageRequest;
 use somagent_common::proto::identity::v1 as pb;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::views::{Problem, Tenant, TenantPage, next_cursor};
+use super::body::json_body;
+use super::forward::Answer;
+use super::paging::{Page, next_cursor};
+use super::views::{Problem, Tenant, TenantPage};
 use crate::Gateway;
 
 #[derive(Deserialize, ToSchema)]
@@ -41,43 +44,6 @@ pub struct UpdateTenant {
     /// `active` or `suspended` (platform admins): a suspended tenant's tokens stop
     /// working at once and its users cannot log in.
     status: Option<String>,
-}
-
-/// `?limit=&cursor=` of a list route.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct Page {
-    /// At most this many (1..=200, default 50).
-    #[serde(default)]
-    limit: Option<u32>,
-    /// The `next_cursor` of the previous page.
-    #[serde(default)]
-    cursor: Option<String>,
-}
-
-impl From<Page> for PageRequest {
-    fn from(page: Page) -> Self {
-        PageRequest {
-            limit: page.limit.unwrap_or(50),
-            cursor: page.cursor.unwrap_or_default(),
-        }
-    }
-}
-
-/// A body that is not the expected JSON is a 400 (unreadable) or 422 (wrong fields).
-pub(super) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    match body {
-        Ok(Json(value)) => Ok(value),
-        Err(JsonRejection::JsonDataError(e)) => Err(ApiError::new(
-            somagent_common::error::ErrorCode::ValidationFailed,
-            e.body_text(),
-        )),
-        Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
-            somagent_common::error::ErrorCode::PayloadTooLarge,
-            "the request body is too large",
-        )),
-        Err(e) => Err(ApiError::bad_request(e.body_text())),
-    }
 }
 
 /// Create a tenant with its first admin (platform admins).
@@ -107,8 +73,8 @@ pub async fn create(
         .identity
         .clone()
         .create_tenant(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok((StatusCode::CREATED, Json(tenant.into())))
 }
 
@@ -128,8 +94,8 @@ pub async fn list(
         .identity
         .clone()
         .list_tenants(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(TenantPage {
         tenants: answer.tenants.into_iter().map(Tenant::from).collect(),
         next_cursor: next_cursor(answer.page),
@@ -151,8 +117,8 @@ pub async fn get(
         .identity
         .clone()
         .get_tenant(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(tenant.into()))
 }
 
@@ -182,8 +148,8 @@ pub async fn update(
         .identity
         .clone()
         .update_tenant(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(tenant.into()))
 }
 
@@ -205,6 +171,7 @@ pub async fn delete(
         .identity
         .clone()
         .delete_tenant(auth.forward(pb::DeleteTenantRequest { id }))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

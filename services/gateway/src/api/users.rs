@@ -13,8 +13,10 @@ use somagent_common::proto::identity::v1 as pb;
 use utoipa::ToSchema;
 
 use super::Authenticated;
-use super::tenants::{Page, json_body};
-use super::views::{MfaEnrollment, MfaState, Problem, User, UserPage, next_cursor};
+use super::body::json_body;
+use super::forward::Answer;
+use super::paging::{Page, next_cursor};
+use super::views::{MfaEnrollment, MfaState, Problem, User, UserPage};
 use crate::Gateway;
 
 #[derive(Deserialize, ToSchema)]
@@ -88,8 +90,8 @@ pub async fn create(
         .identity
         .clone()
         .create_user(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok((StatusCode::CREATED, Json(user.into())))
 }
 
@@ -110,8 +112,8 @@ pub async fn list(
         .identity
         .clone()
         .list_users(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(UserPage {
         users: answer.users.into_iter().map(User::from).collect(),
         next_cursor: next_cursor(answer.page),
@@ -136,8 +138,8 @@ pub async fn get(
         .identity
         .clone()
         .get_user(auth.forward(pb::GetUserRequest { id }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(user.into()))
 }
 
@@ -171,8 +173,8 @@ pub async fn update(
         .identity
         .clone()
         .update_user(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(user.into()))
 }
 
@@ -194,6 +196,7 @@ pub async fn delete(
         .identity
         .clone()
         .delete_user(auth.forward(pb::DeleteUserRequest { id }))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -227,8 +230,8 @@ pub async fn enroll_mfa(
         .identity
         .clone()
         .enroll_mfa(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(MfaEnrollment {
         secret: answer.secret,
         otpauth_uri: answer.otpauth_uri,
@@ -260,6 +263,7 @@ pub async fn disable_mfa(
         .identity
         .clone()
         .disable_mfa(auth.forward(request))
+        .answer()
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -288,8 +292,8 @@ pub async fn verify_mfa(
         .identity
         .clone()
         .verify_mfa(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(MfaState {
         mfa_enabled: answer.enabled,
     }))

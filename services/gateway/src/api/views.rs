@@ -131,11 +131,6 @@ pub struct ApiKeyPage {
     pub next_cursor: Option<String>,
 }
 
-/// The cursor of the next page, if there is one.
-pub fn next_cursor(page: Option<somagent_common::proto::common::v1::PageInfo>) -> Option<String> {
-    page.map(|p| p.next_cursor).and_then(optional)
-}
-
 /// The caller as the platform sees them.
 #[derive(Serialize, ToSchema)]
 pub struct Me {

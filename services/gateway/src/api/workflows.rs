@@ -15,6 +15,7 @@ use somagent_common::proto::orchestrator::v1 as pb;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Authenticated;
+use super::forward::Answer;
 use super::views::Problem;
 use crate::Gateway;
 
@@ -182,8 +183,8 @@ pub async fn list(
         .orchestrator
         .clone()
         .list_workflows(auth.forward(request))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(WorkflowPage {
         workflows: page
             .runs
@@ -210,8 +211,8 @@ pub async fn get(
         .orchestrator
         .clone()
         .get_workflow(auth.forward(pb::GetWorkflowRequest { id }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok(Json(run.into()))
 }
 
@@ -233,8 +234,8 @@ pub async fn cancel(
         .orchestrator
         .clone()
         .cancel_workflow(auth.forward(pb::CancelWorkflowRequest { id }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(Cancelling {
@@ -279,8 +280,8 @@ pub async fn signal(
             name,
             payload_json,
         }))
-        .await?
-        .into_inner();
+        .answer()
+        .await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(SignalSent {

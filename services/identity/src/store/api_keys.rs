@@ -1,8 +1,9 @@
 //! API key records: the lookup prefix and a hash of the key, never the key itself.
 
 use somagent_common::auth::Capability;
-use somagent_common::infra::db::DbError;
+use somagent_common::infra::db::{self, DbError, FromAnyRow};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::IdentityStore;
 
@@ -31,24 +32,22 @@ macro_rules! select_keys {
     };
 }
 
-fn key_row(r: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, sqlx::Error> {
-    let scopes: String = r.try_get(6)?;
-    Ok(ApiKeyRecord {
-        id: r.try_get(0)?,
-        tenant_id: r.try_get(1)?,
-        user_id: r.try_get(2)?,
-        name: r.try_get(3)?,
-        prefix: r.try_get(4)?,
-        hash: r.try_get(5)?,
-        scopes: scopes
-            .split_whitespace()
-            .filter_map(Capability::parse)
-            .collect(),
-        expires_at: r.try_get(7)?,
-        revoked_at: r.try_get(8)?,
-        last_used_at: r.try_get(9)?,
-        created_at: r.try_get(10)?,
-    })
+impl FromAnyRow for ApiKeyRecord {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ApiKeyRecord {
+            id: r.try_get(0)?,
+            tenant_id: r.try_get(1)?,
+            user_id: r.try_get(2)?,
+            name: r.try_get(3)?,
+            prefix: r.try_get(4)?,
+            hash: r.try_get(5)?,
+            scopes: db::get_words(r, 6, Capability::parse)?,
+            expires_at: r.try_get(7)?,
+            revoked_at: r.try_get(8)?,
+            last_used_at: r.try_get(9)?,
+            created_at: r.try_get(10)?,
+        })
+    }
 }
 
 /// How often `last_used_at` is written at most, so busy keys do not write every call.
@@ -80,10 +79,7 @@ impl IdentityStore {
             .bind(prefix)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref()
-            .map(key_row)
-            .transpose()
-            .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// A tenant's keys (only `user_id`'s when given), in creation order after `after`.
@@ -103,10 +99,7 @@ impl IdentityStore {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(key_row)
-            .collect::<Result<_, _>>()
-            .map_err(DbError::Query)
+        db::all(&rows)
     }
 
     /// Revokes a key of the tenant (only of `user_id` when given); false if there is no

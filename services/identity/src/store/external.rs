@@ -1,8 +1,9 @@
 //! Users of external OIDC issuers: the platform user each (issuer, subject) pair was
 //! provisioned as. One pair, one user, and never the other way round.
 
-use somagent_common::infra::db::DbError;
+use somagent_common::infra::db::{self, DbError, FromAnyRow};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::{IdentityStore, User, insert_user};
 
@@ -14,6 +15,16 @@ pub struct ExternalLink {
     /// The `iat` of the newest token whose roles the user holds: an older token,
     /// still valid at its issuer, must not bring back a role removed since.
     pub claims_issued_at: i64,
+}
+
+impl FromAnyRow for ExternalLink {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(ExternalLink {
+            tenant_id: r.try_get(0)?,
+            user_id: r.try_get(1)?,
+            claims_issued_at: r.try_get(2)?,
+        })
+    }
 }
 
 impl IdentityStore {
@@ -29,14 +40,7 @@ impl IdentityStore {
         .bind(subject)
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|r| {
-            Ok(ExternalLink {
-                tenant_id: r.try_get(0)?,
-                user_id: r.try_get(1)?,
-                claims_issued_at: r.try_get(2)?,
-            })
-        })
-        .transpose()
+        db::optional(row)
     }
 
     /// Creates `user` and links it to `issuer` + `subject`, both or neither: a

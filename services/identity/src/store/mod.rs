@@ -12,9 +12,11 @@ mod sealed;
 use std::sync::Arc;
 
 use somagent_common::auth::{Capability, Role};
-use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::clock::unix_now;
+use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use somagent_common::secrets::Sealer;
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 pub use api_keys::ApiKeyRecord;
 pub use external::ExternalLink;
@@ -173,10 +175,7 @@ impl IdentityStore {
             .bind(key)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref()
-            .map(tenant_row)
-            .transpose()
-            .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// Tenants in creation order (ids are time-ordered), after `after`.
@@ -188,10 +187,7 @@ impl IdentityStore {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(tenant_row)
-            .collect::<Result<_, _>>()
-            .map_err(DbError::Query)
+        db::all(&rows)
     }
 
     /// Changes a tenant's display name and/or status; `None` if there is no such
@@ -236,10 +232,7 @@ impl IdentityStore {
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref()
-            .map(user_row)
-            .transpose()
-            .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// Applies `change` to a user of `tenant_id`; `None` if there is no such user.
@@ -312,10 +305,7 @@ impl IdentityStore {
         .bind(limit)
         .fetch_all(self.db.pool())
         .await?;
-        rows.iter()
-            .map(user_row)
-            .collect::<Result<_, _>>()
-            .map_err(DbError::Query)
+        db::all(&rows)
     }
 
     pub async fn user_by_username(
@@ -328,10 +318,7 @@ impl IdentityStore {
             .bind(username)
             .fetch_optional(self.db.pool())
             .await?;
-        row.as_ref()
-            .map(user_row)
-            .transpose()
-            .map_err(DbError::Query)
+        db::optional(row)
     }
 
     /// The user's TOTP state, if MFA is active for them.
@@ -416,7 +403,7 @@ impl IdentityStore {
             "SELECT kid, pkcs8, created_at, retired_at FROM signing_keys \
              WHERE retired_at IS NULL OR retired_at > $1 ORDER BY created_at DESC, kid DESC",
         )
-        .bind(crate::bootstrap::now())
+        .bind(unix_now())
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()
@@ -456,33 +443,32 @@ impl IdentityStore {
     }
 }
 
-fn user_row(r: &sqlx::any::AnyRow) -> Result<User, sqlx::Error> {
-    let roles: String = r.try_get(5)?;
-    let caps: String = r.try_get(6)?;
-    Ok(User {
-        id: r.try_get(0)?,
-        tenant_id: r.try_get(1)?,
-        username: r.try_get(2)?,
-        password_hash: r.try_get(3)?,
-        status: r.try_get(4)?,
-        roles: roles.split_whitespace().filter_map(Role::parse).collect(),
-        capabilities: caps
-            .split_whitespace()
-            .filter_map(Capability::parse)
-            .collect(),
-        created_at: r.try_get(7)?,
-        mfa_enabled: r.try_get::<i64, _>(8)? == 1,
-    })
+impl FromAnyRow for User {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(User {
+            id: r.try_get(0)?,
+            tenant_id: r.try_get(1)?,
+            username: r.try_get(2)?,
+            password_hash: r.try_get(3)?,
+            status: r.try_get(4)?,
+            roles: db::get_words(r, 5, Role::parse)?,
+            capabilities: db::get_words(r, 6, Capability::parse)?,
+            created_at: r.try_get(7)?,
+            mfa_enabled: db::get_bool(r, 8)?,
+        })
+    }
 }
 
-fn tenant_row(r: &sqlx::any::AnyRow) -> Result<Tenant, sqlx::Error> {
-    Ok(Tenant {
-        id: r.try_get(0)?,
-        slug: r.try_get(1)?,
-        display_name: r.try_get(2)?,
-        status: r.try_get(3)?,
-        created_at: r.try_get(4)?,
-    })
+impl FromAnyRow for Tenant {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Tenant {
+            id: r.try_get(0)?,
+            slug: r.try_get(1)?,
+            display_name: r.try_get(2)?,
+            status: r.try_get(3)?,
+            created_at: r.try_get(4)?,
+        })
+    }
 }
 
 async fn insert_user(

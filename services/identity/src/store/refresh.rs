@@ -2,8 +2,9 @@
 //! login (its family); presenting a token that was already used means it was copied,
 //! so the whole family is revoked (RFC 6819 §5.2.2.3, refresh token rotation).
 
-use somagent_common::infra::db::DbError;
+use somagent_common::infra::db::{DbError, FromAnyRow};
 use sqlx::Row;
+use sqlx::any::AnyRow;
 
 use super::IdentityStore;
 
@@ -27,6 +28,22 @@ pub enum RefreshUse {
     Reused,
     /// Unknown or expired.
     Invalid,
+}
+
+/// Reads the first seven columns; `use_refresh` selects `used_at` and `revoked_at` after
+/// them.
+impl FromAnyRow for RefreshRecord {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(RefreshRecord {
+            id: r.try_get(0)?,
+            family_id: r.try_get(1)?,
+            tenant_id: r.try_get(2)?,
+            user_id: r.try_get(3)?,
+            hash: r.try_get(4)?,
+            expires_at: r.try_get(5)?,
+            created_at: r.try_get(6)?,
+        })
+    }
 }
 
 impl IdentityStore {
@@ -59,15 +76,7 @@ impl IdentityStore {
         let Some(row) = row else {
             return Ok(RefreshUse::Invalid);
         };
-        let record = RefreshRecord {
-            id: row.try_get(0)?,
-            family_id: row.try_get(1)?,
-            tenant_id: row.try_get(2)?,
-            user_id: row.try_get(3)?,
-            hash: row.try_get(4)?,
-            expires_at: row.try_get(5)?,
-            created_at: row.try_get(6)?,
-        };
+        let record = RefreshRecord::from_row(&row)?;
         let used: Option<i64> = row.try_get(7)?;
         let revoked: Option<i64> = row.try_get(8)?;
         if used.is_some() || revoked.is_some() {

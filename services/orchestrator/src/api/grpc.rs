@@ -12,6 +12,7 @@ use somagent_common::auth::grpc::caller;
 use somagent_common::auth::{Capability, Principal};
 use somagent_common::clock::rfc3339;
 use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::paging::PageSize;
 use somagent_common::proto::common::v1::PageInfo;
 use somagent_common::proto::orchestrator::v1 as pb;
 use somagent_common::proto::orchestrator::v1::orchestrator_service_server::OrchestratorService;
@@ -112,7 +113,7 @@ impl OrchestratorService for OrchestratorGrpc {
             model: r.model,
             metadata,
             turns: 0,
-            created_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+            created_at: somagent_common::clock::unix_now(),
         };
         self.store
             .create(&session)
@@ -139,24 +140,19 @@ impl OrchestratorService for OrchestratorGrpc {
         let principal = caller(&request)?;
         principal.require(Capability::SessionsRead)?;
         let page = request.into_inner().page.unwrap_or_default();
-        let limit = page.limit.clamp(1, 200);
+        let size = PageSize::clamped(page.limit, 200);
         let owner = (!principal.can(Capability::TenantAdmin)).then_some(principal.subject.as_str());
-        let mut rows = self
+        let rows = self
             .store
             .list(
                 principal.tenant.as_str(),
                 owner,
                 &page.cursor,
-                i64::from(limit) + 1,
+                size.rows_to_read(),
             )
             .await
             .map_err(ApiError::internal)?;
-        let next = if rows.len() > limit as usize {
-            rows.truncate(limit as usize);
-            rows.last().map(|s| s.id.clone()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) = size.cut(rows, |s| s.id.clone());
         Ok(Response::new(pb::ListSessionsResponse {
             sessions: rows.into_iter().map(session_message).collect(),
             page: Some(PageInfo { next_cursor: next }),
@@ -338,7 +334,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let r = request.into_inner();
         let session = self.visible(&principal, &r.session_id).await?;
         let page = r.page.unwrap_or_default();
-        let limit = page.limit.clamp(1, 500) as usize;
+        let size = PageSize::clamped(page.limit, 500);
         let after: i64 = if page.cursor.is_empty() {
             0
         } else {
@@ -346,22 +342,17 @@ impl OrchestratorService for OrchestratorGrpc {
                 .parse()
                 .map_err(|_| ApiError::validation("cursor", "is not a cursor of this list"))?
         };
-        let mut rows = self
+        let rows = self
             .store
             .messages(
                 principal.tenant.as_str(),
                 &session.id,
                 after,
-                limit as i64 + 1,
+                size.rows_to_read(),
             )
             .await
             .map_err(ApiError::internal)?;
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(|(p, _)| p.to_string()).unwrap_or_default()
-        } else {
-            String::new()
-        };
+        let (rows, next) = size.cut(rows, |(position, _)| position.to_string());
         Ok(Response::new(pb::ListMessagesResponse {
             messages: rows
                 .into_iter()

@@ -8,7 +8,9 @@
 use serde_json::Value;
 use somagent_common::auth::grpc::caller;
 use somagent_common::auth::{Capability, Principal};
+use somagent_common::clock::rfc3339_ms;
 use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::paging::{Cursor, PageSize};
 use somagent_common::proto::orchestrator::v1 as pb;
 use somagent_workflows::{Engine, RunFilter, RunStatus, RunSummary, RunView, StepView};
 
@@ -32,16 +34,10 @@ pub async fn list(
     request: pb::ListWorkflowsRequest,
 ) -> Result<pb::ListWorkflowsResponse, ApiError> {
     let mut filter = filter_of(principal.tenant.as_str(), request)?;
-    let limit = filter.limit as usize;
-    // One more than the page, to learn whether another page follows.
-    filter.limit += 1;
-    let mut runs = engine.list(&filter).await?;
-    let next_cursor = if runs.len() > limit {
-        runs.truncate(limit);
-        runs.last().map(Cursor::after).unwrap_or_default()
-    } else {
-        String::new()
-    };
+    let size = PageSize::clamped(filter.limit, MAX_LIMIT);
+    filter.limit = size.rows_to_read() as u32;
+    let runs = engine.list(&filter).await?;
+    let (runs, next_cursor) = size.cut(runs, RunCursor::after);
     Ok(pb::ListWorkflowsResponse {
         runs: runs.into_iter().map(summary_message).collect(),
         next_cursor,
@@ -119,7 +115,7 @@ fn filter_of(tenant: &str, r: pb::ListWorkflowsRequest) -> Result<RunFilter, Api
     let before = match r.cursor.as_str() {
         "" => None,
         c => {
-            let cursor = Cursor::parse(c)?;
+            let cursor = RunCursor::parse(c)?;
             Some((cursor.created_at, cursor.id))
         }
     };
@@ -172,84 +168,32 @@ fn payload(json: &str) -> Result<Value, ApiError> {
     serde_json::from_str(json).map_err(|e| ApiError::validation("payload", e.to_string()))
 }
 
-/// A page boundary: the `created_at` and id of the last run shown, which the next page
-/// starts below (runs are listed newest first, ties by id). Opaque to clients:
-/// base64url of `<created_at>:<id>`.
+/// Where the next page starts: the last run of this page (runs are listed newest
+/// first, ties by id), as an opaque [`Cursor`].
 #[derive(Debug, PartialEq)]
-struct Cursor {
+struct RunCursor {
     created_at: i64,
     id: String,
 }
 
-impl Cursor {
+impl RunCursor {
     fn after(run: &RunSummary) -> String {
-        base64url::encode(format!("{}:{}", run.created_at, run.id).as_bytes())
+        Cursor::encode(&[&run.created_at.to_string(), &run.id])
     }
 
     fn parse(raw: &str) -> Result<Self, ApiError> {
         let bad = || ApiError::bad_request("`cursor` is not a cursor of this list");
-        let text = base64url::decode(raw)
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .ok_or_else(bad)?;
-        let (at, id) = text.split_once(':').ok_or_else(bad)?;
-        let at: i64 = at.parse().map_err(|_| bad())?;
+        let fields = Cursor::decode(raw, 2).ok_or_else(bad)?;
+        let at: i64 = fields[0].parse().map_err(|_| bad())?;
+        let id = &fields[1];
         if at < 0 || id.is_empty() || id.len() > MAX_ID {
             return Err(bad());
         }
         Ok(Self {
             created_at: at,
-            id: id.to_owned(),
+            id: id.clone(),
         })
     }
-}
-
-/// Unpadded base64url (RFC 4648 §5). Decoding takes only the canonical encoding, so a
-/// cursor has one spelling.
-mod base64url {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-    pub fn encode(bytes: &[u8]) -> String {
-        let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-        for chunk in bytes.chunks(3) {
-            let n = chunk
-                .iter()
-                .enumerate()
-                .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-            for i in 0..=chunk.len() {
-                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            }
-        }
-        out
-    }
-
-    pub fn decode(text: &str) -> Option<Vec<u8>> {
-        if text.len() % 4 == 1 {
-            return None;
-        }
-        let mut out = Vec::with_capacity(text.len() / 4 * 3 + 2);
-        for chunk in text.as_bytes().chunks(4) {
-            let mut n = 0u32;
-            for (i, c) in chunk.iter().enumerate() {
-                let v = ALPHABET.iter().position(|a| a == c)? as u32;
-                n |= v << (18 - 6 * i);
-            }
-            for i in 0..chunk.len() - 1 {
-                out.push((n >> (16 - 8 * i)) as u8);
-            }
-        }
-        (encode(&out) == text).then_some(out)
-    }
-}
-
-/// Milliseconds since the epoch as RFC 3339; empty if out of range.
-fn rfc3339_ms(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 fn json_text(value: Option<&Value>) -> String {
@@ -320,14 +264,14 @@ mod tests {
             "ünïcode",
             "xy",
         ] {
-            let raw = Cursor::after(&summary(1_767_225_600_123, id));
+            let raw = RunCursor::after(&summary(1_767_225_600_123, id));
             assert!(
                 raw.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             );
             assert_eq!(
-                Cursor::parse(&raw).unwrap(),
-                Cursor {
+                RunCursor::parse(&raw).unwrap(),
+                RunCursor {
                     created_at: 1_767_225_600_123,
                     id: id.to_owned()
                 }
@@ -336,29 +280,18 @@ mod tests {
         let not_cursors = [
             "%%%",
             "a",
-            "bm9jb2xvbg",                            // "nocolon"
-            &base64url::encode(b"abc:id"),           // not a time
-            &base64url::encode(b"-5:id"),            // before the epoch
-            &base64url::encode(b"12:"),              // no id
-            &base64url::encode(&[0xff, 0xfe, b':']), // not UTF-8
-            "MTI6aWQ=",                              // padded
-            "MTI6aWR",                               // not canonical
+            "bm9jb2xvbg",                    // "nocolon"
+            &Cursor::encode(&["abc", "id"]), // not a time
+            &Cursor::encode(&["-5", "id"]),  // before the epoch
+            &Cursor::encode(&["12", ""]),    // no id
+            &Cursor::encode(&["12"]),        // one field
+            "MTIKaWQ=",                      // padded
+            "MTIKaWR",                       // not canonical
         ];
         for raw in not_cursors {
-            let error = Cursor::parse(raw).unwrap_err();
+            let error = RunCursor::parse(raw).unwrap_err();
             assert_eq!(error.code, ErrorCode::BadRequest, "{raw}");
         }
-    }
-
-    #[test]
-    fn base64url_round_trips_every_length() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        for n in 0..bytes.len() {
-            let text = base64url::encode(&bytes[..n]);
-            assert_eq!(text.len(), (n * 4).div_ceil(3));
-            assert_eq!(base64url::decode(&text).as_deref(), Some(&bytes[..n]));
-        }
-        assert_eq!(base64url::encode(b"\xfb\xff"), "-_8");
     }
 
     #[test]

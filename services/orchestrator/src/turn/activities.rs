@@ -33,6 +33,7 @@ pub struct TurnActivities {
     pub hub: Arc<TurnHub>,
     pub events: EventBus,
     pub cache: Cache,
+    pub metrics: super::TurnMetrics,
 }
 
 fn status_error(status: tonic::Status) -> ActivityError {
@@ -489,6 +490,7 @@ impl TurnActivities {
                 },
             ),
         }
+        self.metrics.ended(outcome);
         Ok(Finished {
             persisted: messages.len(),
         })

@@ -16,6 +16,9 @@ mod workflow;
 
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
 use somagent_workflows::{Activity, ActivityError, ActivityOptions, Registry, Workflow};
 
@@ -162,6 +165,37 @@ pub struct ModelReply {
     pub usage: Usage,
     /// slm's output guard stopped the answer: it is withheld whatever else is said.
     pub filtered: bool,
+}
+
+/// Turns by how they ended, on the orchestrator's `/metrics`.
+#[derive(Clone)]
+pub struct TurnMetrics {
+    ended: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+impl TurnMetrics {
+    pub fn register(metrics: &somagent_common::metrics::Metrics) -> Self {
+        let ended = Family::default();
+        metrics.register(
+            "turns_ended",
+            "Session turns that ended, by outcome (completed, withheld, failed)",
+            ended.clone(),
+        );
+        Self { ended }
+    }
+
+    fn ended(&self, outcome: TurnOutcome) {
+        self.ended
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use somagent_common::audit::AuditRecord;
 use somagent_common::auth::grpc::caller;
 use somagent_common::auth::{Capability, Principal, ServiceTokens};
 use somagent_common::constitution::Severity;
@@ -53,7 +54,7 @@ fn rule_of(id: String, r: pb::Rule) -> Result<Rule, ApiError> {
         })?,
         score: r.score,
         enabled: r.enabled,
-        updated_at: time::OffsetDateTime::now_utc().unix_timestamp(),
+        updated_at: somagent_common::clock::unix_now(),
     };
     rule.validate()
         .map_err(|(field, message)| ApiError::validation(field, message))?;
@@ -102,27 +103,19 @@ impl PolicyGrpc {
             principal.tenant.clone(),
             serde_json::json!({ "rule_id": rule_id }),
         );
-        let audit = Envelope::new(
-            "policy.rule_changed",
-            "policy",
-            principal.tenant.clone(),
-            serde_json::json!({
-                "actor": principal.subject,
-                "resource": { "type": "policy_rule", "id": rule_id },
-                "action": action,
-                "outcome": "success",
-            }),
-        )
-        .with_subject(principal.subject.clone());
         let key = principal.tenant.as_str();
-        for (topic, event) in [
-            (topics::CONSTITUTION_UPDATED, event),
-            (topics::AUDIT, audit),
-        ] {
-            if let Err(e) = self.events.publish(topic, key, &event).await {
-                tracing::error!(error = %e, "a policy rule change event was not published");
-            }
+        if let Err(e) = self
+            .events
+            .publish(topics::CONSTITUTION_UPDATED, key, &event)
+            .await
+        {
+            tracing::error!(error = %e, "a policy rule change event was not published");
         }
+        AuditRecord::by("policy", "policy.rule_changed", principal)
+            .on("policy_rule", Some(rule_id))
+            .action(action)
+            .publish(&self.events)
+            .await;
     }
 }
 

@@ -327,7 +327,7 @@ impl<H: Handler> Consumer<H> {
         )
         .bind(&self.group)
         .bind(delivery.event.id.to_string())
-        .bind(crate::infra::db::unix_millis())
+        .bind(crate::clock::unix_now_ms())
         .execute(db.pool())
         .await;
         if let Err(e) = marked {

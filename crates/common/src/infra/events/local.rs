@@ -16,7 +16,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{Delivery, Envelope, EventsError, Position};
-use crate::infra::db::{Db, Migration, unix_millis};
+use crate::clock::unix_now_ms;
+use crate::infra::db::{Db, Migration};
 
 const MIGRATIONS: &[Migration] = &[Migration::portable(
     1,
@@ -141,7 +142,7 @@ impl LocalLog {
     }
 
     async fn take_lease(&self, group: &str, owner: &str) -> Result<bool, EventsError> {
-        let now = unix_millis();
+        let now = unix_now_ms();
         let expires = now + LEASE.as_millis() as i64;
         let taken = sqlx::query(
             "INSERT INTO consumer_leases (group_id, owner, expires_at) VALUES ($1, $2, $3) \
@@ -185,7 +186,7 @@ async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, published: Ar
 }
 
 async fn write(db: &Db, batch: &[Pending]) -> Result<(), sqlx::Error> {
-    let now = unix_millis();
+    let now = unix_now_ms();
     let mut tx = db.pool().begin().await?;
     for pending in batch {
         sqlx::query(
