@@ -24,17 +24,9 @@ macro_rules! service_packages {
 }
 
 service_packages! {
-    gateway => "somagent.gateway.v1",
     orchestrator => "somagent.orchestrator.v1",
     identity => "somagent.identity.v1",
     policy => "somagent.policy.v1",
     slm => "somagent.slm.v1",
-    memory => "somagent.memory.v1",
-    capsule_repo => "somagent.capsule_repo.v1",
-    analytics => "somagent.analytics.v1",
-    settings => "somagent.settings.v1",
-    billing => "somagent.billing.v1",
-    tool => "somagent.tool.v1",
     constitution => "somagent.constitution.v1",
-    notification => "somagent.notification.v1",
 }

@@ -306,48 +306,6 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(token_message(issued)))
     }
 
-    /// The principal a token or an API key stands for, for callers that cannot verify
-    /// tokens themselves.
-    async fn verify_token(
-        &self,
-        request: Request<pb::VerifyTokenRequest>,
-    ) -> Result<Response<pb::Principal>, Status> {
-        let r = request.into_inner();
-        let token = match (r.token.is_empty(), r.api_key.is_empty()) {
-            (false, true) => r.token,
-            (true, false) => {
-                let grant = Grant {
-                    grant_type: "client_credentials".into(),
-                    client_secret: r.api_key,
-                    ..Grant::default()
-                };
-                self.tokens.issue(grant).await?.access_token
-            }
-            _ => {
-                return Err(
-                    ApiError::validation("token", "give either a token or an api_key").into(),
-                );
-            }
-        };
-        let p = self
-            .verifier
-            .verify(&token)
-            .await
-            .map_err(|e| Status::from(ApiError::from(e)))?;
-        Ok(Response::new(pb::Principal {
-            tenant: p.tenant.as_str().to_owned(),
-            subject: p.subject,
-            username: p.username.unwrap_or_default(),
-            roles: p.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            capabilities: p
-                .capabilities
-                .iter()
-                .map(|c| c.as_str().to_owned())
-                .collect(),
-            actor: p.actor.unwrap_or_default(),
-        }))
-    }
-
     /// Revokes the login a refresh token belongs to; holding the token is the proof.
     async fn revoke_token(
         &self,
