@@ -27,9 +27,7 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true")
-}
+use somagent_common::testing::in_ci as ci;
 
 /// A tool from the cache `scripts/ci-services.sh` builds into, or from `PATH`. Missing:
 /// a failure under `CI=true`, else the test says so and does not run.

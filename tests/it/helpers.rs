@@ -225,7 +225,7 @@ impl Backends {
     /// Embedded always; distributed too when the real servers are configured (always
     /// under `CI=true`, where a missing server fails the run).
     pub fn all() -> Vec<Backends> {
-        let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+        let ci = somagent_common::testing::in_ci();
         let set =
             |c: &str| std::env::var(format!("SOMAGENT_TEST_{c}_URL")).is_ok_and(|v| !v.is_empty());
         let configured = ["DATABASE", "CACHE"].iter().all(|c| set(c));
@@ -392,21 +392,7 @@ pub async fn with_scripted_llm(
     (llm, rooted)
 }
 
-/// The value of `SOMAGENT_TEST_<name>`, set by `scripts/ci-services.sh`. Without it the
-/// test says so and does not run, except under `CI=true`, where it fails.
-pub fn required_env(name: &str) -> Option<String> {
-    let var = format!("SOMAGENT_TEST_{name}");
-    match std::env::var(&var) {
-        Ok(value) if !value.is_empty() => Some(value),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but {var} is not set: run scripts/ci-services.sh")
-        }
-        _ => {
-            eprintln!("{var} is not set: this test does not run");
-            None
-        }
-    }
-}
+pub use somagent_common::testing::required_env;
 
 /// Makes `model` of the default upstream callable under its own name: a platform
 /// profile, which only a platform admin (`root`) may set. Scripted models (`fail-500`,

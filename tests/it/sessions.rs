@@ -117,7 +117,7 @@ async fn session_journey(backends: Backends) {
     let (
         llm,
         Rooted {
-            platform: _p,
+            platform,
             gateway,
             client,
             root,
@@ -394,6 +394,42 @@ async fn session_journey(backends: Backends) {
         .0,
         404
     );
+
+    // Operators see the turns on the services' own metrics: how they ended, what each
+    // step cost and how often it ran, what policy decided.
+    let scrape = |service: &str| {
+        let url = format!("{}/metrics", platform.addresses[service]);
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let orchestrator = scrape("orchestrator").await;
+    let count = |text: &str, series: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from /metrics:\n{text}"))
+    };
+    assert!(
+        count(
+            &orchestrator,
+            "somagent_turns_ended_total{service=\"orchestrator\",outcome=\"completed\"}"
+        ) >= 3.0
+    );
+    for step in ["policy.check", "session.history", "model.complete", "turn.finish"] {
+        let attempts = format!(
+            "somagent_workflow_activity_attempts_total{{service=\"orchestrator\",activity=\"{step}\",outcome=\"ok\"}}"
+        );
+        assert!(count(&orchestrator, &attempts) >= 1.0, "{attempts}");
+        let timed = format!(
+            "somagent_workflow_activity_duration_seconds_count{{service=\"orchestrator\",activity=\"{step}\",outcome=\"ok\"}}"
+        );
+        assert!(count(&orchestrator, &timed) >= 1.0, "{timed}");
+    }
+    let policy = scrape("policy").await;
+    let allowed =
+        "somagent_policy_decisions_total{service=\"policy\",action=\"prompt\",result=\"allowed\",cached=\"false\"}";
+    assert!(count(&policy, allowed) >= 1.0);
 }
 
 #[tokio::test]

@@ -376,3 +376,67 @@ where
     close_backends(&backends, grace).await;
     result
 }
+
+/// A service running in this process on a port of its own, for tests: what
+/// [`spawn_service`] started.
+pub struct RunningService {
+    addr: SocketAddr,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    backends: SharedBackends,
+    grace: Duration,
+}
+
+impl RunningService {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`, for HTTP and gRPC clients alike.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it as SIGTERM would (streams end, requests drain, tasks are joined, the
+    /// bus is flushed) and returns how its run ended.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.stop.cancel();
+        let result = self.task.await.context("the service's task panicked")?;
+        close_backends(&self.backends, self.grace).await;
+        result
+    }
+}
+
+/// Builds `spec`'s service with `build` on `config` and runs it on 127.0.0.1 at a free
+/// port (whatever `config.ports` says), opening the backends its spec needs: a test
+/// starts any service in process the way its binary would, without choosing ports.
+pub async fn spawn_service<F, Fut>(
+    spec: &'static ServiceSpec,
+    config: CommonConfig,
+    build: F,
+) -> anyhow::Result<RunningService>
+where
+    F: FnOnce(ServiceContext) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ServiceApp>>,
+{
+    let listener = TcpListener::bind(("127.0.0.1", 0)).await?;
+    let backends = SharedBackends::open(&config, spec.backends).await?;
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let app = build(ServiceContext {
+        spec,
+        config,
+        backends: backends.clone(),
+        listener,
+    })
+    .await?;
+    let addr = app.local_addr();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(app.run(stop.clone()));
+    Ok(RunningService {
+        addr,
+        stop,
+        task,
+        backends,
+        grace,
+    })
+}

@@ -32,6 +32,8 @@ pub mod service;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;
+#[doc(hidden)]
+pub mod testing;
 pub mod turn;
 
 pub use somagent_proto as proto;

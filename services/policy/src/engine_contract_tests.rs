@@ -9,14 +9,8 @@ use crate::engine::{Engine, InProcess, Opa};
 
 fn engines() -> Vec<Engine> {
     let mut all = vec![Engine::InProcess(InProcess::default())];
-    match std::env::var("SOMAGENT_TEST_OPA_URL") {
-        Ok(url) if !url.is_empty() => all.push(Engine::Opa(Opa::new(&url).unwrap())),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!(
-                "CI=true but SOMAGENT_TEST_OPA_URL is not set: start OPA with scripts/ci-services.sh"
-            )
-        }
-        _ => eprintln!("SOMAGENT_TEST_OPA_URL is not set: the policy suite runs in process only"),
+    if let Some(url) = somagent_common::testing::required_env("OPA_URL") {
+        all.push(Engine::Opa(Opa::new(&url).unwrap()));
     }
     all
 }

@@ -438,13 +438,7 @@ mod with_weights {
 
     /// The model `scripts/ci-services.sh` fetched; under `CI=true` it must be there.
     fn weights() -> Option<String> {
-        match std::env::var("SOMAGENT_TEST_LOCAL_MODEL") {
-            Ok(path) if !path.is_empty() => Some(path),
-            _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-                panic!("CI=true but SOMAGENT_TEST_LOCAL_MODEL is not set")
-            }
-            _ => None,
-        }
+        somagent_common::testing::required_env("LOCAL_MODEL")
     }
 
     #[test]

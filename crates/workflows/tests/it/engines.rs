@@ -13,17 +13,7 @@ use somagent_workflows::{Engine, MIGRATIONS};
 use crate::probe::{Probe, registry};
 
 pub fn real_url(concern: &str) -> Option<String> {
-    let var = format!("SOMAGENT_TEST_{concern}_URL");
-    match std::env::var(&var) {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but {var} is not set: start the servers with scripts/ci-services.sh")
-        }
-        _ => {
-            eprintln!("{var} is not set: the {concern} contract does not run there");
-            None
-        }
-    }
+    somagent_common::testing::required_env(&format!("{concern}_URL"))
 }
 
 pub enum Kind {

@@ -1,32 +1,23 @@
 use std::path::Path;
 
-use somagent_common::app::{ServiceApp, ServiceContext};
+use somagent_common::app::{RunningService, spawn_service};
 use somagent_common::auth::{Capability, Role};
 use somagent_common::config::{CommonConfig, DatabaseUrl};
-use somagent_common::infra::SharedBackends;
 use somagent_common::infra::db::{COMMON_MIGRATIONS, Db};
 use somagent_common::service::IDENTITY;
 use somagent_identity::bootstrap::{ADMIN_USERNAME, PASSWORD_FILE, TENANT_SLUG, bootstrap};
 use somagent_identity::domain::password;
 use somagent_identity::store::IdentityStore;
 
-pub async fn build(data: &Path) -> ServiceApp {
+/// Identity on embedded backends in `data`, running on a port of its own.
+pub async fn start(data: &Path) -> RunningService {
     let config = CommonConfig {
         data_dir: data.to_path_buf(),
         ..CommonConfig::default()
     };
-    let backends = SharedBackends::open(&config, IDENTITY.backends)
+    spawn_service(&IDENTITY, config, somagent_identity::build)
         .await
-        .unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    somagent_identity::build(ServiceContext {
-        spec: &IDENTITY,
-        config,
-        backends,
-        listener,
-    })
-    .await
-    .unwrap()
+        .unwrap()
 }
 
 /// The data directory's master key, as the service would load it.
@@ -59,15 +50,9 @@ async fn migrated_stores(data: &Path) -> Vec<IdentityStore> {
         .await
         .unwrap(),
     ];
-    match std::env::var("SOMAGENT_TEST_DATABASE_URL") {
-        Ok(url) => {
-            let schema = format!("identity_{}", uuid::Uuid::new_v4().simple());
-            dbs.push(Db::postgres(&url, &schema).await.unwrap());
-        }
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but SOMAGENT_TEST_DATABASE_URL is not set")
-        }
-        Err(_) => {}
+    if let Some(url) = somagent_common::testing::required_env("DATABASE_URL") {
+        let schema = format!("identity_{}", uuid::Uuid::new_v4().simple());
+        dbs.push(Db::postgres(&url, &schema).await.unwrap());
     }
     let mut stores = Vec::new();
     for db in dbs {
@@ -83,7 +68,7 @@ async fn migrated_stores(data: &Path) -> Vec<IdentityStore> {
 #[tokio::test]
 async fn the_first_start_creates_the_admin_once_and_keeps_its_signing_key() {
     let data = tempfile::tempdir().unwrap();
-    let app = build(data.path()).await;
+    let running = start(data.path()).await;
     let file = data.path().join(PASSWORD_FILE);
     let written = std::fs::read_to_string(&file).expect("the generated password is written");
     #[cfg(unix)]
@@ -111,10 +96,7 @@ async fn the_first_start_creates_the_admin_once_and_keeps_its_signing_key() {
     assert!(admin.capabilities.contains(&Capability::PlatformAdmin));
 
     // The JWKS on the service's port publishes the signing key.
-    let addr = app.local_addr();
-    let token = somagent_common::CancellationToken::new();
-    let running = tokio::spawn(app.run(token.clone()));
-    let jwks: serde_json::Value = reqwest::get(format!("http://{addr}/.well-known/jwks.json"))
+    let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", running.url()))
         .await
         .unwrap()
         .json()
@@ -125,26 +107,21 @@ async fn the_first_start_creates_the_admin_once_and_keeps_its_signing_key() {
     assert_eq!(keys[0]["kty"], "OKP");
     assert!(keys[0].get("d").is_none(), "never the private half");
     let kid = keys[0]["kid"].as_str().unwrap().to_owned();
-    token.cancel();
-    running.await.unwrap().unwrap();
+    running.stop().await.unwrap();
 
     // A second start on the same data: no new admin, no new password, the same key.
     std::fs::remove_file(&file).unwrap();
-    let again = build(data.path()).await;
+    let again = start(data.path()).await;
     assert!(!file.exists(), "the bootstrap ran again");
     assert_eq!(store.tenant_count().await.unwrap(), 1);
-    let addr = again.local_addr();
-    let token = somagent_common::CancellationToken::new();
-    let running = tokio::spawn(again.run(token.clone()));
-    let jwks: serde_json::Value = reqwest::get(format!("http://{addr}/.well-known/jwks.json"))
+    let jwks: serde_json::Value = reqwest::get(format!("{}/.well-known/jwks.json", again.url()))
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
     assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
-    token.cancel();
-    running.await.unwrap().unwrap();
+    again.stop().await.unwrap();
 }
 
 #[tokio::test]

@@ -57,8 +57,11 @@ async fn plaintext_rows_from_before_are_sealed_at_start() {
     }
     db.close().await;
 
-    let app = crate::bootstrap::build(data.path()).await;
-    drop(app);
+    crate::bootstrap::start(data.path())
+        .await
+        .stop()
+        .await
+        .unwrap();
 
     let sealer: Arc<Sealer> = Arc::new(master_key::load_or_create(data.path()).unwrap());
     let db = sqlite(data.path()).await;

@@ -563,3 +563,48 @@ impl<'a> DeltaFeed<'a> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(index: u32, id: &str, name: &str, arguments: &str) -> spb::ToolCallDelta {
+        spb::ToolCallDelta {
+            index,
+            id: id.into(),
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    #[test]
+    fn streamed_pieces_join_into_whole_calls_by_index() {
+        let mut calls = Vec::new();
+        for p in [
+            piece(0, "call_a", "lookup", ""),
+            piece(1, "call_b", "weather", "{\"city\""),
+            piece(0, "", "", "{\"q\":"),
+            piece(1, "", "", ":\"Oslo\"}"),
+            piece(0, "", "", "\"rust\"}"),
+        ] {
+            join_tool_call(&mut calls, p).unwrap();
+        }
+        assert_eq!(calls.len(), 2);
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].kind.as_str()),
+            ("call_a", "function")
+        );
+        assert_eq!(calls[0].function.name, "lookup");
+        assert_eq!(calls[0].function.arguments, "{\"q\":\"rust\"}");
+        assert_eq!(calls[1].function.name, "weather");
+        assert_eq!(calls[1].function.arguments, "{\"city\":\"Oslo\"}");
+    }
+
+    #[test]
+    fn a_piece_far_beyond_any_real_call_is_refused_not_allocated() {
+        let mut calls = Vec::new();
+        let error = join_tool_call(&mut calls, piece(u32::MAX, "x", "f", "")).unwrap_err();
+        assert!(!error.retryable);
+        assert!(calls.is_empty());
+    }
+}
