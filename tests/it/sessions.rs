@@ -416,7 +416,12 @@ async fn session_journey(backends: Backends) {
             "somagent_turns_ended_total{service=\"orchestrator\",outcome=\"completed\"}"
         ) >= 3.0
     );
-    for step in ["policy.check", "session.history", "model.complete", "turn.finish"] {
+    for step in [
+        "policy.check",
+        "session.history",
+        "model.complete",
+        "turn.finish",
+    ] {
         let attempts = format!(
             "somagent_workflow_activity_attempts_total{{service=\"orchestrator\",activity=\"{step}\",outcome=\"ok\"}}"
         );
@@ -427,8 +432,7 @@ async fn session_journey(backends: Backends) {
         assert!(count(&orchestrator, &timed) >= 1.0, "{timed}");
     }
     let policy = scrape("policy").await;
-    let allowed =
-        "somagent_policy_decisions_total{service=\"policy\",action=\"prompt\",result=\"allowed\",cached=\"false\"}";
+    let allowed = "somagent_policy_decisions_total{service=\"policy\",action=\"prompt\",result=\"allowed\",cached=\"false\"}";
     assert!(count(&policy, allowed) >= 1.0);
 }
 
