@@ -19,8 +19,6 @@ use sqlx::{Any, AnyPool, Executor, Row, Transaction};
 use crate::clock::unix_now_ms;
 use crate::config::{DatabaseUrl, redact};
 
-/// The old name, for the callers in `infra` (outbox, events) not moved to `clock` yet.
-
 /// Which engine is behind the pool, for the rare statement that differs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbKind {
