@@ -228,7 +228,7 @@ impl PolicyDecider {
             .get(&key)
             && at.elapsed() < FRESH
         {
-            self.metrics.count(&q.action, &cached, true);
+            self.metrics.count(&q.action, cached, true);
             return Ok(cached.clone());
         }
         let decision = match self.evaluate(tenant, token, q, &roles).await {
