@@ -37,6 +37,35 @@ impl ServiceContext {
     }
 }
 
+/// What a service's gRPC router serves: a generated server, or one behind a layer.
+pub trait GrpcService:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Response = http::Response<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + tonic::server::NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcService for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Future: Send + 'static,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// Wires a service: opens its database, adds its routes, and registers a readiness
 /// check for every backend it depends on.
 pub struct ServiceBuilder {
@@ -162,19 +191,7 @@ impl ServiceBuilder {
     }
 
     /// Adds a gRPC service.
-    pub fn grpc<S>(mut self, service: S) -> Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    pub fn grpc<S: GrpcService>(mut self, service: S) -> Self {
         self.grpc = self.grpc.add_service(service);
         self
     }
@@ -182,23 +199,11 @@ impl ServiceBuilder {
     /// Adds a gRPC service whose every call has its bearer token verified once, before
     /// the handler, by [`crate::auth::grpc::Authenticate`]; handlers read the caller
     /// with [`crate::auth::grpc::caller`].
-    pub fn authenticated_grpc<S>(
+    pub fn authenticated_grpc<S: GrpcService>(
         self,
         verifier: std::sync::Arc<crate::auth::Verifier>,
         service: S,
-    ) -> Self
-    where
-        S: tower::Service<
-                http::Request<tonic::body::Body>,
-                Response = http::Response<tonic::body::Body>,
-                Error = std::convert::Infallible,
-            > + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    ) -> Self {
         use tower::Layer;
         self.grpc(crate::auth::grpc::Authenticate::new(verifier).layer(service))
     }

@@ -149,13 +149,7 @@ impl CommonConfig {
             .map(|(k, v)| (format!("endpoints.{k}"), v))
             .chain(self.public_url.iter().map(|u| ("public_url".to_owned(), u)))
         {
-            let parsed = Url::parse(url).map_err(|e| ConfigError::invalid(&key, e.to_string()))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(
-                    key,
-                    "must be an http:// or https:// URL",
-                ));
-            }
+            http_url(&key, url)?;
         }
         if self.shutdown_grace_secs == 0 {
             return Err(ConfigError::invalid(
@@ -270,6 +264,19 @@ impl AsRef<CommonConfig> for CommonConfig {
     fn as_ref(&self) -> &CommonConfig {
         self
     }
+}
+
+/// `raw` as an http(s) URL, or the error naming `key`.
+pub fn http_url(key: &str, raw: &str) -> Result<Url, ConfigError> {
+    let url =
+        Url::parse(raw.trim()).map_err(|e| ConfigError::invalid(key, format!("`{raw}`: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(
+            key,
+            format!("`{raw}` must be an http:// or https:// URL"),
+        ));
+    }
+    Ok(url)
 }
 
 /// A service's own settings: the `[<service>]` table of the file, and

@@ -18,14 +18,6 @@ impl PolicyConfig {
         let Some(raw) = self.opa_url.as_deref().filter(|u| !u.trim().is_empty()) else {
             return Ok(None);
         };
-        let url = url::Url::parse(raw.trim())
-            .map_err(|e| ConfigError::invalid("policy.opa_url", format!("`{raw}`: {e}")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ConfigError::invalid(
-                "policy.opa_url",
-                format!("`{raw}` is not an http(s) URL"),
-            ));
-        }
-        Ok(Some(url))
+        somagent_common::config::http_url("policy.opa_url", raw).map(Some)
     }
 }

@@ -170,13 +170,5 @@ pub fn default_model_locations(data_dir: &Path) -> Vec<PathBuf> {
 }
 
 fn check_url(key: &str, value: &str) -> Result<(), ConfigError> {
-    let url =
-        url::Url::parse(value).map_err(|e| ConfigError::invalid(key, format!("`{value}`: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(ConfigError::invalid(
-            key,
-            format!("`{value}` is not an http(s) URL"),
-        ));
-    }
-    Ok(())
+    somagent_common::config::http_url(key, value).map(|_| ())
 }

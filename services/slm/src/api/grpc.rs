@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::chat::{ChatCall, Delta, FinishReason, Message, Role, ToolCall};
 use crate::domain::profile::Profile;
 use crate::metering::Caller;
-use crate::model_router::{ModelRouter, Piece};
+use crate::model_router::{Answer, ModelRouter, Piece};
 use crate::output_rules::OutputRuleSource;
 use crate::profiles;
 
@@ -188,6 +188,19 @@ fn profile_message(p: Profile) -> pb::Profile {
     }
 }
 
+impl SlmGrpc {
+    /// The caller's chat call, checked and guarded, opened on the model router: where
+    /// a whole answer and a streamed one start alike.
+    async fn open(&self, request: Request<pb::ChatRequest>) -> Result<Answer, Status> {
+        let principal = grpc::caller(&request)?;
+        let bearer = grpc::bearer_of(&request).unwrap_or_default().to_owned();
+        let r = request.into_inner();
+        let caller = caller(&principal, &r.session_id)?;
+        let call = self.guarded_call(&principal, &bearer, r).await?;
+        Ok(self.router.open(caller, call).await?)
+    }
+}
+
 type ChunkStream = std::pin::Pin<Box<dyn Stream<Item = Result<pb::ChatChunk, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -196,14 +209,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<pb::ChatResponse>, Status> {
-        let principal = grpc::caller(&request)?;
-        let bearer = somagent_common::auth::grpc::bearer_of(&request)
-            .unwrap_or_default()
-            .to_owned();
-        let r = request.into_inner();
-        let caller = caller(&principal, &r.session_id)?;
-        let call = self.guarded_call(&principal, &bearer, r).await?;
-        let answer = self.router.open(caller, call).await?;
+        let answer = self.open(request).await?;
         let (id, model, profile, created) = (
             answer.call_id.clone(),
             answer.model.clone(),
@@ -241,14 +247,7 @@ impl SlmService for SlmGrpc {
         &self,
         request: Request<pb::ChatRequest>,
     ) -> Result<Response<Self::ChatCompletionStreamStream>, Status> {
-        let principal = grpc::caller(&request)?;
-        let bearer = somagent_common::auth::grpc::bearer_of(&request)
-            .unwrap_or_default()
-            .to_owned();
-        let r = request.into_inner();
-        let caller = caller(&principal, &r.session_id)?;
-        let call = self.guarded_call(&principal, &bearer, r).await?;
-        let answer = self.router.open(caller, call).await?;
+        let answer = self.open(request).await?;
         let header = pb::ChatChunk {
             id: answer.call_id.clone(),
             model: answer.model.clone(),
