@@ -7,6 +7,7 @@ use somagent_common::auth::SigningKey;
 use somagent_common::clock::unix_now;
 use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use somagent_common::secrets::{ResealScope, Sealer};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -121,7 +122,7 @@ impl ConstitutionStore {
         Ok(done)
     }
 
-    pub async fn latest(&self, tenant: &str) -> Result<Option<StoredVersion>, DbError> {
+    pub async fn latest(&self, tenant: &TenantId) -> Result<Option<StoredVersion>, DbError> {
         self.one(
             "SELECT version, document, hash, signature, key_id, published_at FROM constitutions \
              WHERE tenant_id = $1 ORDER BY version DESC LIMIT 1",
@@ -133,7 +134,7 @@ impl ConstitutionStore {
 
     pub async fn version(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         version: u32,
     ) -> Result<Option<StoredVersion>, DbError> {
         self.one(
@@ -148,10 +149,10 @@ impl ConstitutionStore {
     async fn one(
         &self,
         sql: &'static str,
-        tenant: &str,
+        tenant: &TenantId,
         version: Option<u32>,
     ) -> Result<Option<StoredVersion>, DbError> {
-        let mut query = sqlx::query(sql).bind(tenant);
+        let mut query = sqlx::query(sql).bind(tenant.as_str());
         if let Some(v) = version {
             query = query.bind(i64::from(v));
         }
@@ -160,12 +161,17 @@ impl ConstitutionStore {
     }
 
     /// Stores `version`; false if that version was taken meanwhile (publish again).
-    pub async fn insert(&self, tenant: &str, v: &StoredVersion, by: &str) -> Result<bool, DbError> {
+    pub async fn insert(
+        &self,
+        tenant: &TenantId,
+        v: &StoredVersion,
+        by: &str,
+    ) -> Result<bool, DbError> {
         let inserted = sqlx::query(
             "INSERT INTO constitutions (tenant_id, version, document, hash, signature, key_id, published_by, published_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, version) DO NOTHING",
         )
-        .bind(tenant)
+        .bind(tenant.as_str())
         .bind(i64::from(v.version))
         .bind(&v.document)
         .bind(&v.hash)

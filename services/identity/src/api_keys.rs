@@ -7,6 +7,7 @@ use somagent_common::auth::{Capability, Principal};
 use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::events::EventBus;
+use somagent_common::paging::PageSize;
 
 use crate::cutoffs::TokenCutoffs;
 use crate::domain::api_key;
@@ -97,7 +98,7 @@ impl ApiKeyService {
         // A key outlasts the login that makes it: the password, not just a token.
         let owner = self
             .store
-            .user_by_id(actor.tenant.as_str(), &actor.subject)
+            .user_by_id(&actor.tenant, &actor.subject)
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found("user"))?;
@@ -122,7 +123,7 @@ impl ApiKeyService {
         let made = api_key::generate();
         let record = ApiKeyRecord {
             id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: actor.tenant.as_str().to_owned(),
+            tenant_id: actor.tenant.clone(),
             user_id: actor.subject.clone(),
             name: name.to_owned(),
             prefix: made.prefix.clone(),
@@ -154,21 +155,16 @@ impl ApiKeyService {
         &self,
         actor: &Principal,
         cursor: &str,
-        limit: u32,
+        size: PageSize,
     ) -> Result<(Vec<ApiKeyRecord>, String), ApiError> {
         actor.require(Capability::ApiKeysOwn)?;
         let owner = (!actor.can(Capability::ApiKeysManage)).then_some(actor.subject.as_str());
         let rows = self
             .store
-            .list_api_keys(
-                actor.tenant.as_str(),
-                owner,
-                cursor,
-                crate::paging::rows_to_read(limit),
-            )
+            .list_api_keys(&actor.tenant, owner, cursor, size.rows_to_read())
             .await
             .map_err(ApiError::internal)?;
-        Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
+        Ok(size.cut(rows, |r| r.id.clone()))
     }
 
     /// Revokes a key: the caller's own, or with `api_keys:manage` another user's of the
@@ -176,7 +172,7 @@ impl ApiKeyService {
     /// stop working at once.
     pub async fn revoke(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
         actor.require(Capability::ApiKeysOwn)?;
-        let tenant = actor.tenant.as_str();
+        let tenant = &actor.tenant;
         let not_found = || ApiError::new(ErrorCode::NotFound, "api key not found");
         let holder = self
             .store
@@ -204,21 +200,13 @@ impl ApiKeyService {
         self.cutoffs.api_key(id).await?;
         let done = self
             .store
-            .revoke_api_key(actor.tenant.as_str(), id, owner, unix_now())
+            .revoke_api_key(tenant, id, owner, unix_now())
             .await
             .map_err(ApiError::internal)?;
         if !done {
             return Err(ApiError::new(ErrorCode::NotFound, "api key not found"));
         }
-        crate::audit::record(
-            &self.events,
-            actor,
-            actor.tenant.as_str(),
-            "api_key",
-            id,
-            "revoke",
-        )
-        .await;
+        crate::audit::record(&self.events, actor, tenant, "api_key", id, "revoke").await;
         Ok(())
     }
 }

@@ -13,18 +13,15 @@ const SERVICE: &str = "identity";
 pub async fn record(
     events: &EventBus,
     actor: &Principal,
-    tenant: &str,
+    tenant: &TenantId,
     resource_type: &str,
     resource_id: &str,
     action: &str,
 ) {
-    let Ok(tenant) = TenantId::parse(tenant) else {
-        return;
-    };
     AuditRecord::new(
         SERVICE,
         format!("identity.{resource_type}_changed"),
-        tenant,
+        tenant.clone(),
         Some(&actor.subject),
     )
     .with("actor_tenant", &actor.tenant)
@@ -38,16 +35,13 @@ pub async fn record(
 /// Never the password, code or token.
 pub async fn record_login(
     events: &EventBus,
-    tenant: &str,
+    tenant: &TenantId,
     user_id: Option<&str>,
     username: &str,
     grant: &str,
     succeeded: bool,
 ) {
-    let Ok(tenant) = TenantId::parse(tenant) else {
-        return;
-    };
-    AuditRecord::new(SERVICE, "identity.login", tenant, user_id)
+    AuditRecord::new(SERVICE, "identity.login", tenant.clone(), user_id)
         .subject(user_id.unwrap_or(username))
         .with("username", username)
         .on("session", None)
@@ -66,19 +60,16 @@ pub async fn record_login(
 /// the token.
 pub async fn record_provisioning(
     events: &EventBus,
-    tenant: &str,
+    tenant: &TenantId,
     user_id: &str,
     issuer: &str,
     action: &str,
     roles: &[&str],
 ) {
-    let Ok(tenant) = TenantId::parse(tenant) else {
-        return;
-    };
     AuditRecord::new(
         SERVICE,
         "identity.user_provisioned",
-        tenant,
+        tenant.clone(),
         Some(&format!("issuer:{issuer}")),
     )
     .subject(user_id)

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use somagent_common::auth::{Capability, Role};
 use somagent_common::clock::unix_now;
+use somagent_common::tenant::TenantId;
 
 use crate::domain::password::{self, Password};
 use crate::store::{IdentityStore, Tenant, User};
@@ -20,7 +21,7 @@ pub const PASSWORD_FILE: &str = "admin-password";
 /// What the first start created; `None` from [`bootstrap`] when the store was not empty.
 #[derive(Debug)]
 pub struct Bootstrapped {
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     /// Where a generated password was written (none when it came from the environment).
     pub password_file: Option<PathBuf>,
 }
@@ -46,7 +47,7 @@ pub async fn bootstrap(
     })?;
     let now = unix_now();
     let tenant = Tenant {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::tenants::new_tenant_id(),
         slug: TENANT_SLUG.into(),
         display_name: "Default".into(),
         status: "active".into(),

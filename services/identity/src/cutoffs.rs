@@ -10,6 +10,7 @@ use somagent_common::auth::{
 };
 use somagent_common::error::ApiError;
 use somagent_common::infra::cache::Cache;
+use somagent_common::tenant::TenantId;
 
 use crate::tokens::ACCESS_TOKEN_TTL_SECS;
 
@@ -24,13 +25,14 @@ impl TokenCutoffs {
     }
 
     /// Voids the tenant's tokens issued before now.
-    pub async fn tenant(&self, tenant: &str) -> Result<(), ApiError> {
-        self.set(&tenant_cutoff_key(tenant)).await
+    pub async fn tenant(&self, tenant: &TenantId) -> Result<(), ApiError> {
+        self.set(&tenant_cutoff_key(tenant.as_str())).await
     }
 
     /// Voids the user's tokens issued before now.
-    pub async fn subject(&self, tenant: &str, subject: &str) -> Result<(), ApiError> {
-        self.set(&subject_cutoff_key(tenant, subject)).await
+    pub async fn subject(&self, tenant: &TenantId, subject: &str) -> Result<(), ApiError> {
+        self.set(&subject_cutoff_key(tenant.as_str(), subject))
+            .await
     }
 
     /// Voids the tokens already obtained with the API key `id` (the key itself is

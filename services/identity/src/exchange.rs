@@ -110,7 +110,7 @@ impl TokenExchange {
         if tenant.is_none() {
             tenant = self
                 .store
-                .tenant_by_id(named)
+                .tenant_by_id(&external.tenant)
                 .await
                 .map_err(ApiError::internal)?;
         }
@@ -120,7 +120,11 @@ impl TokenExchange {
             ))
             .with_details(serde_json::json!({ "tenant": named }))
         })?;
-        if !allowed.is_empty() && !allowed.iter().any(|a| *a == tenant.slug || *a == tenant.id) {
+        if !allowed.is_empty()
+            && !allowed
+                .iter()
+                .any(|a| *a == tenant.slug || a == tenant.id.as_str())
+        {
             return Err(forbidden(format!(
                 "your identity provider may not place people in tenant `{named}`"
             ))

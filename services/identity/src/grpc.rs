@@ -3,6 +3,8 @@
 //! acts for someone verifies the token it carries.
 
 use somagent_common::clock::rfc3339;
+use somagent_common::paging::PageSize;
+use somagent_common::proto::common::v1::PageInfo;
 use somagent_common::proto::identity::v1 as pb;
 use somagent_common::proto::identity::v1::identity_service_server::IdentityService;
 use tonic::{Request, Response, Status};
@@ -10,6 +12,7 @@ use tonic::{Request, Response, Status};
 use somagent_common::auth::grpc::caller;
 use somagent_common::auth::{Capability, SERVICE_KEY_HEADER, ServiceIssuerKey, Verifier};
 use somagent_common::error::ApiError;
+use somagent_common::tenant::TenantId;
 
 use crate::api_keys::{ApiKeyService, NewApiKey};
 use crate::domain::service_grants;
@@ -18,6 +21,9 @@ use crate::store::{ApiKeyRecord, User};
 use crate::tenants::{NewTenant, TenantChange, TenantService};
 use crate::tokens::{Acting, Grant, TokenService};
 use crate::users::{NewUser, UserService, UserUpdate};
+
+/// The most rows one page of a list holds, whatever the caller asks for.
+const MAX_PAGE: u32 = 100;
 
 pub struct IdentityGrpc {
     pub tokens: TokenService,
@@ -35,9 +41,15 @@ pub struct IdentityGrpc {
     pub issuer_key: ServiceIssuerKey,
 }
 
+/// A tenant id from a request. No tenant has one that does not parse, so it is answered
+/// as any other tenant that does not exist.
+fn tenant_id(id: &str) -> Result<TenantId, Status> {
+    TenantId::parse(id).map_err(|_| crate::tenants::not_found().into())
+}
+
 fn tenant_message(t: Tenant) -> pb::Tenant {
     pb::Tenant {
-        id: t.id,
+        id: t.id.into(),
         slug: t.slug,
         display_name: t.display_name,
         status: t.status,
@@ -48,7 +60,7 @@ fn tenant_message(t: Tenant) -> pb::Tenant {
 fn user_message(u: User) -> pb::User {
     pb::User {
         id: u.id,
-        tenant: u.tenant_id,
+        tenant: u.tenant_id.into(),
         username: u.username,
         status: u.status,
         // The roles, and what was granted beside them.
@@ -105,7 +117,8 @@ impl IdentityService for IdentityGrpc {
         request: Request<pb::GetTenantRequest>,
     ) -> Result<Response<pb::Tenant>, Status> {
         let actor = caller(&request)?;
-        let tenant = self.tenants.get(&actor, &request.get_ref().id).await?;
+        let id = tenant_id(&request.get_ref().id)?;
+        let tenant = self.tenants.get(&actor, &id).await?;
         Ok(Response::new(tenant_message(tenant)))
     }
 
@@ -115,10 +128,11 @@ impl IdentityService for IdentityGrpc {
     ) -> Result<Response<pb::ListTenantsResponse>, Status> {
         let actor = caller(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
-        let (tenants, next) = self.tenants.list(&actor, &page.cursor, page.limit).await?;
+        let size = PageSize::clamped(page.limit, MAX_PAGE);
+        let (tenants, next) = self.tenants.list(&actor, &page.cursor, size).await?;
         Ok(Response::new(pb::ListTenantsResponse {
             tenants: tenants.into_iter().map(tenant_message).collect(),
-            page: Some(somagent_common::proto::common::v1::PageInfo { next_cursor: next }),
+            page: Some(PageInfo { next_cursor: next }),
         }))
     }
 
@@ -132,8 +146,11 @@ impl IdentityService for IdentityGrpc {
             display_name: r.display_name,
             status: r.status,
         };
+        let Ok(id) = TenantId::parse(r.id) else {
+            return Err(self.tenants.update_unknown(&actor, &change).into());
+        };
         Ok(Response::new(tenant_message(
-            self.tenants.update(&actor, &r.id, change).await?,
+            self.tenants.update(&actor, &id, change).await?,
         )))
     }
 
@@ -142,7 +159,8 @@ impl IdentityService for IdentityGrpc {
         request: Request<pb::DeleteTenantRequest>,
     ) -> Result<Response<pb::DeleteTenantResponse>, Status> {
         let actor = caller(&request)?;
-        self.tenants.delete(&actor, &request.get_ref().id).await?;
+        let id = tenant_id(&request.get_ref().id)?;
+        self.tenants.delete(&actor, &id).await?;
         Ok(Response::new(pb::DeleteTenantResponse {}))
     }
 
@@ -177,10 +195,11 @@ impl IdentityService for IdentityGrpc {
     ) -> Result<Response<pb::ListUsersResponse>, Status> {
         let actor = caller(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
-        let (users, next) = self.users.list(&actor, &page.cursor, page.limit).await?;
+        let size = PageSize::clamped(page.limit, MAX_PAGE);
+        let (users, next) = self.users.list(&actor, &page.cursor, size).await?;
         Ok(Response::new(pb::ListUsersResponse {
             users: users.into_iter().map(user_message).collect(),
-            page: Some(somagent_common::proto::common::v1::PageInfo { next_cursor: next }),
+            page: Some(PageInfo { next_cursor: next }),
         }))
     }
 
@@ -272,10 +291,11 @@ impl IdentityService for IdentityGrpc {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let actor = caller(&request)?;
         let page = request.into_inner().page.unwrap_or_default();
-        let (keys, next) = self.api_keys.list(&actor, &page.cursor, page.limit).await?;
+        let size = PageSize::clamped(page.limit, MAX_PAGE);
+        let (keys, next) = self.api_keys.list(&actor, &page.cursor, size).await?;
         Ok(Response::new(pb::ListApiKeysResponse {
             keys: keys.into_iter().map(key_message).collect(),
-            page: Some(somagent_common::proto::common::v1::PageInfo { next_cursor: next }),
+            page: Some(PageInfo { next_cursor: next }),
         }))
     }
 
@@ -373,7 +393,9 @@ impl IdentityService for IdentityGrpc {
                 )
                 .into());
             }
-            (r.tenant, r.subject, None)
+            // A tenant named by something that is not a tenant id is no active tenant:
+            // answered, once the capabilities are settled, like any other.
+            (TenantId::parse(r.tenant).ok(), r.subject, None)
         } else {
             let p = self
                 .verifier
@@ -382,7 +404,7 @@ impl IdentityService for IdentityGrpc {
                 .map_err(|e| Status::from(ApiError::from(e)))?;
             // Never more than the token it stands for (an API key's narrowed scopes).
             let held: Vec<Capability> = p.capabilities.iter().copied().collect();
-            (p.tenant.as_str().to_owned(), p.subject, Some(held))
+            (Some(p.tenant), p.subject, Some(held))
         };
         let asked: Vec<Capability> = r
             .capabilities
@@ -413,6 +435,7 @@ impl IdentityService for IdentityGrpc {
                     .join(", ")
             )));
         }
+        let tenant = tenant.ok_or_else(crate::tokens::cannot_act_for)?;
         let acting = Acting {
             service: &r.service,
             callee: &r.callee,
@@ -452,7 +475,7 @@ impl IdentityService for IdentityGrpc {
         crate::audit::record(
             &self.events,
             &actor,
-            actor.tenant.as_str(),
+            &actor.tenant,
             "signing_key",
             &kid,
             "rotate",

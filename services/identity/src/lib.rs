@@ -26,7 +26,6 @@ pub mod domain;
 mod exchange;
 mod grpc;
 pub mod keyring;
-mod paging;
 mod reauth;
 pub mod store;
 pub mod tenants;

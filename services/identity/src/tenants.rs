@@ -6,6 +6,8 @@ use somagent_common::auth::{Capability, Principal, Role};
 use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
+use somagent_common::paging::PageSize;
+use somagent_common::tenant::TenantId;
 
 use crate::cutoffs::TokenCutoffs;
 use crate::domain::{names, password};
@@ -33,8 +35,50 @@ pub struct TenantService {
     cutoffs: TokenCutoffs,
 }
 
-fn not_found() -> ApiError {
+/// The one answer for a tenant the caller may not see, one that does not exist, and
+/// an id that is not a tenant id at all: none of them tells the others apart.
+pub(crate) fn not_found() -> ApiError {
     ApiError::not_found("tenant")
+}
+
+/// A new tenant's id: a UUIDv7, so tenants list in creation order.
+pub(crate) fn new_tenant_id() -> TenantId {
+    TenantId::parse(uuid::Uuid::now_v7().to_string()).expect("a UUID is a tenant id")
+}
+
+/// Whether `actor` may make `change` to a tenant (its own if `own`), answered in the
+/// order [`TenantService::update`] checks: another tenant is "not found" first, then
+/// what the change asks for.
+fn may_change(actor: &Principal, own: bool, change: &TenantChange) -> Result<(), ApiError> {
+    let platform = actor.can(Capability::PlatformAdmin);
+    if !platform && !own {
+        return Err(not_found());
+    }
+    if change.display_name.is_none() && change.status.is_none() {
+        return Err(ApiError::validation(
+            "body",
+            "name at least one of display_name, status",
+        ));
+    }
+    if let Some(name) = &change.display_name {
+        if !platform {
+            actor.require(Capability::TenantAdmin)?;
+        }
+        names::display_name(name).map_err(|e| ApiError::validation("display_name", e))?;
+    }
+    if let Some(status) = &change.status {
+        actor.require(Capability::PlatformAdmin)?;
+        if !matches!(status.as_str(), "active" | "suspended") {
+            return Err(ApiError::validation("status", "is `active` or `suspended`"));
+        }
+        if own {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "a platform admin cannot change the status of their own tenant",
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl TenantService {
@@ -63,7 +107,7 @@ impl TenantService {
             .map_err(ApiError::internal)?;
         let now = unix_now();
         let tenant = Tenant {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_tenant_id(),
             slug: new.slug,
             display_name: new.display_name,
             status: "active".into(),
@@ -91,7 +135,7 @@ impl TenantService {
             actor,
             &tenant.id,
             "tenant",
-            &tenant.id,
+            tenant.id.as_str(),
             "create",
         )
         .await;
@@ -99,8 +143,8 @@ impl TenantService {
         Ok(tenant)
     }
 
-    pub async fn get(&self, actor: &Principal, id: &str) -> Result<Tenant, ApiError> {
-        if !actor.can(Capability::PlatformAdmin) && actor.tenant.as_str() != id {
+    pub async fn get(&self, actor: &Principal, id: &TenantId) -> Result<Tenant, ApiError> {
+        if !actor.can(Capability::PlatformAdmin) && actor.tenant != *id {
             return Err(not_found());
         }
         self.store
@@ -116,40 +160,12 @@ impl TenantService {
     pub async fn update(
         &self,
         actor: &Principal,
-        id: &str,
+        id: &TenantId,
         change: TenantChange,
     ) -> Result<Tenant, ApiError> {
-        let platform = actor.can(Capability::PlatformAdmin);
-        let own = actor.tenant.as_str() == id;
-        if !platform && !own {
-            return Err(not_found());
-        }
-        if change.display_name.is_none() && change.status.is_none() {
-            return Err(ApiError::validation(
-                "body",
-                "name at least one of display_name, status",
-            ));
-        }
-        if let Some(name) = &change.display_name {
-            if !platform {
-                actor.require(Capability::TenantAdmin)?;
-            }
-            names::display_name(name).map_err(|e| ApiError::validation("display_name", e))?;
-        }
-        if let Some(status) = &change.status {
-            actor.require(Capability::PlatformAdmin)?;
-            if !matches!(status.as_str(), "active" | "suspended") {
-                return Err(ApiError::validation("status", "is `active` or `suspended`"));
-            }
-            if own {
-                return Err(ApiError::new(
-                    ErrorCode::Conflict,
-                    "a platform admin cannot change the status of their own tenant",
-                ));
-            }
-            if status == "suspended" {
-                self.cutoffs.tenant(id).await?;
-            }
+        may_change(actor, actor.tenant == *id, &change)?;
+        if change.status.as_deref() == Some("suspended") {
+            self.cutoffs.tenant(id).await?;
         }
         let tenant = self
             .store
@@ -157,21 +173,29 @@ impl TenantService {
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(not_found)?;
-        crate::audit::record(&self.events, actor, id, "tenant", id, "update").await;
+        crate::audit::record(&self.events, actor, id, "tenant", id.as_str(), "update").await;
         Ok(tenant)
+    }
+
+    /// What [`TenantService::update`] answers for an id that is not a tenant id at all:
+    /// what it answers for any tenant that does not exist, the change checked first.
+    pub fn update_unknown(&self, actor: &Principal, change: &TenantChange) -> ApiError {
+        may_change(actor, false, change)
+            .err()
+            .unwrap_or_else(not_found)
     }
 
     /// Deletes a tenant (platform admins, never their own): it disappears from every
     /// listing, its users cannot log in and every token of it stops working at once.
     /// Its slug stays taken, so old links never reach a new owner.
-    pub async fn delete(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
+    pub async fn delete(&self, actor: &Principal, id: &TenantId) -> Result<(), ApiError> {
         if !actor.can(Capability::PlatformAdmin) {
-            if actor.tenant.as_str() == id {
+            if actor.tenant == *id {
                 actor.require(Capability::PlatformAdmin)?;
             }
             return Err(not_found());
         }
-        if actor.tenant.as_str() == id {
+        if actor.tenant == *id {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 "a platform admin cannot delete their own tenant",
@@ -192,7 +216,7 @@ impl TenantService {
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(not_found)?;
-        crate::audit::record(&self.events, actor, id, "tenant", id, "delete").await;
+        crate::audit::record(&self.events, actor, id, "tenant", id.as_str(), "delete").await;
         tracing::info!(tenant = %id, "tenant deleted");
         Ok(())
     }
@@ -202,12 +226,12 @@ impl TenantService {
         &self,
         actor: &Principal,
         cursor: &str,
-        limit: u32,
+        size: PageSize,
     ) -> Result<(Vec<Tenant>, String), ApiError> {
         if !actor.can(Capability::PlatformAdmin) {
             let own = self
                 .store
-                .tenant_by_id(actor.tenant.as_str())
+                .tenant_by_id(&actor.tenant)
                 .await
                 .map_err(ApiError::internal)?;
             let page = if cursor.is_empty() {
@@ -219,9 +243,9 @@ impl TenantService {
         }
         let rows = self
             .store
-            .list_tenants(cursor, crate::paging::rows_to_read(limit))
+            .list_tenants(cursor, size.rows_to_read())
             .await
             .map_err(ApiError::internal)?;
-        Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
+        Ok(size.cut(rows, |r| r.id.as_str().to_owned()))
     }
 }

@@ -8,6 +8,7 @@ use somagent_common::auth::{Claims, TOKEN_AUDIENCE};
 use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::cache::{AttemptLimit, Cache};
+use somagent_common::tenant::TenantId;
 
 use crate::domain::totp::TotpSecret;
 use crate::domain::{api_key, password, refresh_token};
@@ -24,6 +25,7 @@ pub const SERVICE_TOKEN_TTL_SECS: i64 = 5 * 60;
 #[derive(Debug, Default, Clone)]
 pub struct Grant {
     pub grant_type: String,
+    /// The tenant's slug as the person types it: a name to look up, not yet a tenant.
     pub tenant: String,
     pub username: String,
     pub password: String,
@@ -93,6 +95,12 @@ fn invalid_credentials() -> ApiError {
         ErrorCode::Unauthorized,
         "invalid tenant, username, password or one-time code",
     )
+}
+
+/// A service token's user (or their tenant) is gone, disabled or was never there: one
+/// answer for all, so a service cannot probe who exists.
+pub(crate) fn cannot_act_for() -> ApiError {
+    ApiError::new(ErrorCode::Forbidden, "the user cannot be acted for")
 }
 
 impl TokenService {
@@ -327,7 +335,7 @@ impl TokenService {
 
     async fn new_refresh(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user_id: &str,
         family: &str,
     ) -> Result<String, ApiError> {
@@ -336,7 +344,7 @@ impl TokenService {
         let record = RefreshRecord {
             id: uuid::Uuid::now_v7().to_string(),
             family_id: family.to_owned(),
-            tenant_id: tenant_id.to_owned(),
+            tenant_id: tenant.clone(),
             user_id: user_id.to_owned(),
             hash,
             expires_at: now + refresh_token::TTL_SECS,
@@ -409,13 +417,12 @@ impl TokenService {
     pub async fn for_service(
         &self,
         acting: Acting<'_>,
-        tenant: &str,
+        tenant: &TenantId,
         subject: &str,
         narrow: &[somagent_common::auth::Capability],
     ) -> Result<IssuedToken, ApiError> {
-        let gone = || ApiError::new(ErrorCode::Forbidden, "the user cannot be acted for");
         if !self.tenant_is_active(tenant).await? {
-            return Err(gone());
+            return Err(cannot_act_for());
         }
         let user = self
             .store
@@ -423,7 +430,7 @@ impl TokenService {
             .await
             .map_err(ApiError::internal)?
             .filter(|u| u.status == "active")
-            .ok_or_else(gone)?;
+            .ok_or_else(cannot_act_for)?;
         let capabilities = user
             .capabilities
             .iter()
@@ -464,7 +471,7 @@ impl TokenService {
         )
     }
 
-    async fn tenant_is_active(&self, tenant: &str) -> Result<bool, ApiError> {
+    async fn tenant_is_active(&self, tenant: &TenantId) -> Result<bool, ApiError> {
         Ok(self
             .store
             .tenant_by_id(tenant)
@@ -475,7 +482,7 @@ impl TokenService {
 
     fn sign(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user: &crate::store::User,
         capabilities: Vec<somagent_common::auth::Capability>,
         exp: i64,
@@ -503,7 +510,7 @@ impl TokenService {
             iat: now,
             nbf: Some(now),
             jti: uuid::Uuid::now_v7().to_string(),
-            tenant: tenant_id.to_owned(),
+            tenant: tenant.as_str().to_owned(),
             username: Some(user.username.clone()),
             roles: user.roles.iter().map(|r| r.as_str().to_owned()).collect(),
             capabilities: capabilities.iter().map(|c| c.as_str().to_owned()).collect(),
@@ -521,7 +528,7 @@ impl TokenService {
             .current()
             .sign(&claims)
             .map_err(ApiError::internal)?;
-        tracing::info!(tenant = tenant_id, subject = %user.id, "access token issued");
+        tracing::info!(tenant = tenant.as_str(), subject = %user.id, "access token issued");
         Ok(IssuedToken {
             access_token,
             expires_in: exp - now,

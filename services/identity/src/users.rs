@@ -5,6 +5,7 @@ use somagent_common::auth::{Capability, Principal, Role};
 use somagent_common::clock::unix_now;
 use somagent_common::error::{ApiError, ErrorCode, on_constraint};
 use somagent_common::infra::events::EventBus;
+use somagent_common::paging::PageSize;
 
 use crate::cutoffs::TokenCutoffs;
 use crate::domain::totp::TotpSecret;
@@ -178,7 +179,7 @@ impl UserService {
         let hash = hash_password(new.password).await?;
         let user = User {
             id: uuid::Uuid::now_v7().to_string(),
-            tenant_id: actor.tenant.as_str().to_owned(),
+            tenant_id: actor.tenant.clone(),
             username: new.username,
             password_hash: hash,
             status: "active".into(),
@@ -219,7 +220,7 @@ impl UserService {
         id: &str,
         change: UserUpdate,
     ) -> Result<User, ApiError> {
-        let tenant = actor.tenant.as_str();
+        let tenant = &actor.tenant;
         let user = self
             .store
             .user_by_id(tenant, id)
@@ -308,7 +309,7 @@ impl UserService {
     /// tokens stop working at once. Nobody deletes themself.
     pub async fn delete(&self, actor: &Principal, id: &str) -> Result<(), ApiError> {
         actor.require(Capability::UsersWrite)?;
-        let tenant = actor.tenant.as_str();
+        let tenant = &actor.tenant;
         let user = self
             .store
             .user_by_id(tenant, id)
@@ -472,7 +473,7 @@ impl UserService {
     async fn own_account(&self, actor: &Principal, id: &str) -> Result<User, ApiError> {
         let user = self
             .store
-            .user_by_id(actor.tenant.as_str(), id)
+            .user_by_id(&actor.tenant, id)
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found("user"))?;
@@ -488,7 +489,7 @@ impl UserService {
     pub async fn get(&self, actor: &Principal, id: &str) -> Result<User, ApiError> {
         actor.require(Capability::UsersRead)?;
         self.store
-            .user_by_id(actor.tenant.as_str(), id)
+            .user_by_id(&actor.tenant, id)
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found("user"))
@@ -498,18 +499,14 @@ impl UserService {
         &self,
         actor: &Principal,
         cursor: &str,
-        limit: u32,
+        size: PageSize,
     ) -> Result<(Vec<User>, String), ApiError> {
         actor.require(Capability::UsersRead)?;
         let rows = self
             .store
-            .list_users(
-                actor.tenant.as_str(),
-                cursor,
-                crate::paging::rows_to_read(limit),
-            )
+            .list_users(&actor.tenant, cursor, size.rows_to_read())
             .await
             .map_err(ApiError::internal)?;
-        Ok(crate::paging::page(rows, limit, |r| r.id.as_str()))
+        Ok(size.cut(rows, |r| r.id.clone()))
     }
 }

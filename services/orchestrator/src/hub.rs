@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use somagent_common::CancellationToken;
 use somagent_common::app::ServiceBuilder;
 use somagent_common::infra::cache::Cache;
+use somagent_common::tenant::TenantId;
 use somagent_common::turn::TurnEvent;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
@@ -31,7 +32,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Live {
     /// The session's tenant: watchers are keyed by tenant and session, so an event can
-    /// only ever reach watchers of its own tenant.
+    /// only ever reach watchers of its own tenant. A string as the turn workflow
+    /// carries it; watchers subscribe with a [`TenantId`], so one that is not a tenant
+    /// id reaches nobody.
     pub tenant: String,
     pub session_id: String,
     pub turn: u32,
@@ -132,10 +135,10 @@ impl TurnHub {
         hub
     }
 
-    pub fn subscribe(&self, tenant: &str, session_id: &str) -> broadcast::Receiver<Live> {
+    pub fn subscribe(&self, tenant: &TenantId, session_id: &str) -> broadcast::Receiver<Live> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
-            .entry(watch_key(tenant, session_id))
+            .entry(watch_key(tenant.as_str(), session_id))
             .or_insert_with(|| broadcast::channel(1024).0)
             .subscribe()
     }
@@ -311,8 +314,9 @@ mod tests {
     #[tokio::test]
     async fn watchers_of_one_tenant_never_get_another_tenants_events() {
         let hub = TurnHub::local();
-        let mut mine = hub.subscribe("t1", "s1");
-        let mut theirs = hub.subscribe("t2", "s1");
+        let tenant = |t: &str| TenantId::parse(t).unwrap();
+        let mut mine = hub.subscribe(&tenant("t1"), "s1");
+        let mut theirs = hub.subscribe(&tenant("t2"), "s1");
         hub.send(delta("t1", "private"));
         assert_eq!(mine.recv().await.unwrap(), delta("t1", "private"));
         assert!(theirs.try_recv().is_err());

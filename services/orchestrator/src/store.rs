@@ -3,6 +3,7 @@
 use serde_json::Value;
 use somagent_common::clock::unix_now;
 use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -23,7 +24,7 @@ pub const MIGRATIONS: &[Migration] = &[
 #[derive(Debug, Clone, PartialEq)]
 pub struct Session {
     pub id: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub owner: String,
     pub status: String,
     pub capsule_id: String,
@@ -66,7 +67,7 @@ impl SessionStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)",
         )
         .bind(&s.id)
-        .bind(&s.tenant)
+        .bind(s.tenant.as_str())
         .bind(&s.owner)
         .bind(&s.status)
         .bind(&s.capsule_id)
@@ -78,12 +79,12 @@ impl SessionStore {
         Ok(())
     }
 
-    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Session>, DbError> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Session>, DbError> {
         let sql = format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND id = $2 AND status <> 'deleted'"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
+            .bind(tenant.as_str())
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -93,7 +94,7 @@ impl SessionStore {
     /// A page of the tenant's sessions (of `owner` if given), after `after`.
     pub async fn list(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         owner: Option<&str>,
         after: &str,
         limit: i64,
@@ -103,7 +104,7 @@ impl SessionStore {
              AND ($3 = '' OR owner = $3) ORDER BY id LIMIT $4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
+            .bind(tenant.as_str())
             .bind(after)
             .bind(owner.unwrap_or_default())
             .bind(limit)
@@ -112,10 +113,10 @@ impl SessionStore {
         db::all(&rows)
     }
 
-    pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, DbError> {
         Ok(sqlx::query("UPDATE sessions SET status = 'deleted', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status <> 'deleted'")
             .bind(unix_now())
-            .bind(tenant)
+            .bind(tenant.as_str())
             .bind(id)
             .execute(self.db.pool())
             .await?
@@ -127,7 +128,7 @@ impl SessionStore {
     /// transaction; None if the session is busy with a turn (or gone).
     pub async fn begin_turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         content: &str,
     ) -> Result<Option<u32>, DbError> {
@@ -137,7 +138,7 @@ impl SessionStore {
              WHERE tenant_id = $2 AND id = $3 AND status = 'idle'",
         )
         .bind(unix_now())
-        .bind(tenant)
+        .bind(tenant.as_str())
         .bind(id)
         .execute(&mut *tx)
         .await?
@@ -153,7 +154,7 @@ impl SessionStore {
         let position = next_position(&mut tx, id).await?;
         insert_message(
             &mut tx,
-            tenant,
+            tenant.as_str(),
             &format!("session-{id}-turn-{turn}-user"),
             id,
             turn,
@@ -169,7 +170,8 @@ impl SessionStore {
     }
 
     /// Stores a turn's new messages once (ids fixed by the turn), and makes the session
-    /// idle again.
+    /// idle again. `tenant` is a string as the turn workflow carries it (in its
+    /// serialized input).
     pub async fn finish_turn(
         &self,
         tenant: &str,
@@ -212,7 +214,8 @@ impl SessionStore {
         Ok(())
     }
 
-    /// The session's messages in order, after position `after`.
+    /// The session's messages in order, after position `after`. `tenant` is a string
+    /// because the turn workflow reads them too, with the tenant as its input carries it.
     pub async fn messages(
         &self,
         tenant: &str,
@@ -287,7 +290,12 @@ impl FromAnyRow for Session {
         let metadata: String = r.try_get(6)?;
         Ok(Session {
             id: r.try_get(0)?,
-            tenant: r.try_get(1)?,
+            tenant: db::get_parsed(
+                r,
+                1,
+                |t| TenantId::parse(t).ok(),
+                "stored session has a bad tenant id",
+            )?,
             owner: r.try_get(2)?,
             status: r.try_get(3)?,
             capsule_id: r.try_get(4)?,

@@ -17,6 +17,7 @@ use somagent_common::infra::events::EventBus;
 use somagent_common::metrics::Metrics;
 use somagent_common::proto::constitution::v1 as cpb;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
+use somagent_common::tenant::TenantId;
 
 use crate::domain::rego::{Compiled, compile};
 use crate::engine::Engine;
@@ -94,7 +95,7 @@ impl Decision {
 }
 
 /// A cached decision's key: the tenant and a digest of the input.
-type DecisionKey = (String, [u8; 16]);
+type DecisionKey = (TenantId, [u8; 16]);
 
 /// What is being decided about.
 #[derive(Debug, Clone)]
@@ -150,7 +151,7 @@ pub struct PolicyDecider {
     engine: Engine,
     rules: RuleStore,
     constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
-    compiled: Mutex<HashMap<String, (Instant, Arc<Compiled>)>>,
+    compiled: Mutex<HashMap<TenantId, (Instant, Arc<Compiled>)>>,
     decisions: Mutex<HashMap<DecisionKey, (Instant, Decision)>>,
     events: EventBus,
 }
@@ -184,7 +185,7 @@ impl PolicyDecider {
 
     /// Forgets what was compiled and decided for `tenant` (its constitution or rules
     /// changed).
-    pub fn invalidate(&self, tenant: &str) {
+    pub fn invalidate(&self, tenant: &TenantId) {
         self.compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -216,11 +217,11 @@ impl PolicyDecider {
                 "names the tool for action `tool`",
             ));
         }
-        let tenant = principal.tenant.as_str();
+        let tenant = &principal.tenant;
         let roles: Vec<&str> = principal.roles.iter().map(|r| r.as_str()).collect();
         let question =
             json!({ "action": q.action, "text": q.text, "tool": q.tool, "roles": roles });
-        let key = (tenant.to_owned(), digest(&question));
+        let key = (tenant.clone(), digest(&question));
         if let Some((at, cached)) = self
             .decisions
             .lock()
@@ -241,11 +242,15 @@ impl PolicyDecider {
                 decision
             }
             Err(Unanswered::Failed(e)) => {
-                tracing::error!(error = %e, tenant, "policy evaluation failed; denying");
+                tracing::error!(error = %e, tenant = tenant.as_str(), "policy evaluation failed; denying");
                 Decision::fail_closed("engine error", String::new())
             }
             Err(Unanswered::TimedOut(stage)) => {
-                tracing::error!(tenant, stage, "policy evaluation timed out; denying");
+                tracing::error!(
+                    tenant = tenant.as_str(),
+                    stage,
+                    "policy evaluation timed out; denying"
+                );
                 Decision::fail_closed("timeout", String::new())
             }
         };
@@ -256,7 +261,7 @@ impl PolicyDecider {
 
     async fn evaluate(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         token: &str,
         q: &Question,
         roles: &[&str],
@@ -284,13 +289,13 @@ impl PolicyDecider {
 
     /// The tenant's compiled policy, as decisions use it (`token` reads the
     /// constitution); bounded like a decision's preparation.
-    pub async fn compiled(&self, tenant: &str, token: &str) -> anyhow::Result<Arc<Compiled>> {
+    pub async fn compiled(&self, tenant: &TenantId, token: &str) -> anyhow::Result<Arc<Compiled>> {
         tokio::time::timeout(PREPARE, self.compiled_for(tenant, token))
             .await
             .map_err(|_| anyhow::anyhow!("preparing the tenant's policy timed out"))?
     }
 
-    async fn compiled_for(&self, tenant: &str, token: &str) -> anyhow::Result<Arc<Compiled>> {
+    async fn compiled_for(&self, tenant: &TenantId, token: &str) -> anyhow::Result<Arc<Compiled>> {
         if let Some((at, compiled)) = self
             .compiled
             .lock()
@@ -312,12 +317,17 @@ impl PolicyDecider {
             .into_inner();
         let constitution: Constitution = serde_json::from_str(&current.document_json)?;
         let rules = self.rules.list(tenant).await?;
-        let compiled = Arc::new(compile(tenant, &constitution, &current.hash, &rules));
+        let compiled = Arc::new(compile(
+            tenant.as_str(),
+            &constitution,
+            &current.hash,
+            &rules,
+        ));
         self.engine.prepare(&compiled).await?;
         self.compiled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(tenant.to_owned(), (Instant::now(), compiled.clone()));
+            .insert(tenant.clone(), (Instant::now(), compiled.clone()));
         Ok(compiled)
     }
 

@@ -91,7 +91,7 @@ async fn forget_on_change(
     let forget = move |delivery: Delivery| {
         let decider = decider.clone();
         async move {
-            decider.invalidate(delivery.event.tenant.as_str());
+            decider.invalidate(&delivery.event.tenant);
             Ok(())
         }
     };

@@ -2,6 +2,7 @@
 
 use somagent_common::constitution::Severity;
 use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -26,19 +27,19 @@ impl RuleStore {
         Self { db }
     }
 
-    pub async fn list(&self, tenant: &str) -> Result<Vec<Rule>, DbError> {
+    pub async fn list(&self, tenant: &TenantId) -> Result<Vec<Rule>, DbError> {
         let sql = format!("{SELECT} WHERE tenant_id = $1 ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
+            .bind(tenant.as_str())
             .fetch_all(self.db.pool())
             .await?;
         db::all(&rows)
     }
 
-    pub async fn get(&self, tenant: &str, id: &str) -> Result<Option<Rule>, DbError> {
+    pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Rule>, DbError> {
         let sql = format!("{SELECT} WHERE tenant_id = $1 AND id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant)
+            .bind(tenant.as_str())
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -46,7 +47,12 @@ impl RuleStore {
     }
 
     /// Inserts or, with `replace`, updates; false if `replace` found nothing.
-    pub async fn save(&self, tenant: &str, rule: &Rule, replace: bool) -> Result<bool, DbError> {
+    pub async fn save(
+        &self,
+        tenant: &TenantId,
+        rule: &Rule,
+        replace: bool,
+    ) -> Result<bool, DbError> {
         let sql = if replace {
             "UPDATE policy_rules SET name = $3, description = $4, kind = $5, value = $6, severity = $7, \
              score = $8, enabled = $9, updated_at = $10 WHERE tenant_id = $1 AND id = $2"
@@ -55,7 +61,7 @@ impl RuleStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         };
         let done = sqlx::query(sql)
-            .bind(tenant)
+            .bind(tenant.as_str())
             .bind(&rule.id)
             .bind(&rule.name)
             .bind(&rule.description)
@@ -71,10 +77,10 @@ impl RuleStore {
         Ok(done == 1)
     }
 
-    pub async fn delete(&self, tenant: &str, id: &str) -> Result<bool, DbError> {
+    pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, DbError> {
         Ok(
             sqlx::query("DELETE FROM policy_rules WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant)
+                .bind(tenant.as_str())
                 .bind(id)
                 .execute(self.db.pool())
                 .await?

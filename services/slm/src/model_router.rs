@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::tenant::TenantId;
 use tokio::sync::mpsc;
 
 use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, TokenUsage};
@@ -123,7 +124,7 @@ impl ModelRouter {
 
     /// The profiles the tenant may call: the platform's and the tenant's tunings of
     /// them. A tuning never shadows a platform profile: platform names come first.
-    pub async fn visible_profiles(&self, tenant: &str) -> Result<Vec<Profile>, ApiError> {
+    pub async fn visible_profiles(&self, tenant: &TenantId) -> Result<Vec<Profile>, ApiError> {
         let platform = self.platform_profiles().await?;
         let own = self
             .profiles
@@ -147,7 +148,7 @@ impl ModelRouter {
         Ok(all)
     }
 
-    async fn profile(&self, tenant: &str, name: &str) -> Result<Option<Profile>, ApiError> {
+    async fn profile(&self, tenant: &TenantId, name: &str) -> Result<Option<Profile>, ApiError> {
         let platform = self.platform_profiles().await?;
         if let Some(own) = platform.iter().find(|p| p.name == name) {
             return Ok(Some(own.clone()));
@@ -169,7 +170,7 @@ impl ModelRouter {
     /// The profile `model` names, then its fallbacks (and theirs), without repeats.
     /// A name no profile has is a 404 naming those there are, never a guess at an
     /// upstream's model at another model's price.
-    async fn chain(&self, tenant: &str, model: &str) -> Result<Vec<Profile>, ApiError> {
+    async fn chain(&self, tenant: &TenantId, model: &str) -> Result<Vec<Profile>, ApiError> {
         if self.upstreams.is_empty() {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
@@ -225,7 +226,7 @@ impl ModelRouter {
                 "name at least one message",
             ));
         }
-        let chain = self.chain(caller.tenant.as_str(), &asked.model).await?;
+        let chain = self.chain(&caller.tenant, &asked.model).await?;
         let mut last: Option<UpstreamError> = None;
         let mut last_profile = String::new();
         for profile in chain {

@@ -17,6 +17,7 @@ use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::policy::v1 as pb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::service::POLICY;
+use somagent_common::tenant::TenantId;
 
 use crate::domain::output_guard::OutputRules;
 
@@ -27,7 +28,7 @@ pub struct OutputRuleSource {
     policy: PolicyServiceClient<tonic::transport::Channel>,
     /// slm's own tokens, for a caller that came with a service token meant for slm.
     tokens: ServiceTokens,
-    cached: Mutex<HashMap<String, (Instant, Arc<OutputRules>)>>,
+    cached: Mutex<HashMap<TenantId, (Instant, Arc<OutputRules>)>>,
 }
 
 impl OutputRuleSource {
@@ -48,7 +49,7 @@ impl OutputRuleSource {
         principal: &Principal,
         bearer: &str,
     ) -> Result<Arc<OutputRules>, ApiError> {
-        let tenant = principal.tenant.as_str();
+        let tenant = &principal.tenant;
         if let Some((at, rules)) = self
             .cached
             .lock()
@@ -69,7 +70,7 @@ impl OutputRuleSource {
         if cached.len() >= MAX_CACHED {
             cached.clear();
         }
-        cached.insert(tenant.to_owned(), (Instant::now(), rules.clone()));
+        cached.insert(tenant.clone(), (Instant::now(), rules.clone()));
         Ok(rules)
     }
 

@@ -142,10 +142,9 @@ pub async fn put_tenant(
             ),
         ));
     };
-    let tenant = principal.tenant.as_str();
     router
         .profiles()
-        .put_tenant(tenant, &tuning, unix_now())
+        .put_tenant(&principal.tenant, &tuning, unix_now())
         .await
         .map_err(ApiError::internal)?;
     Ok(tuning.over(base))
@@ -161,7 +160,7 @@ pub async fn delete(
     principal.require(Capability::SettingsWrite)?;
     let profiles = router.profiles();
     if profiles
-        .delete_tenant(principal.tenant.as_str(), name)
+        .delete_tenant(&principal.tenant, name)
         .await
         .map_err(ApiError::internal)?
     {

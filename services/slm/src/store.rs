@@ -2,6 +2,7 @@
 //! names its tenant) and the profiles platform admins set (the rows of [`PLATFORM`]).
 
 use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -37,13 +38,14 @@ impl ProfileStore {
         Self { db }
     }
 
-    async fn rows(&self, tenant: &str, name: Option<&str>) -> Result<Vec<Profile>, DbError> {
+    /// `tenant_id` is a tenant's id or [`PLATFORM`], which no tenant id can be.
+    async fn rows(&self, tenant_id: &str, name: Option<&str>) -> Result<Vec<Profile>, DbError> {
         let mut sql = format!("SELECT {COLUMNS} FROM model_profiles WHERE tenant_id = $1");
         if name.is_some() {
             sql.push_str(" AND name = $2");
         }
         sql.push_str(" ORDER BY name");
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant_id);
         if let Some(name) = name {
             query = query.bind(name);
         }
@@ -66,9 +68,9 @@ impl ProfileStore {
 
     /// The tenant's tunings. Rows from before tenant profiles had a base are left out:
     /// they carry prices the tenant set.
-    pub async fn tenant_list(&self, tenant: &str) -> Result<Vec<TenantProfile>, DbError> {
+    pub async fn tenant_list(&self, tenant: &TenantId) -> Result<Vec<TenantProfile>, DbError> {
         Ok(self
-            .rows(tenant, None)
+            .rows(tenant.as_str(), None)
             .await?
             .into_iter()
             .filter_map(tuning)
@@ -77,11 +79,11 @@ impl ProfileStore {
 
     pub async fn tenant_get(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         name: &str,
     ) -> Result<Option<TenantProfile>, DbError> {
         Ok(self
-            .rows(tenant, Some(name))
+            .rows(tenant.as_str(), Some(name))
             .await?
             .into_iter()
             .find_map(tuning))
@@ -96,7 +98,7 @@ impl ProfileStore {
     /// model or price of its own.
     pub async fn put_tenant(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         profile: &TenantProfile,
         now: i64,
     ) -> Result<(), DbError> {
@@ -113,12 +115,13 @@ impl ProfileStore {
             platform: false,
             base: None,
         };
-        self.put(tenant, &row, &profile.base, now).await
+        self.put(tenant.as_str(), &row, &profile.base, now).await
     }
 
+    /// `tenant_id` is a tenant's id or [`PLATFORM`].
     async fn put(
         &self,
-        tenant: &str,
+        tenant_id: &str,
         profile: &Profile,
         base: &str,
         now: i64,
@@ -133,7 +136,7 @@ impl ProfileStore {
              currency = excluded.currency, timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at, \
              base = excluded.base",
         )
-        .bind(tenant)
+        .bind(tenant_id)
         .bind(&profile.name)
         .bind(&profile.upstream)
         .bind(&profile.model)
@@ -151,18 +154,19 @@ impl ProfileStore {
         Ok(())
     }
 
-    pub async fn delete_tenant(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
-        self.delete(tenant, name).await
+    pub async fn delete_tenant(&self, tenant: &TenantId, name: &str) -> Result<bool, DbError> {
+        self.delete(tenant.as_str(), name).await
     }
 
     pub async fn delete_platform(&self, name: &str) -> Result<bool, DbError> {
         self.delete(PLATFORM, name).await
     }
 
-    async fn delete(&self, tenant: &str, name: &str) -> Result<bool, DbError> {
+    /// `tenant_id` is a tenant's id or [`PLATFORM`].
+    async fn delete(&self, tenant_id: &str, name: &str) -> Result<bool, DbError> {
         Ok(
             sqlx::query("DELETE FROM model_profiles WHERE tenant_id = $1 AND name = $2")
-                .bind(tenant)
+                .bind(tenant_id)
                 .bind(name)
                 .execute(self.db.pool())
                 .await?

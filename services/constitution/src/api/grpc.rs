@@ -13,6 +13,7 @@ use somagent_common::infra::events::{Envelope, topics};
 use somagent_common::infra::outbox::Outbox;
 use somagent_common::proto::constitution::v1 as pb;
 use somagent_common::proto::constitution::v1::constitution_service_server::ConstitutionService;
+use somagent_common::tenant::TenantId;
 use tonic::{Request, Response, Status};
 
 use crate::domain::signing::{Signer, hash};
@@ -26,7 +27,7 @@ pub struct ConstitutionGrpc {
 
 impl ConstitutionGrpc {
     /// The platform's default, as version 0 of `tenant`, signed for it.
-    fn default_for(&self, tenant: &str) -> StoredVersion {
+    fn default_for(&self, tenant: &TenantId) -> StoredVersion {
         let document = Constitution::default_document().canonical_json();
         let hash = hash(&document);
         StoredVersion {
@@ -39,13 +40,13 @@ impl ConstitutionGrpc {
         }
     }
 
-    fn message(&self, tenant: &str, v: StoredVersion) -> Result<pb::Constitution, ApiError> {
+    fn message(&self, tenant: &TenantId, v: StoredVersion) -> Result<pb::Constitution, ApiError> {
         if !self
             .signer
             .verify(tenant, v.version, &v.document, &v.hash, &v.signature)
         {
             tracing::error!(
-                tenant,
+                tenant = tenant.as_str(),
                 version = v.version,
                 "a stored constitution failed verification"
             );
@@ -55,7 +56,7 @@ impl ConstitutionGrpc {
             )));
         }
         Ok(pb::Constitution {
-            tenant: tenant.to_owned(),
+            tenant: tenant.as_str().to_owned(),
             version: v.version,
             document_json: v.document,
             hash: v.hash,
@@ -97,7 +98,7 @@ impl ConstitutionService for ConstitutionGrpc {
     ) -> Result<Response<pb::Constitution>, Status> {
         let principal = caller(&request)?;
         principal.require(Capability::ConstitutionRead)?;
-        let tenant = principal.tenant.as_str();
+        let tenant = &principal.tenant;
         let current = match self
             .store
             .latest(tenant)
@@ -116,7 +117,7 @@ impl ConstitutionService for ConstitutionGrpc {
     ) -> Result<Response<pb::Constitution>, Status> {
         let principal = caller(&request)?;
         principal.require(Capability::ConstitutionRead)?;
-        let tenant = principal.tenant.as_str();
+        let tenant = &principal.tenant;
         let version = request.get_ref().version;
         let found = if version == 0 {
             self.default_for(tenant)
@@ -136,7 +137,7 @@ impl ConstitutionService for ConstitutionGrpc {
     ) -> Result<Response<pb::Constitution>, Status> {
         let principal = caller(&request)?;
         principal.require(Capability::ConstitutionWrite)?;
-        let tenant = principal.tenant.as_str();
+        let tenant = &principal.tenant;
         let document = parse(&request.get_ref().document_json)?.canonical_json();
         let hash = hash(&document);
         // Two publishers at once: one gets the next version, the other the one after.
@@ -180,11 +181,11 @@ impl ConstitutionService for ConstitutionGrpc {
                 (topics::AUDIT, published),
             ] {
                 self.outbox
-                    .publish(topic, tenant, &event)
+                    .publish(topic, tenant.as_str(), &event)
                     .await
                     .map_err(ApiError::internal)?;
             }
-            tracing::info!(tenant, version = next, %hash, "constitution published");
+            tracing::info!(tenant = tenant.as_str(), version = next, %hash, "constitution published");
             return Ok(Response::new(self.message(tenant, version)?));
         }
         Err(ApiError::new(

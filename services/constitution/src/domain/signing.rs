@@ -3,6 +3,7 @@
 //! back checks both, so an edited row is refused rather than enforced.
 
 use somagent_common::auth::{SigningKey, verify_ed25519};
+use somagent_common::tenant::TenantId;
 
 pub struct Signer {
     key: SigningKey,
@@ -13,7 +14,7 @@ pub fn hash(document: &str) -> String {
     data_encoding::HEXLOWER.encode(digest.as_ref())
 }
 
-fn message(tenant: &str, version: u32, hash: &str) -> String {
+fn message(tenant: &TenantId, version: u32, hash: &str) -> String {
     format!("{tenant}\n{version}\n{hash}")
 }
 
@@ -31,7 +32,7 @@ impl Signer {
     }
 
     /// The signature of version `version` of `tenant`'s constitution with this hash.
-    pub fn sign(&self, tenant: &str, version: u32, hash: &str) -> String {
+    pub fn sign(&self, tenant: &TenantId, version: u32, hash: &str) -> String {
         data_encoding::BASE64URL_NOPAD.encode(
             &self
                 .key
@@ -42,7 +43,7 @@ impl Signer {
     /// True if `document` hashes to `hash` and `signature` is this key's over it.
     pub fn verify(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         version: u32,
         document: &str,
         hash_hex: &str,
@@ -69,12 +70,16 @@ mod tests {
         let signer = Signer::new(SigningKey::generate().unwrap());
         let doc = r#"{"a":1}"#;
         let h = hash(doc);
-        let sig = signer.sign("t1", 3, &h);
-        assert!(signer.verify("t1", 3, doc, &h, &sig));
-        assert!(!signer.verify("t1", 3, r#"{"a":2}"#, &h, &sig));
-        assert!(!signer.verify("t2", 3, doc, &h, &sig));
-        assert!(!signer.verify("t1", 4, doc, &h, &sig));
+        let (t1, t2) = (
+            TenantId::parse("t1").unwrap(),
+            TenantId::parse("t2").unwrap(),
+        );
+        let sig = signer.sign(&t1, 3, &h);
+        assert!(signer.verify(&t1, 3, doc, &h, &sig));
+        assert!(!signer.verify(&t1, 3, r#"{"a":2}"#, &h, &sig));
+        assert!(!signer.verify(&t2, 3, doc, &h, &sig));
+        assert!(!signer.verify(&t1, 4, doc, &h, &sig));
         let other = Signer::new(SigningKey::generate().unwrap());
-        assert!(!other.verify("t1", 3, doc, &h, &sig));
+        assert!(!other.verify(&t1, 3, doc, &h, &sig));
     }
 }

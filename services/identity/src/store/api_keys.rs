@@ -2,15 +2,16 @@
 
 use somagent_common::auth::Capability;
 use somagent_common::infra::db::{self, DbError, FromAnyRow};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::IdentityStore;
+use super::{IdentityStore, get_tenant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub user_id: String,
     pub name: String,
     pub prefix: String,
@@ -36,7 +37,7 @@ impl FromAnyRow for ApiKeyRecord {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ApiKeyRecord {
             id: r.try_get(0)?,
-            tenant_id: r.try_get(1)?,
+            tenant_id: get_tenant(r, 1)?,
             user_id: r.try_get(2)?,
             name: r.try_get(3)?,
             prefix: r.try_get(4)?,
@@ -61,7 +62,7 @@ impl IdentityStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
-        .bind(&key.tenant_id)
+        .bind(key.tenant_id.as_str())
         .bind(&key.user_id)
         .bind(&key.name)
         .bind(&key.prefix)
@@ -85,7 +86,7 @@ impl IdentityStore {
     /// A tenant's keys (only `user_id`'s when given), in creation order after `after`.
     pub async fn list_api_keys(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user_id: Option<&str>,
         after: &str,
         limit: i64,
@@ -93,7 +94,7 @@ impl IdentityStore {
         let rows = sqlx::query(select_keys!(
             "WHERE tenant_id = $1 AND ($2 = '' OR user_id = $2) AND id > $3 ORDER BY id LIMIT $4"
         ))
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .bind(user_id.unwrap_or_default())
         .bind(after)
         .bind(limit)
@@ -106,7 +107,7 @@ impl IdentityStore {
     /// such live key.
     pub async fn revoke_api_key(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         id: &str,
         user_id: Option<&str>,
         now: i64,
@@ -116,7 +117,7 @@ impl IdentityStore {
              WHERE tenant_id = $2 AND id = $3 AND ($4 = '' OR user_id = $4) AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .bind(id)
         .bind(user_id.unwrap_or_default())
         .execute(self.db.pool())
@@ -127,7 +128,7 @@ impl IdentityStore {
     /// Revokes every live key of a user.
     pub async fn revoke_api_keys_of_user(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user_id: &str,
         now: i64,
     ) -> Result<(), DbError> {
@@ -136,7 +137,7 @@ impl IdentityStore {
              WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .bind(user_id)
         .execute(self.db.pool())
         .await?;
@@ -146,11 +147,11 @@ impl IdentityStore {
     /// The owner of a key of the tenant, if there is such a key.
     pub async fn api_key_owner(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         id: &str,
     ) -> Result<Option<String>, DbError> {
         let row = sqlx::query("SELECT user_id FROM api_keys WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
+            .bind(tenant.as_str())
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;

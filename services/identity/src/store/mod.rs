@@ -15,6 +15,7 @@ use somagent_common::auth::{Capability, Role};
 use somagent_common::clock::unix_now;
 use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
 use somagent_common::secrets::Sealer;
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -64,7 +65,7 @@ macro_rules! select_users {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
-    pub id: String,
+    pub id: TenantId,
     pub slug: String,
     pub display_name: String,
     pub status: String,
@@ -74,7 +75,7 @@ pub struct Tenant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub username: String,
     pub password_hash: String,
     pub status: String,
@@ -121,6 +122,17 @@ fn join<T>(items: &[T], name: impl Fn(&T) -> &'static str) -> String {
     items.iter().map(name).collect::<Vec<_>>().join(" ")
 }
 
+/// A row's tenant column: only ids that parse are ever written, so one that does not
+/// is a decode error rather than a tenant taken as it stands.
+pub(crate) fn get_tenant(row: &AnyRow, index: usize) -> Result<TenantId, sqlx::Error> {
+    db::get_parsed(
+        row,
+        index,
+        |id| TenantId::parse(id).ok(),
+        "stored row names an invalid tenant id",
+    )
+}
+
 impl IdentityStore {
     pub fn new(db: Db, sealer: Arc<Sealer>) -> Self {
         Self { db, sealer }
@@ -143,7 +155,7 @@ impl IdentityStore {
         sqlx::query(
             "INSERT INTO tenants (id, slug, display_name, status, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
-        .bind(&tenant.id)
+        .bind(tenant.id.as_str())
         .bind(&tenant.slug)
         .bind(&tenant.display_name)
         .bind(&tenant.status)
@@ -162,10 +174,10 @@ impl IdentityStore {
         .await
     }
 
-    pub async fn tenant_by_id(&self, id: &str) -> Result<Option<Tenant>, DbError> {
+    pub async fn tenant_by_id(&self, id: &TenantId) -> Result<Option<Tenant>, DbError> {
         self.one_tenant(
             "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1 AND status <> 'deleted'",
-            id,
+            id.as_str(),
         )
         .await
     }
@@ -194,7 +206,7 @@ impl IdentityStore {
     /// (undeleted) tenant.
     pub async fn update_tenant(
         &self,
-        id: &str,
+        id: &TenantId,
         display_name: Option<&str>,
         status: Option<&str>,
     ) -> Result<Option<Tenant>, DbError> {
@@ -204,7 +216,7 @@ impl IdentityStore {
         )
         .bind(display_name)
         .bind(status)
-        .bind(id)
+        .bind(id.as_str())
         .execute(self.db.pool())
         .await?
         .rows_affected();
@@ -214,7 +226,7 @@ impl IdentityStore {
         // Read back, including a tenant just marked deleted.
         self.one_tenant(
             "SELECT id, slug, display_name, status, created_at FROM tenants WHERE id = $1",
-            id,
+            id.as_str(),
         )
         .await
     }
@@ -226,19 +238,19 @@ impl IdentityStore {
         tx.commit().await
     }
 
-    pub async fn user_by_id(&self, tenant_id: &str, id: &str) -> Result<Option<User>, DbError> {
+    pub async fn user_by_id(&self, tenant: &TenantId, id: &str) -> Result<Option<User>, DbError> {
         let row = sqlx::query(select_users!("WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant_id)
+            .bind(tenant.as_str())
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
         db::optional(row)
     }
 
-    /// Applies `change` to a user of `tenant_id`; `None` if there is no such user.
+    /// Applies `change` to a user of `tenant`; `None` if there is no such user.
     pub async fn update_user(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         id: &str,
         change: &UserChange,
     ) -> Result<Option<User>, DbError> {
@@ -253,7 +265,7 @@ impl IdentityStore {
         .bind(roles)
         .bind(caps)
         .bind(change.password_hash.as_deref())
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .bind(id)
         .execute(self.db.pool())
         .await?
@@ -261,12 +273,12 @@ impl IdentityStore {
         if changed == 0 {
             return Ok(None);
         }
-        self.user_by_id(tenant_id, id).await
+        self.user_by_id(tenant, id).await
     }
 
-    /// Deletes a user of `tenant_id` with their API keys and refresh tokens, all or
+    /// Deletes a user of `tenant` with their API keys and refresh tokens, all or
     /// nothing; false if there was no such user.
-    pub async fn delete_user(&self, tenant_id: &str, id: &str) -> Result<bool, DbError> {
+    pub async fn delete_user(&self, tenant: &TenantId, id: &str) -> Result<bool, DbError> {
         let mut tx = self.db.begin().await?;
         for sql in [
             "DELETE FROM refresh_tokens WHERE tenant_id = $1 AND user_id = $2",
@@ -275,13 +287,13 @@ impl IdentityStore {
              (SELECT id FROM users WHERE tenant_id = $1 AND id = $2)",
         ] {
             sqlx::query(sql)
-                .bind(tenant_id)
+                .bind(tenant.as_str())
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
         let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant_id)
+            .bind(tenant.as_str())
             .bind(id)
             .execute(&mut *tx)
             .await?
@@ -293,14 +305,14 @@ impl IdentityStore {
     /// A tenant's users in creation order, after `after`.
     pub async fn list_users(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         after: &str,
         limit: i64,
     ) -> Result<Vec<User>, DbError> {
         let rows = sqlx::query(select_users!(
             "WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         ))
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .bind(after)
         .bind(limit)
         .fetch_all(self.db.pool())
@@ -310,11 +322,11 @@ impl IdentityStore {
 
     pub async fn user_by_username(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         username: &str,
     ) -> Result<Option<User>, DbError> {
         let row = sqlx::query(select_users!("WHERE tenant_id = $1 AND username = $2"))
-            .bind(tenant_id)
+            .bind(tenant.as_str())
             .bind(username)
             .fetch_optional(self.db.pool())
             .await?;
@@ -341,7 +353,7 @@ impl IdentityStore {
     /// MFA is already active (turning it off is a separate, deliberate step).
     pub async fn begin_mfa(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user_id: &str,
         secret: &str,
     ) -> Result<bool, DbError> {
@@ -349,9 +361,9 @@ impl IdentityStore {
             "UPDATE users SET mfa_secret = $1, mfa_last_step = NULL \
              WHERE id = $2 AND tenant_id = $3 AND mfa_enabled = 0",
         )
-        .bind(self.seal_totp(tenant_id, user_id, secret))
+        .bind(self.seal_totp(tenant.as_str(), user_id, secret))
         .bind(user_id)
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -360,17 +372,17 @@ impl IdentityStore {
     /// The secret waiting to be confirmed, if the user has one and MFA is not active.
     pub async fn pending_mfa(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user_id: &str,
     ) -> Result<Option<String>, DbError> {
         let row = sqlx::query(
             "SELECT mfa_secret FROM users WHERE id = $1 AND tenant_id = $2 AND mfa_enabled = 0 AND mfa_secret IS NOT NULL",
         )
         .bind(user_id)
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .fetch_optional(self.db.pool())
         .await?;
-        row.map(|r| self.open_totp(tenant_id, user_id, &r.try_get::<String, _>(0)?))
+        row.map(|r| self.open_totp(tenant.as_str(), user_id, &r.try_get::<String, _>(0)?))
             .transpose()
     }
 
@@ -447,7 +459,7 @@ impl FromAnyRow for User {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(User {
             id: r.try_get(0)?,
-            tenant_id: r.try_get(1)?,
+            tenant_id: get_tenant(r, 1)?,
             username: r.try_get(2)?,
             password_hash: r.try_get(3)?,
             status: r.try_get(4)?,
@@ -462,7 +474,7 @@ impl FromAnyRow for User {
 impl FromAnyRow for Tenant {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Tenant {
-            id: r.try_get(0)?,
+            id: get_tenant(r, 0)?,
             slug: r.try_get(1)?,
             display_name: r.try_get(2)?,
             status: r.try_get(3)?,
@@ -480,7 +492,7 @@ async fn insert_user(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&user.id)
-    .bind(&user.tenant_id)
+    .bind(user.tenant_id.as_str())
     .bind(&user.username)
     .bind(&user.password_hash)
     .bind(&user.status)

@@ -1,6 +1,7 @@
 //! MFA recovery codes, stored as hashes and spent once each.
 
 use somagent_common::infra::db::DbError;
+use somagent_common::tenant::TenantId;
 
 use super::IdentityStore;
 
@@ -51,14 +52,14 @@ impl IdentityStore {
     }
 
     /// Turns MFA off: the secret and every recovery code go.
-    pub async fn disable_mfa(&self, tenant_id: &str, user_id: &str) -> Result<bool, DbError> {
+    pub async fn disable_mfa(&self, tenant: &TenantId, user_id: &str) -> Result<bool, DbError> {
         let mut tx = self.db.begin().await?;
         let done = sqlx::query(
             "UPDATE users SET mfa_enabled = 0, mfa_secret = NULL, mfa_last_step = NULL \
              WHERE id = $1 AND tenant_id = $2 AND mfa_enabled = 1",
         )
         .bind(user_id)
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .execute(&mut *tx)
         .await?
         .rows_affected();

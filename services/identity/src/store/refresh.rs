@@ -3,16 +3,17 @@
 //! so the whole family is revoked (RFC 6819 §5.2.2.3, refresh token rotation).
 
 use somagent_common::infra::db::{DbError, FromAnyRow};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::IdentityStore;
+use super::{IdentityStore, get_tenant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRecord {
     pub id: String,
     pub family_id: String,
-    pub tenant_id: String,
+    pub tenant_id: TenantId,
     pub user_id: String,
     pub hash: String,
     pub expires_at: i64,
@@ -37,7 +38,7 @@ impl FromAnyRow for RefreshRecord {
         Ok(RefreshRecord {
             id: r.try_get(0)?,
             family_id: r.try_get(1)?,
-            tenant_id: r.try_get(2)?,
+            tenant_id: get_tenant(r, 2)?,
             user_id: r.try_get(3)?,
             hash: r.try_get(4)?,
             expires_at: r.try_get(5)?,
@@ -54,7 +55,7 @@ impl IdentityStore {
         )
         .bind(&token.id)
         .bind(&token.family_id)
-        .bind(&token.tenant_id)
+        .bind(token.tenant_id.as_str())
         .bind(&token.user_id)
         .bind(&token.hash)
         .bind(token.expires_at)
@@ -99,11 +100,10 @@ impl IdentityStore {
         Ok(RefreshUse::Fresh(record))
     }
 
-    /// Revokes every token of a family; returns how many were still live.
     /// Revokes every live refresh token of a user (all their logins).
     pub async fn revoke_refresh_for_user(
         &self,
-        tenant_id: &str,
+        tenant: &TenantId,
         user_id: &str,
         now: i64,
     ) -> Result<u64, DbError> {
@@ -111,13 +111,14 @@ impl IdentityStore {
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(tenant_id)
+        .bind(tenant.as_str())
         .bind(user_id)
         .execute(self.db.pool())
         .await?
         .rows_affected())
     }
 
+    /// Revokes every token of a family; returns how many were still live.
     pub async fn revoke_refresh_family(&self, family_id: &str, now: i64) -> Result<u64, DbError> {
         let done = sqlx::query(
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",

@@ -5,6 +5,7 @@ use somagent_common::auth::{Capability, Role};
 use somagent_common::config::{CommonConfig, DatabaseUrl};
 use somagent_common::infra::db::{COMMON_MIGRATIONS, Db};
 use somagent_common::service::IDENTITY;
+use somagent_common::tenant::TenantId;
 use somagent_identity::bootstrap::{ADMIN_USERNAME, PASSWORD_FILE, TENANT_SLUG, bootstrap};
 use somagent_identity::domain::password;
 use somagent_identity::store::IdentityStore;
@@ -145,7 +146,7 @@ async fn a_configured_password_is_used_and_not_written_anywhere() {
         ));
         assert!(
             store
-                .user_by_username("another-tenant", ADMIN_USERNAME)
+                .user_by_username(&TenantId::parse("another-tenant").unwrap(), ADMIN_USERNAME)
                 .await
                 .unwrap()
                 .is_none()

@@ -45,7 +45,7 @@ pub struct OrchestratorGrpc {
 fn session_message(s: Session) -> pb::Session {
     pb::Session {
         id: s.id,
-        tenant: s.tenant,
+        tenant: s.tenant.into(),
         owner: s.owner,
         status: s.status,
         capsule_id: s.capsule_id,
@@ -61,7 +61,7 @@ impl OrchestratorGrpc {
     async fn visible(&self, principal: &Principal, id: &str) -> Result<Session, ApiError> {
         let session = self
             .store
-            .get(principal.tenant.as_str(), id)
+            .get(&principal.tenant, id)
             .await
             .map_err(ApiError::internal)?
             .filter(|s| s.owner == principal.subject || principal.can(Capability::TenantAdmin))
@@ -106,7 +106,7 @@ impl OrchestratorService for OrchestratorGrpc {
         }
         let session = Session {
             id: uuid::Uuid::now_v7().to_string(),
-            tenant: principal.tenant.as_str().to_owned(),
+            tenant: principal.tenant.clone(),
             owner: principal.subject.clone(),
             status: "idle".into(),
             capsule_id: r.capsule_id,
@@ -144,12 +144,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let owner = (!principal.can(Capability::TenantAdmin)).then_some(principal.subject.as_str());
         let rows = self
             .store
-            .list(
-                principal.tenant.as_str(),
-                owner,
-                &page.cursor,
-                size.rows_to_read(),
-            )
+            .list(&principal.tenant, owner, &page.cursor, size.rows_to_read())
             .await
             .map_err(ApiError::internal)?;
         let (rows, next) = size.cut(rows, |s| s.id.clone());
@@ -167,7 +162,7 @@ impl OrchestratorService for OrchestratorGrpc {
         principal.require(Capability::SessionsWrite)?;
         let session = self.visible(&principal, &request.get_ref().id).await?;
         self.store
-            .delete(principal.tenant.as_str(), &session.id)
+            .delete(&principal.tenant, &session.id)
             .await
             .map_err(ApiError::internal)?;
         Ok(Response::new(pb::DeleteSessionResponse {}))
@@ -198,7 +193,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let mut events = self.hub.subscribe(&session.tenant, &session.id);
         let Some(turn_no) = self
             .store
-            .begin_turn(principal.tenant.as_str(), &session.id, &r.content)
+            .begin_turn(&principal.tenant, &session.id, &r.content)
             .await
             .map_err(ApiError::internal)?
         else {

@@ -12,6 +12,7 @@ use somagent_common::clock::rfc3339_ms;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::paging::{Cursor, PageSize};
 use somagent_common::proto::orchestrator::v1 as pb;
+use somagent_common::tenant::TenantId;
 use somagent_workflows::{Engine, RunFilter, RunStatus, RunSummary, RunView, StepView};
 
 const DEFAULT_LIMIT: u32 = 20;
@@ -33,7 +34,7 @@ pub async fn list(
     principal: &Principal,
     request: pb::ListWorkflowsRequest,
 ) -> Result<pb::ListWorkflowsResponse, ApiError> {
-    let mut filter = filter_of(principal.tenant.as_str(), request)?;
+    let mut filter = filter_of(&principal.tenant, request)?;
     let size = PageSize::clamped(filter.limit, MAX_LIMIT);
     filter.limit = size.rows_to_read() as u32;
     let runs = engine.list(&filter).await?;
@@ -89,7 +90,7 @@ pub async fn signal(
     })
 }
 
-fn filter_of(tenant: &str, r: pb::ListWorkflowsRequest) -> Result<RunFilter, ApiError> {
+fn filter_of(tenant: &TenantId, r: pb::ListWorkflowsRequest) -> Result<RunFilter, ApiError> {
     let limit = match r.limit {
         None => DEFAULT_LIMIT,
         Some(n @ 1..=MAX_LIMIT) => n,
@@ -120,7 +121,7 @@ fn filter_of(tenant: &str, r: pb::ListWorkflowsRequest) -> Result<RunFilter, Api
         }
     };
     Ok(RunFilter {
-        tenant: tenant.to_owned(),
+        tenant: tenant.as_str().to_owned(),
         kind: Some(r.kind).filter(|k| !k.is_empty()),
         status,
         before,
@@ -296,8 +297,9 @@ mod tests {
 
     #[test]
     fn a_list_request_is_checked_field_by_field() {
+        let tenant = TenantId::parse("t").unwrap();
         let field = |r: pb::ListWorkflowsRequest| {
-            let e = filter_of("t", r).unwrap_err();
+            let e = filter_of(&tenant, r).unwrap_err();
             (
                 e.code,
                 e.details["fields"]
@@ -305,7 +307,7 @@ mod tests {
                     .map(|f| f.keys().cloned().collect::<Vec<_>>()),
             )
         };
-        let defaults = filter_of("t", pb::ListWorkflowsRequest::default()).unwrap();
+        let defaults = filter_of(&tenant, pb::ListWorkflowsRequest::default()).unwrap();
         assert_eq!(
             (defaults.limit, defaults.kind, defaults.status),
             (20, None, None)

@@ -96,7 +96,7 @@ impl PolicyGrpc {
 
     /// Drops this replica's caches for the tenant now and tells the others.
     async fn changed(&self, principal: &Principal, rule_id: &str, action: &str) {
-        self.decider.invalidate(principal.tenant.as_str());
+        self.decider.invalidate(&principal.tenant);
         let event = Envelope::new(
             "policy.rules_changed",
             "policy",
@@ -162,7 +162,7 @@ impl PolicyService for PolicyGrpc {
         let token = self.constitution_token(&principal, &request).await?;
         let compiled = self
             .decider
-            .compiled(principal.tenant.as_str(), &token)
+            .compiled(&principal.tenant, &token)
             .await
             .map_err(|e| {
                 ApiError::unavailable("the tenant's output policy cannot be loaded right now", e)
@@ -186,7 +186,7 @@ impl PolicyService for PolicyGrpc {
         let rules = self
             .decider
             .rules()
-            .list(principal.tenant.as_str())
+            .list(&principal.tenant)
             .await
             .map_err(ApiError::internal)?;
         Ok(Response::new(pb::ListRulesResponse {
@@ -203,7 +203,7 @@ impl PolicyService for PolicyGrpc {
         let rule = self
             .decider
             .rules()
-            .get(principal.tenant.as_str(), &request.get_ref().id)
+            .get(&principal.tenant, &request.get_ref().id)
             .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found("policy rule"))?;
@@ -216,7 +216,7 @@ impl PolicyService for PolicyGrpc {
         let rule = rule_of(uuid::Uuid::now_v7().to_string(), request.into_inner())?;
         self.decider
             .rules()
-            .save(principal.tenant.as_str(), &rule, false)
+            .save(&principal.tenant, &rule, false)
             .await
             .map_err(ApiError::internal)?;
         self.changed(&principal, &rule.id, "create").await;
@@ -231,7 +231,7 @@ impl PolicyService for PolicyGrpc {
         if !self
             .decider
             .rules()
-            .save(principal.tenant.as_str(), &rule, true)
+            .save(&principal.tenant, &rule, true)
             .await
             .map_err(ApiError::internal)?
         {
@@ -251,7 +251,7 @@ impl PolicyService for PolicyGrpc {
         if !self
             .decider
             .rules()
-            .delete(principal.tenant.as_str(), id)
+            .delete(&principal.tenant, id)
             .await
             .map_err(ApiError::internal)?
         {

@@ -289,10 +289,7 @@ impl SlmService for SlmGrpc {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         let principal = grpc::caller(&request)?;
         principal.require(Capability::ModelsRead)?;
-        let profiles = self
-            .router
-            .visible_profiles(principal.tenant.as_str())
-            .await?;
+        let profiles = self.router.visible_profiles(&principal.tenant).await?;
         Ok(Response::new(pb::ListModelsResponse {
             models: profiles
                 .into_iter()
@@ -317,10 +314,7 @@ impl SlmService for SlmGrpc {
     ) -> Result<Response<pb::ListProfilesResponse>, Status> {
         let principal = grpc::caller(&request)?;
         principal.require(Capability::ModelsRead)?;
-        let profiles = self
-            .router
-            .visible_profiles(principal.tenant.as_str())
-            .await?;
+        let profiles = self.router.visible_profiles(&principal.tenant).await?;
         Ok(Response::new(pb::ListProfilesResponse {
             profiles: profiles.into_iter().map(profile_message).collect(),
         }))
