@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use somagent_common::tenant::TenantId;
 
 use crate::error::ActivityError;
 
@@ -49,7 +50,7 @@ impl RunStatus {
 pub struct StartRequest<'a> {
     pub kind: &'a str,
     pub id: &'a str,
-    pub tenant: &'a str,
+    pub tenant: &'a TenantId,
     pub input: &'a Value,
 }
 
@@ -58,7 +59,7 @@ pub struct StartRequest<'a> {
 pub struct RunSummary {
     pub id: String,
     pub kind: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub status: RunStatus,
     /// The run that started this one as its child.
     pub parent_id: Option<String>,
@@ -102,13 +103,26 @@ pub struct RunView {
 
 /// Which runs to list: a tenant's, optionally of one kind and status, newest first,
 /// from a cursor (the `created_at` and id of the last run of the previous page).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunFilter {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub kind: Option<String>,
     pub status: Option<RunStatus>,
     pub before: Option<(i64, String)>,
     pub limit: u32,
+}
+
+impl RunFilter {
+    /// A tenant's runs of every kind and status, newest first, a page of 50.
+    pub fn of(tenant: TenantId) -> Self {
+        Self {
+            tenant,
+            kind: None,
+            status: None,
+            before: None,
+            limit: 50,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +178,7 @@ pub trait Engine: Send + Sync {
     /// Sends signal `name` to a tenant's running run; kept until the run reads it.
     async fn signal(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         name: &str,
         payload: Value,
@@ -172,12 +186,12 @@ pub trait Engine: Send + Sync {
 
     /// Asks a tenant's running run to stop: its current wait fails with `cancelled`
     /// and its running activity is stopped.
-    async fn cancel(&self, tenant: &str, id: &str) -> Result<(), EngineError>;
+    async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<(), EngineError>;
 
     /// The state the run last published.
-    async fn query(&self, tenant: &str, id: &str) -> Result<Option<Value>, EngineError>;
+    async fn query(&self, tenant: &TenantId, id: &str) -> Result<Option<Value>, EngineError>;
 
-    async fn describe(&self, tenant: &str, id: &str) -> Result<RunView, EngineError>;
+    async fn describe(&self, tenant: &TenantId, id: &str) -> Result<RunView, EngineError>;
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, EngineError>;
 

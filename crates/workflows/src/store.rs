@@ -4,6 +4,7 @@
 use serde_json::Value;
 use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::db::{Db, Migration};
+use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -67,7 +68,7 @@ pub struct RunStore {
 /// A run to record.
 pub struct NewRun<'a> {
     pub id: &'a str,
-    pub tenant: &'a str,
+    pub tenant: &'a TenantId,
     pub kind: &'a str,
     pub engine: &'a str,
     pub parent_id: Option<&'a str>,
@@ -112,7 +113,11 @@ impl RunStore {
     }
 
     /// The run, if it exists (and is the tenant's, when one is named).
-    pub async fn get(&self, tenant: Option<&str>, id: &str) -> Result<Option<RunRow>, EngineError> {
+    pub async fn get(
+        &self,
+        tenant: Option<&TenantId>,
+        id: &str,
+    ) -> Result<Option<RunRow>, EngineError> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {SUMMARY}, input, result, error, state, cancel_requested FROM wf_runs WHERE id = $1"
         )))
@@ -129,13 +134,13 @@ impl RunStore {
             cancel_requested: row.try_get::<i64, _>("cancel_requested")? != 0,
         };
         Ok(match tenant {
-            Some(tenant) if run.summary.tenant != tenant => None,
+            Some(tenant) if run.summary.tenant != *tenant => None,
             _ => Some(run),
         })
     }
 
     /// The tenant's run, or `NotFound` (another tenant's run is not found either).
-    pub async fn get_scoped(&self, tenant: &str, id: &str) -> Result<RunRow, EngineError> {
+    pub async fn get_scoped(&self, tenant: &TenantId, id: &str) -> Result<RunRow, EngineError> {
         self.get(Some(tenant), id)
             .await?
             .ok_or_else(|| EngineError::NotFound(id.to_owned()))
@@ -215,7 +220,7 @@ impl RunStore {
     }
 
     /// Marks the tenant's running run as cancelled-on-request.
-    pub async fn request_cancel(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
+    pub async fn request_cancel(&self, tenant: &TenantId, id: &str) -> Result<(), EngineError> {
         let run = self.get_scoped(tenant, id).await?;
         if run.summary.status != RunStatus::Running {
             return Err(EngineError::Ended(id.to_owned()));

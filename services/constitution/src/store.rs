@@ -152,7 +152,7 @@ impl ConstitutionStore {
         tenant: &TenantId,
         version: Option<u32>,
     ) -> Result<Option<StoredVersion>, DbError> {
-        let mut query = sqlx::query(sql).bind(tenant.as_str());
+        let mut query = sqlx::query(sql).bind(tenant);
         if let Some(v) = version {
             query = query.bind(i64::from(v));
         }
@@ -171,7 +171,7 @@ impl ConstitutionStore {
             "INSERT INTO constitutions (tenant_id, version, document, hash, signature, key_id, published_by, published_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (tenant_id, version) DO NOTHING",
         )
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(i64::from(v.version))
         .bind(&v.document)
         .bind(&v.hash)

@@ -32,10 +32,9 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Live {
     /// The session's tenant: watchers are keyed by tenant and session, so an event can
-    /// only ever reach watchers of its own tenant. A string as the turn workflow
-    /// carries it; watchers subscribe with a [`TenantId`], so one that is not a tenant
-    /// id reaches nobody.
-    pub tenant: String,
+    /// only ever reach watchers of its own tenant; a relayed event whose tenant does
+    /// not parse is dropped whole.
+    pub tenant: TenantId,
     pub session_id: String,
     pub turn: u32,
     pub event: TurnEvent,
@@ -47,18 +46,18 @@ const CHANNELS: &str = "turns:*";
 
 /// The Redis channel of a tenant's session. Tenant ids and session ids are UUIDs (no
 /// `:`), so the channel names one pair only.
-fn channel_of(tenant: &str, session_id: &str) -> String {
+fn channel_of(tenant: &TenantId, session_id: &str) -> String {
     format!("turns:{tenant}:{session_id}")
 }
 
 /// The key watchers of a session are kept under.
-fn watch_key(tenant: &str, session_id: &str) -> (String, String) {
-    (tenant.to_owned(), session_id.to_owned())
+fn watch_key(tenant: &TenantId, session_id: &str) -> (TenantId, String) {
+    (tenant.clone(), session_id.to_owned())
 }
 
 #[derive(Default)]
 pub struct TurnHub {
-    sessions: Mutex<HashMap<(String, String), broadcast::Sender<Live>>>,
+    sessions: Mutex<HashMap<(TenantId, String), broadcast::Sender<Live>>>,
     relay: Option<Relay>,
 }
 
@@ -138,7 +137,7 @@ impl TurnHub {
     pub fn subscribe(&self, tenant: &TenantId, session_id: &str) -> broadcast::Receiver<Live> {
         let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions
-            .entry(watch_key(tenant.as_str(), session_id))
+            .entry(watch_key(tenant, session_id))
             .or_insert_with(|| broadcast::channel(1024).0)
             .subscribe()
     }
@@ -244,7 +243,7 @@ fn decode(channel: &str, payload: &[u8], own: &str) -> Option<Live> {
         return None;
     }
     let live = relayed.live;
-    if live.tenant.is_empty() || channel != channel_of(&live.tenant, &live.session_id) {
+    if channel != channel_of(&live.tenant, &live.session_id) {
         tracing::warn!(
             channel,
             "a live turn event names another tenant or session than its channel; dropped"
@@ -268,9 +267,13 @@ mod tests {
 
     use super::*;
 
-    fn delta(tenant: &str, content: &str) -> Live {
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
+    fn delta(of: &str, content: &str) -> Live {
         Live {
-            tenant: tenant.into(),
+            tenant: tenant(of),
             session_id: "s1".into(),
             turn: 3,
             event: TurnEvent::Delta {
@@ -291,7 +294,7 @@ mod tests {
             .unwrap()
         };
         let event = delta("t1", "hi");
-        let channel = channel_of("t1", "s1");
+        let channel = channel_of(&tenant("t1"), "s1");
         assert_eq!(
             decode(&channel, &relayed("other", &event), "me"),
             Some(event.clone())
@@ -305,7 +308,11 @@ mod tests {
         assert_eq!(decode(&channel, b"not json", "me"), None);
         // An event naming another tenant than its channel's is dropped.
         assert_eq!(
-            decode(&channel_of("t2", "s1"), &relayed("other", &event), "me"),
+            decode(
+                &channel_of(&tenant("t2"), "s1"),
+                &relayed("other", &event),
+                "me"
+            ),
             None
         );
         assert_eq!(decode("turns:s1", &relayed("other", &event), "me"), None);
@@ -314,7 +321,6 @@ mod tests {
     #[tokio::test]
     async fn watchers_of_one_tenant_never_get_another_tenants_events() {
         let hub = TurnHub::local();
-        let tenant = |t: &str| TenantId::parse(t).unwrap();
         let mut mine = hub.subscribe(&tenant("t1"), "s1");
         let mut theirs = hub.subscribe(&tenant("t2"), "s1");
         hub.send(delta("t1", "private"));

@@ -67,7 +67,7 @@ impl SessionStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $8)",
         )
         .bind(&s.id)
-        .bind(s.tenant.as_str())
+        .bind(&s.tenant)
         .bind(&s.owner)
         .bind(&s.status)
         .bind(&s.capsule_id)
@@ -84,7 +84,7 @@ impl SessionStore {
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE tenant_id = $1 AND id = $2 AND status <> 'deleted'"
         );
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -104,7 +104,7 @@ impl SessionStore {
              AND ($3 = '' OR owner = $3) ORDER BY id LIMIT $4"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(after)
             .bind(owner.unwrap_or_default())
             .bind(limit)
@@ -116,7 +116,7 @@ impl SessionStore {
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, DbError> {
         Ok(sqlx::query("UPDATE sessions SET status = 'deleted', updated_at = $1 WHERE tenant_id = $2 AND id = $3 AND status <> 'deleted'")
             .bind(unix_now())
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(id)
             .execute(self.db.pool())
             .await?
@@ -138,7 +138,7 @@ impl SessionStore {
              WHERE tenant_id = $2 AND id = $3 AND status = 'idle'",
         )
         .bind(unix_now())
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(id)
         .execute(&mut *tx)
         .await?
@@ -154,7 +154,7 @@ impl SessionStore {
         let position = next_position(&mut tx, id).await?;
         insert_message(
             &mut tx,
-            tenant.as_str(),
+            tenant,
             &format!("session-{id}-turn-{turn}-user"),
             id,
             turn,
@@ -174,7 +174,7 @@ impl SessionStore {
     /// serialized input).
     pub async fn finish_turn(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         turn: u32,
         messages: &[(String, String, String, String)],
@@ -218,7 +218,7 @@ impl SessionStore {
     /// because the turn workflow reads them too, with the tenant as its input carries it.
     pub async fn messages(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         after: i64,
         limit: i64,
@@ -256,7 +256,7 @@ async fn next_position(
 #[allow(clippy::too_many_arguments)]
 async fn insert_message(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    tenant: &str,
+    tenant: &TenantId,
     id: &str,
     session: &str,
     turn: i64,
@@ -290,12 +290,7 @@ impl FromAnyRow for Session {
         let metadata: String = r.try_get(6)?;
         Ok(Session {
             id: r.try_get(0)?,
-            tenant: db::get_parsed(
-                r,
-                1,
-                |t| TenantId::parse(t).ok(),
-                "stored session has a bad tenant id",
-            )?,
+            tenant: r.try_get(1)?,
             owner: r.try_get(2)?,
             status: r.try_get(3)?,
             capsule_id: r.try_get(4)?,

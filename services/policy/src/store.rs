@@ -30,7 +30,7 @@ impl RuleStore {
     pub async fn list(&self, tenant: &TenantId) -> Result<Vec<Rule>, DbError> {
         let sql = format!("{SELECT} WHERE tenant_id = $1 ORDER BY id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.as_str())
+            .bind(tenant)
             .fetch_all(self.db.pool())
             .await?;
         db::all(&rows)
@@ -39,7 +39,7 @@ impl RuleStore {
     pub async fn get(&self, tenant: &TenantId, id: &str) -> Result<Option<Rule>, DbError> {
         let sql = format!("{SELECT} WHERE tenant_id = $1 AND id = $2");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -61,7 +61,7 @@ impl RuleStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
         };
         let done = sqlx::query(sql)
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(&rule.id)
             .bind(&rule.name)
             .bind(&rule.description)
@@ -80,7 +80,7 @@ impl RuleStore {
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, DbError> {
         Ok(
             sqlx::query("DELETE FROM policy_rules WHERE tenant_id = $1 AND id = $2")
-                .bind(tenant.as_str())
+                .bind(tenant)
                 .bind(id)
                 .execute(self.db.pool())
                 .await?

@@ -88,7 +88,7 @@ impl OutputRuleSource {
         self.tokens
             .for_user(
                 &POLICY,
-                principal.tenant.as_str(),
+                &principal.tenant,
                 &principal.subject,
                 &[Capability::PolicyRead.as_str().to_owned()],
             )

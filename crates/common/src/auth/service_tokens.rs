@@ -10,9 +10,10 @@ use super::ServiceCredential;
 use crate::proto::identity::v1 as pb;
 use crate::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use crate::service::ServiceSpec;
+use crate::tenant::TenantId;
 
 /// (callee, tenant, subject, capabilities asked for)
-type Key = (&'static str, String, String, Vec<String>);
+type Key = (&'static str, TenantId, String, Vec<String>);
 
 pub struct ServiceTokens {
     identity: IdentityServiceClient<tonic::transport::Channel>,
@@ -42,13 +43,13 @@ impl ServiceTokens {
     pub async fn for_user(
         &self,
         callee: &ServiceSpec,
-        tenant: &str,
+        tenant: &TenantId,
         subject: &str,
         capabilities: &[String],
     ) -> Result<String, tonic::Status> {
         let key = (
             callee.name,
-            tenant.to_owned(),
+            tenant.clone(),
             subject.to_owned(),
             capabilities.to_vec(),
         );
@@ -64,7 +65,7 @@ impl ServiceTokens {
         let request = pb::IssueServiceTokenRequest {
             service: self.caller.into(),
             callee: callee.name.into(),
-            tenant: tenant.to_owned(),
+            tenant: tenant.as_str().to_owned(),
             subject: subject.to_owned(),
             capabilities: capabilities.to_vec(),
             ..Default::default()

@@ -1,6 +1,7 @@
 //! A run's context on the local engine: each step answered from the journal on replay,
 //! or carried out and journaled.
 
+use somagent_common::tenant::TenantId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,7 +26,7 @@ pub const JOURNAL_FAILED: &str = "journal";
 pub struct LocalContext {
     engine: Arc<LocalEngine>,
     id: String,
-    tenant: String,
+    tenant: TenantId,
     next: AtomicU64,
     journal: HashMap<u64, Entry>,
     cancel: CancellationToken,
@@ -40,7 +41,7 @@ impl LocalContext {
     pub fn new(
         engine: Arc<LocalEngine>,
         id: &str,
-        tenant: &str,
+        tenant: &TenantId,
         journal: HashMap<u64, Entry>,
         cancel: CancellationToken,
     ) -> Self {

@@ -1,6 +1,7 @@
 //! The local engine's tables: leases on runs, the journal of steps, durable deadlines
 //! and signals. Portable SQL.
 
+use somagent_common::tenant::TenantId;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -33,7 +34,7 @@ pub struct Record<'a> {
 pub struct Orphan {
     pub id: String,
     pub kind: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub input: Value,
     pub cancel_requested: bool,
 }

@@ -13,6 +13,7 @@
 mod context;
 mod journal;
 
+use somagent_common::tenant::TenantId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -176,7 +177,7 @@ impl LocalEngine {
         self: &Arc<Self>,
         id: String,
         kind: String,
-        tenant: String,
+        tenant: TenantId,
         input: Value,
         cancelled: bool,
     ) {
@@ -213,7 +214,7 @@ impl LocalEngine {
         self: &Arc<Self>,
         id: &str,
         kind: &str,
-        tenant: &str,
+        tenant: &TenantId,
         input: Value,
         cancel: CancellationToken,
     ) {
@@ -356,7 +357,7 @@ impl LocalEngine {
     }
 
     /// Cancels a run: the flag for any process, and at once if it runs here.
-    async fn cancel_run(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
+    async fn cancel_run(&self, tenant: &TenantId, id: &str) -> Result<(), EngineError> {
         self.runs.request_cancel(tenant, id).await?;
         if let Some(held) = self.held().get(id) {
             held.cancel.cancel();
@@ -381,7 +382,7 @@ impl Engine for Arc<LocalEngine> {
 
     async fn signal(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         name: &str,
         payload: Value,
@@ -395,17 +396,17 @@ impl Engine for Arc<LocalEngine> {
         Ok(())
     }
 
-    async fn cancel(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
+    async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<(), EngineError> {
         self.cancel_run(tenant, id).await
     }
 
-    async fn query(&self, tenant: &str, id: &str) -> Result<Option<Value>, EngineError> {
+    async fn query(&self, tenant: &TenantId, id: &str) -> Result<Option<Value>, EngineError> {
         let run = self.runs.get_scoped(tenant, id).await?;
         let live = self.held().get(id).and_then(|h| h.state.clone());
         Ok(live.or(run.state))
     }
 
-    async fn describe(&self, tenant: &str, id: &str) -> Result<RunView, EngineError> {
+    async fn describe(&self, tenant: &TenantId, id: &str) -> Result<RunView, EngineError> {
         let run = self.runs.get_scoped(tenant, id).await?;
         let steps = self.journal.steps(id).await?;
         let (live_current, live_state) = self

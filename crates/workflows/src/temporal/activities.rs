@@ -1,6 +1,7 @@
 //! The activity types the worker offers: every registry activity behind one type (its
 //! name in the input), and the two steps that keep the runs index.
 
+use somagent_common::tenant::TenantId;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -33,7 +34,7 @@ pub struct Done {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Indexed {
     pub id: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub kind: String,
     pub parent: String,
     pub input: Value,

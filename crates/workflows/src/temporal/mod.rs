@@ -20,6 +20,7 @@ mod activities;
 mod failure;
 mod workflow;
 
+use somagent_common::tenant::TenantId;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -222,7 +223,11 @@ impl TemporalEngine {
 
     /// The tenant's run, its index row brought up to date with the server if the run
     /// ended without its last step recording it (terminated, timed out).
-    async fn scoped(&self, tenant: &str, id: &str) -> Result<crate::store::RunRow, EngineError> {
+    async fn scoped(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+    ) -> Result<crate::store::RunRow, EngineError> {
         let mut run = self.runs.get_scoped(tenant, id).await?;
         if run.summary.status == RunStatus::Running {
             self.reconcile(id).await?;
@@ -325,7 +330,7 @@ impl Engine for std::sync::Arc<TemporalEngine> {
 
     async fn signal(
         &self,
-        tenant: &str,
+        tenant: &TenantId,
         id: &str,
         name: &str,
         payload: Value,
@@ -350,7 +355,7 @@ impl Engine for std::sync::Arc<TemporalEngine> {
         }
     }
 
-    async fn cancel(&self, tenant: &str, id: &str) -> Result<(), EngineError> {
+    async fn cancel(&self, tenant: &TenantId, id: &str) -> Result<(), EngineError> {
         self.scoped(tenant, id).await?;
         self.runs.request_cancel(tenant, id).await?;
         match self
@@ -364,7 +369,7 @@ impl Engine for std::sync::Arc<TemporalEngine> {
         }
     }
 
-    async fn query(&self, tenant: &str, id: &str) -> Result<Option<Value>, EngineError> {
+    async fn query(&self, tenant: &TenantId, id: &str) -> Result<Option<Value>, EngineError> {
         let run = self.scoped(tenant, id).await?;
         if run.summary.status != RunStatus::Running {
             return Ok(run.state);
@@ -372,7 +377,7 @@ impl Engine for std::sync::Arc<TemporalEngine> {
         Ok(self.view(id).await?.state)
     }
 
-    async fn describe(&self, tenant: &str, id: &str) -> Result<RunView, EngineError> {
+    async fn describe(&self, tenant: &TenantId, id: &str) -> Result<RunView, EngineError> {
         let run = self.scoped(tenant, id).await?;
         // A closed run's view is its history replayed by a worker; without one, the
         // index row still tells how it ended.

@@ -7,6 +7,7 @@
 //! history. Cancellation is the SDK's: every cancellable step inherits the run's
 //! cancellation; a clean-up step gets a token of its own and runs regardless.
 
+use somagent_common::tenant::TenantId;
 use std::collections::{HashMap, VecDeque};
 use std::future::{Future, poll_fn};
 use std::pin::{Pin, pin};
@@ -38,7 +39,7 @@ use crate::registry::Registry;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Start {
     pub kind: String,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub input: Value,
     pub parent: Option<String>,
 }

@@ -7,8 +7,14 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use somagent_workflows::{Engine, EngineError, Outcome, RunFilter, RunStatus, StartRequest};
 
+use somagent_common::tenant::TenantId;
+
 use crate::engines::{Harness, all};
 use crate::probe::{CANCELLABLE, NAP, PARENT, STEPS, WAITER};
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
 
 /// Runs `check` on every engine at once; names the engine in a failure.
 async fn on_every_engine<F, Fut>(check: F)
@@ -36,7 +42,7 @@ async fn start(engine: &Arc<dyn Engine>, kind: &str, id: &str, input: Value) -> 
         .start(StartRequest {
             kind,
             id,
-            tenant: "acme",
+            tenant: &tenant("acme"),
             input: &input,
         })
         .await
@@ -68,7 +74,7 @@ fn completed(outcome: Outcome) -> Value {
 async fn published(engine: &Arc<dyn Engine>, id: &str, check: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(Some(state)) = engine.query("acme", id).await
+        if let Ok(Some(state)) = engine.query(&tenant("acme"), id).await
             && check(&state)
         {
             return state;
@@ -133,7 +139,7 @@ async fn activities_retry_within_bounds_fail_fast_when_invalid_and_start_once() 
                 .start(StartRequest {
                     kind: "no_such_kind",
                     id: &id("x"),
-                    tenant: "acme",
+                    tenant: &tenant("acme"),
                     input: &json!(null)
                 })
                 .await,
@@ -191,7 +197,7 @@ async fn signals_are_kept_until_read_even_when_sent_while_the_engine_is_down() {
         first.shutdown().await;
         // Nothing runs the workflow now; the signal must wait for it.
         first
-            .signal("acme", &run, "go", json!({ "approved": true }))
+            .signal(&tenant("acme"), &run, "go", json!({ "approved": true }))
             .await
             .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -208,9 +214,12 @@ async fn signals_are_kept_until_read_even_when_sent_while_the_engine_is_down() {
         // A signal sent before the run waits is buffered; two are read in order.
         let early = id("early");
         start(&second, WAITER.kind, &early, json!(60_000)).await;
-        second.signal("acme", &early, "go", json!(1)).await.unwrap();
         second
-            .signal("acme", &early, "never", json!(2))
+            .signal(&tenant("acme"), &early, "go", json!(1))
+            .await
+            .unwrap();
+        second
+            .signal(&tenant("acme"), &early, "never", json!(2))
             .await
             .unwrap();
         let out = completed(ended(&second, &early, Duration::from_secs(30)).await);
@@ -224,7 +233,9 @@ async fn signals_are_kept_until_read_even_when_sent_while_the_engine_is_down() {
         // Signals go only to the tenant's running runs.
         assert!(
             matches!(
-                second.signal("other", &early, "go", json!(1)).await,
+                second
+                    .signal(&tenant("other"), &early, "go", json!(1))
+                    .await,
                 Err(EngineError::NotFound(_))
             ),
             "{}",
@@ -232,7 +243,7 @@ async fn signals_are_kept_until_read_even_when_sent_while_the_engine_is_down() {
         );
         assert!(
             matches!(
-                second.signal("acme", &early, "go", json!(1)).await,
+                second.signal(&tenant("acme"), &early, "go", json!(1)).await,
                 Err(EngineError::Ended(_))
             ),
             "{}",
@@ -262,10 +273,9 @@ async fn a_child_completes_while_its_parent_is_replayed() {
         ));
         let listed = second
             .list(&RunFilter {
-                tenant: "acme".into(),
                 kind: Some(NAP.kind.into()),
                 limit: 10,
-                ..Default::default()
+                ..RunFilter::of(tenant("acme"))
             })
             .await
             .unwrap();
@@ -290,11 +300,11 @@ async fn a_cancel_stops_the_running_activity_and_lets_the_workflow_tidy_up() {
             .await
             .expect("the activity starts");
         assert!(matches!(
-            engine.cancel("other", &run).await,
+            engine.cancel(&tenant("other"), &run).await,
             Err(EngineError::NotFound(_))
         ));
         let asked = Instant::now();
-        engine.cancel("acme", &run).await.unwrap();
+        engine.cancel(&tenant("acme"), &run).await.unwrap();
         assert_eq!(
             ended(&engine, &run, Duration::from_secs(30)).await,
             Outcome::Cancelled,
@@ -320,13 +330,13 @@ async fn a_cancel_stops_the_running_activity_and_lets_the_workflow_tidy_up() {
         assert_eq!(h.probe.attempts("tidy"), 1, "{}", h.name);
         assert!(
             matches!(
-                engine.cancel("acme", &run).await,
+                engine.cancel(&tenant("acme"), &run).await,
                 Err(EngineError::Ended(_))
             ),
             "{}",
             h.name
         );
-        let view = engine.describe("acme", &run).await.unwrap();
+        let view = engine.describe(&tenant("acme"), &run).await.unwrap();
         assert_eq!(view.summary.status, RunStatus::Cancelled, "{}", h.name);
         assert!(view.cancel_requested || h.name == "temporal", "{}", h.name);
         engine.shutdown().await;
@@ -341,12 +351,12 @@ async fn operators_see_a_tenants_runs_their_steps_and_published_state() {
         let run = id("seen");
         start(&engine, WAITER.kind, &run, json!(60_000)).await;
         let state = published(&engine, &run, |s| s["phase"] == "waiting").await;
-        let view = engine.describe("acme", &run).await.unwrap();
+        let view = engine.describe(&tenant("acme"), &run).await.unwrap();
         assert_eq!(view.summary.status, RunStatus::Running, "{}", h.name);
         assert_eq!(view.state.as_ref(), Some(&state), "{}", h.name);
         assert!(
             matches!(
-                engine.describe("other", &run).await,
+                engine.describe(&tenant("other"), &run).await,
                 Err(EngineError::NotFound(_))
             ),
             "{}",
@@ -355,7 +365,7 @@ async fn operators_see_a_tenants_runs_their_steps_and_published_state() {
         let done = id("done");
         start(&engine, STEPS.kind, &done, json!(["echo", "echo"])).await;
         completed(ended(&engine, &done, Duration::from_secs(30)).await);
-        let view = engine.describe("acme", &done).await.unwrap();
+        let view = engine.describe(&tenant("acme"), &done).await.unwrap();
         assert_eq!(view.summary.status, RunStatus::Completed, "{}", h.name);
         let names: Vec<&str> = view
             .steps
@@ -375,10 +385,9 @@ async fn operators_see_a_tenants_runs_their_steps_and_published_state() {
 
         let running = engine
             .list(&RunFilter {
-                tenant: "acme".into(),
                 status: Some(RunStatus::Running),
                 limit: 50,
-                ..Default::default()
+                ..RunFilter::of(tenant("acme"))
             })
             .await
             .unwrap();
@@ -389,9 +398,8 @@ async fn operators_see_a_tenants_runs_their_steps_and_published_state() {
         );
         let theirs = engine
             .list(&RunFilter {
-                tenant: "other".into(),
                 limit: 50,
-                ..Default::default()
+                ..RunFilter::of(tenant("other"))
             })
             .await
             .unwrap();
@@ -399,25 +407,23 @@ async fn operators_see_a_tenants_runs_their_steps_and_published_state() {
         // Paging: newest first, then from the cursor on.
         let page = engine
             .list(&RunFilter {
-                tenant: "acme".into(),
                 limit: 1,
-                ..Default::default()
+                ..RunFilter::of(tenant("acme"))
             })
             .await
             .unwrap();
         assert_eq!(page.len(), 1);
         let next = engine
             .list(&RunFilter {
-                tenant: "acme".into(),
                 limit: 1,
                 before: Some((page[0].created_at, page[0].id.clone())),
-                ..Default::default()
+                ..RunFilter::of(tenant("acme"))
             })
             .await
             .unwrap();
         assert_eq!(next.len(), 1);
         assert_ne!(next[0].id, page[0].id);
-        engine.cancel("acme", &run).await.unwrap();
+        engine.cancel(&tenant("acme"), &run).await.unwrap();
         ended(&engine, &run, Duration::from_secs(30)).await;
         engine.shutdown().await;
     })

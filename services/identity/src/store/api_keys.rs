@@ -6,7 +6,7 @@ use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{IdentityStore, get_tenant};
+use super::IdentityStore;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -37,7 +37,7 @@ impl FromAnyRow for ApiKeyRecord {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ApiKeyRecord {
             id: r.try_get(0)?,
-            tenant_id: get_tenant(r, 1)?,
+            tenant_id: r.try_get(1)?,
             user_id: r.try_get(2)?,
             name: r.try_get(3)?,
             prefix: r.try_get(4)?,
@@ -62,7 +62,7 @@ impl IdentityStore {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(&key.id)
-        .bind(key.tenant_id.as_str())
+        .bind(&key.tenant_id)
         .bind(&key.user_id)
         .bind(&key.name)
         .bind(&key.prefix)
@@ -94,7 +94,7 @@ impl IdentityStore {
         let rows = sqlx::query(select_keys!(
             "WHERE tenant_id = $1 AND ($2 = '' OR user_id = $2) AND id > $3 ORDER BY id LIMIT $4"
         ))
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(user_id.unwrap_or_default())
         .bind(after)
         .bind(limit)
@@ -117,7 +117,7 @@ impl IdentityStore {
              WHERE tenant_id = $2 AND id = $3 AND ($4 = '' OR user_id = $4) AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(id)
         .bind(user_id.unwrap_or_default())
         .execute(self.db.pool())
@@ -137,7 +137,7 @@ impl IdentityStore {
              WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(user_id)
         .execute(self.db.pool())
         .await?;
@@ -151,7 +151,7 @@ impl IdentityStore {
         id: &str,
     ) -> Result<Option<String>, DbError> {
         let row = sqlx::query("SELECT user_id FROM api_keys WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;

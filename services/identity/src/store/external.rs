@@ -6,7 +6,7 @@ use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{IdentityStore, User, get_tenant, insert_user};
+use super::{IdentityStore, User, insert_user};
 
 /// Who an external issuer's subject is on the platform.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,7 +21,7 @@ pub struct ExternalLink {
 impl FromAnyRow for ExternalLink {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(ExternalLink {
-            tenant_id: get_tenant(r, 0)?,
+            tenant_id: r.try_get(0)?,
             user_id: r.try_get(1)?,
             claims_issued_at: r.try_get(2)?,
         })
@@ -61,7 +61,7 @@ impl IdentityStore {
         )
         .bind(issuer)
         .bind(subject)
-        .bind(user.tenant_id.as_str())
+        .bind(&user.tenant_id)
         .bind(&user.id)
         .bind(claims_issued_at)
         .bind(user.created_at)

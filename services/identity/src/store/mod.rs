@@ -122,17 +122,6 @@ fn join<T>(items: &[T], name: impl Fn(&T) -> &'static str) -> String {
     items.iter().map(name).collect::<Vec<_>>().join(" ")
 }
 
-/// A row's tenant column: only ids that parse are ever written, so one that does not
-/// is a decode error rather than a tenant taken as it stands.
-pub(crate) fn get_tenant(row: &AnyRow, index: usize) -> Result<TenantId, sqlx::Error> {
-    db::get_parsed(
-        row,
-        index,
-        |id| TenantId::parse(id).ok(),
-        "stored row names an invalid tenant id",
-    )
-}
-
 impl IdentityStore {
     pub fn new(db: Db, sealer: Arc<Sealer>) -> Self {
         Self { db, sealer }
@@ -240,7 +229,7 @@ impl IdentityStore {
 
     pub async fn user_by_id(&self, tenant: &TenantId, id: &str) -> Result<Option<User>, DbError> {
         let row = sqlx::query(select_users!("WHERE tenant_id = $1 AND id = $2"))
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -265,7 +254,7 @@ impl IdentityStore {
         .bind(roles)
         .bind(caps)
         .bind(change.password_hash.as_deref())
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(id)
         .execute(self.db.pool())
         .await?
@@ -287,13 +276,13 @@ impl IdentityStore {
              (SELECT id FROM users WHERE tenant_id = $1 AND id = $2)",
         ] {
             sqlx::query(sql)
-                .bind(tenant.as_str())
+                .bind(tenant)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
         }
         let deleted = sqlx::query("DELETE FROM users WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
             .await?
@@ -312,7 +301,7 @@ impl IdentityStore {
         let rows = sqlx::query(select_users!(
             "WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         ))
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(after)
         .bind(limit)
         .fetch_all(self.db.pool())
@@ -326,7 +315,7 @@ impl IdentityStore {
         username: &str,
     ) -> Result<Option<User>, DbError> {
         let row = sqlx::query(select_users!("WHERE tenant_id = $1 AND username = $2"))
-            .bind(tenant.as_str())
+            .bind(tenant)
             .bind(username)
             .fetch_optional(self.db.pool())
             .await?;
@@ -363,7 +352,7 @@ impl IdentityStore {
         )
         .bind(self.seal_totp(tenant.as_str(), user_id, secret))
         .bind(user_id)
-        .bind(tenant.as_str())
+        .bind(tenant)
         .execute(self.db.pool())
         .await?;
         Ok(done.rows_affected() == 1)
@@ -379,7 +368,7 @@ impl IdentityStore {
             "SELECT mfa_secret FROM users WHERE id = $1 AND tenant_id = $2 AND mfa_enabled = 0 AND mfa_secret IS NOT NULL",
         )
         .bind(user_id)
-        .bind(tenant.as_str())
+        .bind(tenant)
         .fetch_optional(self.db.pool())
         .await?;
         row.map(|r| self.open_totp(tenant.as_str(), user_id, &r.try_get::<String, _>(0)?))
@@ -459,7 +448,7 @@ impl FromAnyRow for User {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(User {
             id: r.try_get(0)?,
-            tenant_id: get_tenant(r, 1)?,
+            tenant_id: r.try_get(1)?,
             username: r.try_get(2)?,
             password_hash: r.try_get(3)?,
             status: r.try_get(4)?,
@@ -474,7 +463,7 @@ impl FromAnyRow for User {
 impl FromAnyRow for Tenant {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
         Ok(Tenant {
-            id: get_tenant(r, 0)?,
+            id: r.try_get(0)?,
             slug: r.try_get(1)?,
             display_name: r.try_get(2)?,
             status: r.try_get(3)?,
@@ -492,7 +481,7 @@ async fn insert_user(
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(&user.id)
-    .bind(user.tenant_id.as_str())
+    .bind(&user.tenant_id)
     .bind(&user.username)
     .bind(&user.password_hash)
     .bind(&user.status)

@@ -59,7 +59,7 @@ impl IdentityStore {
              WHERE id = $1 AND tenant_id = $2 AND mfa_enabled = 1",
         )
         .bind(user_id)
-        .bind(tenant.as_str())
+        .bind(tenant)
         .execute(&mut *tx)
         .await?
         .rows_affected();

@@ -7,7 +7,7 @@ use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{IdentityStore, get_tenant};
+use super::IdentityStore;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefreshRecord {
@@ -38,7 +38,7 @@ impl FromAnyRow for RefreshRecord {
         Ok(RefreshRecord {
             id: r.try_get(0)?,
             family_id: r.try_get(1)?,
-            tenant_id: get_tenant(r, 2)?,
+            tenant_id: r.try_get(2)?,
             user_id: r.try_get(3)?,
             hash: r.try_get(4)?,
             expires_at: r.try_get(5)?,
@@ -55,7 +55,7 @@ impl IdentityStore {
         )
         .bind(&token.id)
         .bind(&token.family_id)
-        .bind(token.tenant_id.as_str())
+        .bind(&token.tenant_id)
         .bind(&token.user_id)
         .bind(&token.hash)
         .bind(token.expires_at)
@@ -111,7 +111,7 @@ impl IdentityStore {
             "UPDATE refresh_tokens SET revoked_at = $1 WHERE tenant_id = $2 AND user_id = $3 AND revoked_at IS NULL",
         )
         .bind(now)
-        .bind(tenant.as_str())
+        .bind(tenant)
         .bind(user_id)
         .execute(self.db.pool())
         .await?

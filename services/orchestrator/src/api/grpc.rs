@@ -206,7 +206,7 @@ impl OrchestratorService for OrchestratorGrpc {
         let input = TurnInput {
             session_id: session.id.clone(),
             turn: turn_no,
-            tenant: principal.tenant.as_str().to_owned(),
+            tenant: principal.tenant.clone(),
             subject: principal.subject.clone(),
             capabilities: principal
                 .capabilities
@@ -222,7 +222,7 @@ impl OrchestratorService for OrchestratorGrpc {
             .start(StartRequest {
                 kind: turn::SESSION_TURN.kind,
                 id: &run,
-                tenant: principal.tenant.as_str(),
+                tenant: &principal.tenant,
                 input: &value,
             })
             .await
@@ -339,12 +339,7 @@ impl OrchestratorService for OrchestratorGrpc {
         };
         let rows = self
             .store
-            .messages(
-                principal.tenant.as_str(),
-                &session.id,
-                after,
-                size.rows_to_read(),
-            )
+            .messages(&principal.tenant, &session.id, after, size.rows_to_read())
             .await
             .map_err(ApiError::internal)?;
         let (rows, next) = size.cut(rows, |(position, _)| position.to_string());

@@ -52,7 +52,7 @@ pub async fn get(
     request: pb::GetWorkflowRequest,
 ) -> Result<pb::WorkflowRun, ApiError> {
     let id = run_id(&request.id)?;
-    let view = engine.describe(principal.tenant.as_str(), id).await?;
+    let view = engine.describe(&principal.tenant, id).await?;
     Ok(view_message(view))
 }
 
@@ -63,7 +63,7 @@ pub async fn cancel(
     request: pb::CancelWorkflowRequest,
 ) -> Result<pb::CancelWorkflowResponse, ApiError> {
     let id = run_id(&request.id)?;
-    engine.cancel(principal.tenant.as_str(), id).await?;
+    engine.cancel(&principal.tenant, id).await?;
     tracing::info!(run = id, operator = %principal.subject, "workflow run cancelled by an operator");
     Ok(pb::CancelWorkflowResponse {
         id: id.to_owned(),
@@ -80,9 +80,7 @@ pub async fn signal(
     let id = run_id(&request.id)?;
     let name = signal_name(&request.name)?;
     let payload = payload(&request.payload_json)?;
-    engine
-        .signal(principal.tenant.as_str(), id, name, payload)
-        .await?;
+    engine.signal(&principal.tenant, id, name, payload).await?;
     tracing::info!(run = id, signal = name, operator = %principal.subject, "workflow run signalled by an operator");
     Ok(pb::SignalWorkflowResponse {
         id: id.to_owned(),
@@ -121,7 +119,7 @@ fn filter_of(tenant: &TenantId, r: pb::ListWorkflowsRequest) -> Result<RunFilter
         }
     };
     Ok(RunFilter {
-        tenant: tenant.as_str().to_owned(),
+        tenant: tenant.clone(),
         kind: Some(r.kind).filter(|k| !k.is_empty()),
         status,
         before,
@@ -247,7 +245,7 @@ mod tests {
         RunSummary {
             id: id.into(),
             kind: "session_turn".into(),
-            tenant: "t".into(),
+            tenant: TenantId::parse("t").unwrap(),
             status: RunStatus::Running,
             parent_id: None,
             created_at,

@@ -13,7 +13,6 @@ use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClie
 use somagent_common::proto::slm::v1 as spb;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::service::{POLICY, SLM, ServiceSpec};
-use somagent_common::tenant::TenantId;
 use somagent_workflows::ActivityError;
 
 use super::{
@@ -332,7 +331,7 @@ impl TurnActivities {
                     call: call.clone(),
                 },
             );
-            self.publish_progress(who, event).await;
+            self.publish_progress(who, Some(event)).await;
         }
         Ok(ModelReply {
             content,
@@ -449,8 +448,7 @@ impl TurnActivities {
             },
         ));
         for (id, event) in events {
-            let mut event = conversation_event(who, &event)
-                .ok_or_else(|| ActivityError::fatal("validation_failed", "a bad tenant id"))?;
+            let mut event = conversation_event(who, &event);
             event.id = id;
             self.events
                 .publish(topics::CONVERSATION, &who.session_id, &event)
@@ -498,12 +496,14 @@ impl TurnActivities {
 }
 
 /// The envelope of a `conversation.events` event of this turn.
-fn conversation_event(who: &Who, event: &ConversationEvent) -> Option<Envelope> {
-    let tenant = TenantId::parse(who.tenant.clone()).ok()?;
-    Some(
-        Envelope::new(event.kind(), "orchestrator", tenant, event.data())
-            .with_subject(who.subject.clone()),
+fn conversation_event(who: &Who, event: &ConversationEvent) -> Envelope {
+    Envelope::new(
+        event.kind(),
+        "orchestrator",
+        who.tenant.clone(),
+        event.data(),
     )
+    .with_subject(who.subject.clone())
 }
 
 /// Batches a streamed answer's deltas for the topic: a `message.delta` event at most
@@ -550,7 +550,7 @@ impl<'a> DeltaFeed<'a> {
         let content = std::mem::take(&mut self.pending);
         self.since = std::time::Instant::now();
         self.seq += 1;
-        conversation_event(
+        Some(conversation_event(
             self.who,
             &ConversationEvent::MessageDelta {
                 session_id: self.who.session_id.clone(),
@@ -560,7 +560,7 @@ impl<'a> DeltaFeed<'a> {
                 seq: self.seq,
                 content,
             },
-        )
+        ))
     }
 }
 

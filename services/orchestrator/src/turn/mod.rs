@@ -20,6 +20,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde::{Deserialize, Serialize};
+use somagent_common::tenant::TenantId;
 use somagent_workflows::{Activity, ActivityError, ActivityOptions, Registry, Workflow};
 
 pub use activities::TurnActivities;
@@ -79,7 +80,7 @@ const MAX_TOOL_ROUNDS: u32 = 4;
 pub struct TurnInput {
     pub session_id: String,
     pub turn: u32,
-    pub tenant: String,
+    pub tenant: TenantId,
     pub subject: String,
     /// What the user's request could do; the turn acts with no more.
     pub capabilities: Vec<String>,
@@ -91,7 +92,7 @@ pub struct TurnInput {
 /// capabilities.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Who {
-    pub tenant: String,
+    pub tenant: TenantId,
     pub subject: String,
     pub capabilities: Vec<String>,
     pub session_id: String,

@@ -78,7 +78,7 @@ impl PolicyGrpc {
         self.tokens
             .for_user(
                 &somagent_common::service::CONSTITUTION,
-                principal.tenant.as_str(),
+                &principal.tenant,
                 &principal.subject,
                 &[Capability::ConstitutionRead.as_str().to_owned()],
             )
