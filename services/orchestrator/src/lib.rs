@@ -3,13 +3,16 @@
 //! relational store, resumed after a restart from its last completed activity) or
 //! Temporal (`SOMAGENT_WORKFLOWS_URL=temporal://...`); exactly one completion per turn.
 //!
-//! Layout: `turn/` (the session turn: its workflow and its activities, declared to
-//! the engine of `somagent-workflows`), `store` (sessions, messages), `hub` (live
-//! events), `grpc`. Activities act for users with service tokens from identity, each for one
+//! Layout: `api/` (gRPC transport: mapping only), `sessions` (the use cases),
+//! `domain/` (what a session and a message may be; no I/O), `turn/` (the session turn:
+//! its workflow and its activities, declared to the engine of `somagent-workflows`),
+//! `store` (sessions, messages), `hub` (live events). Activities act for users with service tokens from identity, each for one
 //! callee (`common::auth::ServiceTokens`).
 
 mod api;
+mod domain;
 mod hub;
+mod sessions;
 mod store;
 mod turn;
 
@@ -101,10 +104,12 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let stopping = engine.clone();
     let grpc = api::grpc::OrchestratorGrpc {
         stopping: builder.stopping(),
-        store,
-        engine,
-        hub,
-        moderation,
+        sessions: sessions::Sessions {
+            store,
+            engine,
+            hub,
+            moderation,
+        },
     };
     let verifier = Arc::new(Verifier::new(
         vec![builtin_issuer(&config, &SPEC)],

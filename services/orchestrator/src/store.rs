@@ -7,6 +7,8 @@ use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::domain::session::Session;
+
 /// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[
     Migration::portable(
@@ -20,19 +22,6 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../migrations/0002_workflows_moved.sql"),
     ),
 ];
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Session {
-    pub id: String,
-    pub tenant: TenantId,
-    pub owner: String,
-    pub status: String,
-    pub capsule_id: String,
-    pub model: String,
-    pub metadata: Value,
-    pub turns: u32,
-    pub created_at: i64,
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {

@@ -39,7 +39,8 @@ impl SlmGrpc {
     }
 }
 
-/// The request as the router takes it; malformed parts are 422 problems.
+/// The request as the router takes it; malformed parts and broken rules are 422
+/// problems.
 fn chat_call(r: pb::ChatRequest) -> Result<ChatCall, ApiError> {
     let mut messages = Vec::with_capacity(r.messages.len());
     for (i, m) in r.messages.into_iter().enumerate() {
@@ -55,12 +56,6 @@ fn chat_call(r: pb::ChatRequest) -> Result<ChatCall, ApiError> {
         let mut message = Message::new(role, m.content);
         message.name = Some(m.name).filter(|n| !n.is_empty());
         message.tool_call_id = Some(m.tool_call_id).filter(|n| !n.is_empty());
-        if role == Role::Tool && message.tool_call_id.is_none() {
-            return Err(ApiError::validation(
-                "messages",
-                format!("message {i} (tool) needs a tool_call_id"),
-            ));
-        }
         message.tool_calls = m
             .tool_calls
             .into_iter()
@@ -77,22 +72,10 @@ fn chat_call(r: pb::ChatRequest) -> Result<ChatCall, ApiError> {
             .map(Some)
             .map_err(|e| ApiError::validation(field, format!("is not JSON: {e}")))
     };
-    let tools = json("tools", r.tools_json)?;
-    if tools.as_ref().is_some_and(|t| !t.is_array()) {
-        return Err(ApiError::validation("tools", "is an array of tools"));
-    }
-    if let Some(t) = r.temperature
-        && !(0.0..=2.0).contains(&t)
-    {
-        return Err(ApiError::validation("temperature", "is between 0 and 2"));
-    }
-    if r.max_tokens == Some(0) {
-        return Err(ApiError::validation("max_tokens", "is at least 1"));
-    }
-    Ok(ChatCall {
+    let call = ChatCall {
         model: r.model,
         messages,
-        tools,
+        tools: json("tools", r.tools_json)?,
         tool_choice: json("tool_choice", r.tool_choice_json)?,
         temperature: r.temperature,
         top_p: r.top_p,
@@ -100,7 +83,9 @@ fn chat_call(r: pb::ChatRequest) -> Result<ChatCall, ApiError> {
         stop: r.stop,
         seed: r.seed,
         output_rules: None,
-    })
+    };
+    call.check()?;
+    Ok(call)
 }
 
 /// A tool call a message says the model made; one without an id or a name could not

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use serde_json::Value;
+use somagent_common::error::ApiError;
 
 use crate::domain::output_guard::OutputRules;
 
@@ -87,6 +88,34 @@ pub struct ChatCall {
     /// The tenant's rules for what the answer may not say: its text goes out only as
     /// far as they pass it (`None` only where no answer text reaches anyone).
     pub output_rules: Option<Arc<OutputRules>>,
+}
+
+impl ChatCall {
+    /// The rules a call keeps whatever brought it: a tool's answer names the call it
+    /// answers, `tools` is an array, sampling stays in the range every upstream takes,
+    /// and an answer may have at least one token.
+    pub fn check(&self) -> Result<(), ApiError> {
+        if let Some(i) = self
+            .messages
+            .iter()
+            .position(|m| m.role == Role::Tool && m.tool_call_id.is_none())
+        {
+            return Err(ApiError::validation(
+                "messages",
+                format!("message {i} (tool) needs a tool_call_id"),
+            ));
+        }
+        if self.tools.as_ref().is_some_and(|t| !t.is_array()) {
+            return Err(ApiError::validation("tools", "is an array of tools"));
+        }
+        if self.temperature.is_some_and(|t| !(0.0..=2.0).contains(&t)) {
+            return Err(ApiError::validation("temperature", "is between 0 and 2"));
+        }
+        if self.max_tokens == Some(0) {
+            return Err(ApiError::validation("max_tokens", "is at least 1"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,6 +224,39 @@ impl Completion {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_that_breaks_a_rule_names_the_field() {
+        let ok = ChatCall {
+            messages: vec![Message::new(Role::User, "hi")],
+            temperature: Some(0.7),
+            max_tokens: Some(10),
+            ..ChatCall::default()
+        };
+        assert!(ok.check().is_ok());
+        let field = |call: ChatCall| {
+            let e = call.check().unwrap_err();
+            e.details["fields"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .next()
+                .unwrap()
+                .clone()
+        };
+        let mut orphan = ok.clone();
+        orphan.messages.push(Message::new(Role::Tool, "42"));
+        assert_eq!(field(orphan), "messages");
+        let mut tools = ok.clone();
+        tools.tools = Some(serde_json::json!({"type": "function"}));
+        assert_eq!(field(tools), "tools");
+        let mut hot = ok.clone();
+        hot.temperature = Some(2.5);
+        assert_eq!(field(hot), "temperature");
+        let mut none = ok;
+        none.max_tokens = Some(0);
+        assert_eq!(field(none), "max_tokens");
+    }
 
     #[test]
     fn deltas_assemble_into_text_and_tool_calls() {

@@ -1,0 +1,178 @@
+//! The session use cases: open, read, list and delete sessions, and start a turn. Who
+//! may see what is decided here, once: a session belongs to the user who opened it and
+//! tenant admins see all of the tenant's; another tenant's session is "not found".
+
+use std::sync::Arc;
+
+use somagent_common::auth::{Capability, Principal};
+use somagent_common::clock::unix_now;
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::moderation::PromptModeration;
+use somagent_common::paging::PageSize;
+use somagent_workflows::{Engine, StartRequest};
+use tokio::sync::broadcast;
+
+use crate::domain::session::{self, Session, SessionRequest};
+use crate::hub::{Live, TurnHub};
+use crate::store::{SessionStore, StoredMessage};
+use crate::turn::{self, TurnInput};
+
+#[derive(Clone)]
+pub struct Sessions {
+    pub store: SessionStore,
+    pub engine: Arc<dyn Engine>,
+    pub hub: Arc<TurnHub>,
+    /// The session path's one decision on a prompt (and its strikes): here, where every
+    /// turn starts, whoever calls; the turn does not ask again.
+    pub moderation: PromptModeration,
+}
+
+/// A turn that has started: its number, its workflow run and its live events
+/// (subscribed before the run started, so none is missed).
+pub struct StartedTurn {
+    pub session_id: String,
+    pub turn: u32,
+    pub run: String,
+    pub events: broadcast::Receiver<Live>,
+}
+
+impl Sessions {
+    pub async fn open(
+        &self,
+        principal: &Principal,
+        request: SessionRequest,
+    ) -> Result<Session, ApiError> {
+        principal.require(Capability::SessionsWrite)?;
+        let session = request.open(
+            uuid::Uuid::now_v7().to_string(),
+            principal.tenant.clone(),
+            principal.subject.clone(),
+            unix_now(),
+        );
+        self.store
+            .create(&session)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(session)
+    }
+
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<Session, ApiError> {
+        principal.require(Capability::SessionsRead)?;
+        self.visible(principal, id).await
+    }
+
+    /// The session if the caller may see it: theirs, or any of the tenant's for admins.
+    async fn visible(&self, principal: &Principal, id: &str) -> Result<Session, ApiError> {
+        self.store
+            .get(&principal.tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|s| s.owner == principal.subject || principal.can(Capability::TenantAdmin))
+            .ok_or_else(|| ApiError::not_found("session"))
+    }
+
+    /// A page of the sessions the caller may see, and the cursor of the next.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        cursor: &str,
+        size: PageSize,
+    ) -> Result<(Vec<Session>, String), ApiError> {
+        principal.require(Capability::SessionsRead)?;
+        let owner = (!principal.can(Capability::TenantAdmin)).then_some(principal.subject.as_str());
+        let rows = self
+            .store
+            .list(&principal.tenant, owner, cursor, size.rows_to_read())
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(size.cut(rows, |s| s.id.clone()))
+    }
+
+    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
+        principal.require(Capability::SessionsWrite)?;
+        let session = self.visible(principal, id).await?;
+        self.store
+            .delete(&principal.tenant, &session.id)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(())
+    }
+
+    /// A page of a session's messages after `cursor`, and the cursor of the next.
+    pub async fn messages(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        cursor: &str,
+        size: PageSize,
+    ) -> Result<(Vec<StoredMessage>, String), ApiError> {
+        let after = session::message_cursor(cursor)?;
+        let session = self.get(principal, session_id).await?;
+        let rows = self
+            .store
+            .messages(&principal.tenant, &session.id, after, size.rows_to_read())
+            .await
+            .map_err(ApiError::internal)?;
+        let (rows, next) = size.cut(rows, |(position, _)| position.to_string());
+        Ok((rows.into_iter().map(|(_, m)| m).collect(), next))
+    }
+
+    /// Starts the next turn of a session with the user's message: moderated once, at
+    /// most one turn running per session, the turn a durable workflow run.
+    pub async fn start_turn(
+        &self,
+        principal: &Principal,
+        token: &str,
+        session_id: &str,
+        content: String,
+    ) -> Result<StartedTurn, ApiError> {
+        principal.require(Capability::SessionsWrite)?;
+        session::check_content(&content)?;
+        let session = self.visible(principal, session_id).await?;
+        self.moderation
+            .check(principal, token, &content, &session.id)
+            .await?;
+        let events = self.hub.subscribe(&session.tenant, &session.id);
+        let Some(turn_no) = self
+            .store
+            .begin_turn(&principal.tenant, &session.id, &content)
+            .await
+            .map_err(ApiError::internal)?
+        else {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the session is still answering its last message",
+            ));
+        };
+        let input = TurnInput {
+            session_id: session.id.clone(),
+            turn: turn_no,
+            tenant: principal.tenant.clone(),
+            subject: principal.subject.clone(),
+            capabilities: principal
+                .capabilities
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            model: session.model,
+            content,
+        };
+        let run = turn::run_id(&session.id, turn_no);
+        let value = serde_json::to_value(&input).map_err(ApiError::internal)?;
+        self.engine
+            .start(StartRequest {
+                kind: turn::SESSION_TURN.kind,
+                id: &run,
+                tenant: &principal.tenant,
+                input: &value,
+            })
+            .await
+            .map_err(ApiError::from)?;
+        Ok(StartedTurn {
+            session_id: session.id,
+            turn: turn_no,
+            run,
+            events,
+        })
+    }
+}
