@@ -2,8 +2,11 @@
 //!
 //! Layout: `build` wires the service from its context (database with this service's
 //! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-tool`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! `somagent-tool`. `domain/` holds what a tool is (manifests, OpenAPI tools, argument
+//! checks, the HTTP request of a call); its routes are not served yet, so until they
+//! are it serves its health, readiness and metrics, and nothing else.
+
+pub mod domain;
 
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::infra::db::Migration;

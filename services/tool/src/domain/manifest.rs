@@ -1,0 +1,198 @@
+//! A tool's manifest: its id, where it is served, how it authenticates, and its
+//! actions, each with a JSON-Schema for its arguments, the capability it needs, its
+//! limits and its price. Built-in adapters, tenant-defined HTTP tools and MCP mounts
+//! all come down to this one shape.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The longest an action may be allowed to run.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolManifest {
+    /// `github`, `acme-crm`: 2–63 of lowercase letters, digits and `-`.
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub version: String,
+    /// Where the API is served; configurable for every tool.
+    pub base_url: String,
+    pub auth: AuthScheme,
+    pub actions: Vec<Action>,
+}
+
+/// How a call proves itself to the tool's API, with the tenant's credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AuthScheme {
+    None,
+    /// `Authorization: Bearer <credential>`.
+    Bearer,
+    /// The credential as the value of a header (`X-API-Key`, `PRIVATE-TOKEN`).
+    Header {
+        name: String,
+    },
+    /// The credential as a query parameter.
+    Query {
+        name: String,
+    },
+    /// `user:password` as HTTP basic authentication.
+    Basic,
+}
+
+impl AuthScheme {
+    pub fn needs_credential(&self) -> bool {
+        !matches!(self, Self::None)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// `create_issue`: letters, digits, `_` and `-`, at most 64 (what OpenAI accepts
+    /// in a function name once joined to the tool's id).
+    pub name: String,
+    pub description: String,
+    /// A JSON-Schema of an object: the arguments.
+    pub parameters: Value,
+    /// The capability a caller needs (`tools:invoke` for most).
+    pub capability: String,
+    /// Calls per minute per tenant; 0 is no limit of its own.
+    pub rate_limit_per_minute: u32,
+    #[serde(with = "millis")]
+    pub timeout: Duration,
+    /// The price of one call in micro-units of the tenant's currency.
+    pub price_micros: i64,
+    /// A person approves each call before it runs.
+    pub requires_approval: bool,
+    pub http: HttpBinding,
+}
+
+/// Where an action's arguments go in its HTTP request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpBinding {
+    pub method: String,
+    /// `/repos/{owner}/{repo}/issues`: each `{name}` an argument, percent-encoded.
+    pub path: String,
+    /// Arguments sent as query parameters.
+    #[serde(default)]
+    pub query: Vec<String>,
+    /// Arguments sent as headers: (argument, header name).
+    #[serde(default)]
+    pub headers: Vec<(String, String)>,
+    /// The argument sent as the JSON body, or `*` for every argument not bound
+    /// elsewhere.
+    #[serde(default)]
+    pub body: Option<String>,
+}
+
+/// Why a manifest cannot be used, naming the part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ManifestError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ManifestError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl ToolManifest {
+    /// Checks the manifest as a whole: its id, its URL, unique action names, each
+    /// action's schema, binding and limits.
+    pub fn check(&self) -> Result<(), ManifestError> {
+        if !is_slug(&self.id) {
+            return Err(ManifestError::new(
+                "id",
+                "must be 2-63 lowercase letters, digits or -, starting with a letter or digit",
+            ));
+        }
+        let base = url::Url::parse(&self.base_url)
+            .map_err(|e| ManifestError::new("base_url", e.to_string()))?;
+        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+            return Err(ManifestError::new("base_url", "is an http or https URL"));
+        }
+        if self.actions.is_empty() {
+            return Err(ManifestError::new("actions", "has at least one action"));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, action) in self.actions.iter().enumerate() {
+            let at = |part: &str| format!("actions[{i}].{part}");
+            if !is_action_name(&action.name) {
+                return Err(ManifestError::new(
+                    at("name"),
+                    "is 1-64 letters, digits, '_' or '-'",
+                ));
+            }
+            if !names.insert(action.name.as_str()) {
+                return Err(ManifestError::new(at("name"), "is used by another action"));
+            }
+            if action.parameters.get("type").and_then(Value::as_str) != Some("object") {
+                return Err(ManifestError::new(
+                    at("parameters"),
+                    "is a JSON-Schema of type object",
+                ));
+            }
+            crate::domain::arguments::ArgumentSchema::compile(&action.parameters)
+                .map_err(|e| ManifestError::new(at("parameters"), e))?;
+            if action.timeout.is_zero() || action.timeout > MAX_TIMEOUT {
+                return Err(ManifestError::new(at("timeout"), "is 1 ms to 300 s"));
+            }
+            if action.price_micros < 0 {
+                return Err(ManifestError::new(at("price_micros"), "is not negative"));
+            }
+            crate::domain::request::check_binding(&action.http, &action.parameters)
+                .map_err(|e| ManifestError::new(at("http"), e))?;
+        }
+        Ok(())
+    }
+
+    pub fn action(&self, name: &str) -> Option<&Action> {
+        self.actions.iter().find(|a| a.name == name)
+    }
+}
+
+pub fn is_slug(value: &str) -> bool {
+    (2..=63).contains(&value.len())
+        && value
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+pub fn is_action_name(value: &str) -> bool {
+    (1..=64).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
