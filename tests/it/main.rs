@@ -28,5 +28,6 @@ mod startup;
 mod stream_revocation;
 mod telemetry;
 mod tenants;
+mod tools;
 mod users;
 mod workflows_api;

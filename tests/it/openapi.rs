@@ -74,6 +74,14 @@ async fn the_openapi_document_covers_every_public_route() {
         ("get", "/v1/sessions/{id}/messages"),
         ("get", "/v1/ws"),
         ("delete", "/v1/auth/mfa"),
+        ("get", "/v1/tools"),
+        ("post", "/v1/tools"),
+        ("get", "/v1/tools/invocations"),
+        ("get", "/v1/tools/{id}"),
+        ("delete", "/v1/tools/{id}"),
+        ("put", "/v1/tools/{id}/credentials"),
+        ("delete", "/v1/tools/{id}/credentials"),
+        ("post", "/v1/tools/{id}/invoke"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

@@ -15,6 +15,9 @@ use crate::helpers::{Platform, ROOT_PASSWORD, Rooted, command, free_ports, with_
 
 const ALICE_PASSWORD: &str = "alice's long passphrase";
 
+/// A tool's API key, as a tenant sets it.
+const TOOL_CREDENTIAL: &str = "crm-api-key-5b1e0d47c2";
+
 fn step_now() -> u64 {
     time::OffsetDateTime::now_utc().unix_timestamp() as u64 / STEP_SECONDS
 }
@@ -70,18 +73,17 @@ fn every_file(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// `(kid, sealed)` of each row of `table` in the service's SQLite database.
-async fn sealed_keys(data: &Path, service: &str, table: &str) -> Vec<(String, String)> {
+/// `(id, sealed value)` rows of `select` in `service`'s database.
+async fn sealed_keys(data: &Path, service: &str, select: &str) -> Vec<(String, String)> {
     let url = format!(
         "sqlite://{}?mode=ro",
         data.join(format!("{service}.db")).display()
     );
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT kid, pkcs8 FROM {table}"
-    )))
-    .fetch_all(&mut db)
-    .await
-    .unwrap();
+    let rows = sqlx::query(sqlx::AssertSqlSafe(select.to_owned()))
+        .fetch_all(&mut db)
+        .await
+        .unwrap();
     db.close().await.unwrap();
     rows.iter()
         .map(|r| (r.get::<String, _>(0), r.get::<String, _>(1)))
@@ -203,6 +205,27 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
     .await;
     assert_eq!(status, 201, "{published}");
 
+    // A tool whose API key the tenant sets.
+    let (status, tool) = post(
+        &client,
+        format!("{gateway}/v1/tools"),
+        &alice,
+        json!({"id": "crm", "openapi": {"openapi": "3.0.3", "info": {"title": "CRM", "version": "1"},
+            "servers": [{"url": "https://crm.example.invalid"}],
+            "components": {"securitySchemes": {"k": {"type": "apiKey", "in": "header", "name": "X-Key"}}},
+            "paths": {"/me": {"get": {"operationId": "me"}}}}}),
+    )
+    .await;
+    assert_eq!(status, 201, "{tool}");
+    let client_put = client
+        .put(format!("{gateway}/v1/tools/crm/credentials"))
+        .bearer_auth(&alice)
+        .json(&json!({"credential": TOOL_CREDENTIAL}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(client_put.status(), 200);
+
     // A second token signing key.
     let (status, rotated) = post(
         &client,
@@ -236,13 +259,35 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
     needles.push(secret_text.as_bytes().to_vec());
     needles.push(secret_text.trim_end_matches('=').as_bytes().to_vec());
     assert_absent(&files, &needles, "the TOTP secret");
+    assert_absent(
+        &files,
+        &encodings(TOOL_CREDENTIAL.as_bytes()),
+        "the tool credential",
+    );
+    let credentials = sealed_keys(
+        data.path(),
+        "tool",
+        "SELECT tenant_id || '/' || tool_id, sealed FROM tool_credentials",
+    )
+    .await;
+    assert_eq!(credentials.len(), 1);
 
-    let identity_keys = sealed_keys(data.path(), "identity", "signing_keys").await;
+    let identity_keys = sealed_keys(
+        data.path(),
+        "identity",
+        "SELECT kid, pkcs8 FROM signing_keys",
+    )
+    .await;
     assert!(
         identity_keys.len() >= 2,
         "the first key and the rotated one"
     );
-    let constitution_keys = sealed_keys(data.path(), "constitution", "constitution_keys").await;
+    let constitution_keys = sealed_keys(
+        data.path(),
+        "constitution",
+        "SELECT kid, pkcs8 FROM constitution_keys",
+    )
+    .await;
     assert_eq!(constitution_keys.len(), 1);
     let opened = identity_keys
         .iter()
@@ -278,11 +323,29 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
     let after = Sealer::parse(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
     assert_ne!(after.current_key_id(), sealer.current_key_id());
     assert_eq!(after.key_ids().count(), 1, "the old master key is gone");
-    for (_, sealed) in sealed_keys(data.path(), "identity", "signing_keys")
-        .await
-        .into_iter()
-        .chain(sealed_keys(data.path(), "constitution", "constitution_keys").await)
-    {
+    for (_, sealed) in sealed_keys(
+        data.path(),
+        "identity",
+        "SELECT kid, pkcs8 FROM signing_keys",
+    )
+    .await
+    .into_iter()
+    .chain(
+        sealed_keys(
+            data.path(),
+            "constitution",
+            "SELECT kid, pkcs8 FROM constitution_keys",
+        )
+        .await,
+    )
+    .chain(
+        sealed_keys(
+            data.path(),
+            "tool",
+            "SELECT tool_id, sealed FROM tool_credentials",
+        )
+        .await,
+    ) {
         assert!(after.is_current(&sealed), "re-sealed under the new key");
     }
     // Safe to re-run.
@@ -314,6 +377,20 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
     )
     .await;
     assert_eq!(status, 200, "{body}");
+    // The tool's credential still opens: the call gets as far as the (unreachable) API.
+    let alice = body["access_token"].as_str().unwrap().to_owned();
+    let (status, failed) = post(
+        &client,
+        format!("{gateway}/v1/tools/crm/invoke"),
+        &alice,
+        json!({"action": "me"}),
+    )
+    .await;
+    assert_eq!(
+        (status, failed["error"]["code"].as_str()),
+        (502, Some("upstream_failed")),
+        "{failed}"
+    );
     assert!(platform.stop().success());
 }
 

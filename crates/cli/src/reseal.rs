@@ -1,5 +1,6 @@
 //! `somagent keys rotate`: re-seals every stored secret of identity (TOTP secrets,
-//! token signing keys) and constitution (its signing key) under the current master key.
+//! token signing keys), constitution (its signing key) and tool (the tenants' tool
+//! credentials) under the current master key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,6 +61,12 @@ async fn run(config: &CommonConfig) -> anyhow::Result<()> {
     .context("constitution")?;
     eprintln!("somagent: constitution: {resealed} records re-sealed");
     constitution.close().await;
+    let tool = open(config, "tool", somagent_tool::MIGRATIONS).await?;
+    let resealed = somagent_tool::reseal(tool.clone(), sealer.clone(), ResealScope::NotCurrent)
+        .await
+        .context("tool")?;
+    eprintln!("somagent: tool: {resealed} records re-sealed");
+    tool.close().await;
     if !configured {
         master_key::forget_older_keys(&config.data_dir)?;
         eprintln!("somagent: older master keys removed from the data directory");

@@ -42,6 +42,9 @@ pub enum ErrorCode {
     Unavailable,
     /// The work took longer than its deadline.
     Timeout,
+    /// A third-party API the call went to answered with a failure; `details.status`
+    /// is its HTTP status (its body is not passed on: it may echo a secret).
+    UpstreamFailed,
     /// Something failed inside; the logs hold the cause.
     Internal,
 }
@@ -62,6 +65,7 @@ impl ErrorCode {
             Self::BudgetExhausted => "budget_exhausted",
             Self::Unavailable => "unavailable",
             Self::Timeout => "timeout",
+            Self::UpstreamFailed => "upstream_failed",
             Self::Internal => "internal",
         }
     }
@@ -80,6 +84,7 @@ impl ErrorCode {
             Self::BudgetExhausted => StatusCode::PAYMENT_REQUIRED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamFailed => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -97,6 +102,7 @@ impl ErrorCode {
             Self::RateLimited | Self::BudgetExhausted => Code::ResourceExhausted,
             Self::Unavailable => Code::Unavailable,
             Self::Timeout => Code::DeadlineExceeded,
+            Self::UpstreamFailed => Code::Unavailable,
             Self::Internal => Code::Internal,
         }
     }
@@ -111,7 +117,7 @@ impl ErrorCode {
     }
 }
 
-const ALL: [ErrorCode; 14] = [
+const ALL: [ErrorCode; 15] = [
     ErrorCode::BadRequest,
     ErrorCode::ValidationFailed,
     ErrorCode::Unauthorized,
@@ -125,6 +131,7 @@ const ALL: [ErrorCode; 14] = [
     ErrorCode::BudgetExhausted,
     ErrorCode::Unavailable,
     ErrorCode::Timeout,
+    ErrorCode::UpstreamFailed,
     ErrorCode::Internal,
 ];
 

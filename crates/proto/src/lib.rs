@@ -29,4 +29,5 @@ service_packages! {
     policy => "somagent.policy.v1",
     slm => "somagent.slm.v1",
     constitution => "somagent.constitution.v1",
+    tool => "somagent.tool.v1",
 }

@@ -37,7 +37,8 @@ use somagent_common::proto::identity::v1::identity_service_client::IdentityServi
 use somagent_common::proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
-use somagent_common::service::{CONSTITUTION, IDENTITY, ORCHESTRATOR, POLICY, SLM};
+use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
+use somagent_common::service::{CONSTITUTION, IDENTITY, ORCHESTRATOR, POLICY, SLM, TOOL};
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
@@ -53,6 +54,7 @@ pub struct Gateway {
     pub constitution: ConstitutionServiceClient<tonic::transport::Channel>,
     pub moderation: moderation::Moderation,
     pub orchestrator: OrchestratorServiceClient<tonic::transport::Channel>,
+    pub tool: ToolServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -106,12 +108,15 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let policy_channel = config.channel(&POLICY, unary)?;
     let constitution_channel = config.channel(&CONSTITUTION, unary)?;
     let orchestrator_channel = config.channel(&ORCHESTRATOR, None)?;
+    // A tool call is bounded by its action's timeout (at most 300 s), in the tool service.
+    let tool_channel = config.channel(&TOOL, Some(Duration::from_secs(330)))?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
         (POLICY.name, policy_channel.clone()),
         (CONSTITUTION.name, constitution_channel.clone()),
         (ORCHESTRATOR.name, orchestrator_channel.clone()),
+        (TOOL.name, tool_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -127,6 +132,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         policy,
         constitution,
         orchestrator,
+        tool: ToolServiceClient::new(tool_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

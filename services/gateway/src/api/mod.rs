@@ -14,6 +14,7 @@ mod principal;
 mod profiles;
 mod sessions;
 mod tenants;
+mod tools;
 mod users;
 pub(crate) mod views;
 mod workflows;
@@ -68,6 +69,11 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(sessions::send, sessions::messages))
+        .routes(routes!(tools::list, tools::create))
+        .routes(routes!(tools::invocations))
+        .routes(routes!(tools::get, tools::delete))
+        .routes(routes!(tools::put_credential, tools::delete_credential))
+        .routes(routes!(tools::invoke))
         .routes(routes!(ws::ws))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::get))

@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         (name = "models", description = "OpenAI-compatible chat and the tenant's model profiles"),
         (name = "policy", description = "Policy decisions, the tenant's rules and its signed constitution"),
         (name = "sessions", description = "Agent sessions and their turns, streamed over SSE"),
+        (name = "tools", description = "The tenant's tools: define them from OpenAPI documents, set their credentials (write-only), call their actions, read the call log"),
         (name = "workflows", description = "The tenant's workflow runs, for its admins: list, inspect, cancel, signal"),
     )
 )]

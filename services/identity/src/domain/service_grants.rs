@@ -16,8 +16,8 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
     ("slm", "policy", &[Capability::PolicyRead]),
     // Policy reads the tenant's constitution to compile it, for a turn's check.
     ("policy", "constitution", &[Capability::ConstitutionRead]),
-    // slm reads the tenant's output guard, to check a turn's answer as it streams.
-    ("slm", "policy", &[Capability::PolicyRead]),
+    // The tool service's decision on a call that came with a service token.
+    ("tool", "policy", &[Capability::PolicyRead]),
 ];
 
 /// What `caller` may ask of `callee` for a user, or `None` if it may not call it so.

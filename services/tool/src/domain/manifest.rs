@@ -148,6 +148,12 @@ impl ToolManifest {
             }
             crate::domain::arguments::ArgumentSchema::compile(&action.parameters)
                 .map_err(|e| ManifestError::new(at("parameters"), e))?;
+            if somagent_common::auth::Capability::parse(&action.capability).is_none() {
+                return Err(ManifestError::new(
+                    at("capability"),
+                    "is a capability of the platform",
+                ));
+            }
             if action.timeout.is_zero() || action.timeout > MAX_TIMEOUT {
                 return Err(ManifestError::new(at("timeout"), "is 1 ms to 300 s"));
             }

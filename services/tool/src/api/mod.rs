@@ -1,0 +1,3 @@
+//! The tool service's transport: gRPC, mapping only.
+
+pub mod grpc;

@@ -1,0 +1,501 @@
+//! Invoking a tool's action for a caller: arguments checked against the schema, the
+//! caller's capability, the tenant's and the action's rate limits, one policy decision
+//! on the call (a deny is final), the tenant's credential opened only for the request,
+//! the request under the action's timeout, then the invocation log, an `agent.audit`
+//! record and a `billing.usage` event at the tool's price (both through the outbox).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use somagent_common::audit::{AuditRecord, Outcome};
+use somagent_common::auth::grpc::with_bearer;
+use somagent_common::auth::{Capability, Principal, ServiceTokens};
+use somagent_common::clock::{unix_now, unix_now_ms};
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::infra::cache::Cache;
+use somagent_common::infra::events::{Envelope, topics};
+use somagent_common::paging::PageSize;
+use somagent_common::proto::policy::v1 as ppb;
+use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::service::POLICY;
+use tonic::transport::Channel;
+
+use crate::config::ToolConfig;
+use crate::domain::arguments::ArgumentSchema;
+use crate::domain::request::{self, PreparedRequest};
+use crate::egress;
+use crate::store::InvocationRecord;
+use crate::tools::{Registry, credential_binding};
+
+/// A call a caller asks for.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub tool: String,
+    pub action: String,
+    pub arguments_json: String,
+    pub session_id: String,
+}
+
+/// What a call that ran brought back.
+#[derive(Debug, Clone)]
+pub struct Answered {
+    pub invocation_id: String,
+    pub status: u16,
+    pub result: Value,
+    pub duration: Duration,
+    pub cost_micros: i64,
+}
+
+pub struct Invoker {
+    pub registry: Registry,
+    pub cache: Cache,
+    pub policy: PolicyServiceClient<Channel>,
+    pub tokens: ServiceTokens,
+    pub http: reqwest::Client,
+    pub config: ToolConfig,
+}
+
+/// The HTTP client tools call through: no redirects followed (a redirect could carry
+/// a credential elsewhere) and, unless the operator allows it, public addresses only.
+pub fn http_client(config: &ToolConfig) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("somagent-tool/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10));
+    if !config.allow_private_networks {
+        builder = builder.dns_resolver(std::sync::Arc::new(egress::PublicOnly));
+    }
+    Ok(builder.build()?)
+}
+
+/// How an invocation ended, as the log and the audit record say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Ok,
+    Denied,
+    Failed,
+    Timeout,
+}
+
+impl Ended {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Denied => "denied",
+            Self::Failed => "failed",
+            Self::Timeout => "timeout",
+        }
+    }
+}
+
+impl Invoker {
+    pub async fn invoke(
+        &self,
+        principal: &Principal,
+        bearer: &str,
+        call: Call,
+    ) -> Result<Answered, ApiError> {
+        principal.require(Capability::ToolsInvoke)?;
+        let tool = self.registry.find(&principal.tenant, &call.tool).await?;
+        let manifest = &tool.manifest;
+        let action = manifest
+            .action(&call.action)
+            .ok_or_else(|| ApiError::not_found("action"))?;
+        let needed = Capability::parse(&action.capability).unwrap_or(Capability::ToolsInvoke);
+        principal.require(needed)?;
+        let arguments: Map<String, Value> =
+            match serde_json::from_str::<Value>(if call.arguments_json.is_empty() {
+                "{}"
+            } else {
+                &call.arguments_json
+            }) {
+                Ok(Value::Object(map)) => map,
+                Ok(_) => return Err(ApiError::validation("arguments", "is a JSON object")),
+                Err(e) => {
+                    return Err(ApiError::validation(
+                        "arguments",
+                        format!("is not JSON: {e}"),
+                    ));
+                }
+            };
+        let schema = ArgumentSchema::compile(&action.parameters)
+            .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored tool schema: {e}")))?;
+        schema
+            .check(&Value::Object(arguments.clone()))
+            .map_err(|e| {
+                let field = if e.field == "arguments" {
+                    e.field
+                } else {
+                    format!("arguments.{}", e.field)
+                };
+                ApiError::validation(&field, e.message)
+            })?;
+        if action.requires_approval {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this action runs only after a person approves it, inside a session turn",
+            )
+            .with_details(json!({"requires_approval": true})));
+        }
+        let credential = if manifest.auth.needs_credential() {
+            let sealed = self
+                .registry
+                .store
+                .credential(&principal.tenant, &manifest.id)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the tool `{}` has no credential set for this tenant",
+                            manifest.id
+                        ),
+                    )
+                    .with_details(json!({
+                        "missing": "credential",
+                        "set_with": format!("PUT /v1/tools/{}/credentials", manifest.id),
+                    }))
+                })?;
+            let opened = self
+                .registry
+                .sealer
+                .open_text(
+                    &sealed,
+                    &credential_binding(&principal.tenant, &manifest.id),
+                )
+                .map_err(|e| {
+                    ApiError::internal(anyhow::anyhow!("a tool credential does not open: {e}"))
+                })?;
+            Some(opened)
+        } else {
+            None
+        };
+        self.within_limits(
+            principal,
+            &manifest.id,
+            &action.name,
+            action.rate_limit_per_minute,
+        )
+        .await?;
+
+        let invocation_id = uuid::Uuid::now_v7().to_string();
+        let mut record = InvocationRecord {
+            id: invocation_id.clone(),
+            tool_id: manifest.id.clone(),
+            action: action.name.clone(),
+            subject: principal.subject.clone(),
+            session_id: call.session_id.clone(),
+            outcome: String::new(),
+            status: 0,
+            duration_ms: 0,
+            cost_micros: 0,
+            created_at: unix_now(),
+        };
+        if let Err(denied) = self
+            .decide(
+                principal,
+                bearer,
+                &manifest.id,
+                &action.name,
+                &arguments,
+                &call.session_id,
+            )
+            .await
+        {
+            self.finish(principal, &mut record, Ended::Denied, 0, Duration::ZERO, 0)
+                .await;
+            return Err(denied);
+        }
+        let prepared = request::prepare(
+            &manifest.base_url,
+            &action.http,
+            &manifest.auth,
+            &arguments,
+            credential.as_deref().map(String::as_str),
+        )
+        .map_err(|e| ApiError::validation("arguments", e))?;
+        if !self.config.allow_private_networks {
+            egress::check_literal(&prepared.url)
+                .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+        }
+        let started = Instant::now();
+        let sent = tokio::time::timeout(action.timeout, self.send(prepared)).await;
+        let took = started.elapsed();
+        match sent {
+            Err(_) => {
+                self.finish(principal, &mut record, Ended::Timeout, 0, took, 0)
+                    .await;
+                Err(ApiError::new(
+                    ErrorCode::Timeout,
+                    format!(
+                        "the tool did not answer within {} ms",
+                        action.timeout.as_millis()
+                    ),
+                ))
+            }
+            Ok(Err(reason)) => {
+                self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
+                    .await;
+                Err(ApiError::new(
+                    ErrorCode::UpstreamFailed,
+                    format!("the tool could not be reached: {reason}"),
+                ))
+            }
+            Ok(Ok((status, _))) if !(200..300).contains(&status) => {
+                self.finish(principal, &mut record, Ended::Failed, status, took, 0)
+                    .await;
+                // The upstream's body is not passed on: it may echo the credential.
+                Err(ApiError::new(
+                    ErrorCode::UpstreamFailed,
+                    format!("the tool answered with HTTP {status}"),
+                )
+                .with_details(json!({"status": status})))
+            }
+            Ok(Ok((status, result))) => {
+                let price = action.price_micros;
+                self.finish(principal, &mut record, Ended::Ok, status, took, price)
+                    .await;
+                Ok(Answered {
+                    invocation_id,
+                    status,
+                    result,
+                    duration: took,
+                    cost_micros: price,
+                })
+            }
+        }
+    }
+
+    /// The tenant's limit over all its tools, then the action's own.
+    async fn within_limits(
+        &self,
+        principal: &Principal,
+        tool: &str,
+        action: &str,
+        per_minute: u32,
+    ) -> Result<(), ApiError> {
+        let minute = unix_now() / 60;
+        let limits = [
+            (
+                format!("tool-rate:{}:{minute}", principal.tenant),
+                self.config.rate_limit_tenant,
+            ),
+            (
+                format!("tool-rate:{}:{tool}:{action}:{minute}", principal.tenant),
+                per_minute,
+            ),
+        ];
+        for (key, limit) in limits {
+            if limit == 0 {
+                continue;
+            }
+            let used = self
+                .cache
+                .incr(&key, 1, Duration::from_secs(61))
+                .await
+                .map_err(|e| {
+                    tracing::warn!(error = %e, "tool rate limits cannot be checked");
+                    ApiError::new(
+                        ErrorCode::Unavailable,
+                        "rate limits cannot be checked right now",
+                    )
+                })?;
+            if used > i64::from(limit) {
+                let wait = 60 - u64::try_from(unix_now() % 60).unwrap_or(0);
+                return Err(ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("at most {limit} calls a minute"),
+                )
+                .retry_after(wait.max(1)));
+            }
+        }
+        Ok(())
+    }
+
+    /// Policy's decision on the call; a deny is final.
+    async fn decide(
+        &self,
+        principal: &Principal,
+        bearer: &str,
+        tool: &str,
+        action: &str,
+        arguments: &Map<String, Value>,
+        session_id: &str,
+    ) -> Result<(), ApiError> {
+        let token = if principal.actor.is_none() {
+            bearer.to_owned()
+        } else {
+            self.tokens
+                .for_user(
+                    &POLICY,
+                    &principal.tenant,
+                    &principal.subject,
+                    &[Capability::PolicyRead.as_str().to_owned()],
+                )
+                .await
+                .map_err(ApiError::from)?
+        };
+        let question = ppb::EvaluateRequest {
+            action: "tool".into(),
+            text: Value::Object(arguments.clone()).to_string(),
+            tool: format!("{tool}.{action}"),
+            session_id: session_id.to_owned(),
+        };
+        let decision = self
+            .policy
+            .clone()
+            .evaluate(with_bearer(&token, tonic::Request::new(question)))
+            .await
+            .map_err(|status| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "policy cannot decide on this call right now",
+                )
+                .with_details(json!({"cause": ApiError::from(status).code.as_str()}))
+            })?
+            .into_inner();
+        if decision.allowed {
+            return Ok(());
+        }
+        Err(
+            ApiError::new(ErrorCode::Forbidden, "policy denied this tool call").with_details(
+                json!({
+                    "reasons": decision.reasons,
+                    "rule_ids": decision.rule_ids,
+                    "severity": decision.severity,
+                }),
+            ),
+        )
+    }
+
+    /// Sends the request; the status and the answer (JSON, or its text under `text`,
+    /// cut at the configured size).
+    async fn send(&self, prepared: PreparedRequest) -> Result<(u16, Value), String> {
+        let method =
+            reqwest::Method::from_bytes(prepared.method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut builder = self.http.request(method, prepared.url);
+        for (name, value) in &prepared.headers {
+            builder = builder.header(name, value);
+        }
+        if let Some(body) = &prepared.body {
+            builder = builder.json(body);
+        }
+        let mut response = builder.send().await.map_err(|e| describe(&e))?;
+        let status = response.status().as_u16();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
+            let room = self.config.max_response_bytes.saturating_sub(bytes.len());
+            bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if room <= chunk.len() {
+                break;
+            }
+        }
+        let result = serde_json::from_slice::<Value>(&bytes)
+            .unwrap_or_else(|_| json!({"text": String::from_utf8_lossy(&bytes)}));
+        Ok((status, result))
+    }
+
+    /// Logs the invocation and puts its audit record and (when it cost something) its
+    /// usage in the outbox.
+    async fn finish(
+        &self,
+        principal: &Principal,
+        record: &mut InvocationRecord,
+        ended: Ended,
+        status: u16,
+        took: Duration,
+        cost_micros: i64,
+    ) {
+        record.outcome = ended.as_str().into();
+        record.status = u32::from(status);
+        record.duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
+        record.cost_micros = cost_micros;
+        let tenant = &principal.tenant;
+        if let Err(e) = self.registry.store.record(tenant, record).await {
+            tracing::error!(error = %e, "a tool invocation could not be logged");
+        }
+        let audit = AuditRecord::by("tool", "tool.invoked", principal)
+            .on("tool", Some(&record.tool_id))
+            .action(record.action.clone())
+            .outcome(match ended {
+                Ended::Ok => Outcome::Success,
+                Ended::Denied => Outcome::Denied,
+                Ended::Failed | Ended::Timeout => Outcome::Failure,
+            })
+            .with("invocation_id", &record.id)
+            .with("result", ended.as_str())
+            .with("status", status)
+            .with("duration_ms", record.duration_ms);
+        let outbox = &self.registry.outbox;
+        if let Err(e) = outbox
+            .publish(topics::AUDIT, tenant.as_str(), &audit.envelope())
+            .await
+        {
+            tracing::error!(error = %e, "a tool audit record could not be stored");
+        }
+        if ended == Ended::Ok {
+            let usage = Envelope::new(
+                "tool.usage",
+                "tool",
+                tenant.clone(),
+                json!({
+                    "call_id": record.id,
+                    "user": record.subject,
+                    "session_id": Some(&record.session_id).filter(|s| !s.is_empty()),
+                    "tool": record.tool_id,
+                    "action": record.action,
+                    "cost_micros": cost_micros,
+                    "at_ms": unix_now_ms(),
+                }),
+            )
+            .with_subject(principal.subject.clone());
+            if let Err(e) = outbox
+                .publish(topics::BILLING_USAGE, tenant.as_str(), &usage)
+                .await
+            {
+                tracing::error!(error = %e, "a tool usage record could not be stored");
+            }
+        }
+    }
+
+    /// A page of the invocation log, newest first: tenant admins see everyone's, others
+    /// their own.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        tool: &str,
+        cursor: &str,
+        size: PageSize,
+    ) -> Result<(Vec<InvocationRecord>, String), ApiError> {
+        principal.require(Capability::ToolsRead)?;
+        let subject =
+            (!principal.can(Capability::TenantAdmin)).then_some(principal.subject.as_str());
+        let rows = self
+            .registry
+            .store
+            .invocations(
+                &principal.tenant,
+                subject,
+                tool,
+                cursor,
+                size.rows_to_read(),
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(size.cut(rows, |r| r.id.clone()))
+    }
+}
+
+/// Why a request failed, without its URL (which may carry a credential in the query).
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_connect() {
+        "the connection failed".into()
+    } else if e.is_timeout() {
+        "it timed out".into()
+    } else if e.is_body() || e.is_decode() {
+        "its answer broke off".into()
+    } else {
+        "the request failed".into()
+    }
+}

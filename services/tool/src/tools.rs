@@ -1,0 +1,230 @@
+//! The tenant's tool registry: the tools a caller may use, the ones a tenant defines
+//! from OpenAPI documents, and their credentials, which are sealed before they are
+//! stored and never returned, logged or put in an event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use somagent_common::audit::AuditRecord;
+use somagent_common::auth::{Capability, Principal};
+use somagent_common::clock::unix_now;
+use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::infra::events::topics;
+use somagent_common::infra::outbox::Outbox;
+use somagent_common::secrets::Sealer;
+use somagent_common::tenant::TenantId;
+
+use crate::domain::openapi::{self, ToolDefaults};
+use crate::store::{StoredTool, ToolStore};
+
+/// The largest OpenAPI document a tenant may define a tool with.
+pub const MAX_DOCUMENT: usize = 1024 * 1024;
+/// The longest credential a tool may have.
+pub const MAX_CREDENTIAL: usize = 16 * 1024;
+
+/// A tool as a caller sees it: whether a credential is set, never the credential.
+#[derive(Debug, Clone)]
+pub struct ToolView {
+    pub tool: StoredTool,
+    pub credential_set: bool,
+}
+
+/// What a tenant asks for when it defines a tool from an OpenAPI document.
+#[derive(Debug, Clone)]
+pub struct NewHttpTool {
+    pub id: String,
+    pub openapi_json: String,
+    pub base_url: Option<String>,
+    pub rate_limit_per_minute: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub price_micros: i64,
+    pub requires_approval: bool,
+}
+
+#[derive(Clone)]
+pub struct Registry {
+    pub store: ToolStore,
+    pub sealer: Arc<Sealer>,
+    pub outbox: Outbox,
+}
+
+/// What binds a sealed credential to its row: it opens for this tenant's tool only.
+pub fn credential_binding(tenant: &TenantId, tool: &str) -> String {
+    format!("tool credential\0{tenant}\0{tool}")
+}
+
+impl Registry {
+    pub async fn list(&self, principal: &Principal) -> Result<Vec<ToolView>, ApiError> {
+        principal.require(Capability::ToolsRead)?;
+        let tools = self
+            .store
+            .list(&principal.tenant)
+            .await
+            .map_err(ApiError::internal)?;
+        let with_credentials = self
+            .store
+            .has_credentials(&principal.tenant)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(tools
+            .into_iter()
+            // What the caller may use: an action whose capability they lack is left out.
+            .filter_map(|mut tool| {
+                tool.manifest
+                    .actions
+                    .retain(|a| Capability::parse(&a.capability).is_some_and(|c| principal.can(c)));
+                (!tool.manifest.actions.is_empty()).then(|| ToolView {
+                    credential_set: with_credentials.contains(&tool.manifest.id),
+                    tool,
+                })
+            })
+            .collect())
+    }
+
+    pub async fn get(&self, principal: &Principal, id: &str) -> Result<ToolView, ApiError> {
+        principal.require(Capability::ToolsRead)?;
+        let tool = self.find(&principal.tenant, id).await?;
+        let credential_set = self
+            .store
+            .credential(&principal.tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+            .is_some();
+        Ok(ToolView {
+            tool,
+            credential_set,
+        })
+    }
+
+    /// The tenant's tool, or "not found" (another tenant's tool is not found either).
+    pub async fn find(&self, tenant: &TenantId, id: &str) -> Result<StoredTool, ApiError> {
+        self.store
+            .get(tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("tool"))
+    }
+
+    pub async fn create(
+        &self,
+        principal: &Principal,
+        asked: NewHttpTool,
+    ) -> Result<ToolView, ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        // `GET /v1/tools/invocations` is the call log: no tool may take its name.
+        if asked.id == "invocations" {
+            return Err(ApiError::validation("id", "`invocations` is reserved"));
+        }
+        if asked.openapi_json.len() > MAX_DOCUMENT {
+            return Err(ApiError::validation("openapi", "is at most 1 MiB"));
+        }
+        let document: serde_json::Value = serde_json::from_str(&asked.openapi_json)
+            .map_err(|e| ApiError::validation("openapi", format!("is not JSON: {e}")))?;
+        let defaults = ToolDefaults {
+            id: asked.id,
+            base_url: asked.base_url,
+            rate_limit_per_minute: asked.rate_limit_per_minute.unwrap_or(60),
+            timeout: asked.timeout.unwrap_or(Duration::from_secs(30)),
+            price_micros: asked.price_micros,
+            requires_approval: asked.requires_approval,
+        };
+        let manifest = openapi::manifest_from(&document, &defaults).map_err(|e| {
+            let field = if e.field == "id" || e.field == "base_url" {
+                e.field.clone()
+            } else {
+                format!("openapi.{}", e.field)
+            };
+            ApiError::validation(&field, e.message)
+        })?;
+        let tool = StoredTool {
+            kind: "http".into(),
+            manifest,
+            created_at: unix_now(),
+        };
+        let created = self
+            .store
+            .create(&principal.tenant, &tool, &principal.subject)
+            .await
+            .map_err(ApiError::internal)?;
+        if !created {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the tenant already has a tool with this id",
+            ));
+        }
+        self.audit(principal, "tool.created", &tool.manifest.id)
+            .await;
+        Ok(ToolView {
+            tool,
+            credential_set: false,
+        })
+    }
+
+    pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        if !self
+            .store
+            .delete(&principal.tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            return Err(ApiError::not_found("tool"));
+        }
+        self.audit(principal, "tool.deleted", id).await;
+        Ok(())
+    }
+
+    pub async fn put_credential(
+        &self,
+        principal: &Principal,
+        id: &str,
+        credential: &str,
+    ) -> Result<(), ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        if credential.is_empty() || credential.len() > MAX_CREDENTIAL {
+            return Err(ApiError::validation("credential", "is 1-16384 characters"));
+        }
+        let tool = self.find(&principal.tenant, id).await?;
+        if !tool.manifest.auth.needs_credential() {
+            return Err(ApiError::validation(
+                "credential",
+                "this tool authenticates with nothing: it takes no credential",
+            ));
+        }
+        let sealed = self.sealer.seal(
+            credential.as_bytes(),
+            &credential_binding(&principal.tenant, id),
+        );
+        self.store
+            .put_credential(&principal.tenant, id, &sealed, unix_now())
+            .await
+            .map_err(ApiError::internal)?;
+        self.audit(principal, "tool.credential_set", id).await;
+        Ok(())
+    }
+
+    pub async fn delete_credential(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        self.find(&principal.tenant, id).await?;
+        if self
+            .store
+            .delete_credential(&principal.tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+        {
+            self.audit(principal, "tool.credential_deleted", id).await;
+        }
+        Ok(())
+    }
+
+    async fn audit(&self, principal: &Principal, kind: &str, id: &str) {
+        let record = AuditRecord::by("tool", kind, principal).on("tool", Some(id));
+        if let Err(e) = self
+            .outbox
+            .publish(topics::AUDIT, principal.tenant.as_str(), &record.envelope())
+            .await
+        {
+            tracing::error!(error = %e, kind, "an audit record could not be stored");
+        }
+    }
+}
