@@ -28,6 +28,7 @@ mod startup;
 mod stream_revocation;
 mod telemetry;
 mod tenants;
+mod tool_turns;
 mod tools;
 mod users;
 mod workflows_api;

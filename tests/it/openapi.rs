@@ -72,6 +72,8 @@ async fn the_openapi_document_covers_every_public_route() {
         ("delete", "/v1/sessions/{id}"),
         ("post", "/v1/sessions/{id}/messages"),
         ("get", "/v1/sessions/{id}/messages"),
+        ("get", "/v1/sessions/{id}/approvals"),
+        ("post", "/v1/sessions/{id}/approvals/{call_id}"),
         ("get", "/v1/ws"),
         ("delete", "/v1/auth/mfa"),
         ("get", "/v1/tools"),

@@ -152,7 +152,7 @@ async fn each_service_gets_tokens_only_for_its_own_callees_and_needs() {
 
     // The orchestrator: nothing for a callee outside its table, nothing outside what it
     // needs of slm; asked for more, it gets only what it needs (RFC 6749 §3.3).
-    for callee in ["identity", "tool", "memory"] {
+    for callee in ["identity", "memory", "billing"] {
         let (code, message) = refusal(
             identity
                 .issue_service_token(with_credential(
@@ -192,6 +192,23 @@ async fn each_service_gets_tokens_only_for_its_own_callees_and_needs() {
     assert_eq!(claims["sub"], bob_id.as_str());
     assert_eq!(claims["act"]["sub"], "service:orchestrator");
     assert_eq!(claims["capabilities"], json!(["models:use"]));
+
+    // Of the tool service, the user's tools to offer the model and calls of them; not
+    // the writing of tools or credentials.
+    let for_tool = identity
+        .issue_service_token(with_credential(
+            &orchestrator,
+            ask(
+                "orchestrator",
+                "tool",
+                &["tools:read", "tools:invoke", "tools:write"],
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(for_tool.scope, "tools:read tools:invoke");
+    assert_eq!(claims_of(&for_tool.access_token)["aud"], "somagent:tool");
 
     let for_policy = identity
         .issue_service_token(with_credential(

@@ -127,6 +127,52 @@ pub enum TurnEvent {
     Reconnect { reason: String },
     /// The watcher fell behind and missed `missed` events.
     Lagged { missed: u64 },
+    /// A tool call waits for a person until `expires_at` (RFC 3339).
+    ApprovalRequired(ApprovalRequired),
+    /// A person approved or denied a call, or nobody answered in time.
+    ApprovalResolved(ApprovalResolved),
+    /// A tool call ran, or was refused: what the model is told.
+    ToolResult(ToolResult),
+}
+
+/// A tool call that waits for a person's approval.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequired {
+    pub call_id: String,
+    pub tool: String,
+    pub action: String,
+    /// The model's arguments, as JSON text.
+    pub arguments: String,
+    pub expires_at: String,
+    pub round: u32,
+}
+
+/// How an approval ended.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalResolved {
+    pub call_id: String,
+    pub approved: bool,
+    #[serde(default)]
+    pub reason: String,
+    /// Who answered; empty when nobody did in time.
+    #[serde(default)]
+    pub by: String,
+    #[serde(default)]
+    pub timed_out: bool,
+}
+
+/// What a tool call brought back.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ToolResult {
+    pub call_id: String,
+    /// The function the model called (`<tool>__<action>`).
+    pub name: String,
+    pub ok: bool,
+    /// The result as JSON text, cut to the size the model gets.
+    pub content: String,
+    pub duration_ms: u64,
+    pub cost_micros: i64,
+    pub round: u32,
 }
 
 impl TurnEvent {
@@ -143,6 +189,9 @@ impl TurnEvent {
             TurnEvent::Error(_) => "error",
             TurnEvent::Reconnect { .. } => "reconnect",
             TurnEvent::Lagged { .. } => "lagged",
+            TurnEvent::ApprovalRequired(_) => "approval_required",
+            TurnEvent::ApprovalResolved(_) => "approval_resolved",
+            TurnEvent::ToolResult(_) => "tool_result",
         }
     }
 
@@ -243,6 +292,30 @@ impl TurnEvent {
             }),
             TurnEvent::Reconnect { reason } => Event::Reconnect(pb::TurnReconnect { reason }),
             TurnEvent::Lagged { missed } => Event::Lagged(pb::TurnLagged { missed }),
+            TurnEvent::ApprovalRequired(a) => Event::ApprovalRequired(pb::TurnApprovalRequired {
+                call_id: a.call_id,
+                tool: a.tool,
+                action: a.action,
+                arguments: a.arguments,
+                expires_at: a.expires_at,
+                round: a.round,
+            }),
+            TurnEvent::ApprovalResolved(a) => Event::ApprovalResolved(pb::TurnApprovalResolved {
+                call_id: a.call_id,
+                approved: a.approved,
+                reason: a.reason,
+                by: a.by,
+                timed_out: a.timed_out,
+            }),
+            TurnEvent::ToolResult(r) => Event::ToolResult(pb::TurnToolResult {
+                call_id: r.call_id,
+                name: r.name,
+                ok: r.ok,
+                content: r.content,
+                duration_ms: r.duration_ms,
+                cost_micros: r.cost_micros,
+                round: r.round,
+            }),
         };
         pb::TurnEvent {
             session_id: session_id.to_owned(),
@@ -318,6 +391,30 @@ impl TurnEvent {
             }),
             Event::Reconnect(r) => TurnEvent::Reconnect { reason: r.reason },
             Event::Lagged(l) => TurnEvent::Lagged { missed: l.missed },
+            Event::ApprovalRequired(a) => TurnEvent::ApprovalRequired(ApprovalRequired {
+                call_id: a.call_id,
+                tool: a.tool,
+                action: a.action,
+                arguments: a.arguments,
+                expires_at: a.expires_at,
+                round: a.round,
+            }),
+            Event::ApprovalResolved(a) => TurnEvent::ApprovalResolved(ApprovalResolved {
+                call_id: a.call_id,
+                approved: a.approved,
+                reason: a.reason,
+                by: a.by,
+                timed_out: a.timed_out,
+            }),
+            Event::ToolResult(r) => TurnEvent::ToolResult(ToolResult {
+                call_id: r.call_id,
+                name: r.name,
+                ok: r.ok,
+                content: r.content,
+                duration_ms: r.duration_ms,
+                cost_micros: r.cost_micros,
+                round: r.round,
+            }),
         })
     }
 }
@@ -360,6 +457,32 @@ pub enum ConversationEvent {
         #[serde(default, skip_serializing_if = "String::is_empty")]
         tool_call_id: String,
     },
+    /// A tool call of `round` waits for a person's approval.
+    #[serde(rename = "tool.approval_required")]
+    ApprovalRequired {
+        session_id: String,
+        turn: u32,
+        /// The session's owner, whose agent asks.
+        subject: String,
+        #[serde(flatten)]
+        approval: ApprovalRequired,
+    },
+    /// The approval ended: approved, denied or timed out.
+    #[serde(rename = "tool.approval_resolved")]
+    ApprovalResolved {
+        session_id: String,
+        turn: u32,
+        #[serde(flatten)]
+        resolved: ApprovalResolved,
+    },
+    /// A tool call ran or was refused.
+    #[serde(rename = "tool.result")]
+    ToolResult {
+        session_id: String,
+        turn: u32,
+        #[serde(flatten)]
+        result: ToolResult,
+    },
     #[serde(rename = "turn.completed")]
     TurnCompleted(TurnEnded),
     #[serde(rename = "turn.withheld")]
@@ -390,6 +513,9 @@ impl ConversationEvent {
             ConversationEvent::MessageDelta { .. } => "message.delta",
             ConversationEvent::ToolCall { .. } => "tool.call",
             ConversationEvent::MessageCreated { .. } => "message.created",
+            ConversationEvent::ApprovalRequired { .. } => "tool.approval_required",
+            ConversationEvent::ApprovalResolved { .. } => "tool.approval_resolved",
+            ConversationEvent::ToolResult { .. } => "tool.result",
             ConversationEvent::TurnCompleted(_) => "turn.completed",
             ConversationEvent::TurnWithheld(_) => "turn.withheld",
             ConversationEvent::TurnFailed(_) => "turn.failed",
@@ -480,6 +606,30 @@ mod tests {
                 reason: "restarting".into(),
             },
             TurnEvent::Lagged { missed: 7 },
+            TurnEvent::ApprovalRequired(ApprovalRequired {
+                call_id: "call_2".into(),
+                tool: "github".into(),
+                action: "merge_pull_request".into(),
+                arguments: r#"{"number":7}"#.into(),
+                expires_at: "2026-12-05T12:00:00Z".into(),
+                round: 1,
+            }),
+            TurnEvent::ApprovalResolved(ApprovalResolved {
+                call_id: "call_2".into(),
+                approved: false,
+                reason: "not on a Friday".into(),
+                by: "u1".into(),
+                timed_out: false,
+            }),
+            TurnEvent::ToolResult(ToolResult {
+                call_id: "call_2".into(),
+                name: "github__merge_pull_request".into(),
+                ok: true,
+                content: r#"{"merged":true}"#.into(),
+                duration_ms: 12,
+                cost_micros: 100,
+                round: 1,
+            }),
         ]
     }
 
@@ -502,6 +652,37 @@ mod tests {
                 content: "".into(),
                 tool_calls: vec![ToolCall::default()],
                 tool_call_id: String::new(),
+            },
+            ConversationEvent::ApprovalRequired {
+                session_id: "s1".into(),
+                turn: 1,
+                subject: "u1".into(),
+                approval: ApprovalRequired {
+                    call_id: "c".into(),
+                    tool: "github".into(),
+                    action: "get_issue".into(),
+                    arguments: "{}".into(),
+                    expires_at: "2026-12-05T12:00:00Z".into(),
+                    round: 0,
+                },
+            },
+            ConversationEvent::ApprovalResolved {
+                session_id: "s1".into(),
+                turn: 1,
+                resolved: ApprovalResolved {
+                    call_id: "c".into(),
+                    timed_out: true,
+                    ..ApprovalResolved::default()
+                },
+            },
+            ConversationEvent::ToolResult {
+                session_id: "s1".into(),
+                turn: 1,
+                result: ToolResult {
+                    call_id: "c".into(),
+                    ok: true,
+                    ..ToolResult::default()
+                },
             },
             ConversationEvent::TurnFailed(TurnEnded {
                 session_id: "s1".into(),

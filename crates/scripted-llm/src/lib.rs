@@ -12,6 +12,13 @@
 //!   message>}`; once the conversation holds a tool result, answers `The tool said: <it>`.
 //! - `chatty-tool-caller`: like `tool-caller`, first saying `Looking up: <last user
 //!   message>` (cut at `|`s as `scripted` does) in the answer that asks for the tool.
+//! - `tool-user`: follows a script in the last user message, one call per line as
+//!   `call <function> <JSON arguments>`, rounds separated by a line `then`. Each round
+//!   asks for its calls (ids `call_<turn>_<round>_<n>`, `turn` counting the user
+//!   messages), but only of functions the request offers in `tools`: naming one it does
+//!   not offer, it answers `I have no tool <names>` instead. After the last round it
+//!   answers `Results: ` and the contents of the tool messages since the user's,
+//!   joined by ` || `. Without a script, as `scripted`.
 //! - `no-usage`: like `scripted`, without usage figures.
 //! - `slow-N`: like `scripted`, waiting N ms before each chunk.
 //! - `silent`: never answers.
@@ -94,6 +101,7 @@ async fn models() -> Json<Value> {
         "scripted",
         "tool-caller",
         "chatty-tool-caller",
+        "tool-user",
         "no-usage",
         "silent",
         "fail-500",
@@ -126,7 +134,7 @@ enum Answer {
     Tools(Vec<(String, String, String)>, String),
 }
 
-fn answer(model: &str, messages: &[Value]) -> Answer {
+fn answer(model: &str, messages: &[Value], tools: &[Value]) -> Answer {
     let last_user = messages
         .iter()
         .rev()
@@ -154,7 +162,77 @@ fn answer(model: &str, messages: &[Value]) -> Answer {
             said,
         );
     }
+    if model == "tool-user"
+        && let Some(answer) = follow_script(messages, &last_user, tools)
+    {
+        return answer;
+    }
     Answer::Text(format!("Echo: {last_user}"))
+}
+
+/// `tool-user`'s answer: the next round of the script's calls, or the results.
+fn follow_script(messages: &[Value], script: &str, tools: &[Value]) -> Option<Answer> {
+    let mut rounds: Vec<Vec<(String, String)>> = vec![Vec::new()];
+    for line in script.lines().map(str::trim) {
+        if line == "then" {
+            rounds.push(Vec::new());
+        } else if let Some(call) = line.strip_prefix("call ") {
+            let (name, args) = call.split_once(' ').unwrap_or((call, "{}"));
+            rounds
+                .last_mut()?
+                .push((name.to_owned(), args.trim().to_owned()));
+        }
+    }
+    rounds.retain(|r| !r.is_empty());
+    if rounds.is_empty() {
+        return None;
+    }
+    let since_user = messages
+        .iter()
+        .rposition(|m| m["role"] == "user")
+        .map_or(messages, |i| &messages[i + 1..]);
+    let done = since_user
+        .iter()
+        .filter(|m| m["role"] == "assistant" && m["tool_calls"].is_array())
+        .count();
+    let Some(round) = rounds.get(done) else {
+        let results: Vec<String> = since_user
+            .iter()
+            .filter(|m| m["role"] == "tool")
+            .map(|m| content_text(&m["content"]))
+            .collect();
+        return Some(Answer::Text(format!("Results: {}", results.join(" || "))));
+    };
+    let offered: Vec<&str> = tools
+        .iter()
+        .filter_map(|t| t["function"]["name"].as_str())
+        .collect();
+    let missing: Vec<&str> = round
+        .iter()
+        .map(|(name, _)| name.as_str())
+        .filter(|name| !offered.contains(name))
+        .collect();
+    if !missing.is_empty() {
+        return Some(Answer::Text(format!(
+            "I have no tool {}",
+            missing.join(", ")
+        )));
+    }
+    let turn = messages.iter().filter(|m| m["role"] == "user").count();
+    Some(Answer::Tools(
+        round
+            .iter()
+            .enumerate()
+            .map(|(n, (name, args))| {
+                (
+                    format!("call_{turn}_{done}_{n}"),
+                    name.clone(),
+                    args.clone(),
+                )
+            })
+            .collect(),
+        String::new(),
+    ))
 }
 
 fn content_text(content: &Value) -> String {
@@ -220,7 +298,8 @@ async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Res
         .iter()
         .map(|m| count(&content_text(&m["content"])) + 1)
         .sum();
-    let answer = answer(&model, &messages);
+    let tools = body["tools"].as_array().cloned().unwrap_or_default();
+    let answer = answer(&model, &messages, &tools);
     let with_usage = model != "no-usage";
     let id = format!("chatcmpl-{}", shared.requests.lock().unwrap().len());
     if body["stream"] == true {

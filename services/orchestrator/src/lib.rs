@@ -10,6 +10,7 @@
 //! callee (`common::auth::ServiceTokens`).
 
 mod api;
+mod config;
 mod domain;
 mod hub;
 mod sessions;
@@ -26,7 +27,8 @@ use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
-use somagent_common::service::{IDENTITY, POLICY, SLM};
+use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
+use somagent_common::service::{IDENTITY, POLICY, SLM, TOOL};
 
 use somagent_workflows::local::LocalEngine;
 use somagent_workflows::store::RunStore;
@@ -42,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 /// unfinished are resumed.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let config = ctx.config.clone();
+    let settings: config::OrchestratorConfig = ctx.settings()?;
     let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
     let db = builder
         .db()
@@ -82,6 +85,9 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         events,
         cache: cache.clone(),
         metrics: turn::TurnMetrics::register(builder.metrics()),
+        // Each action's own timeout bounds a call there; this bounds the wait for it.
+        tool: ToolServiceClient::new(channel(&TOOL, Some(Duration::from_secs(320)))?),
+        config: settings,
     };
     let mut registry = Registry::new();
     registry.observed_by(somagent_workflows::ActivityMetrics::register(

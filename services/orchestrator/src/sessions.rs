@@ -5,13 +5,14 @@
 use std::sync::Arc;
 
 use somagent_common::auth::{Capability, Principal};
-use somagent_common::clock::unix_now;
+use somagent_common::clock::{unix_now, unix_now_ms};
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::moderation::PromptModeration;
 use somagent_common::paging::PageSize;
 use somagent_workflows::{Engine, StartRequest};
 use tokio::sync::broadcast;
 
+use crate::domain::approval::{self, Approval, ApprovalStatus, Verdict};
 use crate::domain::session::{self, Session, SessionRequest};
 use crate::hub::{Live, TurnHub};
 use crate::store::{SessionStore, StoredMessage};
@@ -174,5 +175,144 @@ impl Sessions {
             run,
             events,
         })
+    }
+}
+
+/// What a person's answer did.
+pub struct Resolved {
+    pub turn: u32,
+    pub approved: bool,
+}
+
+impl Sessions {
+    /// A person's answer to a tool call the session's turn waits on: the session must be
+    /// one they may see, the call pending and not expired, and only the first answer
+    /// counts. The waiting turn gets it as a signal.
+    pub async fn resolve_approval(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+        call_id: &str,
+        approve: bool,
+        reason: String,
+    ) -> Result<Resolved, ApiError> {
+        principal.require(Capability::ToolsApprove)?;
+        approval::check_answer(call_id, &reason)?;
+        let session = self.visible(principal, session_id).await?;
+        let tenant = &principal.tenant;
+        let waiting = self
+            .store
+            .approval(tenant, &session.id, call_id)
+            .await
+            .map_err(ApiError::internal)?
+            .ok_or_else(|| ApiError::not_found("approval"))?;
+        let now = unix_now_ms();
+        if waiting.status != ApprovalStatus::Pending {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("this call was {} already", waiting.status.as_str()),
+            )
+            .with_details(serde_json::json!({"status": waiting.status.as_str()})));
+        }
+        if waiting.expires_at <= now {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "the wait for an answer is over: the call was denied",
+            )
+            .with_details(serde_json::json!({"status": "expired"})));
+        }
+        let status = if approve {
+            ApprovalStatus::Approved
+        } else {
+            ApprovalStatus::Denied
+        };
+        let answered = self
+            .store
+            .answer_approval(
+                tenant,
+                &session.id,
+                waiting.turn,
+                call_id,
+                status,
+                &principal.subject,
+                &reason,
+                now,
+            )
+            .await
+            .map_err(ApiError::internal)?;
+        if !answered {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "this call was answered already, or its wait is over",
+            ));
+        }
+        let verdict = Verdict {
+            approved: approve,
+            reason,
+            by: principal.subject.clone(),
+        };
+        let run = turn::run_id(&session.id, waiting.turn);
+        let payload = serde_json::to_value(&verdict).map_err(ApiError::internal)?;
+        if let Err(e) = self
+            .engine
+            .signal(tenant, &run, &approval::signal_name(call_id), payload)
+            .await
+        {
+            let ended = matches!(
+                e,
+                somagent_workflows::EngineError::Ended(_)
+                    | somagent_workflows::EngineError::NotFound(_)
+            );
+            // A turn that has ended waits for nothing: the call did not run. A turn
+            // that could not be told gets the answer again later: it is taken back.
+            let undone = if ended {
+                self.store
+                    .settle_approval(
+                        tenant,
+                        &session.id,
+                        waiting.turn,
+                        call_id,
+                        ApprovalStatus::Expired,
+                        "",
+                        "",
+                        now,
+                    )
+                    .await
+            } else {
+                self.store
+                    .reopen_approval(tenant, &session.id, waiting.turn, call_id)
+                    .await
+            };
+            if let Err(undo) = undone {
+                tracing::error!(error = %undo, run = %run, "an approval the turn was not told of stays answered");
+            }
+            return Err(if ended {
+                ApiError::new(
+                    ErrorCode::Conflict,
+                    "the turn that asked has ended; the call did not run",
+                )
+                .with_details(serde_json::json!({"status": "expired"}))
+            } else {
+                ApiError::from(e)
+            });
+        }
+        tracing::info!(session = %session.id, call_id, approved = approve, by = %principal.subject, "a tool call was answered");
+        Ok(Resolved {
+            turn: waiting.turn,
+            approved: approve,
+        })
+    }
+
+    /// The session's approvals, newest first: pending ones and how the others ended.
+    pub async fn approvals(
+        &self,
+        principal: &Principal,
+        session_id: &str,
+    ) -> Result<Vec<Approval>, ApiError> {
+        let session = self.get(principal, session_id).await?;
+        self.store
+            .approvals(&principal.tenant, &session.id, 100)
+            .await
+            .map_err(ApiError::internal)
     }
 }

@@ -7,6 +7,7 @@ use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use crate::domain::approval::{Approval, ApprovalStatus};
 use crate::domain::session::Session;
 
 /// Never edit one that has been applied: add the next.
@@ -21,7 +22,15 @@ pub const MIGRATIONS: &[Migration] = &[
         "workflows moved",
         include_str!("../migrations/0002_workflows_moved.sql"),
     ),
+    Migration::portable(
+        3,
+        "tool approvals",
+        include_str!("../migrations/0003_tool_approvals.sql"),
+    ),
 ];
+
+const APPROVAL_COLUMNS: &str = "session_id, turn, call_id, tool, action, arguments, status, requested_by, \
+     requested_at, expires_at, resolved_by, reason, resolved_at";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredMessage {
@@ -227,6 +236,182 @@ impl SessionStore {
             .map(|r| Ok((r.try_get::<i64, _>(8)?, StoredMessage::from_row(r)?)))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::Query)
+    }
+}
+
+/// Approvals of tool calls: asked by a turn, answered by a person (or expired), settled
+/// by the turn as it saw the answer.
+impl SessionStore {
+    /// Records that a call waits for approval; asking again (a retried step) changes
+    /// nothing.
+    pub async fn ask_approval(&self, tenant: &TenantId, a: &Approval) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO tool_approvals (tenant_id, session_id, turn, call_id, tool, action, arguments, status, \
+             requested_by, requested_at, expires_at, resolved_by, reason, resolved_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', NULL) ON CONFLICT DO NOTHING",
+        )
+        .bind(tenant)
+        .bind(&a.session_id)
+        .bind(i64::from(a.turn))
+        .bind(&a.call_id)
+        .bind(&a.tool)
+        .bind(&a.action)
+        .bind(&a.arguments)
+        .bind(ApprovalStatus::Pending.as_str())
+        .bind(&a.requested_by)
+        .bind(a.requested_at)
+        .bind(a.expires_at)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The newest approval of call `call_id` in the session.
+    pub async fn approval(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        call_id: &str,
+    ) -> Result<Option<Approval>, DbError> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM tool_approvals WHERE tenant_id = $1 AND session_id = $2 AND call_id = $3 \
+             ORDER BY turn DESC LIMIT 1"
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(session)
+            .bind(call_id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        db::optional(row)
+    }
+
+    /// The session's approvals, newest first.
+    pub async fn approvals(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        limit: i64,
+    ) -> Result<Vec<Approval>, DbError> {
+        let sql = format!(
+            "SELECT {APPROVAL_COLUMNS} FROM tool_approvals WHERE tenant_id = $1 AND session_id = $2 \
+             ORDER BY requested_at DESC, turn DESC, call_id LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(tenant)
+            .bind(session)
+            .bind(limit)
+            .fetch_all(self.db.pool())
+            .await?;
+        db::all(&rows)
+    }
+
+    /// A person's answer to a pending approval that has not expired at `now`; false if
+    /// it was answered already or has expired (only one answer counts).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn answer_approval(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        turn: u32,
+        call_id: &str,
+        status: ApprovalStatus,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        Ok(sqlx::query(
+            "UPDATE tool_approvals SET status = $1, resolved_by = $2, reason = $3, resolved_at = $4 \
+             WHERE tenant_id = $5 AND session_id = $6 AND turn = $7 AND call_id = $8 AND status = 'pending' AND expires_at > $4",
+        )
+        .bind(status.as_str())
+        .bind(by)
+        .bind(reason)
+        .bind(now)
+        .bind(tenant)
+        .bind(session)
+        .bind(i64::from(turn))
+        .bind(call_id)
+        .execute(self.db.pool())
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Takes back an answer the turn could not be told, so it may be given again.
+    pub async fn reopen_approval(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        turn: u32,
+        call_id: &str,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE tool_approvals SET status = 'pending', resolved_by = '', reason = '', resolved_at = NULL \
+             WHERE tenant_id = $1 AND session_id = $2 AND turn = $3 AND call_id = $4",
+        )
+        .bind(tenant)
+        .bind(session)
+        .bind(i64::from(turn))
+        .bind(call_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// How the approval ended as the turn saw it: that is what happened, whatever a late
+    /// answer said.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn settle_approval(
+        &self,
+        tenant: &TenantId,
+        session: &str,
+        turn: u32,
+        call_id: &str,
+        status: ApprovalStatus,
+        by: &str,
+        reason: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE tool_approvals SET status = $1, resolved_by = $2, reason = $3, \
+             resolved_at = COALESCE(resolved_at, $4) \
+             WHERE tenant_id = $5 AND session_id = $6 AND turn = $7 AND call_id = $8",
+        )
+        .bind(status.as_str())
+        .bind(by)
+        .bind(reason)
+        .bind(now)
+        .bind(tenant)
+        .bind(session)
+        .bind(i64::from(turn))
+        .bind(call_id)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+}
+
+impl FromAnyRow for Approval {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        let status: String = r.try_get(6)?;
+        Ok(Approval {
+            session_id: r.try_get(0)?,
+            turn: db::get_u32(r, 1)?,
+            call_id: r.try_get(2)?,
+            tool: r.try_get(3)?,
+            action: r.try_get(4)?,
+            arguments: r.try_get(5)?,
+            status: ApprovalStatus::parse(&status).ok_or_else(|| {
+                sqlx::Error::Decode(format!("an approval status `{status}`").into())
+            })?,
+            requested_by: r.try_get(7)?,
+            requested_at: r.try_get(8)?,
+            expires_at: r.try_get(9)?,
+            resolved_by: r.try_get(10)?,
+            reason: r.try_get(11)?,
+            resolved_at: r.try_get(12)?,
+        })
     }
 }
 

@@ -34,10 +34,19 @@ pub struct Call {
     pub action: String,
     pub arguments_json: String,
     pub session_id: String,
+    /// Who approved the call inside a session turn (trusted from the orchestrator only).
+    pub approved_by: String,
+    /// Repeats of a call with the same key within a day get its first answer.
+    pub idempotency_key: String,
 }
 
+/// The service whose word on an approval counts: it asked a person inside a turn.
+const APPROVER: &str = "service:orchestrator";
+/// How long the answer of an idempotent call is kept for its repeats.
+const ANSWER_KEPT: Duration = Duration::from_secs(24 * 3600);
+
 /// What a call that ran brought back.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Answered {
     pub invocation_id: String,
     pub status: u16,
@@ -130,12 +139,24 @@ impl Invoker {
                 };
                 ApiError::validation(&field, e.message)
             })?;
-        if action.requires_approval {
+        let approved = !call.approved_by.is_empty() && principal.actor.as_deref() == Some(APPROVER);
+        if action.requires_approval && !approved {
             return Err(ApiError::new(
                 ErrorCode::Conflict,
                 "this action runs only after a person approves it, inside a session turn",
             )
             .with_details(json!({"requires_approval": true})));
+        }
+        let answer_key = (!call.idempotency_key.is_empty()).then(|| {
+            format!(
+                "tool-answer:{}:{}:{}:{}",
+                principal.tenant, manifest.id, action.name, call.idempotency_key
+            )
+        });
+        if let Some(key) = &answer_key
+            && let Some(answer) = self.earlier_answer(key).await
+        {
+            return Ok(answer);
         }
         let credential = if manifest.auth.needs_credential() {
             let sealed = self
@@ -191,6 +212,11 @@ impl Invoker {
             duration_ms: 0,
             cost_micros: 0,
             created_at: unix_now(),
+            approved_by: if approved {
+                call.approved_by.clone()
+            } else {
+                String::new()
+            },
         };
         if let Err(denied) = self
             .decide(
@@ -256,14 +282,39 @@ impl Invoker {
                 let price = action.price_micros;
                 self.finish(principal, &mut record, Ended::Ok, status, took, price)
                     .await;
-                Ok(Answered {
+                let answered = Answered {
                     invocation_id,
                     status,
                     result,
                     duration: took,
                     cost_micros: price,
-                })
+                };
+                if let Some(key) = &answer_key {
+                    self.keep_answer(key, &answered).await;
+                }
+                Ok(answered)
             }
+        }
+    }
+
+    /// The answer an earlier call with the same idempotency key got, if it is kept.
+    async fn earlier_answer(&self, key: &str) -> Option<Answered> {
+        match self.cache.get(key).await {
+            Ok(Some(bytes)) => serde_json::from_slice(&bytes).ok(),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "an earlier tool answer cannot be looked up");
+                None
+            }
+        }
+    }
+
+    async fn keep_answer(&self, key: &str, answered: &Answered) {
+        let Ok(bytes) = serde_json::to_vec(answered) else {
+            return;
+        };
+        if let Err(e) = self.cache.set(key, &bytes, Some(ANSWER_KEPT)).await {
+            tracing::warn!(error = %e, "a tool answer cannot be kept for its repeats");
         }
     }
 
@@ -426,7 +477,8 @@ impl Invoker {
             .with("invocation_id", &record.id)
             .with("result", ended.as_str())
             .with("status", status)
-            .with("duration_ms", record.duration_ms);
+            .with("duration_ms", record.duration_ms)
+            .with("approved_by", &record.approved_by);
         let outbox = &self.registry.outbox;
         if let Err(e) = outbox
             .publish(topics::AUDIT, tenant.as_str(), &audit.envelope())

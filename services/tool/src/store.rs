@@ -12,11 +12,14 @@ use crate::domain::manifest::ToolManifest;
 use crate::tools::credential_binding;
 
 /// Never edit one that has been applied: add the next.
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "tools",
-    include_str!("../migrations/0001_tools.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(1, "tools", include_str!("../migrations/0001_tools.sql")),
+    Migration::portable(
+        2,
+        "approved_by",
+        include_str!("../migrations/0002_approved_by.sql"),
+    ),
+];
 
 /// A tenant's tool as stored.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct InvocationRecord {
     pub duration_ms: i64,
     pub cost_micros: i64,
     pub created_at: i64,
+    /// Who approved the call, for an action that requires approval.
+    pub approved_by: String,
 }
 
 #[derive(Clone)]
@@ -210,7 +215,7 @@ impl ToolStore {
     pub async fn record(&self, tenant: &TenantId, r: &InvocationRecord) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO tool_invocations (tenant_id, id, tool_id, action, subject, session_id, outcome, \
-             status, duration_ms, cost_micros, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+             status, duration_ms, cost_micros, created_at, approved_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(tenant)
         .bind(&r.id)
@@ -223,6 +228,7 @@ impl ToolStore {
         .bind(r.duration_ms)
         .bind(r.cost_micros)
         .bind(r.created_at)
+        .bind(&r.approved_by)
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -239,7 +245,7 @@ impl ToolStore {
         limit: i64,
     ) -> Result<Vec<InvocationRecord>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, tool_id, action, subject, session_id, outcome, status, duration_ms, cost_micros, created_at \
+            "SELECT id, tool_id, action, subject, session_id, outcome, status, duration_ms, cost_micros, created_at, approved_by \
              FROM tool_invocations WHERE tenant_id = $1 AND ($2 = '' OR subject = $2) AND ($3 = '' OR tool_id = $3) \
              AND ($4 = '' OR id < $4) ORDER BY id DESC LIMIT $5",
         )
@@ -279,6 +285,7 @@ impl FromAnyRow for InvocationRecord {
             duration_ms: r.try_get(7)?,
             cost_micros: r.try_get(8)?,
             created_at: r.try_get(9)?,
+            approved_by: r.try_get(10)?,
         })
     }
 }

@@ -1,5 +1,5 @@
 //! Roles → capabilities, after the original's RBAC matrix: a viewer reads; an operator
-//! also runs and cancels work, adds memory and uses tools; a developer also builds
+//! also runs and cancels work, adds memory, uses tools and approves their calls; a developer also builds
 //! capsules and tools; an admin also manages users, keys, settings and policy and may
 //! delete. Three capabilities are granted on their own, never by a role:
 //! `moderation:bypass`, `training.admin`, `billing.admin`; `platform:admin` belongs to
@@ -57,6 +57,7 @@ impl Role {
                 ProjectsCancel,
                 MemoryWrite,
                 ToolsInvoke,
+                ToolsApprove,
                 ModelsUse,
             ]);
         }
@@ -112,6 +113,7 @@ capabilities! {
     ToolsRead => "tools:read",
     ToolsInvoke => "tools:invoke",
     ToolsWrite => "tools:write",
+    ToolsApprove => "tools:approve",
     ModelsRead => "models:read",
     ModelsUse => "models:use",
     PolicyRead => "policy:read",

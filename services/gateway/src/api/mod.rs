@@ -2,6 +2,7 @@
 //! (`routes!`), so the served document covers exactly the routes that exist.
 
 mod api_keys;
+mod approvals;
 mod auth;
 mod body;
 mod chat;
@@ -69,6 +70,8 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(sessions::create, sessions::list))
         .routes(routes!(sessions::get, sessions::delete))
         .routes(routes!(sessions::send, sessions::messages))
+        .routes(routes!(approvals::list))
+        .routes(routes!(approvals::answer))
         .routes(routes!(tools::list, tools::create))
         .routes(routes!(tools::invocations))
         .routes(routes!(tools::get, tools::delete))

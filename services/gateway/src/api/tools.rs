@@ -5,7 +5,7 @@
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use somagent_common::auth::Capability;
@@ -166,6 +166,9 @@ pub struct InvocationView {
     duration_ms: u64,
     cost_micros: i64,
     created_at: String,
+    /// Who approved the call, for an action that requires approval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    approved_by: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -322,7 +325,7 @@ pub async fn delete_credential(
 /// field), a policy decision on the call (403 when denied), rate limits (429), the
 /// tenant's credential (409 when it is not set), the tool's failure as a 502 with its
 /// status (never its body).
-#[utoipa::path(post, path = "/v1/tools/{id}/invoke", tag = "tools", params(("id" = String, Path, description = "the tool's id")),
+#[utoipa::path(post, path = "/v1/tools/{id}/invoke", tag = "tools", params(("id" = String, Path, description = "the tool's id"), ("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key within a day gets the first answer; the tool is not called again")),
     request_body = InvokeBody,
     responses((status = 200, body = InvokeResult), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 404, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem),
@@ -332,6 +335,7 @@ pub async fn invoke(
     State(gateway): State<Gateway>,
     auth: Authenticated,
     Path(id): Path<String>,
+    headers: HeaderMap,
     body: Result<Json<InvokeBody>, JsonRejection>,
 ) -> Result<Json<InvokeResult>, ApiError> {
     auth.principal.require(Capability::ToolsInvoke)?;
@@ -341,6 +345,8 @@ pub async fn invoke(
         action: b.action,
         arguments_json: b.arguments.map(|a| a.to_string()).unwrap_or_default(),
         session_id: b.session_id,
+        approved_by: String::new(),
+        idempotency_key: idempotency_key(&headers)?,
     };
     let answer = gateway
         .tool
@@ -355,6 +361,20 @@ pub async fn invoke(
         duration_ms: answer.duration_ms,
         cost_micros: answer.cost_micros,
     }))
+}
+
+/// The `Idempotency-Key` header: a retried call with the same key gets the first
+/// call's answer within a day, and the tool is not called twice.
+fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(String::new());
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .map(str::to_owned)
+        .ok_or_else(|| ApiError::validation("Idempotency-Key", "is 1-255 visible ASCII characters"))
 }
 
 /// Who called which tool, when, how it ended, how long it took and what it cost, newest
@@ -393,6 +413,7 @@ pub async fn invocations(
                 duration_ms: i.duration_ms,
                 cost_micros: i.cost_micros,
                 created_at: i.created_at,
+                approved_by: Some(i.approved_by).filter(|s| !s.is_empty()),
             })
             .collect(),
         next_cursor: next_cursor(answer.page),

@@ -16,6 +16,12 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
     ("slm", "policy", &[Capability::PolicyRead]),
     // Policy reads the tenant's constitution to compile it, for a turn's check.
     ("policy", "constitution", &[Capability::ConstitutionRead]),
+    // A session turn offers the user's tools to the model and runs its calls.
+    (
+        "orchestrator",
+        "tool",
+        &[Capability::ToolsRead, Capability::ToolsInvoke],
+    ),
     // The tool service's decision on a call that came with a service token.
     ("tool", "policy", &[Capability::PolicyRead]),
 ];

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::Stream;
 use somagent_common::auth::grpc::{bearer_of, caller};
-use somagent_common::clock::rfc3339;
+use somagent_common::clock::{rfc3339, rfc3339_ms};
 use somagent_common::paging::PageSize;
 use somagent_common::proto::common::v1::PageInfo;
 use somagent_common::proto::orchestrator::v1 as pb;
@@ -228,6 +228,55 @@ impl OrchestratorService for OrchestratorGrpc {
                 })
                 .collect(),
             page: Some(PageInfo { next_cursor: next }),
+        }))
+    }
+
+    async fn resolve_approval(
+        &self,
+        request: Request<pb::ResolveApprovalRequest>,
+    ) -> Result<Response<pb::ResolveApprovalResponse>, Status> {
+        let principal = caller(&request)?;
+        let r = request.into_inner();
+        let resolved = self
+            .sessions
+            .resolve_approval(&principal, &r.session_id, &r.call_id, r.approve, r.reason)
+            .await?;
+        Ok(Response::new(pb::ResolveApprovalResponse {
+            session_id: r.session_id,
+            turn: resolved.turn,
+            call_id: r.call_id,
+            approved: resolved.approved,
+        }))
+    }
+
+    async fn list_approvals(
+        &self,
+        request: Request<pb::ListApprovalsRequest>,
+    ) -> Result<Response<pb::ListApprovalsResponse>, Status> {
+        let principal = caller(&request)?;
+        let approvals = self
+            .sessions
+            .approvals(&principal, &request.get_ref().session_id)
+            .await?;
+        let ms = |ms: i64| rfc3339_ms(ms);
+        Ok(Response::new(pb::ListApprovalsResponse {
+            approvals: approvals
+                .into_iter()
+                .map(|a| pb::ToolApproval {
+                    call_id: a.call_id,
+                    turn: a.turn,
+                    tool: a.tool,
+                    action: a.action,
+                    arguments: a.arguments,
+                    status: a.status.as_str().into(),
+                    requested_by: a.requested_by,
+                    requested_at: ms(a.requested_at),
+                    expires_at: ms(a.expires_at),
+                    resolved_by: a.resolved_by,
+                    reason: a.reason,
+                    resolved_at: a.resolved_at.map(ms).unwrap_or_default(),
+                })
+                .collect(),
         }))
     }
 

@@ -12,6 +12,7 @@ use somagent_common::proto::policy::v1 as ppb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1 as spb;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
+use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
 use somagent_common::service::{POLICY, SLM, ServiceSpec};
 use somagent_workflows::ActivityError;
 
@@ -33,9 +34,11 @@ pub struct TurnActivities {
     pub events: EventBus,
     pub cache: Cache,
     pub metrics: super::TurnMetrics,
+    pub tool: ToolServiceClient<tonic::transport::Channel>,
+    pub config: crate::config::OrchestratorConfig,
 }
 
-fn status_error(status: tonic::Status) -> ActivityError {
+pub(super) fn status_error(status: tonic::Status) -> ActivityError {
     let retry = matches!(
         status.code(),
         tonic::Code::Unavailable
@@ -113,7 +116,7 @@ impl TurnActivities {
         result
     }
 
-    fn emit(&self, who: &Who, event: TurnEvent) {
+    pub(super) fn emit(&self, who: &Who, event: TurnEvent) {
         self.hub.send(Live {
             tenant: who.tenant.clone(),
             session_id: who.session_id.clone(),
@@ -124,7 +127,11 @@ impl TurnActivities {
 
     /// A token for calling `callee` as the user, narrowed to what the user's request
     /// could do.
-    async fn token(&self, who: &Who, callee: &ServiceSpec) -> Result<String, ActivityError> {
+    pub(super) async fn token(
+        &self,
+        who: &Who,
+        callee: &ServiceSpec,
+    ) -> Result<String, ActivityError> {
         self.tokens
             .for_user(callee, &who.tenant, &who.subject, &who.capabilities)
             .await
@@ -232,10 +239,16 @@ impl TurnActivities {
                 ..Default::default()
             })
             .collect();
+        let tools_json = if input.tools.is_empty() {
+            String::new()
+        } else {
+            Value::Array(input.tools.clone()).to_string()
+        };
         let request = spb::ChatRequest {
             model: input.model.clone(),
             messages,
             session_id: who.session_id.clone(),
+            tools_json,
             ..Default::default()
         };
         // Which start of this answer this is, counted while the token is fetched.
@@ -375,6 +388,23 @@ impl TurnActivities {
         }
     }
 
+    /// Publishes an event of the turn on `conversation.events` under an id fixed by the
+    /// run and `what`: however often its step runs, consumers see it once.
+    pub(super) async fn publish_once(
+        &self,
+        who: &Who,
+        workflow_id: &str,
+        what: &str,
+        event: &ConversationEvent,
+    ) -> Result<(), ActivityError> {
+        let mut envelope = conversation_event(who, event);
+        envelope.id = stable_id(workflow_id, what);
+        self.events
+            .publish(topics::CONVERSATION, &who.session_id, &envelope)
+            .await
+            .map_err(|e| ActivityError::retryable("unavailable", e.to_string()))
+    }
+
     pub(super) async fn finish(
         &self,
         workflow_id: &str,
@@ -412,12 +442,7 @@ impl TurnActivities {
             .unwrap_or_default();
         // Ids fixed by the run: however often this runs, consumers see each message and
         // the turn's end once.
-        let stable = |what: &str| {
-            uuid::Uuid::new_v5(
-                &uuid::Uuid::NAMESPACE_URL,
-                format!("somagent:{workflow_id}:{what}").as_bytes(),
-            )
-        };
+        let stable = |what: &str| stable_id(workflow_id, what);
         let mut events = Vec::new();
         for (i, m) in input.messages.iter().enumerate() {
             let created = ConversationEvent::MessageCreated {
@@ -493,6 +518,14 @@ impl TurnActivities {
             persisted: messages.len(),
         })
     }
+}
+
+/// An event id fixed by the run and what the event is of.
+fn stable_id(workflow_id: &str, what: &str) -> uuid::Uuid {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_URL,
+        format!("somagent:{workflow_id}:{what}").as_bytes(),
+    )
 }
 
 /// The envelope of a `conversation.events` event of this turn.

@@ -1,7 +1,10 @@
 //! `session_turn`, one turn of a session, as a durable workflow (its prompt was judged
-//! by policy when the turn was asked for) → the model, its deltas streamed out as they come → tool calls
-//! answered (no tools are installed yet, so every call gets a tool error back and the
-//! model carries on) → policy on the output → messages persisted →
+//! by policy when the turn was asked for) → the user's tools offered to the model as
+//! OpenAI tool definitions → the model, its deltas streamed out as they come → its tool
+//! calls run through the tool service (under policy, limits and metering there), those
+//! that require approval only after a person approves them (a signal, waited for up to
+//! the configured timeout; no answer is a denial), their results back to the model,
+//! round after round, each a step → policy on the output → messages persisted →
 //! `conversation.events`. slm guards the answer's text as it streams (every round's):
 //! a delta reaches watchers and the topic only once the text up to it passes the
 //! tenant's terms and patterns; an answer it stops, or one the final check denies, is
@@ -12,6 +15,7 @@
 //! steps and the types that pass between them.
 
 mod activities;
+mod tool_calls;
 mod workflow;
 
 use std::time::Duration;
@@ -39,6 +43,13 @@ pub const POLICY_CHECK: Activity<PolicyCheck, Decision> = Activity::new("policy.
 pub const SESSION_HISTORY: Activity<Who, Vec<Message>> = Activity::new("session.history", QUICK);
 pub const MODEL_COMPLETE: Activity<ModelCall, ModelReply> = Activity::new("model.complete", MODEL);
 pub const TURN_FINISH: Activity<Finish, Finished> = Activity::new("turn.finish", QUICK);
+pub const TOOLBOX: Activity<Who, Toolbox> = Activity::new("tool.list", QUICK);
+pub const APPROVAL_ASK: Activity<Ask, Asked> = Activity::new("approval.ask", QUICK);
+/// A tool call: the tool service bounds the call itself (each action's timeout); this
+/// bounds the wait for it. A retry repeats the call's idempotency key, so a call that
+/// ran is not run twice.
+const TOOL: ActivityOptions = ActivityOptions::new(Duration::from_secs(330), 3);
+pub const TOOL_RUN: Activity<ToolRun, ToolRan> = Activity::new("tool.invoke", TOOL);
 
 /// Declares the turn and its activities.
 pub fn register(registry: &mut Registry, activities: TurnActivities) {
@@ -58,6 +69,21 @@ pub fn register(registry: &mut Registry, activities: TurnActivities) {
         let a = a.clone();
         async move { a.step(a.model(call).await).await }
     });
+    let a = activities.clone();
+    registry.activity(&TOOLBOX, move |_, who| {
+        let a = a.clone();
+        async move { a.step(a.toolbox(who).await).await }
+    });
+    let a = activities.clone();
+    registry.activity(&APPROVAL_ASK, move |info, ask| {
+        let a = a.clone();
+        async move { a.step(a.ask_approval(&info.workflow_id, ask).await).await }
+    });
+    let a = activities.clone();
+    registry.activity(&TOOL_RUN, move |info, run| {
+        let a = a.clone();
+        async move { a.step(a.run_tool(&info.workflow_id, run).await).await }
+    });
     let a = activities;
     registry.activity(&TURN_FINISH, move |info, finish| {
         let a = a.clone();
@@ -73,8 +99,6 @@ pub fn run_id(session: &str, turn: u32) -> String {
 }
 
 pub const WITHHELD: &str = "[withheld: the answer broke this tenant's policy]";
-/// Rounds of tool calls before the model must answer.
-const MAX_TOOL_ROUNDS: u32 = 4;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TurnInput {
@@ -157,6 +181,83 @@ pub struct ModelCall {
     pub model: String,
     pub messages: Vec<Message>,
     pub round: u32,
+    /// The OpenAI `tools` the model may call.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<serde_json::Value>,
+}
+
+/// The tools a turn offers its model, fixed when the turn starts (a tool added while
+/// it runs is offered from the next turn on), and the turn's limits on using them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Toolbox {
+    /// The OpenAI `tools` array.
+    pub definitions: Vec<serde_json::Value>,
+    pub functions: Vec<Function>,
+    pub max_rounds: u32,
+    pub approval_timeout_secs: u64,
+    /// The most of one tool result the model gets, in bytes.
+    pub result_max_bytes: usize,
+}
+
+impl Toolbox {
+    pub fn function(&self, name: &str) -> Option<&Function> {
+        self.functions.iter().find(|f| f.name == name)
+    }
+}
+
+/// A function the model may call: one action of one tool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Function {
+    /// As the model calls it: `<tool>__<action>`, within OpenAI's `[A-Za-z0-9_-]{1,64}`.
+    pub name: String,
+    pub tool: String,
+    pub action: String,
+    pub requires_approval: bool,
+}
+
+/// A call to put before a person.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Ask {
+    pub who: Who,
+    pub call: ToolCall,
+    pub function: Function,
+    pub round: u32,
+    pub timeout_secs: u64,
+}
+
+/// When the approval stops waiting (unix milliseconds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Asked {
+    pub expires_at_ms: i64,
+}
+
+/// A tool call to run: unknown to the toolbox (`function` absent), refused by a person,
+/// or to invoke.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolRun {
+    pub who: Who,
+    pub call: ToolCall,
+    pub function: Option<Function>,
+    /// For a call that required approval: how that went.
+    pub approval: Option<Consent>,
+    pub round: u32,
+    pub result_max_bytes: usize,
+}
+
+/// How a call's approval went. (Not an `Option` within an `Option`: JSON would read a
+/// timed-out approval as no approval at all.)
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Consent {
+    Answered(crate::domain::approval::Verdict),
+    TimedOut,
+}
+
+/// What the model is told of the call.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ToolRan {
+    pub content: String,
+    pub ok: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,13 +1,16 @@
 //! The turn's decisions. Only the context's steps do I/O, so the engine can replay it.
 
+use std::time::Duration;
+
 use serde_json::json;
 use somagent_workflows::{ActivityError, Ctx};
 
 use super::{
-    Checked, Finish, MAX_TOOL_ROUNDS, MODEL_COMPLETE, Message, ModelCall, POLICY_CHECK,
-    PolicyCheck, SESSION_HISTORY, TURN_FINISH, TurnInput, TurnOutcome, TurnResult, Usage, WITHHELD,
-    Who,
+    APPROVAL_ASK, Ask, Checked, Consent, Finish, MODEL_COMPLETE, Message, ModelCall, POLICY_CHECK,
+    PolicyCheck, SESSION_HISTORY, TOOL_RUN, TOOLBOX, TURN_FINISH, ToolCall, ToolRun, Toolbox,
+    TurnInput, TurnOutcome, TurnResult, Usage, WITHHELD, Who,
 };
+use crate::domain::approval::{Verdict, signal_name};
 
 pub async fn session_turn(ctx: Ctx, input: TurnInput) -> Result<TurnResult, ActivityError> {
     let who = Who::of(&input);
@@ -34,17 +37,30 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
     // The prompt was judged (once, with the user's strikes) where the turn was asked
     // for: `SendMessage` refuses it before any turn starts.
     let mut transcript = ctx.activity(&SESSION_HISTORY, who).await?;
+    // Without the tool service the turn goes on, the model offered no tools.
+    let toolbox = match ctx.activity(&TOOLBOX, who).await {
+        Ok(toolbox) => toolbox,
+        Err(e) if e.is_cancelled() => return Err(e),
+        Err(_) => Toolbox::default(),
+    };
     let mut new_messages: Vec<Message> = Vec::new();
     let mut usage = Usage::default();
     let mut answer = String::new();
     let mut filtered = false;
-    for round in 0..=MAX_TOOL_ROUNDS {
+    for round in 0..=toolbox.max_rounds {
         ctx.publish(&json!({ "step": "model", "round": round, "usage": usage }));
+        // The last round offers no tools: the model must answer.
+        let tools = if round < toolbox.max_rounds {
+            toolbox.definitions.clone()
+        } else {
+            Vec::new()
+        };
         let call = ModelCall {
             who: who.clone(),
             model: input.model.clone(),
             messages: transcript.clone(),
             round,
+            tools,
         };
         let reply = ctx.activity(&MODEL_COMPLETE, &call).await?;
         usage += reply.usage;
@@ -52,7 +68,7 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         // slm's output guard stopped the answer mid-stream: it is withheld, whatever
         // the final check says of the part that went out.
         filtered = reply.filtered;
-        if filtered || reply.tool_calls.is_empty() || round == MAX_TOOL_ROUNDS {
+        if filtered || reply.tool_calls.is_empty() || round == toolbox.max_rounds {
             break;
         }
         let assistant = Message {
@@ -61,12 +77,10 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         };
         transcript.push(assistant.clone());
         new_messages.push(assistant);
-        for call in &reply.tool_calls {
-            let error =
-                json!({ "error": format!("the tool `{}` is not available", call.function.name) });
+        for (call, content) in run_calls(ctx, who, &toolbox, &reply.tool_calls, round).await? {
             let result = Message {
                 tool_call_id: call.id.clone(),
-                ..Message::new("tool", error.to_string())
+                ..Message::new("tool", content)
             };
             transcript.push(result.clone());
             new_messages.push(result);
@@ -104,4 +118,71 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         usage,
         decision: Some(said),
     })
+}
+
+/// Runs one round's tool calls, in the order the model made them: first every call
+/// that needs a person is put before them at once, then each waits for its answer
+/// (until its own deadline), then each runs. What each call tells the model comes back
+/// in order.
+async fn run_calls<'a>(
+    ctx: &Ctx,
+    who: &Who,
+    toolbox: &Toolbox,
+    calls: &'a [ToolCall],
+    round: u32,
+) -> Result<Vec<(&'a ToolCall, String)>, ActivityError> {
+    let mut deadlines = Vec::with_capacity(calls.len());
+    for call in calls {
+        let deadline = match toolbox.function(&call.function.name) {
+            Some(function) if function.requires_approval => {
+                let ask = Ask {
+                    who: who.clone(),
+                    call: call.clone(),
+                    function: function.clone(),
+                    round,
+                    timeout_secs: toolbox.approval_timeout_secs,
+                };
+                Some(ctx.activity(&APPROVAL_ASK, &ask).await?.expires_at_ms)
+            }
+            _ => None,
+        };
+        deadlines.push(deadline);
+    }
+    let waiting: Vec<&str> = calls
+        .iter()
+        .zip(&deadlines)
+        .filter(|(_, d)| d.is_some())
+        .map(|(c, _)| c.id.as_str())
+        .collect();
+    if !waiting.is_empty() {
+        ctx.publish(&json!({ "step": "approval", "round": round, "waiting_for": waiting }));
+    }
+    let mut results = Vec::with_capacity(calls.len());
+    for (call, deadline) in calls.iter().zip(deadlines) {
+        let approval = match deadline {
+            Some(expires_at_ms) => {
+                let now_ms = i64::try_from(ctx.now().await?.unix_timestamp_nanos() / 1_000_000)
+                    .unwrap_or(i64::MAX);
+                let left = u64::try_from(expires_at_ms.saturating_sub(now_ms)).unwrap_or(0);
+                // Past the deadline an answer given in time may still be waiting (this
+                // call's wait came after another's): it is read, not waited for.
+                let verdict: Option<Verdict> = ctx
+                    .signal(&signal_name(&call.id), Duration::from_millis(left.max(1)))
+                    .await?;
+                Some(verdict.map_or(Consent::TimedOut, Consent::Answered))
+            }
+            None => None,
+        };
+        let run = ToolRun {
+            who: who.clone(),
+            call: call.clone(),
+            function: toolbox.function(&call.function.name).cloned(),
+            approval,
+            round,
+            result_max_bytes: toolbox.result_max_bytes,
+        };
+        let ran = ctx.activity(&TOOL_RUN, &run).await?;
+        results.push((call, ran.content));
+    }
+    Ok(results)
 }

@@ -69,6 +69,7 @@ fn invocation_message(r: InvocationRecord) -> pb::Invocation {
         duration_ms: u64::try_from(r.duration_ms).unwrap_or(0),
         cost_micros: r.cost_micros,
         created_at: rfc3339(r.created_at),
+        approved_by: r.approved_by,
     }
 }
 
@@ -172,6 +173,8 @@ impl ToolService for ToolGrpc {
             action: r.action,
             arguments_json: r.arguments_json,
             session_id: r.session_id,
+            approved_by: r.approved_by,
+            idempotency_key: r.idempotency_key,
         };
         let answered = self.invoker.invoke(&principal, &bearer, call).await?;
         Ok(Response::new(pb::InvokeResponse {

@@ -1,7 +1,9 @@
 //! A tenant's HTTP tool from an OpenAPI 3 document: each operation an action whose
 //! parameters (path, query, header) and JSON request body become one argument schema,
 //! the first server its base URL, the first security scheme its auth. Only local
-//! `$ref`s (`#/components/...`) are followed, never a URL.
+//! `$ref`s (`#/components/...`) are followed, never a URL. An operation may set
+//! `x-somagent-requires-approval` (a boolean) over the tool's default: a call of it
+//! then runs only after a person approves it inside a session turn.
 
 use std::time::Duration;
 
@@ -87,7 +89,16 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
                 rate_limit_per_minute: defaults.rate_limit_per_minute,
                 timeout: defaults.timeout,
                 price_micros: defaults.price_micros,
-                requires_approval: defaults.requires_approval,
+                requires_approval: match operation.get("x-somagent-requires-approval") {
+                    None => defaults.requires_approval,
+                    Some(Value::Bool(b)) => *b,
+                    Some(_) => {
+                        return Err(ManifestError::new(
+                            format!("{at}.x-somagent-requires-approval"),
+                            "is true or false",
+                        ));
+                    }
+                },
                 http,
             });
         }
@@ -327,6 +338,32 @@ mod tests {
                 }
             }
         })
+    }
+
+    #[test]
+    fn an_operation_may_require_approval_over_the_default() {
+        let mut doc = crm();
+        doc["paths"]["/contacts/{id}"]["delete"]["x-somagent-requires-approval"] = json!(true);
+        let m = manifest_from(&doc, &defaults()).unwrap();
+        let approval: Vec<_> = m
+            .actions
+            .iter()
+            .map(|a| (a.name.as_str(), a.requires_approval))
+            .collect();
+        assert_eq!(
+            approval,
+            [
+                ("list_contacts", false),
+                ("create_contact", false),
+                ("delete_contacts_id", true)
+            ]
+        );
+        doc["paths"]["/contacts/{id}"]["delete"]["x-somagent-requires-approval"] = json!("yes");
+        let e = manifest_from(&doc, &defaults()).unwrap_err();
+        assert_eq!(
+            e.field,
+            "paths./contacts/{id}.delete.x-somagent-requires-approval"
+        );
     }
 
     #[test]
