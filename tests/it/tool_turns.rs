@@ -1,15 +1,18 @@
-//! Agents that act, through the gateway as a client would: a session's model is offered
-//! the user's tools, its calls run (under policy, with the tenant's credential), their
-//! results go back to it round after round; a call that requires approval waits for a
-//! person, who approves or denies it, or nobody answers in time; a wait survives a
-//! restart of the platform; another tenant's model is not offered the tool.
+//! Agents that act, through the gateway as a client would, with the built-in GitHub
+//! adapter against a server speaking GitHub's API: called directly (GitHub's headers,
+//! a list over pages, a 429 waited out); a session's model is offered the tenant's
+//! tools, its calls run (under policy, with the tenant's credential), their results go
+//! back to it round after round; a merge requires approval and waits for a person, who
+//! approves or denies it, or nobody answers in time; a wait survives a restart of the
+//! platform; another tenant's model is not offered the tool nor its credential.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
-use axum::http::HeaderMap;
-use axum::routing::get;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
 use axum::{Json, Router};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -23,81 +26,119 @@ use crate::helpers::{
 use crate::lifecycle::call;
 use crate::sessions::{create_session, send_sse};
 
-const TOKEN: &str = "ghp_tracker_token_5e1b";
+const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
 const PASSWORD: &str = "a long user passphrase";
 
-/// What the tracker saw: method, path, the Authorization header, the body.
-type Seen = Arc<Mutex<Vec<(String, String, String, Value)>>>;
+/// What the GitHub-compatible server saw: method, path and query, the headers GitHub
+/// asks for (`authorization`, `accept`, `x-github-api-version`), the body.
+type Seen = Arc<Mutex<Vec<(String, String, [String; 3], Value)>>>;
 
-/// A small issue tracker with GitHub's shapes: read an issue, change its state.
-async fn tracker() -> (String, Seen) {
+/// A server speaking GitHub's REST API for what the journey uses: an issue, a list of
+/// issues over two pages (the second refused once with 429 and `Retry-After: 1`), and
+/// merging a pull request.
+async fn github() -> (String, Seen) {
     let seen: Seen = Arc::default();
-    fn auth(headers: &HeaderMap) -> String {
-        headers
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
+    #[derive(Clone)]
+    struct Server {
+        seen: Seen,
+        base: String,
+        limited: Arc<Mutex<bool>>,
+    }
+    fn record(server: &Server, method: &str, uri: &Uri, headers: &HeaderMap, body: Value) {
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+                .unwrap_or_default()
+        };
+        server.seen.lock().unwrap().push((
+            method.into(),
+            uri.to_string(),
+            [
+                header("authorization"),
+                header("accept"),
+                header("x-github-api-version"),
+            ],
+            body,
+        ));
     }
     async fn issue(
-        State(seen): State<Seen>,
+        State(server): State<Server>,
+        uri: Uri,
         headers: HeaderMap,
-        Path((owner, repo, number)): Path<(String, String, u64)>,
+        Path((_, _, number)): Path<(String, String, u64)>,
     ) -> Json<Value> {
-        let path = format!("/repos/{owner}/{repo}/issues/{number}");
-        seen.lock()
-            .unwrap()
-            .push(("GET".into(), path, auth(&headers), Value::Null));
+        record(&server, "GET", &uri, &headers, Value::Null);
         Json(json!({"number": number, "title": "Crash on start", "state": "open"}))
     }
-    async fn update(
-        State(seen): State<Seen>,
+    async fn issues(
+        State(server): State<Server>,
+        uri: Uri,
         headers: HeaderMap,
-        Path((owner, repo, number)): Path<(String, String, u64)>,
+        Query(q): Query<std::collections::HashMap<String, String>>,
+    ) -> Response {
+        record(&server, "GET", &uri, &headers, Value::Null);
+        if q.get("page").map(String::as_str) == Some("2") {
+            let mut limited = server.limited.lock().unwrap();
+            if !*limited {
+                *limited = true;
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [("retry-after", "1")],
+                    Json(json!({"message": "You have exceeded a secondary rate limit"})),
+                )
+                    .into_response();
+            }
+            return Json(json!([{"number": 3}])).into_response();
+        }
+        let next = format!(
+            r#"<{}/repos/acme/app/issues?state=open&page=2>; rel="next""#,
+            server.base
+        );
+        (
+            [("link", next)],
+            Json(json!([{"number": 1}, {"number": 2}])),
+        )
+            .into_response()
+    }
+    async fn merge(
+        State(server): State<Server>,
+        uri: Uri,
+        headers: HeaderMap,
         Json(body): Json<Value>,
     ) -> Json<Value> {
-        let path = format!("/repos/{owner}/{repo}/issues/{number}");
-        seen.lock()
-            .unwrap()
-            .push(("PATCH".into(), path, auth(&headers), body.clone()));
-        Json(json!({"number": number, "title": "Crash on start", "state": body["state"]}))
-    }
-    let app = Router::new()
-        .route(
-            "/repos/{owner}/{repo}/issues/{number}",
-            get(issue).patch(update),
+        record(&server, "PUT", &uri, &headers, body);
+        Json(
+            json!({"sha": "6dcb09b5b57875f334f61aebed695e2e4193db5e", "merged": true, "message": "Pull Request successfully merged"}),
         )
-        .with_state(seen.clone());
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = Server {
+        seen: seen.clone(),
+        base: base.clone(),
+        limited: Arc::default(),
+    };
+    let app = Router::new()
+        .route("/repos/{owner}/{repo}/issues", get(issues))
+        .route("/repos/{owner}/{repo}/issues/{number}", get(issue))
+        .route("/repos/{owner}/{repo}/pulls/{number}/merge", put(merge))
+        .with_state(server);
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{address}"), seen)
+    (base, seen)
 }
 
-fn openapi() -> Value {
-    let path = json!([
-        {"name": "owner", "in": "path", "required": true, "schema": {"type": "string"}},
-        {"name": "repo", "in": "path", "required": true, "schema": {"type": "string"}},
-        {"name": "number", "in": "path", "required": true, "schema": {"type": "integer"}}
-    ]);
-    json!({
-        "openapi": "3.0.3",
-        "info": {"title": "Tracker", "version": "1"},
-        "servers": [{"url": "https://tracker.example.invalid"}],
-        "components": {"securitySchemes": {"token": {"type": "http", "scheme": "bearer"}}},
-        "paths": {"/repos/{owner}/{repo}/issues/{number}": {
-            "parameters": path,
-            "get": {"operationId": "get_issue", "summary": "Read an issue"},
-            "patch": {"operationId": "set_issue_state", "summary": "Open or close an issue",
-                "x-somagent-requires-approval": true,
-                "requestBody": {"required": true, "content": {"application/json": {"schema": {
-                    "type": "object", "required": ["state"], "additionalProperties": false,
-                    "properties": {"state": {"type": "string", "enum": ["open", "closed"]}}}}}}}
-        }}
-    })
-}
+const READ: &str = r#"call github__get_issue {"owner": "acme", "repo": "app", "issue_number": 7}"#;
+const MERGE: &str = r#"call github__merge_pull_request {"owner": "acme", "repo": "app", "pull_number": 12, "merge_method": "squash"}"#;
 
-const READ: &str = r#"call tracker__get_issue {"owner": "acme", "repo": "app", "number": 7}"#;
-const CLOSE: &str = r#"call tracker__set_issue_state {"owner": "acme", "repo": "app", "number": 7, "body": {"state": "closed"}}"#;
+/// The headers GitHub asks every request to carry.
+fn github_headers() -> [String; 3] {
+    [
+        format!("Bearer {TOKEN}"),
+        "application/vnd.github+json".into(),
+        "2022-11-28".into(),
+    ]
+}
 
 /// A platform on `backends` with the scripted upstream, its data kept for a restart.
 struct Running {
@@ -216,7 +257,7 @@ async fn a_sessions_model_calls_tools_under_approval_across_a_restart() {
 }
 
 async fn journey(backends: Backends) {
-    let (base, seen) = tracker().await;
+    let (base, seen) = github().await;
     let llm = ScriptedLlm::start().await.unwrap();
     let mut env = backends.env().await;
     env.extend(
@@ -240,29 +281,74 @@ async fn journey(backends: Backends) {
     } = start(data.path(), &env, "120").await;
     let g = |path: &str| format!("{gateway}{path}");
 
-    // The tenant's tracker, its token set; a model that follows its prompt's script.
-    let (status, tool) = call(
-        &client,
-        Method::POST,
-        &g("/v1/tools"),
-        &root,
-        Some(
-            json!({"id": "tracker", "openapi": openapi(), "base_url": base, "price_micros": 1000}),
-        ),
-    )
-    .await;
-    assert_eq!(status, 201, "{tool}");
-    let (status, _) = call(
+    // The tenant's GitHub (the built-in adapter, served here), its token set; a model
+    // that follows its prompt's script.
+    let (status, set) = call(
         &client,
         Method::PUT,
-        &g("/v1/tools/tracker/credentials"),
+        &g("/v1/tools/github/credentials"),
         &root,
-        Some(json!({"credential": TOKEN})),
+        Some(json!({"credential": TOKEN, "base_url": base})),
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(
+        (status, set["credential_set"].as_bool()),
+        (200, Some(true)),
+        "{set}"
+    );
+    let (_, shown) = call(&client, Method::GET, &g("/v1/tools/github"), &root, None).await;
+    assert_eq!(
+        (
+            shown["kind"].as_str(),
+            shown["base_url"].as_str(),
+            shown["site_set"].as_bool()
+        ),
+        (Some("builtin"), Some(base.as_str()), Some(true)),
+        "{shown}"
+    );
+    assert!(!shown.to_string().contains(TOKEN));
     platform_profile(&client, &gateway, &root, "tool-user").await;
     let session = create_session(&client, &gateway, &root, json!({"model": "tool-user"})).await;
+
+    // Called directly: GitHub's headers on every request, a list over two pages with
+    // the second's 429 waited out as `Retry-After` says.
+    let (status, listed) = call(&client, Method::POST, &g("/v1/tools/github/invoke"), &root,
+        Some(json!({"action": "list_issues", "arguments": {"owner": "acme", "repo": "app", "state": "open", "max_pages": 2}}))).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(
+        listed["result"],
+        json!([{"number": 1}, {"number": 2}, {"number": 3}])
+    );
+    let pages: Vec<_> = std::mem::take(&mut *seen.lock().unwrap());
+    let asked: Vec<&str> = pages.iter().map(|(_, uri, _, _)| uri.as_str()).collect();
+    assert_eq!(
+        asked,
+        [
+            "/repos/acme/app/issues?state=open",
+            "/repos/acme/app/issues?state=open&page=2",
+            "/repos/acme/app/issues?state=open&page=2"
+        ]
+    );
+    assert!(
+        pages
+            .iter()
+            .all(|(_, _, headers, _)| *headers == github_headers()),
+        "{pages:?}"
+    );
+    let (status, one) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools/github/invoke"),
+        &root,
+        Some(json!({"action": "list_issues", "arguments": {"owner": "acme", "repo": "app"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, one["result"].as_array().map(Vec::len)),
+        (200, Some(2)),
+        "{one}"
+    );
+    seen.lock().unwrap().clear();
 
     // A call that needs nobody: it runs with the token, and its result reaches the model.
     let events = send_sse(&client, &gateway, &root, &session, READ).await;
@@ -277,7 +363,7 @@ async fn journey(backends: Backends) {
     let result = event(&events, "tool_result");
     assert_eq!(
         (result["ok"].as_bool(), result["name"].as_str()),
-        (Some(true), Some("tracker__get_issue")),
+        (Some(true), Some("github__get_issue")),
         "{result}"
     );
     let answer = event(&events, "message")["content"]
@@ -293,11 +379,12 @@ async fn journey(backends: Backends) {
         [(
             "GET".to_owned(),
             "/repos/acme/app/issues/7".to_owned(),
-            format!("Bearer {TOKEN}"),
+            github_headers(),
             Value::Null
         )]
     );
-    // The model was offered both actions as OpenAI functions, with their schemas.
+    // The model was offered GitHub's actions as OpenAI functions, with their schemas,
+    // and none of the adapters this tenant has not set up.
     let offered = llm
         .requests()
         .iter()
@@ -311,14 +398,21 @@ async fn journey(backends: Backends) {
         .iter()
         .map(|t| t["function"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        names,
-        ["tracker__get_issue", "tracker__set_issue_state"],
-        "{offered}"
+    assert!(
+        names.contains(&"github__get_issue") && names.contains(&"github__merge_pull_request"),
+        "{names:?}"
     );
+    assert!(names.iter().all(|n| n.starts_with("github__")), "{names:?}");
+    let merge = offered
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["function"]["name"] == "github__merge_pull_request")
+        .unwrap();
     assert_eq!(
-        offered[1]["function"]["parameters"]["properties"]["body"]["properties"]["state"]["enum"],
-        json!(["open", "closed"])
+        merge["function"]["parameters"]["required"],
+        json!(["owner", "repo", "pull_number"]),
+        "{merge}"
     );
     let messages = idle_messages(&client, &gateway, &root, &session).await;
     let roles: Vec<&str> = messages
@@ -335,12 +429,12 @@ async fn journey(backends: Backends) {
             root.clone(),
             session.clone(),
         );
-        tokio::spawn(async move { send_sse(&client, &gateway, &root, &session, CLOSE).await })
+        tokio::spawn(async move { send_sse(&client, &gateway, &root, &session, MERGE).await })
     };
     let asked = pending_approval(&client, &gateway, &root, &session).await;
     assert_eq!(
         (asked["tool"].as_str(), asked["action"].as_str()),
-        (Some("tracker"), Some("set_issue_state")),
+        (Some("github"), Some("merge_pull_request")),
         "{asked}"
     );
     let call_id = asked["call_id"].as_str().unwrap().to_owned();
@@ -410,7 +504,7 @@ async fn journey(backends: Backends) {
     let required = event(&events, "approval_required");
     assert_eq!(
         (required["call_id"].as_str(), required["action"].as_str()),
-        (Some(call_id.as_str()), Some("set_issue_state"))
+        (Some(call_id.as_str()), Some("merge_pull_request"))
     );
     assert!(
         required["expires_at"].as_str().unwrap().ends_with('Z'),
@@ -426,11 +520,19 @@ async fn journey(backends: Backends) {
         event(&events, "message")["content"]
             .as_str()
             .unwrap()
-            .contains(r#""state":"closed""#),
+            .contains(r#""merged":true"#),
         "{events:?}"
     );
-    assert_eq!(seen.lock().unwrap()[1].0, "PATCH");
-    assert_eq!(seen.lock().unwrap()[1].3, json!({"state": "closed"}));
+    let merged = seen.lock().unwrap()[1].clone();
+    assert_eq!(
+        merged,
+        (
+            "PUT".to_owned(),
+            "/repos/acme/app/pulls/12/merge".to_owned(),
+            github_headers(),
+            json!({"merge_method": "squash"})
+        )
+    );
 
     // Denied: the call does not run, and the model is told why.
     let watching = {
@@ -440,7 +542,7 @@ async fn journey(backends: Backends) {
             root.clone(),
             session.clone(),
         );
-        tokio::spawn(async move { send_sse(&client, &gateway, &root, &session, CLOSE).await })
+        tokio::spawn(async move { send_sse(&client, &gateway, &root, &session, MERGE).await })
     };
     let asked = pending_approval(&client, &gateway, &root, &session).await;
     let (status, _) = approve(
@@ -471,7 +573,7 @@ async fn journey(backends: Backends) {
 
     // A call policy denies: the model is told, the API never called.
     let (status, _) = call(&client, Method::POST, &g("/v1/policy/rules"), &root,
-        Some(json!({"name": "no reads", "kind": "deny_tool", "value": "tracker.get_issue", "severity": "high", "score": 100}))).await;
+        Some(json!({"name": "no reads", "kind": "deny_tool", "value": "github.get_issue", "severity": "high", "score": 100}))).await;
     assert_eq!(status, 201);
     let events = send_sse(&client, &gateway, &root, &session, READ).await;
     let told: Value =
@@ -483,13 +585,30 @@ async fn journey(backends: Backends) {
         "a denied call never reaches the API"
     );
 
-    // Another tenant's model is not offered the tool at all.
+    // Another tenant's model is not offered the tool, and calling it directly finds no
+    // credential: this tenant's is not theirs.
     let theirs = create_session(&client, &gateway, &hank, json!({"model": "tool-user"})).await;
     let events = send_sse(&client, &gateway, &hank, &theirs, READ).await;
     assert_eq!(
         event(&events, "message")["content"],
-        "I have no tool tracker__get_issue",
+        "I have no tool github__get_issue",
         "{events:?}"
+    );
+    let (status, problem) = call(&client, Method::POST, &g("/v1/tools/github/invoke"), &hank,
+        Some(json!({"action": "get_issue", "arguments": {"owner": "acme", "repo": "app", "issue_number": 7}}))).await;
+    assert_eq!(
+        (status, problem["error"]["details"]["missing"].as_str()),
+        (409, Some("credential")),
+        "{problem}"
+    );
+    let (_, theirs_shown) = call(&client, Method::GET, &g("/v1/tools/github"), &hank, None).await;
+    assert_eq!(
+        (
+            theirs_shown["credential_set"].as_bool(),
+            theirs_shown["base_url"].as_str()
+        ),
+        (Some(false), Some("https://api.github.com")),
+        "{theirs_shown}"
     );
 
     // A wait survives a restart of the platform: approved after it, the call runs.
@@ -505,7 +624,7 @@ async fn journey(backends: Backends) {
                 Method::POST,
                 &url,
                 &root,
-                Some(json!({"content": CLOSE})),
+                Some(json!({"content": MERGE})),
             )
             .await
         })
@@ -535,11 +654,11 @@ async fn journey(backends: Backends) {
     assert_eq!(status, 200, "{given}");
     let messages = idle_messages(&client, &gateway, &root, &session).await;
     let last = messages.last().unwrap()["content"].as_str().unwrap();
-    assert!(last.contains(r#""state":"closed""#), "{last}");
+    assert!(last.contains(r#""merged":true"#), "{last}");
     assert_eq!(seen.lock().unwrap().len(), 3, "the approved call ran once");
 
     // Nobody answers in time: a denial the model is told of, and too late to approve.
-    let events = send_sse(&client, &gateway, &root, &session, CLOSE).await;
+    let events = send_sse(&client, &gateway, &root, &session, MERGE).await;
     let resolved = event(&events, "approval_resolved");
     assert_eq!(
         (
@@ -594,7 +713,7 @@ async fn journey(backends: Backends) {
     let (_, log) = call(
         &client,
         Method::GET,
-        &format!("{gateway}/v1/tools/invocations?tool_id=tracker"),
+        &format!("{gateway}/v1/tools/invocations?tool_id=github"),
         &root,
         None,
     )
@@ -606,7 +725,11 @@ async fn journey(backends: Backends) {
         .filter(|i| i["outcome"] == "ok")
         .map(|i| i["approved_by"].as_str())
         .collect();
-    assert_eq!(approvers.len(), 3, "{log}");
+    assert_eq!(
+        approvers.len(),
+        5,
+        "two lists, a read and two merges: {log}"
+    );
     assert_eq!(approvers.iter().filter(|a| a.is_some()).count(), 2, "{log}");
     let all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let bus = platform_bus(&all, data.path()).await;

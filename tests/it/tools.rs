@@ -408,13 +408,21 @@ async fn journey(backends: Backends) {
     };
     assert_eq!(limited["error"]["code"], "rate_limited", "{limited}");
 
-    // Another tenant sees no tool, cannot use or overwrite its credential.
+    // Another tenant sees none of its tools (only the built-in adapters, none set up),
+    // cannot use or overwrite its credential.
     let (status, _) = call(&client, Method::POST, &g("/v1/tenants"), &root,
         Some(json!({"slug": "globex", "display_name": "Globex", "admin": {"username": "hank", "password": PASSWORD}}))).await;
     assert_eq!(status, 201);
     let hank = login(&client, &gateway, "globex", "hank", PASSWORD).await;
     let (_, theirs) = call(&client, Method::GET, &g("/v1/tools"), &hank, None).await;
-    assert_eq!(theirs["tools"], json!([]), "{theirs}");
+    let tools = theirs["tools"].as_array().unwrap();
+    assert!(
+        tools
+            .iter()
+            .all(|t| t["kind"] == "builtin" && t["credential_set"] == false),
+        "{theirs}"
+    );
+    assert_eq!(tools.len(), 10, "the built-in adapters: {theirs}");
     for (method, path, body) in [
         (Method::GET, "/v1/tools/crm", None),
         (
@@ -463,6 +471,66 @@ async fn journey(backends: Backends) {
     assert!(
         !format!("{audit:?}").contains(KEY),
         "no credential in an event"
+    );
+
+    // Built-in adapters can be neither replaced nor removed; one served per customer
+    // (Jira) asks for its site before it is called.
+    let (status, taken) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools"),
+        &root,
+        Some(json!({"id": "github", "openapi": openapi()})),
+    )
+    .await;
+    assert_eq!(status, 409, "{taken}");
+    let (status, kept) = call(&client, Method::DELETE, &g("/v1/tools/github"), &root, None).await;
+    assert_eq!(status, 409, "{kept}");
+    let (status, _) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/tools/jira/credentials"),
+        &root,
+        Some(json!({"credential": "ada@acme.test:atl-token"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, unsited) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools/jira/invoke"),
+        &root,
+        Some(json!({"action": "get_issue", "arguments": {"issueIdOrKey": "ENG-7"}})),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            unsited["error"]["details"]["missing"].as_str(),
+            unsited["error"]["details"]["set_with"].as_str()
+        ),
+        (
+            409,
+            Some("base_url"),
+            Some("PUT /v1/tools/jira/credentials")
+        ),
+        "{unsited}"
+    );
+    let (status, bad) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/tools/jira/credentials"),
+        &root,
+        Some(json!({"base_url": "ftp://acme.atlassian.net"})),
+    )
+    .await;
+    assert_eq!(
+        (
+            status,
+            bad["error"]["details"]["fields"]["base_url"].is_string()
+        ),
+        (422, true),
+        "{bad}"
     );
 
     // Removing the tool removes its credential: a new tool of that id starts without one.

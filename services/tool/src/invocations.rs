@@ -22,6 +22,8 @@ use tonic::transport::Channel;
 
 use crate::config::ToolConfig;
 use crate::domain::arguments::ArgumentSchema;
+use crate::domain::manifest::{MAX_PAGES, MAX_PAGES_ARGUMENT, Pagination};
+use crate::domain::paging::{self, Page};
 use crate::domain::request::{self, PreparedRequest};
 use crate::egress;
 use crate::store::InvocationRecord;
@@ -42,6 +44,9 @@ pub struct Call {
 
 /// The service whose word on an approval counts: it asked a person inside a turn.
 const APPROVER: &str = "service:orchestrator";
+/// The longest a call waits for a rate-limited API that says to come back; longer, and
+/// the caller is told to retry.
+const RETRY_WAIT: Duration = Duration::from_secs(5);
 /// How long the answer of an idempotent call is kept for its repeats.
 const ANSWER_KEPT: Duration = Duration::from_secs(24 * 3600);
 
@@ -147,6 +152,19 @@ impl Invoker {
             )
             .with_details(json!({"requires_approval": true})));
         }
+        if manifest.site_required && !tool.site_set {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "the tool `{}` is served per customer: set where yours is",
+                    manifest.id
+                ),
+            )
+            .with_details(json!({
+                "missing": "base_url",
+                "set_with": format!("PUT /v1/tools/{}/credentials", manifest.id),
+            })));
+        }
         let answer_key = (!call.idempotency_key.is_empty()).then(|| {
             format!(
                 "tool-answer:{}:{}:{}:{}",
@@ -233,10 +251,24 @@ impl Invoker {
                 .await;
             return Err(denied);
         }
+        // How many pages to read is the platform's argument, not the API's.
+        let mut arguments = arguments;
+        let pages = match arguments.remove(MAX_PAGES_ARGUMENT) {
+            Some(n) if action.http.paginated => n.as_u64().unwrap_or(1).clamp(1, MAX_PAGES),
+            Some(other) => {
+                arguments.insert(MAX_PAGES_ARGUMENT.into(), other);
+                1
+            }
+            None => 1,
+        };
+        let target = request::Target {
+            base_url: &manifest.base_url,
+            auth: &manifest.auth,
+            headers: &manifest.headers,
+        };
         let prepared = request::prepare(
-            &manifest.base_url,
+            &target,
             &action.http,
-            &manifest.auth,
             &arguments,
             credential.as_deref().map(String::as_str),
         )
@@ -245,8 +277,18 @@ impl Invoker {
             egress::check_literal(&prepared.url)
                 .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
         }
+        let pagination = action
+            .http
+            .paginated
+            .then_some(manifest.pagination.as_ref())
+            .flatten();
         let started = Instant::now();
-        let sent = tokio::time::timeout(action.timeout, self.send(prepared)).await;
+        let deadline = started + action.timeout;
+        let sent = tokio::time::timeout(
+            action.timeout,
+            self.read_pages(prepared, pagination, pages, deadline),
+        )
+        .await;
         let took = started.elapsed();
         match sent {
             Err(_) => {
@@ -268,7 +310,22 @@ impl Invoker {
                     format!("the tool could not be reached: {reason}"),
                 ))
             }
-            Ok(Ok((status, _))) if !(200..300).contains(&status) => {
+            Ok(Ok(Page {
+                status: 429,
+                retry_after,
+                ..
+            })) => {
+                self.finish(principal, &mut record, Ended::Failed, 429, took, 0)
+                    .await;
+                let mut limited = ApiError::new(
+                    ErrorCode::RateLimited,
+                    "the tool's API is limiting this tenant's calls",
+                )
+                .with_details(json!({"status": 429}));
+                limited.retry_after = Some(retry_after.map_or(60, |d| d.as_secs().max(1)));
+                Err(limited)
+            }
+            Ok(Ok(Page { status, .. })) if !(200..300).contains(&status) => {
                 self.finish(principal, &mut record, Ended::Failed, status, took, 0)
                     .await;
                 // The upstream's body is not passed on: it may echo the credential.
@@ -278,7 +335,11 @@ impl Invoker {
                 )
                 .with_details(json!({"status": status})))
             }
-            Ok(Ok((status, result))) => {
+            Ok(Ok(Page {
+                status,
+                body: result,
+                ..
+            })) => {
                 let price = action.price_micros;
                 self.finish(principal, &mut record, Ended::Ok, status, took, price)
                     .await;
@@ -420,12 +481,67 @@ impl Invoker {
         )
     }
 
-    /// Sends the request; the status and the answer (JSON, or its text under `text`,
-    /// cut at the configured size).
-    async fn send(&self, prepared: PreparedRequest) -> Result<(u16, Value), String> {
+    /// Reads up to `pages` pages of a list (one for any other action), joined, from
+    /// the first request on. A page the API refuses for its rate limit is asked again
+    /// once when it says to wait a little (`Retry-After`), before `deadline`.
+    async fn read_pages(
+        &self,
+        first: PreparedRequest,
+        pagination: Option<&Pagination>,
+        pages: u64,
+        deadline: Instant,
+    ) -> Result<Page, String> {
+        let origin = first.url.origin();
+        let mut request = first;
+        let mut joined = self.send_patiently(&request, deadline).await?;
+        for _ in 1..pages {
+            if !(200..300).contains(&joined.status) {
+                break;
+            }
+            let Some(pagination) = pagination else { break };
+            let Some(next) = paging::next_request(&request, &joined, pagination) else {
+                break;
+            };
+            // A next page elsewhere would take the credential with it.
+            if next.url.origin() != origin {
+                break;
+            }
+            let page = self.send_patiently(&next, deadline).await?;
+            if !(200..300).contains(&page.status) {
+                break;
+            }
+            paging::join(&mut joined, page, pagination);
+            request = next;
+        }
+        Ok(joined)
+    }
+
+    /// Sends a request; a 429 (or GitHub's 403 with no requests left) that says to wait
+    /// at most [`RETRY_WAIT`], within the deadline, is sent once more after the wait.
+    async fn send_patiently(
+        &self,
+        request: &PreparedRequest,
+        deadline: Instant,
+    ) -> Result<Page, String> {
+        let page = self.send(request).await?;
+        if page.status != 429 {
+            return Ok(page);
+        }
+        match page.retry_after {
+            Some(wait) if wait <= RETRY_WAIT && Instant::now() + wait < deadline => {
+                tokio::time::sleep(wait).await;
+                self.send(request).await
+            }
+            _ => Ok(page),
+        }
+    }
+
+    /// Sends the request: the status, the answer (JSON, or its text under `text`, cut
+    /// at the configured size), its `Link` and how long it says to wait.
+    async fn send(&self, prepared: &PreparedRequest) -> Result<Page, String> {
         let method =
             reqwest::Method::from_bytes(prepared.method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut builder = self.http.request(method, prepared.url);
+        let mut builder = self.http.request(method, prepared.url.clone());
         for (name, value) in &prepared.headers {
             builder = builder.header(name, value);
         }
@@ -433,7 +549,24 @@ impl Invoker {
             builder = builder.json(body);
         }
         let mut response = builder.send().await.map_err(|e| describe(&e))?;
-        let status = response.status().as_u16();
+        let headers = response.headers();
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let mut status = response.status().as_u16();
+        // GitHub says "no requests left" with a 403 and a zero remaining count.
+        if status == 403 && header("x-ratelimit-remaining").as_deref() == Some("0") {
+            status = 429;
+        }
+        let retry_after = paging::retry_after(
+            header("retry-after").as_deref(),
+            header("x-ratelimit-reset").as_deref(),
+            somagent_common::clock::unix_now(),
+        );
+        let link = header("link");
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
             let room = self.config.max_response_bytes.saturating_sub(bytes.len());
@@ -442,9 +575,14 @@ impl Invoker {
                 break;
             }
         }
-        let result = serde_json::from_slice::<Value>(&bytes)
+        let body = serde_json::from_slice::<Value>(&bytes)
             .unwrap_or_else(|_| json!({"text": String::from_utf8_lossy(&bytes)}));
-        Ok((status, result))
+        Ok(Page {
+            status,
+            body,
+            link,
+            retry_after,
+        })
     }
 
     /// Logs the invocation and puts its audit record and (when it cost something) its

@@ -7,6 +7,7 @@
 //! `egress` (where tools may send requests), `config.rs`. Tools come from OpenAPI 3
 //! documents a tenant gives; built-in adapters and MCP mounts are not served yet.
 
+pub mod adapters;
 mod api;
 pub mod config;
 pub mod domain;

@@ -19,6 +19,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "approved_by",
         include_str!("../migrations/0002_approved_by.sql"),
     ),
+    Migration::portable(
+        3,
+        "tool sites",
+        include_str!("../migrations/0003_tool_sites.sql"),
+    ),
 ];
 
 /// A tenant's tool as stored.
@@ -27,6 +32,8 @@ pub struct StoredTool {
     pub kind: String,
     pub manifest: ToolManifest,
     pub created_at: i64,
+    /// The tenant said where its instance is served (`manifest.base_url` is that).
+    pub site_set: bool,
 }
 
 /// One line of the invocation log.
@@ -102,14 +109,65 @@ impl ToolStore {
         Ok(done == 1)
     }
 
-    /// Removes a tool and its credential together; false if there was no such tool.
+    /// Where the tenant's instance of a tool is served, if it said.
+    pub async fn site(&self, tenant: &TenantId, tool: &str) -> Result<Option<String>, DbError> {
+        let row =
+            sqlx::query("SELECT base_url FROM tool_sites WHERE tenant_id = $1 AND tool_id = $2")
+                .bind(tenant)
+                .bind(tool)
+                .fetch_optional(self.db.pool())
+                .await?;
+        Ok(match row {
+            Some(r) => Some(r.try_get(0)?),
+            None => None,
+        })
+    }
+
+    /// Where the tenant's instances of its tools are served, by tool.
+    pub async fn sites(&self, tenant: &TenantId) -> Result<Vec<(String, String)>, DbError> {
+        let rows = sqlx::query("SELECT tool_id, base_url FROM tool_sites WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::Query)
+    }
+
+    pub async fn put_site(
+        &self,
+        tenant: &TenantId,
+        tool: &str,
+        base_url: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO tool_sites (tenant_id, tool_id, base_url, updated_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (tenant_id, tool_id) DO UPDATE SET base_url = excluded.base_url, updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(tool)
+        .bind(base_url)
+        .bind(now)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a tool, its credential and its site together; false if there was no such
+    /// tool.
     pub async fn delete(&self, tenant: &TenantId, id: &str) -> Result<bool, DbError> {
         let mut tx = self.db.pool().begin().await?;
-        sqlx::query("DELETE FROM tool_credentials WHERE tenant_id = $1 AND tool_id = $2")
+        for table in ["tool_credentials", "tool_sites"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DELETE FROM {table} WHERE tenant_id = $1 AND tool_id = $2"
+            )))
             .bind(tenant)
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        }
         let done = sqlx::query("DELETE FROM tool_tools WHERE tenant_id = $1 AND id = $2")
             .bind(tenant)
             .bind(id)
@@ -268,6 +326,7 @@ impl FromAnyRow for StoredTool {
             manifest: serde_json::from_str(&manifest)
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             created_at: r.try_get(2)?,
+            site_set: false,
         })
     }
 }

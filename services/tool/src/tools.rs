@@ -14,8 +14,12 @@ use somagent_common::infra::outbox::Outbox;
 use somagent_common::secrets::Sealer;
 use somagent_common::tenant::TenantId;
 
+use crate::adapters;
 use crate::domain::openapi::{self, ToolDefaults};
 use crate::store::{StoredTool, ToolStore};
+
+/// The kind of a built-in adapter.
+pub const BUILTIN: &str = "builtin";
 
 /// The largest OpenAPI document a tenant may define a tool with.
 pub const MAX_DOCUMENT: usize = 1024 * 1024;
@@ -56,11 +60,25 @@ pub fn credential_binding(tenant: &TenantId, tool: &str) -> String {
 impl Registry {
     pub async fn list(&self, principal: &Principal) -> Result<Vec<ToolView>, ApiError> {
         principal.require(Capability::ToolsRead)?;
-        let tools = self
+        let mut tools: Vec<StoredTool> = adapters::all().iter().map(builtin).collect();
+        tools.extend(
+            self.store
+                .list(&principal.tenant)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+        tools.sort_by(|a, b| a.manifest.id.cmp(&b.manifest.id));
+        let sites = self
             .store
-            .list(&principal.tenant)
+            .sites(&principal.tenant)
             .await
             .map_err(ApiError::internal)?;
+        for tool in &mut tools {
+            if let Some((_, url)) = sites.iter().find(|(id, _)| *id == tool.manifest.id) {
+                tool.manifest.base_url = url.clone();
+                tool.site_set = true;
+            }
+        }
         let with_credentials = self
             .store
             .has_credentials(&principal.tenant)
@@ -96,13 +114,28 @@ impl Registry {
         })
     }
 
-    /// The tenant's tool, or "not found" (another tenant's tool is not found either).
+    /// A built-in adapter or the tenant's own tool, served where the tenant said; or
+    /// "not found" (another tenant's tool is not found either).
     pub async fn find(&self, tenant: &TenantId, id: &str) -> Result<StoredTool, ApiError> {
-        self.store
-            .get(tenant, id)
+        let mut tool = match adapters::find(id) {
+            Some(manifest) => builtin(manifest),
+            None => self
+                .store
+                .get(tenant, id)
+                .await
+                .map_err(ApiError::internal)?
+                .ok_or_else(|| ApiError::not_found("tool"))?,
+        };
+        if let Some(url) = self
+            .store
+            .site(tenant, id)
             .await
             .map_err(ApiError::internal)?
-            .ok_or_else(|| ApiError::not_found("tool"))
+        {
+            tool.manifest.base_url = url;
+            tool.site_set = true;
+        }
+        Ok(tool)
     }
 
     pub async fn create(
@@ -114,6 +147,12 @@ impl Registry {
         // `GET /v1/tools/invocations` is the call log: no tool may take its name.
         if asked.id == "invocations" {
             return Err(ApiError::validation("id", "`invocations` is reserved"));
+        }
+        if adapters::find(&asked.id).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("`{}` is a built-in tool", asked.id),
+            ));
         }
         if asked.openapi_json.len() > MAX_DOCUMENT {
             return Err(ApiError::validation("openapi", "is at most 1 MiB"));
@@ -140,6 +179,7 @@ impl Registry {
             kind: "http".into(),
             manifest,
             created_at: unix_now(),
+            site_set: false,
         };
         let created = self
             .store
@@ -162,6 +202,14 @@ impl Registry {
 
     pub async fn delete(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
         principal.require(Capability::ToolsWrite)?;
+        if adapters::find(id).is_some() {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!(
+                    "`{id}` is a built-in tool: DELETE /v1/tools/{id}/credentials to stop using it"
+                ),
+            ));
+        }
         if !self
             .store
             .delete(&principal.tenant, id)
@@ -174,17 +222,49 @@ impl Registry {
         Ok(())
     }
 
+    /// Sets the tenant's credential for a tool, where its instance is served, or both.
     pub async fn put_credential(
         &self,
         principal: &Principal,
         id: &str,
         credential: &str,
-    ) -> Result<(), ApiError> {
+        base_url: &str,
+    ) -> Result<bool, ApiError> {
         principal.require(Capability::ToolsWrite)?;
-        if credential.is_empty() || credential.len() > MAX_CREDENTIAL {
+        if credential.is_empty() && base_url.is_empty() {
+            return Err(ApiError::validation(
+                "credential",
+                "is set, or base_url is, or both",
+            ));
+        }
+        if credential.len() > MAX_CREDENTIAL {
             return Err(ApiError::validation("credential", "is 1-16384 characters"));
         }
         let tool = self.find(&principal.tenant, id).await?;
+        if !base_url.is_empty() {
+            let url = url::Url::parse(base_url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+                .ok_or_else(|| ApiError::validation("base_url", "is an http or https URL"))?;
+            self.store
+                .put_site(
+                    &principal.tenant,
+                    id,
+                    url.as_str().trim_end_matches('/'),
+                    unix_now(),
+                )
+                .await
+                .map_err(ApiError::internal)?;
+            self.audit(principal, "tool.site_set", id).await;
+        }
+        if credential.is_empty() {
+            let stored = self
+                .store
+                .credential(&principal.tenant, id)
+                .await
+                .map_err(ApiError::internal)?;
+            return Ok(stored.is_some());
+        }
         if !tool.manifest.auth.needs_credential() {
             return Err(ApiError::validation(
                 "credential",
@@ -200,7 +280,7 @@ impl Registry {
             .await
             .map_err(ApiError::internal)?;
         self.audit(principal, "tool.credential_set", id).await;
-        Ok(())
+        Ok(true)
     }
 
     pub async fn delete_credential(&self, principal: &Principal, id: &str) -> Result<(), ApiError> {
@@ -226,5 +306,15 @@ impl Registry {
         {
             tracing::error!(error = %e, kind, "an audit record could not be stored");
         }
+    }
+}
+
+/// A built-in adapter as a tenant's registry holds it.
+fn builtin(manifest: &crate::domain::manifest::ToolManifest) -> StoredTool {
+    StoredTool {
+        kind: BUILTIN.into(),
+        manifest: manifest.clone(),
+        created_at: 0,
+        site_set: false,
     }
 }

@@ -1,6 +1,7 @@
-//! `/v1/tools/*`: the tenant's tools (those the caller may use), tools a tenant defines
-//! from an OpenAPI 3 document, their credentials (write-only: never returned), calls
-//! to their actions, and the log of those calls.
+//! `/v1/tools/*`: the tenant's tools (those the caller may use: the built-in adapters
+//! and the tools a tenant defines from an OpenAPI 3 document), their credentials
+//! (write-only: never returned) and sites, calls to their actions, and the log of those
+//! calls.
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -43,15 +44,24 @@ pub struct ToolView {
     name: String,
     description: String,
     version: String,
-    /// `http`: defined by the tenant from an OpenAPI document.
+    /// `builtin`: an adapter shipped with the platform; `http`: defined by the tenant
+    /// from an OpenAPI document.
     kind: String,
+    /// Where calls go: the tenant's own site when it set one.
     base_url: String,
+    /// Every customer has its own host (a Jira site): set `base_url` with `PUT
+    /// /v1/tools/{id}/credentials` before calling it.
+    site_required: bool,
+    /// The tenant has set where its instance is served.
+    site_set: bool,
     /// How calls authenticate: `none`, `bearer`, `basic`, `header` or `query`.
     auth: String,
     /// Whether the tenant has set the tool's credential (which is never shown).
     credential_set: bool,
     actions: Vec<ToolAction>,
-    created_at: String,
+    /// When the tenant defined it; absent for a built-in adapter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
 }
 
 impl From<pb::Tool> for ToolView {
@@ -63,6 +73,8 @@ impl From<pb::Tool> for ToolView {
             version: t.version,
             kind: t.kind,
             base_url: t.base_url,
+            site_required: t.site_required,
+            site_set: t.site_set,
             auth: t.auth,
             credential_set: t.credential_set,
             actions: t
@@ -79,7 +91,7 @@ impl From<pb::Tool> for ToolView {
                     requires_approval: a.requires_approval,
                 })
                 .collect(),
-            created_at: t.created_at,
+            created_at: Some(t.created_at).filter(|c| !c.is_empty()),
         }
     }
 }
@@ -118,8 +130,13 @@ pub struct NewTool {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialBody {
-    /// The secret the tool's API takes (a token, an API key, `user:password`).
+    /// The secret the tool's API takes (a token, an API key, `email:api_token`).
+    #[serde(default)]
     credential: String,
+    /// Where the tenant's instance is served (a Jira site, GitHub Enterprise, a
+    /// self-hosted GitLab): calls go there instead of the tool's default.
+    #[serde(default)]
+    base_url: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -275,7 +292,8 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Set the tenant's credential for a tool. It is sealed at rest and never returned.
+/// Set the tenant's credential for a tool (sealed at rest, never returned), where its
+/// instance is served, or both.
 #[utoipa::path(put, path = "/v1/tools/{id}/credentials", tag = "tools", params(("id" = String, Path, description = "the tool's id")),
     request_body = CredentialBody,
     responses((status = 200, body = CredentialState), (status = 401, body = Problem), (status = 403, body = Problem),
@@ -288,11 +306,15 @@ pub async fn put_credential(
     body: Result<Json<CredentialBody>, JsonRejection>,
 ) -> Result<Json<CredentialState>, ApiError> {
     auth.principal.require(Capability::ToolsWrite)?;
-    let credential = json_body(body)?.credential;
+    let b = json_body(body)?;
     let answer = gateway
         .tool
         .clone()
-        .put_credential(auth.forward(pb::PutCredentialRequest { id, credential }))
+        .put_credential(auth.forward(pb::PutCredentialRequest {
+            id,
+            credential: b.credential,
+            base_url: b.base_url,
+        }))
         .answer()
         .await?;
     Ok(Json(CredentialState {

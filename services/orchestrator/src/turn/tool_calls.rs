@@ -33,9 +33,14 @@ fn function_name(tool: &str, action: &str) -> Option<String> {
     .then_some(name)
 }
 
-/// The tools the caller may use, as the toolbox of a turn.
+/// The tools the caller may use, as the toolbox of a turn: those the tenant has set up
+/// (the credential set, where one is needed, and the site, where the tool is served per
+/// customer); every built-in adapter is listed, and offering the model ones that can
+/// only fail would crowd its choice.
 fn toolbox_of(tools: Vec<tpb::Tool>, mut toolbox: Toolbox) -> Toolbox {
-    for tool in tools {
+    let ready =
+        |t: &tpb::Tool| (t.auth == "none" || t.credential_set) && (!t.site_required || t.site_set);
+    for tool in tools.into_iter().filter(ready) {
         for action in tool.actions {
             let Some(name) = function_name(&tool.id, &action.name) else {
                 tracing::warn!(tool = %tool.id, action = %action.name, "an action whose function name would pass 64 characters is not offered to models");
@@ -401,16 +406,27 @@ mod tests {
 
     #[test]
     fn each_action_is_a_function_the_model_can_name() {
-        let tools = vec![tpb::Tool {
-            id: "crm".into(),
-            name: "Acme CRM".into(),
-            actions: vec![
-                action("list_contacts", false),
-                action("delete_contact", true),
-                action(&"x".repeat(70), false),
-            ],
+        let unset = tpb::Tool {
+            id: "github".into(),
+            auth: "bearer".into(),
+            actions: vec![action("list_issues", false)],
             ..Default::default()
-        }];
+        };
+        let tools = vec![
+            unset,
+            tpb::Tool {
+                id: "crm".into(),
+                name: "Acme CRM".into(),
+                auth: "header".into(),
+                credential_set: true,
+                actions: vec![
+                    action("list_contacts", false),
+                    action("delete_contact", true),
+                    action(&"x".repeat(70), false),
+                ],
+                ..Default::default()
+            },
+        ];
         let toolbox = toolbox_of(tools, Toolbox::default());
         let names: Vec<_> = toolbox.functions.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["crm__list_contacts", "crm__delete_contact"]);

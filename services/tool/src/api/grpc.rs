@@ -53,7 +53,13 @@ fn tool_message(view: ToolView) -> pb::Tool {
                 requires_approval: a.requires_approval,
             })
             .collect(),
-        created_at: rfc3339(view.tool.created_at),
+        created_at: if view.tool.created_at == 0 {
+            String::new()
+        } else {
+            rfc3339(view.tool.created_at)
+        },
+        site_required: m.site_required,
+        site_set: view.tool.site_set,
     }
 }
 
@@ -138,13 +144,12 @@ impl ToolService for ToolGrpc {
     ) -> Result<Response<pb::CredentialResponse>, Status> {
         let principal = caller(&request)?;
         let r = request.into_inner();
-        self.invoker
+        let credential_set = self
+            .invoker
             .registry
-            .put_credential(&principal, &r.id, &r.credential)
+            .put_credential(&principal, &r.id, &r.credential, &r.base_url)
             .await?;
-        Ok(Response::new(pb::CredentialResponse {
-            credential_set: true,
-        }))
+        Ok(Response::new(pb::CredentialResponse { credential_set }))
     }
 
     async fn delete_credential(

@@ -3,6 +3,7 @@
 //! limits and its price. Built-in adapters, tenant-defined HTTP tools and MCP mounts
 //! all come down to this one shape.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -20,8 +21,33 @@ pub struct ToolManifest {
     pub version: String,
     /// Where the API is served; configurable for every tool.
     pub base_url: String,
+    /// Every customer has a host of its own (a Jira site): the tenant sets its base URL
+    /// before the tool can be called.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub site_required: bool,
     pub auth: AuthScheme,
+    /// Headers every request carries (an API version, an `Accept`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// How the API's lists continue, for actions marked `paginated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
     pub actions: Vec<Action>,
+}
+
+/// How a list continues over pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Pagination {
+    /// RFC 8288 `Link: <url>; rel="next"` (GitHub, GitLab); each page a JSON array.
+    LinkHeader,
+    /// A cursor in the answer at `next` (a JSON Pointer), sent back as `param` (a query
+    /// parameter for GET, a body field otherwise); the pages' arrays at `items` joined.
+    Cursor {
+        next: String,
+        param: String,
+        items: String,
+    },
 }
 
 /// How a call proves itself to the tool's API, with the tenant's credential.
@@ -31,9 +57,12 @@ pub enum AuthScheme {
     None,
     /// `Authorization: Bearer <credential>`.
     Bearer,
-    /// The credential as the value of a header (`X-API-Key`, `PRIVATE-TOKEN`).
+    /// The credential as the value of a header (`X-API-Key`, `PRIVATE-TOKEN`), after
+    /// `prefix` (Discord's `Bot `).
     Header {
         name: String,
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        prefix: String,
     },
     /// The credential as a query parameter.
     Query {
@@ -54,21 +83,42 @@ pub struct Action {
     /// `create_issue`: letters, digits, `_` and `-`, at most 64 (what OpenAI accepts
     /// in a function name once joined to the tool's id).
     pub name: String,
+    #[serde(default)]
     pub description: String,
     /// A JSON-Schema of an object: the arguments.
     pub parameters: Value,
     /// The capability a caller needs (`tools:invoke` for most).
+    #[serde(default = "default_capability")]
     pub capability: String,
     /// Calls per minute per tenant; 0 is no limit of its own.
+    #[serde(default)]
     pub rate_limit_per_minute: u32,
-    #[serde(with = "millis")]
+    #[serde(with = "millis", default = "default_timeout")]
     pub timeout: Duration,
     /// The price of one call in micro-units of the tenant's currency.
+    #[serde(default)]
     pub price_micros: i64,
     /// A person approves each call before it runs.
+    #[serde(default)]
     pub requires_approval: bool,
     pub http: HttpBinding,
 }
+
+fn default_capability() -> String {
+    "tools:invoke".into()
+}
+
+/// How long an action of a built-in adapter may run unless it says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn default_timeout() -> Duration {
+    DEFAULT_TIMEOUT
+}
+
+/// The argument a paginated action takes for how many pages to read.
+pub const MAX_PAGES_ARGUMENT: &str = "max_pages";
+/// The most pages one call reads.
+pub const MAX_PAGES: u64 = 10;
 
 /// Where an action's arguments go in its HTTP request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +136,14 @@ pub struct HttpBinding {
     /// elsewhere.
     #[serde(default)]
     pub body: Option<String>,
+    /// A GraphQL API's query: the body is `{"query": it, "variables": {every argument
+    /// not bound elsewhere}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graphql: Option<String>,
+    /// A list that continues over pages as the tool's `pagination` says; the action
+    /// takes `max_pages`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paginated: bool,
 }
 
 /// Why a manifest cannot be used, naming the part.
@@ -128,6 +186,14 @@ impl ToolManifest {
         if self.actions.is_empty() {
             return Err(ManifestError::new("actions", "has at least one action"));
         }
+        for name in self.headers.keys() {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ManifestError::new(
+                    format!("headers.{name}"),
+                    "is a header name",
+                ));
+            }
+        }
         let mut names = std::collections::HashSet::new();
         for (i, action) in self.actions.iter().enumerate() {
             let at = |part: &str| format!("actions[{i}].{part}");
@@ -162,6 +228,18 @@ impl ToolManifest {
             }
             crate::domain::request::check_binding(&action.http, &action.parameters)
                 .map_err(|e| ManifestError::new(at("http"), e))?;
+            if action.http.paginated && self.pagination.is_none() {
+                return Err(ManifestError::new(
+                    at("http.paginated"),
+                    "needs the tool's pagination",
+                ));
+            }
+            if action.http.graphql.is_some() && action.http.body.is_some() {
+                return Err(ManifestError::new(
+                    at("http.body"),
+                    "is left out: a GraphQL action's body is its query and variables",
+                ));
+            }
         }
         Ok(())
     }

@@ -111,7 +111,10 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
         description: text(&info, "description"),
         version: text(&info, "version"),
         base_url,
+        site_required: false,
         auth: auth_of(doc)?,
+        headers: Default::default(),
+        pagination: None,
         actions,
     };
     manifest.check()?;
@@ -148,6 +151,8 @@ fn operation_arguments(
         query: Vec::new(),
         headers: Vec::new(),
         body: None,
+        graphql: None,
+        paginated: false,
     };
     let own = operation.get("parameters").cloned().unwrap_or(json!([]));
     // An operation's parameter overrides the path item's of the same name and place.
@@ -282,7 +287,10 @@ fn auth_of(doc: &Value) -> Result<AuthScheme, ManifestError> {
         ) {
             ("http", "bearer", _) | ("oauth2" | "openidconnect", _, _) => AuthScheme::Bearer,
             ("http", "basic", _) => AuthScheme::Basic,
-            ("apikey", _, "header") if !name.is_empty() => AuthScheme::Header { name },
+            ("apikey", _, "header") if !name.is_empty() => AuthScheme::Header {
+                name,
+                prefix: String::new(),
+            },
             ("apikey", _, "query") if !name.is_empty() => AuthScheme::Query { name },
             (kind, scheme, place) => {
                 return Err(ManifestError::new(
@@ -374,7 +382,8 @@ mod tests {
         assert_eq!(
             m.auth,
             AuthScheme::Header {
-                name: "X-API-Key".into()
+                name: "X-API-Key".into(),
+                prefix: String::new(),
             }
         );
         let names: Vec<_> = m.actions.iter().map(|a| a.name.as_str()).collect();

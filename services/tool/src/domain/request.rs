@@ -72,7 +72,8 @@ pub fn check_binding(binding: &HttpBinding, schema: &Value) -> Result<(), String
         .and_then(Value::as_array)
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
-    for name in path_arguments(&binding.path)? {
+    for raw in path_arguments(&binding.path)? {
+        let name = raw.strip_prefix('+').unwrap_or(raw);
         if !declared(name) || !required.contains(&name) {
             return Err(format!(
                 "path argument `{name}` is a required property of the parameters"
@@ -94,34 +95,56 @@ pub fn check_binding(binding: &HttpBinding, schema: &Value) -> Result<(), String
 
 /// The request for a call whose arguments have already been checked against the
 /// schema. `credential` is the tenant's secret for the tool, when its scheme needs one.
+/// Where a tool is called and what every request of it carries.
+pub struct Target<'a> {
+    pub base_url: &'a str,
+    pub auth: &'a AuthScheme,
+    pub headers: &'a std::collections::BTreeMap<String, String>,
+}
+
 pub fn prepare(
-    base_url: &str,
+    target: &Target<'_>,
     binding: &HttpBinding,
-    auth: &AuthScheme,
     arguments: &Map<String, Value>,
     credential: Option<&str>,
 ) -> Result<PreparedRequest, String> {
+    let (base_url, auth) = (target.base_url, target.auth);
     let mut used: Vec<&str> = Vec::new();
     let mut path = String::new();
     let mut rest = binding.path.as_str();
-    for name in path_arguments(&binding.path)? {
+    for raw in path_arguments(&binding.path)? {
         let open = rest.find('{').unwrap_or(rest.len());
         path.push_str(&rest[..open]);
+        // `{+name}` spans segments (a file's path): each is encoded on its own.
+        let (name, spans) = match raw.strip_prefix('+') {
+            Some(name) => (name, true),
+            None => (raw, false),
+        };
         let value = arguments
             .get(name)
             .ok_or_else(|| format!("argument `{name}` is required"))?;
         let text = scalar(value).ok_or_else(|| format!("argument `{name}` is a scalar"))?;
-        if text.is_empty() {
-            return Err(format!("argument `{name}` is not empty"));
+        let segments: Vec<&str> = if spans {
+            text.split('/').collect()
+        } else {
+            vec![text.as_str()]
+        };
+        for (i, segment) in segments.iter().enumerate() {
+            if segment.is_empty() {
+                return Err(format!("argument `{name}` has no empty part"));
+            }
+            // A segment of dots is resolved away by URL parsing, encoded or not
+            // (`%2E%2E` is `..` too): it would climb the path, and names no resource.
+            if *segment == "." || *segment == ".." {
+                return Err(format!("argument `{name}` has no `.` or `..` part"));
+            }
+            if i > 0 {
+                path.push('/');
+            }
+            path.push_str(&percent_encoding::utf8_percent_encode(segment, SEGMENT).to_string());
         }
-        // A segment of dots is resolved away by URL parsing, encoded or not (`%2E%2E`
-        // is `..` too): it would climb the path, and it names no resource.
-        if text == "." || text == ".." {
-            return Err(format!("argument `{name}` is not `.` or `..`"));
-        }
-        path.push_str(&percent_encoding::utf8_percent_encode(&text, SEGMENT).to_string());
         used.push(name);
-        rest = &rest[open + name.len() + 2..];
+        rest = &rest[open + raw.len() + 2..];
     }
     path.push_str(rest);
     let mut url = url::Url::parse(&format!("{}{}", base_url.trim_end_matches('/'), path))
@@ -149,7 +172,11 @@ pub fn prepare(
     if url.query() == Some("") {
         url.set_query(None);
     }
-    let mut headers = Vec::new();
+    let mut headers: Vec<(String, String)> = target
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
     for (name, header) in &binding.headers {
         used.push(name);
         if let Some(value) = arguments.get(name).and_then(scalar) {
@@ -162,8 +189,8 @@ pub fn prepare(
         (AuthScheme::Bearer, Some(secret)) => {
             headers.push(("authorization".into(), format!("Bearer {secret}")));
         }
-        (AuthScheme::Header { name }, Some(secret)) => {
-            headers.push((name.to_ascii_lowercase(), secret.to_owned()));
+        (AuthScheme::Header { name, prefix }, Some(secret)) => {
+            headers.push((name.to_ascii_lowercase(), format!("{prefix}{secret}")));
         }
         (AuthScheme::Basic, Some(secret)) => {
             let encoded = data_encoding::BASE64.encode(secret.as_bytes());
@@ -173,16 +200,18 @@ pub fn prepare(
     if matches!(auth, AuthScheme::Query { .. }) && credential.is_none() {
         return Err("the tool's credential is not set".into());
     }
-    let body = match binding.body.as_deref() {
-        None => None,
-        Some("*") => Some(Value::Object(
-            arguments
-                .iter()
-                .filter(|(k, _)| !used.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        )),
-        Some(name) => arguments.get(name).cloned(),
+    let unbound = || -> Map<String, Value> {
+        arguments
+            .iter()
+            .filter(|(k, _)| !used.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    let body = match (&binding.graphql, binding.body.as_deref()) {
+        (Some(query), _) => Some(serde_json::json!({ "query": query, "variables": unbound() })),
+        (None, None) => None,
+        (None, Some("*")) => Some(Value::Object(unbound())),
+        (None, Some(name)) => arguments.get(name).cloned(),
     };
     Ok(PreparedRequest {
         method: binding.method.clone(),
@@ -215,6 +244,8 @@ mod tests {
             query: vec!["state".into(), "labels".into()],
             headers: vec![("trace".into(), "X-Trace".into())],
             body: Some("*".into()),
+            graphql: None,
+            paginated: false,
         }
     }
 
@@ -226,6 +257,23 @@ mod tests {
         }})
     }
 
+    /// `prepare` for a tool at `base` with no headers of its own.
+    fn call(
+        base: &str,
+        binding: &HttpBinding,
+        auth: &AuthScheme,
+        arguments: &Map<String, Value>,
+        credential: Option<&str>,
+    ) -> Result<PreparedRequest, String> {
+        let headers = std::collections::BTreeMap::new();
+        let target = Target {
+            base_url: base,
+            auth,
+            headers: &headers,
+        };
+        prepare(&target, binding, arguments, credential)
+    }
+
     fn args(v: Value) -> Map<String, Value> {
         v.as_object().unwrap().clone()
     }
@@ -233,7 +281,7 @@ mod tests {
     #[test]
     fn arguments_go_to_their_places_and_cannot_climb_the_path() {
         assert_eq!(check_binding(&binding(), &schema()), Ok(()));
-        let request = prepare(
+        let request = call(
             "https://api.example/v3/",
             &binding(),
             &AuthScheme::Bearer,
@@ -248,7 +296,7 @@ mod tests {
         );
         assert!(request.headers.contains(&("X-Trace".into(), "t1".into())));
         for dots in ["..", "."] {
-            let refused = prepare(
+            let refused = call(
                 "https://api.example/v3",
                 &binding(),
                 &AuthScheme::None,
@@ -276,9 +324,11 @@ mod tests {
             query: vec![],
             headers: vec![],
             body: None,
+            graphql: None,
+            paginated: false,
         };
         let none = Map::new();
-        let q = prepare(
+        let q = call(
             "http://h",
             &get,
             &AuthScheme::Query { name: "key".into() },
@@ -288,11 +338,12 @@ mod tests {
         .unwrap();
         assert_eq!(q.url.as_str(), "http://h/me?key=k1");
         assert!(!format!("{q:?}").contains("k1"));
-        let h = prepare(
+        let h = call(
             "http://h",
             &get,
             &AuthScheme::Header {
                 name: "PRIVATE-TOKEN".into(),
+                prefix: String::new(),
             },
             &none,
             Some("t"),
@@ -302,16 +353,16 @@ mod tests {
             h.headers,
             vec![("private-token".to_owned(), "t".to_owned())]
         );
-        let b = prepare("http://h", &get, &AuthScheme::Basic, &none, Some("u:p")).unwrap();
+        let b = call("http://h", &get, &AuthScheme::Basic, &none, Some("u:p")).unwrap();
         assert_eq!(b.headers[0].1, "Basic dTpw");
         for scheme in [
             AuthScheme::Bearer,
             AuthScheme::Basic,
             AuthScheme::Query { name: "k".into() },
         ] {
-            assert!(prepare("http://h", &get, &scheme, &none, None).is_err());
+            assert!(call("http://h", &get, &scheme, &none, None).is_err());
         }
-        assert!(prepare("http://h", &get, &AuthScheme::None, &none, None).is_ok());
+        assert!(call("http://h", &get, &AuthScheme::None, &none, None).is_ok());
     }
 
     #[test]
