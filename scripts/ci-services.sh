@@ -255,6 +255,13 @@ install_models_and_clients() {
     touch "$CACHE/pyopenai/.complete"
   fi
   export SOMAGENT_TEST_OPENAI_PYTHONPATH="$CACHE/pyopenai"
+  # The official MCP SDK: a real client of `/mcp` and a real server to mount.
+  if [ ! -f "$CACHE/pymcp/.complete" ]; then
+    log "installing the MCP Python SDK (once per machine)"
+    python3 -m pip install -q --disable-pip-version-check --target "$CACHE/pymcp" "mcp==2.3.0" >&2
+    touch "$CACHE/pymcp/.complete"
+  fi
+  export SOMAGENT_TEST_MCP_PYTHONPATH="$CACHE/pymcp"
   report models-clients "$(PYTHONPATH="$CACHE/pyopenai" python3 -c 'import openai; print("openai", openai.__version__)')" "-" "$(since "$t")"
 }
 
@@ -281,7 +288,8 @@ esac
 {
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
-    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_OPA_URL \
+    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_MCP_PYTHONPATH \
+    SOMAGENT_TEST_OPA_URL \
     SOMAGENT_TEST_WORKFLOWS_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done

@@ -11,6 +11,7 @@ mod helpers;
 mod lifecycle;
 mod local_model;
 mod login_limits;
+mod mcp;
 mod mfa;
 mod model_profiles;
 mod openai_client;

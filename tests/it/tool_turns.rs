@@ -26,17 +26,17 @@ use crate::helpers::{
 use crate::lifecycle::call;
 use crate::sessions::{create_session, send_sse};
 
-const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
+pub(crate) const TOKEN: &str = "ghp_16C7e42F292c6912E7710c838347Ae178B4a";
 const PASSWORD: &str = "a long user passphrase";
 
 /// What the GitHub-compatible server saw: method, path and query, the headers GitHub
 /// asks for (`authorization`, `accept`, `x-github-api-version`), the body.
-type Seen = Arc<Mutex<Vec<(String, String, [String; 3], Value)>>>;
+pub(crate) type Seen = Arc<Mutex<Vec<(String, String, [String; 3], Value)>>>;
 
 /// A server speaking GitHub's REST API for what the journey uses: an issue, a list of
 /// issues over two pages (the second refused once with 429 and `Retry-After: 1`), and
 /// merging a pull request.
-async fn github() -> (String, Seen) {
+pub(crate) async fn github() -> (String, Seen) {
     let seen: Seen = Arc::default();
     #[derive(Clone)]
     struct Server {

@@ -8,6 +8,7 @@ mod body;
 mod chat;
 mod forward;
 mod guards;
+mod mcp;
 mod openapi;
 mod paging;
 mod policy;
@@ -87,6 +88,7 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
 }
 
 fn router(gateway: Gateway) -> Router {
+    let gateway_for_mcp = gateway.clone();
     let (routes, document) = documented(gateway);
     let docs = Router::new()
         .route("/openapi.json", get(openapi::document))
@@ -96,6 +98,7 @@ fn router(gateway: Gateway) -> Router {
         .with_state(Arc::new(document));
     routes
         .merge(docs)
+        .merge(mcp::routes(gateway_for_mcp))
         .layer(guards::body_limit())
         .layer(axum::middleware::from_fn(guards::deadline))
 }
