@@ -1,4 +1,5 @@
-//! MCP both ways, with the official Python SDK as the peer. `/mcp`: an MCP client sees
+//! MCP both ways, with the official Python SDK as the peer. A tenant mounts an MCP
+//! server as a tool its agents use like any other. `/mcp`: an MCP client sees
 //! the caller's tools (those the tenant has set up, none that needs a person's
 //! approval) and calls them under the same governance as the REST API: refusals as
 //! tool errors, a viewer not allowed to call, no token no answer, another tenant none
@@ -226,4 +227,181 @@ async fn mcp_server_journey(backends: Backends, pythonpath: &str) {
     assert_eq!(anonymous.status(), 401);
     let problem: Value = anonymous.json().await.unwrap();
     assert_eq!(problem["error"]["code"], "unauthorized", "{problem}");
+}
+
+/// The SDK's MCP server on a free port, guarded by `token`; it stops when dropped.
+struct McpServerProcess(std::process::Child, u16);
+
+impl Drop for McpServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn mcp_server(pythonpath: &str, token: &str) -> McpServerProcess {
+    use std::io::BufRead;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/it/mcp/server.py");
+    let mut child = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(token)
+        .env("PYTHONPATH", pythonpath)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    assert!(
+        lines.any(|l| l.is_ok_and(|l| l == "ready")),
+        "the MCP server did not start"
+    );
+    McpServerProcess(child, port)
+}
+
+#[tokio::test]
+async fn a_tenant_mounts_an_mcp_server_whose_tools_its_agents_use() {
+    let Some(pythonpath) = crate::helpers::required_env("MCP_PYTHONPATH") else {
+        return;
+    };
+    for backends in Backends::all() {
+        mount_journey(backends, &pythonpath).await;
+    }
+}
+
+async fn mount_journey(backends: Backends, pythonpath: &str) {
+    const SECRET: &str = "mcp-orders-secret-81f2";
+    let server = mcp_server(pythonpath, SECRET);
+    let url = format!("http://127.0.0.1:{}/mcp", server.1);
+    let (
+        _llm,
+        Rooted {
+            platform: _platform,
+            gateway,
+            client,
+            root,
+            data: _data,
+            ..
+        },
+    ) = crate::helpers::with_scripted_llm(
+        backends,
+        &[("SOMAGENT_TOOL__ALLOW_PRIVATE_NETWORKS", "true")],
+    )
+    .await;
+    let g = |path: &str| format!("{gateway}{path}");
+
+    // A wrong token: the server refuses, and nothing is mounted.
+    let (status, refused) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools"),
+        &root,
+        Some(json!({"id": "orders", "mcp": {"url": url, "credential": "wrong"}})),
+    )
+    .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (502, Some("upstream_failed")),
+        "{refused}"
+    );
+    assert!(!refused.to_string().contains("wrong\""), "{refused}");
+    let (status, _) = call(&client, Method::GET, &g("/v1/tools/orders"), &root, None).await;
+    assert_eq!(status, 404);
+
+    let (status, mounted) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools"),
+        &root,
+        Some(
+            json!({"id": "orders", "mcp": {"url": url, "credential": SECRET}, "price_micros": 300}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{mounted}");
+    let actions: Vec<&str> = mounted["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["orders_lookup", "refund"], "{mounted}");
+    assert_eq!(
+        (
+            mounted["kind"].as_str(),
+            mounted["name"].as_str(),
+            mounted["credential_set"].as_bool()
+        ),
+        (Some("mcp"), Some("Orders"), Some(true)),
+        "{mounted}"
+    );
+    assert!(!mounted.to_string().contains(SECRET));
+
+    let invoke = |action: &str, arguments: Value| {
+        let (client, url, root) = (client.clone(), g("/v1/tools/orders/invoke"), root.clone());
+        let body = json!({"action": action, "arguments": arguments});
+        async move { call(&client, Method::POST, &url, &root, Some(body)).await }
+    };
+    let (status, found) = invoke("orders_lookup", json!({"order_id": "A1"})).await;
+    assert_eq!(
+        (
+            status,
+            found["result"]["status"].as_str(),
+            found["cost_micros"].as_i64()
+        ),
+        (200, Some("shipped"), Some(300)),
+        "{found}"
+    );
+    let (status, invalid) = invoke("orders_lookup", json!({})).await;
+    assert_eq!(
+        (
+            status,
+            invalid["error"]["details"]["fields"]["arguments"].is_string()
+        ),
+        (422, true),
+        "{invalid}"
+    );
+    let (status, failed) = invoke("refund", json!({"order_id": "A1", "reason": "damaged"})).await;
+    assert_eq!(
+        (status, failed["error"]["details"]["tool_error"].is_string()),
+        (502, true),
+        "{failed}"
+    );
+
+    // A session's model uses it like any other tool.
+    crate::helpers::platform_profile(&client, &gateway, &root, "tool-user").await;
+    let session =
+        crate::sessions::create_session(&client, &gateway, &root, json!({"model": "tool-user"}))
+            .await;
+    let events = crate::sessions::send_sse(
+        &client,
+        &gateway,
+        &root,
+        &session,
+        r#"call orders__orders_lookup {"order_id": "A7"}"#,
+    )
+    .await;
+    let answer = events
+        .iter()
+        .find(|(k, _)| k == "message")
+        .map(|(_, d)| d["content"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(
+        answer.contains("shipped") && answer.contains("A7"),
+        "{answer}"
+    );
+
+    // Another tenant sees none of it.
+    let (status, _) = call(&client, Method::POST, &g("/v1/tenants"), &root,
+        Some(json!({"slug": "globex", "display_name": "Globex", "admin": {"username": "hank", "password": PASSWORD}}))).await;
+    assert_eq!(status, 201);
+    let hank = login(&client, &gateway, "globex", "hank", PASSWORD).await;
+    let (status, _) = call(&client, Method::GET, &g("/v1/tools/orders"), &hank, None).await;
+    assert_eq!(status, 404);
 }

@@ -26,6 +26,7 @@ use crate::domain::manifest::{MAX_PAGES, MAX_PAGES_ARGUMENT, Pagination};
 use crate::domain::paging::{self, Page};
 use crate::domain::request::{self, PreparedRequest};
 use crate::egress;
+use crate::mcp_client::{self, Called};
 use crate::store::InvocationRecord;
 use crate::tools::{Registry, credential_binding};
 
@@ -44,6 +45,16 @@ pub struct Call {
 
 /// The service whose word on an approval counts: it asked a person inside a turn.
 const APPROVER: &str = "service:orchestrator";
+/// The most of an MCP tool's error text passed on.
+const MAX_TOOL_ERROR: usize = 2048;
+
+/// What a call brought back: an HTTP answer (an MCP result is given as one), or an MCP
+/// tool's own error.
+enum Reply {
+    Page(Page),
+    ToolError(String),
+}
+
 /// The longest a call waits for a rate-limited API that says to come back; longer, and
 /// the caller is told to retry.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -261,34 +272,56 @@ impl Invoker {
             }
             None => 1,
         };
-        let target = request::Target {
-            base_url: &manifest.base_url,
-            auth: &manifest.auth,
-            headers: &manifest.headers,
-        };
-        let prepared = request::prepare(
-            &target,
-            &action.http,
-            &arguments,
-            credential.as_deref().map(String::as_str),
-        )
-        .map_err(|e| ApiError::validation("arguments", e))?;
-        if !self.config.allow_private_networks {
-            egress::check_literal(&prepared.url)
-                .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
-        }
-        let pagination = action
-            .http
-            .paginated
-            .then_some(manifest.pagination.as_ref())
-            .flatten();
+        let secret = credential.as_deref().map(String::as_str);
         let started = Instant::now();
-        let deadline = started + action.timeout;
-        let sent = tokio::time::timeout(
-            action.timeout,
-            self.read_pages(prepared, pagination, pages, deadline),
-        )
-        .await;
+        let sent = if manifest.mcp {
+            if !self.config.allow_private_networks {
+                let url = url::Url::parse(&manifest.base_url)
+                    .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored MCP URL: {e}")))?;
+                egress::check_literal(&url).map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+            }
+            let remote = action.remote.as_deref().unwrap_or(&action.name);
+            tokio::time::timeout(
+                action.timeout,
+                mcp_client::call(&self.http, &manifest.base_url, secret, remote, arguments),
+            )
+            .await
+            .map(|called| {
+                called.map(|c| match c {
+                    Called::Ok(body) => Reply::Page(Page {
+                        status: 200,
+                        body,
+                        link: None,
+                        retry_after: None,
+                    }),
+                    Called::ToolError(text) => Reply::ToolError(text),
+                })
+            })
+        } else {
+            let target = request::Target {
+                base_url: &manifest.base_url,
+                auth: &manifest.auth,
+                headers: &manifest.headers,
+            };
+            let prepared = request::prepare(&target, &action.http, &arguments, secret)
+                .map_err(|e| ApiError::validation("arguments", e))?;
+            if !self.config.allow_private_networks {
+                egress::check_literal(&prepared.url)
+                    .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+            }
+            let pagination = action
+                .http
+                .paginated
+                .then_some(manifest.pagination.as_ref())
+                .flatten();
+            let deadline = started + action.timeout;
+            tokio::time::timeout(
+                action.timeout,
+                self.read_pages(prepared, pagination, pages, deadline),
+            )
+            .await
+            .map(|read| read.map(Reply::Page))
+        };
         let took = started.elapsed();
         match sent {
             Err(_) => {
@@ -310,11 +343,28 @@ impl Invoker {
                     format!("the tool could not be reached: {reason}"),
                 ))
             }
-            Ok(Ok(Page {
+            Ok(Ok(Reply::ToolError(text))) => {
+                self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
+                    .await;
+                // An MCP tool's error is written for its caller (MCP's `isError`).
+                let mut said = text;
+                if said.len() > MAX_TOOL_ERROR {
+                    let mut end = MAX_TOOL_ERROR;
+                    while !said.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    said.truncate(end);
+                }
+                Err(
+                    ApiError::new(ErrorCode::UpstreamFailed, "the MCP tool reported an error")
+                        .with_details(json!({"tool_error": said})),
+                )
+            }
+            Ok(Ok(Reply::Page(Page {
                 status: 429,
                 retry_after,
                 ..
-            })) => {
+            }))) => {
                 self.finish(principal, &mut record, Ended::Failed, 429, took, 0)
                     .await;
                 let mut limited = ApiError::new(
@@ -325,7 +375,7 @@ impl Invoker {
                 limited.retry_after = Some(retry_after.map_or(60, |d| d.as_secs().max(1)));
                 Err(limited)
             }
-            Ok(Ok(Page { status, .. })) if !(200..300).contains(&status) => {
+            Ok(Ok(Reply::Page(Page { status, .. }))) if !(200..300).contains(&status) => {
                 self.finish(principal, &mut record, Ended::Failed, status, took, 0)
                     .await;
                 // The upstream's body is not passed on: it may echo the credential.
@@ -335,11 +385,11 @@ impl Invoker {
                 )
                 .with_details(json!({"status": status})))
             }
-            Ok(Ok(Page {
+            Ok(Ok(Reply::Page(Page {
                 status,
                 body: result,
                 ..
-            })) => {
+            }))) => {
                 let price = action.price_micros;
                 self.finish(principal, &mut record, Ended::Ok, status, took, price)
                     .await;

@@ -13,6 +13,8 @@ pub mod config;
 pub mod domain;
 mod egress;
 mod invocations;
+mod mcp_client;
+mod mounts;
 mod store;
 mod tools;
 

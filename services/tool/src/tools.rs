@@ -138,22 +138,14 @@ impl Registry {
         Ok(tool)
     }
 
+    /// A tenant's tool from an OpenAPI document.
     pub async fn create(
         &self,
         principal: &Principal,
         asked: NewHttpTool,
     ) -> Result<ToolView, ApiError> {
         principal.require(Capability::ToolsWrite)?;
-        // `GET /v1/tools/invocations` is the call log: no tool may take its name.
-        if asked.id == "invocations" {
-            return Err(ApiError::validation("id", "`invocations` is reserved"));
-        }
-        if adapters::find(&asked.id).is_some() {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("`{}` is a built-in tool", asked.id),
-            ));
-        }
+        check_new_id(&asked.id)?;
         if asked.openapi_json.len() > MAX_DOCUMENT {
             return Err(ApiError::validation("openapi", "is at most 1 MiB"));
         }
@@ -175,8 +167,18 @@ impl Registry {
             };
             ApiError::validation(&field, e.message)
         })?;
+        self.add(principal, "http", manifest).await
+    }
+
+    /// Stores a new tool of the tenant's; 409 if it has one of that id.
+    pub async fn add(
+        &self,
+        principal: &Principal,
+        kind: &str,
+        manifest: crate::domain::manifest::ToolManifest,
+    ) -> Result<ToolView, ApiError> {
         let tool = StoredTool {
-            kind: "http".into(),
+            kind: kind.into(),
             manifest,
             created_at: unix_now(),
             site_set: false,
@@ -317,4 +319,26 @@ fn builtin(manifest: &crate::domain::manifest::ToolManifest) -> StoredTool {
         created_at: 0,
         site_set: false,
     }
+}
+
+/// An id a tenant may give a new tool: a slug that is neither the call log's route nor
+/// a built-in adapter's.
+pub fn check_new_id(id: &str) -> Result<(), ApiError> {
+    // `GET /v1/tools/invocations` is the call log: no tool may take its name.
+    if id == "invocations" {
+        return Err(ApiError::validation("id", "`invocations` is reserved"));
+    }
+    if adapters::find(id).is_some() {
+        return Err(ApiError::new(
+            ErrorCode::Conflict,
+            format!("`{id}` is a built-in tool"),
+        ));
+    }
+    if !crate::domain::manifest::is_slug(id) {
+        return Err(ApiError::validation(
+            "id",
+            "must be 2-63 lowercase letters, digits or -, starting with a letter or digit",
+        ));
+    }
+    Ok(())
 }

@@ -101,15 +101,20 @@ pub struct ToolList {
     tools: Vec<ToolView>,
 }
 
-/// A tool defined from an OpenAPI 3 document: each operation becomes an action.
+/// A tool defined from an OpenAPI 3 document (each operation becomes an action), or an
+/// MCP server mounted as one (each of its tools becomes an action).
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTool {
     /// `acme-crm`: 2-63 lowercase letters, digits or `-`.
     id: String,
-    /// The OpenAPI 3 document (JSON).
-    #[schema(value_type = Object)]
-    openapi: Value,
+    /// The OpenAPI 3 document (JSON); or give `mcp`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    openapi: Option<Value>,
+    /// An MCP server to mount; or give `openapi`.
+    #[serde(default)]
+    mcp: Option<McpServer>,
     /// Overrides the document's first server.
     #[serde(default)]
     base_url: Option<String>,
@@ -125,6 +130,18 @@ pub struct NewTool {
     /// Whether each call needs a person's approval.
     #[serde(default)]
     requires_approval: bool,
+}
+
+/// An MCP server reached over Streamable HTTP.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct McpServer {
+    /// Its endpoint, e.g. `https://mcp.example.com/mcp`.
+    url: String,
+    /// Sent as a bearer token when listing and calling its tools; kept sealed as the
+    /// tool's credential (replace it with `PUT /v1/tools/{id}/credentials`).
+    #[serde(default)]
+    credential: String,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -224,7 +241,8 @@ pub async fn list(
     }))
 }
 
-/// Define a tool from an OpenAPI 3 document (`tools:write`).
+/// Define a tool from an OpenAPI 3 document, or mount an MCP server as one
+/// (`tools:write`).
 #[utoipa::path(post, path = "/v1/tools", tag = "tools", request_body = NewTool,
     responses((status = 201, body = ToolView), (status = 401, body = Problem), (status = 403, body = Problem),
         (status = 409, body = Problem), (status = 422, body = Problem)),
@@ -236,14 +254,17 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ToolView>), ApiError> {
     auth.principal.require(Capability::ToolsWrite)?;
     let b = json_body(body)?;
+    let (mcp_url, credential) = b.mcp.map(|m| (m.url, m.credential)).unwrap_or_default();
     let request = pb::CreateToolRequest {
         id: b.id,
-        openapi_json: b.openapi.to_string(),
+        openapi_json: b.openapi.map(|d| d.to_string()).unwrap_or_default(),
         base_url: b.base_url.unwrap_or_default(),
         rate_limit_per_minute: b.rate_limit_per_minute.unwrap_or(0),
         timeout_ms: b.timeout_ms.unwrap_or(0),
         price_micros: b.price_micros,
         requires_approval: b.requires_approval,
+        mcp_url,
+        credential,
     };
     let tool = gateway
         .tool

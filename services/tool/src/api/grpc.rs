@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use crate::domain::manifest::AuthScheme;
 use crate::invocations::{Call, Invoker};
+use crate::mounts::NewMcpTool;
 use crate::store::InvocationRecord;
 use crate::tools::{NewHttpTool, ToolView};
 
@@ -111,18 +112,43 @@ impl ToolService for ToolGrpc {
     ) -> Result<Response<pb::Tool>, Status> {
         let principal = caller(&request)?;
         let r = request.into_inner();
-        let asked = NewHttpTool {
-            id: r.id,
-            openapi_json: r.openapi_json,
-            base_url: Some(r.base_url).filter(|u| !u.is_empty()),
-            rate_limit_per_minute: Some(r.rate_limit_per_minute).filter(|n| *n > 0),
-            timeout: Some(r.timeout_ms)
-                .filter(|n| *n > 0)
-                .map(Duration::from_millis),
-            price_micros: r.price_micros,
-            requires_approval: r.requires_approval,
+        let rate_limit_per_minute = Some(r.rate_limit_per_minute).filter(|n| *n > 0);
+        let timeout = Some(r.timeout_ms)
+            .filter(|n| *n > 0)
+            .map(Duration::from_millis);
+        let view = match (r.openapi_json.is_empty(), r.mcp_url.is_empty()) {
+            (false, true) => {
+                let asked = NewHttpTool {
+                    id: r.id,
+                    openapi_json: r.openapi_json,
+                    base_url: Some(r.base_url).filter(|u| !u.is_empty()),
+                    rate_limit_per_minute,
+                    timeout,
+                    price_micros: r.price_micros,
+                    requires_approval: r.requires_approval,
+                };
+                self.invoker.registry.create(&principal, asked).await?
+            }
+            (true, false) => {
+                let asked = NewMcpTool {
+                    id: r.id,
+                    url: r.mcp_url,
+                    credential: r.credential,
+                    rate_limit_per_minute,
+                    timeout,
+                    price_micros: r.price_micros,
+                    requires_approval: r.requires_approval,
+                };
+                self.invoker.mount(&principal, asked).await?
+            }
+            _ => {
+                return Err(ApiError::validation(
+                    "openapi",
+                    "give either an OpenAPI document or an MCP server's URL (mcp.url)",
+                )
+                .into());
+            }
         };
-        let view = self.invoker.registry.create(&principal, asked).await?;
         Ok(Response::new(tool_message(view)))
     }
 

@@ -32,6 +32,11 @@ pub struct ToolManifest {
     /// How the API's lists continue, for actions marked `paginated`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pagination: Option<Pagination>,
+    /// An MCP server mounted as this tool (at `base_url`, over Streamable HTTP): each
+    /// action one of its tools, called with MCP's `tools/call` rather than an HTTP
+    /// binding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mcp: bool,
     pub actions: Vec<Action>,
 }
 
@@ -101,7 +106,13 @@ pub struct Action {
     /// A person approves each call before it runs.
     #[serde(default)]
     pub requires_approval: bool,
+    /// The HTTP request a call becomes (unused by an MCP tool's actions).
+    #[serde(default)]
     pub http: HttpBinding,
+    /// For an MCP tool: the name of the server's tool this action calls (which may use
+    /// characters an action's name may not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 fn default_capability() -> String {
@@ -121,7 +132,7 @@ pub const MAX_PAGES_ARGUMENT: &str = "max_pages";
 pub const MAX_PAGES: u64 = 10;
 
 /// Where an action's arguments go in its HTTP request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpBinding {
     pub method: String,
     /// `/repos/{owner}/{repo}/issues`: each `{name}` an argument, percent-encoded.
@@ -225,6 +236,12 @@ impl ToolManifest {
             }
             if action.price_micros < 0 {
                 return Err(ManifestError::new(at("price_micros"), "is not negative"));
+            }
+            if self.mcp {
+                if action.remote.as_deref().is_none_or(str::is_empty) {
+                    return Err(ManifestError::new(at("remote"), "names the server's tool"));
+                }
+                continue;
             }
             crate::domain::request::check_binding(&action.http, &action.parameters)
                 .map_err(|e| ManifestError::new(at("http"), e))?;

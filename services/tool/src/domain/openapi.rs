@@ -100,6 +100,7 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
                     }
                 },
                 http,
+                remote: None,
             });
         }
     }
@@ -115,6 +116,7 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
         auth: auth_of(doc)?,
         headers: Default::default(),
         pagination: None,
+        mcp: false,
         actions,
     };
     manifest.check()?;

@@ -1,0 +1,93 @@
+//! Mounting an MCP server as a tenant's tool: the server is asked for its tools (with
+//! the tenant's credential, when given, as a bearer token), each becomes an action with
+//! the server's input schema, and the tool is stored like any other, so its calls run
+//! under the same checks, policy, approvals, limits and metering.
+
+use std::time::Duration;
+
+use somagent_common::auth::{Capability, Principal};
+use somagent_common::error::{ApiError, ErrorCode};
+
+use crate::domain::mcp;
+use crate::domain::openapi::ToolDefaults;
+use crate::egress;
+use crate::invocations::Invoker;
+use crate::mcp_client;
+use crate::tools::{MAX_CREDENTIAL, ToolView, check_new_id};
+
+/// What a tenant asks for when it mounts an MCP server.
+#[derive(Debug, Clone)]
+pub struct NewMcpTool {
+    pub id: String,
+    /// The server's Streamable HTTP endpoint.
+    pub url: String,
+    /// Sent as a bearer token, and kept sealed as the tool's credential.
+    pub credential: String,
+    pub rate_limit_per_minute: Option<u32>,
+    pub timeout: Option<Duration>,
+    pub price_micros: i64,
+    pub requires_approval: bool,
+}
+
+/// How long listing a server's tools may take.
+const LISTING: Duration = Duration::from_secs(20);
+
+impl Invoker {
+    pub async fn mount(
+        &self,
+        principal: &Principal,
+        asked: NewMcpTool,
+    ) -> Result<ToolView, ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        check_new_id(&asked.id)?;
+        if asked.credential.len() > MAX_CREDENTIAL {
+            return Err(ApiError::validation(
+                "credential",
+                "is at most 16384 characters",
+            ));
+        }
+        let url = url::Url::parse(&asked.url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+            .ok_or_else(|| ApiError::validation("mcp.url", "is an http or https URL"))?;
+        if !self.config.allow_private_networks {
+            egress::check_literal(&url).map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+        }
+        let bearer = Some(asked.credential.as_str()).filter(|c| !c.is_empty());
+        let (server, tools) =
+            tokio::time::timeout(LISTING, mcp_client::list(&self.http, url.as_str(), bearer))
+                .await
+                .map_err(|_| {
+                    ApiError::new(
+                        ErrorCode::Timeout,
+                        "the MCP server did not list its tools in time",
+                    )
+                })?
+                .map_err(|reason| {
+                    ApiError::new(
+                        ErrorCode::UpstreamFailed,
+                        "the MCP server could not be mounted",
+                    )
+                    .with_details(serde_json::json!({"reason": reason}))
+                })?;
+        let defaults = ToolDefaults {
+            id: asked.id.clone(),
+            base_url: None,
+            rate_limit_per_minute: asked.rate_limit_per_minute.unwrap_or(60),
+            timeout: asked.timeout.unwrap_or(Duration::from_secs(30)),
+            price_micros: asked.price_micros,
+            requires_approval: asked.requires_approval,
+        };
+        let manifest =
+            mcp::manifest_from(url.as_str(), &server, &tools, &defaults, bearer.is_some())
+                .map_err(|e| ApiError::validation(&e.field, e.message))?;
+        let mut view = self.registry.add(principal, "mcp", manifest).await?;
+        if let Some(credential) = bearer {
+            self.registry
+                .put_credential(principal, &asked.id, credential, "")
+                .await?;
+            view.credential_set = true;
+        }
+        Ok(view)
+    }
+}
