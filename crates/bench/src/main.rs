@@ -7,6 +7,7 @@ mod output_guard;
 mod policy;
 mod replicas;
 mod stats;
+mod tools;
 
 use clap::{Parser, Subcommand};
 
@@ -91,6 +92,21 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// Tool calls through a running gateway against an API served here, and session
+    /// turns with one tool round on a scripted upstream started here (configure the
+    /// platform's SOMAGENT_SLM__LLM_BASE_URL to it, and allow tools private networks).
+    Tools {
+        #[arg(long)]
+        gateway: String,
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
+        password: String,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Policy evaluation in process (regorus; OPA too when SOMAGENT_TEST_OPA_URL is set)
     /// when `--gateway` is not given, or `POST /v1/policy/evaluate` through a gateway.
     Policy {
@@ -143,6 +159,11 @@ async fn main() -> anyhow::Result<()> {
             password,
             seconds,
         } => replicas::run(&gateways, &password, seconds).await,
+        Command::Tools {
+            gateway,
+            password,
+            seconds,
+        } => tools::run(&gateway, &password, seconds).await,
         Command::Policy {
             evaluations,
             gateway: None,
