@@ -5,6 +5,7 @@ mod api_keys;
 mod async_inference;
 mod auth;
 mod chat;
+mod code_tool;
 mod distributed;
 mod external_users;
 mod helpers;

@@ -69,6 +69,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Started as the tool service's sandbox launcher: confine and become the program.
+    somagent_tool::sandbox::exec_if_asked();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -14,6 +14,11 @@ pub struct ToolConfig {
     pub rate_limit_tenant: u32,
     /// The most of an answer kept and returned, in bytes.
     pub max_response_bytes: usize,
+    /// The memory a sandboxed run may use, in MiB (its address space).
+    pub sandbox_memory_mb: u64,
+    /// The most of a sandboxed run's stdout (and of its stderr) kept, in bytes; more
+    /// ends the run.
+    pub sandbox_output_bytes: usize,
 }
 
 impl Default for ToolConfig {
@@ -22,6 +27,8 @@ impl Default for ToolConfig {
             allow_private_networks: false,
             rate_limit_tenant: 600,
             max_response_bytes: 1024 * 1024,
+            sandbox_memory_mb: 1024,
+            sandbox_output_bytes: 64 * 1024,
         }
     }
 }

@@ -27,6 +27,7 @@ use crate::domain::paging::{self, Page};
 use crate::domain::request::{self, PreparedRequest};
 use crate::egress;
 use crate::mcp_client::{self, Called};
+use crate::sandbox::{self, Sandbox};
 use crate::store::InvocationRecord;
 use crate::tools::{Registry, credential_binding};
 
@@ -78,6 +79,45 @@ pub struct Invoker {
     pub tokens: ServiceTokens,
     pub http: reqwest::Client,
     pub config: ToolConfig,
+    /// Where code and command-line tools run.
+    pub sandbox: std::sync::Arc<Sandbox>,
+    pub schemas: SchemaCache,
+}
+
+/// Compiled argument schemas by their text: compiling one costs far more than the rest
+/// of a call's checks, and the same few are used again and again.
+#[derive(Default)]
+pub struct SchemaCache {
+    compiled: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<ArgumentSchema>>>,
+}
+
+impl SchemaCache {
+    /// The most schemas kept; past it the cache starts over.
+    const MAX: usize = 4096;
+
+    fn compiled(&self, schema: &Value) -> Result<std::sync::Arc<ArgumentSchema>, ApiError> {
+        let key = schema.to_string();
+        if let Some(hit) = self.lock().get(&key) {
+            return Ok(hit.clone());
+        }
+        let compiled = std::sync::Arc::new(
+            ArgumentSchema::compile(schema)
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored tool schema: {e}")))?,
+        );
+        let mut cache = self.lock();
+        if cache.len() >= Self::MAX {
+            cache.clear();
+        }
+        cache.insert(key, compiled.clone());
+        Ok(compiled)
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, std::sync::Arc<ArgumentSchema>>>
+    {
+        self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// The HTTP client tools call through: no redirects followed (a redirect could carry
@@ -143,8 +183,7 @@ impl Invoker {
                     ));
                 }
             };
-        let schema = ArgumentSchema::compile(&action.parameters)
-            .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored tool schema: {e}")))?;
+        let schema = self.schemas.compiled(&action.parameters)?;
         schema
             .check(&Value::Object(arguments.clone()))
             .map_err(|e| {
@@ -274,7 +313,53 @@ impl Invoker {
         };
         let secret = credential.as_deref().map(String::as_str);
         let started = Instant::now();
-        let sent = if manifest.mcp {
+        let sent = if let Some(policy) = manifest.sandbox {
+            let runner = action.remote.as_deref().unwrap_or_default();
+            let (program, args, file) = crate::domain::code::runner(runner).ok_or_else(|| {
+                ApiError::internal(anyhow::anyhow!("a sandbox runner `{runner}` is unknown"))
+            })?;
+            let text = |key: &str| {
+                arguments
+                    .get(key)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let limits = sandbox::Limits {
+                timeout: action.timeout,
+                cpu_seconds: action.timeout.as_secs().max(1),
+                memory_bytes: self.config.sandbox_memory_mb.saturating_mul(1 << 20),
+                output_bytes: self.config.sandbox_output_bytes,
+                file_bytes: 64 << 20,
+            };
+            self.sandbox.ready().map_err(|missing| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "code cannot run here: the sandbox cannot isolate it",
+                )
+                .with_details(json!({"missing": missing}))
+            })?;
+            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+            let ran = self
+                .sandbox
+                .run(
+                    program,
+                    &args,
+                    &[(file.to_owned(), text("code"))],
+                    text("stdin").as_bytes(),
+                    policy.network,
+                    &limits,
+                )
+                .await;
+            Ok(ran.map(|ran| {
+                Reply::Page(Page {
+                    status: 200,
+                    body: serde_json::to_value(&ran).unwrap_or_default(),
+                    link: None,
+                    retry_after: None,
+                })
+            }))
+        } else if manifest.mcp {
             if !self.config.allow_private_networks {
                 let url = url::Url::parse(&manifest.base_url)
                     .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored MCP URL: {e}")))?;
@@ -667,15 +752,9 @@ impl Invoker {
             .with("status", status)
             .with("duration_ms", record.duration_ms)
             .with("approved_by", &record.approved_by);
-        let outbox = &self.registry.outbox;
-        if let Err(e) = outbox
-            .publish(topics::AUDIT, tenant.as_str(), &audit.envelope())
-            .await
-        {
-            tracing::error!(error = %e, "a tool audit record could not be stored");
-        }
-        if ended == Ended::Ok {
-            let usage = Envelope::new(
+        let audit = audit.envelope();
+        let usage = (ended == Ended::Ok).then(|| {
+            Envelope::new(
                 "tool.usage",
                 "tool",
                 tenant.clone(),
@@ -689,13 +768,14 @@ impl Invoker {
                     "at_ms": unix_now_ms(),
                 }),
             )
-            .with_subject(principal.subject.clone());
-            if let Err(e) = outbox
-                .publish(topics::BILLING_USAGE, tenant.as_str(), &usage)
-                .await
-            {
-                tracing::error!(error = %e, "a tool usage record could not be stored");
-            }
+            .with_subject(principal.subject.clone())
+        });
+        let mut events = vec![(topics::AUDIT, tenant.as_str(), &audit)];
+        if let Some(usage) = &usage {
+            events.push((topics::BILLING_USAGE, tenant.as_str(), usage));
+        }
+        if let Err(e) = self.registry.outbox.publish_many(&events).await {
+            tracing::error!(error = %e, "a tool invocation's audit record and usage could not be stored");
         }
     }
 

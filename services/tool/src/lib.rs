@@ -15,6 +15,7 @@ mod egress;
 mod invocations;
 mod mcp_client;
 mod mounts;
+pub mod sandbox;
 mod store;
 mod tools;
 
@@ -88,6 +89,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         ),
         http: invocations::http_client(&settings)?,
         config: settings,
+        sandbox: Arc::new(sandbox::Sandbox::detect().await),
+        schemas: invocations::SchemaCache::default(),
     };
     let verifier = Arc::new(Verifier::new(
         vec![builtin_issuer(&config, &SPEC)],

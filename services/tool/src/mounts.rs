@@ -1,15 +1,18 @@
-//! Mounting an MCP server as a tenant's tool: the server is asked for its tools (with
-//! the tenant's credential, when given, as a bearer token), each becomes an action with
-//! the server's input schema, and the tool is stored like any other, so its calls run
-//! under the same checks, policy, approvals, limits and metering.
+//! Tools a tenant adds beside those it defines from OpenAPI: an MCP server mounted as
+//! one (the server is asked for its tools, with the tenant's credential, when given, as
+//! a bearer token; each becomes an action with the server's input schema), and the code
+//! tool turned on (Python and shell in the sandbox; tenant admins only). Each is stored
+//! like any other tool, so its calls run under the same checks, policy, approvals,
+//! limits and metering.
 
 use std::time::Duration;
 
 use somagent_common::auth::{Capability, Principal};
 use somagent_common::error::{ApiError, ErrorCode};
 
-use crate::domain::mcp;
+use crate::domain::manifest::MAX_TIMEOUT;
 use crate::domain::openapi::ToolDefaults;
+use crate::domain::{code, mcp};
 use crate::egress;
 use crate::invocations::Invoker;
 use crate::mcp_client;
@@ -89,5 +92,28 @@ impl Invoker {
             view.credential_set = true;
         }
         Ok(view)
+    }
+}
+
+impl Invoker {
+    /// Turns on the code tool for the tenant, under `id`: code runs in the sandbox,
+    /// with network only when `network`. Running code is a tenant admin's decision.
+    pub async fn enable_code(
+        &self,
+        principal: &Principal,
+        id: &str,
+        network: bool,
+        timeout: Option<Duration>,
+        price_micros: i64,
+    ) -> Result<ToolView, ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        principal.require(Capability::TenantAdmin)?;
+        check_new_id(id)?;
+        if price_micros < 0 {
+            return Err(ApiError::validation("price_micros", "is not negative"));
+        }
+        let timeout = timeout.unwrap_or(Duration::from_secs(30)).min(MAX_TIMEOUT);
+        let manifest = code::code_tool(id, network, timeout, price_micros);
+        self.registry.add(principal, "sandbox", manifest).await
     }
 }

@@ -50,6 +50,55 @@ impl Outbox {
         }
     }
 
+    /// [`Outbox::publish`] for several events at once: made durable in one
+    /// transaction, then published, then cleared in one statement, so a use case that
+    /// emits an audit record and a usage event pays for two writes, not four.
+    pub async fn publish_many(&self, events: &[(&str, &str, &Envelope)]) -> Result<(), DbError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let now = unix_now_ms();
+        let mut tx = self.db.begin().await?;
+        for (topic, key, event) in events {
+            let payload =
+                serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
+            sqlx::query(
+                "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(event.id.to_string())
+            .bind(*topic)
+            .bind(*key)
+            .bind(&payload)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let mut sent = Vec::with_capacity(events.len());
+        for (topic, key, event) in events {
+            match self.events.publish(topic, key, event).await {
+                Ok(()) => sent.push(event.id.to_string()),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic, "event kept in the outbox for the relay");
+                }
+            }
+        }
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let placeholders: Vec<String> = (1..=sent.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "DELETE FROM outbox WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in &sent {
+            query = query.bind(id);
+        }
+        query.execute(self.db.pool()).await?;
+        Ok(())
+    }
+
     async fn sent(&self, id: &str) -> Result<(), DbError> {
         sqlx::query("DELETE FROM outbox WHERE id = $1")
             .bind(id)

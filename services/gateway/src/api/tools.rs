@@ -115,6 +115,10 @@ pub struct NewTool {
     /// An MCP server to mount; or give `openapi`.
     #[serde(default)]
     mcp: Option<McpServer>,
+    /// Turns on the code tool (Python and shell run in the platform's sandbox) under
+    /// this id; tenant admins only. Or give `openapi` or `mcp`.
+    #[serde(default)]
+    sandbox: Option<SandboxBody>,
     /// Overrides the document's first server.
     #[serde(default)]
     base_url: Option<String>,
@@ -130,6 +134,15 @@ pub struct NewTool {
     /// Whether each call needs a person's approval.
     #[serde(default)]
     requires_approval: bool,
+}
+
+/// What code run in the sandbox may reach.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxBody {
+    /// Whether runs may use the network (default: no network at all).
+    #[serde(default)]
+    network: bool,
 }
 
 /// An MCP server reached over Streamable HTTP.
@@ -265,6 +278,8 @@ pub async fn create(
         requires_approval: b.requires_approval,
         mcp_url,
         credential,
+        sandbox: b.sandbox.is_some(),
+        sandbox_network: b.sandbox.is_some_and(|s| s.network),
     };
     let tool = gateway
         .tool

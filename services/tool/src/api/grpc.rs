@@ -117,7 +117,18 @@ impl ToolService for ToolGrpc {
             .filter(|n| *n > 0)
             .map(Duration::from_millis);
         let view = match (r.openapi_json.is_empty(), r.mcp_url.is_empty()) {
-            (false, true) => {
+            (true, true) if r.sandbox => {
+                self.invoker
+                    .enable_code(
+                        &principal,
+                        &r.id,
+                        r.sandbox_network,
+                        timeout,
+                        r.price_micros,
+                    )
+                    .await?
+            }
+            (false, true) if !r.sandbox => {
                 let asked = NewHttpTool {
                     id: r.id,
                     openapi_json: r.openapi_json,
@@ -129,7 +140,7 @@ impl ToolService for ToolGrpc {
                 };
                 self.invoker.registry.create(&principal, asked).await?
             }
-            (true, false) => {
+            (true, false) if !r.sandbox => {
                 let asked = NewMcpTool {
                     id: r.id,
                     url: r.mcp_url,
@@ -144,7 +155,7 @@ impl ToolService for ToolGrpc {
             _ => {
                 return Err(ApiError::validation(
                     "openapi",
-                    "give either an OpenAPI document or an MCP server's URL (mcp.url)",
+                    "give one of an OpenAPI document, an MCP server's URL (mcp.url) or sandbox",
                 )
                 .into());
             }

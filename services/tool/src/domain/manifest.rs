@@ -37,7 +37,18 @@ pub struct ToolManifest {
     /// binding.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub mcp: bool,
+    /// Code run in the platform's sandbox: each action a runner (`python`, `shell`)
+    /// named by its `remote`, rather than an HTTP binding.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxPolicy>,
     pub actions: Vec<Action>,
+}
+
+/// What code run in the sandbox may reach.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxPolicy {
+    /// Whether the code may use the network (off: no network at all).
+    pub network: bool,
 }
 
 /// How a list continues over pages.
@@ -109,8 +120,8 @@ pub struct Action {
     /// The HTTP request a call becomes (unused by an MCP tool's actions).
     #[serde(default)]
     pub http: HttpBinding,
-    /// For an MCP tool: the name of the server's tool this action calls (which may use
-    /// characters an action's name may not).
+    /// What runs the action when it is not an HTTP request: an MCP server's tool (whose
+    /// name may use characters an action's may not), or a sandbox runner.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<String>,
 }
@@ -189,10 +200,12 @@ impl ToolManifest {
                 "must be 2-63 lowercase letters, digits or -, starting with a letter or digit",
             ));
         }
-        let base = url::Url::parse(&self.base_url)
-            .map_err(|e| ManifestError::new("base_url", e.to_string()))?;
-        if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
-            return Err(ManifestError::new("base_url", "is an http or https URL"));
+        if self.sandbox.is_none() {
+            let base = url::Url::parse(&self.base_url)
+                .map_err(|e| ManifestError::new("base_url", e.to_string()))?;
+            if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
+                return Err(ManifestError::new("base_url", "is an http or https URL"));
+            }
         }
         if self.actions.is_empty() {
             return Err(ManifestError::new("actions", "has at least one action"));
@@ -237,9 +250,9 @@ impl ToolManifest {
             if action.price_micros < 0 {
                 return Err(ManifestError::new(at("price_micros"), "is not negative"));
             }
-            if self.mcp {
+            if self.mcp || self.sandbox.is_some() {
                 if action.remote.as_deref().is_none_or(str::is_empty) {
-                    return Err(ManifestError::new(at("remote"), "names the server's tool"));
+                    return Err(ManifestError::new(at("remote"), "names what runs it"));
                 }
                 continue;
             }

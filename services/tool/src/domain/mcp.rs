@@ -92,6 +92,7 @@ pub fn manifest_from(
         headers: Default::default(),
         pagination: None,
         mcp: true,
+        sandbox: None,
         actions,
     };
     manifest.check()?;

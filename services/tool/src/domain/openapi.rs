@@ -117,6 +117,7 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
         headers: Default::default(),
         pagination: None,
         mcp: false,
+        sandbox: None,
         actions,
     };
     manifest.check()?;

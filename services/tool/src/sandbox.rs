@@ -1,0 +1,445 @@
+//! Running code and command-line tools in a sandboxed subprocess. Each run gets a
+//! private temporary directory (its working and home directory, removed afterwards);
+//! the process runs in its own process group, killed whole at the timeout, with
+//! rlimits on CPU time, memory, file size and open files; Landlock lets it read only the
+//! system's directories and write only its own; without network (the default) it runs
+//! in a new user and network namespace (`unshare`) and Landlock also refuses it TCP.
+//! Output past the limit is cut and the process killed.
+//!
+//! The confinement is applied by this same executable, started as
+//! `<exe> __sandbox-exec <spec> -- <program> <args>`: a fresh single-threaded process
+//! sets the limits and the Landlock ruleset on itself, then executes the program.
+//! [`Sandbox::detect`] finds out at start what this machine allows, and says it: a
+//! layer the kernel or the container refuses is reported, never silently skipped, and
+//! code does not run without network isolation and Landlock.
+
+use std::convert::Infallible;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The argument that makes this executable the sandbox's launcher.
+const EXEC: &str = "__sandbox-exec";
+/// The exit status of a launcher that could not confine or start the program.
+const LAUNCH_FAILED: i32 = 125;
+
+/// What a run may use.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub cpu_seconds: u64,
+    pub memory_bytes: u64,
+    /// Of stdout and stderr each.
+    pub output_bytes: usize,
+    pub file_bytes: u64,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Ran {
+    /// The program's exit status; `None` when a signal ended it.
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    /// Output passed the limit: it was cut and the process killed.
+    pub truncated: bool,
+    pub duration_ms: u64,
+}
+
+/// What the launcher applies to itself before it executes the program.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Confinement {
+    workdir: PathBuf,
+    readable: Vec<PathBuf>,
+    cpu_seconds: u64,
+    memory_bytes: u64,
+    file_bytes: u64,
+    landlock: bool,
+    deny_network: bool,
+}
+
+/// The layers a run is confined by.
+#[derive(Debug, Clone, Copy)]
+struct Layers {
+    landlock: bool,
+    /// In a new user and network namespace.
+    namespace: bool,
+    /// Landlock refuses TCP too.
+    deny_network: bool,
+}
+
+/// The layers this machine allows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Isolation {
+    /// A new user and network namespace (`unshare`).
+    pub network_namespace: bool,
+    /// Landlock, enforced whole.
+    pub landlock: bool,
+    /// Why a layer is missing.
+    pub missing: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    exe: PathBuf,
+    /// Directories a run may read (and execute from).
+    readable: Vec<PathBuf>,
+    pub isolation: Isolation,
+}
+
+/// The directories a sandboxed program may read: the system's, never a home or the
+/// platform's data.
+const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc"];
+
+impl Sandbox {
+    /// Finds out which layers this machine allows (running a probe through each) and
+    /// reports it in the log.
+    pub async fn detect() -> Self {
+        let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+        let readable: Vec<PathBuf> = SYSTEM_DIRS
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.exists())
+            .collect();
+        let mut sandbox = Sandbox {
+            exe,
+            readable,
+            isolation: Isolation {
+                network_namespace: false,
+                landlock: false,
+                missing: Vec::new(),
+            },
+        };
+        let namespaces = tokio::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--net", "--", "true"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .await;
+        match namespaces {
+            Ok(out) if out.status.success() => sandbox.isolation.network_namespace = true,
+            Ok(out) => sandbox.isolation.missing.push(format!(
+                "network namespace: unshare refused: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+            Err(e) => sandbox
+                .isolation
+                .missing
+                .push(format!("network namespace: unshare cannot run: {e}")),
+        }
+        let layers = Layers {
+            landlock: true,
+            namespace: false,
+            deny_network: true,
+        };
+        let probe = sandbox
+            .run_in(
+                "true",
+                &[],
+                &[],
+                b"",
+                layers,
+                &Limits {
+                    timeout: Duration::from_secs(10),
+                    cpu_seconds: 5,
+                    memory_bytes: 256 << 20,
+                    output_bytes: 4096,
+                    file_bytes: 1 << 20,
+                },
+            )
+            .await;
+        match probe {
+            Ok(ran) if ran.exit_code == Some(0) => sandbox.isolation.landlock = true,
+            Ok(ran) => sandbox
+                .isolation
+                .missing
+                .push(format!("landlock: {}", ran.stderr.trim())),
+            Err(e) => sandbox.isolation.missing.push(format!("landlock: {e}")),
+        }
+        if sandbox.isolation.missing.is_empty() {
+            tracing::info!(
+                network_namespace = true,
+                landlock = true,
+                "the sandbox for code and command-line tools isolates network and files"
+            );
+        } else {
+            tracing::warn!(
+                missing = ?sandbox.isolation.missing,
+                "the sandbox cannot isolate code here: code and command-line tools will not run"
+            );
+        }
+        sandbox
+    }
+
+    /// Whether code may run here: every layer is available.
+    pub fn ready(&self) -> Result<(), String> {
+        if self.isolation.missing.is_empty() {
+            Ok(())
+        } else {
+            Err(self.isolation.missing.join("; "))
+        }
+    }
+
+    /// Runs `program` with `args` in a new private directory holding `files`, `stdin`
+    /// on its input, with network only when `network`.
+    pub async fn run(
+        &self,
+        program: &str,
+        args: &[String],
+        files: &[(String, String)],
+        stdin: &[u8],
+        network: bool,
+        limits: &Limits,
+    ) -> Result<Ran, String> {
+        self.ready()?;
+        let layers = Layers {
+            landlock: true,
+            namespace: !network,
+            deny_network: !network,
+        };
+        self.run_in(program, args, files, stdin, layers, limits)
+            .await
+    }
+
+    async fn run_in(
+        &self,
+        program: &str,
+        args: &[String],
+        files: &[(String, String)],
+        stdin: &[u8],
+        layers: Layers,
+        limits: &Limits,
+    ) -> Result<Ran, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("somagent-sandbox-")
+            .tempdir()
+            .map_err(|e| format!("no private directory: {e}"))?;
+        for (name, content) in files {
+            let path = dir.path().join(name);
+            if path.parent() != Some(dir.path()) {
+                return Err(format!("a file name `{name}` names a directory"));
+            }
+            std::fs::write(&path, content).map_err(|e| format!("cannot write {name}: {e}"))?;
+        }
+        let confinement = Confinement {
+            workdir: dir.path().to_owned(),
+            readable: self.readable.clone(),
+            cpu_seconds: limits.cpu_seconds,
+            memory_bytes: limits.memory_bytes,
+            file_bytes: limits.file_bytes,
+            landlock: layers.landlock,
+            deny_network: layers.deny_network,
+        };
+        self.spawn(program, args, &confinement, layers.namespace, stdin, limits)
+            .await
+    }
+
+    async fn spawn(
+        &self,
+        program: &str,
+        args: &[String],
+        confinement: &Confinement,
+        namespace: bool,
+        stdin: &[u8],
+        limits: &Limits,
+    ) -> Result<Ran, String> {
+        let spec = serde_json::to_string(confinement).map_err(|e| e.to_string())?;
+        let mut command = if namespace {
+            let mut c = tokio::process::Command::new("unshare");
+            c.args(["--user", "--map-root-user", "--net", "--"])
+                .arg(&self.exe);
+            c
+        } else {
+            tokio::process::Command::new(&self.exe)
+        };
+        command
+            .arg(EXEC)
+            .arg(spec)
+            .arg("--")
+            .arg(program)
+            .args(args)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .env("LANG", "C.UTF-8")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        let started = Instant::now();
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("the sandbox cannot start: {e}"))?;
+        let group = child.id().and_then(|id| i32::try_from(id).ok());
+        let kill_group = move || {
+            if let Some(pgid) = group {
+                let _ = nix::sys::signal::killpg(
+                    nix::unistd::Pid::from_raw(pgid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        };
+        if let Some(mut input) = child.stdin.take() {
+            let stdin = stdin.to_vec();
+            tokio::spawn(async move {
+                let _ = input.write_all(&stdin).await;
+            });
+        }
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err("the sandbox's output is not readable".into());
+        };
+        let max = limits.output_bytes;
+        let reading = async { tokio::join!(read_capped(stdout, max), read_capped(stderr, max)) };
+        let waited = tokio::time::timeout(limits.timeout, async {
+            let ((out, out_cut), (err, err_cut)) = reading.await;
+            if out_cut || err_cut {
+                kill_group();
+            }
+            let status = child.wait().await;
+            (out, err, out_cut || err_cut, status)
+        })
+        .await;
+        match waited {
+            Ok((stdout, stderr, truncated, status)) => {
+                let status = status.map_err(|e| e.to_string())?;
+                // Whatever the program left running goes with it.
+                kill_group();
+                use std::os::unix::process::ExitStatusExt;
+                Ok(Ran {
+                    exit_code: status.code(),
+                    signal: status.signal(),
+                    stdout,
+                    stderr,
+                    timed_out: false,
+                    truncated,
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                })
+            }
+            Err(_) => {
+                kill_group();
+                Ok(Ran {
+                    exit_code: None,
+                    signal: Some(9),
+                    stdout: String::new(),
+                    stderr: String::new(),
+                    timed_out: true,
+                    truncated: false,
+                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                })
+            }
+        }
+    }
+}
+
+/// Reads at most `max` bytes; true if there was more (the rest is not read).
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut from: R, max: usize) -> (String, bool) {
+    let mut kept = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return (String::from_utf8_lossy(&kept).into_owned(), false),
+            Ok(n) => {
+                let room = max.saturating_sub(kept.len());
+                kept.extend_from_slice(&buffer[..n.min(room)]);
+                if n > room {
+                    return (String::from_utf8_lossy(&kept).into_owned(), true);
+                }
+            }
+        }
+    }
+}
+
+/// When this executable was started as the sandbox's launcher: confines itself and
+/// becomes the program (never returns). Call first thing in `main`, before any thread
+/// starts.
+pub fn exec_if_asked() {
+    let mut args = std::env::args_os();
+    let _exe = args.next();
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(EXEC)) {
+        return;
+    }
+    let Err(why) = launch(args.collect());
+    eprintln!("sandbox: {why}");
+    std::process::exit(LAUNCH_FAILED);
+}
+
+fn launch(args: Vec<OsString>) -> Result<Infallible, String> {
+    let [spec, separator, program, rest @ ..] = args.as_slice() else {
+        return Err("usage: __sandbox-exec <spec> -- <program> [args]".into());
+    };
+    if separator != "--" {
+        return Err("usage: __sandbox-exec <spec> -- <program> [args]".into());
+    }
+    let confinement: Confinement = serde_json::from_str(&spec.to_string_lossy())
+        .map_err(|e| format!("the confinement does not read: {e}"))?;
+    limit(&confinement)?;
+    if confinement.landlock {
+        confine(&confinement)?;
+    }
+    std::env::set_current_dir(&confinement.workdir)
+        .map_err(|e| format!("cannot enter the private directory: {e}"))?;
+    use std::os::unix::process::CommandExt;
+    let error = std::process::Command::new(program)
+        .args(rest)
+        .env("HOME", &confinement.workdir)
+        .env("TMPDIR", &confinement.workdir)
+        .exec();
+    Err(format!("cannot run {}: {error}", program.to_string_lossy()))
+}
+
+fn limit(c: &Confinement) -> Result<(), String> {
+    use nix::sys::resource::{Resource, setrlimit};
+    let set = |resource, value: u64, what: &str| {
+        setrlimit(resource, value, value).map_err(|e| format!("cannot limit {what}: {e}"))
+    };
+    setrlimit(Resource::RLIMIT_CPU, c.cpu_seconds, c.cpu_seconds + 1)
+        .map_err(|e| format!("cannot limit CPU time: {e}"))?;
+    set(Resource::RLIMIT_AS, c.memory_bytes, "memory")?;
+    set(Resource::RLIMIT_FSIZE, c.file_bytes, "file size")?;
+    set(Resource::RLIMIT_CORE, 0, "core dumps")?;
+    set(Resource::RLIMIT_NOFILE, 256, "open files")?;
+    Ok(())
+}
+
+fn confine(c: &Confinement) -> Result<(), String> {
+    use landlock::{
+        ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
+        path_beneath_rules,
+    };
+    let abi = ABI::V6;
+    let fail = |e: landlock::RulesetError| format!("landlock: {e}");
+    let mut ruleset = Ruleset::default()
+        .handle_access(AccessFs::from_all(abi))
+        .map_err(fail)?;
+    if c.deny_network {
+        ruleset = ruleset
+            .handle_access(AccessNet::from_all(abi))
+            .map_err(fail)?;
+    }
+    let readable: Vec<&Path> = c.readable.iter().map(PathBuf::as_path).collect();
+    let status = ruleset
+        .create()
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(readable, AccessFs::from_read(abi)))
+        .map_err(fail)?
+        .add_rules(path_beneath_rules([&c.workdir], AccessFs::from_all(abi)))
+        .map_err(fail)?
+        .add_rules(path_beneath_rules(
+            ["/dev/null", "/dev/zero", "/dev/urandom"],
+            AccessFs::from_file(abi),
+        ))
+        .map_err(fail)?
+        .restrict_self()
+        .map_err(fail)?;
+    if status.ruleset == RulesetStatus::NotEnforced {
+        return Err("this kernel does not enforce Landlock".into());
+    }
+    Ok(())
+}
