@@ -408,3 +408,22 @@ pub async fn platform_profile(client: &reqwest::Client, gateway: &str, root: &st
     let status = response.status();
     assert_eq!(status, 200, "{model}: {}", response.text().await.unwrap());
 }
+
+/// Creates the tenant `globex` with its admin `hank` through `gateway` (as the platform
+/// admin `root`) and returns hank's token: someone of another tenant, to show what they
+/// cannot see.
+pub async fn other_tenant_admin(client: &reqwest::Client, gateway: &str, root: &str) -> String {
+    const PASSWORD: &str = "another tenant's admin passphrase";
+    let response = client
+        .post(format!("{gateway}/v1/tenants"))
+        .bearer_auth(root)
+        .json(
+            &serde_json::json!({"slug": "globex", "display_name": "Globex",
+            "admin": {"username": "hank", "password": PASSWORD}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+    login(client, gateway, "globex", "hank", PASSWORD).await
+}

@@ -204,10 +204,7 @@ async fn mcp_server_journey(backends: Backends, pythonpath: &str) {
     assert_eq!(seen.lock().unwrap().len(), 1);
 
     // Another tenant sees none of it; no credential, no answer.
-    let (status, _) = call(&client, Method::POST, &g("/v1/tenants"), &root,
-        Some(json!({"slug": "globex", "display_name": "Globex", "admin": {"username": "hank", "password": PASSWORD}}))).await;
-    assert_eq!(status, 201);
-    let hank = login(&client, &gateway, "globex", "hank", PASSWORD).await;
+    let hank = crate::helpers::other_tenant_admin(&client, &gateway, &root).await;
     let theirs = mcp_client(
         pythonpath,
         &gateway,
@@ -398,10 +395,7 @@ async fn mount_journey(backends: Backends, pythonpath: &str) {
     );
 
     // Another tenant sees none of it.
-    let (status, _) = call(&client, Method::POST, &g("/v1/tenants"), &root,
-        Some(json!({"slug": "globex", "display_name": "Globex", "admin": {"username": "hank", "password": PASSWORD}}))).await;
-    assert_eq!(status, 201);
-    let hank = login(&client, &gateway, "globex", "hank", PASSWORD).await;
+    let hank = crate::helpers::other_tenant_admin(&client, &gateway, &root).await;
     let (status, _) = call(&client, Method::GET, &g("/v1/tools/orders"), &hank, None).await;
     assert_eq!(status, 404);
 }

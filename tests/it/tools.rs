@@ -17,11 +17,10 @@ use somagent_common::infra::events::topics;
 
 use somagent_common::infra::events::EventBus;
 
-use crate::helpers::{Backends, Rooted, login, published, with_root_on};
+use crate::helpers::{Backends, Rooted, published, with_root_on};
 use crate::lifecycle::call;
 
 const KEY: &str = "crm-key-7f3a9c";
-const PASSWORD: &str = "a long user passphrase";
 
 /// What the CRM saw: method, path and query, the API key header, the body.
 type Seen = Arc<Mutex<Vec<(String, String, Option<String>, Value)>>>;
@@ -410,10 +409,7 @@ async fn journey(backends: Backends) {
 
     // Another tenant sees none of its tools (only the built-in adapters, none set up),
     // cannot use or overwrite its credential.
-    let (status, _) = call(&client, Method::POST, &g("/v1/tenants"), &root,
-        Some(json!({"slug": "globex", "display_name": "Globex", "admin": {"username": "hank", "password": PASSWORD}}))).await;
-    assert_eq!(status, 201);
-    let hank = login(&client, &gateway, "globex", "hank", PASSWORD).await;
+    let hank = crate::helpers::other_tenant_admin(&client, &gateway, &root).await;
     let (_, theirs) = call(&client, Method::GET, &g("/v1/tools"), &hank, None).await;
     let tools = theirs["tools"].as_array().unwrap();
     assert!(

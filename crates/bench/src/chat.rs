@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use futures::StreamExt;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::stats::{Samples, human};
 
@@ -77,24 +77,8 @@ pub async fn run(gateway: &str, password: &str, seconds: u64) -> anyhow::Result<
         "== session turns (POST /v1/sessions/{{id}}/messages, whole answer) vs the upstream's own answer"
     );
     for concurrency in [1usize, 10, 100] {
-        let mut sessions = Vec::new();
-        for _ in 0..concurrency {
-            let created: Value = client
-                .post(format!("{gateway}/v1/sessions"))
-                .bearer_auth(&token)
-                .json(&json!({"model": "scripted"}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            sessions.push(
-                created["session_id"]
-                    .as_str()
-                    .context("a session id")?
-                    .to_owned(),
-            );
-        }
+        let sessions =
+            crate::stats::open_sessions(&client, gateway, &token, "scripted", concurrency).await?;
         let deadline = Instant::now() + Duration::from_secs(seconds);
         let started = Instant::now();
         let tasks: Vec<_> = sessions

@@ -76,3 +76,33 @@ pub async fn admin_token(
         .context("an access token")?
         .to_owned())
 }
+
+/// Opens `n` sessions of `model` on the platform behind `gateway`; their ids.
+pub async fn open_sessions(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    model: &str,
+    n: usize,
+) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let mut sessions = Vec::with_capacity(n);
+    for _ in 0..n {
+        let created: serde_json::Value = client
+            .post(format!("{gateway}/v1/sessions"))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "model": model }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        sessions.push(
+            created["session_id"]
+                .as_str()
+                .context("a session id")?
+                .to_owned(),
+        );
+    }
+    Ok(sessions)
+}

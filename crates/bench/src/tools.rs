@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use axum::Json;
 use axum::extract::Path;
 use axum::routing::get;
@@ -175,24 +174,8 @@ pub async fn run(gateway: &str, password: &str, seconds: u64) -> anyhow::Result<
         .await?;
     anyhow::ensure!(profile.status().is_success(), "the tool-user profile");
     for concurrency in [1usize, 16] {
-        let mut sessions = Vec::new();
-        for _ in 0..concurrency {
-            let created: Value = client
-                .post(format!("{gateway}/v1/sessions"))
-                .bearer_auth(&token)
-                .json(&json!({"model": "tool-user"}))
-                .send()
-                .await?
-                .error_for_status()?
-                .json()
-                .await?;
-            sessions.push(
-                created["session_id"]
-                    .as_str()
-                    .context("a session id")?
-                    .to_owned(),
-            );
-        }
+        let sessions =
+            crate::stats::open_sessions(&client, gateway, &token, "tool-user", concurrency).await?;
         let sessions = Arc::new(sessions);
         let (client, gateway, token) = (client.clone(), gateway.to_owned(), token.clone());
         let (turns, failed, rate) = load(concurrency, seconds, move |n| {
