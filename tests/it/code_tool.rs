@@ -1,6 +1,7 @@
 //! The code tool, turned on by a tenant admin: Python and shell run in the sandbox, a
 //! fresh private directory each call, no network, nothing of the machine writable or
-//! private readable, killed at its timeout, its output cut at the limit. The sandbox
+//! private readable, killed at its timeout, its output cut at the limit. Terraform runs
+//! there too when its CLI is installed, and says it is unavailable when not. The sandbox
 //! does not depend on the backends, so this runs on the embedded ones.
 
 use reqwest::Method;
@@ -122,6 +123,59 @@ async fn code_runs_in_a_sandbox_a_tenant_admin_turns_on() {
     // A shell sees its own empty directory, each call a fresh one.
     let ran = run("run_shell", json!({"code": "ls -A; echo done"})).await;
     assert_eq!(ran["stdout"], "main.sh\ndone\n", "{ran}");
+
+    // Terraform: the CLI on a configuration in the same sandbox; apply only after a
+    // person's approval (inside a session turn); without the CLI it says so.
+    let (status, tf) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools"),
+        &root,
+        Some(json!({"id": "terraform", "sandbox": {"runner": "terraform"}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{tf}");
+    let config = json!({"files": {"main.tf": "output \"answer\" {\n  value = 6 * 7\n}\n"}});
+    let invoke = |action: &str, arguments: Value| {
+        let (client, url, root) = (
+            client.clone(),
+            g("/v1/tools/terraform/invoke"),
+            root.clone(),
+        );
+        let body = json!({"action": action, "arguments": arguments});
+        async move { call(&client, Method::POST, &url, &root, Some(body)).await }
+    };
+    let installed = ["/usr/local/bin/terraform", "/usr/bin/terraform"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists());
+    if installed {
+        assert!(tf.get("unavailable").is_none(), "{tf}");
+        let (status, planned) = invoke("plan", config.clone()).await;
+        assert_eq!(status, 200, "{planned}");
+        let said = planned["result"]["stdout"].as_str().unwrap();
+        assert!(said.contains("answer = 42"), "{planned}");
+        let (status, held) = invoke("apply", config.clone()).await;
+        assert_eq!(
+            (
+                status,
+                held["error"]["details"]["requires_approval"].as_bool()
+            ),
+            (409, Some(true)),
+            "{held}"
+        );
+        let (status, bad) = invoke("plan", json!({"files": {"../main.tf": ""}})).await;
+        assert_eq!(status, 422, "{bad}");
+    } else {
+        assert!(
+            tf["unavailable"]
+                .as_str()
+                .unwrap()
+                .contains("not installed"),
+            "{tf}"
+        );
+        let (status, refused) = invoke("plan", config.clone()).await;
+        assert_eq!(status, 503, "{refused}");
+    }
 
     // The calls are in the log like any tool's.
     let (_, log) = call(

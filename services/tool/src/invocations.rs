@@ -315,16 +315,12 @@ impl Invoker {
         let started = Instant::now();
         let sent = if let Some(policy) = manifest.sandbox {
             let runner = action.remote.as_deref().unwrap_or_default();
-            let (program, args, file) = crate::domain::code::runner(runner).ok_or_else(|| {
-                ApiError::internal(anyhow::anyhow!("a sandbox runner `{runner}` is unknown"))
-            })?;
-            let text = |key: &str| {
-                arguments
-                    .get(key)
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned()
-            };
+            let terraform = crate::domain::code::find_terraform();
+            if let Some(why) = crate::domain::code::unavailable(manifest, terraform) {
+                return Err(ApiError::new(ErrorCode::Unavailable, why));
+            }
+            let run = crate::domain::code::prepare_run(runner, &arguments, terraform)
+                .map_err(|e| ApiError::validation("arguments", e))?;
             let limits = sandbox::Limits {
                 timeout: action.timeout,
                 cpu_seconds: action.timeout.as_secs().max(1),
@@ -339,14 +335,13 @@ impl Invoker {
                 )
                 .with_details(json!({"missing": missing}))
             })?;
-            let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
             let ran = self
                 .sandbox
                 .run(
-                    program,
-                    &args,
-                    &[(file.to_owned(), text("code"))],
-                    text("stdin").as_bytes(),
+                    &run.program,
+                    &run.args,
+                    &run.files,
+                    run.stdin.as_bytes(),
                     policy.network,
                     &limits,
                 )

@@ -96,12 +96,14 @@ impl Invoker {
 }
 
 impl Invoker {
-    /// Turns on the code tool for the tenant, under `id`: code runs in the sandbox,
-    /// with network only when `network`. Running code is a tenant admin's decision.
-    pub async fn enable_code(
+    /// Turns on a sandboxed tool for the tenant, under `id`: the code tool (`code`) or
+    /// Terraform (`terraform`), run with network only when `network`. Running code is a
+    /// tenant admin's decision.
+    pub async fn enable_sandboxed(
         &self,
         principal: &Principal,
         id: &str,
+        runner: &str,
         network: bool,
         timeout: Option<Duration>,
         price_micros: i64,
@@ -112,8 +114,26 @@ impl Invoker {
         if price_micros < 0 {
             return Err(ApiError::validation("price_micros", "is not negative"));
         }
-        let timeout = timeout.unwrap_or(Duration::from_secs(30)).min(MAX_TIMEOUT);
-        let manifest = code::code_tool(id, network, timeout, price_micros);
+        let manifest = match runner {
+            "" | "code" => code::code_tool(
+                id,
+                network,
+                timeout.unwrap_or(Duration::from_secs(30)).min(MAX_TIMEOUT),
+                price_micros,
+            ),
+            "terraform" => code::terraform_tool(
+                id,
+                network,
+                timeout.unwrap_or(Duration::from_secs(120)).min(MAX_TIMEOUT),
+                price_micros,
+            ),
+            _ => {
+                return Err(ApiError::validation(
+                    "sandbox.runner",
+                    "is `code` or `terraform`",
+                ));
+            }
+        };
         self.registry.add(principal, "sandbox", manifest).await
     }
 }

@@ -144,7 +144,8 @@ impl ServerHandler for PlatformTools {
         let mut tools = Vec::new();
         for tool in listed.tools {
             let ready = (tool.auth == "none" || tool.credential_set)
-                && (!tool.site_required || tool.site_set);
+                && (!tool.site_required || tool.site_set)
+                && tool.unavailable.is_empty();
             if !ready {
                 continue;
             }

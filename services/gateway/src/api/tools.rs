@@ -54,6 +54,9 @@ pub struct ToolView {
     site_required: bool,
     /// The tenant has set where its instance is served.
     site_set: bool,
+    /// Why the tool cannot run on this platform (its CLI is not installed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unavailable: Option<String>,
     /// How calls authenticate: `none`, `bearer`, `basic`, `header` or `query`.
     auth: String,
     /// Whether the tenant has set the tool's credential (which is never shown).
@@ -75,6 +78,7 @@ impl From<pb::Tool> for ToolView {
             base_url: t.base_url,
             site_required: t.site_required,
             site_set: t.site_set,
+            unavailable: Some(t.unavailable).filter(|u| !u.is_empty()),
             auth: t.auth,
             credential_set: t.credential_set,
             actions: t
@@ -143,6 +147,10 @@ pub struct SandboxBody {
     /// Whether runs may use the network (default: no network at all).
     #[serde(default)]
     network: bool,
+    /// `code` (Python and shell; the default) or `terraform` (the terraform CLI:
+    /// validate, plan, apply after approval).
+    #[serde(default)]
+    runner: String,
 }
 
 /// An MCP server reached over Streamable HTTP.
@@ -279,7 +287,8 @@ pub async fn create(
         mcp_url,
         credential,
         sandbox: b.sandbox.is_some(),
-        sandbox_network: b.sandbox.is_some_and(|s| s.network),
+        sandbox_network: b.sandbox.as_ref().is_some_and(|s| s.network),
+        sandbox_runner: b.sandbox.map(|s| s.runner).unwrap_or_default(),
     };
     let tool = gateway
         .tool

@@ -38,8 +38,11 @@ fn function_name(tool: &str, action: &str) -> Option<String> {
 /// customer); every built-in adapter is listed, and offering the model ones that can
 /// only fail would crowd its choice.
 fn toolbox_of(tools: Vec<tpb::Tool>, mut toolbox: Toolbox) -> Toolbox {
-    let ready =
-        |t: &tpb::Tool| (t.auth == "none" || t.credential_set) && (!t.site_required || t.site_set);
+    let ready = |t: &tpb::Tool| {
+        (t.auth == "none" || t.credential_set)
+            && (!t.site_required || t.site_set)
+            && t.unavailable.is_empty()
+    };
     for tool in tools.into_iter().filter(ready) {
         for action in tool.actions {
             let Some(name) = function_name(&tool.id, &action.name) else {

@@ -24,7 +24,10 @@ pub struct ToolGrpc {
 
 fn tool_message(view: ToolView) -> pb::Tool {
     let m = view.tool.manifest;
+    let unavailable = crate::domain::code::unavailable(&m, crate::domain::code::find_terraform())
+        .unwrap_or_default();
     pb::Tool {
+        unavailable,
         id: m.id,
         name: m.name,
         description: m.description,
@@ -119,9 +122,10 @@ impl ToolService for ToolGrpc {
         let view = match (r.openapi_json.is_empty(), r.mcp_url.is_empty()) {
             (true, true) if r.sandbox => {
                 self.invoker
-                    .enable_code(
+                    .enable_sandboxed(
                         &principal,
                         &r.id,
+                        &r.sandbox_runner,
                         r.sandbox_network,
                         timeout,
                         r.price_micros,
