@@ -34,6 +34,7 @@ pub mod telemetry;
 pub mod tenant;
 #[doc(hidden)]
 pub mod testing;
+pub mod tool_functions;
 pub mod turn;
 
 pub use somagent_proto as proto;

@@ -11,19 +11,30 @@ use serde_json::{Value, json};
 
 use crate::domain::manifest::{MAX_PAGES, MAX_PAGES_ARGUMENT, ManifestError, ToolManifest};
 
-/// The adapters shipped in the binary, by id.
-const FILES: &[(&str, &str)] = &[
-    ("confluence", include_str!("../adapters/confluence.json")),
-    ("discord", include_str!("../adapters/discord.json")),
-    ("figma", include_str!("../adapters/figma.json")),
-    ("github", include_str!("../adapters/github.json")),
-    ("gitlab", include_str!("../adapters/gitlab.json")),
-    ("jira", include_str!("../adapters/jira.json")),
-    ("linear", include_str!("../adapters/linear.json")),
-    ("notion", include_str!("../adapters/notion.json")),
-    ("plane", include_str!("../adapters/plane.json")),
-    ("slack", include_str!("../adapters/slack.json")),
-];
+/// The adapters shipped in the binary (`adapters/<id>.json`), by id, and beside each its
+/// documented requests (`adapters/examples/<id>.json`) for the tests.
+macro_rules! shipped {
+    ($($id:literal),* $(,)?) => {
+        const FILES: &[(&str, &str)] =
+            &[$(($id, include_str!(concat!("../adapters/", $id, ".json")))),*];
+        #[cfg(test)]
+        const EXAMPLES: &[(&str, &str)] =
+            &[$(($id, include_str!(concat!("../adapters/examples/", $id, ".json")))),*];
+    };
+}
+
+shipped!(
+    "confluence",
+    "discord",
+    "figma",
+    "github",
+    "gitlab",
+    "jira",
+    "linear",
+    "notion",
+    "plane",
+    "slack",
+);
 
 static BUILTIN: LazyLock<Vec<ToolManifest>> = LazyLock::new(|| {
     FILES
@@ -106,23 +117,8 @@ mod tests {
     /// for arguments, the method, the path and query, and the JSON body sent.
     #[test]
     fn each_adapter_sends_the_documented_requests() {
-        let examples: &[(&str, &str)] = &[
-            (
-                "confluence",
-                include_str!("../adapters/examples/confluence.json"),
-            ),
-            ("discord", include_str!("../adapters/examples/discord.json")),
-            ("figma", include_str!("../adapters/examples/figma.json")),
-            ("github", include_str!("../adapters/examples/github.json")),
-            ("gitlab", include_str!("../adapters/examples/gitlab.json")),
-            ("jira", include_str!("../adapters/examples/jira.json")),
-            ("linear", include_str!("../adapters/examples/linear.json")),
-            ("notion", include_str!("../adapters/examples/notion.json")),
-            ("plane", include_str!("../adapters/examples/plane.json")),
-            ("slack", include_str!("../adapters/examples/slack.json")),
-        ];
         let mut checked = 0;
-        for (id, text) in examples {
+        for (id, text) in EXAMPLES {
             let manifest = find(id).unwrap();
             let cases: Vec<Value> = serde_json::from_str(text).unwrap();
             assert!(cases.len() >= 2, "{id}: at least two examples");

@@ -427,14 +427,7 @@ impl Invoker {
                 self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
                     .await;
                 // An MCP tool's error is written for its caller (MCP's `isError`).
-                let mut said = text;
-                if said.len() > MAX_TOOL_ERROR {
-                    let mut end = MAX_TOOL_ERROR;
-                    while !said.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    said.truncate(end);
-                }
+                let said = &text[..text.floor_char_boundary(MAX_TOOL_ERROR)];
                 Err(
                     ApiError::new(ErrorCode::UpstreamFailed, "the MCP tool reported an error")
                         .with_details(json!({"tool_error": said})),

@@ -60,29 +60,16 @@ struct Confinement {
     cpu_seconds: u64,
     memory_bytes: u64,
     file_bytes: u64,
-    landlock: bool,
     deny_network: bool,
 }
 
 /// The layers a run is confined by.
 #[derive(Debug, Clone, Copy)]
 struct Layers {
-    landlock: bool,
     /// In a new user and network namespace.
     namespace: bool,
     /// Landlock refuses TCP too.
     deny_network: bool,
-}
-
-/// The layers this machine allows.
-#[derive(Debug, Clone, Serialize)]
-pub struct Isolation {
-    /// A new user and network namespace (`unshare`).
-    pub network_namespace: bool,
-    /// Landlock, enforced whole.
-    pub landlock: bool,
-    /// Why a layer is missing.
-    pub missing: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,7 +77,8 @@ pub struct Sandbox {
     exe: PathBuf,
     /// Directories a run may read (and execute from).
     readable: Vec<PathBuf>,
-    pub isolation: Isolation,
+    /// The layers (a network namespace, Landlock) this machine refuses, and why.
+    missing: Vec<String>,
 }
 
 /// The directories a sandboxed program may read: the system's, never a home or the
@@ -110,11 +98,7 @@ impl Sandbox {
         let mut sandbox = Sandbox {
             exe,
             readable,
-            isolation: Isolation {
-                network_namespace: false,
-                landlock: false,
-                missing: Vec::new(),
-            },
+            missing: Vec::new(),
         };
         let namespaces = tokio::process::Command::new("unshare")
             .args(["--user", "--map-root-user", "--net", "--", "true"])
@@ -124,18 +108,16 @@ impl Sandbox {
             .output()
             .await;
         match namespaces {
-            Ok(out) if out.status.success() => sandbox.isolation.network_namespace = true,
-            Ok(out) => sandbox.isolation.missing.push(format!(
+            Ok(out) if out.status.success() => {}
+            Ok(out) => sandbox.missing.push(format!(
                 "network namespace: unshare refused: {}",
                 String::from_utf8_lossy(&out.stderr).trim()
             )),
             Err(e) => sandbox
-                .isolation
                 .missing
                 .push(format!("network namespace: unshare cannot run: {e}")),
         }
         let layers = Layers {
-            landlock: true,
             namespace: false,
             deny_network: true,
         };
@@ -156,22 +138,19 @@ impl Sandbox {
             )
             .await;
         match probe {
-            Ok(ran) if ran.exit_code == Some(0) => sandbox.isolation.landlock = true,
+            Ok(ran) if ran.exit_code == Some(0) => {}
             Ok(ran) => sandbox
-                .isolation
                 .missing
                 .push(format!("landlock: {}", ran.stderr.trim())),
-            Err(e) => sandbox.isolation.missing.push(format!("landlock: {e}")),
+            Err(e) => sandbox.missing.push(format!("landlock: {e}")),
         }
-        if sandbox.isolation.missing.is_empty() {
+        if sandbox.missing.is_empty() {
             tracing::info!(
-                network_namespace = true,
-                landlock = true,
                 "the sandbox for code and command-line tools isolates network and files"
             );
         } else {
             tracing::warn!(
-                missing = ?sandbox.isolation.missing,
+                missing = ?sandbox.missing,
                 "the sandbox cannot isolate code here: code and command-line tools will not run"
             );
         }
@@ -180,10 +159,10 @@ impl Sandbox {
 
     /// Whether code may run here: every layer is available.
     pub fn ready(&self) -> Result<(), String> {
-        if self.isolation.missing.is_empty() {
+        if self.missing.is_empty() {
             Ok(())
         } else {
-            Err(self.isolation.missing.join("; "))
+            Err(self.missing.join("; "))
         }
     }
 
@@ -200,7 +179,6 @@ impl Sandbox {
     ) -> Result<Ran, String> {
         self.ready()?;
         let layers = Layers {
-            landlock: true,
             namespace: !network,
             deny_network: !network,
         };
@@ -234,7 +212,6 @@ impl Sandbox {
             cpu_seconds: limits.cpu_seconds,
             memory_bytes: limits.memory_bytes,
             file_bytes: limits.file_bytes,
-            landlock: layers.landlock,
             deny_network: layers.deny_network,
         };
         self.spawn(program, args, &confinement, layers.namespace, stdin, limits)
@@ -380,9 +357,7 @@ fn launch(args: Vec<OsString>) -> Result<Infallible, String> {
     let confinement: Confinement = serde_json::from_str(&spec.to_string_lossy())
         .map_err(|e| format!("the confinement does not read: {e}"))?;
     limit(&confinement)?;
-    if confinement.landlock {
-        confine(&confinement)?;
-    }
+    confine(&confinement)?;
     std::env::set_current_dir(&confinement.workdir)
         .map_err(|e| format!("cannot enter the private directory: {e}"))?;
     use std::os::unix::process::CommandExt;

@@ -30,29 +30,12 @@ impl Outbox {
     /// Makes `event` durable, then publishes it. Once this returns Ok the event will
     /// reach the bus, now or from the relay.
     pub async fn publish(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {
-        let payload = serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(event.id.to_string())
-        .bind(topic)
-        .bind(key)
-        .bind(&payload)
-        .bind(unix_now_ms())
-        .execute(self.db.pool())
-        .await?;
-        match self.events.publish(topic, key, event).await {
-            Ok(()) => self.sent(&event.id.to_string()).await,
-            Err(e) => {
-                tracing::warn!(error = %e, topic, "event kept in the outbox for the relay");
-                Ok(())
-            }
-        }
+        self.publish_many(&[(topic, key, event)]).await
     }
 
     /// [`Outbox::publish`] for several events at once: made durable in one
-    /// transaction, then published, then cleared in one statement, so a use case that
-    /// emits an audit record and a usage event pays for two writes, not four.
+    /// transaction, published, then cleared in one transaction, so a use case that
+    /// emits an audit record and a usage event pays for two commits, not four.
     pub async fn publish_many(&self, events: &[(&str, &str, &Envelope)]) -> Result<(), DbError> {
         if events.is_empty() {
             return Ok(());
@@ -86,16 +69,14 @@ impl Outbox {
         if sent.is_empty() {
             return Ok(());
         }
-        let placeholders: Vec<String> = (1..=sent.len()).map(|i| format!("${i}")).collect();
-        let sql = format!(
-            "DELETE FROM outbox WHERE id IN ({})",
-            placeholders.join(", ")
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        let mut tx = self.db.begin().await?;
         for id in &sent {
-            query = query.bind(id);
+            sqlx::query("DELETE FROM outbox WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
         }
-        query.execute(self.db.pool()).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -26,6 +26,7 @@ use serde_json::{Value, json};
 use somagent_common::auth::Capability;
 use somagent_common::error::ApiError;
 use somagent_common::proto::tool::v1 as pb;
+use somagent_common::tool_functions::{describe, function_name, split_function_name};
 
 use super::Authenticated;
 use crate::Gateway;
@@ -98,12 +99,6 @@ fn caller(context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
         .ok_or_else(|| ErrorData::internal_error("the request was not authenticated", None))
 }
 
-/// `github__list_issues` → (`github`, `list_issues`): tool ids have no `_`.
-fn split_name(name: &str) -> Option<(&str, &str)> {
-    name.split_once("__")
-        .filter(|(tool, action)| !tool.is_empty() && !action.is_empty())
-}
-
 /// A problem as an MCP tool error: the caller's client shows it.
 fn tool_error(error: ApiError) -> CallToolResult {
     let mut problem = json!({"code": error.code.as_str(), "message": error.message});
@@ -143,10 +138,7 @@ impl ServerHandler for PlatformTools {
             .into_inner();
         let mut tools = Vec::new();
         for tool in listed.tools {
-            let ready = (tool.auth == "none" || tool.credential_set)
-                && (!tool.site_required || tool.site_set)
-                && tool.unavailable.is_empty();
-            if !ready {
+            if !tool.ready {
                 continue;
             }
             for action in tool.actions.iter().filter(|a| !a.requires_approval) {
@@ -154,16 +146,11 @@ impl ServerHandler for PlatformTools {
                     Ok(Value::Object(schema)) => schema,
                     _ => serde_json::Map::from_iter([("type".to_owned(), json!("object"))]),
                 };
-                let description = if action.description.is_empty() {
-                    tool.name.clone()
-                } else {
-                    format!("{}: {}", tool.name, action.description)
+                let Some(name) = function_name(&tool.id, &action.name) else {
+                    continue;
                 };
-                tools.push(Tool::new(
-                    format!("{}__{}", tool.id, action.name),
-                    description,
-                    Arc::new(schema),
-                ));
+                let description = describe(&tool.name, &action.description);
+                tools.push(Tool::new(name, description, Arc::new(schema)));
             }
         }
         Ok(ListToolsResult::with_all_items(tools))
@@ -175,7 +162,7 @@ impl ServerHandler for PlatformTools {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let caller = caller(&context)?;
-        let Some((tool, action)) = split_name(&request.name) else {
+        let Some((tool, action)) = split_function_name(&request.name) else {
             return Ok(tool_error(ApiError::not_found("tool")).into());
         };
         let arguments = request.arguments.map_or_else(|| json!({}), Value::Object);
@@ -203,21 +190,5 @@ impl ServerHandler for PlatformTools {
             Err(status) => tool_error(ApiError::from(status)),
         }
         .into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_split_at_the_first_double_underscore() {
-        assert_eq!(
-            split_name("github__list_issues"),
-            Some(("github", "list_issues"))
-        );
-        assert_eq!(split_name("crm__a__b"), Some(("crm", "a__b")));
-        assert_eq!(split_name("github"), None);
-        assert_eq!(split_name("__x"), None);
     }
 }

@@ -8,6 +8,7 @@ use somagent_common::clock::unix_now_ms;
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::proto::tool::v1 as tpb;
 use somagent_common::service::TOOL;
+use somagent_common::tool_functions::{describe, function_name};
 use somagent_common::turn::{
     ApprovalRequired, ApprovalResolved, ConversationEvent, ToolResult, TurnEvent,
 };
@@ -17,33 +18,15 @@ use super::activities::TurnActivities;
 use super::{Ask, Asked, Consent, Function, ToolRan, ToolRun, Toolbox, Who};
 use crate::domain::approval::{Approval, ApprovalStatus};
 
-/// OpenAI's bound on a function's name.
-const MAX_FUNCTION_NAME: usize = 64;
 /// The most of an action's description the model is given.
 const MAX_DESCRIPTION: usize = 1024;
-
-/// The function a model calls for `action` of `tool`; `None` if it would not fit
-/// OpenAI's `[A-Za-z0-9_-]{1,64}` (tool ids and action names are within that alphabet).
-fn function_name(tool: &str, action: &str) -> Option<String> {
-    let name = format!("{tool}__{action}");
-    (name.len() <= MAX_FUNCTION_NAME
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
-    .then_some(name)
-}
 
 /// The tools the caller may use, as the toolbox of a turn: those the tenant has set up
 /// (the credential set, where one is needed, and the site, where the tool is served per
 /// customer); every built-in adapter is listed, and offering the model ones that can
 /// only fail would crowd its choice.
 fn toolbox_of(tools: Vec<tpb::Tool>, mut toolbox: Toolbox) -> Toolbox {
-    let ready = |t: &tpb::Tool| {
-        (t.auth == "none" || t.credential_set)
-            && (!t.site_required || t.site_set)
-            && t.unavailable.is_empty()
-    };
-    for tool in tools.into_iter().filter(ready) {
+    for tool in tools.into_iter().filter(|t| t.ready) {
         for action in tool.actions {
             let Some(name) = function_name(&tool.id, &action.name) else {
                 tracing::warn!(tool = %tool.id, action = %action.name, "an action whose function name would pass 64 characters is not offered to models");
@@ -54,11 +37,7 @@ fn toolbox_of(tools: Vec<tpb::Tool>, mut toolbox: Toolbox) -> Toolbox {
             }
             let parameters: Value = serde_json::from_str(&action.parameters_json)
                 .unwrap_or_else(|_| json!({"type": "object"}));
-            let about = if action.description.is_empty() {
-                tool.name.clone()
-            } else {
-                format!("{}: {}", tool.name, action.description)
-            };
+            let about = describe(&tool.name, &action.description);
             toolbox.definitions.push(json!({
                 "type": "function",
                 "function": {
@@ -80,14 +59,7 @@ fn toolbox_of(tools: Vec<tpb::Tool>, mut toolbox: Toolbox) -> Toolbox {
 
 /// `text` cut to at most `max` bytes, on a character boundary.
 fn cut_text(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    &text[..text.floor_char_boundary(max)]
 }
 
 /// A tool's result as the model gets it: whole when it fits, else its beginning, said
@@ -422,6 +394,7 @@ mod tests {
                 name: "Acme CRM".into(),
                 auth: "header".into(),
                 credential_set: true,
+                ready: true,
                 actions: vec![
                     action("list_contacts", false),
                     action("delete_contact", true),

@@ -26,8 +26,12 @@ fn tool_message(view: ToolView) -> pb::Tool {
     let m = view.tool.manifest;
     let unavailable = crate::domain::code::unavailable(&m, crate::domain::code::find_terraform())
         .unwrap_or_default();
+    let ready = (!m.auth.needs_credential() || view.credential_set)
+        && (!m.site_required || view.tool.site_set)
+        && unavailable.is_empty();
     pb::Tool {
         unavailable,
+        ready,
         id: m.id,
         name: m.name,
         description: m.description,
