@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs (idempotently) and starts on 127.0.0.1 the real servers the tests need:
 # PostgreSQL, Redis, Apache Kafka (KRaft, single node), MinIO (S3), OPA, Temporal (the
-# dev server) and Keycloak (an OIDC provider with the somagent realm), plus the chart
+# dev server), Keycloak (an OIDC provider with the somagent realm) and a Kubernetes API
+# server (etcd + kube-apiserver, built once per machine), plus the chart
 # validation tools (helm, kubeconform and offline Kubernetes schemas).
 #
 # Downloads and builds are cached under $SOMAGENT_CACHE (default ~/.cache/somagent) so a
@@ -227,6 +228,104 @@ start_keycloak() {
   report keycloak "$version" "127.0.0.1:$KC_PORT" "$(since "$t")"
 }
 
+# A real Kubernetes API server (and the etcd it stores in) for the Kubernetes tool's
+# tests: built once per machine from the Go module proxy (~10 min cold), then started
+# with a static token and a self-signed serving certificate. No scheduler or kubelet:
+# objects are stored and served, no pod runs.
+KUBE_VERSION=1.37.2 ETCD_VERSION=3.6.16 KUBE_PORT=6443 ETCD_PORT=2379
+build_kube() {
+  [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/etcd" ] && return 0
+  local src="$CACHE/kube-src"
+  mkdir -p "$src/etcd" "$src/apiserver"
+  if [ ! -x "$BIN/etcd" ]; then
+    log "building etcd $ETCD_VERSION (once per machine; ~2 min)"
+    cat >"$src/etcd/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"go.etcd.io/etcd/server/v3/etcdmain"
+)
+
+func main() { etcdmain.Main(os.Args) }
+GO
+    (cd "$src/etcd" && rm -f go.mod go.sum && go mod init somagent/etcd >/dev/null 2>&1 &&
+      go get "go.etcd.io/etcd/server/v3@v$ETCD_VERSION" >/dev/null 2>&1 && go mod tidy >/dev/null 2>&1 &&
+      GOFLAGS=-buildvcs=false go build -o "$BIN/etcd" .) >&2 || die "etcd did not build"
+  fi
+  if [ ! -x "$BIN/kube-apiserver" ]; then
+    log "building kube-apiserver $KUBE_VERSION (once per machine; ~8 min)"
+    cat >"$src/apiserver/main.go" <<'GO'
+package main
+
+import (
+	"os"
+
+	"k8s.io/component-base/cli"
+	"k8s.io/kubernetes/cmd/kube-apiserver/app"
+)
+
+func main() { os.Exit(cli.Run(app.NewAPIServerCommand())) }
+GO
+    # k8s.io/kubernetes replaces its staging modules with local paths; a module that
+    # requires it replaces each with the published v0 version of the same release.
+    local gomod; gomod=$(cd "$src" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v$KUBE_VERSION" |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+    {
+      echo "module somagent/apiserver"
+      echo
+      echo "go 1.26"
+      echo
+      echo "require k8s.io/kubernetes v$KUBE_VERSION"
+      echo
+      grep -E '^\s*k8s.io/[a-z0-9-]+ => \./staging' "$gomod" |
+        awk -v v="v0.${KUBE_VERSION#1.}" '{print "replace " $1 " => " $1 " " v}'
+    } >"$src/apiserver/go.mod"
+    (cd "$src/apiserver" && rm -f go.sum && go mod tidy >/dev/null 2>&1 &&
+      GOFLAGS=-buildvcs=false go build -o "$BIN/kube-apiserver" .) >&2 || die "kube-apiserver did not build"
+  fi
+}
+
+start_kube() {
+  local t; t=$(now)
+  build_kube
+  local dir="$RUN/kube"
+  mkdir -p "$dir/pki"
+  if ! port_open $ETCD_PORT; then
+    rm -rf "$dir/etcd"
+    nohup "$BIN/etcd" --data-dir "$dir/etcd" --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
+      --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" --listen-peer-urls http://127.0.0.1:2380 \
+      --log-level error >"$RUN/etcd.log" 2>&1 &
+    wait_port $ETCD_PORT 30 || die "etcd did not open port $ETCD_PORT (see $RUN/etcd.log)"
+  fi
+  if ! port_open $KUBE_PORT; then
+    [ -f "$dir/pki/sa.key" ] || openssl genrsa -out "$dir/pki/sa.key" 2048 2>/dev/null
+    # The test's token: a cluster admin (RBAC's system:masters group).
+    echo "somagent-kube-admin-token,somagent-admin,1001,system:masters" >"$dir/tokens.csv"
+    nohup "$BIN/kube-apiserver" --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
+      --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --endpoint-reconciler-type=none \
+      --secure-port=$KUBE_PORT --cert-dir="$dir/pki" --service-account-issuer=https://kubernetes.default.svc \
+      --service-account-key-file="$dir/pki/sa.key" --service-account-signing-key-file="$dir/pki/sa.key" \
+      --service-cluster-ip-range=10.96.0.0/24 --authorization-mode=RBAC \
+      --token-auth-file="$dir/tokens.csv" --enable-priority-and-fairness=false \
+      >"$RUN/kube-apiserver.log" 2>&1 &
+  fi
+  local i
+  for ((i = 0; i < 600; i++)); do
+    [ -f "$dir/pki/apiserver.crt" ] && curl -fs --cacert "$dir/pki/apiserver.crt" \
+      -H "Authorization: Bearer somagent-kube-admin-token" \
+      "https://127.0.0.1:$KUBE_PORT/readyz" -o /dev/null && break
+    sleep 0.1
+  done
+  curl -fsS --cacert "$dir/pki/apiserver.crt" -H "Authorization: Bearer somagent-kube-admin-token" \
+    "https://127.0.0.1:$KUBE_PORT/readyz" -o /dev/null || { tail -20 "$RUN/kube-apiserver.log" >&2; die "kube-apiserver is not ready"; }
+  export SOMAGENT_TEST_KUBE_URL="https://127.0.0.1:$KUBE_PORT"
+  export SOMAGENT_TEST_KUBE_CA="$dir/pki/apiserver.crt"
+  export SOMAGENT_TEST_KUBE_TOKEN="somagent-kube-admin-token"
+  report kube "$KUBE_VERSION" "127.0.0.1:$KUBE_PORT" "$(since "$t")"
+}
+
 install_chart_tools() {
   local t; t=$(now)
   go_tool helm helm.sh/helm/v3/cmd/helm@v3.22.0
@@ -262,6 +361,8 @@ install_models_and_clients() {
     touch "$CACHE/pymcp/.complete"
   fi
   export SOMAGENT_TEST_MCP_PYTHONPATH="$CACHE/pymcp"
+  # Debian's Chromium, driven headless over CDP by the browser tool.
+  apt_install chromium
   report models-clients "$(PYTHONPATH="$CACHE/pyopenai" python3 -c 'import openai; print("openai", openai.__version__)')" "-" "$(since "$t")"
 }
 
@@ -276,6 +377,7 @@ case "$what" in
     start_opa
     start_temporal
     start_keycloak
+    start_kube
     ;;&
   all | tools)
     install_chart_tools
@@ -289,7 +391,7 @@ esac
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
     SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_MCP_PYTHONPATH \
-    SOMAGENT_TEST_OPA_URL \
+    SOMAGENT_TEST_OPA_URL SOMAGENT_TEST_KUBE_URL SOMAGENT_TEST_KUBE_CA SOMAGENT_TEST_KUBE_TOKEN \
     SOMAGENT_TEST_WORKFLOWS_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done

@@ -399,3 +399,122 @@ async fn mount_journey(backends: Backends, pythonpath: &str) {
     let (status, _) = call(&client, Method::GET, &g("/v1/tools/orders"), &hank, None).await;
     assert_eq!(status, 404);
 }
+
+/// The Python interpreter the tests run MCP peers with, and the directory it lives in.
+fn python() -> (String, String) {
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable); print(sys.prefix)"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    (
+        lines.next().unwrap().to_owned(),
+        lines.next().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn an_mcp_server_over_stdio_runs_in_the_sandbox_for_each_call() {
+    let Some(pythonpath) = crate::helpers::required_env("MCP_PYTHONPATH") else {
+        return;
+    };
+    const SECRET: &str = "stdio-orders-token-5d1";
+    let (python, prefix) = python();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/it/mcp/server.py");
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/it/mcp");
+    // The operator allows the server by name: its command, what it may read, its
+    // environment, and where the tenant's credential goes.
+    let command = format!(r#"["{python}", "{script}", "stdio", "{SECRET}"]"#);
+    let read = format!(r#"["{prefix}", "{pythonpath}", "{scripts}"]"#);
+    let env = format!(r#"{{PYTHONPATH="{pythonpath}"}}"#);
+    let Rooted {
+        platform: _platform,
+        gateway,
+        client,
+        root,
+        // Kept: the platform's data directory lives as long as it runs.
+        data: _data,
+        ..
+    } = with_root_on(
+        Backends::Embedded,
+        &[
+            (
+                "SOMAGENT_TOOL__MCP_COMMANDS__ORDERS__COMMAND",
+                command.as_str(),
+            ),
+            ("SOMAGENT_TOOL__MCP_COMMANDS__ORDERS__READ", read.as_str()),
+            ("SOMAGENT_TOOL__MCP_COMMANDS__ORDERS__ENV", env.as_str()),
+            (
+                "SOMAGENT_TOOL__MCP_COMMANDS__ORDERS__CREDENTIAL_ENV",
+                "ORDERS_TOKEN",
+            ),
+        ],
+    )
+    .await;
+    let g = |path: &str| format!("{gateway}{path}");
+
+    // Only what the operator allows can be mounted.
+    let (status, refused) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools"),
+        &root,
+        Some(json!({"id": "shell", "mcp": {"command": "bash"}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["error"]["details"]["allowed"],
+        json!(["orders"]),
+        "{refused}"
+    );
+
+    let (status, mounted) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools"),
+        &root,
+        Some(json!({"id": "orders", "mcp": {"command": "orders", "credential": SECRET}})),
+    )
+    .await;
+    assert_eq!(status, 201, "{mounted}");
+    let actions: Vec<&str> = mounted["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["orders_lookup", "refund", "probe"], "{mounted}");
+    assert!(!mounted.to_string().contains(SECRET));
+
+    let invoke = |action: &str, arguments: Value| {
+        let (client, url, root) = (client.clone(), g("/v1/tools/orders/invoke"), root.clone());
+        let body = json!({"action": action, "arguments": arguments});
+        async move { call(&client, Method::POST, &url, &root, Some(body)).await }
+    };
+    // The credential reached the server in its environment.
+    let (status, found) = invoke("orders_lookup", json!({"order_id": "A-17"})).await;
+    assert_eq!(
+        (status, found["result"]["status"].as_str()),
+        (200, Some("shipped")),
+        "{found}"
+    );
+    // It runs confined: no network, nothing of the machine's private files.
+    let (status, probed) = invoke("probe", json!({})).await;
+    assert_eq!(status, 200, "{probed}");
+    assert_eq!(
+        (
+            probed["result"]["network"].as_bool(),
+            probed["result"]["home_readable"].as_bool()
+        ),
+        (Some(false), Some(false)),
+        "{probed}"
+    );
+    let (status, failed) = invoke("refund", json!({"order_id": "A-17", "reason": "late"})).await;
+    assert_eq!(status, 502, "{failed}");
+    assert_eq!(
+        failed["error"]["details"]["tool_error"], "Error executing tool refund",
+        "{failed}"
+    );
+}

@@ -418,7 +418,7 @@ async fn journey(backends: Backends) {
             .all(|t| t["kind"] == "builtin" && t["credential_set"] == false),
         "{theirs}"
     );
-    assert_eq!(tools.len(), 10, "the built-in adapters: {theirs}");
+    assert_eq!(tools.len(), 14, "the built-in adapters: {theirs}");
     for (method, path, body) in [
         (Method::GET, "/v1/tools/crm", None),
         (

@@ -24,12 +24,16 @@ macro_rules! shipped {
 }
 
 shipped!(
+    "aws",
+    "azure",
     "confluence",
     "discord",
     "figma",
+    "gcp",
     "github",
     "gitlab",
     "jira",
+    "kubernetes",
     "linear",
     "notion",
     "plane",
@@ -124,10 +128,20 @@ mod tests {
             assert!(cases.len() >= 2, "{id}: at least two examples");
             let base = "https://api.example.test/root";
             let no_headers = BTreeMap::new();
+            // What a cloud credential gives the paths (a project, a subscription).
+            let variables: BTreeMap<String, String> = [
+                ("project_id", "demo-project"),
+                ("subscription_id", "sub-1"),
+                ("region", "us-east-1"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
             let target = Target {
                 base_url: base,
                 auth: &manifest.auth,
                 headers: &no_headers,
+                variables: &variables,
             };
             for case in cases {
                 let action = manifest

@@ -1,6 +1,9 @@
 //! The tool service's own settings: `[tool]` in the configuration file,
 //! `SOMAGENT_TOOL__<KEY>` in the environment.
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -19,6 +22,34 @@ pub struct ToolConfig {
     /// The most of a sandboxed run's stdout (and of its stderr) kept, in bytes; more
     /// ends the run.
     pub sandbox_output_bytes: usize,
+    /// The Chromium the browser tool drives; empty looks in the usual places
+    /// (`/usr/bin/chromium`). Without one the tool is listed as unavailable.
+    pub chromium: String,
+    /// MCP servers that run as a program speaking over its stdin and stdout, by name:
+    /// the operator allows each one here, and a tenant mounts it by name
+    /// (`{"mcp": {"command": "<name>"}}`). Each call starts it in the sandbox.
+    pub mcp_commands: BTreeMap<String, StdioServer>,
+}
+
+/// An MCP server run over stdio.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StdioServer {
+    /// The program and its arguments, e.g. `["npx", "-y", "@acme/mcp-server"]`.
+    pub command: Vec<String>,
+    /// Whether it may use the network (off: none at all).
+    #[serde(default)]
+    pub network: bool,
+    /// Its environment besides PATH and LANG.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Directories it may read besides the system's (its code, its packages).
+    #[serde(default)]
+    pub read: Vec<PathBuf>,
+    /// The environment variable the tenant's credential for the mount is given in,
+    /// if it takes one (`GITHUB_TOKEN`).
+    #[serde(default)]
+    pub credential_env: Option<String>,
 }
 
 impl Default for ToolConfig {
@@ -29,6 +60,8 @@ impl Default for ToolConfig {
             max_response_bytes: 1024 * 1024,
             sandbox_memory_mb: 1024,
             sandbox_output_bytes: 64 * 1024,
+            chromium: String::new(),
+            mcp_commands: BTreeMap::new(),
         }
     }
 }

@@ -20,11 +20,16 @@ use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClie
 use somagent_common::service::POLICY;
 use tonic::transport::Channel;
 
+use crate::access::{self, Access};
 use crate::config::ToolConfig;
 use crate::domain::arguments::ArgumentSchema;
-use crate::domain::manifest::{MAX_PAGES, MAX_PAGES_ARGUMENT, Pagination};
+use crate::domain::credentials::{AwsKeys, Credential};
+use crate::domain::manifest::{
+    Action, AuthScheme, MAX_PAGES, MAX_PAGES_ARGUMENT, Pagination, ToolManifest,
+};
 use crate::domain::paging::{self, Page};
 use crate::domain::request::{self, PreparedRequest};
+use crate::domain::signing;
 use crate::egress;
 use crate::mcp_client::{self, Called};
 use crate::sandbox::{self, Sandbox};
@@ -82,6 +87,10 @@ pub struct Invoker {
     /// Where code and command-line tools run.
     pub sandbox: std::sync::Arc<Sandbox>,
     pub schemas: SchemaCache,
+    /// Tokens obtained with cloud credentials, and clusters' clients.
+    pub access: Access,
+    /// The headless browser the browser tool drives.
+    pub browser: crate::browser::Browser,
 }
 
 /// Compiled argument schemas by their text: compiling one costs far more than the rest
@@ -123,14 +132,28 @@ impl SchemaCache {
 /// The HTTP client tools call through: no redirects followed (a redirect could carry
 /// a credential elsewhere) and, unless the operator allows it, public addresses only.
 pub fn http_client(config: &ToolConfig) -> anyhow::Result<reqwest::Client> {
+    Ok(client_builder(config.allow_private_networks).build()?)
+}
+
+/// The settings every client a tool calls through has (see [`http_client`]).
+pub fn client_builder(allow_private: bool) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("somagent-tool/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10));
-    if !config.allow_private_networks {
+    if !allow_private {
         builder = builder.dns_resolver(std::sync::Arc::new(egress::PublicOnly));
     }
-    Ok(builder.build()?)
+    builder
+}
+
+/// How a call reaches its API (see [`Invoker::route`]).
+struct Route<'a> {
+    client: reqwest::Client,
+    bearer: Option<String>,
+    /// The bearer token was obtained with a cloud credential (and may be renewed).
+    bearer_obtained: bool,
+    aws: Option<(&'a AwsKeys, &'a str)>,
 }
 
 /// How an invocation ended, as the log and the audit record say it.
@@ -316,7 +339,7 @@ impl Invoker {
         let sent = if let Some(policy) = manifest.sandbox {
             let runner = action.remote.as_deref().unwrap_or_default();
             let terraform = crate::domain::code::find_terraform();
-            if let Some(why) = crate::domain::code::unavailable(manifest, terraform) {
+            if let Some(why) = self.unavailable(manifest) {
                 return Err(ApiError::new(ErrorCode::Unavailable, why));
             }
             let run = crate::domain::code::prepare_run(runner, &arguments, terraform)
@@ -354,16 +377,32 @@ impl Invoker {
                     retry_after: None,
                 })
             }))
-        } else if manifest.mcp {
-            if !self.config.allow_private_networks {
-                let url = url::Url::parse(&manifest.base_url)
-                    .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored MCP URL: {e}")))?;
-                egress::check_literal(&url).map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+        } else if manifest.browser {
+            if let Some(why) = self.unavailable(manifest) {
+                return Err(ApiError::new(ErrorCode::Unavailable, why));
             }
+            let remote = action.remote.as_deref().unwrap_or(&action.name);
+            let operation = crate::domain::browser::operation(remote, &arguments)
+                .map_err(|e| ApiError::validation("arguments", e))?;
+            let max_text = self.config.max_response_bytes;
+            tokio::time::timeout(action.timeout, self.browser.run(&operation, max_text))
+                .await
+                .map(|ran| {
+                    ran.map(|body| {
+                        Reply::Page(Page {
+                            status: 200,
+                            body,
+                            link: None,
+                            retry_after: None,
+                        })
+                    })
+                })
+        } else if manifest.mcp {
+            let endpoint = self.mcp_endpoint(&manifest.base_url, secret, action.timeout)?;
             let remote = action.remote.as_deref().unwrap_or(&action.name);
             tokio::time::timeout(
                 action.timeout,
-                mcp_client::call(&self.http, &manifest.base_url, secret, remote, arguments),
+                mcp_client::call(&endpoint, remote, arguments),
             )
             .await
             .map(|called| {
@@ -378,15 +417,47 @@ impl Invoker {
                 })
             })
         } else {
+            let opened = secret
+                .map(|text| Credential::read(&manifest.auth, text))
+                .transpose()
+                .map_err(|e| {
+                    ApiError::new(
+                        ErrorCode::Conflict,
+                        format!(
+                            "the tool's credential cannot be used: {} {}",
+                            e.field, e.message
+                        ),
+                    )
+                    .with_details(json!({
+                        "field": e.field,
+                        "set_with": format!("PUT /v1/tools/{}/credentials", manifest.id),
+                    }))
+                })?;
+            let variables = opened
+                .as_ref()
+                .map(Credential::variables)
+                .unwrap_or_default();
+            let base_url = match &opened {
+                Some(Credential::Kube(access)) => access.server.as_str(),
+                _ => manifest.base_url.as_str(),
+            };
             let target = request::Target {
-                base_url: &manifest.base_url,
+                base_url,
                 auth: &manifest.auth,
                 headers: &manifest.headers,
+                variables: &variables,
             };
-            let prepared = request::prepare(&target, &action.http, &arguments, secret)
+            let key = access::credential_key(
+                principal.tenant.as_str(),
+                &manifest.id,
+                secret.unwrap_or_default(),
+            );
+            // Checked before anything is sent (a token obtained included): the arguments
+            // make a request (else a 422), to an address tools may reach (else a 403).
+            let checked = request::prepare(&target, &action.http, &arguments, Some(""))
                 .map_err(|e| ApiError::validation("arguments", e))?;
             if !self.config.allow_private_networks {
-                egress::check_literal(&prepared.url)
+                egress::check_literal(&checked.url)
                     .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
             }
             let pagination = action
@@ -395,12 +466,25 @@ impl Invoker {
                 .then_some(manifest.pagination.as_ref())
                 .flatten();
             let deadline = started + action.timeout;
-            tokio::time::timeout(
-                action.timeout,
-                self.read_pages(prepared, pagination, pages, deadline),
-            )
-            .await
-            .map(|read| read.map(Reply::Page))
+            let run = async {
+                let route = self.route(manifest, action, opened.as_ref(), &key).await?;
+                let prepared =
+                    request::prepare(&target, &action.http, &arguments, route.bearer.as_deref())?;
+                if !self.config.allow_private_networks {
+                    egress::check_literal(&prepared.url)?;
+                }
+                let page = self
+                    .read_pages(&route, prepared, pagination, pages, deadline)
+                    .await?;
+                if page.status == 401 && route.bearer_obtained {
+                    // A token the API no longer takes (revoked, rotated) is not reused.
+                    self.access.forget(&key);
+                }
+                Ok::<_, String>(page)
+            };
+            tokio::time::timeout(action.timeout, run)
+                .await
+                .map(|read| read.map(Reply::Page))
         };
         let took = started.elapsed();
         match sent {
@@ -604,11 +688,119 @@ impl Invoker {
         )
     }
 
+    /// Where the MCP server mounted at `url` is reached: over Streamable HTTP (public
+    /// addresses only unless the operator allows private ones), or a `stdio:<name>`
+    /// server the operator configured, started in the sandbox for up to `timeout`.
+    pub fn mcp_endpoint<'a>(
+        &'a self,
+        url: &'a str,
+        credential: Option<&'a str>,
+        timeout: Duration,
+    ) -> Result<mcp_client::Endpoint<'a>, ApiError> {
+        if let Some(name) = url.strip_prefix(mcp_client::STDIO) {
+            let server = self.config.mcp_commands.get(name).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("the operator no longer allows the MCP server `{name}`"),
+                )
+            })?;
+            self.sandbox.ready().map_err(|missing| {
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "MCP servers over stdio cannot run here: the sandbox cannot isolate them",
+                )
+                .with_details(json!({"missing": missing}))
+            })?;
+            return Ok(mcp_client::Endpoint::Stdio {
+                sandbox: &self.sandbox,
+                server,
+                credential,
+                limits: sandbox::Limits {
+                    timeout,
+                    cpu_seconds: timeout.as_secs().max(1) + 5,
+                    memory_bytes: self.config.sandbox_memory_mb.saturating_mul(1 << 20),
+                    output_bytes: self.config.sandbox_output_bytes,
+                    file_bytes: 64 << 20,
+                },
+            });
+        }
+        if !self.config.allow_private_networks {
+            let parsed = url::Url::parse(url)
+                .map_err(|e| ApiError::internal(anyhow::anyhow!("a stored MCP URL: {e}")))?;
+            egress::check_literal(&parsed).map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
+        }
+        Ok(mcp_client::Endpoint::Http {
+            http: &self.http,
+            url,
+            bearer: credential,
+        })
+    }
+
+    /// Why a tool cannot run on this platform, if it cannot: its CLI or its browser is
+    /// not installed.
+    pub fn unavailable(&self, manifest: &ToolManifest) -> Option<String> {
+        if manifest.browser {
+            return self.browser.unavailable();
+        }
+        crate::domain::code::unavailable(manifest, crate::domain::code::find_terraform())
+    }
+
+    /// How a call reaches the tool's API: the client (a cluster's own, for a
+    /// kubeconfig), the bearer token (the tenant's, or one obtained with its cloud
+    /// credential), and for AWS the keys and service its requests are signed for.
+    async fn route<'a>(
+        &self,
+        manifest: &'a ToolManifest,
+        action: &'a Action,
+        credential: Option<&'a Credential>,
+        key: &str,
+    ) -> Result<Route<'a>, String> {
+        let mut route = Route {
+            client: self.http.clone(),
+            bearer: None,
+            bearer_obtained: false,
+            aws: None,
+        };
+        match (&manifest.auth, credential) {
+            (
+                AuthScheme::AzureClientCredentials { token_url, scope },
+                Some(Credential::Azure(app)),
+            ) => {
+                route.bearer = Some(
+                    self.access
+                        .azure_token(&self.http, key, app, token_url, scope)
+                        .await?,
+                );
+                route.bearer_obtained = true;
+            }
+            (AuthScheme::GoogleServiceAccount { scope }, Some(Credential::Google(account))) => {
+                route.bearer = Some(
+                    self.access
+                        .google_token(&self.http, key, account, scope)
+                        .await?,
+                );
+                route.bearer_obtained = true;
+            }
+            (AuthScheme::Kubeconfig, Some(Credential::Kube(cluster))) => {
+                route.client = self.access.kube_client(key, cluster)?;
+                route.bearer.clone_from(&cluster.token);
+            }
+            (AuthScheme::AwsSigV4, Some(Credential::Aws(keys))) => {
+                let service = action.http.service.as_deref().unwrap_or_default();
+                route.aws = Some((keys, service));
+            }
+            (_, Some(Credential::Secret(secret))) => route.bearer = Some(secret.clone()),
+            _ => {}
+        }
+        Ok(route)
+    }
+
     /// Reads up to `pages` pages of a list (one for any other action), joined, from
     /// the first request on. A page the API refuses for its rate limit is asked again
     /// once when it says to wait a little (`Retry-After`), before `deadline`.
     async fn read_pages(
         &self,
+        route: &Route<'_>,
         first: PreparedRequest,
         pagination: Option<&Pagination>,
         pages: u64,
@@ -616,7 +808,7 @@ impl Invoker {
     ) -> Result<Page, String> {
         let origin = first.url.origin();
         let mut request = first;
-        let mut joined = self.send_patiently(&request, deadline).await?;
+        let mut joined = self.send_patiently(route, &request, deadline).await?;
         for _ in 1..pages {
             if !(200..300).contains(&joined.status) {
                 break;
@@ -629,7 +821,7 @@ impl Invoker {
             if next.url.origin() != origin {
                 break;
             }
-            let page = self.send_patiently(&next, deadline).await?;
+            let page = self.send_patiently(route, &next, deadline).await?;
             if !(200..300).contains(&page.status) {
                 break;
             }
@@ -643,17 +835,18 @@ impl Invoker {
     /// at most [`RETRY_WAIT`], within the deadline, is sent once more after the wait.
     async fn send_patiently(
         &self,
+        route: &Route<'_>,
         request: &PreparedRequest,
         deadline: Instant,
     ) -> Result<Page, String> {
-        let page = self.send(request).await?;
+        let page = self.send(route, request).await?;
         if page.status != 429 {
             return Ok(page);
         }
         match page.retry_after {
             Some(wait) if wait <= RETRY_WAIT && Instant::now() + wait < deadline => {
                 tokio::time::sleep(wait).await;
-                self.send(request).await
+                self.send(route, request).await
             }
             _ => Ok(page),
         }
@@ -661,15 +854,25 @@ impl Invoker {
 
     /// Sends the request: the status, the answer (JSON, or its text under `text`, cut
     /// at the configured size), its `Link` and how long it says to wait.
-    async fn send(&self, prepared: &PreparedRequest) -> Result<Page, String> {
+    async fn send(&self, route: &Route<'_>, prepared: &PreparedRequest) -> Result<Page, String> {
         let method =
             reqwest::Method::from_bytes(prepared.method.as_bytes()).map_err(|e| e.to_string())?;
-        let mut builder = self.http.request(method, prepared.url.clone());
+        let mut builder = route.client.request(method, prepared.url.clone());
         for (name, value) in &prepared.headers {
             builder = builder.header(name, value);
         }
-        if let Some(body) = &prepared.body {
-            builder = builder.json(body);
+        if let Some((keys, service)) = route.aws {
+            // Signed as sent: each page of a list has its own signature.
+            let signed =
+                signing::aws_headers(prepared, keys, service, std::time::SystemTime::now())?;
+            for (name, value) in signed {
+                builder = builder.header(name, value);
+            }
+        }
+        if let Some((bytes, media)) = prepared.encoded_body() {
+            builder = builder
+                .header(reqwest::header::CONTENT_TYPE, media)
+                .body(bytes);
         }
         let mut response = builder.send().await.map_err(|e| describe(&e))?;
         let headers = response.headers();
@@ -690,6 +893,7 @@ impl Invoker {
             somagent_common::clock::unix_now(),
         );
         let link = header("link");
+        let xml = header("content-type").is_some_and(|t| t.contains("xml"));
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| describe(&e))? {
             let room = self.config.max_response_bytes.saturating_sub(bytes.len());
@@ -698,8 +902,12 @@ impl Invoker {
                 break;
             }
         }
-        let body = serde_json::from_slice::<Value>(&bytes)
-            .unwrap_or_else(|_| json!({"text": String::from_utf8_lossy(&bytes)}));
+        let body = serde_json::from_slice::<Value>(&bytes).unwrap_or_else(|_| {
+            let text = String::from_utf8_lossy(&bytes);
+            xml.then(|| crate::domain::xml::to_json(&text).ok())
+                .flatten()
+                .unwrap_or_else(|| json!({"text": text}))
+        });
         Ok(Page {
             status,
             body,
@@ -724,9 +932,6 @@ impl Invoker {
         record.duration_ms = i64::try_from(took.as_millis()).unwrap_or(i64::MAX);
         record.cost_micros = cost_micros;
         let tenant = &principal.tenant;
-        if let Err(e) = self.registry.store.record(tenant, record).await {
-            tracing::error!(error = %e, "a tool invocation could not be logged");
-        }
         let audit = AuditRecord::by("tool", "tool.invoked", principal)
             .on("tool", Some(&record.tool_id))
             .action(record.action.clone())
@@ -762,8 +967,17 @@ impl Invoker {
         if let Some(usage) = &usage {
             events.push((topics::BILLING_USAGE, tenant.as_str(), usage));
         }
-        if let Err(e) = self.registry.outbox.publish_many(&events).await {
-            tracing::error!(error = %e, "a tool invocation's audit record and usage could not be stored");
+        // The log row, the audit record and the usage event commit together: one
+        // commit on the call's path.
+        let store = &self.registry.store;
+        let written = async {
+            let mut tx = store.begin().await?;
+            store.record(&mut tx, tenant, record).await?;
+            self.registry.outbox.commit_and_publish(tx, &events).await
+        }
+        .await;
+        if let Err(e) = written {
+            tracing::error!(error = %e, "a tool invocation, its audit record and usage could not be stored");
         }
     }
 

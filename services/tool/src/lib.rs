@@ -7,8 +7,10 @@
 //! `egress` (where tools may send requests), `config.rs`. Tools come from OpenAPI 3
 //! documents a tenant gives; built-in adapters and MCP mounts are not served yet.
 
+mod access;
 pub mod adapters;
 mod api;
+mod browser;
 pub mod config;
 pub mod domain;
 mod egress;
@@ -88,6 +90,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             ServiceCredential::load(&config.data_dir, &SPEC)?,
         ),
         http: invocations::http_client(&settings)?,
+        access: access::Access::new(settings.allow_private_networks),
+        browser: browser::Browser::detect(&settings.chromium, settings.allow_private_networks),
         config: settings,
         sandbox: Arc::new(sandbox::Sandbox::detect().await),
         schemas: invocations::SchemaCache::default(),

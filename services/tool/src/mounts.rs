@@ -13,7 +13,6 @@ use somagent_common::error::{ApiError, ErrorCode};
 use crate::domain::manifest::MAX_TIMEOUT;
 use crate::domain::openapi::ToolDefaults;
 use crate::domain::{code, mcp};
-use crate::egress;
 use crate::invocations::Invoker;
 use crate::mcp_client;
 use crate::tools::{MAX_CREDENTIAL, ToolView, check_new_id};
@@ -22,7 +21,8 @@ use crate::tools::{MAX_CREDENTIAL, ToolView, check_new_id};
 #[derive(Debug, Clone)]
 pub struct NewMcpTool {
     pub id: String,
-    /// The server's Streamable HTTP endpoint.
+    /// The server's Streamable HTTP endpoint, or `stdio:<name>` for a server the
+    /// operator allows over stdio.
     pub url: String,
     /// Sent as a bearer token, and kept sealed as the tool's credential.
     pub credential: String,
@@ -49,30 +49,41 @@ impl Invoker {
                 "is at most 16384 characters",
             ));
         }
-        let url = url::Url::parse(&asked.url)
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
-            .ok_or_else(|| ApiError::validation("mcp.url", "is an http or https URL"))?;
-        if !self.config.allow_private_networks {
-            egress::check_literal(&url).map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
-        }
+        let url = match asked.url.strip_prefix(mcp_client::STDIO) {
+            Some(name) => {
+                if !self.config.mcp_commands.contains_key(name) {
+                    let allowed: Vec<&String> = self.config.mcp_commands.keys().collect();
+                    return Err(ApiError::validation(
+                        "mcp.command",
+                        "names an MCP server the operator allows (tool.mcp_commands)",
+                    )
+                    .with_details(serde_json::json!({"allowed": allowed})));
+                }
+                asked.url.clone()
+            }
+            None => url::Url::parse(&asked.url)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && !u.cannot_be_a_base())
+                .ok_or_else(|| ApiError::validation("mcp.url", "is an http or https URL"))?
+                .to_string(),
+        };
         let bearer = Some(asked.credential.as_str()).filter(|c| !c.is_empty());
-        let (server, tools) =
-            tokio::time::timeout(LISTING, mcp_client::list(&self.http, url.as_str(), bearer))
-                .await
-                .map_err(|_| {
-                    ApiError::new(
-                        ErrorCode::Timeout,
-                        "the MCP server did not list its tools in time",
-                    )
-                })?
-                .map_err(|reason| {
-                    ApiError::new(
-                        ErrorCode::UpstreamFailed,
-                        "the MCP server could not be mounted",
-                    )
-                    .with_details(serde_json::json!({"reason": reason}))
-                })?;
+        let endpoint = self.mcp_endpoint(&url, bearer, LISTING)?;
+        let (server, tools) = tokio::time::timeout(LISTING, mcp_client::list(&endpoint))
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    ErrorCode::Timeout,
+                    "the MCP server did not list its tools in time",
+                )
+            })?
+            .map_err(|reason| {
+                ApiError::new(
+                    ErrorCode::UpstreamFailed,
+                    "the MCP server could not be mounted",
+                )
+                .with_details(serde_json::json!({"reason": reason}))
+            })?;
         let defaults = ToolDefaults {
             id: asked.id.clone(),
             base_url: None,
@@ -81,9 +92,8 @@ impl Invoker {
             price_micros: asked.price_micros,
             requires_approval: asked.requires_approval,
         };
-        let manifest =
-            mcp::manifest_from(url.as_str(), &server, &tools, &defaults, bearer.is_some())
-                .map_err(|e| ApiError::validation(&e.field, e.message))?;
+        let manifest = mcp::manifest_from(&url, &server, &tools, &defaults, bearer.is_some())
+            .map_err(|e| ApiError::validation(&e.field, e.message))?;
         let mut view = self.registry.add(principal, "mcp", manifest).await?;
         if let Some(credential) = bearer {
             self.registry
@@ -135,5 +145,27 @@ impl Invoker {
             }
         };
         self.registry.add(principal, "sandbox", manifest).await
+    }
+}
+
+impl Invoker {
+    /// Turns on the browser tool for the tenant, under `id`. Pages run scripts and reach
+    /// the web on the tenant's behalf: a tenant admin's decision.
+    pub async fn enable_browser(
+        &self,
+        principal: &Principal,
+        id: &str,
+        timeout: Option<Duration>,
+        price_micros: i64,
+    ) -> Result<ToolView, ApiError> {
+        principal.require(Capability::ToolsWrite)?;
+        principal.require(Capability::TenantAdmin)?;
+        check_new_id(id)?;
+        if price_micros < 0 {
+            return Err(ApiError::validation("price_micros", "is not negative"));
+        }
+        let timeout = timeout.unwrap_or(Duration::from_secs(45)).min(MAX_TIMEOUT);
+        let manifest = crate::domain::browser::browser_tool(id, timeout, price_micros);
+        self.registry.add(principal, "browser", manifest).await
     }
 }

@@ -218,15 +218,17 @@ impl Sandbox {
             .await
     }
 
-    async fn spawn(
+    /// The launcher's command for `program`: confined as `confinement` says, in new
+    /// namespaces when `namespace`, with a clean environment (PATH, LANG and `env`), in
+    /// its own process group.
+    fn command(
         &self,
         program: &str,
         args: &[String],
         confinement: &Confinement,
         namespace: bool,
-        stdin: &[u8],
-        limits: &Limits,
-    ) -> Result<Ran, String> {
+        env: &[(String, String)],
+    ) -> Result<tokio::process::Command, String> {
         let spec = serde_json::to_string(confinement).map_err(|e| e.to_string())?;
         let mut command = if namespace {
             let mut c = tokio::process::Command::new("unshare");
@@ -245,24 +247,77 @@ impl Sandbox {
             .env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
             .env("LANG", "C.UTF-8")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0)
             .kill_on_drop(true);
+        Ok(command)
+    }
+
+    /// Starts a program that keeps running while its caller talks to it over its
+    /// stdin and stdout (an MCP server over stdio), confined like any run, with `env`
+    /// and the directories in `read` readable besides the system's. It is killed with
+    /// everything it started when the handle is dropped, or by its CPU-time limit.
+    pub fn start(
+        &self,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        read: &[PathBuf],
+        network: bool,
+        limits: &Limits,
+    ) -> Result<Started, String> {
+        self.ready()?;
+        let dir = tempfile::Builder::new()
+            .prefix("somagent-sandbox-")
+            .tempdir()
+            .map_err(|e| format!("no private directory: {e}"))?;
+        let mut readable = self.readable.clone();
+        readable.extend(read.iter().filter(|p| p.exists()).cloned());
+        let confinement = Confinement {
+            workdir: dir.path().to_owned(),
+            readable,
+            cpu_seconds: limits.cpu_seconds,
+            memory_bytes: limits.memory_bytes,
+            file_bytes: limits.file_bytes,
+            deny_network: !network,
+        };
+        let mut command = self.command(program, args, &confinement, !network, env)?;
+        command.stderr(Stdio::null());
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("the sandbox cannot start: {e}"))?;
+        let group = child.id().and_then(|id| i32::try_from(id).ok());
+        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+            return Err("the sandboxed program's input and output are not reachable".into());
+        };
+        Ok(Started {
+            stdin: Some(stdin),
+            stdout: Some(stdout),
+            _child: child,
+            group,
+            _dir: dir,
+        })
+    }
+
+    async fn spawn(
+        &self,
+        program: &str,
+        args: &[String],
+        confinement: &Confinement,
+        namespace: bool,
+        stdin: &[u8],
+        limits: &Limits,
+    ) -> Result<Ran, String> {
+        let mut command = self.command(program, args, confinement, namespace, &[])?;
         let started = Instant::now();
         let mut child = command
             .spawn()
             .map_err(|e| format!("the sandbox cannot start: {e}"))?;
         let group = child.id().and_then(|id| i32::try_from(id).ok());
-        let kill_group = move || {
-            if let Some(pgid) = group {
-                let _ = nix::sys::signal::killpg(
-                    nix::unistd::Pid::from_raw(pgid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        };
+        let kill_group = move || kill_process_group(group);
         if let Some(mut input) = child.stdin.take() {
             let stdin = stdin.to_vec();
             tokio::spawn(async move {
@@ -315,6 +370,31 @@ impl Sandbox {
     }
 }
 
+fn kill_process_group(group: Option<i32>) {
+    if let Some(pgid) = group {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
+/// A program started by [`Sandbox::start`]: its input and output, taken by whoever
+/// talks to it; dropping the handle kills its process group and removes its directory.
+pub struct Started {
+    pub stdin: Option<tokio::process::ChildStdin>,
+    pub stdout: Option<tokio::process::ChildStdout>,
+    _child: tokio::process::Child,
+    group: Option<i32>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        kill_process_group(self.group);
+    }
+}
+
 /// Reads at most `max` bytes; true if there was more (the rest is not read).
 async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut from: R, max: usize) -> (String, bool) {
     let mut kept = Vec::new();
@@ -339,12 +419,45 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(mut from: R, max: usize) -
 pub fn exec_if_asked() {
     let mut args = std::env::args_os();
     let _exe = args.next();
-    if args.next().as_deref() != Some(std::ffi::OsStr::new(EXEC)) {
-        return;
-    }
-    let Err(why) = launch(args.collect());
+    let asked = args.next();
+    let Err(why) = match asked.as_deref() {
+        Some(a) if a == EXEC => launch(args.collect()),
+        Some(a) if a == BOUND => launch_bound(args.collect()),
+        _ => return,
+    };
     eprintln!("sandbox: {why}");
     std::process::exit(LAUNCH_FAILED);
+}
+
+/// The argument that makes this executable start a program bound to its parent.
+const BOUND: &str = "__bound-exec";
+
+/// A command that runs `program` killed when the process that started it dies (a
+/// helper such as the browser must not outlive the service, even one killed hard).
+pub fn bound_command(program: &Path) -> tokio::process::Command {
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let mut command = tokio::process::Command::new(exe);
+    command.arg(BOUND).arg("--").arg(program);
+    command
+}
+
+fn launch_bound(args: Vec<OsString>) -> Result<Infallible, String> {
+    let [separator, program, rest @ ..] = args.as_slice() else {
+        return Err("usage: __bound-exec -- <program> [args]".into());
+    };
+    if separator != "--" {
+        return Err("usage: __bound-exec -- <program> [args]".into());
+    }
+    let parent = nix::unistd::getppid();
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("cannot bind to the parent: {e}"))?;
+    // The parent may have died before the binding took.
+    if nix::unistd::getppid() != parent {
+        return Err("the parent is gone".into());
+    }
+    use std::os::unix::process::CommandExt;
+    let error = std::process::Command::new(program).args(rest).exec();
+    Err(format!("cannot run {}: {error}", program.to_string_lossy()))
 }
 
 fn launch(args: Vec<OsString>) -> Result<Infallible, String> {

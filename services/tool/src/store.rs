@@ -270,7 +270,19 @@ impl ToolStore {
         Ok(done)
     }
 
-    pub async fn record(&self, tenant: &TenantId, r: &InvocationRecord) -> Result<(), DbError> {
+    /// A transaction of the tool service's database, for writes that commit with the
+    /// outbox's events.
+    pub async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Any>, DbError> {
+        self.db.begin().await
+    }
+
+    /// Logs an invocation in `tx` (committed with its audit and usage events).
+    pub async fn record(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        tenant: &TenantId,
+        r: &InvocationRecord,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO tool_invocations (tenant_id, id, tool_id, action, subject, session_id, outcome, \
              status, duration_ms, cost_micros, created_at, approved_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
@@ -287,7 +299,7 @@ impl ToolStore {
         .bind(r.cost_micros)
         .bind(r.created_at)
         .bind(&r.approved_by)
-        .execute(self.db.pool())
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }

@@ -273,6 +273,9 @@ impl Registry {
                 "this tool authenticates with nothing: it takes no credential",
             ));
         }
+        // A cloud credential is a document: its faults are told now, not at the first call.
+        crate::domain::credentials::Credential::read(&tool.manifest.auth, credential)
+            .map_err(|e| ApiError::validation(&e.field, e.message))?;
         let sealed = self.sealer.seal(
             credential.as_bytes(),
             &credential_binding(&principal.tenant, id),

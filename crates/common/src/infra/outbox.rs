@@ -3,9 +3,10 @@
 //! publishes whatever is left (the bus was down, the process died in between). Delivery
 //! is at least once; consumers deduplicate on the event id.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sqlx::Row;
+use sqlx::{Any, Row, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::db::{Db, DbError};
@@ -20,11 +21,19 @@ const RELAY_EVERY: Duration = Duration::from_millis(500);
 pub struct Outbox {
     db: Db,
     events: EventBus,
+    /// Events published whose rows are still to be cleared: the relay's next round
+    /// clears them in one transaction, long before it would send them again (rows
+    /// younger than [`SETTLE`] are not relayed), so a publish pays for one commit.
+    published: Arc<Mutex<Vec<String>>>,
 }
 
 impl Outbox {
     pub fn new(db: Db, events: EventBus) -> Self {
-        Self { db, events }
+        Self {
+            db,
+            events,
+            published: Arc::default(),
+        }
     }
 
     /// Makes `event` durable, then publishes it. Once this returns Ok the event will
@@ -33,15 +42,24 @@ impl Outbox {
         self.publish_many(&[(topic, key, event)]).await
     }
 
-    /// [`Outbox::publish`] for several events at once: made durable in one
-    /// transaction, published, then cleared in one transaction, so a use case that
-    /// emits an audit record and a usage event pays for two commits, not four.
+    /// [`Outbox::publish`] for several events at once, made durable in one commit.
     pub async fn publish_many(&self, events: &[(&str, &str, &Envelope)]) -> Result<(), DbError> {
         if events.is_empty() {
             return Ok(());
         }
+        let tx = self.db.begin().await?;
+        self.commit_and_publish(tx, events).await
+    }
+
+    /// Commits `tx`, which holds a use case's own writes (an invocation's log row),
+    /// with `events` added to the outbox, then publishes them: the record and its events
+    /// become durable together, in one commit. `tx` must be of this outbox's database.
+    pub async fn commit_and_publish(
+        &self,
+        mut tx: Transaction<'static, Any>,
+        events: &[(&str, &str, &Envelope)],
+    ) -> Result<(), DbError> {
         let now = unix_now_ms();
-        let mut tx = self.db.begin().await?;
         for (topic, key, event) in events {
             let payload =
                 serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
@@ -66,18 +84,39 @@ impl Outbox {
                 }
             }
         }
-        if sent.is_empty() {
+        self.published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(sent);
+        Ok(())
+    }
+
+    /// Clears the rows of the events published since the last round, in one
+    /// transaction (put back to try again if it fails).
+    async fn clear_published(&self) -> Result<(), DbError> {
+        let ids = std::mem::take(&mut *self.published.lock().unwrap_or_else(|e| e.into_inner()));
+        if ids.is_empty() {
             return Ok(());
         }
-        let mut tx = self.db.begin().await?;
-        for id in &sent {
-            sqlx::query("DELETE FROM outbox WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+        let cleared = async {
+            let mut tx = self.db.begin().await?;
+            for id in &ids {
+                sqlx::query("DELETE FROM outbox WHERE id = $1")
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok::<_, DbError>(())
         }
-        tx.commit().await?;
-        Ok(())
+        .await;
+        if cleared.is_err() {
+            self.published
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(ids);
+        }
+        cleared
     }
 
     async fn sent(&self, id: &str) -> Result<(), DbError> {
@@ -90,6 +129,7 @@ impl Outbox {
 
     /// Publishes what is left over, oldest first; the number published.
     pub async fn relay_once(&self) -> Result<usize, DbError> {
+        self.clear_published().await?;
         let settled = unix_now_ms() - SETTLE.as_millis() as i64;
         let rows = sqlx::query(
             "SELECT id, topic, event_key, payload FROM outbox WHERE created_at < $1 ORDER BY created_at LIMIT 200",

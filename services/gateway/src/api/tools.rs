@@ -123,6 +123,11 @@ pub struct NewTool {
     /// this id; tenant admins only. Or give `openapi` or `mcp`.
     #[serde(default)]
     sandbox: Option<SandboxBody>,
+    /// Turns on the browser tool (pages in a headless Chromium, as Playwright drives
+    /// it: read, click, fill forms, evaluate, screenshot) under this id; tenant admins
+    /// only. Give it as `{}`.
+    #[serde(default)]
+    browser: Option<BrowserBody>,
     /// Overrides the document's first server.
     #[serde(default)]
     base_url: Option<String>,
@@ -140,6 +145,11 @@ pub struct NewTool {
     requires_approval: bool,
 }
 
+/// The browser tool has no settings of its own yet.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BrowserBody {}
+
 /// What code run in the sandbox may reach.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -153,12 +163,18 @@ pub struct SandboxBody {
     runner: String,
 }
 
-/// An MCP server reached over Streamable HTTP.
+/// An MCP server reached over Streamable HTTP (`url`), or one the operator allows over
+/// stdio (`command`, a name from `tool.mcp_commands`), started in the sandbox for each
+/// call.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct McpServer {
     /// Its endpoint, e.g. `https://mcp.example.com/mcp`.
+    #[serde(default)]
     url: String,
+    /// The name of a stdio server the operator allows.
+    #[serde(default)]
+    command: String,
     /// Sent as a bearer token when listing and calling its tools; kept sealed as the
     /// tool's credential (replace it with `PUT /v1/tools/{id}/credentials`).
     #[serde(default)]
@@ -168,13 +184,38 @@ pub struct McpServer {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialBody {
-    /// The secret the tool's API takes (a token, an API key, `email:api_token`).
+    /// The secret the tool's API takes: a token, an API key, `email:api_token`; or, for
+    /// the cloud tools, a document (given as an object or as its JSON text): AWS access
+    /// keys `{access_key_id, secret_access_key, session_token?, region}`, an Azure AD
+    /// application `{tenant_id, client_id, client_secret, subscription_id}`, a GCP
+    /// service account's key file, or for Kubernetes a kubeconfig's text (YAML).
     #[serde(default)]
-    credential: String,
+    #[schema(value_type = serde_json::Value)]
+    credential: CredentialText,
     /// Where the tenant's instance is served (a Jira site, GitHub Enterprise, a
     /// self-hosted GitLab): calls go there instead of the tool's default.
     #[serde(default)]
     base_url: String,
+}
+
+/// A credential as text, or as a JSON document sent as its text.
+#[derive(Deserialize, Default)]
+#[serde(untagged)]
+enum CredentialText {
+    #[default]
+    Absent,
+    Text(String),
+    Document(serde_json::Map<String, serde_json::Value>),
+}
+
+impl CredentialText {
+    fn into_text(self) -> String {
+        match self {
+            Self::Absent => String::new(),
+            Self::Text(text) => text,
+            Self::Document(document) => serde_json::Value::Object(document).to_string(),
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -275,7 +316,20 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<ToolView>), ApiError> {
     auth.principal.require(Capability::ToolsWrite)?;
     let b = json_body(body)?;
-    let (mcp_url, credential) = b.mcp.map(|m| (m.url, m.credential)).unwrap_or_default();
+    let (mcp_url, credential) = match b.mcp {
+        None => Default::default(),
+        Some(m) => match (m.url.is_empty(), m.command.is_empty()) {
+            (false, true) => (m.url, m.credential),
+            // The tool service stores a stdio server's mount under `stdio:<name>`.
+            (true, false) => (format!("stdio:{}", m.command), m.credential),
+            _ => {
+                return Err(ApiError::validation(
+                    "mcp",
+                    "has a url or a command, not both",
+                ));
+            }
+        },
+    };
     let request = pb::CreateToolRequest {
         id: b.id,
         openapi_json: b.openapi.map(|d| d.to_string()).unwrap_or_default(),
@@ -287,6 +341,7 @@ pub async fn create(
         mcp_url,
         credential,
         sandbox: b.sandbox.is_some(),
+        browser: b.browser.is_some(),
         sandbox_network: b.sandbox.as_ref().is_some_and(|s| s.network),
         sandbox_runner: b.sandbox.map(|s| s.runner).unwrap_or_default(),
     };
@@ -357,7 +412,7 @@ pub async fn put_credential(
         .clone()
         .put_credential(auth.forward(pb::PutCredentialRequest {
             id,
-            credential: b.credential,
+            credential: b.credential.into_text(),
             base_url: b.base_url,
         }))
         .answer()

@@ -22,10 +22,9 @@ pub struct ToolGrpc {
     pub invoker: Invoker,
 }
 
-fn tool_message(view: ToolView) -> pb::Tool {
+fn tool_message(invoker: &Invoker, view: ToolView) -> pb::Tool {
     let m = view.tool.manifest;
-    let unavailable = crate::domain::code::unavailable(&m, crate::domain::code::find_terraform())
-        .unwrap_or_default();
+    let unavailable = invoker.unavailable(&m).unwrap_or_default();
     let ready = (!m.auth.needs_credential() || view.credential_set)
         && (!m.site_required || view.tool.site_set)
         && unavailable.is_empty();
@@ -44,6 +43,10 @@ fn tool_message(view: ToolView) -> pb::Tool {
             AuthScheme::Header { .. } => "header",
             AuthScheme::Query { .. } => "query",
             AuthScheme::Basic => "basic",
+            AuthScheme::AwsSigV4 => "aws_sig_v4",
+            AuthScheme::AzureClientCredentials { .. } => "azure_client_credentials",
+            AuthScheme::GoogleServiceAccount { .. } => "google_service_account",
+            AuthScheme::Kubeconfig => "kubeconfig",
         }
         .into(),
         credential_set: view.credential_set,
@@ -96,7 +99,10 @@ impl ToolService for ToolGrpc {
         let principal = caller(&request)?;
         let tools = self.invoker.registry.list(&principal).await?;
         Ok(Response::new(pb::ListToolsResponse {
-            tools: tools.into_iter().map(tool_message).collect(),
+            tools: tools
+                .into_iter()
+                .map(|t| tool_message(&self.invoker, t))
+                .collect(),
         }))
     }
 
@@ -110,7 +116,7 @@ impl ToolService for ToolGrpc {
             .registry
             .get(&principal, &request.get_ref().id)
             .await?;
-        Ok(Response::new(tool_message(view)))
+        Ok(Response::new(tool_message(&self.invoker, view)))
     }
 
     async fn create_tool(
@@ -124,6 +130,11 @@ impl ToolService for ToolGrpc {
             .filter(|n| *n > 0)
             .map(Duration::from_millis);
         let view = match (r.openapi_json.is_empty(), r.mcp_url.is_empty()) {
+            (true, true) if r.browser && !r.sandbox => {
+                self.invoker
+                    .enable_browser(&principal, &r.id, timeout, r.price_micros)
+                    .await?
+            }
             (true, true) if r.sandbox => {
                 self.invoker
                     .enable_sandboxed(
@@ -168,7 +179,7 @@ impl ToolService for ToolGrpc {
                 .into());
             }
         };
-        Ok(Response::new(tool_message(view)))
+        Ok(Response::new(tool_message(&self.invoker, view)))
     }
 
     async fn delete_tool(

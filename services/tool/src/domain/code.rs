@@ -174,6 +174,7 @@ pub fn code_tool(id: &str, network: bool, timeout: Duration, price_micros: i64) 
         headers: Default::default(),
         pagination: None,
         mcp: false,
+        browser: false,
         sandbox: Some(SandboxPolicy { network }),
         actions: vec![
             action(
@@ -238,6 +239,7 @@ pub fn terraform_tool(
         headers: Default::default(),
         pagination: None,
         mcp: false,
+        browser: false,
         sandbox: Some(SandboxPolicy { network }),
         actions: vec![
             action("validate", "terraform-validate", "Check a configuration: syntax, references, types.", false),

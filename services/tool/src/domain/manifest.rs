@@ -41,6 +41,10 @@ pub struct ToolManifest {
     /// named by its `remote`, rather than an HTTP binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxPolicy>,
+    /// Pages driven in a headless browser: each action a browser operation named by
+    /// its `remote`, rather than an HTTP binding.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub browser: bool,
     pub actions: Vec<Action>,
 }
 
@@ -57,6 +61,9 @@ pub struct SandboxPolicy {
 pub enum Pagination {
     /// RFC 8288 `Link: <url>; rel="next"` (GitHub, GitLab); each page a JSON array.
     LinkHeader,
+    /// The next page's whole URL in the answer at `next` (a JSON Pointer; Azure's
+    /// `nextLink`); the pages' arrays at `items` joined.
+    NextUrl { next: String, items: String },
     /// A cursor in the answer at `next` (a JSON Pointer), sent back as `param` (a query
     /// parameter for GET, a body field otherwise); the pages' arrays at `items` joined.
     Cursor {
@@ -86,6 +93,23 @@ pub enum AuthScheme {
     },
     /// `user:password` as HTTP basic authentication.
     Basic,
+    /// AWS Signature Version 4 with the tenant's access keys; each action names the
+    /// service it signs for (`http.service`).
+    AwsSigV4,
+    /// Azure AD (Entra ID) client credentials: a bearer token for `scope` from
+    /// `token_url` (which may name `{$tenant_id}`).
+    AzureClientCredentials {
+        token_url: String,
+        scope: String,
+    },
+    /// A GCP service-account key signs a JWT, exchanged at its token URI for a bearer
+    /// token for `scope`.
+    GoogleServiceAccount {
+        scope: String,
+    },
+    /// A kubeconfig: its API server (which replaces `base_url`), the CA to trust it by,
+    /// and a bearer token or a client certificate.
+    Kubeconfig,
 }
 
 impl AuthScheme {
@@ -166,6 +190,26 @@ pub struct HttpBinding {
     /// takes `max_pages`.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paginated: bool,
+    /// The API the request is for, where one tool spans several (AWS's `s3`, `ec2`;
+    /// GCP's `storage`, `compute`): `{$service}` in the base URL, and what an AWS
+    /// signature is scoped to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// The body's media type when it is not `application/json` (a merge patch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The body argument, a string, sent as it is rather than as JSON (an object's
+    /// content).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub raw_body: bool,
+    /// The API's name for a query argument, where it is not a name a model can use
+    /// (`max-keys`, `InstanceId`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query_names: BTreeMap<String, String>,
+    /// A list argument in the query as `Name.1=a&Name.2=b` (AWS's query APIs) rather
+    /// than the name repeated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub numbered_lists: bool,
 }
 
 /// Why a manifest cannot be used, naming the part.
@@ -200,8 +244,11 @@ impl ToolManifest {
                 "must be 2-63 lowercase letters, digits or -, starting with a letter or digit",
             ));
         }
-        if self.sandbox.is_none() {
-            let base = url::Url::parse(&self.base_url)
+        // A stdio MCP server is named (`stdio:<name>`), not reached at a URL.
+        let stdio = self.mcp && self.base_url.starts_with("stdio:");
+        if self.sandbox.is_none() && !self.browser && !stdio {
+            // `{$region}` and the like are filled from the credential when called.
+            let base = url::Url::parse(&self.base_url.replace("{$", "x").replace('}', "x"))
                 .map_err(|e| ManifestError::new("base_url", e.to_string()))?;
             if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
                 return Err(ManifestError::new("base_url", "is an http or https URL"));
@@ -250,7 +297,7 @@ impl ToolManifest {
             if action.price_micros < 0 {
                 return Err(ManifestError::new(at("price_micros"), "is not negative"));
             }
-            if self.mcp || self.sandbox.is_some() {
+            if self.mcp || self.sandbox.is_some() || self.browser {
                 if action.remote.as_deref().is_none_or(str::is_empty) {
                     return Err(ManifestError::new(at("remote"), "names what runs it"));
                 }
@@ -262,6 +309,18 @@ impl ToolManifest {
                 return Err(ManifestError::new(
                     at("http.paginated"),
                     "needs the tool's pagination",
+                ));
+            }
+            if matches!(self.auth, AuthScheme::AwsSigV4) && action.http.service.is_none() {
+                return Err(ManifestError::new(
+                    at("http.service"),
+                    "names the AWS service the request is signed for",
+                ));
+            }
+            if action.http.raw_body && action.http.body.as_deref().is_none_or(|b| b == "*") {
+                return Err(ManifestError::new(
+                    at("http.raw_body"),
+                    "needs the one argument sent as the body",
                 ));
             }
             if action.http.graphql.is_some() && action.http.body.is_some() {

@@ -93,6 +93,7 @@ pub fn manifest_from(
         pagination: None,
         mcp: true,
         sandbox: None,
+        browser: false,
         actions,
     };
     manifest.check()?;

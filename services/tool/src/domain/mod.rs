@@ -4,9 +4,13 @@
 //! MCP server becomes a tool; the code tool.
 
 pub mod arguments;
+pub mod browser;
 pub mod code;
+pub mod credentials;
 pub mod manifest;
 pub mod mcp;
 pub mod openapi;
 pub mod paging;
 pub mod request;
+pub mod signing;
+pub mod xml;

@@ -118,6 +118,7 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
         pagination: None,
         mcp: false,
         sandbox: None,
+        browser: false,
         actions,
     };
     manifest.check()?;
@@ -154,8 +155,7 @@ fn operation_arguments(
         query: Vec::new(),
         headers: Vec::new(),
         body: None,
-        graphql: None,
-        paginated: false,
+        ..HttpBinding::default()
     };
     let own = operation.get("parameters").cloned().unwrap_or(json!([]));
     // An operation's parameter overrides the path item's of the same name and place.

@@ -49,6 +49,10 @@ pub fn next_request(
         Pagination::LinkHeader => {
             next.url = next_link(page.link.as_deref()?, &request.url)?;
         }
+        Pagination::NextUrl { next: at, .. } => {
+            let link = page.body.pointer(at)?.as_str().filter(|l| !l.is_empty())?;
+            next.url = request.url.join(link).ok()?;
+        }
         Pagination::Cursor {
             next: at, param, ..
         } => {
@@ -89,7 +93,7 @@ pub fn join(joined: &mut Page, page: Page, pagination: &Pagination) {
                 items.extend(more);
             }
         }
-        Pagination::Cursor { next, items, .. } => {
+        Pagination::Cursor { next, items, .. } | Pagination::NextUrl { next, items } => {
             let more = match page.body.pointer(items) {
                 Some(Value::Array(more)) => more.clone(),
                 _ => Vec::new(),
@@ -128,6 +132,8 @@ mod tests {
             url: url::Url::parse(url).unwrap(),
             headers: vec![("authorization".into(), "Bearer t".into())],
             body: None,
+            raw_body: false,
+            content_type: None,
         }
     }
 

@@ -24,6 +24,28 @@ pub struct PreparedRequest {
     pub url: url::Url,
     pub headers: Vec<(String, String)>,
     pub body: Option<Value>,
+    /// The body, a string, is sent as it is rather than as JSON.
+    pub raw_body: bool,
+    /// The body's media type when it is not `application/json`.
+    pub content_type: Option<String>,
+}
+
+impl PreparedRequest {
+    /// The body's bytes and media type, as sent (and as an AWS signature covers them).
+    pub fn encoded_body(&self) -> Option<(Vec<u8>, String)> {
+        let body = self.body.as_ref()?;
+        let (bytes, default_type) = match body {
+            Value::String(text) if self.raw_body => {
+                (text.as_bytes().to_vec(), "application/octet-stream")
+            }
+            other => (
+                serde_json::to_vec(other).unwrap_or_default(),
+                "application/json",
+            ),
+        };
+        let media = self.content_type.as_deref().unwrap_or(default_type);
+        Some((bytes, media.to_owned()))
+    }
 }
 
 impl std::fmt::Debug for PreparedRequest {
@@ -73,6 +95,10 @@ pub fn check_binding(binding: &HttpBinding, schema: &Value) -> Result<(), String
         .map(|r| r.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default();
     for raw in path_arguments(&binding.path)? {
+        // `{$name}` is the credential's (a project id), not an argument.
+        if raw.starts_with('$') {
+            continue;
+        }
         let name = raw.strip_prefix('+').unwrap_or(raw);
         if !declared(name) || !required.contains(&name) {
             return Err(format!(
@@ -100,6 +126,39 @@ pub struct Target<'a> {
     pub base_url: &'a str,
     pub auth: &'a AuthScheme,
     pub headers: &'a std::collections::BTreeMap<String, String>,
+    /// What `{$name}` stands for in the base URL and paths: the credential's region,
+    /// project or subscription (never a secret).
+    pub variables: &'a std::collections::BTreeMap<String, String>,
+}
+
+/// The base URL with `{$name}`s filled: the credential's variables, and the action's
+/// `service`.
+pub fn resolve_base(
+    base_url: &str,
+    variables: &std::collections::BTreeMap<String, String>,
+    service: Option<&str>,
+) -> Result<String, String> {
+    let mut resolved = String::with_capacity(base_url.len());
+    let mut rest = base_url;
+    while let Some(open) = rest.find("{$") {
+        resolved.push_str(&rest[..open]);
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| "the base URL has an unclosed `{$`".to_owned())?;
+        let name = &rest[open + 2..open + close];
+        let value = match name {
+            "service" => service.map(str::to_owned),
+            _ => variables.get(name).cloned(),
+        }
+        .ok_or_else(|| format!("the credential gives no `{name}` for the tool's URL"))?;
+        if !crate::domain::credentials::is_name(&value) {
+            return Err(format!("`{name}` is not a name a URL can hold"));
+        }
+        resolved.push_str(&value);
+        rest = &rest[open + close + 1..];
+    }
+    resolved.push_str(rest);
+    Ok(resolved)
 }
 
 pub fn prepare(
@@ -108,13 +167,26 @@ pub fn prepare(
     arguments: &Map<String, Value>,
     credential: Option<&str>,
 ) -> Result<PreparedRequest, String> {
-    let (base_url, auth) = (target.base_url, target.auth);
+    let auth = target.auth;
+    let base_url = resolve_base(
+        target.base_url,
+        target.variables,
+        binding.service.as_deref(),
+    )?;
     let mut used: Vec<&str> = Vec::new();
     let mut path = String::new();
     let mut rest = binding.path.as_str();
     for raw in path_arguments(&binding.path)? {
         let open = rest.find('{').unwrap_or(rest.len());
         path.push_str(&rest[..open]);
+        if let Some(variable) = raw.strip_prefix('$') {
+            let value = target.variables.get(variable).ok_or_else(|| {
+                format!("the credential gives no `{variable}` for the request's path")
+            })?;
+            path.push_str(&percent_encoding::utf8_percent_encode(value, SEGMENT).to_string());
+            rest = &rest[open + raw.len() + 2..];
+            continue;
+        }
         // `{+name}` spans segments (a file's path): each is encoded on its own.
         let (name, spans) = match raw.strip_prefix('+') {
             Some(name) => (name, true),
@@ -153,15 +225,21 @@ pub fn prepare(
         let mut pairs = url.query_pairs_mut();
         for name in &binding.query {
             used.push(name);
+            let sent = binding.query_names.get(name).unwrap_or(name);
             match arguments.get(name) {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(items)) => {
-                    for item in items {
-                        pairs.append_pair(name, &scalar(item).unwrap_or_default());
+                    for (i, item) in items.iter().enumerate() {
+                        let value = scalar(item).unwrap_or_default();
+                        if binding.numbered_lists {
+                            pairs.append_pair(&format!("{sent}.{}", i + 1), &value);
+                        } else {
+                            pairs.append_pair(sent, &value);
+                        }
                     }
                 }
                 Some(value) => {
-                    pairs.append_pair(name, &scalar(value).unwrap_or_else(|| value.to_string()));
+                    pairs.append_pair(sent, &scalar(value).unwrap_or_else(|| value.to_string()));
                 }
             }
         }
@@ -184,9 +262,18 @@ pub fn prepare(
         }
     }
     match (auth, credential) {
-        (AuthScheme::None | AuthScheme::Query { .. }, _) => {}
+        // AWS signs the finished request; a kubeconfig may prove itself with a client
+        // certificate and no token.
+        (AuthScheme::None | AuthScheme::Query { .. } | AuthScheme::AwsSigV4, _)
+        | (AuthScheme::Kubeconfig, None) => {}
         (_, None) => return Err("the tool's credential is not set".into()),
-        (AuthScheme::Bearer, Some(secret)) => {
+        (
+            AuthScheme::Bearer
+            | AuthScheme::AzureClientCredentials { .. }
+            | AuthScheme::GoogleServiceAccount { .. }
+            | AuthScheme::Kubeconfig,
+            Some(secret),
+        ) => {
             headers.push(("authorization".into(), format!("Bearer {secret}")));
         }
         (AuthScheme::Header { name, prefix }, Some(secret)) => {
@@ -218,6 +305,8 @@ pub fn prepare(
         url,
         headers,
         body,
+        raw_body: binding.raw_body,
+        content_type: binding.content_type.clone(),
     })
 }
 
@@ -244,8 +333,7 @@ mod tests {
             query: vec!["state".into(), "labels".into()],
             headers: vec![("trace".into(), "X-Trace".into())],
             body: Some("*".into()),
-            graphql: None,
-            paginated: false,
+            ..HttpBinding::default()
         }
     }
 
@@ -270,6 +358,7 @@ mod tests {
             base_url: base,
             auth,
             headers: &headers,
+            variables: &headers,
         };
         prepare(&target, binding, arguments, credential)
     }
@@ -324,8 +413,7 @@ mod tests {
             query: vec![],
             headers: vec![],
             body: None,
-            graphql: None,
-            paginated: false,
+            ..HttpBinding::default()
         };
         let none = Map::new();
         let q = call(
