@@ -118,12 +118,7 @@ impl Invoker {
         timeout: Option<Duration>,
         price_micros: i64,
     ) -> Result<ToolView, ApiError> {
-        principal.require(Capability::ToolsWrite)?;
-        principal.require(Capability::TenantAdmin)?;
-        check_new_id(id)?;
-        if price_micros < 0 {
-            return Err(ApiError::validation("price_micros", "is not negative"));
-        }
+        check_platform_tool(principal, id, price_micros)?;
         let manifest = match runner {
             "" | "code" => code::code_tool(
                 id,
@@ -158,14 +153,21 @@ impl Invoker {
         timeout: Option<Duration>,
         price_micros: i64,
     ) -> Result<ToolView, ApiError> {
-        principal.require(Capability::ToolsWrite)?;
-        principal.require(Capability::TenantAdmin)?;
-        check_new_id(id)?;
-        if price_micros < 0 {
-            return Err(ApiError::validation("price_micros", "is not negative"));
-        }
+        check_platform_tool(principal, id, price_micros)?;
         let timeout = timeout.unwrap_or(Duration::from_secs(45)).min(MAX_TIMEOUT);
         let manifest = crate::domain::browser::browser_tool(id, timeout, price_micros);
         self.registry.add(principal, "browser", manifest).await
     }
+}
+
+/// What turning on a tool the platform runs itself (code, Terraform, the browser)
+/// takes: a tenant admin, a new id, a price that is not negative.
+fn check_platform_tool(principal: &Principal, id: &str, price_micros: i64) -> Result<(), ApiError> {
+    principal.require(Capability::ToolsWrite)?;
+    principal.require(Capability::TenantAdmin)?;
+    check_new_id(id)?;
+    if price_micros < 0 {
+        return Err(ApiError::validation("price_micros", "is not negative"));
+    }
+    Ok(())
 }
