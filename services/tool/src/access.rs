@@ -17,6 +17,8 @@ use crate::egress;
 
 /// How long before its expiry a token is replaced.
 const EARLY: Duration = Duration::from_secs(120);
+/// The longest a token is kept, whatever its endpoint says.
+const MAX_LIFETIME: u64 = 24 * 3600;
 /// The most tokens or clients kept; past it the cache starts over.
 const MAX_KEPT: usize = 4096;
 
@@ -70,7 +72,8 @@ impl Access {
     }
 
     fn keep_token(&self, key: String, token: &TokenAnswer) {
-        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600));
+        // A token endpoint is the tenant's to name: its word on the lifetime is capped.
+        let lifetime = Duration::from_secs(token.expires_in.unwrap_or(3600).min(MAX_LIFETIME));
         let until = Instant::now() + lifetime.saturating_sub(EARLY);
         let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         if tokens.len() >= MAX_KEPT {

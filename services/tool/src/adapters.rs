@@ -118,16 +118,16 @@ mod tests {
     }
 
     /// Each adapter's documented requests, field by field: the examples beside it say,
-    /// for arguments, the method, the path and query, and the JSON body sent.
+    /// for arguments, the method, the path and query, the headers and the JSON body sent.
     #[test]
     fn each_adapter_sends_the_documented_requests() {
         let mut checked = 0;
+        let mut headers_checked = 0;
         for (id, text) in EXAMPLES {
             let manifest = find(id).unwrap();
             let cases: Vec<Value> = serde_json::from_str(text).unwrap();
             assert!(cases.len() >= 2, "{id}: at least two examples");
             let base = "https://api.example.test/root";
-            let no_headers = BTreeMap::new();
             // What a cloud credential gives the paths (a project, a subscription).
             let variables: BTreeMap<String, String> = [
                 ("project_id", "demo-project"),
@@ -140,7 +140,7 @@ mod tests {
             let target = Target {
                 base_url: base,
                 auth: &manifest.auth,
-                headers: &no_headers,
+                headers: &manifest.headers,
                 variables: &variables,
             };
             for case in cases {
@@ -164,6 +164,18 @@ mod tests {
                     "{id}.{}",
                     action.name
                 );
+                // The headers the API asks for, the credential where its scheme says.
+                if let Some(headers) = case.get("headers").and_then(Value::as_object) {
+                    for (name, value) in headers {
+                        let sent = request
+                            .headers
+                            .iter()
+                            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                            .map(|(_, v)| v.as_str());
+                        assert_eq!(sent, value.as_str(), "{id}.{}: {name}", action.name);
+                    }
+                    headers_checked += 1;
+                }
                 assert_eq!(
                     request.body.unwrap_or(Value::Null),
                     case["body"],
@@ -174,6 +186,8 @@ mod tests {
             }
         }
         assert!(checked >= 20, "{checked}");
+        // Every adapter but AWS (signed when sent, checked against MinIO) says its headers.
+        assert_eq!(headers_checked, EXAMPLES.len() - 1);
     }
 
     #[test]

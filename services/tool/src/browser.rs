@@ -1,10 +1,11 @@
 //! The browser tool's engine: a headless Chromium driven over the Chrome DevTools
 //! Protocol, as Playwright drives it. One browser per service, started on first use
-//! (and again if it died); each call gets a browser context of its own (no cookies,
-//! storage or cache shared with any other call) that is thrown away at its end. Every
-//! request the page makes is paused and checked against the egress rules before it
-//! goes out, so a page cannot reach the platform's own network by a redirect, a frame
-//! or a script.
+//! (and again if it died) and bound to the service (it dies with it); each call gets a
+//! browser context of its own (no cookies, storage or cache shared with any other call,
+//! downloads refused, dialogs dismissed) that is thrown away at its end. Everything the
+//! browser fetches goes through the egress proxy (`egress_proxy`), which connects only
+//! to addresses tools may reach; a name the browser would resolve itself resolves to
+//! nothing.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -35,10 +36,15 @@ struct Running {
     _profile: tempfile::TempDir,
 }
 
+/// The most of an answer (a full-page screenshot, a script's value) passed on.
+const MAX_ANSWER: usize = 8 << 20;
+
 pub struct Browser {
     executable: Option<PathBuf>,
     allow_private: bool,
     running: Mutex<Option<Running>>,
+    /// The egress proxy the browser goes out through, once started.
+    proxy: Mutex<Option<std::net::SocketAddr>>,
 }
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -61,6 +67,7 @@ impl Browser {
             executable,
             allow_private,
             running: Mutex::new(None),
+            proxy: Mutex::new(None),
         }
     }
 
@@ -74,6 +81,10 @@ impl Browser {
 
     /// Runs one operation in a fresh browser context.
     pub async fn run(&self, operation: &Operation, max_text: usize) -> Result<Value, String> {
+        // Said plainly up front; the proxy would refuse it anyway.
+        if !self.allow_private && !reaches_public(&operation.url).await {
+            return Err("the page's address is on a private network".into());
+        }
         let endpoint = self.endpoint().await?;
         let (socket, _) = tokio_tungstenite::connect_async(endpoint.as_str())
             .await
@@ -82,8 +93,6 @@ impl Browser {
             socket,
             next_id: 0,
             events: VecDeque::new(),
-            allow_private: self.allow_private,
-            blocked: Vec::new(),
         };
         let context = cdp
             .call(
@@ -95,7 +104,16 @@ impl Browser {
             .as_str()
             .unwrap_or_default()
             .to_owned();
-        let outcome = cdp.drive(&context, operation, max_text).await;
+        let outcome = async {
+            cdp.call(
+                "Browser.setDownloadBehavior",
+                json!({"behavior": "deny", "browserContextId": context}),
+                None,
+            )
+            .await?;
+            cdp.drive(&context, operation, max_text).await
+        }
+        .await;
         // The context goes whatever happened: its pages, cookies and cache with it.
         let _ = cdp
             .call(
@@ -104,7 +122,14 @@ impl Browser {
                 None,
             )
             .await;
-        outcome
+        let answer = outcome?;
+        if answer.to_string().len() > MAX_ANSWER {
+            return Err(format!(
+                "the page's answer is over {} MiB",
+                MAX_ANSWER >> 20
+            ));
+        }
+        Ok(answer)
     }
 
     /// The DevTools endpoint of the running browser, started if it is not running.
@@ -120,7 +145,20 @@ impl Browser {
             .executable
             .as_deref()
             .ok_or_else(|| "no browser is installed".to_owned())?;
-        let started = launch(executable).await?;
+        let proxy = {
+            let mut proxy = self.proxy.lock().await;
+            match *proxy {
+                Some(address) => address,
+                None => {
+                    let address = crate::egress_proxy::start(self.allow_private)
+                        .await
+                        .map_err(|e| format!("the browser's proxy cannot start: {e}"))?;
+                    *proxy = Some(address);
+                    address
+                }
+            }
+        };
+        let started = launch(executable, proxy).await?;
         let endpoint = started.endpoint.clone();
         *running = Some(started);
         Ok(endpoint)
@@ -128,7 +166,7 @@ impl Browser {
 }
 
 /// Starts Chromium headless with a private profile, and reads its DevTools endpoint.
-async fn launch(executable: &Path) -> Result<Running, String> {
+async fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Running, String> {
     let profile = tempfile::Builder::new()
         .prefix("somagent-browser-")
         .tempdir()
@@ -150,9 +188,15 @@ async fn launch(executable: &Path) -> Result<Running, String> {
             "--remote-debugging-port=0",
             "--remote-allow-origins=*",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
-    // Chromium's own sandbox refuses to run as root; the process is still confined by
-    // the egress checks on every request.
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        // Everything through the proxy, loopback included; nothing resolved or sent
+        // around it (WebRTC's UDP included).
+        .arg(format!("--proxy-server=http://{proxy}"))
+        .arg("--proxy-bypass-list=<-loopback>")
+        .arg("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
+        .arg("--force-webrtc-ip-handling-policy=disable_non_proxied_udp");
+    // Chromium's own sandbox refuses to run as root (run the service as another user to
+    // keep it); what the browser reaches is still only what the proxy lets through.
     if nix::unistd::geteuid().is_root() {
         command.arg("--no-sandbox");
     }
@@ -192,14 +236,11 @@ async fn launch(executable: &Path) -> Result<Running, String> {
 }
 
 /// One DevTools connection: commands answered by id, events kept until waited for,
-/// paused requests decided as they come.
+/// dialogs dismissed as they open.
 struct Cdp {
     socket: Socket,
     next_id: u64,
     events: VecDeque<Value>,
-    allow_private: bool,
-    /// Requests refused by the egress rules, for the answer.
-    blocked: Vec<String>,
 }
 
 /// How long a page may take to load before the operation goes on with what it has.
@@ -252,7 +293,8 @@ impl Cdp {
         }
     }
 
-    /// The next message; paused requests are decided here, whatever is being waited for.
+    /// The next message. A dialog a page opens (`alert`, `confirm`, `beforeunload`) is
+    /// dismissed here, whatever is being waited for, so it blocks nothing.
     async fn read(&mut self) -> Result<Value, String> {
         loop {
             let frame = self
@@ -264,43 +306,22 @@ impl Cdp {
             let Message::Text(text) = frame else { continue };
             let message: Value = serde_json::from_str(&text)
                 .map_err(|_| "the browser sent something that is not JSON".to_owned())?;
-            if message.get("method").and_then(Value::as_str) == Some("Fetch.requestPaused") {
-                self.decide(&message).await?;
+            if message.get("method").and_then(Value::as_str) == Some("Page.javascriptDialogOpening")
+            {
+                let session = message
+                    .get("sessionId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                self.send(
+                    "Page.handleJavaScriptDialog",
+                    json!({"accept": false}),
+                    session.as_deref(),
+                )
+                .await?;
                 continue;
             }
             return Ok(message);
         }
-    }
-
-    /// Lets a paused request go, or fails it when it would reach a private address.
-    async fn decide(&mut self, event: &Value) -> Result<(), String> {
-        let params = &event["params"];
-        let request_id = params["requestId"].as_str().unwrap_or_default().to_owned();
-        let url = params["request"]["url"].as_str().unwrap_or_default();
-        let session = event
-            .get("sessionId")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let allowed = self.allow_private || reaches_public(url).await;
-        if allowed {
-            self.send(
-                "Fetch.continueRequest",
-                json!({"requestId": request_id}),
-                session.as_deref(),
-            )
-            .await?;
-        } else {
-            if self.blocked.len() < 20 {
-                self.blocked.push(strip_query(url));
-            }
-            self.send(
-                "Fetch.failRequest",
-                json!({"requestId": request_id, "errorReason": "AccessDenied"}),
-                session.as_deref(),
-            )
-            .await?;
-        }
-        Ok(())
     }
 
     /// Waits for an event of the session, up to `wait`; whether it came.
@@ -332,7 +353,7 @@ impl Cdp {
         }
     }
 
-    /// A page in the context, attached, with its requests paused for checking.
+    /// A page in the context, attached.
     async fn open_page(&mut self, context: &str) -> Result<String, String> {
         let target = self
             .call(
@@ -356,12 +377,6 @@ impl Cdp {
             .to_owned();
         self.call("Page.enable", json!({}), Some(&session)).await?;
         self.call(
-            "Fetch.enable",
-            json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
-            Some(&session),
-        )
-        .await?;
-        self.call(
             "Emulation.setDeviceMetricsOverride",
             json!({"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": false}),
             Some(&session),
@@ -376,12 +391,7 @@ impl Cdp {
             .call("Page.navigate", json!({"url": url}), Some(session))
             .await?;
         if let Some(error) = answer.get("errorText").and_then(Value::as_str) {
-            let blocked = if self.blocked.is_empty() {
-                String::new()
-            } else {
-                " (its address is on a private network)".to_owned()
-            };
-            return Err(format!("the page did not load: {error}{blocked}"));
+            return Err(format!("the page did not load: {error}"));
         }
         self.wait_for("Page.loadEventFired", session, LOAD_WAIT)
             .await?;
@@ -474,15 +484,12 @@ impl Cdp {
                 result.insert("text_truncated".into(), json!(true));
             }
         }
-        if !self.blocked.is_empty() {
-            result.insert("blocked_requests".into(), json!(self.blocked));
-        }
         Ok(Value::Object(result))
     }
 }
 
-/// Whether a URL the page asks for may be fetched: `data:` and `blob:` stay in the
-/// page; http(s) only to public addresses (names resolved here).
+/// Whether the page's own URL is one tools may reach: http(s) at public addresses (the
+/// name resolved here; the proxy checks again when it connects).
 async fn reaches_public(url: &str) -> bool {
     let Ok(parsed) = url::Url::parse(url) else {
         return false;
@@ -506,15 +513,4 @@ async fn reaches_public(url: &str) -> bool {
         }
         Err(_) => false,
     }
-}
-
-fn strip_query(url: &str) -> String {
-    url::Url::parse(url).map_or_else(
-        |_| String::new(),
-        |mut u| {
-            u.set_query(None);
-            u.set_fragment(None);
-            u.to_string()
-        },
-    )
 }

@@ -14,6 +14,7 @@ mod browser;
 pub mod config;
 pub mod domain;
 mod egress;
+mod egress_proxy;
 mod invocations;
 mod mcp_client;
 mod mounts;

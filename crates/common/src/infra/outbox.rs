@@ -129,7 +129,18 @@ impl Outbox {
 
     /// Publishes what is left over, oldest first; the number published.
     pub async fn relay_once(&self) -> Result<usize, DbError> {
-        self.clear_published().await?;
+        if let Err(e) = self.clear_published().await {
+            // Left for the next round; what is left over still goes out.
+            tracing::warn!(error = %e, "published outbox rows could not be cleared yet");
+        }
+        // Rows published but not cleared yet are not sent again.
+        let pending: std::collections::HashSet<String> = self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         let settled = unix_now_ms() - SETTLE.as_millis() as i64;
         let rows = sqlx::query(
             "SELECT id, topic, event_key, payload FROM outbox WHERE created_at < $1 ORDER BY created_at LIMIT 200",
@@ -145,6 +156,9 @@ impl Outbox {
                 row.try_get(2)?,
                 row.try_get(3)?,
             );
+            if pending.contains(&id) {
+                continue;
+            }
             let Ok(event) = serde_json::from_str::<Envelope>(&payload) else {
                 tracing::error!(id, "an unreadable outbox row was dropped");
                 self.sent(&id).await?;

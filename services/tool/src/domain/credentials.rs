@@ -238,9 +238,13 @@ impl Credential {
     }
 }
 
-/// A value safe to put in a host name or a path segment: letters, digits, `-`, `.`, `_`.
+/// A value safe to put in a host name or a path segment: letters, digits, `-`, `.`, `_`,
+/// and not a segment of dots alone.
 pub fn is_name(value: &str) -> bool {
+    // `.` and `..` would climb a path they are put in.
     !value.is_empty()
+        && value != "."
+        && value != ".."
         && value.len() <= 128
         && value
             .bytes()

@@ -180,9 +180,13 @@ pub fn prepare(
         let open = rest.find('{').unwrap_or(rest.len());
         path.push_str(&rest[..open]);
         if let Some(variable) = raw.strip_prefix('$') {
-            let value = target.variables.get(variable).ok_or_else(|| {
-                format!("the credential gives no `{variable}` for the request's path")
-            })?;
+            let value = target
+                .variables
+                .get(variable)
+                .filter(|v| crate::domain::credentials::is_name(v))
+                .ok_or_else(|| {
+                    format!("the credential gives no usable `{variable}` for the request's path")
+                })?;
             path.push_str(&percent_encoding::utf8_percent_encode(value, SEGMENT).to_string());
             rest = &rest[open + raw.len() + 2..];
             continue;
