@@ -1,23 +1,22 @@
 //! The browser tool's engine: a headless Chromium driven over the Chrome DevTools
 //! Protocol, as Playwright drives it. One browser per service, started on first use
-//! (and again if it died) and bound to the service (it dies with it); each call gets a
+//! (and again if it died) and bound to the service (it dies with it), spoken to over a
+//! pipe only the service holds (no DevTools port); each call gets a
 //! browser context of its own (no cookies, storage or cache shared with any other call,
 //! downloads refused, dialogs dismissed) that is thrown away at its end. Everything the
 //! browser fetches goes through the egress proxy (`egress_proxy`), which connects only
 //! to addresses tools may reach; a name the browser would resolve itself resolves to
 //! nothing.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::AsyncBufReadExt;
-use tokio::net::TcpStream;
-use tokio::sync::Mutex;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::domain::browser::{Operation, Step};
 use crate::egress;
@@ -29,10 +28,10 @@ const CANDIDATES: &[&str] = &[
     "/usr/bin/google-chrome",
 ];
 
-/// The running browser: its process and DevTools endpoint.
+/// The running browser: its process and its DevTools pipe.
 struct Running {
     child: tokio::process::Child,
-    endpoint: String,
+    pipe: Arc<Pipe>,
     _profile: tempfile::TempDir,
 }
 
@@ -46,8 +45,6 @@ pub struct Browser {
     /// The egress proxy the browser goes out through, once started.
     proxy: Mutex<Option<std::net::SocketAddr>>,
 }
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 impl Browser {
     /// The browser at `configured`, or the first of the usual places that has one.
@@ -85,15 +82,7 @@ impl Browser {
         if !self.allow_private && !reaches_public(&operation.url).await {
             return Err("the page's address is on a private network".into());
         }
-        let endpoint = self.endpoint().await?;
-        let (socket, _) = tokio_tungstenite::connect_async(endpoint.as_str())
-            .await
-            .map_err(|_| "the browser does not answer".to_owned())?;
-        let mut cdp = Cdp {
-            socket,
-            next_id: 0,
-            events: VecDeque::new(),
-        };
+        let mut cdp = Cdp::new(self.pipe().await?);
         let context = cdp
             .call(
                 "Target.createBrowserContext",
@@ -132,12 +121,12 @@ impl Browser {
         Ok(answer)
     }
 
-    /// The DevTools endpoint of the running browser, started if it is not running.
-    async fn endpoint(&self) -> Result<String, String> {
+    /// The DevTools pipe of the running browser, started if it is not running.
+    async fn pipe(&self) -> Result<Arc<Pipe>, String> {
         let mut running = self.running.lock().await;
         if let Some(r) = running.as_mut() {
             if matches!(r.child.try_wait(), Ok(None)) {
-                return Ok(r.endpoint.clone());
+                return Ok(r.pipe.clone());
             }
             tracing::warn!("the browser exited: starting it again");
         }
@@ -158,20 +147,21 @@ impl Browser {
                 }
             }
         };
-        let started = launch(executable, proxy).await?;
-        let endpoint = started.endpoint.clone();
+        let started = launch(executable, proxy)?;
+        let pipe = started.pipe.clone();
         *running = Some(started);
-        Ok(endpoint)
+        Ok(pipe)
     }
 }
 
-/// Starts Chromium headless with a private profile, and reads its DevTools endpoint.
-async fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Running, String> {
+/// Starts Chromium headless with a private profile, its DevTools protocol on a pipe
+/// only this process holds (no port another process on the machine could attach to).
+fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Running, String> {
     let profile = tempfile::Builder::new()
         .prefix("somagent-browser-")
         .tempdir()
         .map_err(|e| format!("no profile directory for the browser: {e}"))?;
-    let mut command = crate::sandbox::bound_command(executable);
+    let mut command = crate::sandbox::bound_command(executable, true);
     command
         .args([
             "--headless",
@@ -185,8 +175,7 @@ async fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Runnin
             "--disable-extensions",
             "--disable-dev-shm-usage",
             "--mute-audio",
-            "--remote-debugging-port=0",
-            "--remote-allow-origins=*",
+            "--remote-debugging-pipe",
         ])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         // Everything through the proxy, loopback included; nothing resolved or sent
@@ -202,45 +191,138 @@ async fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Runnin
     }
     command
         .arg("about:blank")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .kill_on_drop(true);
     let mut child = command
         .spawn()
         .map_err(|e| format!("the browser does not start: {e}"))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| "the browser's output cannot be read".to_owned())?;
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
-    let endpoint = tokio::time::timeout(Duration::from_secs(30), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(at) = line.find("ws://") {
-                return Some(line[at..].trim().to_owned());
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .ok_or_else(|| "the browser started but gave no DevTools endpoint".to_owned())?;
-    // The rest of its output is drained so the browser never blocks writing it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (Some(commands), Some(answers)) = (child.stdin.take(), child.stdout.take()) else {
+        return Err("the browser's pipe cannot be reached".into());
+    };
     Ok(Running {
         child,
-        endpoint,
+        pipe: Pipe::start(commands, answers),
         _profile: profile,
     })
 }
 
-/// One DevTools connection: commands answered by id, events kept until waited for,
-/// dialogs dismissed as they open.
+/// The browser's DevTools connection over its pipe (`--remote-debugging-pipe`: commands
+/// in on its fd 3, answers and events out on fd 4, each message ended by a NUL): shared
+/// by every call, answers routed by id, events by session. Only this process holds the
+/// pipe; no port is open for anything else on the machine to attach to.
+struct Pipe {
+    writer: Mutex<tokio::process::ChildStdin>,
+    next_id: AtomicU64,
+    pending: StdMutex<HashMap<u64, oneshot::Sender<Value>>>,
+    sessions: StdMutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+}
+
+impl Pipe {
+    fn start(writer: tokio::process::ChildStdin, reader: tokio::process::ChildStdout) -> Arc<Self> {
+        let pipe = Arc::new(Self {
+            writer: Mutex::new(writer),
+            next_id: AtomicU64::new(0),
+            pending: StdMutex::default(),
+            sessions: StdMutex::default(),
+        });
+        let routed = pipe.clone();
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(reader);
+            let mut frame = Vec::new();
+            loop {
+                frame.clear();
+                match reader.read_until(0, &mut frame).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                if frame.last() == Some(&0) {
+                    frame.pop();
+                }
+                let Ok(message) = serde_json::from_slice::<Value>(&frame) else {
+                    continue;
+                };
+                routed.route(message).await;
+            }
+            // The browser is gone: every waiting call learns it.
+            lock(&routed.pending).clear();
+            lock(&routed.sessions).clear();
+        });
+        pipe
+    }
+
+    async fn route(&self, message: Value) {
+        if let Some(id) = message.get("id").and_then(Value::as_u64) {
+            if let Some(waiting) = lock(&self.pending).remove(&id) {
+                let _ = waiting.send(message);
+            }
+            return;
+        }
+        let session = message.get("sessionId").and_then(Value::as_str);
+        // A dialog (`alert`, `confirm`, `beforeunload`) is dismissed at once: it would
+        // block the page's scripts and the call waiting on them.
+        if message.get("method").and_then(Value::as_str) == Some("Page.javascriptDialogOpening") {
+            let _ = self
+                .send(
+                    "Page.handleJavaScriptDialog",
+                    json!({"accept": false}),
+                    session,
+                )
+                .await;
+            return;
+        }
+        if let Some(session) = session
+            && let Some(events) = lock(&self.sessions).get(session)
+        {
+            let _ = events.send(message);
+        }
+    }
+
+    /// Writes a command; the receiver of its answer.
+    async fn send(
+        &self,
+        method: &str,
+        params: Value,
+        session: Option<&str>,
+    ) -> Result<oneshot::Receiver<Value>, String> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut message = json!({"id": id, "method": method, "params": params});
+        if let Some(session) = session {
+            message["sessionId"] = json!(session);
+        }
+        let (answer, answered) = oneshot::channel();
+        lock(&self.pending).insert(id, answer);
+        let mut bytes = message.to_string().into_bytes();
+        bytes.push(0);
+        let mut writer = self.writer.lock().await;
+        writer
+            .write_all(&bytes)
+            .await
+            .map_err(|_| "the browser connection broke".to_owned())?;
+        Ok(answered)
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// One call's use of the pipe: its commands, and the events of the pages it opened.
 struct Cdp {
-    socket: Socket,
-    next_id: u64,
-    events: VecDeque<Value>,
+    pipe: Arc<Pipe>,
+    events: mpsc::UnboundedReceiver<Value>,
+    sender: mpsc::UnboundedSender<Value>,
+    sessions: Vec<String>,
+}
+
+impl Drop for Cdp {
+    fn drop(&mut self) {
+        let mut sessions = lock(&self.pipe.sessions);
+        for session in &self.sessions {
+            sessions.remove(session);
+        }
+    }
 }
 
 /// How long a page may take to load before the operation goes on with what it has.
@@ -249,22 +331,14 @@ const LOAD_WAIT: Duration = Duration::from_secs(15);
 const SETTLE: Duration = Duration::from_millis(500);
 
 impl Cdp {
-    async fn send(
-        &mut self,
-        method: &str,
-        params: Value,
-        session: Option<&str>,
-    ) -> Result<u64, String> {
-        self.next_id += 1;
-        let mut message = json!({"id": self.next_id, "method": method, "params": params});
-        if let Some(session) = session {
-            message["sessionId"] = json!(session);
+    fn new(pipe: Arc<Pipe>) -> Self {
+        let (sender, events) = mpsc::unbounded_channel();
+        Self {
+            pipe,
+            events,
+            sender,
+            sessions: Vec::new(),
         }
-        self.socket
-            .send(Message::Text(message.to_string().into()))
-            .await
-            .map_err(|_| "the browser connection broke".to_owned())?;
-        Ok(self.next_id)
     }
 
     /// Sends a command and waits for its answer.
@@ -274,54 +348,29 @@ impl Cdp {
         params: Value,
         session: Option<&str>,
     ) -> Result<Value, String> {
-        let id = self.send(method, params, session).await?;
-        loop {
-            let message = self.read().await?;
-            if message.get("id").and_then(Value::as_u64) == Some(id) {
-                if let Some(error) = message.get("error") {
-                    let said = error
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("refused");
-                    return Err(format!("the browser refused {method}: {said}"));
-                }
-                return Ok(message.get("result").cloned().unwrap_or(Value::Null));
-            }
-            if message.get("method").is_some() {
-                self.events.push_back(message);
-            }
+        let answered = self.pipe.send(method, params, session).await?;
+        let message = answered
+            .await
+            .map_err(|_| "the browser connection closed".to_owned())?;
+        if let Some(error) = message.get("error") {
+            let said = error
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("refused");
+            return Err(format!("the browser refused {method}: {said}"));
         }
+        Ok(message.get("result").cloned().unwrap_or(Value::Null))
     }
 
-    /// The next message. A dialog a page opens (`alert`, `confirm`, `beforeunload`) is
-    /// dismissed here, whatever is being waited for, so it blocks nothing.
-    async fn read(&mut self) -> Result<Value, String> {
-        loop {
-            let frame = self
-                .socket
-                .next()
-                .await
-                .ok_or_else(|| "the browser connection closed".to_owned())?
-                .map_err(|_| "the browser connection broke".to_owned())?;
-            let Message::Text(text) = frame else { continue };
-            let message: Value = serde_json::from_str(&text)
-                .map_err(|_| "the browser sent something that is not JSON".to_owned())?;
-            if message.get("method").and_then(Value::as_str) == Some("Page.javascriptDialogOpening")
-            {
-                let session = message
-                    .get("sessionId")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned);
-                self.send(
-                    "Page.handleJavaScriptDialog",
-                    json!({"accept": false}),
-                    session.as_deref(),
-                )
-                .await?;
-                continue;
-            }
-            return Ok(message);
-        }
+    /// Routes the events of `session` to this call.
+    fn listen(&mut self, session: &str) {
+        lock(&self.pipe.sessions).insert(session.to_owned(), self.sender.clone());
+        self.sessions.push(session.to_owned());
+    }
+
+    /// Forgets the events so far.
+    fn clear_events(&mut self) {
+        while self.events.try_recv().is_ok() {}
     }
 
     /// Waits for an event of the session, up to `wait`; whether it came.
@@ -331,21 +380,15 @@ impl Cdp {
         session: &str,
         wait: Duration,
     ) -> Result<bool, String> {
-        let matches = |e: &Value| {
-            e.get("method").and_then(Value::as_str) == Some(method)
-                && e.get("sessionId").and_then(Value::as_str) == Some(session)
-        };
-        if let Some(at) = self.events.iter().position(matches) {
-            self.events.remove(at);
-            return Ok(true);
-        }
         let deadline = tokio::time::Instant::now() + wait;
         loop {
-            match tokio::time::timeout_at(deadline, self.read()).await {
+            match tokio::time::timeout_at(deadline, self.events.recv()).await {
                 Err(_) => return Ok(false),
-                Ok(message) => {
-                    let message = message?;
-                    if matches(&message) {
+                Ok(None) => return Err("the browser connection closed".into()),
+                Ok(Some(event)) => {
+                    if event.get("method").and_then(Value::as_str) == Some(method)
+                        && event.get("sessionId").and_then(Value::as_str) == Some(session)
+                    {
                         return Ok(true);
                     }
                 }
@@ -375,6 +418,7 @@ impl Cdp {
             .as_str()
             .unwrap_or_default()
             .to_owned();
+        self.listen(&session);
         self.call("Page.enable", json!({}), Some(&session)).await?;
         self.call(
             "Emulation.setDeviceMetricsOverride",
@@ -386,7 +430,7 @@ impl Cdp {
     }
 
     async fn navigate(&mut self, session: &str, url: &str) -> Result<(), String> {
-        self.events.clear();
+        self.clear_events();
         let answer = self
             .call("Page.navigate", json!({"url": url}), Some(session))
             .await?;
@@ -437,7 +481,7 @@ impl Cdp {
                     self.evaluate(&session, &script).await?;
                 }
                 Step::Click { selector } => {
-                    self.events.clear();
+                    self.clear_events();
                     let script = crate::domain::browser::click_script(selector);
                     self.evaluate(&session, &script).await?;
                     // A click may navigate: if a load starts soon, wait for the new page.

@@ -432,18 +432,58 @@ pub fn exec_if_asked() {
 /// The argument that makes this executable start a program bound to its parent.
 const BOUND: &str = "__bound-exec";
 
+/// With [`BOUND`]: the program talks over a pipe pair given as its stdin and stdout,
+/// moved to fds 3 and 4 (Chromium's `--remote-debugging-pipe`).
+const PIPE_FDS: &str = "--pipe-fds";
+
 /// A command that runs `program` killed when the process that started it dies (a
 /// helper such as the browser must not outlive the service, even one killed hard).
-pub fn bound_command(program: &Path) -> tokio::process::Command {
+/// With `pipe_fds`, what the command is given as stdin and stdout reaches the program
+/// as fds 3 and 4 (its own stdin and stdout are then empty).
+pub fn bound_command(program: &Path, pipe_fds: bool) -> tokio::process::Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let mut command = tokio::process::Command::new(exe);
-    command.arg(BOUND).arg("--").arg(program);
+    command.arg(BOUND);
+    if pipe_fds {
+        command.arg(PIPE_FDS);
+    }
+    command.arg("--").arg(program);
     command
 }
 
+/// Moves stdin to fd 3 and stdout to fd 4 (left open across exec) and puts `/dev/null`
+/// in their places.
+fn move_pipe_to_3_and_4() -> Result<(), String> {
+    use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+    // nix can only duplicate onto a descriptor it is given to own.
+    // SAFETY: this launcher is single-threaded and about to exec. Fds 3 and 4 are
+    // either closed or hold a descriptor inherited by accident (a lock file of whoever
+    // started the service) that nothing in this process uses; they are owned here only
+    // to be replaced by dup2, then released to the program without being closed.
+    #[allow(unsafe_code)]
+    let (mut three, mut four) = unsafe { (OwnedFd::from_raw_fd(3), OwnedFd::from_raw_fd(4)) };
+    let fail = |e: nix::Error| format!("cannot move the pipe: {e}");
+    nix::unistd::dup2(std::io::stdin(), &mut three).map_err(fail)?;
+    nix::unistd::dup2(std::io::stdout(), &mut four).map_err(fail)?;
+    let empty = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("cannot open /dev/null: {e}"))?;
+    nix::unistd::dup2_stdin(&empty).map_err(fail)?;
+    nix::unistd::dup2_stdout(&empty).map_err(fail)?;
+    // dup2 left them without close-on-exec: the program finds them open.
+    let _ = (three.into_raw_fd(), four.into_raw_fd());
+    Ok(())
+}
+
 fn launch_bound(args: Vec<OsString>) -> Result<Infallible, String> {
-    let [separator, program, rest @ ..] = args.as_slice() else {
-        return Err("usage: __bound-exec -- <program> [args]".into());
+    let (pipe_fds, args) = match args.split_first() {
+        Some((first, rest)) if first == PIPE_FDS => (true, rest),
+        _ => (false, args.as_slice()),
+    };
+    let [separator, program, rest @ ..] = args else {
+        return Err("usage: __bound-exec [--pipe-fds] -- <program> [args]".into());
     };
     if separator != "--" {
         return Err("usage: __bound-exec -- <program> [args]".into());
@@ -454,6 +494,9 @@ fn launch_bound(args: Vec<OsString>) -> Result<Infallible, String> {
     // The parent may have died before the binding took.
     if nix::unistd::getppid() != parent {
         return Err("the parent is gone".into());
+    }
+    if pipe_fds {
+        move_pipe_to_3_and_4()?;
     }
     use std::os::unix::process::CommandExt;
     let error = std::process::Command::new(program).args(rest).exec();
