@@ -189,7 +189,13 @@ fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Running, Str
     if nix::unistd::geteuid().is_root() {
         command.arg("--no-sandbox");
     }
+    // Nothing of the service's environment (its keys may be there) reaches a browser
+    // that runs other people's pages.
     command
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .env("HOME", profile.path())
         .arg("about:blank")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
