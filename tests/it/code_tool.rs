@@ -188,3 +188,66 @@ async fn code_runs_in_a_sandbox_a_tenant_admin_turns_on() {
     .await;
     assert!(log["invocations"].as_array().unwrap().len() >= 7, "{log}");
 }
+
+/// A run allowed the network goes out only through the tool service's egress proxy
+/// (relayed into its own network namespace): it reaches what tools may reach, and no
+/// more, whatever it tries.
+#[tokio::test]
+async fn code_allowed_the_network_goes_out_through_the_egress_proxy() {
+    let app = axum::Router::new().route("/", axum::routing::get(|| async { "hello from the api" }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let api = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let code = |gateway_port: &str| {
+        format!(
+            "import socket, urllib.request, urllib.error\n\
+             try:\n    print(urllib.request.urlopen('http://127.0.0.1:{api}/', timeout=5).read().decode())\n\
+             except urllib.error.HTTPError as e:\n    print('proxy said', e.code)\n\
+             except Exception as e:\n    print('failed', type(e).__name__)\n\
+             try:\n    socket.create_connection(('127.0.0.1', {gateway_port}), timeout=2); print('direct connected')\n\
+             except OSError:\n    print('direct refused')\n"
+        )
+    };
+    for (allow_private, allow_hosts, expected) in [
+        ("false", json!([]), "proxy said 403\ndirect refused\n"),
+        ("true", json!([]), "hello from the api\ndirect refused\n"),
+        // Only the hosts the tool names, when it names some.
+        (
+            "true",
+            json!(["pypi.org"]),
+            "proxy said 403\ndirect refused\n",
+        ),
+    ] {
+        let r = with_root_on(
+            Backends::Embedded,
+            &[("SOMAGENT_TOOL__ALLOW_PRIVATE_NETWORKS", allow_private)],
+        )
+        .await;
+        let (status, tool) = call(
+            &r.client,
+            Method::POST,
+            &format!("{}/v1/tools", r.gateway),
+            &r.root,
+            Some(
+                json!({"id": "code-net", "sandbox": {"network": true, "allow_hosts": allow_hosts}}),
+            ),
+        )
+        .await;
+        assert_eq!(status, 201, "{tool}");
+        let port = r.gateway.rsplit(':').next().unwrap().to_owned();
+        let (status, ran) = call(
+            &r.client,
+            Method::POST,
+            &format!("{}/v1/tools/code-net/invoke", r.gateway),
+            &r.root,
+            Some(json!({"action": "run_python", "arguments": {"code": code(&port)}})),
+        )
+        .await;
+        assert_eq!(status, 200, "{ran}");
+        assert_eq!(
+            ran["result"]["stdout"], expected,
+            "allow_private_networks={allow_private}, allow_hosts={allow_hosts}: {ran}"
+        );
+    }
+}

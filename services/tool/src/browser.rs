@@ -161,7 +161,20 @@ fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Running, Str
         .prefix("somagent-browser-")
         .tempdir()
         .map_err(|e| format!("no profile directory for the browser: {e}"))?;
-    let mut command = crate::sandbox::bound_command(executable, true);
+    // Run as root, the browser runs as nobody instead, with Chromium's own sandbox on:
+    // its profile is all it writes.
+    let as_nobody = nix::unistd::geteuid().is_root();
+    if as_nobody {
+        let owner = Some(nix::unistd::Uid::from_raw(crate::sandbox::NOBODY));
+        let group = Some(nix::unistd::Gid::from_raw(crate::sandbox::NOBODY));
+        nix::unistd::chown(profile.path(), owner, group)
+            .map_err(|e| format!("the browser's profile cannot be handed to nobody: {e}"))?;
+    }
+    let how = crate::sandbox::Bound {
+        pipe_fds: true,
+        as_nobody,
+    };
+    let mut command = crate::sandbox::bound_command(executable, how);
     command
         .args([
             "--headless",
@@ -184,11 +197,6 @@ fn launch(executable: &Path, proxy: std::net::SocketAddr) -> Result<Running, Str
         .arg("--proxy-bypass-list=<-loopback>")
         .arg("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1")
         .arg("--force-webrtc-ip-handling-policy=disable_non_proxied_udp");
-    // Chromium's own sandbox refuses to run as root (run the service as another user to
-    // keep it); what the browser reaches is still only what the proxy lets through.
-    if nix::unistd::geteuid().is_root() {
-        command.arg("--no-sandbox");
-    }
     // Nothing of the service's environment (its keys may be there) reaches a browser
     // that runs other people's pages.
     command

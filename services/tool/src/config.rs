@@ -37,9 +37,12 @@ pub struct ToolConfig {
 pub struct StdioServer {
     /// The program and its arguments, e.g. `["npx", "-y", "@acme/mcp-server"]`.
     pub command: Vec<String>,
-    /// Whether it may use the network (off: none at all).
+    /// Whether it may use the network (off: none at all), through the egress proxy.
     #[serde(default)]
     pub network: bool,
+    /// With `network`: the hosts it may reach; none: any host tools may reach.
+    #[serde(default)]
+    pub allow_hosts: Vec<String>,
     /// Its environment besides PATH and LANG.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

@@ -1,15 +1,17 @@
-//! The browser's only way out: an HTTP proxy on loopback that every request of the
-//! browser goes through (pages, frames, workers, WebSockets; `CONNECT` for TLS, absolute
-//! URLs for plain HTTP). The proxy resolves each host itself and connects only to an
-//! address it checked — public unless the operator allows private networks — so a page
-//! cannot reach the platform's own network by a redirect, a frame, a script or a DNS
-//! answer that changes between a check and the connection.
+//! The way out for the browser and for sandboxed runs allowed the network: an HTTP
+//! proxy (on loopback for the browser; on a socket in a run's private directory, relayed
+//! into its network namespace, for a sandboxed run) that every request goes through
+//! (`CONNECT` for TLS and WebSockets, absolute URLs for plain HTTP). The proxy resolves
+//! each host itself and connects only to an address it checked — public unless the
+//! operator allows private networks — so neither a redirect, a frame, a script nor a DNS
+//! answer that changes between a check and the connection reaches the platform's own
+//! network.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 
 use crate::egress;
 
@@ -18,16 +20,30 @@ const MAX_HEAD: usize = 32 * 1024;
 /// How long a connection to a checked address may take.
 const CONNECT: Duration = Duration::from_secs(15);
 
+/// What a proxy lets through.
+#[derive(Debug, Clone, Default)]
+pub struct Rules {
+    /// Private, loopback and link-local addresses too.
+    pub allow_private: bool,
+    /// Only these hosts (`*.` and a name for any below it); none: any.
+    pub hosts: Vec<String>,
+}
+
 /// Starts the proxy on a free loopback port; its address.
 pub async fn start(allow_private: bool) -> std::io::Result<SocketAddr> {
+    let rules = std::sync::Arc::new(Rules {
+        allow_private,
+        hosts: Vec::new(),
+    });
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let address = listener.local_addr()?;
     tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((client, _)) => {
+                    let rules = rules.clone();
                     tokio::spawn(async move {
-                        let _ = serve(client, allow_private).await;
+                        let _ = serve(client, &rules).await;
                     });
                 }
                 Err(e) => {
@@ -40,7 +56,24 @@ pub async fn start(allow_private: bool) -> std::io::Result<SocketAddr> {
     Ok(address)
 }
 
-async fn serve(mut client: TcpStream, allow_private: bool) -> std::io::Result<()> {
+/// Serves a sandboxed run's proxy on `listener` (a socket in its private directory)
+/// until the returned task is aborted.
+pub fn serve_unix(listener: UnixListener, rules: Rules) -> tokio::task::JoinHandle<()> {
+    let rules = std::sync::Arc::new(rules);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let rules = rules.clone();
+            tokio::spawn(async move {
+                let _ = serve(client, &rules).await;
+            });
+        }
+    })
+}
+
+async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    mut client: S,
+    rules: &Rules,
+) -> std::io::Result<()> {
     let mut buffer = Vec::with_capacity(4096);
     let end = loop {
         let mut chunk = [0u8; 4096];
@@ -70,7 +103,7 @@ async fn serve(mut client: TcpStream, allow_private: bool) -> std::io::Result<()
         let Some((host, port)) = split_authority(target) else {
             return refuse(&mut client, 400, "CONNECT names a host and a port").await;
         };
-        let mut upstream = match connect_checked(&host, port, allow_private).await {
+        let mut upstream = match connect_checked(&host, port, rules).await {
             Ok(upstream) => upstream,
             Err(why) => return refuse(&mut client, 403, &why).await,
         };
@@ -93,7 +126,7 @@ async fn serve(mut client: TcpStream, allow_private: bool) -> std::io::Result<()
         return refuse(&mut client, 400, "the URL names no host").await;
     };
     let host = host.trim_matches(['[', ']']).to_owned();
-    let mut upstream = match connect_checked(&host, port, allow_private).await {
+    let mut upstream = match connect_checked(&host, port, rules).await {
         Ok(upstream) => upstream,
         Err(why) => return refuse(&mut client, 403, &why).await,
     };
@@ -140,7 +173,11 @@ fn split_authority(authority: &str) -> Option<(String, u16)> {
 
 /// A connection to `host` at an address that may be reached: the name resolved here,
 /// each address checked, and the connection made to a checked one.
-async fn connect_checked(host: &str, port: u16, allow_private: bool) -> Result<TcpStream, String> {
+async fn connect_checked(host: &str, port: u16, rules: &Rules) -> Result<TcpStream, String> {
+    if !crate::domain::manifest::host_allowed(&rules.hosts, host) {
+        return Err(format!("{host} is not among the hosts this tool may reach"));
+    }
+    let allow_private = rules.allow_private;
     let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
         .map_err(|_| format!("{host} does not resolve"))?
@@ -160,7 +197,11 @@ async fn connect_checked(host: &str, port: u16, allow_private: bool) -> Result<T
     Err(format!("{host} does not answer"))
 }
 
-async fn refuse(client: &mut TcpStream, status: u16, why: &str) -> std::io::Result<()> {
+async fn refuse<S: AsyncWrite + Unpin>(
+    client: &mut S,
+    status: u16,
+    why: &str,
+) -> std::io::Result<()> {
     let reason = match status {
         400 => "Bad Request",
         403 => "Forbidden",
@@ -182,8 +223,16 @@ mod tests {
     async fn private_addresses_are_refused_and_public_names_pass() {
         assert_eq!(split_authority("[::1]:443"), Some(("::1".to_owned(), 443)));
         assert_eq!(split_authority("example.org"), None);
-        let refused = connect_checked("127.0.0.1", 9, false).await.unwrap_err();
+        let refused = connect_checked("127.0.0.1", 9, &Rules::default())
+            .await
+            .unwrap_err();
         assert!(refused.contains("private network"), "{refused}");
+        let only = Rules {
+            allow_private: true,
+            hosts: vec!["*.example.org".into(), "api.github.com".into()],
+        };
+        let refused = connect_checked("localhost", 9, &only).await.unwrap_err();
+        assert!(refused.contains("not among the hosts"), "{refused}");
         let proxy = start(false).await.unwrap();
         let mut client = TcpStream::connect(proxy).await.unwrap();
         client

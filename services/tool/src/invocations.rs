@@ -336,7 +336,7 @@ impl Invoker {
         };
         let secret = credential.as_deref().map(String::as_str);
         let started = Instant::now();
-        let sent = if let Some(policy) = manifest.sandbox {
+        let sent = if let Some(policy) = &manifest.sandbox {
             let runner = action.remote.as_deref().unwrap_or_default();
             let terraform = crate::domain::code::find_terraform();
             if let Some(why) = self.unavailable(manifest) {
@@ -365,7 +365,7 @@ impl Invoker {
                     &run.args,
                     &run.files,
                     run.stdin.as_bytes(),
-                    policy.network,
+                    policy.egress(),
                     &limits,
                 )
                 .await;

@@ -93,8 +93,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         http: invocations::http_client(&settings)?,
         access: access::Access::new(settings.allow_private_networks),
         browser: browser::Browser::detect(&settings.chromium, settings.allow_private_networks),
+        sandbox: Arc::new(sandbox::Sandbox::detect(settings.allow_private_networks).await),
         config: settings,
-        sandbox: Arc::new(sandbox::Sandbox::detect().await),
         schemas: invocations::SchemaCache::default(),
     };
     let verifier = Arc::new(Verifier::new(

@@ -87,8 +87,14 @@ async fn connect(endpoint: &Endpoint<'_>) -> Result<Connected, String> {
             if let (Some(name), Some(secret)) = (&server.credential_env, credential) {
                 env.push((name.clone(), (*secret).to_owned()));
             }
-            let mut started =
-                sandbox.start(program, args, &env, &server.read, server.network, limits)?;
+            let mut started = sandbox.start(
+                program,
+                args,
+                &env,
+                &server.read,
+                server.network.then_some(server.allow_hosts.as_slice()),
+                limits,
+            )?;
             let (Some(stdout), Some(stdin)) = (started.stdout.take(), started.stdin.take()) else {
                 return Err("the MCP server's input and output are not reachable".into());
             };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use somagent_common::auth::{Capability, Principal};
 use somagent_common::error::{ApiError, ErrorCode};
 
-use crate::domain::manifest::MAX_TIMEOUT;
+use crate::domain::manifest::{MAX_TIMEOUT, SandboxPolicy, is_host_pattern};
 use crate::domain::openapi::ToolDefaults;
 use crate::domain::{code, mcp};
 use crate::invocations::Invoker;
@@ -114,21 +114,33 @@ impl Invoker {
         principal: &Principal,
         id: &str,
         runner: &str,
-        network: bool,
+        policy: SandboxPolicy,
         timeout: Option<Duration>,
         price_micros: i64,
     ) -> Result<ToolView, ApiError> {
         check_platform_tool(principal, id, price_micros)?;
+        if let Some(bad) = policy.allow_hosts.iter().find(|h| !is_host_pattern(h)) {
+            return Err(ApiError::validation(
+                "sandbox.allow_hosts",
+                format!("`{bad}` is not a host name or `*.` and one"),
+            ));
+        }
+        if !policy.network && !policy.allow_hosts.is_empty() {
+            return Err(ApiError::validation(
+                "sandbox.allow_hosts",
+                "needs `network: true`",
+            ));
+        }
         let manifest = match runner {
             "" | "code" => code::code_tool(
                 id,
-                network,
+                policy,
                 timeout.unwrap_or(Duration::from_secs(30)).min(MAX_TIMEOUT),
                 price_micros,
             ),
             "terraform" => code::terraform_tool(
                 id,
-                network,
+                policy,
                 timeout.unwrap_or(Duration::from_secs(120)).min(MAX_TIMEOUT),
                 price_micros,
             ),

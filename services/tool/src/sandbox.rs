@@ -61,20 +61,33 @@ struct Confinement {
     memory_bytes: u64,
     file_bytes: u64,
     deny_network: bool,
+    /// A run allowed the network reaches it only through the egress proxy at this
+    /// socket, relayed to [`RELAY_PORT`] on the loopback of its network namespace.
+    #[serde(default)]
+    egress: Option<PathBuf>,
 }
 
 /// The layers a run is confined by.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Layers {
     /// In a new user and network namespace.
     namespace: bool,
     /// Landlock refuses TCP too.
     deny_network: bool,
+    /// The network through the egress proxy, to these hosts (none: any).
+    egress: Option<Vec<String>>,
 }
+
+/// Where a sandboxed run finds its proxy (`http_proxy`, `https_proxy`).
+const RELAY_PORT: u16 = 3128;
+/// The argument that makes this executable the relay to a run's proxy.
+const RELAY: &str = "__sandbox-relay";
 
 #[derive(Debug, Clone)]
 pub struct Sandbox {
     exe: PathBuf,
+    /// Whether a run allowed the network may reach private addresses.
+    allow_private: bool,
     /// Directories a run may read (and execute from).
     readable: Vec<PathBuf>,
     /// The layers (a network namespace, Landlock) this machine refuses, and why.
@@ -88,7 +101,7 @@ const SYSTEM_DIRS: &[&str] = &["/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbi
 impl Sandbox {
     /// Finds out which layers this machine allows (running a probe through each) and
     /// reports it in the log.
-    pub async fn detect() -> Self {
+    pub async fn detect(allow_private: bool) -> Self {
         let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
         let readable: Vec<PathBuf> = SYSTEM_DIRS
             .iter()
@@ -97,6 +110,7 @@ impl Sandbox {
             .collect();
         let mut sandbox = Sandbox {
             exe,
+            allow_private,
             readable,
             missing: Vec::new(),
         };
@@ -120,6 +134,7 @@ impl Sandbox {
         let layers = Layers {
             namespace: false,
             deny_network: true,
+            egress: None,
         };
         let probe = sandbox
             .run_in(
@@ -174,13 +189,16 @@ impl Sandbox {
         args: &[String],
         files: &[(String, String)],
         stdin: &[u8],
-        network: bool,
+        network: Option<&[String]>,
         limits: &Limits,
     ) -> Result<Ran, String> {
         self.ready()?;
+        // With the network, still in a namespace of its own: its only way out is the
+        // egress proxy, to the hosts allowed.
         let layers = Layers {
-            namespace: !network,
-            deny_network: !network,
+            namespace: true,
+            deny_network: true,
+            egress: network.map(<[String]>::to_vec),
         };
         self.run_in(program, args, files, stdin, layers, limits)
             .await
@@ -206,6 +224,10 @@ impl Sandbox {
             }
             std::fs::write(&path, content).map_err(|e| format!("cannot write {name}: {e}"))?;
         }
+        let proxy = match &layers.egress {
+            Some(hosts) => Some(self.egress_proxy(dir.path(), hosts)?),
+            None => None,
+        };
         let confinement = Confinement {
             workdir: dir.path().to_owned(),
             readable: self.readable.clone(),
@@ -213,9 +235,36 @@ impl Sandbox {
             memory_bytes: limits.memory_bytes,
             file_bytes: limits.file_bytes,
             deny_network: layers.deny_network,
+            egress: proxy.as_ref().map(|(path, _)| path.clone()),
         };
-        self.spawn(program, args, &confinement, layers.namespace, stdin, limits)
-            .await
+        let ran = self
+            .spawn(program, args, &confinement, layers.namespace, stdin, limits)
+            .await;
+        if let Some((_, task)) = proxy {
+            task.abort();
+        }
+        ran
+    }
+
+    /// The egress proxy of a run, on a socket in its directory.
+    fn egress_proxy(
+        &self,
+        dir: &Path,
+        hosts: &[String],
+    ) -> Result<(PathBuf, tokio::task::JoinHandle<()>), String> {
+        let path = dir.join(".egress.sock");
+        let listener = tokio::net::UnixListener::bind(&path)
+            .map_err(|e| format!("no proxy for the run: {e}"))?;
+        Ok((
+            path,
+            crate::egress_proxy::serve_unix(
+                listener,
+                crate::egress_proxy::Rules {
+                    allow_private: self.allow_private,
+                    hosts: hosts.to_vec(),
+                },
+            ),
+        ))
     }
 
     /// The launcher's command for `program`: confined as `confinement` says, in new
@@ -266,7 +315,7 @@ impl Sandbox {
         args: &[String],
         env: &[(String, String)],
         read: &[PathBuf],
-        network: bool,
+        network: Option<&[String]>,
         limits: &Limits,
     ) -> Result<Started, String> {
         self.ready()?;
@@ -276,15 +325,20 @@ impl Sandbox {
             .map_err(|e| format!("no private directory: {e}"))?;
         let mut readable = self.readable.clone();
         readable.extend(read.iter().filter(|p| p.exists()).cloned());
+        let proxy = match network {
+            Some(hosts) => Some(self.egress_proxy(dir.path(), hosts)?),
+            None => None,
+        };
         let confinement = Confinement {
             workdir: dir.path().to_owned(),
             readable,
             cpu_seconds: limits.cpu_seconds,
             memory_bytes: limits.memory_bytes,
             file_bytes: limits.file_bytes,
-            deny_network: !network,
+            deny_network: true,
+            egress: proxy.as_ref().map(|(path, _)| path.clone()),
         };
-        let mut command = self.command(program, args, &confinement, !network, env)?;
+        let mut command = self.command(program, args, &confinement, true, env)?;
         command.stderr(Stdio::null());
         let mut child = command
             .spawn()
@@ -298,6 +352,7 @@ impl Sandbox {
             stdout: Some(stdout),
             _child: child,
             group,
+            proxy: proxy.map(|(_, task)| task),
             _dir: dir,
         })
     }
@@ -386,12 +441,16 @@ pub struct Started {
     pub stdout: Option<tokio::process::ChildStdout>,
     _child: tokio::process::Child,
     group: Option<i32>,
+    proxy: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
         kill_process_group(self.group);
+        if let Some(proxy) = &self.proxy {
+            proxy.abort();
+        }
     }
 }
 
@@ -423,6 +482,7 @@ pub fn exec_if_asked() {
     let Err(why) = match asked.as_deref() {
         Some(a) if a == EXEC => launch(args.collect()),
         Some(a) if a == BOUND => launch_bound(args.collect()),
+        Some(a) if a == RELAY => relay(args.collect()),
         _ => return,
     };
     eprintln!("sandbox: {why}");
@@ -436,16 +496,35 @@ const BOUND: &str = "__bound-exec";
 /// moved to fds 3 and 4 (Chromium's `--remote-debugging-pipe`).
 const PIPE_FDS: &str = "--pipe-fds";
 
+/// With [`BOUND`]: the program runs as the unprivileged user `nobody` (uid and gid
+/// 65534, no supplementary groups) when the launcher is root.
+const AS_NOBODY: &str = "--as-nobody";
+
+/// The uid and gid a program dropped to `nobody` runs as; whatever it must write
+/// (a browser's profile) is handed to this owner first.
+pub const NOBODY: u32 = 65534;
+
+/// How a bound program is started.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bound {
+    /// Its stdin and stdout reach it as fds 3 and 4 (its own stdin and stdout empty).
+    pub pipe_fds: bool,
+    /// It runs as [`NOBODY`] when the service runs as root.
+    pub as_nobody: bool,
+}
+
 /// A command that runs `program` killed when the process that started it dies (a
-/// helper such as the browser must not outlive the service, even one killed hard).
-/// With `pipe_fds`, what the command is given as stdin and stdout reaches the program
-/// as fds 3 and 4 (its own stdin and stdout are then empty).
-pub fn bound_command(program: &Path, pipe_fds: bool) -> tokio::process::Command {
+/// helper such as the browser must not outlive the service, even one killed hard),
+/// started as `how` says.
+pub fn bound_command(program: &Path, how: Bound) -> tokio::process::Command {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
     let mut command = tokio::process::Command::new(exe);
     command.arg(BOUND);
-    if pipe_fds {
+    if how.pipe_fds {
         command.arg(PIPE_FDS);
+    }
+    if how.as_nobody {
+        command.arg(AS_NOBODY);
     }
     command.arg("--").arg(program);
     command
@@ -477,16 +556,41 @@ fn move_pipe_to_3_and_4() -> Result<(), String> {
     Ok(())
 }
 
+/// Gives up root for [`NOBODY`]: no supplementary groups, then the group, then the
+/// user (in that order: once the user is dropped, the rest can no longer change).
+fn drop_to_nobody() -> Result<(), String> {
+    use nix::unistd::{Gid, Uid};
+    if !nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let fail = |e: nix::Error| format!("cannot drop to nobody: {e}");
+    nix::unistd::setgroups(&[]).map_err(fail)?;
+    nix::unistd::setgid(Gid::from_raw(NOBODY)).map_err(fail)?;
+    nix::unistd::setuid(Uid::from_raw(NOBODY)).map_err(fail)?;
+    Ok(())
+}
+
 fn launch_bound(args: Vec<OsString>) -> Result<Infallible, String> {
-    let (pipe_fds, args) = match args.split_first() {
-        Some((first, rest)) if first == PIPE_FDS => (true, rest),
-        _ => (false, args.as_slice()),
-    };
+    const USAGE: &str = "usage: __bound-exec [--pipe-fds] [--as-nobody] -- <program> [args]";
+    let mut args = args.as_slice();
+    let (mut pipe_fds, mut as_nobody) = (false, false);
+    while let Some((first, rest)) = args.split_first() {
+        match first.to_str() {
+            Some(PIPE_FDS) => pipe_fds = true,
+            Some(AS_NOBODY) => as_nobody = true,
+            _ => break,
+        }
+        args = rest;
+    }
     let [separator, program, rest @ ..] = args else {
-        return Err("usage: __bound-exec [--pipe-fds] -- <program> [args]".into());
+        return Err(USAGE.into());
     };
     if separator != "--" {
-        return Err("usage: __bound-exec -- <program> [args]".into());
+        return Err(USAGE.into());
+    }
+    // Before the death signal: a change of credentials clears it.
+    if as_nobody {
+        drop_to_nobody()?;
     }
     let parent = nix::unistd::getppid();
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
@@ -513,16 +617,99 @@ fn launch(args: Vec<OsString>) -> Result<Infallible, String> {
     let confinement: Confinement = serde_json::from_str(&spec.to_string_lossy())
         .map_err(|e| format!("the confinement does not read: {e}"))?;
     limit(&confinement)?;
+    if let Some(socket) = &confinement.egress {
+        start_relay(socket)?;
+    }
     confine(&confinement)?;
     std::env::set_current_dir(&confinement.workdir)
         .map_err(|e| format!("cannot enter the private directory: {e}"))?;
     use std::os::unix::process::CommandExt;
-    let error = std::process::Command::new(program)
+    let mut command = std::process::Command::new(program);
+    command
         .args(rest)
         .env("HOME", &confinement.workdir)
-        .env("TMPDIR", &confinement.workdir)
-        .exec();
+        .env("TMPDIR", &confinement.workdir);
+    if confinement.egress.is_some() {
+        let proxy = format!("http://127.0.0.1:{RELAY_PORT}");
+        for name in [
+            "http_proxy",
+            "https_proxy",
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+        ] {
+            command.env(name, &proxy);
+        }
+    }
+    let error = command.exec();
     Err(format!("cannot run {}: {error}", program.to_string_lossy()))
+}
+
+/// Brings up the loopback of the run's network namespace and starts the relay from
+/// [`RELAY_PORT`] there to the run's proxy socket; returns once it listens.
+fn start_relay(socket: &Path) -> Result<(), String> {
+    let up = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .map_err(|e| format!("cannot bring up the loopback: {e}"))?;
+    if !up.success() {
+        return Err("cannot bring up the loopback".into());
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut relay = std::process::Command::new(exe)
+        .arg(RELAY)
+        .arg(socket)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the relay: {e}"))?;
+    let mut ready = [0u8; 6];
+    use std::io::Read;
+    relay
+        .stdout
+        .take()
+        .ok_or("the relay says nothing")?
+        .read_exact(&mut ready)
+        .map_err(|e| format!("the relay did not start: {e}"))?;
+    Ok(())
+}
+
+/// The relay inside a run's network namespace: each connection to [`RELAY_PORT`] on its
+/// loopback carried to the proxy socket. Dies with the run.
+fn relay(args: Vec<OsString>) -> Result<Infallible, String> {
+    let [socket] = args.as_slice() else {
+        return Err("usage: __sandbox-relay <socket>".into());
+    };
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)
+        .map_err(|e| format!("cannot bind to the run: {e}"))?;
+    let listener = std::net::TcpListener::bind(("127.0.0.1", RELAY_PORT))
+        .map_err(|e| format!("the relay cannot listen: {e}"))?;
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = out.write_all(b"ready\n").and_then(|()| out.flush());
+    let socket = PathBuf::from(socket);
+    for client in listener.incoming().flatten() {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            let Ok(upstream) = std::os::unix::net::UnixStream::connect(&socket) else {
+                return;
+            };
+            let (Ok(mut client_in), Ok(mut upstream_in)) =
+                (client.try_clone(), upstream.try_clone())
+            else {
+                return;
+            };
+            let (mut client_out, mut upstream_out) = (client, upstream);
+            let up = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut client_in, &mut upstream_out);
+                let _ = upstream_out.shutdown(std::net::Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut upstream_in, &mut client_out);
+            let _ = client_out.shutdown(std::net::Shutdown::Write);
+            let _ = up.join();
+        });
+    }
+    Err("the relay stopped".into())
 }
 
 fn limit(c: &Confinement) -> Result<(), String> {
@@ -541,8 +728,8 @@ fn limit(c: &Confinement) -> Result<(), String> {
 
 fn confine(c: &Confinement) -> Result<(), String> {
     use landlock::{
-        ABI, Access, AccessFs, AccessNet, Ruleset, RulesetAttr, RulesetCreatedAttr, RulesetStatus,
-        path_beneath_rules,
+        ABI, Access, AccessFs, AccessNet, NetPort, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, path_beneath_rules,
     };
     let abi = ABI::V6;
     let fail = |e: landlock::RulesetError| format!("landlock: {e}");
@@ -555,7 +742,7 @@ fn confine(c: &Confinement) -> Result<(), String> {
             .map_err(fail)?;
     }
     let readable: Vec<&Path> = c.readable.iter().map(PathBuf::as_path).collect();
-    let status = ruleset
+    let mut created = ruleset
         .create()
         .map_err(fail)?
         .add_rules(path_beneath_rules(readable, AccessFs::from_read(abi)))
@@ -566,9 +753,14 @@ fn confine(c: &Confinement) -> Result<(), String> {
             ["/dev/null", "/dev/zero", "/dev/urandom"],
             AccessFs::from_file(abi),
         ))
-        .map_err(fail)?
-        .restrict_self()
         .map_err(fail)?;
+    if c.egress.is_some() {
+        // The one connection a run allowed the network may make: to its relay.
+        created = created
+            .add_rule(NetPort::new(RELAY_PORT, AccessNet::ConnectTcp))
+            .map_err(fail)?;
+    }
+    let status = created.restrict_self().map_err(fail)?;
     if status.ruleset == RulesetStatus::NotEnforced {
         return Err("this kernel does not enforce Landlock".into());
     }

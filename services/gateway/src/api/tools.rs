@@ -154,9 +154,14 @@ pub struct BrowserBody {}
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SandboxBody {
-    /// Whether runs may use the network (default: no network at all).
+    /// Whether runs may use the network (default: no network at all). They go out only
+    /// through the platform's egress proxy, to what tools may reach.
     #[serde(default)]
     network: bool,
+    /// With `network`: the hosts runs may reach (`pypi.org`, `*.githubusercontent.com`);
+    /// none: any host tools may reach.
+    #[serde(default)]
+    allow_hosts: Vec<String>,
     /// `code` (Python and shell; the default) or `terraform` (the terraform CLI:
     /// validate, plan, apply after approval).
     #[serde(default)]
@@ -343,6 +348,11 @@ pub async fn create(
         sandbox: b.sandbox.is_some(),
         browser: b.browser.is_some(),
         sandbox_network: b.sandbox.as_ref().is_some_and(|s| s.network),
+        sandbox_allow_hosts: b
+            .sandbox
+            .as_ref()
+            .map(|s| s.allow_hosts.clone())
+            .unwrap_or_default(),
         sandbox_runner: b.sandbox.map(|s| s.runner).unwrap_or_default(),
     };
     let tool = gateway

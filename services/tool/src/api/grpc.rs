@@ -141,7 +141,10 @@ impl ToolService for ToolGrpc {
                         &principal,
                         &r.id,
                         &r.sandbox_runner,
-                        r.sandbox_network,
+                        crate::domain::manifest::SandboxPolicy {
+                            network: r.sandbox_network,
+                            allow_hosts: r.sandbox_allow_hosts,
+                        },
                         timeout,
                         r.price_micros,
                     )

@@ -132,7 +132,13 @@ pub fn find_terraform() -> Option<&'static str> {
 }
 
 /// The code tool `id`: `run_python` and `run_shell`, each call at most `timeout`.
-pub fn code_tool(id: &str, network: bool, timeout: Duration, price_micros: i64) -> ToolManifest {
+pub fn code_tool(
+    id: &str,
+    policy: SandboxPolicy,
+    timeout: Duration,
+    price_micros: i64,
+) -> ToolManifest {
+    let network = policy.network;
     let parameters = |what: &str| {
         json!({
             "type": "object",
@@ -175,7 +181,7 @@ pub fn code_tool(id: &str, network: bool, timeout: Duration, price_micros: i64) 
         pagination: None,
         mcp: false,
         browser: false,
-        sandbox: Some(SandboxPolicy { network }),
+        sandbox: Some(policy),
         actions: vec![
             action(
                 "run_python",
@@ -198,7 +204,7 @@ pub fn code_tool(id: &str, network: bool, timeout: Duration, price_micros: i64) 
 /// the configuration's own backend, if it names one).
 pub fn terraform_tool(
     id: &str,
-    network: bool,
+    policy: SandboxPolicy,
     timeout: Duration,
     price_micros: i64,
 ) -> ToolManifest {
@@ -240,7 +246,7 @@ pub fn terraform_tool(
         pagination: None,
         mcp: false,
         browser: false,
-        sandbox: Some(SandboxPolicy { network }),
+        sandbox: Some(policy),
         actions: vec![
             action("validate", "terraform-validate", "Check a configuration: syntax, references, types.", false),
             action("plan", "terraform-plan", "Show what applying a configuration would change.", false),
@@ -259,8 +265,12 @@ mod tests {
 
     #[test]
     fn the_sandbox_tools_are_valid_manifests_whose_runners_exist() {
-        let code = code_tool("code", false, Duration::from_secs(20), 0);
-        let terraform = terraform_tool("terraform", true, Duration::from_secs(60), 0);
+        let code = code_tool("code", SandboxPolicy::default(), Duration::from_secs(20), 0);
+        let online = SandboxPolicy {
+            network: true,
+            allow_hosts: vec![],
+        };
+        let terraform = terraform_tool("terraform", online, Duration::from_secs(60), 0);
         for m in [&code, &terraform] {
             m.check().unwrap();
             for action in &m.actions {
@@ -270,7 +280,7 @@ mod tests {
                 assert!(ran.is_ok(), "{}: {ran:?}", action.name);
             }
         }
-        assert_eq!(code.sandbox, Some(SandboxPolicy { network: false }));
+        assert_eq!(code.sandbox, Some(SandboxPolicy::default()));
         assert!(terraform.action("apply").unwrap().requires_approval);
         assert!(prepare_run("ruby", &args(json!({})), None).is_err());
     }
@@ -292,10 +302,14 @@ mod tests {
         let given = args(json!({"files": {"main.tf": ""}}));
         let missing = prepare_run("terraform-plan", &given, None).unwrap_err();
         assert!(missing.contains("not installed"), "{missing}");
-        let tf = terraform_tool("terraform", true, Duration::from_secs(60), 0);
+        let online = SandboxPolicy {
+            network: true,
+            allow_hosts: vec!["registry.terraform.io".into()],
+        };
+        let tf = terraform_tool("terraform", online, Duration::from_secs(60), 0);
         assert!(unavailable(&tf, None).is_some());
         assert!(unavailable(&tf, Some("/t")).is_none());
-        let code = code_tool("code", false, Duration::from_secs(1), 0);
+        let code = code_tool("code", SandboxPolicy::default(), Duration::from_secs(1), 0);
         assert!(unavailable(&code, None).is_none());
     }
 }

@@ -49,10 +49,48 @@ pub struct ToolManifest {
 }
 
 /// What code run in the sandbox may reach.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SandboxPolicy {
-    /// Whether the code may use the network (off: no network at all).
+    /// Whether the code may use the network (off: no network at all), always through
+    /// the egress proxy.
     pub network: bool,
+    /// The hosts it may reach (`api.github.com`, `*.pypi.org`); none: any host tools
+    /// may reach.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_hosts: Vec<String>,
+}
+
+impl SandboxPolicy {
+    /// The hosts the run may reach, when it may use the network.
+    pub fn egress(&self) -> Option<&[String]> {
+        self.network.then_some(self.allow_hosts.as_slice())
+    }
+}
+
+/// Whether `pattern` is a host name, or `*.` and one (any host below it).
+pub fn is_host_pattern(pattern: &str) -> bool {
+    let host = pattern.strip_prefix("*.").unwrap_or(pattern);
+    (1..=253).contains(&host.len())
+        && host.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Whether `host` is one of `patterns` (none: any host).
+pub fn host_allowed(patterns: &[String], host: &str) -> bool {
+    patterns.is_empty()
+        || patterns
+            .iter()
+            .any(|pattern| match pattern.strip_prefix("*.") {
+                Some(parent) => host
+                    .to_ascii_lowercase()
+                    .strip_suffix(&parent.to_ascii_lowercase())
+                    .is_some_and(|rest| rest.ends_with('.')),
+                None => host.eq_ignore_ascii_case(pattern),
+            })
 }
 
 /// How a list continues over pages.
