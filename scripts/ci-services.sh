@@ -341,13 +341,14 @@ install_chart_tools() {
   report chart-tools "$(helm version --short 2>/dev/null | cut -d+ -f1)" "-" "$(since "$t")"
 }
 
-# The local chat model (scripts/fetch-models.sh) and the official `openai` Python
+# The local chat and embedding models (scripts/fetch-models.sh) and the official `openai` Python
 # client the compatibility test drives the gateway with.
 install_models_and_clients() {
   local t
   t=$(date +%s.%N)
   SOMAGENT_MODELS_DIR="$CACHE/models" bash "$HERE/fetch-models.sh" >&2
   export SOMAGENT_TEST_LOCAL_MODEL="$CACHE/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+  export SOMAGENT_TEST_EMBEDDING_MODEL="$CACHE/models/all-MiniLM-L6-v2"
   if [ ! -f "$CACHE/pyopenai/.complete" ]; then
     log "installing the openai Python client (once per machine)"
     python3 -m pip install -q --disable-pip-version-check --target "$CACHE/pyopenai" "openai==3.57.0" >&2
@@ -390,7 +391,7 @@ esac
 {
   for v in SOMAGENT_TEST_DATABASE_URL SOMAGENT_TEST_CACHE_URL SOMAGENT_TEST_EVENTS_URL \
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
-    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_MCP_PYTHONPATH \
+    SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_EMBEDDING_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_MCP_PYTHONPATH \
     SOMAGENT_TEST_OPA_URL SOMAGENT_TEST_KUBE_URL SOMAGENT_TEST_KUBE_CA SOMAGENT_TEST_KUBE_TOKEN \
     SOMAGENT_TEST_WORKFLOWS_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"

@@ -9,6 +9,7 @@ mod chat;
 mod cloud_tools;
 mod code_tool;
 mod distributed;
+mod embeddings;
 mod external_users;
 mod helpers;
 mod kubernetes_tool;

@@ -50,6 +50,7 @@ async fn the_openapi_document_covers_every_public_route() {
         ("get", "/.well-known/jwks.json"),
         ("post", "/v1/chat/completions"),
         ("get", "/v1/models"),
+        ("post", "/v1/embeddings"),
         ("get", "/v1/model-profiles"),
         ("put", "/v1/model-profiles/{name}"),
         ("delete", "/v1/model-profiles/{name}"),

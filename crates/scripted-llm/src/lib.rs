@@ -28,6 +28,14 @@
 //! - `cut-N`: the first N streamed answers to a given conversation break off halfway
 //!   (the connection drops after some words), then as `scripted`.
 //!
+//! Embeddings (`POST /v1/embeddings`, float or base64, `dimensions` honoured):
+//! - `hashed-N`: N-dimensional unit vectors hashed from the text's lowercase words
+//!   (each word adds ±1 at the place its hash picks), so texts that share words are
+//!   close and others are not: lexical, deterministic, and enough to tell in a test
+//!   which passage a question finds. Usage counts one token per word.
+//! - `hashed-wrong-N`: like `hashed-N`, one number short (a misbehaving server).
+//! - `fail-500`: always a 500.
+//!
 //! Every request is recorded (`requests()`), so tests can see retries and fallbacks.
 
 use std::collections::HashMap;
@@ -75,6 +83,7 @@ impl ScriptedLlm {
         let app = axum::Router::new()
             .route("/v1/chat/completions", post(chat))
             .route("/v1/models", get(models))
+            .route("/v1/embeddings", post(embeddings))
             .with_state(shared.clone());
         let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
             let _ = stream.set_nodelay(true);
@@ -250,6 +259,93 @@ fn content_text(content: &Value) -> String {
 /// A rough count, the same on every call, so tests can predict usage.
 fn count(text: &str) -> u64 {
     text.split_whitespace().count() as u64
+}
+
+/// The words of `text`, lowercase, as `hashed-N` embeds and counts them.
+pub fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+}
+
+/// The `hashed-N` vector of `text`: its words hashed (FNV-1a) into `size` places with a
+/// sign each, scaled to unit length (all zeros for a text without words).
+pub fn hashed_vector(text: &str, size: usize) -> Vec<f32> {
+    let mut vector = vec![0f32; size.max(1)];
+    for word in words(text) {
+        let hash = word.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        let place = (hash % vector.len() as u64) as usize;
+        vector[place] += if hash >> 63 == 0 { 1.0 } else { -1.0 };
+    }
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
+}
+
+async fn embeddings(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {
+    shared.requests.lock().unwrap().push(body.clone());
+    let model = body["model"].as_str().unwrap_or_default().to_owned();
+    if model == "fail-500" {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "the model crashed");
+    }
+    let (short, size) = match model.strip_prefix("hashed-wrong-") {
+        Some(n) => (true, n.parse::<usize>().ok()),
+        None => (
+            false,
+            model.strip_prefix("hashed-").and_then(|n| n.parse().ok()),
+        ),
+    };
+    let Some(mut size) = size.filter(|n| *n > 1) else {
+        return error(StatusCode::NOT_FOUND, "no such embedding model");
+    };
+    if let Some(asked) = body["dimensions"].as_u64() {
+        size = size.min(asked as usize);
+    }
+    let texts: Vec<String> = match &body["input"] {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_owned))
+            .collect(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "input is a string or a list of strings",
+            );
+        }
+    };
+    let base64 = body["encoding_format"] == "base64";
+    let mut tokens = 0;
+    let data: Vec<Value> = texts
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            tokens += words(text).count();
+            let mut vector = hashed_vector(text, size);
+            if short {
+                vector.pop();
+            }
+            let embedding = if base64 {
+                use base64::Engine;
+                let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+                json!(base64::engine::general_purpose::STANDARD.encode(bytes))
+            } else {
+                json!(vector)
+            };
+            json!({"object": "embedding", "index": index, "embedding": embedding})
+        })
+        .collect();
+    Json(json!({
+        "object": "list",
+        "data": data,
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }))
+    .into_response()
 }
 
 async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Response {

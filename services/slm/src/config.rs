@@ -12,6 +12,13 @@
 //!   than the shipped Q4_1, for more memory); on by default.
 //! - `llm_price_prompt`, `llm_price_completion`: what the platform's `default` profile
 //!   costs, in millionths of USD per 1,000 tokens (0 by default).
+//! - `embedding_model`, `embedding_dimensions`, `embedding_price`: an embedding model of
+//!   the `default` upstream, its vector size (required with it) and its price per
+//!   1,000 tokens; it becomes the `embeddings` profile.
+//! - `embedding_model_dir`: the local embedding model (all-MiniLM-L6-v2: its
+//!   `config.json`, `tokenizer.json`, `model.safetensors`); by default looked for in
+//!   `<data dir>/models/` and `~/.cache/somagent/models/`. The `embeddings` profile when
+//!   no upstream embedding model is configured.
 //!
 //! Tenants never give URLs: a profile names a configured upstream, so no tenant can
 //! make the platform call an address of their choosing.
@@ -56,6 +63,10 @@ pub struct SlmSettings {
     pub llm_local_q8: bool,
     pub llm_price_prompt: u32,
     pub llm_price_completion: u32,
+    pub embedding_model: Option<String>,
+    pub embedding_dimensions: Option<u32>,
+    pub embedding_price: u32,
+    pub embedding_model_dir: Option<PathBuf>,
 }
 
 impl Default for SlmSettings {
@@ -69,6 +80,10 @@ impl Default for SlmSettings {
             llm_local_q8: true,
             llm_price_prompt: 0,
             llm_price_completion: 0,
+            embedding_model: None,
+            embedding_dimensions: None,
+            embedding_price: 0,
+            embedding_model_dir: None,
         }
     }
 }
@@ -91,6 +106,11 @@ pub struct SlmConfig {
     pub local_model: Option<PathBuf>,
     pub requantize_q8: bool,
     pub default_price: crate::domain::pricing::Price,
+    /// The `default` upstream's embedding model and its vector size.
+    pub embedding_model: Option<(String, u32)>,
+    pub embedding_price: crate::domain::pricing::Price,
+    /// The local embedding model's directory.
+    pub local_embeddings: Option<PathBuf>,
 }
 
 fn given(value: &Option<String>) -> Option<String> {
@@ -120,7 +140,9 @@ impl SlmConfig {
         };
         for upstream in more {
             check_url("slm.llm_upstreams", &upstream.base_url)?;
-            if upstream.name == "local" || upstreams.iter().any(|u| u.name == upstream.name) {
+            if upstream.name.starts_with("local")
+                || upstreams.iter().any(|u| u.name == upstream.name)
+            {
                 return Err(ConfigError::invalid(
                     "slm.llm_upstreams",
                     format!("the name `{}` is taken", upstream.name),
@@ -147,7 +169,48 @@ impl SlmConfig {
                 .into_iter()
                 .find(|p| p.is_file()),
         };
+        let embedding_model = match (
+            given(&settings.embedding_model),
+            settings.embedding_dimensions,
+        ) {
+            (None, _) => None,
+            (Some(_), _) if !upstreams.iter().any(|u| u.name == "default") => {
+                return Err(ConfigError::invalid(
+                    "slm.embedding_model",
+                    "names a model of the `default` upstream: set `slm.llm_base_url` too",
+                ));
+            }
+            (Some(model), Some(size))
+                if (1..=crate::domain::profile::MAX_DIMENSIONS).contains(&size) =>
+            {
+                Some((model, size))
+            }
+            (Some(_), _) => {
+                return Err(ConfigError::invalid(
+                    "slm.embedding_dimensions",
+                    "must give the embedding model's vector size (1 to 8192)",
+                ));
+            }
+        };
+        let local_embeddings = match settings.embedding_model_dir {
+            Some(dir) if !dir.join("model.safetensors").is_file() => {
+                return Err(ConfigError::invalid(
+                    "slm.embedding_model_dir",
+                    format!("{} holds no model.safetensors", dir.display()),
+                ));
+            }
+            Some(dir) => Some(dir),
+            None => crate::minilm::default_locations(data_dir)
+                .into_iter()
+                .find(|d| d.join("model.safetensors").is_file()),
+        };
         Ok(Self {
+            embedding_model,
+            embedding_price: crate::domain::pricing::Price {
+                prompt_micros_per_1k: i64::from(settings.embedding_price),
+                completion_micros_per_1k: 0,
+            },
+            local_embeddings,
             upstreams,
             default_model,
             local_model,

@@ -1,4 +1,5 @@
-//! The slm service: the model gateway. Chat completions (whole or streamed) over
+//! The slm service: the model gateway. Chat completions (whole or streamed) and
+//! embeddings over
 //! per-tenant model profiles, on any OpenAI-compatible upstream or the local model,
 //! with retries, fallbacks, timeouts, and every call metered as `billing.usage`.
 //!
@@ -6,7 +7,7 @@
 //! - `domain/`: chat messages and deltas, profiles, prices; no I/O.
 //! - `config`: the upstreams an operator configures, and the local model's file.
 //! - `upstream/`: OpenAI-compatible servers (`async-openai`) and the local model.
-//! - `gguf_model`: SmolLM2 on candle.
+//! - `gguf_model`: SmolLM2 on candle; `minilm`: the local embedding model on candle.
 //! - `model_router`: profiles → upstream calls, retries, fallbacks, streaming, metering.
 //! - `metering`, `counting`: usage events through the outbox; token counts when an
 //!   upstream reports none.
@@ -23,6 +24,7 @@ pub mod config;
 pub mod domain;
 mod gguf_model;
 mod metering;
+mod minilm;
 mod model_router;
 mod output_rules;
 mod profiles;
@@ -85,6 +87,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         timeout_ms: DEFAULT_TIMEOUT_MS,
         platform: true,
         base: None,
+        dimensions: None,
     };
     if let Some(model) = &slm.default_model
         && slm.upstreams.iter().any(|u| u.name == "default")
@@ -115,6 +118,41 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         if !platform.iter().any(|p| p.name == "default") {
             platform.push(profile("default", "local", LOCAL_MODEL_ID));
         }
+    }
+    if let Some((model, size)) = &slm.embedding_model {
+        let upstream_model = Profile {
+            price: slm.embedding_price,
+            dimensions: Some(*size),
+            ..profile(model, "default", model)
+        };
+        platform.push(Profile {
+            name: model_router::EMBEDDINGS_PROFILE.into(),
+            ..upstream_model.clone()
+        });
+        if model != model_router::EMBEDDINGS_PROFILE {
+            platform.push(upstream_model);
+        }
+    }
+    if let Some(dir) = &slm.local_embeddings {
+        upstreams.insert(
+            "local-embeddings",
+            Upstream::LocalEmbeddings(upstream::local_embeddings::LocalEmbedder::new(dir.clone())),
+        );
+        tracing::info!(path = %dir.display(), "the local embedding model is available");
+        let local = Profile {
+            dimensions: Some(minilm::DIMENSIONS),
+            ..profile(minilm::MODEL_ID, "local-embeddings", minilm::MODEL_ID)
+        };
+        if !platform
+            .iter()
+            .any(|p| p.name == model_router::EMBEDDINGS_PROFILE)
+        {
+            platform.push(Profile {
+                name: model_router::EMBEDDINGS_PROFILE.into(),
+                ..local.clone()
+            });
+        }
+        platform.push(local);
     }
     if upstreams.is_empty() {
         tracing::warn!(

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::domain::chat::{ChatCall, Completion, Delta, FinishReason, TokenUsage};
 use crate::domain::counting::TokenCounter;
+use crate::domain::embedding::{Embeddings, check_answer, check_inputs};
 use crate::domain::output_guard::{StreamGuard, Verdict, calls_break};
 use crate::domain::profile::{MAX_FALLBACKS, Profile};
 use crate::metering::{Caller, Metered, UsageMeter};
@@ -226,7 +227,17 @@ impl ModelRouter {
                 "name at least one message",
             ));
         }
-        let chain = self.chain(&caller.tenant, &asked.model).await?;
+        let mut chain = self.chain(&caller.tenant, &asked.model).await?;
+        if chain[0].dimensions.is_some() {
+            return Err(ApiError::validation(
+                "model",
+                format!(
+                    "`{}` is an embedding model (POST /v1/embeddings); name a chat model",
+                    clip(&chain[0].name)
+                ),
+            ));
+        }
+        chain.retain(|p| p.dimensions.is_none());
         let mut last: Option<UpstreamError> = None;
         let mut last_profile = String::new();
         for profile in chain {
@@ -426,6 +437,138 @@ impl ModelRouter {
             let _ = tx.send(last).await;
         });
         answer
+    }
+}
+
+/// Texts embedded by a profile, and what it cost.
+pub struct Embedded {
+    pub profile: String,
+    pub model: String,
+    pub dimensions: u32,
+    pub embeddings: Embeddings,
+    pub cost_micros: i64,
+    pub currency: String,
+}
+
+/// The profile embedding calls use when they name none.
+pub const EMBEDDINGS_PROFILE: &str = "embeddings";
+
+impl ModelRouter {
+    /// Embeds `texts` with the embedding profile `model` names. Retried like chat, but
+    /// never handed to a fallback: another model's vectors live in another space, and
+    /// mixing them with this model's would make every later search quietly wrong.
+    pub async fn embed(
+        &self,
+        caller: Caller,
+        model: &str,
+        texts: Vec<String>,
+        dimensions: Option<u32>,
+    ) -> Result<Embedded, ApiError> {
+        check_inputs(&texts).map_err(|(field, message)| ApiError::validation(&field, message))?;
+        let name = if model.is_empty() {
+            EMBEDDINGS_PROFILE
+        } else {
+            model
+        };
+        let profile = self.chain(&caller.tenant, name).await?.swap_remove(0);
+        let Some(size) = profile.dimensions else {
+            return Err(ApiError::validation(
+                "model",
+                format!(
+                    "`{}` is a chat model; name an embedding model (GET /v1/models shows each one's `dimensions`)",
+                    clip(name)
+                ),
+            ));
+        };
+        let size = match dimensions {
+            Some(0) => return Err(ApiError::validation("dimensions", "is at least 1")),
+            Some(asked) if asked > size => {
+                return Err(ApiError::validation(
+                    "dimensions",
+                    format!("is at most the model's {size}"),
+                ));
+            }
+            Some(asked) if profile.upstream.starts_with("local") && asked != size => {
+                return Err(ApiError::validation(
+                    "dimensions",
+                    format!("this model gives vectors of {size} only"),
+                ));
+            }
+            Some(asked) => asked,
+            None => size,
+        };
+        let Some(upstream) = self.upstreams.get(&profile.upstream) else {
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "no configured upstream serves this model",
+            ));
+        };
+        let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
+        let count = texts.len();
+        let mut last = None;
+        for attempt in 0..=MAX_RETRIES {
+            let call = upstream.embed(&profile.model, texts.clone(), dimensions);
+            let result = tokio::time::timeout(timeout, call)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(UpstreamError::new(
+                        FailureKind::Timeout,
+                        None,
+                        format!(
+                            "the model did not answer within {} s",
+                            timeout.as_secs_f32()
+                        ),
+                    ))
+                });
+            match result {
+                Ok(embeddings) => {
+                    if let Err(why) = check_answer(&embeddings, count, size as usize) {
+                        tracing::warn!(profile = %profile.name, %why, "an embedding answer was refused");
+                        return Err(ApiError::new(ErrorCode::UpstreamFailed, why)
+                            .with_details(serde_json::json!({ "profile": profile.name })));
+                    }
+                    let usage = TokenUsage {
+                        prompt: embeddings.prompt_tokens,
+                        completion: 0,
+                    };
+                    let cost_micros = profile.price.cost_micros(usage);
+                    let call_id = format!("embd-{}", uuid::Uuid::now_v7().simple());
+                    self.meter
+                        .record(
+                            &caller,
+                            Metered {
+                                call_id: &call_id,
+                                profile: &profile.name,
+                                upstream: &profile.upstream,
+                                model: &profile.model,
+                                usage,
+                                counted: false,
+                                cost_micros,
+                                currency: &profile.currency,
+                            },
+                        )
+                        .await;
+                    return Ok(Embedded {
+                        model: profile.model.clone(),
+                        dimensions: size,
+                        embeddings,
+                        cost_micros,
+                        currency: profile.currency.clone(),
+                        profile: profile.name,
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(profile = %profile.name, attempt, error = %e, status = ?e.status, "an embedding call failed");
+                    let retry = e.retryable() && attempt < MAX_RETRIES;
+                    last = Some(e);
+                    if !retry {
+                        break;
+                    }
+                    tokio::time::sleep(BACKOFF * 2u32.pow(attempt)).await;
+                }
+            }
+        }
+        Err(upstream_error(last, &profile.name))
     }
 }
 

@@ -50,6 +50,7 @@ pub async fn put_platform(
         timeout_ms: timeout_or_default(p.timeout_ms),
         platform: true,
         base: None,
+        dimensions: Some(p.dimensions).filter(|d| *d > 0),
     };
     profile
         .validate(&router.upstream_names())

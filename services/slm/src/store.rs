@@ -21,6 +21,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "profile_scopes",
         include_str!("../migrations/0002_profile_scopes.sql"),
     ),
+    Migration::portable(
+        3,
+        "profile_dimensions",
+        include_str!("../migrations/0003_profile_dimensions.sql"),
+    ),
 ];
 
 /// The tenant id of platform profiles' rows: no tenant id can be `*`.
@@ -31,7 +36,7 @@ pub struct ProfileStore {
     db: Db,
 }
 
-const COLUMNS: &str = "name, upstream, model, temperature, max_tokens, fallbacks, prompt_price, completion_price, currency, timeout_ms, base";
+const COLUMNS: &str = "name, upstream, model, temperature, max_tokens, fallbacks, prompt_price, completion_price, currency, timeout_ms, base, dimensions";
 
 impl ProfileStore {
     pub fn new(db: Db) -> Self {
@@ -114,6 +119,7 @@ impl ProfileStore {
             timeout_ms: profile.timeout_ms,
             platform: false,
             base: None,
+            dimensions: None,
         };
         self.put(tenant.as_str(), &row, &profile.base, now).await
     }
@@ -128,13 +134,13 @@ impl ProfileStore {
     ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO model_profiles (tenant_id, name, upstream, model, temperature, max_tokens, fallbacks, \
-             prompt_price, completion_price, currency, timeout_ms, updated_at, base) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) \
+             prompt_price, completion_price, currency, timeout_ms, updated_at, base, dimensions) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
              ON CONFLICT (tenant_id, name) DO UPDATE SET upstream = excluded.upstream, model = excluded.model, \
              temperature = excluded.temperature, max_tokens = excluded.max_tokens, fallbacks = excluded.fallbacks, \
              prompt_price = excluded.prompt_price, completion_price = excluded.completion_price, \
              currency = excluded.currency, timeout_ms = excluded.timeout_ms, updated_at = excluded.updated_at, \
-             base = excluded.base",
+             base = excluded.base, dimensions = excluded.dimensions",
         )
         .bind(tenant_id)
         .bind(&profile.name)
@@ -149,6 +155,7 @@ impl ProfileStore {
         .bind(i64::from(profile.timeout_ms))
         .bind(now)
         .bind(base)
+        .bind(profile.dimensions.map(i64::from))
         .execute(self.db.pool())
         .await?;
         Ok(())
@@ -218,6 +225,7 @@ impl FromAnyRow for Profile {
             timeout_ms: db::get_u32(r, 9)?,
             platform: false,
             base: Some(base).filter(|b| !b.is_empty()),
+            dimensions: r.try_get::<Option<i64>, _>(11)?.map(|d| d as u32),
         })
     }
 }

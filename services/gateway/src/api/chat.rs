@@ -383,7 +383,7 @@ pub async fn chat_completions(
 }
 
 /// The profile that answered and what it cost, for callers that want them.
-fn annotate(response: &mut Response, profile: &str, cost_micros: Option<i64>) {
+pub(super) fn annotate(response: &mut Response, profile: &str, cost_micros: Option<i64>) {
     if let Ok(value) = HeaderValue::from_str(profile) {
         response.headers_mut().insert("x-somagent-profile", value);
     }
@@ -395,7 +395,7 @@ fn annotate(response: &mut Response, profile: &str, cost_micros: Option<i64>) {
 }
 
 /// The models (profiles) the caller's tenant may use, OpenAI style: exactly the names
-/// `/v1/chat/completions` accepts.
+/// `/v1/chat/completions` and (those with `dimensions`) `/v1/embeddings` accept.
 #[utoipa::path(get, path = "/v1/models", tag = "models",
     responses((status = 200, description = "`{object: \"list\", data: [{id, object: \"model\", created, owned_by}]}`", body = Object),
         (status = 401, body = Problem), (status = 403, body = Problem)),
@@ -413,8 +413,16 @@ pub async fn models(
         .await?;
     Ok(Json(json!({
         "object": "list",
-        "data": answer.models.into_iter().map(|m| json!({
-            "id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by,
-        })).collect::<Vec<_>>(),
+        "data": answer.models.into_iter().map(|m| {
+            let mut model = json!({
+                "id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by,
+            });
+            // Embedding models say their vector size (OpenAI lists no such field; its
+            // clients ignore what they do not know).
+            if m.dimensions > 0 {
+                model["dimensions"] = json!(m.dimensions);
+            }
+            model
+        }).collect::<Vec<_>>(),
     })))
 }

@@ -6,6 +6,7 @@ mod approvals;
 mod auth;
 mod body;
 mod chat;
+mod embeddings;
 mod forward;
 mod guards;
 mod mcp;
@@ -56,6 +57,7 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(api_keys::revoke))
         .routes(routes!(chat::chat_completions))
         .routes(routes!(chat::models))
+        .routes(routes!(embeddings::embeddings))
         .routes(routes!(profiles::list))
         .routes(routes!(profiles::put, profiles::delete))
         .routes(routes!(policy::evaluate))

@@ -48,6 +48,9 @@ pub struct PutProfile {
     currency: Option<String>,
     /// How long to wait for the first token and between tokens (default 30000).
     timeout_ms: Option<u32>,
+    /// Platform profiles only: set for an embedding model, its vector size (the profile
+    /// then serves `/v1/embeddings`, not chat).
+    dimensions: Option<u32>,
 }
 
 impl PutProfile {
@@ -65,6 +68,7 @@ impl PutProfile {
                 self.completion_price_micros_per_1k.is_some(),
             ),
             ("currency", self.currency.is_some()),
+            ("dimensions", self.dimensions.is_some()),
         ]
         .into_iter()
         .filter_map(|(field, set)| set.then_some(field))
@@ -89,6 +93,9 @@ pub struct ModelProfile {
     /// A tenant profile's platform profile: its upstream, model and price are the base's.
     #[serde(skip_serializing_if = "Option::is_none")]
     base: Option<String>,
+    /// An embedding model's vector size; absent for a chat model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    dimensions: Option<u32>,
 }
 
 impl From<pb::Profile> for ModelProfile {
@@ -106,6 +113,7 @@ impl From<pb::Profile> for ModelProfile {
             timeout_ms: p.timeout_ms,
             scope: p.scope,
             base: Some(p.base).filter(|b| !b.is_empty()),
+            dimensions: Some(p.dimensions).filter(|d| *d > 0),
         }
     }
 }
@@ -196,6 +204,7 @@ pub async fn put(
         timeout_ms: b.timeout_ms.unwrap_or_default(),
         scope: if platform { "platform" } else { "tenant" }.into(),
         base: b.base.unwrap_or_default(),
+        dimensions: b.dimensions.unwrap_or_default(),
     };
     let saved = gateway
         .slm

@@ -170,6 +170,7 @@ fn profile_message(p: Profile) -> pb::Profile {
         timeout_ms: p.timeout_ms,
         scope: if p.platform { "platform" } else { "tenant" }.into(),
         base: p.base.unwrap_or_default(),
+        dimensions: p.dimensions.unwrap_or(0),
     }
 }
 
@@ -288,7 +289,40 @@ impl SlmService for SlmGrpc {
                         principal.tenant.as_str().to_owned()
                     },
                     created: 0,
+                    dimensions: p.dimensions.unwrap_or(0),
                 })
+                .collect(),
+        }))
+    }
+
+    async fn embed(
+        &self,
+        request: Request<pb::EmbedRequest>,
+    ) -> Result<Response<pb::EmbedResponse>, Status> {
+        let principal = grpc::caller(&request)?;
+        let r = request.into_inner();
+        let caller = caller(&principal, &r.session_id)?;
+        let done = self
+            .router
+            .embed(caller, &r.model, r.input, r.dimensions)
+            .await?;
+        Ok(Response::new(pb::EmbedResponse {
+            dimensions: done.dimensions,
+            model: done.model,
+            profile: done.profile,
+            usage: Some(usage(
+                crate::domain::chat::TokenUsage {
+                    prompt: done.embeddings.prompt_tokens,
+                    completion: 0,
+                },
+                done.cost_micros,
+                done.currency,
+            )),
+            data: done
+                .embeddings
+                .vectors
+                .into_iter()
+                .map(|values| pb::Vector { values })
                 .collect(),
         }))
     }

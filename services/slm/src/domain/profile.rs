@@ -10,6 +10,8 @@ use super::pricing::Price;
 
 /// How long a call may wait for the model's first byte, and between pieces, by default.
 pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
+/// The largest vector an embedding profile may declare (the widest models give 4,096).
+pub const MAX_DIMENSIONS: u32 = 8192;
 /// The longest fallback chain followed.
 pub const MAX_FALLBACKS: usize = 4;
 
@@ -28,6 +30,8 @@ pub struct Profile {
     pub platform: bool,
     /// For a tenant's profile, the platform profile it tunes.
     pub base: Option<String>,
+    /// An embedding model's vector size; `None` for a chat model.
+    pub dimensions: Option<u32>,
 }
 
 /// A tenant's tuning of a platform profile, as the tenant sets it.
@@ -119,6 +123,7 @@ impl TenantProfile {
             timeout_ms: self.timeout_ms,
             platform: false,
             base: Some(base.name.clone()),
+            dimensions: base.dimensions,
         }
     }
 }
@@ -149,6 +154,11 @@ impl Profile {
         if self.price.prompt_micros_per_1k < 0 || self.price.completion_micros_per_1k < 0 {
             return Err(("price", "is not negative".into()));
         }
+        if let Some(size) = self.dimensions
+            && !(1..=MAX_DIMENSIONS).contains(&size)
+        {
+            return Err(("dimensions", format!("is between 1 and {MAX_DIMENSIONS}")));
+        }
         if self.currency.len() != 3 || !self.currency.bytes().all(|b| b.is_ascii_uppercase()) {
             return Err(("currency", "is an ISO 4217 code such as USD".into()));
         }
@@ -178,6 +188,7 @@ mod tests {
             timeout_ms: DEFAULT_TIMEOUT_MS,
             platform: true,
             base: None,
+            dimensions: None,
         };
         let tuned = TenantProfile {
             name: "careful".into(),

@@ -2,8 +2,10 @@
 //!
 //! - `openai`: any OpenAI-compatible server, through `async-openai`.
 //! - `local`: SmolLM2 in this process, through `candle`.
+//! - `local-embeddings`: all-MiniLM-L6-v2 in this process, through `candle`.
 
 pub mod in_process;
+pub mod local_embeddings;
 pub mod openai;
 
 use std::collections::BTreeMap;
@@ -12,6 +14,7 @@ use std::pin::Pin;
 use futures::Stream;
 
 use crate::domain::chat::{ChatCall, Delta};
+use crate::domain::embedding::Embeddings;
 
 pub type DeltaStream = Pin<Box<dyn Stream<Item = Result<Delta, UpstreamError>> + Send>>;
 
@@ -58,6 +61,7 @@ impl UpstreamError {
 pub enum Upstream {
     OpenAi(openai::OpenAiUpstream),
     Local(in_process::LocalUpstream),
+    LocalEmbeddings(local_embeddings::LocalEmbedder),
 }
 
 impl Upstream {
@@ -65,6 +69,28 @@ impl Upstream {
         match self {
             Self::OpenAi(u) => u.stream(call).await,
             Self::Local(u) => u.stream(call).await,
+            Self::LocalEmbeddings(_) => Err(UpstreamError::new(
+                FailureKind::Rejected,
+                Some(400),
+                "this is an embedding model; it does not chat",
+            )),
+        }
+    }
+
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        dimensions: Option<u32>,
+    ) -> Result<Embeddings, UpstreamError> {
+        match self {
+            Self::OpenAi(u) => u.embed(model, texts, dimensions).await,
+            Self::LocalEmbeddings(u) => u.embed(texts).await,
+            Self::Local(_) => Err(UpstreamError::new(
+                FailureKind::Rejected,
+                Some(400),
+                "this is a chat model; it does not embed",
+            )),
         }
     }
 }

@@ -14,7 +14,10 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 
 use super::{DeltaStream, FailureKind, UpstreamError};
+use async_openai::types::embeddings::{CreateEmbeddingRequest, EmbeddingInput, EncodingFormat};
+
 use crate::domain::chat::{ChatCall, Delta, FinishReason, Message, Role, TokenUsage, ToolCall};
+use crate::domain::embedding::Embeddings;
 
 pub struct OpenAiUpstream {
     client: Client<OpenAIConfig>,
@@ -79,6 +82,35 @@ impl OpenAiUpstream {
                 })
             });
         Ok(Box::pin(deltas))
+    }
+}
+
+impl OpenAiUpstream {
+    /// Embeds `texts` with `model`, the vectors in the order of the texts.
+    pub async fn embed(
+        &self,
+        model: &str,
+        texts: Vec<String>,
+        dimensions: Option<u32>,
+    ) -> Result<Embeddings, UpstreamError> {
+        let request = CreateEmbeddingRequest {
+            model: model.to_owned(),
+            input: EmbeddingInput::StringArray(texts),
+            encoding_format: Some(EncodingFormat::Float),
+            user: None,
+            dimensions,
+        };
+        let mut answer = self
+            .client
+            .embeddings()
+            .create(request)
+            .await
+            .map_err(|e| classify(&e))?;
+        answer.data.sort_by_key(|e| e.index);
+        Ok(Embeddings {
+            vectors: answer.data.into_iter().map(|e| e.embedding).collect(),
+            prompt_tokens: u64::from(answer.usage.prompt_tokens),
+        })
     }
 }
 
@@ -229,7 +261,7 @@ fn classify(error: &OpenAIError) -> UpstreamError {
         OpenAIError::JSONDeserialize(..) => UpstreamError::new(
             FailureKind::Rejected,
             None,
-            "the model server sent something that is not an OpenAI chat answer",
+            "the model server sent something that is not an OpenAI answer",
         ),
         _ => UpstreamError::new(
             FailureKind::Rejected,

@@ -1,0 +1,173 @@
+//! The local embedding model: all-MiniLM-L6-v2 (a 6-layer BERT, 384-dimensional
+//! sentence embeddings) on the CPU with candle, as sentence-transformers runs it: the
+//! token vectors mean-pooled over the real tokens (never the padding), then scaled to
+//! unit length, so a dot product is the cosine.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config, DTYPE};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// The model's id, as profiles and `GET /v1/models` name it.
+pub const MODEL_ID: &str = "all-minilm-l6-v2";
+/// The directory `scripts/fetch-models.sh` installs it into, under the models dir.
+pub const MODEL_DIR: &str = "all-MiniLM-L6-v2";
+/// Its vector size.
+pub const DIMENSIONS: u32 = 384;
+/// The longest input it reads, in word pieces, as it was trained; longer inputs are
+/// cut there (sentence-transformers does the same).
+pub const MAX_TOKENS: usize = 256;
+
+pub struct SentenceEmbedder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    device: Device,
+}
+
+/// Texts embedded together, and the word pieces each took.
+pub struct Embedded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: Vec<u64>,
+}
+
+impl SentenceEmbedder {
+    /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
+    pub fn load(dir: &Path) -> Result<Self> {
+        let device = Device::Cpu;
+        let config: Config = serde_json::from_slice(
+            &std::fs::read(dir.join("config.json"))
+                .with_context(|| format!("reading {}/config.json", dir.display()))?,
+        )
+        .context("config.json does not describe a BERT model")?;
+        let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| anyhow::anyhow!("reading {}/tokenizer.json: {e}", dir.display()))?;
+        // The shipped tokenizer pads every input to 128 pieces: a batch is padded to its
+        // longest input instead, and the padding never reaches the pooled vector.
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            ..PaddingParams::default()
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: MAX_TOKENS,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| anyhow::anyhow!("the tokenizer refuses truncation: {e}"))?;
+        let weights = std::fs::read(dir.join("model.safetensors"))
+            .with_context(|| format!("reading {}/model.safetensors", dir.display()))?;
+        let vb = VarBuilder::from_buffered_safetensors(weights, DTYPE, &device)?;
+        let model = BertModel::load(vb, &config).context("the weights do not fit the model")?;
+        Ok(Self {
+            model,
+            tokenizer,
+            device,
+        })
+    }
+
+    /// One unit vector per text, in order, in one forward pass.
+    pub fn embed(&self, texts: &[&str]) -> Result<Embedded> {
+        if texts.is_empty() {
+            return Ok(Embedded {
+                vectors: Vec::new(),
+                tokens: Vec::new(),
+            });
+        }
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| anyhow::anyhow!("the text cannot be tokenized: {e}"))?;
+        let width = encodings.first().map_or(0, |e| e.len());
+        let mut ids = Vec::with_capacity(texts.len() * width);
+        let mut mask = Vec::with_capacity(texts.len() * width);
+        let mut tokens = Vec::with_capacity(texts.len());
+        for encoding in &encodings {
+            ids.extend_from_slice(encoding.get_ids());
+            mask.extend_from_slice(encoding.get_attention_mask());
+            tokens.push(
+                encoding
+                    .get_attention_mask()
+                    .iter()
+                    .filter(|m| **m == 1)
+                    .count() as u64,
+            );
+        }
+        let shape = (texts.len(), width);
+        let ids = Tensor::from_vec(ids, shape, &self.device)?;
+        let mask = Tensor::from_vec(mask, shape, &self.device)?;
+        let token_types = ids.zeros_like()?;
+        let hidden = self.model.forward(&ids, &token_types, Some(&mask))?;
+        // Mean over the real tokens: padded positions are multiplied by 0.
+        let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+        let summed = hidden.broadcast_mul(&mask)?.sum(1)?;
+        let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
+        let mean = summed.broadcast_div(&counts)?;
+        let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
+        let unit = mean.broadcast_div(&norms)?;
+        Ok(Embedded {
+            vectors: unit.to_vec2::<f32>()?,
+            tokens,
+        })
+    }
+}
+
+/// Where the model is looked for when no directory is configured.
+pub fn default_locations(data_dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut places = vec![data_dir.join("models").join(MODEL_DIR)];
+    if let Some(home) = std::env::home_dir() {
+        places.push(home.join(".cache/somagent/models").join(MODEL_DIR));
+    }
+    places
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn installed() -> Option<std::path::PathBuf> {
+        default_locations(Path::new("/nonexistent"))
+            .into_iter()
+            .find(|p| p.join("model.safetensors").is_file())
+    }
+
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        a.iter().zip(b).map(|(x, y)| x * y).sum()
+    }
+
+    #[test]
+    fn related_sentences_are_closer_than_unrelated_ones_and_padding_changes_nothing() {
+        let Some(dir) = installed() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI=true: the embedding model must be installed (scripts/fetch-models.sh)"
+            );
+            return;
+        };
+        let model = SentenceEmbedder::load(&dir).unwrap();
+        let texts = [
+            "A man is eating food.",
+            "A man is eating a piece of bread.",
+            "The new movie is awesome, a story of friendship told over thirty years.",
+        ];
+        let all = model.embed(&texts).unwrap();
+        assert_eq!(all.vectors.len(), 3);
+        assert!(all.vectors.iter().all(|v| v.len() == DIMENSIONS as usize));
+        let norm = dot(&all.vectors[0], &all.vectors[0]);
+        assert!((norm - 1.0).abs() < 1e-4, "unit length, got {norm}");
+        let related = dot(&all.vectors[0], &all.vectors[1]);
+        let unrelated = dot(&all.vectors[0], &all.vectors[2]);
+        assert!(
+            related > 0.5 && unrelated < 0.2,
+            "related {related}, unrelated {unrelated}"
+        );
+        // The short sentence was padded to the long one's length in the batch; alone it
+        // has no padding. Its vector is the same either way.
+        let alone = model.embed(&texts[..1]).unwrap();
+        let same = dot(&alone.vectors[0], &all.vectors[0]);
+        assert!(same > 0.9999, "padding moved the vector: cosine {same}");
+        assert_eq!(alone.tokens[0], all.tokens[0]);
+        assert!(all.tokens[2] > all.tokens[0]);
+    }
+}
