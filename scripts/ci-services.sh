@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs (idempotently) and starts on 127.0.0.1 the real servers the tests need:
 # PostgreSQL, Redis, Apache Kafka (KRaft, single node), MinIO (S3), OPA, Temporal (the
-# dev server), Keycloak (an OIDC provider with the somagent realm) and a Kubernetes API
-# server (etcd + kube-apiserver, built once per machine), plus the chart
+# dev server), Keycloak (an OIDC provider with the somagent realm), Qdrant (the
+# prebuilt server in the workspace's shared/bin) and a Kubernetes API server (etcd +
+# kube-apiserver, built once per machine), plus the chart
 # validation tools (helm, kubeconform and offline Kubernetes schemas).
 #
 # Downloads and builds are cached under $SOMAGENT_CACHE (default ~/.cache/somagent) so a
@@ -165,6 +166,35 @@ start_opa() {
   local v; v=$("$BIN/opa" version 2>/dev/null | awk '/^Version/ {print $2}')
   export SOMAGENT_TEST_OPA_URL="http://127.0.0.1:8181"
   report opa "${v:-?}" "127.0.0.1:8181" "$(since "$t")"
+}
+
+# Qdrant: no registry ships a server, so a release build is provided beside the
+# checkout (shared/bin/qdrant, or $SOMAGENT_QDRANT_BIN); copied into the cache once.
+start_qdrant() {
+  local t; t=$(now)
+  if [ ! -x "$BIN/qdrant" ]; then
+    local found=""
+    for candidate in "${SOMAGENT_QDRANT_BIN:-}" "$HERE/../../shared/bin/qdrant" /work/shared/bin/qdrant; do
+      if [ -n "$candidate" ] && [ -x "$candidate" ]; then found="$candidate"; break; fi
+    done
+    [ -n "$found" ] || die "no Qdrant server: set SOMAGENT_QDRANT_BIN to a qdrant 1.18 binary"
+    cp "$found" "$BIN/qdrant.part" && mv "$BIN/qdrant.part" "$BIN/qdrant"
+  fi
+  if ! port_open 6334; then
+    mkdir -p "$RUN/qdrant"
+    QDRANT__SERVICE__HTTP_PORT=6333 QDRANT__SERVICE__GRPC_PORT=6334 QDRANT__SERVICE__HOST=127.0.0.1 \
+      QDRANT__STORAGE__STORAGE_PATH="$RUN/qdrant/storage" QDRANT__STORAGE__SNAPSHOTS_PATH="$RUN/qdrant/snapshots" \
+      QDRANT__TELEMETRY_DISABLED=true QDRANT__LOG_LEVEL=WARN \
+      nohup "$BIN/qdrant" >"$RUN/qdrant.log" 2>&1 &
+  fi
+  wait_port 6334 30 || die "Qdrant is not ready (see $RUN/qdrant.log)"
+  local i
+  for i in $(seq 1 30); do
+    curl -fsS http://127.0.0.1:6333/readyz >/dev/null 2>&1 && break
+    sleep 1
+  done
+  export SOMAGENT_TEST_QDRANT_URL="qdrant://127.0.0.1:6334"
+  report qdrant "$("$BIN/qdrant" --version 2>/dev/null | awk '{print $2}')" "127.0.0.1:6334" "$(since "$t")"
 }
 
 start_temporal() {
@@ -376,6 +406,7 @@ case "$what" in
     start_kafka
     start_minio
     start_opa
+    start_qdrant
     start_temporal
     start_keycloak
     start_kube
@@ -393,7 +424,7 @@ esac
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
     SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_EMBEDDING_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_MCP_PYTHONPATH \
     SOMAGENT_TEST_OPA_URL SOMAGENT_TEST_KUBE_URL SOMAGENT_TEST_KUBE_CA SOMAGENT_TEST_KUBE_TOKEN \
-    SOMAGENT_TEST_WORKFLOWS_URL; do
+    SOMAGENT_TEST_WORKFLOWS_URL SOMAGENT_TEST_QDRANT_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   printf 'export PATH=%q:"$PATH"\n' "$BIN"

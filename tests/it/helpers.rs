@@ -293,6 +293,13 @@ impl Backends {
                         format!("{kafka}?prefix={name}"),
                     ));
                 }
+                // Vectors on Qdrant, collections of its own.
+                if let Ok(qdrant) = std::env::var("SOMAGENT_TEST_QDRANT_URL") {
+                    env.push((
+                        "SOMAGENT_VECTORS_URL".into(),
+                        format!("{qdrant}?prefix={name}_"),
+                    ));
+                }
                 // Turns on Temporal, a task queue of its own.
                 if let Ok(temporal) = std::env::var("SOMAGENT_TEST_WORKFLOWS_URL") {
                     env.push((

@@ -17,6 +17,7 @@ mod lifecycle;
 mod local_model;
 mod login_limits;
 mod mcp;
+mod memory;
 mod mfa;
 mod model_profiles;
 mod openai_client;

@@ -152,7 +152,7 @@ async fn each_service_gets_tokens_only_for_its_own_callees_and_needs() {
 
     // The orchestrator: nothing for a callee outside its table, nothing outside what it
     // needs of slm; asked for more, it gets only what it needs (RFC 6749 §3.3).
-    for callee in ["identity", "memory", "billing"] {
+    for callee in ["identity", "notification", "billing"] {
         let (code, message) = refusal(
             identity
                 .issue_service_token(with_credential(
@@ -192,6 +192,25 @@ async fn each_service_gets_tokens_only_for_its_own_callees_and_needs() {
     assert_eq!(claims["sub"], bob_id.as_str());
     assert_eq!(claims["act"]["sub"], "service:orchestrator");
     assert_eq!(claims["capabilities"], json!(["models:use"]));
+
+    // Of memory, what a turn recalls and remembers for the user; nothing else.
+    let for_memory = identity
+        .issue_service_token(with_credential(
+            &orchestrator,
+            ask(
+                "orchestrator",
+                "memory",
+                &["memory:read", "memory:write", "users:write"],
+            ),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(for_memory.scope, "memory:read memory:write");
+    assert_eq!(
+        claims_of(&for_memory.access_token)["aud"],
+        "somagent:memory"
+    );
 
     // Of the tool service, the user's tools to offer the model and calls of them; not
     // the writing of tools or credentials.

@@ -3,6 +3,7 @@
 mod auth;
 mod chat;
 mod events;
+mod memory;
 mod output_guard;
 mod policy;
 mod replicas;
@@ -107,6 +108,35 @@ enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
+    /// Memory on real MiniLM embeddings of a real corpus, through a running platform
+    /// (its local embedding model): tenant-filtered search latency and recall@10 on the
+    /// embedded store and Qdrant (SOMAGENT_TEST_QDRANT_URL), ingestion chunks/s, and
+    /// what recall adds to a session turn on the scripted upstream (start the platform
+    /// with SOMAGENT_SLM__LLM_BASE_URL at SOMAGENT_BENCH_LLM_ADDR).
+    Memory {
+        #[arg(long)]
+        gateway: String,
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
+        password: String,
+        /// Vectors stored, spread over the tenants.
+        #[arg(long, default_value_t = 100_000)]
+        chunks: usize,
+        #[arg(long, default_value_t = 10)]
+        tenants: usize,
+        /// Held-out paragraphs searched for.
+        #[arg(long, default_value_t = 1_000)]
+        queries: usize,
+        /// Directories of text (.py, .md, .rst, .txt) the corpus is cut from.
+        #[arg(long, required = true)]
+        corpus: Vec<std::path::PathBuf>,
+        /// Where the corpus's vectors are kept between runs.
+        #[arg(long)]
+        cache: std::path::PathBuf,
+    },
     /// Policy evaluation in process (regorus; OPA too when SOMAGENT_TEST_OPA_URL is set)
     /// when `--gateway` is not given, or `POST /v1/policy/evaluate` through a gateway.
     Policy {
@@ -164,6 +194,26 @@ async fn main() -> anyhow::Result<()> {
             password,
             seconds,
         } => tools::run(&gateway, &password, seconds).await,
+        Command::Memory {
+            gateway,
+            password,
+            chunks,
+            tenants,
+            queries,
+            corpus,
+            cache,
+        } => {
+            memory::run(memory::Options {
+                gateway,
+                password,
+                chunks,
+                tenants,
+                queries,
+                corpus,
+                cache,
+            })
+            .await
+        }
         Command::Policy {
             evaluations,
             gateway: None,

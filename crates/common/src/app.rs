@@ -172,6 +172,16 @@ impl ServiceBuilder {
         self
     }
 
+    /// Adds a backend of the service's own (a vector store, say) to `/readyz`.
+    pub fn ready_when<P: crate::readiness::Probe>(
+        mut self,
+        name: &'static str,
+        backend: P,
+    ) -> Self {
+        self.readiness.add_probe(name, backend);
+        self
+    }
+
     pub fn db(&self) -> Option<&Db> {
         self.db.as_ref()
     }

@@ -38,6 +38,9 @@ pub struct CommonConfig {
     /// Where durable workflows run: `local://` (journaled in the relational store) or
     /// `temporal://host:port[?namespace=…&task_queue=…]`.
     pub workflows_url: WorkflowsUrl,
+    /// Where memory keeps its vectors: `local://` (the platform's own store, indexed in
+    /// process) or `qdrant://host:6334[?api_key=…&prefix=…]`.
+    pub vectors_url: VectorsUrl,
     pub log: LogConfig,
     /// How long shutdown waits for in-flight work before it stops anyway.
     pub shutdown_grace_secs: u64,
@@ -60,6 +63,7 @@ impl Default for CommonConfig {
             cache_url: CacheUrl::Memory,
             objects_url: None,
             workflows_url: WorkflowsUrl::Local,
+            vectors_url: VectorsUrl::Local,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
             public_url: None,
@@ -597,6 +601,78 @@ impl FromStr for WorkflowsUrl {
     }
 }
 
+/// `local://` or `qdrant://host:port[?api_key=…&prefix=…]` (port 6334, Qdrant's gRPC,
+/// unless given; `prefix` starts the name of every collection the platform makes, so
+/// several platforms can share one server).
+#[derive(Clone, PartialEq, Eq)]
+pub enum VectorsUrl {
+    Local,
+    Qdrant(String),
+}
+
+/// Where a Qdrant server is and how the platform uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QdrantTarget {
+    /// `http://host:port`, its gRPC endpoint.
+    pub address: String,
+    pub api_key: Option<String>,
+    pub prefix: String,
+}
+
+impl VectorsUrl {
+    fn raw(&self) -> String {
+        match self {
+            Self::Local => "local://".into(),
+            Self::Qdrant(url) => url.clone(),
+        }
+    }
+
+    /// The Qdrant server; `None` for the embedded store.
+    pub fn qdrant(&self) -> Option<QdrantTarget> {
+        let Self::Qdrant(raw) = self else {
+            return None;
+        };
+        // Checked when parsed.
+        let url = Url::parse(raw).ok()?;
+        let query = |key: &str| {
+            url.query_pairs()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.into_owned())
+        };
+        Some(QdrantTarget {
+            address: format!("http://{}:{}", url.host_str()?, url.port().unwrap_or(6334)),
+            api_key: query("api_key").filter(|k| !k.is_empty()),
+            prefix: query("prefix").unwrap_or_default(),
+        })
+    }
+}
+
+impl FromStr for VectorsUrl {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        const KNOWN: &str = "local:// or qdrant://host:port";
+        match scheme(value, KNOWN)? {
+            ("local", _) => Ok(Self::Local),
+            ("qdrant", _) => Url::parse(value)
+                .ok()
+                .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+                .filter(|u| {
+                    u.query_pairs().all(|(k, v)| {
+                        k != "prefix"
+                            || v.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    })
+                })
+                .map(|_| Self::Qdrant(value.to_owned()))
+                .ok_or_else(|| {
+                    "qdrant:// needs host:port, and a prefix of letters, digits, `_` or `-`".into()
+                }),
+            (other, _) => Err(format!("unknown scheme `{other}` (expected {KNOWN})")),
+        }
+    }
+}
+
+string_backed!(VectorsUrl);
 string_backed!(DatabaseUrl);
 string_backed!(WorkflowsUrl);
 string_backed!(EventsUrl);
@@ -617,7 +693,14 @@ macro_rules! redacted_debug {
         }
     )*};
 }
-redacted_debug!(DatabaseUrl, EventsUrl, CacheUrl, ObjectsUrl, WorkflowsUrl);
+redacted_debug!(
+    DatabaseUrl,
+    EventsUrl,
+    CacheUrl,
+    ObjectsUrl,
+    WorkflowsUrl,
+    VectorsUrl
+);
 
 /// Hides secrets passed as query parameters (`secret_access_key=…`, `password=…`).
 fn redact_query(value: &str) -> String {
@@ -630,7 +713,10 @@ fn redact_query(value: &str) -> String {
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| {
-            let secret = k.contains("secret") || k.contains("password") || k.contains("token");
+            let secret = k.contains("secret")
+                || k.contains("password")
+                || k.contains("token")
+                || k.contains("key");
             (
                 k.into_owned(),
                 if secret { "***".into() } else { v.into_owned() },
@@ -706,6 +792,19 @@ mod tests {
             })
         );
         assert!("temporal://".parse::<WorkflowsUrl>().is_err());
+        assert_eq!("local://".parse(), Ok(VectorsUrl::Local));
+        let qdrant: VectorsUrl = "qdrant://q:7000?api_key=k&prefix=run_1".parse().unwrap();
+        assert_eq!(
+            qdrant.qdrant(),
+            Some(QdrantTarget {
+                address: "http://q:7000".into(),
+                api_key: Some("k".into()),
+                prefix: "run_1".into(),
+            })
+        );
+        assert!(!format!("{qdrant}").contains("api_key=k"), "{qdrant}");
+        assert!("qdrant://".parse::<VectorsUrl>().is_err());
+        assert!("qdrant://q?prefix=a/b".parse::<VectorsUrl>().is_err());
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub const MEMORY: ServiceSpec = ServiceSpec {
     name: "memory",
     port: 10021,
     summary: "remember and recall, semantic search, documents and RAG",
-    backends: &[Database, Events],
+    backends: &[Database, Events, Cache, Objects],
 };
 pub const SLM: ServiceSpec = ServiceSpec {
     name: "slm",

@@ -109,11 +109,14 @@ pub enum TurnEvent {
         #[serde(flatten)]
         decision: PolicyDecision,
     },
-    /// The message the turn keeps.
+    /// The message the turn keeps, with the document passages its model was given to
+    /// cite.
     Message {
         role: String,
         content: String,
         turn: u32,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        citations: Vec<Citation>,
     },
     /// The turn ended (`completed` or `withheld`).
     Done {
@@ -133,6 +136,18 @@ pub enum TurnEvent {
     ApprovalResolved(ApprovalResolved),
     /// A tool call ran, or was refused: what the model is told.
     ToolResult(ToolResult),
+}
+
+/// A document passage a turn's model was given: what an answer citing it points to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Citation {
+    pub document_id: String,
+    pub title: String,
+    /// The passage's place in its document, from 0.
+    pub position: u32,
+    /// The headings above it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub section: String,
 }
 
 /// A tool call that waits for a person's approval.
@@ -266,10 +281,20 @@ impl TurnEvent {
                 role,
                 content,
                 turn,
+                citations,
             } => Event::Message(pb::TurnMessage {
                 role,
                 content,
                 turn,
+                citations: citations
+                    .into_iter()
+                    .map(|c| pb::Citation {
+                        document_id: c.document_id,
+                        title: c.title,
+                        position: c.position,
+                        section: c.section,
+                    })
+                    .collect(),
             }),
             TurnEvent::Done {
                 outcome,
@@ -370,6 +395,16 @@ impl TurnEvent {
                 role: m.role,
                 content: m.content,
                 turn: m.turn,
+                citations: m
+                    .citations
+                    .into_iter()
+                    .map(|c| Citation {
+                        document_id: c.document_id,
+                        title: c.title,
+                        position: c.position,
+                        section: c.section,
+                    })
+                    .collect(),
             },
             Event::Done(d) => {
                 let usage = d.usage.unwrap_or_default();
@@ -587,6 +622,12 @@ mod tests {
                 role: "assistant".into(),
                 content: "done".into(),
                 turn: 3,
+                citations: vec![Citation {
+                    document_id: "d1".into(),
+                    title: "Manual".into(),
+                    position: 2,
+                    section: "Warranty".into(),
+                }],
             },
             TurnEvent::Done {
                 outcome: "completed".into(),

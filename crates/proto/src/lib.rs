@@ -30,4 +30,5 @@ service_packages! {
     slm => "somagent.slm.v1",
     constitution => "somagent.constitution.v1",
     tool => "somagent.tool.v1",
+    memory => "somagent.memory.v1",
 }

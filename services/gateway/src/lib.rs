@@ -34,11 +34,12 @@ use somagent_common::auth::{TrustedIssuer, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{CONSTITUTION, IDENTITY, ORCHESTRATOR, POLICY, SLM, TOOL};
+use somagent_common::service::{CONSTITUTION, IDENTITY, MEMORY, ORCHESTRATOR, POLICY, SLM, TOOL};
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
@@ -55,6 +56,7 @@ pub struct Gateway {
     pub moderation: moderation::Moderation,
     pub orchestrator: OrchestratorServiceClient<tonic::transport::Channel>,
     pub tool: ToolServiceClient<tonic::transport::Channel>,
+    pub memory: MemoryServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -110,6 +112,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let orchestrator_channel = config.channel(&ORCHESTRATOR, None)?;
     // A tool call is bounded by its action's timeout (at most 300 s), in the tool service.
     let tool_channel = config.channel(&TOOL, Some(Duration::from_secs(330)))?;
+    // A search embeds its query first; an upload sends up to 20 MiB.
+    let memory_channel = config.channel(&MEMORY, Some(Duration::from_secs(60)))?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
@@ -117,6 +121,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         (CONSTITUTION.name, constitution_channel.clone()),
         (ORCHESTRATOR.name, orchestrator_channel.clone()),
         (TOOL.name, tool_channel.clone()),
+        (MEMORY.name, memory_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -133,6 +138,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         constitution,
         orchestrator,
         tool: ToolServiceClient::new(tool_channel),
+        memory: MemoryServiceClient::new(memory_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

@@ -25,10 +25,11 @@ use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{IDENTITY, POLICY, SLM, TOOL};
+use somagent_common::service::{IDENTITY, MEMORY, POLICY, SLM, TOOL};
 
 use somagent_workflows::local::LocalEngine;
 use somagent_workflows::store::RunStore;
@@ -87,6 +88,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         metrics: turn::TurnMetrics::register(builder.metrics()),
         // Each action's own timeout bounds a call there; this bounds the wait for it.
         tool: ToolServiceClient::new(channel(&TOOL, Some(Duration::from_secs(320)))?),
+        // Recall embeds the question (the local model may be loading) and searches.
+        memory: MemoryServiceClient::new(channel(&MEMORY, Some(Duration::from_secs(25)))?),
         config: settings,
     };
     let mut registry = Registry::new();

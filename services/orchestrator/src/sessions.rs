@@ -155,6 +155,7 @@ impl Sessions {
                 .iter()
                 .map(|c| c.as_str().to_owned())
                 .collect(),
+            recall: turn::RecallSettings::of_session(&session.metadata),
             model: session.model,
             content,
         };

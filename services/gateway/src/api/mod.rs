@@ -10,6 +10,7 @@ mod embeddings;
 mod forward;
 mod guards;
 mod mcp;
+mod memory;
 mod openapi;
 mod paging;
 mod policy;
@@ -58,6 +59,25 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::chat_completions))
         .routes(routes!(chat::models))
         .routes(routes!(embeddings::embeddings))
+        .routes(routes!(
+            memory::put_memory,
+            memory::get_memory,
+            memory::delete_memory
+        ))
+        .routes(routes!(memory::list_memories))
+        .routes(routes!(memory::search))
+        .routes(routes!(memory::retrieve))
+        .routes(routes!(memory::list_documents))
+        .routes(routes!(memory::get_document, memory::delete_document))
+        .routes(routes!(memory::remember))
+        .merge(
+            // Documents are larger than any other body.
+            OpenApiRouter::new()
+                .routes(routes!(memory::add_document))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    memory::MAX_UPLOAD_BYTES,
+                )),
+        )
         .routes(routes!(profiles::list))
         .routes(routes!(profiles::put, profiles::delete))
         .routes(routes!(policy::evaluate))

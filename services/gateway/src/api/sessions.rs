@@ -93,6 +93,10 @@ pub struct MessageView {
     tool_call_id: Option<String>,
     turn: u32,
     created_at: String,
+    /// On a turn's answer: the document passages its model was given, to cite.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    citations: Vec<somagent_common::turn::Citation>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -259,6 +263,7 @@ fn message_view(m: pb::Message) -> MessageView {
         tool_call_id: Some(m.tool_call_id).filter(|t| !t.is_empty()),
         turn: m.turn,
         created_at: m.created_at,
+        citations: Vec::new(),
     }
 }
 
@@ -354,6 +359,7 @@ pub async fn send(
                 role,
                 content,
                 turn,
+                citations,
             } => {
                 answer.message = Some(MessageView {
                     id: String::new(),
@@ -363,6 +369,7 @@ pub async fn send(
                     tool_call_id: None,
                     turn,
                     created_at: String::new(),
+                    citations,
                 })
             }
             policy @ TurnEvent::Policy { .. } => answer.policy = Some(policy.data()),

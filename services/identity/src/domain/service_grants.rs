@@ -24,6 +24,23 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
     ),
     // The tool service's decision on a call that came with a service token.
     ("tool", "policy", &[Capability::PolicyRead]),
+    // Memory embeds texts and queries for the user (a reader may search what they may
+    // read), and names the embedding model's collection.
+    (
+        "memory",
+        "slm",
+        &[
+            Capability::ModelsUse,
+            Capability::ModelsRead,
+            Capability::MemoryRead,
+        ],
+    ),
+    // A session turn recalls memories and passages for its prompt, and remembers.
+    (
+        "orchestrator",
+        "memory",
+        &[Capability::MemoryRead, Capability::MemoryWrite],
+    ),
 ];
 
 /// What `caller` may ask of `callee` for a user, or `None` if it may not call it so.

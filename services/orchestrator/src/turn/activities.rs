@@ -8,17 +8,19 @@ use serde_json::Value;
 use somagent_common::auth::ServiceTokens;
 use somagent_common::infra::cache::Cache;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
+use somagent_common::proto::memory::v1 as mpb;
+use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1 as ppb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1 as spb;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{POLICY, SLM, ServiceSpec};
+use somagent_common::service::{MEMORY, POLICY, SLM, ServiceSpec};
 use somagent_workflows::ActivityError;
 
 use super::{
-    Checked, Decision, Finish, Finished, Message, ModelCall, ModelReply, PolicyCheck, ToolCall,
-    TurnOutcome, Usage, Who,
+    Checked, Citation, Decision, Finish, Finished, Message, ModelCall, ModelReply, PolicyCheck,
+    RecallAsk, Recalled, ToolCall, TurnOutcome, Usage, Who,
 };
 use crate::hub::{Live, TurnHub};
 use crate::store::SessionStore;
@@ -35,6 +37,7 @@ pub struct TurnActivities {
     pub cache: Cache,
     pub metrics: super::TurnMetrics,
     pub tool: ToolServiceClient<tonic::transport::Channel>,
+    pub memory: MemoryServiceClient<tonic::transport::Channel>,
     pub config: crate::config::OrchestratorConfig,
 }
 
@@ -187,6 +190,38 @@ impl TurnActivities {
             );
         }
         Ok(decision)
+    }
+
+    /// What memory has for the question: the caller's memories and the tenant's
+    /// passages, as a context message within the token budget, numbered for citing.
+    pub(super) async fn recall(&self, ask: RecallAsk) -> Result<Recalled, ActivityError> {
+        let who = &ask.who;
+        let settings = &ask.settings;
+        let can_read = who.capabilities.iter().any(|c| c == "memory:read");
+        let wanted = settings.passages + settings.memories;
+        if !can_read || wanted == 0 || ask.query.trim().is_empty() {
+            return Ok(Recalled::default());
+        }
+        let token = self.token(who, &MEMORY).await?;
+        let request = mpb::SearchRequest {
+            query: ask.query.clone(),
+            scopes: settings.scopes.clone(),
+            top_k: wanted.min(100),
+            session_id: who.session_id.clone(),
+            ..Default::default()
+        };
+        let hits = self
+            .memory
+            .clone()
+            .search(somagent_common::auth::grpc::with_bearer(
+                &token,
+                tonic::Request::new(request),
+            ))
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .hits;
+        Ok(recall_context(hits, settings))
     }
 
     pub(super) async fn history(&self, who: Who) -> Result<Vec<Message>, ActivityError> {
@@ -497,6 +532,7 @@ impl TurnActivities {
                     role: last.0.clone(),
                     content: last.1.clone(),
                     turn: who.turn,
+                    citations: input.citations.clone(),
                 },
             );
         }
@@ -518,6 +554,59 @@ impl TurnActivities {
             persisted: messages.len(),
         })
     }
+}
+
+/// The context message of what was recalled: memories first (what the user told the
+/// platform to keep), then passages numbered for citing, each with its source, until
+/// the token budget (about four characters a token) is spent.
+fn recall_context(hits: Vec<mpb::Hit>, settings: &super::RecallSettings) -> Recalled {
+    let budget = settings.max_tokens as usize * 4;
+    let mut used = 0;
+    let mut memories = Vec::new();
+    let mut passages = Vec::new();
+    let mut citations = Vec::new();
+    for hit in hits.iter().filter(|h| h.kind == "memory") {
+        let line = format!("- ({}) {}", hit.scope, hit.text.trim());
+        if memories.len() == settings.memories as usize || used + line.len() > budget {
+            break;
+        }
+        used += line.len();
+        memories.push(line);
+    }
+    for hit in hits.iter().filter(|h| h.kind == "chunk") {
+        let number = passages.len() + 1;
+        let mut source = hit.title.clone();
+        if !hit.section.is_empty() {
+            source = format!("{source} — {}", hit.section);
+        }
+        let block = format!("[{number}] {source}\n{}", hit.text.trim());
+        if passages.len() == settings.passages as usize || used + block.len() > budget {
+            break;
+        }
+        used += block.len();
+        passages.push(block);
+        citations.push(Citation {
+            document_id: hit.document_id.clone(),
+            title: hit.title.clone(),
+            position: hit.position,
+            section: hit.section.clone(),
+        });
+    }
+    if memories.is_empty() && passages.is_empty() {
+        return Recalled::default();
+    }
+    let mut context = String::from(
+        "Context recalled for this conversation. Use it where it answers the question; cite passages by their number, as [1].",
+    );
+    if !memories.is_empty() {
+        context.push_str("\n\nMemories:\n");
+        context.push_str(&memories.join("\n"));
+    }
+    if !passages.is_empty() {
+        context.push_str("\n\nPassages:\n");
+        context.push_str(&passages.join("\n\n"));
+    }
+    Recalled { context, citations }
 }
 
 /// An event id fixed by the run and what the event is of.

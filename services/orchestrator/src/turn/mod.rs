@@ -45,6 +45,11 @@ pub const MODEL_COMPLETE: Activity<ModelCall, ModelReply> = Activity::new("model
 pub const TURN_FINISH: Activity<Finish, Finished> = Activity::new("turn.finish", QUICK);
 pub const TOOLBOX: Activity<Who, Toolbox> = Activity::new("tool.list", QUICK);
 pub const APPROVAL_ASK: Activity<Ask, Asked> = Activity::new("approval.ask", QUICK);
+/// Recall embeds the question (on the local model, CPU work) and searches.
+pub const RECALL: Activity<RecallAsk, Recalled> = Activity::new(
+    "memory.recall",
+    ActivityOptions::new(Duration::from_secs(30), 2),
+);
 /// A tool call: the tool service bounds the call itself (each action's timeout); this
 /// bounds the wait for it. A retry repeats the call's idempotency key, so a call that
 /// ran is not run twice.
@@ -73,6 +78,11 @@ pub fn register(registry: &mut Registry, activities: TurnActivities) {
     registry.activity(&TOOLBOX, move |_, who| {
         let a = a.clone();
         async move { a.step(a.toolbox(who).await).await }
+    });
+    let a = activities.clone();
+    registry.activity(&RECALL, move |_, ask| {
+        let a = a.clone();
+        async move { a.step(a.recall(ask).await).await }
     });
     let a = activities.clone();
     registry.activity(&APPROVAL_ASK, move |info, ask| {
@@ -110,6 +120,94 @@ pub struct TurnInput {
     pub capabilities: Vec<String>,
     pub model: String,
     pub content: String,
+    /// What the turn recalls before its model call. A run started before recall
+    /// existed recalls nothing, so its replay takes the same steps.
+    #[serde(default = "RecallSettings::off")]
+    pub recall: RecallSettings,
+}
+
+/// What a turn recalls, from the session's metadata `memory` object: `recall` (on by
+/// default), `passages` and `memories` (how many of each, 4 by default), `scopes`
+/// (memory scopes; the user's, the session's and the tenant's by default) and
+/// `max_tokens` (how much of the prompt it may take, 800 by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecallSettings {
+    pub enabled: bool,
+    pub passages: u32,
+    pub memories: u32,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub max_tokens: u32,
+}
+
+impl Default for RecallSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            passages: 4,
+            memories: 4,
+            scopes: Vec::new(),
+            max_tokens: 800,
+        }
+    }
+}
+
+impl RecallSettings {
+    pub fn off() -> Self {
+        Self {
+            enabled: false,
+            ..Self::default()
+        }
+    }
+
+    /// The settings a session's metadata gives, within bounds; what it does not say
+    /// is the default.
+    pub fn of_session(metadata: &serde_json::Value) -> Self {
+        let mut settings = Self::default();
+        let Some(memory) = metadata.get("memory") else {
+            return settings;
+        };
+        let number = |key: &str, most: u32, default: u32| {
+            memory
+                .get(key)
+                .and_then(serde_json::Value::as_u64)
+                .map_or(default, |n| u32::try_from(n).unwrap_or(most).min(most))
+        };
+        settings.enabled = memory
+            .get("recall")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true);
+        settings.passages = number("passages", 20, settings.passages);
+        settings.memories = number("memories", 20, settings.memories);
+        settings.max_tokens = number("max_tokens", 8000, settings.max_tokens);
+        settings.scopes = memory
+            .get("scopes")
+            .and_then(serde_json::Value::as_array)
+            .map(|scopes| {
+                scopes
+                    .iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .take(8)
+                    .collect()
+            })
+            .unwrap_or_default();
+        settings
+    }
+}
+
+/// What the turn asks memory for.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecallAsk {
+    pub who: Who,
+    pub query: String,
+    pub settings: RecallSettings,
+}
+
+/// What memory gave: the context for the prompt, and the passages in it to cite.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Recalled {
+    pub context: String,
+    pub citations: Vec<Citation>,
 }
 
 /// Whose turn it is: every step acts for this user, with no more than these
@@ -151,7 +249,9 @@ pub struct PolicyCheck {
 }
 
 // The shapes the turn shares with its watchers and with slm.
-pub use somagent_common::turn::{PolicyDecision as Decision, ToolCall, TurnUsage as Usage};
+pub use somagent_common::turn::{
+    Citation, PolicyDecision as Decision, ToolCall, TurnUsage as Usage,
+};
 
 /// A message of the transcript, as the model sees it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -327,6 +427,9 @@ pub struct Finish {
     pub error: Option<ActivityError>,
     pub messages: Vec<Message>,
     pub usage: Usage,
+    /// The passages the model was given, for the answer to cite.
+    #[serde(default)]
+    pub citations: Vec<Citation>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -7,8 +7,8 @@ use somagent_workflows::{ActivityError, Ctx};
 
 use super::{
     APPROVAL_ASK, Ask, Checked, Consent, Finish, MODEL_COMPLETE, Message, ModelCall, POLICY_CHECK,
-    PolicyCheck, SESSION_HISTORY, TOOL_RUN, TOOLBOX, TURN_FINISH, ToolCall, ToolRun, Toolbox,
-    TurnInput, TurnOutcome, TurnResult, Usage, WITHHELD, Who,
+    PolicyCheck, RECALL, RecallAsk, Recalled, SESSION_HISTORY, TOOL_RUN, TOOLBOX, TURN_FINISH,
+    ToolCall, ToolRun, Toolbox, TurnInput, TurnOutcome, TurnResult, Usage, WITHHELD, Who,
 };
 use crate::domain::approval::{Verdict, signal_name};
 
@@ -26,6 +26,7 @@ pub async fn session_turn(ctx: Ctx, input: TurnInput) -> Result<TurnResult, Acti
                 error: Some(error.clone()),
                 messages: Vec::new(),
                 usage: Usage::default(),
+                citations: Vec::new(),
             };
             ctx.cleanup().activity(&TURN_FINISH, &finish).await?;
             Err(error)
@@ -43,6 +44,29 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         Err(e) if e.is_cancelled() => return Err(e),
         Err(_) => Toolbox::default(),
     };
+    // What memory recalls for the question goes into the prompt (not the history),
+    // just before it. Without the memory service the turn goes on without.
+    let recalled = if input.recall.enabled {
+        let ask = RecallAsk {
+            who: who.clone(),
+            query: input.content.clone(),
+            settings: input.recall.clone(),
+        };
+        match ctx.activity(&RECALL, &ask).await {
+            Ok(recalled) => recalled,
+            Err(e) if e.is_cancelled() => return Err(e),
+            Err(_) => Recalled::default(),
+        }
+    } else {
+        Recalled::default()
+    };
+    if !recalled.context.is_empty() {
+        let at = transcript
+            .iter()
+            .rposition(|m| m.role == "user")
+            .unwrap_or(transcript.len());
+        transcript.insert(at, Message::new("system", recalled.context.clone()));
+    }
     let mut new_messages: Vec<Message> = Vec::new();
     let mut usage = Usage::default();
     let mut answer = String::new();
@@ -110,6 +134,11 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         error: None,
         messages: new_messages,
         usage,
+        citations: if outcome == TurnOutcome::Completed {
+            recalled.citations
+        } else {
+            Vec::new()
+        },
     };
     ctx.activity(&TURN_FINISH, &finish).await?;
     Ok(TurnResult {

@@ -290,6 +290,7 @@ impl SlmService for SlmGrpc {
                     },
                     created: 0,
                     dimensions: p.dimensions.unwrap_or(0),
+                    model: p.model,
                 })
                 .collect(),
         }))
@@ -301,7 +302,23 @@ impl SlmService for SlmGrpc {
     ) -> Result<Response<pb::EmbedResponse>, Status> {
         let principal = grpc::caller(&request)?;
         let r = request.into_inner();
-        let caller = caller(&principal, &r.session_id)?;
+        // Memory embeds for a user who may read memory: a reader's search embeds its
+        // query without the right to call models directly.
+        let for_memory = principal
+            .actor
+            .as_deref()
+            .and_then(|a| a.strip_prefix("service:"))
+            == Some(somagent_common::service::MEMORY.name)
+            && principal.can(Capability::MemoryRead);
+        let caller = if for_memory {
+            Caller {
+                tenant: principal.tenant.clone(),
+                subject: principal.subject.clone(),
+                session: Some(r.session_id.clone()).filter(|s| !s.is_empty()),
+            }
+        } else {
+            caller(&principal, &r.session_id)?
+        };
         let done = self
             .router
             .embed(caller, &r.model, r.input, r.dimensions)

@@ -1,0 +1,423 @@
+//! Memory at scale, on real embeddings of a real corpus: paragraphs of the text files
+//! under the given directories (the script passes Python's standard library and its
+//! documentation topics, which every machine here has), embedded by all-MiniLM-L6-v2
+//! through a running platform's `/v1/embeddings` (the local model; cached between
+//! runs), spread over tenants, then:
+//! - tenant-filtered top-10 search latency p50/p99 and recall@10 against exact search,
+//!   on the embedded store and on Qdrant (when SOMAGENT_TEST_QDRANT_URL is set);
+//! - ingestion chunks/s through `POST /v1/memory/documents`, embedding included;
+//! - what recall adds to a session turn on the scripted upstream.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use somagent_common::config::{DatabaseUrl, VectorsUrl};
+use somagent_common::infra::db::Db;
+use somagent_common::tenant::TenantId;
+use somagent_memory::vectors::{Collection, Filter, Kind, Payload, Point, Vectors};
+
+use crate::stats::{Samples, human};
+
+const MODEL: &str = "all-minilm-l6-v2";
+const DIMENSIONS: usize = 384;
+
+pub struct Options {
+    pub gateway: String,
+    pub password: String,
+    pub chunks: usize,
+    pub tenants: usize,
+    pub queries: usize,
+    pub corpus: Vec<PathBuf>,
+    pub cache: PathBuf,
+}
+
+/// Paragraphs of real text: blank-line separated blocks of the files under `dirs`,
+/// whitespace folded, 8 to 150 words, each once.
+fn corpus(dirs: &[PathBuf], wanted: usize) -> Vec<String> {
+    let mut files = Vec::new();
+    let mut stack: Vec<PathBuf> = dirs.to_vec();
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        let mut entries: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        entries.sort();
+        for path in entries {
+            if path.is_dir() {
+                stack.push(path);
+            } else if path
+                .extension()
+                .is_some_and(|e| matches!(e.to_str(), Some("py" | "md" | "rst" | "txt")))
+            {
+                files.push(path);
+            }
+        }
+    }
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for file in files {
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
+        for block in text.split("\n\n") {
+            let folded: Vec<&str> = block.split_whitespace().collect();
+            if !(8..=150).contains(&folded.len()) {
+                continue;
+            }
+            let paragraph = folded.join(" ");
+            if seen.insert(paragraph.clone()) {
+                out.push(paragraph);
+                if out.len() == wanted {
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The vectors of `texts`, from the cache file when it has them all.
+async fn embed_all(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    texts: &[String],
+    cache: &Path,
+) -> anyhow::Result<(Vec<Vec<f32>>, Option<f64>)> {
+    if let Ok(bytes) = std::fs::read(cache)
+        && bytes.len() == texts.len() * DIMENSIONS * 4
+    {
+        let floats: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        return Ok((
+            floats.chunks(DIMENSIONS).map(<[f32]>::to_vec).collect(),
+            None,
+        ));
+    }
+    let started = Instant::now();
+    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
+    for (i, batch) in texts.chunks(64).enumerate() {
+        let answer: Value = client
+            .post(format!("{gateway}/v1/embeddings"))
+            .bearer_auth(token)
+            .json(&json!({"model": MODEL, "input": batch, "encoding_format": "float"}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        for item in answer["data"].as_array().into_iter().flatten() {
+            vectors.push(
+                item["embedding"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| x.as_f64().unwrap_or_default() as f32)
+                    .collect(),
+            );
+        }
+        if i % 100 == 99 {
+            eprintln!("  embedded {} of {}", vectors.len(), texts.len());
+        }
+    }
+    let rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+    if let Some(dir) = cache.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let bytes: Vec<u8> = vectors
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    std::fs::write(cache, bytes)?;
+    Ok((vectors, Some(rate)))
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Loads `vectors` (point `i` to tenant `i % tenants`) into `store`, then searches each
+/// query in its tenant: latency and recall@10 against the exact top 10.
+async fn measure(
+    name: &str,
+    store: &Vectors,
+    vectors: &[Vec<f32>],
+    queries: &[Vec<f32>],
+    tenants: usize,
+) -> anyhow::Result<()> {
+    let collection = Collection {
+        model: MODEL.into(),
+        dimensions: DIMENSIONS as u32,
+    };
+    let tenant_ids: Vec<TenantId> = (0..tenants)
+        .map(|t| TenantId::parse(format!("bench-{t}")).map_err(anyhow::Error::msg))
+        .collect::<Result<_, _>>()?;
+    let ids: Vec<uuid::Uuid> = (0..vectors.len()).map(|_| uuid::Uuid::new_v4()).collect();
+    let started = Instant::now();
+    for (t, tenant) in tenant_ids.iter().enumerate() {
+        let mine: Vec<usize> = (t..vectors.len()).step_by(tenants).collect();
+        for batch in mine.chunks(512) {
+            let points = batch
+                .iter()
+                .map(|&i| Point {
+                    id: ids[i],
+                    vector: vectors[i].clone(),
+                    payload: Payload {
+                        kind: Kind::Chunk,
+                        owner_kind: "document".into(),
+                        owner_id: String::new(),
+                        subject: String::new(),
+                        source: format!("doc-{}", i / 50),
+                        position: (i % 50) as u32,
+                        metadata: Default::default(),
+                    },
+                })
+                .collect();
+            store.upsert(tenant, &collection, points).await?;
+        }
+    }
+    let load = started.elapsed();
+    // The first search of a tenant loads its partition (embedded); not what is measured.
+    for tenant in &tenant_ids {
+        store
+            .search(
+                tenant,
+                &collection,
+                queries[0].clone(),
+                &Filter::default(),
+                10,
+            )
+            .await?;
+    }
+    let mut samples = Vec::with_capacity(queries.len());
+    let mut found = 0usize;
+    let mut expected = 0usize;
+    for (q, query) in queries.iter().enumerate() {
+        let t = q % tenants;
+        let t0 = Instant::now();
+        let hits = store
+            .search(
+                &tenant_ids[t],
+                &collection,
+                query.clone(),
+                &Filter::default(),
+                10,
+            )
+            .await?;
+        samples.push(t0.elapsed());
+        // The exact top 10 of the tenant's vectors.
+        let mut exact: Vec<(f32, usize)> = (t..vectors.len())
+            .step_by(tenants)
+            .map(|i| (dot(query, &vectors[i]), i))
+            .collect();
+        exact.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let truth: HashSet<uuid::Uuid> = exact.iter().take(10).map(|(_, i)| ids[*i]).collect();
+        expected += truth.len();
+        found += hits.iter().filter(|h| truth.contains(&h.id)).count();
+    }
+    let samples = Samples::new(samples);
+    println!(
+        "{name:<16} {} vectors in {tenants} tenants loaded in {:.1} s ({:.0}/s); tenant-filtered top-10: p50 {} p99 {}, recall@10 {:.3}",
+        vectors.len(),
+        load.as_secs_f64(),
+        vectors.len() as f64 / load.as_secs_f64(),
+        human(samples.percentile(50.0)),
+        human(samples.percentile(99.0)),
+        found as f64 / expected.max(1) as f64,
+    );
+    Ok(())
+}
+
+/// Ingests a document of `paragraphs` through the platform: chunks per second from the
+/// upload to `ready`, embedding on the local model included.
+async fn ingestion(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    paragraphs: &[String],
+) -> anyhow::Result<()> {
+    let markdown: String = paragraphs
+        .chunks(10)
+        .enumerate()
+        .map(|(i, section)| format!("## Section {i}\n\n{}\n\n", section.join("\n\n")))
+        .collect();
+    let started = Instant::now();
+    let added: Value = client
+        .post(format!("{gateway}/v1/memory/documents"))
+        .bearer_auth(token)
+        .json(
+            &json!({"title": "bench corpus", "content_type": "text/markdown", "content": markdown}),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let id = added["id"].as_str().unwrap_or_default().to_owned();
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let doc: Value = client
+            .get(format!("{gateway}/v1/memory/documents/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .json()
+            .await?;
+        match doc["status"].as_str() {
+            Some("ingesting") => continue,
+            Some("ready") => {
+                let chunks = doc["chunks_total"].as_u64().unwrap_or(0);
+                let seconds = started.elapsed().as_secs_f64();
+                println!(
+                    "ingestion        {} KiB of Markdown, {chunks} chunks in {seconds:.1} s: {:.0} chunks/s (local embedding model)",
+                    markdown.len() / 1024,
+                    chunks as f64 / seconds
+                );
+                return Ok(());
+            }
+            _ => anyhow::bail!("ingestion failed: {doc}"),
+        }
+    }
+}
+
+/// Session turns on the scripted upstream with recall on and off: what recall adds.
+async fn turn_recall(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    questions: &[String],
+) -> anyhow::Result<()> {
+    let mut medians = Vec::new();
+    for recall in [false, true] {
+        let session: Value = client
+            .post(format!("{gateway}/v1/sessions"))
+            .bearer_auth(token)
+            .json(&json!({"metadata": {"memory": {"recall": recall}}}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let id = session["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let mut samples = Vec::new();
+        for question in questions {
+            let t = Instant::now();
+            client
+                .post(format!("{gateway}/v1/sessions/{id}/messages"))
+                .bearer_auth(token)
+                .json(&json!({"content": question}))
+                .send()
+                .await?
+                .error_for_status()?;
+            samples.push(t.elapsed());
+        }
+        let samples = Samples::new(samples);
+        println!(
+            "session turn     recall {}: p50 {} p99 {} ({} turns)",
+            if recall { "on " } else { "off" },
+            human(samples.percentile(50.0)),
+            human(samples.percentile(99.0)),
+            samples.len()
+        );
+        medians.push(samples.percentile(50.0));
+    }
+    println!(
+        "recall adds      {} to a turn's p50 (the question embedded on the local model, hybrid search, context built)",
+        human(medians[1].saturating_sub(medians[0]))
+    );
+    Ok(())
+}
+
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    // The chat upstream the platform was pointed at, for the session turns.
+    let _llm = somagent_scripted_llm::ScriptedLlm::start_on(
+        &std::env::var("SOMAGENT_BENCH_LLM_ADDR").unwrap_or_else(|_| "127.0.0.1:20999".into()),
+    )
+    .await?;
+    let client = reqwest::Client::new();
+    let token = crate::stats::admin_token(&client, &options.gateway, &options.password).await?;
+    let texts = corpus(&options.corpus, options.chunks + options.queries);
+    anyhow::ensure!(
+        texts.len() == options.chunks + options.queries,
+        "the corpus has {} paragraphs; {} are needed (give more --corpus directories or fewer --chunks)",
+        texts.len(),
+        options.chunks + options.queries
+    );
+    println!(
+        "corpus           {} paragraphs of {} directories, {} held out as queries",
+        texts.len(),
+        options.corpus.len(),
+        options.queries
+    );
+    let cache = options.cache.join(format!("minilm-{}.f32", texts.len()));
+    let (vectors, rate) = embed_all(&client, &options.gateway, &token, &texts, &cache).await?;
+    match rate {
+        Some(rate) => {
+            println!("embedding        {rate:.0} texts/s through /v1/embeddings on the local model")
+        }
+        None => println!("embedding        vectors from {}", cache.display()),
+    }
+    let (chunks, queries) = vectors.split_at(options.chunks);
+    let dir = tempfile::tempdir()?;
+    let db = Db::connect(
+        &DatabaseUrl::Sqlite {
+            path: dir.path().join("{service}.db"),
+        },
+        "memory",
+    )
+    .await?;
+    db.migrate("memory", somagent_memory::MIGRATIONS).await?;
+    let local: VectorsUrl = "local://".parse().map_err(anyhow::Error::msg)?;
+    measure(
+        "embedded",
+        &somagent_memory::vectors_for(&local, db.clone())?,
+        chunks,
+        queries,
+        options.tenants,
+    )
+    .await?;
+    if let Ok(url) = std::env::var("SOMAGENT_TEST_QDRANT_URL") {
+        let prefix = format!("bench{}_", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let url: VectorsUrl = format!("{url}?prefix={prefix}")
+            .parse()
+            .map_err(anyhow::Error::msg)?;
+        measure(
+            "qdrant",
+            &somagent_memory::vectors_for(&url, db)?,
+            chunks,
+            queries,
+            options.tenants,
+        )
+        .await?;
+    } else {
+        println!(
+            "qdrant           not measured: set SOMAGENT_TEST_QDRANT_URL (scripts/ci-services.sh starts one)"
+        );
+    }
+    ingestion(
+        &client,
+        &options.gateway,
+        &token,
+        &texts[..2000.min(texts.len())],
+    )
+    .await?;
+    turn_recall(
+        &client,
+        &options.gateway,
+        &token,
+        &texts[options.chunks..][..50.min(options.queries)],
+    )
+    .await?;
+    if let Some(rss) = crate::stats::peak_rss_mib() {
+        println!("bench process    peak RSS {rss:.0} MiB");
+    }
+    Ok(())
+}
