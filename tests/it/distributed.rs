@@ -82,6 +82,7 @@ async fn the_rendered_chart_runs_as_thirteen_processes_that_serve_onboarding_and
         "cacheUrl": backend["SOMAGENT_CACHE_URL"],
         "eventsUrl": backend["SOMAGENT_EVENTS_URL"],
         "workflowsUrl": backend["SOMAGENT_WORKFLOWS_URL"],
+        "vectorsUrl": backend.get("SOMAGENT_VECTORS_URL").map_or("local://", String::as_str),
         "opaUrl": backend.get("SOMAGENT_POLICY__OPA_URL").map_or("", String::as_str),
         "objectsUrl": objects,
         "llmBaseUrl": llm.base_url(),

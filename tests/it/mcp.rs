@@ -109,9 +109,12 @@ async fn mcp_server_journey(backends: Backends, pythonpath: &str) {
         .collect();
     assert!(names.contains(&"github__get_issue"), "{names:?}");
     assert!(
-        names.iter().all(|n| n.starts_with("github__")),
-        "only what the tenant set up: {names:?}"
+        names
+            .iter()
+            .all(|n| n.starts_with("github__") || n.starts_with("memory__")),
+        "only what the tenant set up, and the platform's memory: {names:?}"
     );
+    assert!(names.contains(&"memory__recall"), "{names:?}");
     assert!(
         !names.contains(&"github__merge_pull_request"),
         "a call needing approval is not offered"
@@ -213,7 +216,17 @@ async fn mcp_server_journey(backends: Backends, pythonpath: &str) {
         &[],
     )
     .await;
-    assert_eq!(theirs["tools"], json!([]), "{theirs}");
+    // Only the platform's memory tool, which is every tenant's own.
+    let their_names: Vec<&str> = theirs["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert!(
+        their_names.iter().all(|n| n.starts_with("memory__")),
+        "{theirs}"
+    );
     let anonymous = client
         .post(g("/mcp"))
         .header("accept", "application/json, text/event-stream")

@@ -746,3 +746,141 @@ async fn a_session_turn_recalls_memories_and_passages_and_its_answer_cites_them(
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test]
+async fn agents_remember_recall_and_forget_with_the_built_in_memory_tool() {
+    let (
+        llm,
+        Rooted {
+            platform: _platform,
+            gateway,
+            client,
+            root,
+            data: _data,
+            ..
+        },
+    ) = with_scripted_llm(Backends::Embedded, &EMBEDDINGS).await;
+    let g = |path: &str| format!("{gateway}{path}");
+    crate::helpers::platform_profile(&client, &gateway, &root, "tool-user").await;
+
+    // Called directly: it remembers in the caller's memory, recalls, forgets.
+    let (status, remembered) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools/memory/invoke"),
+        &root,
+        Some(json!({"action": "remember", "arguments": {"text": "The deploy window is Tuesday at noon", "key": "deploy-window"}})),
+    )
+    .await;
+    assert_eq!(status, 200, "{remembered}");
+    assert_eq!(remembered["result"]["remembered"]["scope"], "user");
+    let (status, mine) = call(
+        &client,
+        Method::GET,
+        &g("/v1/memory/user/deploy-window"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, mine["text"].as_str()),
+        (200, Some("The deploy window is Tuesday at noon"))
+    );
+    let (_, recalled) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools/memory/invoke"),
+        &root,
+        Some(json!({"action": "recall", "arguments": {"query": "when is the deploy window"}})),
+    )
+    .await;
+    assert_eq!(
+        recalled["result"]["results"][0]["memory"]["key"], "deploy-window",
+        "{recalled}"
+    );
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools/memory/invoke"),
+        &root,
+        Some(json!({"action": "forget", "arguments": {"key": "deploy-window"}})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &client,
+        Method::GET,
+        &g("/v1/memory/user/deploy-window"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // Forgetting what is not there is the tool's error, told to the caller.
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &g("/v1/tools/memory/invoke"),
+        &root,
+        Some(json!({"action": "forget", "arguments": {"key": "deploy-window"}})),
+    )
+    .await;
+    assert_eq!(status, 502, "{problem}");
+    assert!(
+        problem["error"]["details"]["tool_error"]
+            .as_str()
+            .unwrap()
+            .contains("no such memory"),
+        "{problem}"
+    );
+
+    // In a session turn, the model remembers into the session's memory.
+    let (_, session) = call(
+        &client,
+        Method::POST,
+        &g("/v1/sessions"),
+        &root,
+        Some(json!({"model": "tool-user"})),
+    )
+    .await;
+    let id = session["session_id"].as_str().unwrap().to_owned();
+    let (status, answer) = call(
+        &client,
+        Method::POST,
+        &g(&format!("/v1/sessions/{id}/messages")),
+        &root,
+        Some(json!({"content": "call memory__remember {\"text\": \"The user prefers metric units\", \"key\": \"units\"}"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        answer["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("remembered"),
+        "{answer}"
+    );
+    let (status, kept) = call(
+        &client,
+        Method::GET,
+        &g(&format!("/v1/memory/session:{id}/units")),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{kept}");
+    assert_eq!(kept["text"], "The user prefers metric units");
+    // The model was offered the memory tool's three functions.
+    let offered: Vec<String> = llm
+        .requests()
+        .iter()
+        .flat_map(|r| r["tools"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+        .collect();
+    for name in ["memory__remember", "memory__recall", "memory__forget"] {
+        assert!(
+            offered.iter().any(|o| o == name),
+            "{name} not in {offered:?}"
+        );
+    }
+}

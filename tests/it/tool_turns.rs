@@ -402,7 +402,14 @@ async fn journey(backends: Backends) {
         names.contains(&"github__get_issue") && names.contains(&"github__merge_pull_request"),
         "{names:?}"
     );
-    assert!(names.iter().all(|n| n.starts_with("github__")), "{names:?}");
+    // What the tenant set up, and the platform's own memory tool.
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("github__") || n.starts_with("memory__")),
+        "{names:?}"
+    );
+    assert!(names.contains(&"memory__remember"), "{names:?}");
     let merge = offered
         .as_array()
         .unwrap()

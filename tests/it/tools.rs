@@ -418,7 +418,11 @@ async fn journey(backends: Backends) {
             .all(|t| t["kind"] == "builtin" && t["credential_set"] == false),
         "{theirs}"
     );
-    assert_eq!(tools.len(), 14, "the built-in adapters: {theirs}");
+    assert_eq!(
+        tools.len(),
+        15,
+        "the built-in adapters and the memory tool: {theirs}"
+    );
     for (method, path, body) in [
         (Method::GET, "/v1/tools/crm", None),
         (

@@ -33,8 +33,9 @@ pub struct Options {
     pub cache: PathBuf,
 }
 
-/// Paragraphs of real text: blank-line separated blocks of the files under `dirs`,
-/// whitespace folded, 8 to 150 words, each once.
+/// Passages of real text: blank-line separated blocks of the files under `dirs`,
+/// whitespace folded, 8 to 40 words (a sentence or a short paragraph: embedding cost
+/// grows with length, and 100K passages must embed in minutes on two cores), each once.
 fn corpus(dirs: &[PathBuf], wanted: usize) -> Vec<String> {
     let mut files = Vec::new();
     let mut stack: Vec<PathBuf> = dirs.to_vec();
@@ -63,7 +64,7 @@ fn corpus(dirs: &[PathBuf], wanted: usize) -> Vec<String> {
         };
         for block in text.split("\n\n") {
             let folded: Vec<&str> = block.split_whitespace().collect();
-            if !(8..=150).contains(&folded.len()) {
+            if !(8..=40).contains(&folded.len()) {
                 continue;
             }
             let paragraph = folded.join(" ");
@@ -78,63 +79,124 @@ fn corpus(dirs: &[PathBuf], wanted: usize) -> Vec<String> {
     out
 }
 
-/// The vectors of `texts`, from the cache file when it has them all.
-async fn embed_all(
+/// Embeds `texts` in batches through the gateway; a batch the tenant's prompt policy
+/// refuses (the corpus is real text: some of it looks like secrets or instructions) is
+/// embedded text by text and the refused texts are left out.
+async fn embed_batch(
     client: &reqwest::Client,
     gateway: &str,
     token: &str,
     texts: &[String],
-    cache: &Path,
-) -> anyhow::Result<(Vec<Vec<f32>>, Option<f64>)> {
-    if let Ok(bytes) = std::fs::read(cache)
-        && bytes.len() == texts.len() * DIMENSIONS * 4
-    {
-        let floats: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        return Ok((
-            floats.chunks(DIMENSIONS).map(<[f32]>::to_vec).collect(),
-            None,
-        ));
-    }
-    let started = Instant::now();
-    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
-    for (i, batch) in texts.chunks(64).enumerate() {
-        let answer: Value = client
-            .post(format!("{gateway}/v1/embeddings"))
-            .bearer_auth(token)
-            .json(&json!({"model": MODEL, "input": batch, "encoding_format": "float"}))
-            .send()
-            .await?
-            .error_for_status()?
-            .json()
+) -> anyhow::Result<Vec<Option<Vec<f32>>>> {
+    let response = client
+        .post(format!("{gateway}/v1/embeddings"))
+        .bearer_auth(token)
+        .json(&json!({"model": MODEL, "input": texts, "encoding_format": "float"}))
+        .send()
+        .await?;
+    if response.status() == reqwest::StatusCode::FORBIDDEN && texts.len() > 1 {
+        let mut one_by_one = Vec::with_capacity(texts.len());
+        for text in texts {
+            let one = Box::pin(embed_batch(
+                client,
+                gateway,
+                token,
+                std::slice::from_ref(text),
+            ))
             .await?;
-        for item in answer["data"].as_array().into_iter().flatten() {
-            vectors.push(
+            one_by_one.extend(one);
+        }
+        return Ok(one_by_one);
+    }
+    if response.status() == reqwest::StatusCode::FORBIDDEN {
+        return Ok(vec![None]);
+    }
+    let answer: Value = response.error_for_status()?.json().await?;
+    Ok(answer["data"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|item| {
+            Some(
                 item["embedding"]
                     .as_array()
                     .into_iter()
                     .flatten()
                     .map(|x| x.as_f64().unwrap_or_default() as f32)
                     .collect(),
+            )
+        })
+        .collect())
+}
+
+/// `wanted` texts of `candidates` with their vectors, from the cache file when it has
+/// them (records of the text's index and its vector).
+async fn embed_all(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    candidates: &[String],
+    wanted: usize,
+    cache: &Path,
+) -> anyhow::Result<(Vec<String>, Vec<Vec<f32>>, Option<f64>)> {
+    let record = 4 + DIMENSIONS * 4;
+    if let Ok(bytes) = std::fs::read(cache)
+        && bytes.len() == wanted * record
+    {
+        let mut texts = Vec::with_capacity(wanted);
+        let mut vectors = Vec::with_capacity(wanted);
+        for r in bytes.chunks_exact(record) {
+            let index = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+            texts.push(candidates.get(index).cloned().unwrap_or_default());
+            vectors.push(
+                r[4..]
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
             );
         }
-        if i % 100 == 99 {
-            eprintln!("  embedded {} of {}", vectors.len(), texts.len());
+        return Ok((texts, vectors, None));
+    }
+    let started = Instant::now();
+    let mut kept: Vec<(usize, Vec<f32>)> = Vec::with_capacity(wanted);
+    let mut refused = 0;
+    let mut next = 0;
+    while kept.len() < wanted && next < candidates.len() {
+        let end = (next + 64).min(candidates.len());
+        let vectors = embed_batch(client, gateway, token, &candidates[next..end]).await?;
+        for (i, vector) in (next..end).zip(vectors) {
+            match vector {
+                Some(v) if kept.len() < wanted => kept.push((i, v)),
+                Some(_) => {}
+                None => refused += 1,
+            }
+        }
+        next = end;
+        if (next / 64) % 100 == 0 {
+            eprintln!("  embedded {} of {wanted}", kept.len());
         }
     }
-    let rate = texts.len() as f64 / started.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        kept.len() == wanted,
+        "the corpus ran out: {} texts embedded",
+        kept.len()
+    );
+    let rate = next as f64 / started.elapsed().as_secs_f64();
+    if refused > 0 {
+        println!("corpus           {refused} paragraphs refused by the prompt policy, left out");
+    }
     if let Some(dir) = cache.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let bytes: Vec<u8> = vectors
-        .iter()
-        .flatten()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
+    let mut bytes = Vec::with_capacity(wanted * record);
+    for (index, vector) in &kept {
+        bytes.extend_from_slice(&(*index as u32).to_le_bytes());
+        bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
+    }
     std::fs::write(cache, bytes)?;
-    Ok((vectors, Some(rate)))
+    let texts = kept.iter().map(|(i, _)| candidates[*i].clone()).collect();
+    let vectors = kept.into_iter().map(|(_, v)| v).collect();
+    Ok((texts, vectors, Some(rate)))
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -310,13 +372,17 @@ async fn turn_recall(
         let mut samples = Vec::new();
         for question in questions {
             let t = Instant::now();
-            client
+            let response = client
                 .post(format!("{gateway}/v1/sessions/{id}/messages"))
                 .bearer_auth(token)
                 .json(&json!({"content": question}))
                 .send()
-                .await?
-                .error_for_status()?;
+                .await?;
+            // A question the prompt policy refuses is no turn.
+            if response.status() == reqwest::StatusCode::FORBIDDEN {
+                continue;
+            }
+            response.error_for_status()?;
             samples.push(t.elapsed());
         }
         let samples = Samples::new(samples);
@@ -343,22 +409,61 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     )
     .await?;
     let client = reqwest::Client::new();
-    let token = crate::stats::admin_token(&client, &options.gateway, &options.password).await?;
-    let texts = corpus(&options.corpus, options.chunks + options.queries);
+    let admin = crate::stats::admin_token(&client, &options.gateway, &options.password).await?;
+    // The corpus is real text, some of which the prompt policy refuses (and a user
+    // refused too often is refused everything for a day): the loader bypasses
+    // moderation, which is not what is measured here.
+    const LOADER_PASSWORD: &str = "bench corpus loader passphrase";
+    client
+        .post(format!("{}/v1/users", options.gateway))
+        .bearer_auth(&admin)
+        .json(
+            &json!({"username": "bench-loader", "password": LOADER_PASSWORD,
+                      "roles": ["operator", "moderation:bypass"]}),
+        )
+        .send()
+        .await?;
+    let login: Value = client
+        .post(format!("{}/v1/auth/token", options.gateway))
+        .form(&[
+            ("grant_type", "password"),
+            ("tenant", "default"),
+            ("username", "bench-loader"),
+            ("password", LOADER_PASSWORD),
+        ])
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let token = login["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let wanted = options.chunks + options.queries;
+    // Room for what the prompt policy refuses.
+    let candidates = corpus(&options.corpus, wanted + wanted / 10);
     anyhow::ensure!(
-        texts.len() == options.chunks + options.queries,
-        "the corpus has {} paragraphs; {} are needed (give more --corpus directories or fewer --chunks)",
-        texts.len(),
-        options.chunks + options.queries
+        candidates.len() >= wanted,
+        "the corpus has {} paragraphs; {wanted} are needed (give more --corpus directories or fewer --chunks)",
+        candidates.len(),
     );
+    let cache = options.cache.join(format!("minilm-{wanted}.bin"));
+    let (texts, vectors, rate) = embed_all(
+        &client,
+        &options.gateway,
+        &token,
+        &candidates,
+        wanted,
+        &cache,
+    )
+    .await?;
     println!(
         "corpus           {} paragraphs of {} directories, {} held out as queries",
         texts.len(),
         options.corpus.len(),
         options.queries
     );
-    let cache = options.cache.join(format!("minilm-{}.f32", texts.len()));
-    let (vectors, rate) = embed_all(&client, &options.gateway, &token, &texts, &cache).await?;
     match rate {
         Some(rate) => {
             println!("embedding        {rate:.0} texts/s through /v1/embeddings on the local model")

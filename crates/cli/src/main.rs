@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 /// Configuration comes from defaults, then the TOML file named by SOMAGENT_CONFIG, then
 /// SOMAGENT_* environment variables (SOMAGENT_DATABASE_URL, SOMAGENT_EVENTS_URL,
 /// SOMAGENT_CACHE_URL, SOMAGENT_OBJECTS_URL, SOMAGENT_WORKFLOWS_URL,
-/// SOMAGENT_PORTS__<SERVICE>, ...), then the
+/// SOMAGENT_VECTORS_URL, SOMAGENT_PORTS__<SERVICE>, ...), then the
 /// flags below. A variable ending in _FILE reads its value from that file (secrets).
 #[derive(Parser)]
 #[command(name = "somagent", version, propagate_version = true)]
@@ -30,11 +30,12 @@ enum Command {
     /// Run all 13 services in this one process.
     ///
     /// With no configuration every backend is embedded (SQLite files, a durable local
-    /// event log, an in-process cache, local object files) and lives in the data
-    /// directory, so nothing else needs installing. Set SOMAGENT_DATABASE_URL=postgres://…,
-    /// SOMAGENT_EVENTS_URL=kafka://…, SOMAGENT_CACHE_URL=redis://…,
-    /// SOMAGENT_OBJECTS_URL=s3://… or SOMAGENT_WORKFLOWS_URL=temporal://host:7233 to use
-    /// real engines instead. Prints each service's
+    /// event log, an in-process cache, local object files, vectors in the database) and
+    /// lives in the data directory, so nothing else needs installing. Set
+    /// SOMAGENT_DATABASE_URL=postgres://…, SOMAGENT_EVENTS_URL=kafka://…,
+    /// SOMAGENT_CACHE_URL=redis://…, SOMAGENT_OBJECTS_URL=s3://…,
+    /// SOMAGENT_WORKFLOWS_URL=temporal://host:7233 or SOMAGENT_VECTORS_URL=qdrant://host:6334
+    /// to use real engines instead. Prints each service's
     /// address; Ctrl-C stops it cleanly, and it starts again on the same data.
     Up {
         /// Where the embedded backends keep their data [default: the configured

@@ -126,27 +126,34 @@ pub struct DocumentRow {
 
 const DOCUMENT_COLUMNS: &str = "id, title, content_type, source, sha256, size_bytes, metadata, object_key, status, chunks_total, chunks_done, error, model, dimensions, created_by, created_at, updated_at";
 
+impl DocumentRow {
+    /// The document whose columns ([`DOCUMENT_COLUMNS`]) start at column `at`.
+    fn read(r: &AnyRow, at: usize) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: r.try_get(at)?,
+            title: r.try_get(at + 1)?,
+            content_type: r.try_get(at + 2)?,
+            source: r.try_get(at + 3)?,
+            sha256: r.try_get(at + 4)?,
+            size_bytes: r.try_get::<i64, _>(at + 5)? as u64,
+            metadata: metadata_of(&r.try_get::<String, _>(at + 6)?),
+            object_key: r.try_get(at + 7)?,
+            status: r.try_get(at + 8)?,
+            chunks_total: db::get_u32(r, at + 9)?,
+            chunks_done: db::get_u32(r, at + 10)?,
+            error: r.try_get(at + 11)?,
+            model: r.try_get(at + 12)?,
+            dimensions: db::get_u32(r, at + 13)?,
+            created_by: r.try_get(at + 14)?,
+            created_at: r.try_get(at + 15)?,
+            updated_at: r.try_get(at + 16)?,
+        })
+    }
+}
+
 impl FromAnyRow for DocumentRow {
     fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(Self {
-            id: r.try_get(0)?,
-            title: r.try_get(1)?,
-            content_type: r.try_get(2)?,
-            source: r.try_get(3)?,
-            sha256: r.try_get(4)?,
-            size_bytes: r.try_get::<i64, _>(5)? as u64,
-            metadata: metadata_of(&r.try_get::<String, _>(6)?),
-            object_key: r.try_get(7)?,
-            status: r.try_get(8)?,
-            chunks_total: db::get_u32(r, 9)?,
-            chunks_done: db::get_u32(r, 10)?,
-            error: r.try_get(11)?,
-            model: r.try_get(12)?,
-            dimensions: db::get_u32(r, 13)?,
-            created_by: r.try_get(14)?,
-            created_at: r.try_get(15)?,
-            updated_at: r.try_get(16)?,
-        })
+        Self::read(r, 0)
     }
 }
 
@@ -627,25 +634,7 @@ impl MemoryStore {
             .map(|r| {
                 let chunk = ChunkRow::from_row(r)?;
                 // The document's columns follow the chunk's seven.
-                let doc = DocumentRow {
-                    id: r.try_get(7)?,
-                    title: r.try_get(8)?,
-                    content_type: r.try_get(9)?,
-                    source: r.try_get(10)?,
-                    sha256: r.try_get(11)?,
-                    size_bytes: r.try_get::<i64, _>(12)? as u64,
-                    metadata: metadata_of(&r.try_get::<String, _>(13)?),
-                    object_key: r.try_get(14)?,
-                    status: r.try_get(15)?,
-                    chunks_total: db::get_u32(r, 16)?,
-                    chunks_done: db::get_u32(r, 17)?,
-                    error: r.try_get(18)?,
-                    model: r.try_get(19)?,
-                    dimensions: db::get_u32(r, 20)?,
-                    created_by: r.try_get(21)?,
-                    created_at: r.try_get(22)?,
-                    updated_at: r.try_get(23)?,
-                };
+                let doc = DocumentRow::read(r, 7)?;
                 Ok((chunk, doc))
             })
             .collect::<Result<_, sqlx::Error>>()

@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, DTYPE};
-use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+use tokenizers::{Tokenizer, TruncationParams};
 
 /// The model's id, as profiles and `GET /v1/models` name it.
 pub const MODEL_ID: &str = "all-minilm-l6-v2";
@@ -44,12 +44,10 @@ impl SentenceEmbedder {
         .context("config.json does not describe a BERT model")?;
         let mut tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
             .map_err(|e| anyhow::anyhow!("reading {}/tokenizer.json: {e}", dir.display()))?;
-        // The shipped tokenizer pads every input to 128 pieces: a batch is padded to its
-        // longest input instead, and the padding never reaches the pooled vector.
-        tokenizer.with_padding(Some(PaddingParams {
-            strategy: PaddingStrategy::BatchLongest,
-            ..PaddingParams::default()
-        }));
+        // The shipped tokenizer pads every input to 128 pieces: inputs are padded here
+        // instead, each batch to its own longest, and the padding never reaches the
+        // pooled vector.
+        tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: MAX_TOKENS,
@@ -67,34 +65,49 @@ impl SentenceEmbedder {
         })
     }
 
-    /// One unit vector per text, in order, in one forward pass.
+    /// One unit vector per text, in order. The texts are tokenized first and run in
+    /// batches of similar length: a batch is padded to its longest text, so one long
+    /// text among short ones would multiply the work of all of them.
     pub fn embed(&self, texts: &[&str]) -> Result<Embedded> {
-        if texts.is_empty() {
-            return Ok(Embedded {
-                vectors: Vec::new(),
-                tokens: Vec::new(),
-            });
-        }
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| anyhow::anyhow!("the text cannot be tokenized: {e}"))?;
-        let width = encodings.first().map_or(0, |e| e.len());
-        let mut ids = Vec::with_capacity(texts.len() * width);
-        let mut mask = Vec::with_capacity(texts.len() * width);
-        let mut tokens = Vec::with_capacity(texts.len());
-        for encoding in &encodings {
-            ids.extend_from_slice(encoding.get_ids());
-            mask.extend_from_slice(encoding.get_attention_mask());
-            tokens.push(
-                encoding
-                    .get_attention_mask()
-                    .iter()
-                    .filter(|m| **m == 1)
-                    .count() as u64,
-            );
+        let tokens: Vec<u64> = encodings.iter().map(|e| e.len() as u64).collect();
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| encodings[i].len());
+        let mut vectors: Vec<Vec<f32>> = vec![Vec::new(); encodings.len()];
+        let mut start = 0;
+        while start < order.len() {
+            // As many as fit in BATCH texts and BATCH_POSITIONS padded positions.
+            let mut end = start + 1;
+            while end < order.len()
+                && end - start < BATCH
+                && encodings[order[end]].len() * (end - start + 1) <= BATCH_POSITIONS
+            {
+                end += 1;
+            }
+            let batch: Vec<&tokenizers::Encoding> =
+                order[start..end].iter().map(|&i| &encodings[i]).collect();
+            for (&i, vector) in order[start..end].iter().zip(self.forward(&batch)?) {
+                vectors[i] = vector;
+            }
+            start = end;
         }
-        let shape = (texts.len(), width);
+        Ok(Embedded { vectors, tokens })
+    }
+
+    /// One forward pass over `batch`, padded to its longest.
+    fn forward(&self, batch: &[&tokenizers::Encoding]) -> Result<Vec<Vec<f32>>> {
+        let width = batch.iter().map(|e| e.len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0u32; batch.len() * width];
+        let mut mask = vec![0u32; batch.len() * width];
+        for (row, encoding) in batch.iter().enumerate() {
+            let at = row * width;
+            ids[at..at + encoding.len()].copy_from_slice(encoding.get_ids());
+            mask[at..at + encoding.len()].copy_from_slice(encoding.get_attention_mask());
+        }
+        let shape = (batch.len(), width);
         let ids = Tensor::from_vec(ids, shape, &self.device)?;
         let mask = Tensor::from_vec(mask, shape, &self.device)?;
         let token_types = ids.zeros_like()?;
@@ -105,13 +118,15 @@ impl SentenceEmbedder {
         let counts = mask.sum(1)?.clamp(1e-9, f64::MAX)?;
         let mean = summed.broadcast_div(&counts)?;
         let norms = mean.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?;
-        let unit = mean.broadcast_div(&norms)?;
-        Ok(Embedded {
-            vectors: unit.to_vec2::<f32>()?,
-            tokens,
-        })
+        Ok(mean.broadcast_div(&norms)?.to_vec2::<f32>()?)
     }
 }
+
+/// Texts per forward pass at most: the measured sweet spot on two cores.
+const BATCH: usize = 32;
+/// Padded positions per forward pass at most (texts times the longest's length), so a
+/// batch of long texts is smaller.
+const BATCH_POSITIONS: usize = 2048;
 
 /// Where the model is looked for when no directory is configured.
 pub fn default_locations(data_dir: &Path) -> Vec<std::path::PathBuf> {
@@ -168,6 +183,18 @@ mod tests {
         let same = dot(&alone.vectors[0], &all.vectors[0]);
         assert!(same > 0.9999, "padding moved the vector: cosine {same}");
         assert_eq!(alone.tokens[0], all.tokens[0]);
+        let batch: Vec<String> = (0..32)
+            .map(|i| format!("Sentence number {i} of a batch, about modules, functions and the values they return to the caller."))
+            .collect();
+        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            model.embed(&refs).unwrap();
+        }
+        eprintln!(
+            "minilm: {:?} per text in batches of 32",
+            started.elapsed() / 96
+        );
         assert!(all.tokens[2] > all.tokens[0]);
     }
 }

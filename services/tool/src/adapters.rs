@@ -41,7 +41,7 @@ shipped!(
 );
 
 static BUILTIN: LazyLock<Vec<ToolManifest>> = LazyLock::new(|| {
-    FILES
+    let mut all: Vec<ToolManifest> = FILES
         .iter()
         .filter_map(|(id, text)| match load(id, text) {
             Ok(manifest) => Some(manifest),
@@ -50,7 +50,10 @@ static BUILTIN: LazyLock<Vec<ToolManifest>> = LazyLock::new(|| {
                 None
             }
         })
-        .collect()
+        .collect();
+    // The platform's own memory, with no API of its own to describe.
+    all.push(crate::domain::memory_tool::manifest());
+    all
 });
 
 /// Every built-in adapter, by id.
@@ -114,7 +117,11 @@ mod tests {
             );
             assert!(manifest.auth.needs_credential(), "{id}");
         }
-        assert_eq!(all().len(), FILES.len());
+        assert_eq!(
+            all().len(),
+            FILES.len() + 1,
+            "the adapters and the memory tool"
+        );
     }
 
     /// Each adapter's documented requests, field by field: the examples beside it say,

@@ -15,9 +15,11 @@ use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::cache::Cache;
 use somagent_common::infra::events::{Envelope, topics};
 use somagent_common::paging::PageSize;
+use somagent_common::proto::memory::v1 as mpb;
+use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1 as ppb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
-use somagent_common::service::POLICY;
+use somagent_common::service::{MEMORY, POLICY};
 use tonic::transport::Channel;
 
 use crate::access::{self, Access};
@@ -91,6 +93,8 @@ pub struct Invoker {
     pub access: Access,
     /// The headless browser the browser tool drives.
     pub browser: crate::browser::Browser,
+    /// The memory service, which the memory tool calls as the user.
+    pub memory: MemoryServiceClient<Channel>,
 }
 
 /// Compiled argument schemas by their text: compiling one costs far more than the rest
@@ -397,6 +401,18 @@ impl Invoker {
                         })
                     })
                 })
+        } else if manifest.memory {
+            let remote = action.remote.as_deref().unwrap_or(&action.name);
+            let asked =
+                crate::domain::memory_tool::call(remote, &arguments, &call.session_id, || {
+                    format!("note-{}", uuid::Uuid::now_v7().simple())
+                })
+                .map_err(|e| ApiError::validation("arguments", e))?;
+            tokio::time::timeout(
+                action.timeout,
+                self.memory_call(principal, bearer, &call.session_id, asked),
+            )
+            .await
         } else if manifest.mcp {
             let endpoint = self.mcp_endpoint(&manifest.base_url, secret, action.timeout)?;
             let remote = action.remote.as_deref().unwrap_or(&action.name);
@@ -510,10 +526,11 @@ impl Invoker {
             Ok(Ok(Reply::ToolError(text))) => {
                 self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
                     .await;
-                // An MCP tool's error is written for its caller (MCP's `isError`).
+                // A tool's own error is written for its caller (MCP's `isError`, the
+                // memory tool's refusal).
                 let said = &text[..text.floor_char_boundary(MAX_TOOL_ERROR)];
                 Err(
-                    ApiError::new(ErrorCode::UpstreamFailed, "the MCP tool reported an error")
+                    ApiError::new(ErrorCode::UpstreamFailed, "the tool reported an error")
                         .with_details(json!({"tool_error": said})),
                 )
             }
@@ -630,6 +647,99 @@ impl Invoker {
             }
         }
         Ok(())
+    }
+
+    /// A memory tool call, made of the memory service as the user: their own token
+    /// when they called, else one for memory with no more than they hold of
+    /// `memory:read` and `memory:write`. The memory service's refusal (a 404, a 422) is
+    /// what the agent is told.
+    async fn memory_call(
+        &self,
+        principal: &Principal,
+        bearer: &str,
+        session_id: &str,
+        asked: crate::domain::memory_tool::MemoryCall,
+    ) -> Result<Reply, String> {
+        use crate::domain::memory_tool::MemoryCall;
+        let token = if principal.actor.is_none() {
+            bearer.to_owned()
+        } else {
+            let held: Vec<String> = [Capability::MemoryRead, Capability::MemoryWrite]
+                .into_iter()
+                .filter(|c| principal.can(*c))
+                .map(|c| c.as_str().to_owned())
+                .collect();
+            self.tokens
+                .for_user(&MEMORY, &principal.tenant, &principal.subject, &held)
+                .await
+                .map_err(|status| status.message().to_owned())?
+        };
+        let mut memory = self.memory.clone();
+        let answered = match asked {
+            MemoryCall::Remember { scope, key, text } => memory
+                .put_memory(with_bearer(
+                    &token,
+                    tonic::Request::new(mpb::PutMemoryRequest {
+                        scope,
+                        key,
+                        text,
+                        ..Default::default()
+                    }),
+                ))
+                .await
+                .map(|m| {
+                    let m = m.into_inner();
+                    json!({"remembered": {"scope": m.scope, "key": m.key}})
+                }),
+            MemoryCall::Recall { query, top_k } => memory
+                .search(with_bearer(
+                    &token,
+                    tonic::Request::new(mpb::SearchRequest {
+                        query,
+                        top_k,
+                        session_id: session_id.to_owned(),
+                        ..Default::default()
+                    }),
+                ))
+                .await
+                .map(|found| {
+                    let results: Vec<Value> = found
+                        .into_inner()
+                        .hits
+                        .into_iter()
+                        .map(|h| {
+                            if h.kind == "memory" {
+                                json!({"memory": {"scope": h.scope, "key": h.key}, "text": h.text})
+                            } else {
+                                json!({"document": {"id": h.document_id, "title": h.title, "section": h.section, "position": h.position}, "text": h.text})
+                            }
+                        })
+                        .collect();
+                    json!({"results": results})
+                }),
+            MemoryCall::Forget { scope, key } => memory
+                .delete_memory(with_bearer(
+                    &token,
+                    tonic::Request::new(mpb::MemoryRef { scope, key: key.clone() }),
+                ))
+                .await
+                .map(|_| json!({"forgotten": key})),
+        };
+        match answered {
+            Ok(body) => Ok(Reply::Page(Page {
+                status: 200,
+                body,
+                link: None,
+                retry_after: None,
+            })),
+            Err(status) => match status.code() {
+                tonic::Code::Unavailable
+                | tonic::Code::DeadlineExceeded
+                | tonic::Code::Internal => Err(format!("memory: {}", status.message())),
+                // What the agent asked for cannot be done: it is told why.
+                _ => Ok(Reply::ToolError(status.message().to_owned())),
+            },
+        }
     }
 
     /// Policy's decision on the call; a deny is final.

@@ -31,9 +31,10 @@ use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::outbox::Outbox;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::tool::v1::tool_service_server::ToolServiceServer;
-use somagent_common::service::{IDENTITY, POLICY};
+use somagent_common::service::{IDENTITY, MEMORY, POLICY};
 
 pub use somagent_common::service::TOOL as SPEC;
 
@@ -93,6 +94,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         http: invocations::http_client(&settings)?,
         access: access::Access::new(settings.allow_private_networks),
         browser: browser::Browser::detect(&settings.chromium, settings.allow_private_networks),
+        memory: MemoryServiceClient::new(config.channel(&MEMORY, Some(Duration::from_secs(30)))?),
         sandbox: Arc::new(sandbox::Sandbox::detect(settings.allow_private_networks).await),
         config: settings,
         schemas: invocations::SchemaCache::default(),

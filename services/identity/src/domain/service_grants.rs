@@ -16,14 +16,26 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
     ("slm", "policy", &[Capability::PolicyRead]),
     // Policy reads the tenant's constitution to compile it, for a turn's check.
     ("policy", "constitution", &[Capability::ConstitutionRead]),
-    // A session turn offers the user's tools to the model and runs its calls.
+    // A session turn offers the user's tools to the model and runs its calls (the
+    // memory tool's actions need the user's memory capabilities).
     (
         "orchestrator",
         "tool",
-        &[Capability::ToolsRead, Capability::ToolsInvoke],
+        &[
+            Capability::ToolsRead,
+            Capability::ToolsInvoke,
+            Capability::MemoryRead,
+            Capability::MemoryWrite,
+        ],
     ),
     // The tool service's decision on a call that came with a service token.
     ("tool", "policy", &[Capability::PolicyRead]),
+    // The memory tool's calls, for the user whose agent made them.
+    (
+        "tool",
+        "memory",
+        &[Capability::MemoryRead, Capability::MemoryWrite],
+    ),
     // Memory embeds texts and queries for the user (a reader may search what they may
     // read), and names the embedding model's collection.
     (

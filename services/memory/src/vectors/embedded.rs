@@ -100,6 +100,19 @@ impl Partition {
     }
 }
 
+/// Brings a loaded partition to `version` by `change`, when it was one write behind
+/// (this process's own write); otherwise another process wrote in between, and the
+/// partition is dropped for the next search to load it all.
+fn follow(loaded: &mut Option<Partition>, version: i64, change: impl FnOnce(&mut Partition)) {
+    match loaded.as_mut() {
+        Some(index) if index.version == version - 1 => {
+            change(index);
+            index.version = version;
+        }
+        _ => *loaded = None,
+    }
+}
+
 /// The dot product, in eight lanes the compiler turns into vector instructions.
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
@@ -283,16 +296,9 @@ impl EmbeddedVectors {
         }
         let version = Self::bump(&mut tx, tenant, &name).await?;
         tx.commit().await.map_err(backend)?;
-        match loaded.as_mut() {
-            Some(index) if index.version == version - 1 => {
-                for p in points {
-                    index.put(p);
-                }
-                index.version = version;
-            }
-            // Another process wrote in between: the next search loads it all.
-            _ => *loaded = None,
-        }
+        follow(&mut loaded, version, |index| {
+            points.into_iter().for_each(|p| index.put(p))
+        });
         Ok(())
     }
 
@@ -319,13 +325,9 @@ impl EmbeddedVectors {
         }
         let version = Self::bump(&mut tx, tenant, &name).await?;
         tx.commit().await.map_err(backend)?;
-        match loaded.as_mut() {
-            Some(index) if index.version == version - 1 => {
-                ids.iter().for_each(|id| index.remove(id));
-                index.version = version;
-            }
-            _ => *loaded = None,
-        }
+        follow(&mut loaded, version, |index| {
+            ids.iter().for_each(|id| index.remove(id))
+        });
         Ok(())
     }
 
@@ -354,20 +356,16 @@ impl EmbeddedVectors {
             .map_err(backend)?;
             let version = Self::bump(&mut tx, tenant, &name).await?;
             tx.commit().await.map_err(backend)?;
-            match loaded.as_mut() {
-                Some(index) if index.version == version - 1 => {
-                    let gone: Vec<Uuid> = index
-                        .ids
-                        .iter()
-                        .zip(&index.payloads)
-                        .filter(|(_, p)| p.source == source)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    gone.iter().for_each(|id| index.remove(id));
-                    index.version = version;
-                }
-                _ => *loaded = None,
-            }
+            follow(&mut loaded, version, |index| {
+                let gone: Vec<Uuid> = index
+                    .ids
+                    .iter()
+                    .zip(&index.payloads)
+                    .filter(|(_, p)| p.source == source)
+                    .map(|(id, _)| *id)
+                    .collect();
+                gone.iter().for_each(|id| index.remove(id));
+            });
         }
         Ok(())
     }

@@ -151,6 +151,7 @@ pub fn browser_tool(id: &str, timeout: std::time::Duration, price_micros: i64) -
         mcp: false,
         sandbox: None,
         browser: true,
+        memory: false,
         actions: vec![
             action("open", "Open a page and read its title and visible text.", serde_json::json!({"url": url}), &["url"]),
             action("click", "Open a page, click an element, and read the page it leads to.",

@@ -181,6 +181,7 @@ pub fn code_tool(
         pagination: None,
         mcp: false,
         browser: false,
+        memory: false,
         sandbox: Some(policy),
         actions: vec![
             action(
@@ -246,6 +247,7 @@ pub fn terraform_tool(
         pagination: None,
         mcp: false,
         browser: false,
+        memory: false,
         sandbox: Some(policy),
         actions: vec![
             action("validate", "terraform-validate", "Check a configuration: syntax, references, types.", false),

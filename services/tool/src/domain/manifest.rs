@@ -45,6 +45,9 @@ pub struct ToolManifest {
     /// its `remote`, rather than an HTTP binding.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub browser: bool,
+    /// The built-in memory tool: each action a call of the memory service, as the user.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub memory: bool,
     pub actions: Vec<Action>,
 }
 

@@ -94,6 +94,7 @@ pub fn manifest_from(
         mcp: true,
         sandbox: None,
         browser: false,
+        memory: false,
         actions,
     };
     manifest.check()?;

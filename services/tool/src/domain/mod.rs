@@ -9,6 +9,7 @@ pub mod code;
 pub mod credentials;
 pub mod manifest;
 pub mod mcp;
+pub mod memory_tool;
 pub mod openapi;
 pub mod paging;
 pub mod request;

@@ -119,6 +119,7 @@ pub fn manifest_from(doc: &Value, defaults: &ToolDefaults) -> Result<ToolManifes
         mcp: false,
         sandbox: None,
         browser: false,
+        memory: false,
         actions,
     };
     manifest.check()?;
