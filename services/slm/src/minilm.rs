@@ -183,18 +183,6 @@ mod tests {
         let same = dot(&alone.vectors[0], &all.vectors[0]);
         assert!(same > 0.9999, "padding moved the vector: cosine {same}");
         assert_eq!(alone.tokens[0], all.tokens[0]);
-        let batch: Vec<String> = (0..32)
-            .map(|i| format!("Sentence number {i} of a batch, about modules, functions and the values they return to the caller."))
-            .collect();
-        let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
-        let started = std::time::Instant::now();
-        for _ in 0..3 {
-            model.embed(&refs).unwrap();
-        }
-        eprintln!(
-            "minilm: {:?} per text in batches of 32",
-            started.elapsed() / 96
-        );
         assert!(all.tokens[2] > all.tokens[0]);
     }
 }
