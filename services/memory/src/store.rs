@@ -218,7 +218,9 @@ pub struct MemoryStore {
     db: Db,
 }
 
-fn placeholders(from: usize, count: usize) -> String {
+/// The bind parameters `$from, $from+1, …` of a list `count` long, for an `IN (…)`:
+/// the values are bound, never written into the SQL.
+fn numbered_params(from: usize, count: usize) -> String {
     (from..from + count)
         .map(|i| format!("${i}"))
         .collect::<Vec<_>>()
@@ -358,7 +360,7 @@ impl MemoryStore {
         }
         let sql = format!(
             "SELECT {MEMORY_COLUMNS} FROM memories WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > $2) AND id IN ({})",
-            placeholders(3, ids.len())
+            numbered_params(3, ids.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(tenant.as_str())
@@ -623,7 +625,7 @@ impl MemoryStore {
             "SELECT {} FROM chunks c JOIN documents d ON d.tenant_id = c.tenant_id AND d.id = c.document_id \
              WHERE c.tenant_id = $1 AND d.status = 'ready' AND c.id IN ({})",
             columns.join(", "),
-            placeholders(2, ids.len())
+            numbered_params(2, ids.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(tenant.as_str());
         for id in ids {
@@ -752,7 +754,7 @@ impl MemoryStore {
                 let sql = format!(
                     "SELECT i.item_id, i.kind FROM memory_text f JOIN memory_text_items i ON i.row = f.rowid \
                      WHERE memory_text MATCH $1 AND i.tenant_id = $2 AND i.kind IN ({}) ORDER BY bm25(memory_text) LIMIT {limit}",
-                    placeholders(3, kinds.len())
+                    numbered_params(3, kinds.len())
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(expression)
@@ -767,7 +769,7 @@ impl MemoryStore {
                 let sql = format!(
                     "SELECT item_id, kind FROM memory_text, to_tsquery('simple', $1) q \
                      WHERE tenant_id = $2 AND tsv @@ q AND kind IN ({}) ORDER BY ts_rank_cd(tsv, q) DESC LIMIT {limit}",
-                    placeholders(3, kinds.len())
+                    numbered_params(3, kinds.len())
                 );
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(expression)
