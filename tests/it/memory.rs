@@ -68,8 +68,19 @@ pub fn pdf(lines: &[&str]) -> Vec<u8> {
 
 /// Waits for the document's ingestion to end; the document as it ended.
 pub async fn ingested(client: &reqwest::Client, gateway: &str, token: &str, id: &str) -> Value {
+    ingested_within(client, gateway, token, id, Duration::from_secs(30)).await
+}
+
+/// [`ingested`], waiting up to `wait`.
+async fn ingested_within(
+    client: &reqwest::Client,
+    gateway: &str,
+    token: &str,
+    id: &str,
+    wait: Duration,
+) -> Value {
     let mut seen_progress = false;
-    for _ in 0..300 {
+    for _ in 0..wait.as_millis() / 100 {
         let (status, doc) = call(
             client,
             Method::GET,
@@ -86,7 +97,7 @@ pub async fn ingested(client: &reqwest::Client, gateway: &str, token: &str, id: 
         seen_progress = true;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("document {id} is still being ingested after 30 s");
+    panic!("document {id} is still being ingested after {wait:?}");
 }
 
 #[tokio::test]
@@ -883,4 +894,145 @@ async fn agents_remember_recall_and_forget_with_the_built_in_memory_tool() {
             "{name} not in {offered:?}"
         );
     }
+}
+
+/// A document's ingestion cut off by a crash goes on after the restart from the batch
+/// it was at: what was embedded before is not embedded again, and every chunk ends up
+/// searchable once.
+#[tokio::test]
+async fn a_document_ingestion_cut_off_by_a_crash_resumes_where_it_was() {
+    for backends in Backends::all() {
+        ingestion_crash(backends).await;
+    }
+}
+
+async fn ingestion_crash(backends: Backends) {
+    use crate::helpers::{Platform, ROOT_PASSWORD, free_ports, wait_ok};
+    use std::time::Instant;
+
+    let llm = somagent_scripted_llm::ScriptedLlm::start().await.unwrap();
+    let base = llm.base_url();
+    let data = tempfile::tempdir().unwrap();
+    let ports = free_ports();
+    let backend_env = backends.env().await;
+    // Small chunks (one paragraph each) from a model that takes 300 ms a batch: the
+    // document takes several seconds, long enough to crash in the middle.
+    let mut env = vec![
+        ("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD),
+        ("SOMAGENT_SLM__LLM_BASE_URL", base.as_str()),
+        ("SOMAGENT_SLM__LLM_MODEL", "scripted"),
+        ("SOMAGENT_SLM__EMBEDDING_MODEL", "hashed-256-slow-300"),
+        ("SOMAGENT_SLM__EMBEDDING_DIMENSIONS", "256"),
+        ("SOMAGENT_MEMORY__CHUNK_TOKENS", "24"),
+        ("SOMAGENT_MEMORY__CHUNK_OVERLAP", "0"),
+    ];
+    env.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    let client = reqwest::Client::new();
+    let mut platform = Platform::start_with(data.path(), &ports, &env);
+    let gateway = platform.addresses["gateway"].clone();
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let root = crate::helpers::login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+
+    const PARAGRAPHS: usize = 640;
+    let markdown: String = (0..PARAGRAPHS)
+        .map(|i| {
+            format!("Paragraph {i} tells of the lighthouse keeper code k{i}x and the tide.\n\n")
+        })
+        .collect();
+    let (status, added) = call(
+        &client,
+        Method::POST,
+        &format!("{gateway}/v1/memory/documents"),
+        &root,
+        Some(json!({"title": "Logbook", "content_type": "text/markdown", "content": markdown})),
+    )
+    .await;
+    assert_eq!(status, 202, "{added}");
+    let id = added["id"].as_str().unwrap().to_owned();
+
+    // Crash once some batches are in, not all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (done_before, total) = loop {
+        let (_, doc) = call(
+            &client,
+            Method::GET,
+            &format!("{gateway}/v1/memory/documents/{id}"),
+            &root,
+            None,
+        )
+        .await;
+        let done = doc["chunks_done"].as_u64().unwrap_or(0);
+        if done > 0 {
+            let total = doc["chunks_total"].as_u64().unwrap();
+            assert!(
+                done < total,
+                "{backends:?}: ingested before the crash: {doc}"
+            );
+            break (done, total);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{backends:?}: no progress: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(total, PARAGRAPHS as u64);
+    platform.child.kill().unwrap();
+    platform.child.wait().unwrap();
+    drop(platform);
+    // Whatever was embedded before the crash, counted by text.
+    let embedded = |from: usize| -> usize {
+        llm.requests()[from..]
+            .iter()
+            .filter_map(|r| r["input"].as_array().map(Vec::len))
+            .sum()
+    };
+    let before_restart = llm.requests().len();
+
+    let platform = Platform::start_with(data.path(), &ports, &env);
+    wait_ok(&client, &format!("{gateway}/readyz")).await;
+    let root = crate::helpers::login(&client, &gateway, "default", "admin", ROOT_PASSWORD).await;
+    // On Temporal the batch cut off is taken over once its heartbeat is missed (15 s).
+    let doc = ingested_within(&client, &gateway, &root, &id, Duration::from_secs(90)).await;
+    assert_eq!(doc["status"], "ready", "{backends:?}: {doc}");
+    assert_eq!(doc["chunks_done"], json!(total), "{doc}");
+    // The restart embedded what was left (and at most the one batch in flight at the
+    // crash again), not the whole document.
+    let after = embedded(before_restart);
+    let left = (total - done_before) as usize;
+    assert!(
+        after >= left && after <= left + 64,
+        "{backends:?}: {done_before} of {total} chunks were in at the crash; the restart embedded {after} texts"
+    );
+
+    // Every paragraph is found, the first and the last, each once.
+    for i in [0, PARAGRAPHS / 2, PARAGRAPHS - 1] {
+        let (status, found) = call(
+            &client,
+            Method::POST,
+            &format!("{gateway}/v1/rag/retrieve"),
+            &root,
+            Some(json!({"query": format!("keeper code k{i}x"), "top_k": 5})),
+        )
+        .await;
+        assert_eq!(status, 200, "{found}");
+        let passages = found["passages"].as_array().unwrap();
+        let with_code: Vec<_> = passages
+            .iter()
+            .filter(|p| {
+                p["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains(&format!(" k{i}x ")))
+            })
+            .collect();
+        assert_eq!(with_code.len(), 1, "{backends:?}: paragraph {i}: {found}");
+        assert!(
+            passages[0]["text"]
+                .as_str()
+                .unwrap()
+                .contains(&format!(" k{i}x ")),
+            "{backends:?}: paragraph {i} first: {found}"
+        );
+    }
+    drop(platform);
 }

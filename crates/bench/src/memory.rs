@@ -347,15 +347,23 @@ async fn ingestion(
     }
 }
 
-/// Session turns on the scripted upstream with recall on and off: what recall adds.
+/// Session turns on the scripted upstream with recall off, then on: what recall adds
+/// for a question of one sentence (what people ask) and for a whole paragraph (the
+/// embedding's cost grows with the question's length).
 async fn turn_recall(
     client: &reqwest::Client,
     gateway: &str,
     token: &str,
-    questions: &[String],
+    paragraphs: &[String],
 ) -> anyhow::Result<()> {
+    let sentences: Vec<String> = paragraphs.iter().map(|p| first_sentence(p)).collect();
+    let runs = [
+        ("off", false, &sentences[..]),
+        ("on ", true, &sentences[..]),
+        ("on ", true, paragraphs),
+    ];
     let mut medians = Vec::new();
-    for recall in [false, true] {
+    for (label, recall, questions) in runs {
         let session: Value = client
             .post(format!("{gateway}/v1/sessions"))
             .bearer_auth(token)
@@ -370,6 +378,7 @@ async fn turn_recall(
             .unwrap_or_default()
             .to_owned();
         let mut samples = Vec::new();
+        let mut words = 0;
         for question in questions {
             let t = Instant::now();
             let response = client
@@ -384,22 +393,34 @@ async fn turn_recall(
             }
             response.error_for_status()?;
             samples.push(t.elapsed());
+            words += question.split_whitespace().count();
         }
         let samples = Samples::new(samples);
         println!(
-            "session turn     recall {}: p50 {} p99 {} ({} turns)",
-            if recall { "on " } else { "off" },
+            "session turn     recall {label}: p50 {} p99 {} ({} turns, questions of {} words on average)",
             human(samples.percentile(50.0)),
             human(samples.percentile(99.0)),
-            samples.len()
+            samples.len(),
+            words / samples.len().max(1)
         );
         medians.push(samples.percentile(50.0));
     }
     println!(
-        "recall adds      {} to a turn's p50 (the question embedded on the local model, hybrid search, context built)",
-        human(medians[1].saturating_sub(medians[0]))
+        "recall adds      {} to a turn's p50 for a one-sentence question, {} for a paragraph (the question embedded on the local model, hybrid search, context built)",
+        human(medians[1].saturating_sub(medians[0])),
+        human(medians[2].saturating_sub(medians[0]))
     );
     Ok(())
+}
+
+/// A paragraph's first sentence, of at most 30 words: a question's length.
+fn first_sentence(paragraph: &str) -> String {
+    let end = paragraph.find(". ").map_or(paragraph.len(), |at| at + 1);
+    paragraph[..end]
+        .split_whitespace()
+        .take(30)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub async fn run(options: Options) -> anyhow::Result<()> {

@@ -33,6 +33,8 @@
 //!   (each word adds ±1 at the place its hash picks), so texts that share words are
 //!   close and others are not: lexical, deterministic, and enough to tell in a test
 //!   which passage a question finds. Usage counts one token per word.
+//! - `hashed-N-slow-M`: like `hashed-N`, answering each request after M ms (a model
+//!   slow enough for a test to act while a document is being ingested).
 //! - `hashed-wrong-N`: like `hashed-N`, one number short (a misbehaving server).
 //! - `fail-500`: always a 500.
 //!
@@ -292,11 +294,21 @@ async fn embeddings(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) 
     if model == "fail-500" {
         return error(StatusCode::INTERNAL_SERVER_ERROR, "the model crashed");
     }
-    let (short, size) = match model.strip_prefix("hashed-wrong-") {
+    let (model_name, delay) = match model.split_once("-slow-") {
+        Some((name, ms)) if name.starts_with("hashed-") => match ms.parse::<u64>() {
+            Ok(ms) => (name, Duration::from_millis(ms)),
+            Err(_) => return error(StatusCode::NOT_FOUND, "no such embedding model"),
+        },
+        _ => (model.as_str(), Duration::ZERO),
+    };
+    tokio::time::sleep(delay).await;
+    let (short, size) = match model_name.strip_prefix("hashed-wrong-") {
         Some(n) => (true, n.parse::<usize>().ok()),
         None => (
             false,
-            model.strip_prefix("hashed-").and_then(|n| n.parse().ok()),
+            model_name
+                .strip_prefix("hashed-")
+                .and_then(|n| n.parse().ok()),
         ),
     };
     let Some(mut size) = size.filter(|n| *n > 1) else {

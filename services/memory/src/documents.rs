@@ -28,16 +28,18 @@ use crate::vectors::{Kind, Point, Vectors};
 /// The workflow that ingests a document.
 pub const INGEST: Workflow<IngestInput, u32> = Workflow::new("memory.ingest");
 /// Reads the original, extracts its text, cuts and stores the chunks; their count.
+/// The engine beats for a step while it runs, so the heartbeat timeout is only how
+/// long a step on a worker that died holds the document up.
 const EXTRACT: Activity<IngestInput, u32> = Activity::new(
     "memory.extract",
-    ActivityOptions::new(Duration::from_secs(300), 3).with_heartbeat(Duration::from_secs(30)),
+    ActivityOptions::new(Duration::from_secs(300), 3).with_heartbeat(Duration::from_secs(15)),
 );
 /// Embeds and indexes one batch of chunks; the chunks done after it.
 const EMBED: Activity<Batch, u32> = Activity::new(
     "memory.embed",
     ActivityOptions::new(Duration::from_secs(300), 6)
         .with_backoff(Duration::from_secs(1))
-        .with_heartbeat(Duration::from_secs(60)),
+        .with_heartbeat(Duration::from_secs(15)),
 );
 /// Marks the document ready, or failed with why.
 const FINISH: Activity<Finish, ()> = Activity::new(

@@ -175,41 +175,47 @@ impl Searcher {
         }
         let filter = self.filter(principal, &q)?;
         let user = ForUser::of(principal);
-        let (collection, vector) = match (q.text.trim().is_empty(), q.vector.is_empty()) {
-            (false, true) => {
-                let (collection, mut vectors) =
-                    self.embedder.embed(&user, vec![q.text.clone()]).await?;
-                (collection, vectors.pop().unwrap_or_default())
-            }
-            (true, false) => (self.embedder.collection(&user).await?, q.vector.clone()),
-            _ => {
-                return Err(ApiError::validation(
-                    "query",
-                    "give the query's text or its vector (one of them)",
-                ));
-            }
-        };
         let tenant = &principal.tenant;
         let wanted = top_k * CANDIDATES;
-        let by_meaning = self
-            .vectors
-            .search(tenant, &collection, vector, &filter, wanted)
-            .await
-            .map_err(vector_error)?;
-        let by_meaning: Vec<_> = by_meaning
-            .into_iter()
-            .filter(|h| q.min_score.is_none_or(|min| h.score >= min))
-            .collect();
-        let by_words = self
-            .store
-            .text_search(
-                tenant,
-                &query_words(&q.text),
-                &filter.kinds,
-                wanted as u32 * 2,
-            )
-            .await
-            .map_err(ApiError::internal)?;
+        // The words are searched while the question is embedded: a turn waits for the
+        // slower of the two, not for both.
+        let by_meaning = async {
+            let (collection, vector) = match (q.text.trim().is_empty(), q.vector.is_empty()) {
+                (false, true) => {
+                    let (collection, mut vectors) =
+                        self.embedder.embed(&user, vec![q.text.clone()]).await?;
+                    (collection, vectors.pop().unwrap_or_default())
+                }
+                (true, false) => (self.embedder.collection(&user).await?, q.vector.clone()),
+                _ => {
+                    return Err(ApiError::validation(
+                        "query",
+                        "give the query's text or its vector (one of them)",
+                    ));
+                }
+            };
+            let hits: Vec<_> = self
+                .vectors
+                .search(tenant, &collection, vector, &filter, wanted)
+                .await
+                .map_err(vector_error)?
+                .into_iter()
+                .filter(|h| q.min_score.is_none_or(|min| h.score >= min))
+                .collect();
+            Ok((collection, hits))
+        };
+        let by_words = async {
+            self.store
+                .text_search(
+                    tenant,
+                    &query_words(&q.text),
+                    &filter.kinds,
+                    wanted as u32 * 2,
+                )
+                .await
+                .map_err(ApiError::internal)
+        };
+        let ((collection, by_meaning), by_words) = tokio::try_join!(by_meaning, by_words)?;
 
         // Everything found, read back from the rows.
         let ids: Vec<String> = by_meaning

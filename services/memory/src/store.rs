@@ -184,23 +184,37 @@ impl FromAnyRow for ChunkRow {
 
 const CHUNK_COLUMNS: &str = "id, document_id, position, section, text, start_offset, end_offset";
 
+/// Words too common to say what a query is about: matching them would rank every
+/// row of a tenant (and cost a scan of them) while adding nothing the meaning search
+/// does not already weigh.
+const COMMON_WORDS: &[&str] = &[
+    "a", "about", "after", "all", "also", "am", "an", "and", "any", "are", "as", "at", "be",
+    "been", "but", "by", "can", "could", "did", "do", "does", "for", "from", "had", "has", "have",
+    "he", "her", "his", "how", "i", "if", "in", "into", "is", "it", "its", "me", "my", "no", "not",
+    "of", "on", "or", "our", "she", "should", "so", "some", "than", "that", "the", "their", "them",
+    "then", "there", "these", "they", "this", "those", "to", "us", "was", "we", "were", "what",
+    "when", "where", "which", "who", "why", "will", "with", "would", "you", "your",
+];
+
 /// Words of a query as the full-text index matches them: letters and digits, lower
-/// case, at most 32 (each also safe to put in an FTS5 or tsquery expression).
+/// case, at most 32 (each also safe to put in an FTS5 or tsquery expression), without
+/// the common words and single letters unless the query has nothing else.
 pub fn query_words(query: &str) -> Vec<String> {
     let mut words: Vec<String> = Vec::new();
+    let mut common: Vec<String> = Vec::new();
     for word in query
         .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)
     {
-        if !words.contains(&word) {
-            words.push(word);
-        }
-        if words.len() == 32 {
-            break;
+        let is_common = COMMON_WORDS.contains(&word.as_str())
+            || (word.chars().count() == 1 && !word.chars().all(|c| c.is_numeric()));
+        let list = if is_common { &mut common } else { &mut words };
+        if !list.contains(&word) && list.len() < 32 {
+            list.push(word);
         }
     }
-    words
+    if words.is_empty() { common } else { words }
 }
 
 /// How far a document's ingestion is.
@@ -799,9 +813,22 @@ mod tests {
     fn query_words_are_safe_to_put_in_an_expression() {
         assert_eq!(
             query_words("What's \"SKU-4411\" OR NEAR(x)? what"),
-            ["what", "s", "sku", "4411", "or", "near", "x"]
+            ["sku", "4411", "near"]
         );
         assert!(query_words("  ** ").is_empty());
-        assert_eq!(query_words(&"w ".repeat(100)).len(), 1);
+        assert_eq!(query_words(&"w ".repeat(100)), ["w"]);
+        assert_eq!(
+            query_words(&(0..100).map(|i| format!("w{i} ")).collect::<String>()).len(),
+            32
+        );
+    }
+
+    #[test]
+    fn common_words_are_searched_only_when_nothing_else_is_asked() {
+        assert_eq!(
+            query_words("What does the manual say about the 7 steps?"),
+            ["manual", "say", "7", "steps"]
+        );
+        assert_eq!(query_words("Who is it?"), ["who", "is", "it"]);
     }
 }
