@@ -59,6 +59,26 @@ pub mod store_for_tests {
         tx.commit().await.unwrap();
     }
 
+    /// How SQLite runs the full-text query: one line per step of its plan.
+    pub async fn sqlite_search_plan(db: &Db) -> Vec<String> {
+        use sqlx::Row;
+        let sql = format!(
+            "EXPLAIN QUERY PLAN {}",
+            crate::store::sqlite_text_query(2, 10)
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind("\"word\"")
+            .bind("acme")
+            .bind("memory")
+            .bind("chunk")
+            .fetch_all(db.pool())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<String, _>(3))
+            .collect()
+    }
+
     pub async fn search(db: &Db, tenant: &TenantId, query: &str) -> Vec<String> {
         MemoryStore::new(db.clone())
             .text_search(tenant, &query_words(query), &[], 10)

@@ -3,7 +3,9 @@
 //! Every query names its tenant.
 
 use serde_json::{Map, Value};
-use somagent_common::infra::db::{self, Db, DbError, DbKind, FromAnyRow, Migration};
+use somagent_common::infra::db::{
+    self, Db, DbError, DbKind, FromAnyRow, Migration, numbered_params,
+};
 use somagent_common::tenant::TenantId;
 use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
@@ -230,15 +232,6 @@ pub struct Progress<'a> {
 #[derive(Clone)]
 pub struct MemoryStore {
     db: Db,
-}
-
-/// The bind parameters `$from, $from+1, …` of a list `count` long, for an `IN (…)`:
-/// the values are bound, never written into the SQL.
-fn numbered_params(from: usize, count: usize) -> String {
-    (from..from + count)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl MemoryStore {
@@ -765,11 +758,7 @@ impl MemoryStore {
                     .map(|w| format!("\"{w}\""))
                     .collect::<Vec<_>>()
                     .join(" OR ");
-                let sql = format!(
-                    "SELECT i.item_id, i.kind FROM memory_text f JOIN memory_text_items i ON i.row = f.rowid \
-                     WHERE memory_text MATCH $1 AND i.tenant_id = $2 AND i.kind IN ({}) ORDER BY bm25(memory_text) LIMIT {limit}",
-                    numbered_params(3, kinds.len())
-                );
+                let sql = sqlite_text_query(kinds.len(), limit);
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(expression)
                     .bind(tenant.as_str());
@@ -803,6 +792,18 @@ impl MemoryStore {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::Query)
     }
+}
+
+/// The SQLite full-text query for `kinds` kinds, best `limit` first. CROSS JOIN keeps
+/// the match as the outer loop: SQLite's planner otherwise may walk the tenant's items
+/// and run the whole match once for each (measured: 126 ms instead of 1 ms for 545
+/// chunks).
+pub(crate) fn sqlite_text_query(kinds: usize, limit: u32) -> String {
+    format!(
+        "SELECT i.item_id, i.kind FROM memory_text f CROSS JOIN memory_text_items i ON i.row = f.rowid \
+         WHERE memory_text MATCH $1 AND i.tenant_id = $2 AND i.kind IN ({}) ORDER BY bm25(memory_text) LIMIT {limit}",
+        numbered_params(3, kinds)
+    )
 }
 
 #[cfg(test)]

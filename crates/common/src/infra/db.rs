@@ -373,6 +373,15 @@ pub fn optional<T: FromAnyRow>(row: Option<AnyRow>) -> Result<Option<T>, DbError
         .map_err(DbError::Query)
 }
 
+/// The bind parameters `$from, $from+1, …` of a list `count` long, for an `IN (…)`:
+/// the values are bound, never written into the SQL.
+pub fn numbered_params(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A flag the portable schemas keep as a `BIGINT` 0 or 1; only 1 is true.
 pub fn get_bool(row: &AnyRow, index: usize) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(index)? == 1)

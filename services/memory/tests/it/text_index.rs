@@ -53,3 +53,21 @@ async fn the_text_index_finds_exact_words_per_tenant_on_every_database() {
         );
     }
 }
+
+/// SQLite runs a text search as one full-text match joined to its items, never as one
+/// match per item of the tenant (which costs a hundred times more at 500 chunks).
+#[tokio::test]
+async fn sqlite_runs_the_text_match_once() {
+    let (db, _dir) = sqlite().await;
+    let acme = TenantId::parse("acme").unwrap();
+    for i in 0..300 {
+        index(&db, &acme, &format!("c{i}"), &format!("word number {i}")).await;
+    }
+    sqlx::query("ANALYZE").execute(db.pool()).await.unwrap();
+    let plan = somagent_memory::store_for_tests::sqlite_search_plan(&db).await;
+    assert!(
+        plan.first()
+            .is_some_and(|step| step.starts_with("SCAN f VIRTUAL TABLE")),
+        "{plan:?}"
+    );
+}
