@@ -4,6 +4,7 @@ mod account_security;
 mod api_keys;
 mod async_inference;
 mod auth;
+mod billing;
 mod browser_tool;
 mod chat;
 mod cloud_tools;

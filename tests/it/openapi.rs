@@ -96,6 +96,8 @@ async fn the_openapi_document_covers_every_public_route() {
         ("put", "/v1/tools/{id}/credentials"),
         ("delete", "/v1/tools/{id}/credentials"),
         ("post", "/v1/tools/{id}/invoke"),
+        ("get", "/v1/billing/usage"),
+        ("get", "/v1/billing/entries"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

@@ -1,6 +1,7 @@
 //! `somagent-bench`: measures the platform's building blocks and prints numbers.
 
 mod auth;
+mod billing;
 mod chat;
 mod events;
 mod memory;
@@ -24,6 +25,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The usage ledger's intake from the bus: events/s on the local log with SQLite,
+    /// and on Kafka with PostgreSQL when SOMAGENT_TEST_EVENTS_URL and
+    /// SOMAGENT_TEST_DATABASE_URL are set.
+    Billing {
+        /// Usage events published, then entered.
+        #[arg(long, default_value_t = 100_000)]
+        events: usize,
+    },
     /// Event publish throughput and latency (local log, Kafka) and lock acquire latency
     /// (in-process, Redis). Kafka and Redis are measured when SOMAGENT_TEST_EVENTS_URL
     /// and SOMAGENT_TEST_CACHE_URL are set.
@@ -161,6 +170,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Billing { events } => billing::run(events).await,
         Command::Events {
             events,
             publishers,

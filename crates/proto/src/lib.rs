@@ -31,4 +31,5 @@ service_packages! {
     constitution => "somagent.constitution.v1",
     tool => "somagent.tool.v1",
     memory => "somagent.memory.v1",
+    billing => "somagent.billing.v1",
 }

@@ -1,19 +1,49 @@
-//! The billing service: the usage ledger, budgets with reservations, and invoices.
+//! The billing service: the usage ledger, and what usage adds up to.
 //!
-//! Layout: `build` wires the service from its context (database with this service's
-//! migrations, the shared backends, its routes); `main.rs` is the thin binary
-//! `somagent-billing`. Its domain routes arrive with the issues that build them; until
-//! then it serves its health, readiness and metrics, and nothing else.
+//! Layout:
+//! - `domain/`: a usage event as a ledger entry, and usage's groupings; no I/O.
+//! - `ledger`: the append-only ledger in the service's database, and its sums.
+//! - `intake`: `billing.usage` into the ledger, in batches, each event once.
+//! - `api/grpc`: the `somagent.billing.v1` service the gateway calls.
 
+mod api;
+pub mod domain;
+pub mod intake;
+pub mod ledger;
+
+use std::sync::Arc;
+
+use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
+use somagent_common::auth::{Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::infra::events::ConsumeOptions;
+use somagent_common::proto::billing::v1::billing_service_server::BillingServiceServer;
 
 pub use somagent_common::service::BILLING as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
-pub const MIGRATIONS: &[Migration] = &[];
+pub const MIGRATIONS: &[Migration] = ledger::MIGRATIONS;
 
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
-    Ok(ServiceBuilder::new(ctx, MIGRATIONS).await?.build())
+    let config = ctx.config.clone();
+    let builder = ServiceBuilder::new(ctx, MIGRATIONS).await?;
+    let db = builder.db().context("billing needs its database")?.clone();
+    let shared = &builder.context().backends;
+    let cache = shared.cache.clone().context("billing needs the cache")?;
+    let events = shared
+        .events
+        .clone()
+        .context("billing needs the event bus")?;
+    let ledger = ledger::Ledger::new(db);
+    let options = ConsumeOptions::new(builder.stopping()).metrics(builder.consumer_metrics());
+    let consumer = intake::consumer(&events, ledger.clone(), options).await?;
+    builder.spawn(consumer);
+    let verifier = Arc::new(Verifier::new(
+        vec![builtin_issuer(&config, &SPEC)],
+        Some(cache),
+    ));
+    let service = BillingServiceServer::new(api::grpc::BillingGrpc { ledger });
+    Ok(builder.authenticated_grpc(verifier, service).build())
 }

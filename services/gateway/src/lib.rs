@@ -32,6 +32,7 @@ use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{TrustedIssuer, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
@@ -39,7 +40,9 @@ use somagent_common::proto::orchestrator::v1::orchestrator_service_client::Orche
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{CONSTITUTION, IDENTITY, MEMORY, ORCHESTRATOR, POLICY, SLM, TOOL};
+use somagent_common::service::{
+    BILLING, CONSTITUTION, IDENTITY, MEMORY, ORCHESTRATOR, POLICY, SLM, TOOL,
+};
 
 pub use somagent_common::service::GATEWAY as SPEC;
 
@@ -57,6 +60,7 @@ pub struct Gateway {
     pub orchestrator: OrchestratorServiceClient<tonic::transport::Channel>,
     pub tool: ToolServiceClient<tonic::transport::Channel>,
     pub memory: MemoryServiceClient<tonic::transport::Channel>,
+    pub billing: BillingServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -114,6 +118,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let tool_channel = config.channel(&TOOL, Some(Duration::from_secs(330)))?;
     // A search embeds its query first; an upload sends up to 20 MiB.
     let memory_channel = config.channel(&MEMORY, Some(Duration::from_secs(60)))?;
+    let billing_channel = config.channel(&BILLING, unary)?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
@@ -122,6 +127,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         (ORCHESTRATOR.name, orchestrator_channel.clone()),
         (TOOL.name, tool_channel.clone()),
         (MEMORY.name, memory_channel.clone()),
+        (BILLING.name, billing_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -139,6 +145,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         orchestrator,
         tool: ToolServiceClient::new(tool_channel),
         memory: MemoryServiceClient::new(memory_channel),
+        billing: BillingServiceClient::new(billing_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

@@ -7,6 +7,7 @@ use somagent_common::infra::outbox::Outbox;
 use somagent_common::tenant::TenantId;
 
 use crate::domain::chat::TokenUsage;
+use crate::domain::pricing::Price;
 
 /// Who a call was for.
 #[derive(Debug, Clone)]
@@ -20,6 +21,8 @@ pub struct Caller {
 /// One metered call.
 #[derive(Debug, Clone)]
 pub struct Metered<'a> {
+    /// `model` (a chat completion) or `embedding`.
+    pub kind: &'a str,
     pub call_id: &'a str,
     pub profile: &'a str,
     pub upstream: &'a str,
@@ -27,6 +30,8 @@ pub struct Metered<'a> {
     pub usage: TokenUsage,
     /// True when the upstream did not report usage and the tokens were counted here.
     pub counted: bool,
+    /// The unit prices the cost was computed at, for the ledger to keep.
+    pub price: Price,
     pub cost_micros: i64,
     pub currency: &'a str,
 }
@@ -43,6 +48,7 @@ impl UsageMeter {
 
     pub async fn record(&self, caller: &Caller, call: Metered<'_>) {
         let data = serde_json::json!({
+            "kind": call.kind,
             "call_id": call.call_id,
             "user": caller.subject,
             "session_id": caller.session,
@@ -52,6 +58,8 @@ impl UsageMeter {
             "prompt_tokens": call.usage.prompt,
             "completion_tokens": call.usage.completion,
             "tokens_counted_by_platform": call.counted,
+            "prompt_price_micros_per_1k": call.price.prompt_micros_per_1k,
+            "completion_price_micros_per_1k": call.price.completion_micros_per_1k,
             "cost_micros": call.cost_micros,
             "currency": call.currency,
         });

@@ -401,12 +401,14 @@ impl ModelRouter {
                 .record(
                     &caller,
                     Metered {
+                        kind: "model",
                         call_id: &call_id,
                         profile: &profile.name,
                         upstream: &profile.upstream,
                         model: &call.model,
                         usage,
                         counted,
+                        price: profile.price,
                         cost_micros,
                         currency: &profile.currency,
                     },
@@ -537,12 +539,14 @@ impl ModelRouter {
                         .record(
                             &caller,
                             Metered {
+                                kind: "embedding",
                                 call_id: &call_id,
                                 profile: &profile.name,
                                 upstream: &profile.upstream,
                                 model: &profile.model,
                                 usage,
                                 counted: false,
+                                price: profile.price,
                                 cost_micros,
                                 currency: &profile.currency,
                             },

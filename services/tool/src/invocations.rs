@@ -1067,7 +1067,10 @@ impl Invoker {
                     "session_id": Some(&record.session_id).filter(|s| !s.is_empty()),
                     "tool": record.tool_id,
                     "action": record.action,
+                    // A tool's price is per call, in the platform's currency.
+                    "price_micros": cost_micros,
                     "cost_micros": cost_micros,
+                    "currency": "USD",
                     "at_ms": unix_now_ms(),
                 }),
             )

@@ -4,6 +4,7 @@
 mod api_keys;
 mod approvals;
 mod auth;
+mod billing;
 mod body;
 mod chat;
 mod embeddings;
@@ -59,6 +60,8 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(chat::chat_completions))
         .routes(routes!(chat::models))
         .routes(routes!(embeddings::embeddings))
+        .routes(routes!(billing::usage))
+        .routes(routes!(billing::entries))
         .routes(routes!(
             memory::put_memory,
             memory::get_memory,

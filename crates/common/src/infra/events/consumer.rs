@@ -7,6 +7,7 @@
 //! changes nothing.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -44,6 +45,26 @@ where
 {
     fn handle(&self, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send {
         self(delivery.clone())
+    }
+}
+
+/// What a consumer does with a batch of events, in the order they came: all of them
+/// or none (one transaction), idempotently by event id, since a batch that fails
+/// halfway through a commit comes again.
+pub trait BatchHandler: Send + Sync + 'static {
+    fn handle_batch(
+        &self,
+        deliveries: &[Delivery],
+    ) -> impl Future<Output = Result<(), HandleError>> + Send;
+}
+
+/// A batch handler given one event at a time: how a failed batch is retried event by
+/// event, so that only the events that fail go to the dead-letter topic.
+struct OneByOne<H>(Arc<H>);
+
+impl<H: BatchHandler> Handler for OneByOne<H> {
+    fn handle(&self, delivery: &Delivery) -> impl Future<Output = Result<(), HandleError>> + Send {
+        self.0.handle_batch(std::slice::from_ref(delivery))
     }
 }
 
@@ -164,12 +185,122 @@ pub async fn consume<H: Handler>(
     Ok(consumer.run())
 }
 
+/// [`consume`] for a handler that takes events in batches: each batch is what has
+/// arrived, up to `max` events, handled at once and committed at once. A batch that
+/// cannot be handled is taken apart: its events are handled one by one, and only those
+/// that fail are dead-lettered.
+pub async fn consume_batches<H: BatchHandler>(
+    bus: &EventBus,
+    group: &str,
+    topics: &[&str],
+    handler: H,
+    max: usize,
+    options: ConsumeOptions,
+) -> Result<impl Future<Output = ()> + Send + 'static, EventsError> {
+    let subscription = bus.subscribe(group, topics).await?;
+    let handler = Arc::new(handler);
+    let consumer = Consumer {
+        bus: bus.clone(),
+        group: group.to_owned(),
+        subscription,
+        handler: OneByOne(handler.clone()),
+        options,
+    };
+    Ok(consumer.run_batches(handler, max.max(1)))
+}
+
 struct Consumer<H> {
     bus: EventBus,
     group: String,
     subscription: Subscription,
     handler: H,
     options: ConsumeOptions,
+}
+
+impl<H: BatchHandler> Consumer<OneByOne<H>> {
+    async fn run_batches(mut self, handler: Arc<H>, max: usize) {
+        let stopping = self.options.stopping.clone();
+        loop {
+            let first = tokio::select! {
+                () = stopping.cancelled() => return,
+                next = self.subscription.next() => next,
+            };
+            let first = match first {
+                Ok(delivery) => delivery,
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "a consumer paused");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            // What has arrived already joins the batch; nothing waits for more.
+            let mut batch = vec![first];
+            while batch.len() < max {
+                match tokio::time::timeout(Duration::ZERO, self.subscription.next()).await {
+                    Ok(Ok(delivery)) => batch.push(delivery),
+                    _ => break,
+                }
+            }
+            if !self.process_batch(&handler, &batch).await {
+                return;
+            }
+            if let Err(e) = self.subscription.commit_all(&batch).await {
+                tracing::warn!(group = %self.group, error = %e, "cannot commit events; they will come again");
+            }
+        }
+    }
+
+    /// Handles the batch, or each of its events (dead-lettering those that fail);
+    /// false if the consumer was told to stop first.
+    async fn process_batch(&self, handler: &H, batch: &[Delivery]) -> bool {
+        let mut fresh = Vec::with_capacity(batch.len());
+        for delivery in batch {
+            if let Some(metrics) = &self.options.metrics {
+                let age = time::OffsetDateTime::now_utc() - delivery.event.time;
+                metrics
+                    .lag
+                    .get_or_create(&self.labels(delivery))
+                    .set(age.whole_seconds().max(0));
+            }
+            if !matches!(self.already_handled(delivery).await, Ok(true)) {
+                fresh.push(delivery.clone());
+            }
+        }
+        let mut attempt = 1;
+        loop {
+            match handler.handle_batch(&fresh).await {
+                Ok(()) => {
+                    for delivery in &fresh {
+                        self.mark_handled(delivery).await;
+                        if let Some(metrics) = &self.options.metrics {
+                            metrics.handled.get_or_create(&self.labels(delivery)).inc();
+                        }
+                    }
+                    return true;
+                }
+                Err(HandleError::Transient(why)) if attempt < self.options.max_attempts => {
+                    tracing::info!(group = %self.group, events = fresh.len(), attempt, error = %why, "a batch failed; trying again");
+                    let wait = self.options.backoff * 2u32.saturating_pow(attempt - 1).min(64);
+                    if self.pause(wait).await {
+                        return false;
+                    }
+                    attempt += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(group = %self.group, events = fresh.len(), error = %e, "a batch failed; handling its events one by one");
+                    break;
+                }
+            }
+        }
+        for delivery in &fresh {
+            if !self.process(delivery).await {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl<H: Handler> Consumer<H> {

@@ -15,7 +15,8 @@ mod local;
 use std::time::Duration;
 
 pub use consumer::{
-    ConsumeOptions, ConsumerMetrics, HandleError, Handler, consume, dead_letter_topic,
+    BatchHandler, ConsumeOptions, ConsumerMetrics, HandleError, Handler, consume, consume_batches,
+    dead_letter_topic,
 };
 pub use envelope::{Envelope, topics};
 pub use kafka::KafkaBus;
@@ -145,6 +146,16 @@ enum Position {
     Kafka { partition: i32, offset: i64 },
 }
 
+impl Position {
+    /// The partition (the local log has one per topic) and the place in it.
+    fn lane_and_place(&self) -> (i32, i64) {
+        match *self {
+            Self::Local { seq } => (0, seq),
+            Self::Kafka { partition, offset } => (partition, offset),
+        }
+    }
+}
+
 /// A consumer's membership of its group.
 pub enum Subscription {
     Local(local::LocalSubscription),
@@ -158,6 +169,27 @@ impl Subscription {
             Self::Local(sub) => sub.next().await,
             Self::Kafka(sub) => sub.next().await,
         }
+    }
+
+    /// Records a batch as handled: the last of its deliveries on each topic and
+    /// partition, which covers the others.
+    pub async fn commit_all(&mut self, deliveries: &[Delivery]) -> Result<(), EventsError> {
+        let mut last: Vec<&Delivery> = Vec::new();
+        for d in deliveries {
+            let (lane, place) = d.position.lane_and_place();
+            match last
+                .iter_mut()
+                .find(|l| l.topic == d.topic && l.position.lane_and_place().0 == lane)
+            {
+                Some(l) if l.position.lane_and_place().1 < place => *l = d,
+                Some(_) => {}
+                None => last.push(d),
+            }
+        }
+        for d in last {
+            self.commit(d).await?;
+        }
+        Ok(())
     }
 
     /// Records that `delivery` (and everything before it on its topic or partition) is

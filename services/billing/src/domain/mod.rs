@@ -1,0 +1,5 @@
+//! Billing's rules, free of I/O: what a usage event says as a ledger entry, and how
+//! usage is grouped.
+
+pub mod entry;
+pub mod grouping;

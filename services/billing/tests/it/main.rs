@@ -1,0 +1,3 @@
+mod intake;
+mod ledger;
+mod support;
