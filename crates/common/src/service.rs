@@ -96,7 +96,7 @@ pub const BILLING: ServiceSpec = ServiceSpec {
     name: "billing",
     port: 10025,
     summary: "usage ledger, budgets with reservations, invoices",
-    backends: &[Database, Events],
+    backends: &[Database, Events, Cache],
 };
 pub const NOTIFICATION: ServiceSpec = ServiceSpec {
     name: "notification",
