@@ -7,15 +7,18 @@ use somagent_common::infra::db::{Db, DbError, Migration};
 use somagent_common::tenant::TenantId;
 use sqlx::Row;
 
-use crate::domain::entry::LedgerEntry;
+use crate::domain::entry::{EntryKind, LedgerEntry};
 use crate::domain::grouping::{GroupBy, day_label};
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "ledger",
-    sqlite: include_str!("../migrations/0001_ledger.sqlite.sql"),
-    postgres: include_str!("../migrations/0001_ledger.postgres.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(1, "ledger", include_str!("../migrations/0001_ledger.sql")),
+    Migration {
+        version: 2,
+        name: "append_only",
+        sqlite: include_str!("../migrations/0002_append_only.sqlite.sql"),
+        postgres: include_str!("../migrations/0002_append_only.postgres.sql"),
+    },
+];
 
 const COLUMNS: [&str; 17] = [
     "event_id",
@@ -246,9 +249,13 @@ impl Ledger {
         .await?;
         rows.iter()
             .map(|r| {
-                Ok(StoredEntry {
+                let kind: String = r.try_get(2)?;
+                let entry = LedgerEntry {
                     event_id: r.try_get(0)?,
-                    kind: r.try_get(2)?,
+                    tenant: tenant.clone(),
+                    kind: EntryKind::parse(&kind).ok_or_else(|| {
+                        sqlx::Error::Decode(format!("unknown entry kind `{kind}`").into())
+                    })?,
                     call_id: r.try_get(3)?,
                     user: r.try_get(4)?,
                     session_id: r.try_get(5)?,
@@ -262,6 +269,9 @@ impl Ledger {
                     cost_micros: r.try_get(13)?,
                     currency: r.try_get(14)?,
                     event_time_ms: r.try_get(15)?,
+                };
+                Ok(StoredEntry {
+                    entry,
                     ingested_at_ms: r.try_get(16)?,
                 })
             })
@@ -270,24 +280,10 @@ impl Ledger {
     }
 }
 
-/// An entry as read back.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An entry as read back, with when the ledger took it in.
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoredEntry {
-    pub event_id: String,
-    pub kind: String,
-    pub call_id: String,
-    pub user: String,
-    pub session_id: String,
-    pub project_id: String,
-    pub item: String,
-    pub detail: String,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub prompt_price_micros: i64,
-    pub completion_price_micros: i64,
-    pub cost_micros: i64,
-    pub currency: String,
-    pub event_time_ms: i64,
+    pub entry: LedgerEntry,
     pub ingested_at_ms: i64,
 }
 

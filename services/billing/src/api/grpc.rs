@@ -42,10 +42,11 @@ fn row_message(r: UsageRow) -> pb::UsageRow {
     }
 }
 
-fn entry_message(e: StoredEntry) -> pb::Entry {
+fn entry_message(stored: StoredEntry) -> pb::Entry {
+    let e = stored.entry;
     pb::Entry {
         event_id: e.event_id,
-        kind: e.kind,
+        kind: e.kind.as_str().to_owned(),
         call_id: e.call_id,
         user: e.user,
         session_id: e.session_id,
@@ -59,7 +60,7 @@ fn entry_message(e: StoredEntry) -> pb::Entry {
         cost_micros: e.cost_micros,
         currency: e.currency,
         event_time_ms: e.event_time_ms,
-        ingested_at_ms: e.ingested_at_ms,
+        ingested_at_ms: stored.ingested_at_ms,
     }
 }
 
@@ -126,7 +127,7 @@ impl BillingService for BillingGrpc {
         let next = if entries.len() == limit as usize {
             entries
                 .last()
-                .map(|e| format!("{}:{}", e.event_time_ms, e.event_id))
+                .map(|e| format!("{}:{}", e.entry.event_time_ms, e.entry.event_id))
                 .unwrap_or_default()
         } else {
             String::new()

@@ -23,6 +23,12 @@ impl EntryKind {
             Self::Tool => "tool",
         }
     }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        [Self::Model, Self::Embedding, Self::Tool]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
 }
 
 /// One metered call, as the ledger keeps it.

@@ -134,8 +134,10 @@ async fn each_event_is_entered_once_and_usage_adds_up_per_group_and_tenant() {
                 .await
                 .unwrap();
             let full = page.len() == 3;
-            after = page.last().map(|e| (e.event_time_ms, e.event_id.clone()));
-            seen.extend(page.into_iter().map(|e| e.call_id));
+            after = page
+                .last()
+                .map(|e| (e.entry.event_time_ms, e.entry.event_id.clone()));
+            seen.extend(page.into_iter().map(|e| e.entry.call_id));
             if !full {
                 break;
             }
@@ -170,6 +172,6 @@ async fn the_ledger_refuses_any_change_to_what_it_holds() {
             .entries(&tenant("acme"), now - 60_000, now + 60_000, None, 10)
             .await
             .unwrap();
-        assert_eq!(kept[0].cost_micros, call.cost_micros, "{name}");
+        assert_eq!(kept[0].entry, call, "{name}: read back as it was entered");
     }
 }

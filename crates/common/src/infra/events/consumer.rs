@@ -257,13 +257,7 @@ impl<H: BatchHandler> Consumer<OneByOne<H>> {
     async fn process_batch(&self, handler: &H, batch: &[Delivery]) -> bool {
         let mut fresh = Vec::with_capacity(batch.len());
         for delivery in batch {
-            if let Some(metrics) = &self.options.metrics {
-                let age = time::OffsetDateTime::now_utc() - delivery.event.time;
-                metrics
-                    .lag
-                    .get_or_create(&self.labels(delivery))
-                    .set(age.whole_seconds().max(0));
-            }
+            self.note_lag(delivery);
             if !matches!(self.already_handled(delivery).await, Ok(true)) {
                 fresh.push(delivery.clone());
             }
@@ -340,6 +334,17 @@ impl<H: Handler> Consumer<H> {
         }
     }
 
+    /// How old the event being handled is: how far behind the group is.
+    fn note_lag(&self, delivery: &Delivery) {
+        if let Some(metrics) = &self.options.metrics {
+            let age = time::OffsetDateTime::now_utc() - delivery.event.time;
+            metrics
+                .lag
+                .get_or_create(&self.labels(delivery))
+                .set(age.whole_seconds().max(0));
+        }
+    }
+
     fn labels(&self, delivery: &Delivery) -> ConsumerLabels {
         ConsumerLabels {
             group: self.group.clone(),
@@ -351,13 +356,7 @@ impl<H: Handler> Consumer<H> {
     /// first.
     async fn process(&self, delivery: &Delivery) -> bool {
         let labels = self.labels(delivery);
-        if let Some(metrics) = &self.options.metrics {
-            let age = time::OffsetDateTime::now_utc() - delivery.event.time;
-            metrics
-                .lag
-                .get_or_create(&labels)
-                .set(age.whole_seconds().max(0));
-        }
+        self.note_lag(delivery);
         match self.already_handled(delivery).await {
             Ok(true) => return true,
             Ok(false) => {}

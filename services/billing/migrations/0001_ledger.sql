@@ -1,7 +1,6 @@
 -- The usage ledger: one row per metered call, keyed by its usage event's id (an event
 -- that comes again, or a second event for the same call, is entered once). Money is in
--- integer micro-units of the row's currency. Append-only: the trigger refuses any
--- change to a row once written.
+-- integer micro-units of the row's currency.
 CREATE TABLE billing_ledger (
     event_id TEXT PRIMARY KEY,
     tenant_id TEXT NOT NULL,
@@ -23,10 +22,3 @@ CREATE TABLE billing_ledger (
 );
 CREATE UNIQUE INDEX billing_ledger_call ON billing_ledger (tenant_id, kind, call_id);
 CREATE INDEX billing_ledger_time ON billing_ledger (tenant_id, event_time_ms, event_id);
-CREATE FUNCTION billing_ledger_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    RAISE EXCEPTION 'the ledger is append-only';
-END
-$$;
-CREATE TRIGGER billing_ledger_no_change BEFORE UPDATE OR DELETE ON billing_ledger
-FOR EACH ROW EXECUTE FUNCTION billing_ledger_append_only();
