@@ -219,22 +219,7 @@ struct Consumer<H> {
 
 impl<H: BatchHandler> Consumer<OneByOne<H>> {
     async fn run_batches(mut self, handler: Arc<H>, max: usize) {
-        let stopping = self.options.stopping.clone();
-        loop {
-            let first = tokio::select! {
-                () = stopping.cancelled() => return,
-                next = self.subscription.next() => next,
-            };
-            let first = match first {
-                Ok(delivery) => delivery,
-                Err(e) => {
-                    tracing::warn!(group = %self.group, error = %e, "a consumer paused");
-                    if self.pause(Duration::from_secs(1)).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
+        while let Some(first) = self.next_or_stop().await {
             // What has arrived already joins the batch; nothing waits for more.
             let mut batch = vec![first];
             while batch.len() < max {
@@ -299,22 +284,7 @@ impl<H: BatchHandler> Consumer<OneByOne<H>> {
 
 impl<H: Handler> Consumer<H> {
     async fn run(mut self) {
-        let stopping = self.options.stopping.clone();
-        loop {
-            let delivery = tokio::select! {
-                () = stopping.cancelled() => return,
-                next = self.subscription.next() => next,
-            };
-            let delivery = match delivery {
-                Ok(delivery) => delivery,
-                Err(e) => {
-                    tracing::warn!(group = %self.group, error = %e, "a consumer paused");
-                    if self.pause(Duration::from_secs(1)).await {
-                        return;
-                    }
-                    continue;
-                }
-            };
+        while let Some(delivery) = self.next_or_stop().await {
             // Not committed unless handled or dead-lettered: a stop in the middle
             // leaves it for the group's next consumer.
             if !self.process(&delivery).await {
@@ -322,6 +292,26 @@ impl<H: Handler> Consumer<H> {
             }
             if let Err(e) = self.subscription.commit(&delivery).await {
                 tracing::warn!(group = %self.group, error = %e, "cannot commit an event; it will come again");
+            }
+        }
+    }
+
+    /// The next event, waiting out a bus that is away; none once told to stop.
+    async fn next_or_stop(&mut self) -> Option<Delivery> {
+        let stopping = self.options.stopping.clone();
+        loop {
+            let next = tokio::select! {
+                () = stopping.cancelled() => return None,
+                next = self.subscription.next() => next,
+            };
+            match next {
+                Ok(delivery) => return Some(delivery),
+                Err(e) => {
+                    tracing::warn!(group = %self.group, error = %e, "a consumer paused");
+                    if self.pause(Duration::from_secs(1)).await {
+                        return None;
+                    }
+                }
             }
         }
     }
