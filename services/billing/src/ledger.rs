@@ -235,10 +235,10 @@ impl Ledger {
     ) -> Result<Vec<StoredEntry>, DbError> {
         let (after_time, after_id) = after.unwrap_or((i64::MIN, String::new()));
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {}, ingested_at_ms FROM billing_ledger WHERE tenant_id = $1 AND event_time_ms >= $2 AND event_time_ms < $3 \
+            "SELECT {} FROM billing_ledger WHERE tenant_id = $1 AND event_time_ms >= $2 AND event_time_ms < $3 \
              AND (event_time_ms > $4 OR (event_time_ms = $4 AND event_id > $5)) \
              ORDER BY event_time_ms, event_id LIMIT {limit}",
-            COLUMNS[..16].join(", ")
+            COLUMNS.join(", ")
         )))
         .bind(tenant.as_str().to_owned())
         .bind(from_ms)
@@ -285,24 +285,4 @@ impl Ledger {
 pub struct StoredEntry {
     pub entry: LedgerEntry,
     pub ingested_at_ms: i64,
-}
-
-/// The first day (UTC) of the month `at_ms` is in, and the first of the next, in ms.
-pub fn month_of(at_ms: i64) -> (i64, i64) {
-    let at = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at_ms) * 1_000_000)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    let start = at
-        .replace_day(1)
-        .map(|d| d.replace_time(time::Time::MIDNIGHT))
-        .unwrap_or(at);
-    let next = if start.month() == time::Month::December {
-        start
-            .replace_year(start.year() + 1)
-            .and_then(|d| d.replace_month(time::Month::January))
-    } else {
-        start.replace_month(start.month().next())
-    }
-    .unwrap_or(start);
-    let ms = |d: time::OffsetDateTime| (d.unix_timestamp_nanos() / 1_000_000) as i64;
-    (ms(start), ms(next))
 }
