@@ -32,6 +32,7 @@ mod rbac;
 mod secrets_at_rest;
 mod service_tokens;
 mod sessions;
+mod settings;
 mod startup;
 mod stream_revocation;
 mod telemetry;

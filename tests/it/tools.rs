@@ -393,6 +393,45 @@ async fn journey(backends: Backends) {
     assert_eq!(rest["invocations"][1]["action"], "list_contacts");
     assert_eq!(rest["invocations"][1]["cost_micros"], 2500);
 
+    // A money budget with less room than the tool's price: the call is refused with a
+    // 402 naming it before it reaches the API; without the budget it runs again.
+    let budget = |limit: u64| json!({"budgets": [{"name": "tools-cap", "scope": "tenant", "metric": "money", "period": "total", "limit": limit}]});
+    let (status, set) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/billing/budgets"),
+        &root,
+        Some(budget(2000)),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
+    let reached = seen.lock().unwrap().len();
+    let (status, refused) = invoke("list_contacts", json!({})).await;
+    assert_eq!(
+        (status, &refused["error"]["details"]["budget"]["name"]),
+        (402, &json!("tools-cap")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["details"]["requested"], 2500, "{refused}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        reached,
+        "a refused call never reaches the API"
+    );
+    let (status, cleared) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/billing/budgets"),
+        &root,
+        Some(json!({"budgets": []})),
+    )
+    .await;
+    assert_eq!(
+        (status, &cleared["budgets"]),
+        (200, &json!([])),
+        "{cleared}"
+    );
+
     // Over the action's limit of 2 a minute: a 429 with when to come back. (The window
     // is the clock's minute, so a run that crosses one gets up to two more calls.)
     let mut ran = 0;

@@ -122,3 +122,203 @@ async fn measure(name: &str, bus: &EventBus, db: Db, events: usize) -> anyhow::R
     );
     Ok(())
 }
+
+/// Budget reservations: one reserve and its settle after another (latency of each), on
+/// the embedded store with counters in process, and on PostgreSQL with counters in
+/// Redis when SOMAGENT_TEST_{DATABASE,CACHE}_URL are set; then 100 concurrent calls
+/// against a budget with room for 10.
+pub async fn reservations(count: usize) -> anyhow::Result<()> {
+    use somagent_billing::counters::{Counters, RedisCounters};
+    use somagent_common::infra::cache::{Cache, MemoryCache, RedisCache};
+
+    let dir = tempfile::tempdir()?;
+    let bus = EventBus::connect(&EventsUrl::Local { path: None }, dir.path()).await?;
+    let sqlite = Db::connect(
+        &DatabaseUrl::Sqlite {
+            path: dir.path().join("{service}.db"),
+        },
+        "billing",
+    )
+    .await?;
+    let local = Cache::Memory(MemoryCache::default());
+    let mut setups = vec![(
+        "in process + SQLite",
+        sqlite,
+        Counters::Local(std::sync::Arc::default()),
+        local,
+    )];
+    match (
+        std::env::var("SOMAGENT_TEST_CACHE_URL"),
+        std::env::var("SOMAGENT_TEST_DATABASE_URL"),
+    ) {
+        (Ok(redis), Ok(postgres)) => {
+            let run = uuid::Uuid::new_v4().simple().to_string();
+            let redis = RedisCache::connect(&format!("{redis}?prefix=bench{}", &run[..8])).await?;
+            let db = Db::postgres(&postgres, &format!("bench_budgets_{}", &run[..8])).await?;
+            setups.push((
+                "Redis + PostgreSQL",
+                db,
+                Counters::Redis(RedisCounters::new(redis.clone())),
+                Cache::Redis(redis),
+            ));
+        }
+        _ => println!(
+            "redis+postgres   not measured: set SOMAGENT_TEST_CACHE_URL and SOMAGENT_TEST_DATABASE_URL"
+        ),
+    }
+    for (name, db, counters, cache) in setups {
+        db.migrate("common", somagent_common::infra::db::COMMON_MIGRATIONS)
+            .await?;
+        db.migrate("billing", somagent_billing::MIGRATIONS).await?;
+        let outbox = somagent_common::infra::outbox::Outbox::new(db.clone(), bus.clone());
+        let budgets = somagent_billing::budgets::Budgets::new(db, counters, outbox, cache);
+        reserve_and_settle(name, &budgets, count).await?;
+        room_for_ten(name, &budgets).await?;
+    }
+    Ok(())
+}
+
+/// A tenant of its own for one measurement.
+fn bench_tenant() -> anyhow::Result<TenantId> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    TenantId::parse(format!("bench-{}", &id[..8])).map_err(anyhow::Error::msg)
+}
+
+fn bench_admin(tenant: &TenantId) -> somagent_common::auth::Principal {
+    use somagent_common::auth::{Capability, Principal};
+    Principal {
+        tenant: tenant.clone(),
+        subject: "bench".into(),
+        username: None,
+        roles: Default::default(),
+        capabilities: [Capability::TenantAdmin].into(),
+        issuer: "bench".into(),
+        token_id: None,
+        expires_at: None,
+        issued_at: None,
+        actor: None,
+        auth_methods: Vec::new(),
+        api_key: None,
+        audiences: Vec::new(),
+    }
+}
+
+fn tokens_budget(
+    name: &str,
+    scope: &str,
+    id: &str,
+    limit: i64,
+) -> somagent_billing::domain::budget::BudgetInput {
+    somagent_billing::domain::budget::BudgetInput {
+        name: name.into(),
+        scope: scope.into(),
+        scope_id: id.into(),
+        metric: "tokens".into(),
+        period: "month".into(),
+        limit,
+        ..Default::default()
+    }
+}
+
+async fn reserve_and_settle(
+    name: &str,
+    budgets: &somagent_billing::budgets::Budgets,
+    count: usize,
+) -> anyhow::Result<()> {
+    use somagent_billing::domain::budget::{CallScope, Cost};
+    let tenant = bench_tenant()?;
+    // A tenant budget and the user's own: each call weighs on both.
+    budgets
+        .put(
+            &bench_admin(&tenant),
+            vec![
+                tokens_budget("tenant", "tenant", "", i64::MAX / 4),
+                tokens_budget("user", "user", "u1", i64::MAX / 4),
+            ],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let call = CallScope {
+        user: "u1".into(),
+        project: String::new(),
+    };
+    let cost = Cost {
+        tokens: 1000,
+        micros: 1000,
+        currency: "USD".into(),
+    };
+    let (mut reserve, mut settle) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for _ in 0..count {
+        let at = Instant::now();
+        let held = budgets
+            .reserve(&tenant, &call, &cost, 0)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        reserve.push(at.elapsed());
+        let at = Instant::now();
+        budgets
+            .settle(&tenant, &held.id, 900, 900)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        settle.push(at.elapsed());
+    }
+    println!(
+        "{name:<22} reserve (2 budgets) {}   settle (durable) {}   n={count}",
+        crate::stats::Samples::new(reserve).summary(),
+        crate::stats::Samples::new(settle).summary()
+    );
+    Ok(())
+}
+
+async fn room_for_ten(
+    name: &str,
+    budgets: &somagent_billing::budgets::Budgets,
+) -> anyhow::Result<()> {
+    use somagent_billing::domain::budget::{CallScope, Cost};
+    let tenant = bench_tenant()?;
+    budgets
+        .put(
+            &bench_admin(&tenant),
+            vec![tokens_budget("small", "tenant", "", 1000)],
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cost = Cost {
+        tokens: 100,
+        micros: 0,
+        currency: "USD".into(),
+    };
+    let calls = (0..100).map(|i| {
+        let budgets = budgets.clone();
+        let tenant = tenant.clone();
+        let cost = cost.clone();
+        tokio::spawn(async move {
+            let call = CallScope {
+                user: format!("u{i}"),
+                project: String::new(),
+            };
+            let held = budgets.reserve(&tenant, &call, &cost, 0).await.ok()?;
+            budgets.settle(&tenant, &held.id, 100, 0).await.ok()?;
+            Some(())
+        })
+    });
+    let outcomes = futures::future::join_all(calls).await;
+    let done = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Some(()))))
+        .count();
+    let state = budgets
+        .list(&tenant)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let spent = state.first().map_or(0, |s| s.spent);
+    println!(
+        "{name:<22} 100 concurrent calls of 100 tokens against a limit of 1000: {done} ran, {} refused; spent {spent} of 1000",
+        100 - done
+    );
+    anyhow::ensure!(
+        done == 10 && spent == 1000,
+        "{name}: the budget did not hold"
+    );
+    Ok(())
+}

@@ -27,11 +27,16 @@ struct Cli {
 enum Command {
     /// The usage ledger's intake from the bus: events/s on the local log with SQLite,
     /// and on Kafka with PostgreSQL when SOMAGENT_TEST_EVENTS_URL and
-    /// SOMAGENT_TEST_DATABASE_URL are set.
+    /// SOMAGENT_TEST_DATABASE_URL are set; then budget reservations' latency (in
+    /// process, and through Redis with SOMAGENT_TEST_CACHE_URL) and 100 concurrent
+    /// calls against a budget with room for 10.
     Billing {
         /// Usage events published, then entered.
         #[arg(long, default_value_t = 100_000)]
         events: usize,
+        /// Budget reservations made and settled one after another.
+        #[arg(long, default_value_t = 20_000)]
+        reservations: usize,
     },
     /// Event publish throughput and latency (local log, Kafka) and lock acquire latency
     /// (in-process, Redis). Kafka and Redis are measured when SOMAGENT_TEST_EVENTS_URL
@@ -170,7 +175,13 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Command::Billing { events } => billing::run(events).await,
+        Command::Billing {
+            events,
+            reservations,
+        } => {
+            billing::run(events).await?;
+            billing::reservations(reservations).await
+        }
         Command::Events {
             events,
             publishers,

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod budget_holds;
 pub mod clock;
 pub mod config;
 pub mod constitution;
@@ -29,6 +30,7 @@ pub mod readiness;
 pub mod secrets;
 pub mod server;
 pub mod service;
+pub mod settings_cache;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant;

@@ -32,4 +32,5 @@ service_packages! {
     tool => "somagent.tool.v1",
     memory => "somagent.memory.v1",
     billing => "somagent.billing.v1",
+    settings => "somagent.settings.v1",
 }

@@ -38,10 +38,11 @@ use somagent_common::proto::identity::v1::identity_service_client::IdentityServi
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
 use somagent_common::service::{
-    BILLING, CONSTITUTION, IDENTITY, MEMORY, ORCHESTRATOR, POLICY, SLM, TOOL,
+    BILLING, CONSTITUTION, IDENTITY, MEMORY, ORCHESTRATOR, POLICY, SETTINGS, SLM, TOOL,
 };
 
 pub use somagent_common::service::GATEWAY as SPEC;
@@ -61,6 +62,7 @@ pub struct Gateway {
     pub tool: ToolServiceClient<tonic::transport::Channel>,
     pub memory: MemoryServiceClient<tonic::transport::Channel>,
     pub billing: BillingServiceClient<tonic::transport::Channel>,
+    pub settings: SettingsServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -119,6 +121,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     // A search embeds its query first; an upload sends up to 20 MiB.
     let memory_channel = config.channel(&MEMORY, Some(Duration::from_secs(60)))?;
     let billing_channel = config.channel(&BILLING, unary)?;
+    let settings_channel = config.channel(&SETTINGS, unary)?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
@@ -128,6 +131,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         (TOOL.name, tool_channel.clone()),
         (MEMORY.name, memory_channel.clone()),
         (BILLING.name, billing_channel.clone()),
+        (SETTINGS.name, settings_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -146,6 +150,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         tool: ToolServiceClient::new(tool_channel),
         memory: MemoryServiceClient::new(memory_channel),
         billing: BillingServiceClient::new(billing_channel),
+        settings: SettingsServiceClient::new(settings_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

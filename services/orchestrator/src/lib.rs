@@ -24,12 +24,15 @@ use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::infra::events::ConsumeOptions;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
+use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{IDENTITY, MEMORY, POLICY, SLM, TOOL};
+use somagent_common::service::{IDENTITY, MEMORY, POLICY, SETTINGS, SLM, TOOL};
+use somagent_common::settings_cache::SettingsCache;
 
 use somagent_workflows::local::LocalEngine;
 use somagent_workflows::store::RunStore;
@@ -73,6 +76,24 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
         cache.clone(),
     );
+    // The tenant's session settings (recall, tool rounds, approval timeouts), read
+    // through one cached copy that `settings.updated` refreshes.
+    let tenant_settings = SettingsCache::new(
+        SettingsServiceClient::new(channel(&SETTINGS, Some(Duration::from_secs(5)))?),
+        Arc::new(ServiceTokens::new(
+            IdentityServiceClient::new(channel(&IDENTITY, Some(Duration::from_secs(10)))?),
+            &SPEC,
+            ServiceCredential::load(&config.data_dir, &SPEC)?,
+        )),
+    );
+    let following = tenant_settings
+        .follow(
+            &events,
+            "orchestrator-settings",
+            ConsumeOptions::new(builder.stopping()).metrics(builder.consumer_metrics()),
+        )
+        .await?;
+    builder.spawn(following);
     let activities = turn::TurnActivities {
         store: store.clone(),
         policy: PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
@@ -91,6 +112,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         // Recall embeds the question (the local model may be loading) and searches.
         memory: MemoryServiceClient::new(channel(&MEMORY, Some(Duration::from_secs(25)))?),
         config: settings,
+        settings: tenant_settings.clone(),
     };
     let mut registry = Registry::new();
     registry.observed_by(somagent_workflows::ActivityMetrics::register(
@@ -118,6 +140,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             engine,
             hub,
             moderation,
+            settings: tenant_settings,
         },
     };
     let verifier = Arc::new(Verifier::new(

@@ -26,6 +26,8 @@ pub struct Sessions {
     /// The session path's one decision on a prompt (and its strikes): here, where every
     /// turn starts, whoever calls; the turn does not ask again.
     pub moderation: PromptModeration,
+    /// The tenant's settings (whether turns recall by default).
+    pub settings: Arc<somagent_common::settings_cache::SettingsCache>,
 }
 
 /// A turn that has started: its number, its workflow run and its live events
@@ -145,6 +147,14 @@ impl Sessions {
                 "the session is still answering its last message",
             ));
         };
+        // A tenant that turned recall off is not overruled by settings being away.
+        let tenant_settings = self
+            .settings
+            .tenant(&principal.tenant, &principal.subject)
+            .await?;
+        let recall_by_default =
+            somagent_common::settings_cache::flag(&tenant_settings, "sessions.memory_recall")
+                .unwrap_or(true);
         let input = TurnInput {
             session_id: session.id.clone(),
             turn: turn_no,
@@ -155,7 +165,7 @@ impl Sessions {
                 .iter()
                 .map(|c| c.as_str().to_owned())
                 .collect(),
-            recall: turn::RecallSettings::of_session(&session.metadata),
+            recall: turn::RecallSettings::of_session(&session.metadata, recall_by_default),
             model: session.model,
             content,
         };

@@ -40,9 +40,10 @@ use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::events::ConsumeOptions;
 use somagent_common::infra::outbox::Outbox;
+use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
-use somagent_common::service::{IDENTITY, POLICY};
+use somagent_common::service::{BILLING, IDENTITY, POLICY};
 
 use crate::config::{LOCAL_MODEL_ID, SlmConfig};
 use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile};
@@ -162,11 +163,22 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
 
     let outbox = Outbox::new(db.clone(), events.clone());
     builder.spawn(outbox.clone().relay(builder.stopping()));
+    let identity =
+        IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?);
+    let budgets = somagent_common::budget_holds::BudgetHolds::new(
+        BillingServiceClient::new(config.channel(&BILLING, Some(Duration::from_secs(5)))?),
+        Arc::new(ServiceTokens::new(
+            identity.clone(),
+            &SPEC,
+            ServiceCredential::load(&config.data_dir, &SPEC)?,
+        )),
+    );
     let router = model_router::ModelRouter::new(
         upstreams,
         store::ProfileStore::new(db.clone()),
         platform,
         metering::UsageMeter::new(outbox.clone()),
+        budgets,
         domain::counting::TokenCounter::new()?,
     );
     let verifier = Arc::new(Verifier::new(
@@ -178,7 +190,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let output_rules = Arc::new(output_rules::OutputRuleSource::new(
         policy.clone(),
         ServiceTokens::new(
-            IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?),
+            identity,
             &SPEC,
             ServiceCredential::load(&config.data_dir, &SPEC)?,
         ),

@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use somagent_common::auth::Capability;
+use somagent_common::budget_holds::{BudgetHolds, CallFor, Hold, MostCost};
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::tenant::TenantId;
 use tokio::sync::mpsc;
@@ -23,6 +25,9 @@ use crate::upstream::{DeltaStream, FailureKind, Upstream, UpstreamError, Upstrea
 /// Tries per profile after the first, for failures worth another try.
 pub const MAX_RETRIES: u32 = 2;
 const BACKOFF: Duration = Duration::from_millis(150);
+/// The answer's ceiling for a call under a budget that names none (nor does its
+/// profile): a budget can only hold a call whose cost is bounded.
+pub const ANSWER_CEILING: u32 = 4096;
 
 /// One piece of an answer on its way to the caller.
 #[derive(Debug, Clone, PartialEq)]
@@ -78,6 +83,8 @@ pub struct ModelRouter {
     /// The platform's own profiles, from its configuration.
     platform: Vec<Profile>,
     meter: UsageMeter,
+    /// Budgets around each call.
+    budgets: BudgetHolds,
     counter: TokenCounter,
 }
 
@@ -87,6 +94,7 @@ impl ModelRouter {
         profiles: ProfileStore,
         platform: Vec<Profile>,
         meter: UsageMeter,
+        budgets: BudgetHolds,
         counter: TokenCounter,
     ) -> Self {
         Self {
@@ -94,6 +102,7 @@ impl ModelRouter {
             profiles,
             platform,
             meter,
+            budgets,
             counter,
         }
     }
@@ -238,6 +247,69 @@ impl ModelRouter {
             ));
         }
         chain.retain(|p| p.dimensions.is_none());
+        let call_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
+        let hold = self
+            .budgets
+            .reserve(
+                &call_for(&caller, &[Capability::ModelsUse]),
+                &self.most_cost(&call_id, &chain, &asked),
+            )
+            .await?;
+        match self.try_chain(chain, &asked, &call_id, &hold).await {
+            Ok(opened) => Ok(self.clone().relay(caller, call_id, hold, opened)),
+            Err(e) => {
+                self.budgets.release(hold).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// The most a call may cost on any profile of its chain: its prompt counted here,
+    /// and the answer's ceiling.
+    fn most_cost(&self, call_id: &str, chain: &[Profile], asked: &ChatCall) -> MostCost {
+        let prompt = self.counter.prompt(&asked.messages);
+        let currency = chain
+            .first()
+            .map(|p| p.currency.clone())
+            .unwrap_or_default();
+        let mut most = MostCost {
+            call_id: call_id.to_owned(),
+            tokens: 0,
+            micros: 0,
+            currency,
+            ttl: Duration::ZERO,
+        };
+        for profile in chain {
+            let call = apply(profile, asked);
+            let answer = u64::from(call.max_tokens.unwrap_or(ANSWER_CEILING));
+            let usage = TokenUsage {
+                prompt,
+                completion: answer,
+            };
+            most.tokens = most.tokens.max(prompt + answer);
+            if profile.currency == most.currency {
+                most.micros = most.micros.max(profile.price.cost_micros(usage));
+            }
+            // Each attempt may take the profile's timeout to start and as long between
+            // pieces; a streamed answer rarely takes longer than ten of them.
+            let per_profile =
+                Duration::from_millis(u64::from(profile.timeout_ms)) * (MAX_RETRIES + 1 + 10);
+            most.ttl += per_profile;
+        }
+        most.ttl = most
+            .ttl
+            .clamp(Duration::from_secs(60), Duration::from_secs(3600));
+        most
+    }
+
+    /// The first profile of the chain whose model begins answering, and its first delta.
+    async fn try_chain(
+        &self,
+        chain: Vec<Profile>,
+        asked: &ChatCall,
+        call_id: &str,
+        hold: &Hold,
+    ) -> Result<Opened, ApiError> {
         let mut last: Option<UpstreamError> = None;
         let mut last_profile = String::new();
         for profile in chain {
@@ -245,19 +317,23 @@ impl ModelRouter {
                 tracing::warn!(profile = %profile.name, upstream = %profile.upstream, "a profile names an upstream that is not configured");
                 continue;
             };
-            let call = apply(&profile, &asked);
+            let mut call = apply(&profile, asked);
+            if hold.bounded() && call.max_tokens.is_none() {
+                call.max_tokens = Some(ANSWER_CEILING);
+            }
             last_profile.clone_from(&profile.name);
             let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
             for attempt in 0..=MAX_RETRIES {
                 match first_delta(upstream, call.clone(), timeout).await {
                     Ok((first, rest)) => {
-                        return Ok(self.clone().relay(
-                            caller,
+                        tracing::debug!(%call_id, profile = %profile.name, "a model began answering");
+                        return Ok(Opened {
                             profile,
                             call,
-                            (first, rest),
-                            timeout,
-                        ));
+                            first,
+                            rest,
+                            idle: timeout,
+                        });
                     }
                     Err(e) => {
                         tracing::warn!(profile = %profile.name, attempt, error = %e, status = ?e.status, "a model call failed");
@@ -285,13 +361,18 @@ impl ModelRouter {
     fn relay(
         self: Arc<Self>,
         caller: Caller,
-        profile: Profile,
-        call: ChatCall,
-        (first, mut rest): (Delta, DeltaStream),
-        idle: Duration,
+        call_id: String,
+        hold: Hold,
+        opened: Opened,
     ) -> Answer {
+        let Opened {
+            profile,
+            call,
+            first,
+            mut rest,
+            idle,
+        } = opened;
         let (tx, rx) = mpsc::channel(64);
-        let call_id = format!("chatcmpl-{}", uuid::Uuid::now_v7().simple());
         let answer = Answer {
             call_id: call_id.clone(),
             profile: profile.name.clone(),
@@ -414,6 +495,12 @@ impl ModelRouter {
                     },
                 )
                 .await;
+            let budgets = self.budgets.clone();
+            tokio::spawn(async move {
+                budgets
+                    .settle(hold, usage.prompt + usage.completion, cost_micros)
+                    .await;
+            });
             if !listening {
                 return;
             }
@@ -440,6 +527,24 @@ impl ModelRouter {
         });
         answer
     }
+}
+
+/// Whose budgets a call weighs on, and what of theirs allows it.
+fn call_for<'a>(caller: &'a Caller, capabilities: &'a [Capability]) -> CallFor<'a> {
+    CallFor {
+        tenant: &caller.tenant,
+        subject: &caller.subject,
+        capabilities,
+    }
+}
+
+/// A model that began answering: the rest of its answer to relay.
+struct Opened {
+    profile: Profile,
+    call: ChatCall,
+    first: Delta,
+    rest: DeltaStream,
+    idle: Duration,
 }
 
 /// Texts embedded by a profile, and what it cost.
@@ -499,6 +604,52 @@ impl ModelRouter {
             Some(asked) => asked,
             None => size,
         };
+        let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
+        let call_id = format!("embd-{}", uuid::Uuid::now_v7().simple());
+        // No text has more tokens than bytes (and a marker or two).
+        let most_tokens: u64 = texts.iter().map(|t| t.len() as u64 + 2).sum();
+        let most = MostCost {
+            call_id: call_id.clone(),
+            tokens: most_tokens,
+            micros: profile.price.cost_micros(TokenUsage {
+                prompt: most_tokens,
+                completion: 0,
+            }),
+            currency: profile.currency.clone(),
+            ttl: (timeout * (MAX_RETRIES + 1)).max(Duration::from_secs(60)),
+        };
+        // A reader's search embeds its query under `memory:read`.
+        let hold = self
+            .budgets
+            .reserve(
+                &call_for(&caller, &[Capability::ModelsUse, Capability::MemoryRead]),
+                &most,
+            )
+            .await?;
+        let result = self
+            .embed_on(&caller, &profile, &call_id, texts, dimensions, size)
+            .await;
+        match &result {
+            Ok(done) => {
+                let budgets = self.budgets.clone();
+                let (tokens, micros) = (done.embeddings.prompt_tokens, done.cost_micros);
+                tokio::spawn(async move { budgets.settle(hold, tokens, micros).await });
+            }
+            Err(_) => self.budgets.release(hold).await,
+        }
+        result
+    }
+
+    /// The embedding call itself, retried, metered.
+    async fn embed_on(
+        &self,
+        caller: &Caller,
+        profile: &Profile,
+        call_id: &str,
+        texts: Vec<String>,
+        dimensions: Option<u32>,
+        size: u32,
+    ) -> Result<Embedded, ApiError> {
         let Some(upstream) = self.upstreams.get(&profile.upstream) else {
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
@@ -534,13 +685,12 @@ impl ModelRouter {
                         completion: 0,
                     };
                     let cost_micros = profile.price.cost_micros(usage);
-                    let call_id = format!("embd-{}", uuid::Uuid::now_v7().simple());
                     self.meter
                         .record(
-                            &caller,
+                            caller,
                             Metered {
                                 kind: "embedding",
-                                call_id: &call_id,
+                                call_id,
                                 profile: &profile.name,
                                 upstream: &profile.upstream,
                                 model: &profile.model,
@@ -558,7 +708,7 @@ impl ModelRouter {
                         embeddings,
                         cost_micros,
                         currency: profile.currency.clone(),
-                        profile: profile.name,
+                        profile: profile.name.clone(),
                     });
                 }
                 Err(e) => {

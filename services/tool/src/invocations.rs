@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 use somagent_common::audit::{AuditRecord, Outcome};
 use somagent_common::auth::grpc::with_bearer;
 use somagent_common::auth::{Capability, Principal, ServiceTokens};
+use somagent_common::budget_holds::{BudgetHolds, CallFor, MostCost};
 use somagent_common::clock::{unix_now, unix_now_ms};
 use somagent_common::error::{ApiError, ErrorCode};
 use somagent_common::infra::cache::Cache;
@@ -95,6 +96,8 @@ pub struct Invoker {
     pub browser: crate::browser::Browser,
     /// The memory service, which the memory tool calls as the user.
     pub memory: MemoryServiceClient<Channel>,
+    /// The budgets priced calls are held against.
+    pub budgets: BudgetHolds,
 }
 
 /// Compiled argument schemas by their text: compiling one costs far more than the rest
@@ -328,258 +331,290 @@ impl Invoker {
                 .await;
             return Err(denied);
         }
-        // How many pages to read is the platform's argument, not the API's.
-        let mut arguments = arguments;
-        let pages = match arguments.remove(MAX_PAGES_ARGUMENT) {
-            Some(n) if action.http.paginated => n.as_u64().unwrap_or(1).clamp(1, MAX_PAGES),
-            Some(other) => {
-                arguments.insert(MAX_PAGES_ARGUMENT.into(), other);
-                1
-            }
-            None => 1,
-        };
-        let secret = credential.as_deref().map(String::as_str);
-        let started = Instant::now();
-        let sent = if let Some(policy) = &manifest.sandbox {
-            let runner = action.remote.as_deref().unwrap_or_default();
-            let terraform = crate::domain::code::find_terraform();
-            if let Some(why) = self.unavailable(manifest) {
-                return Err(ApiError::new(ErrorCode::Unavailable, why));
-            }
-            let run = crate::domain::code::prepare_run(runner, &arguments, terraform)
-                .map_err(|e| ApiError::validation("arguments", e))?;
-            let limits = sandbox::Limits {
-                timeout: action.timeout,
-                cpu_seconds: action.timeout.as_secs().max(1),
-                memory_bytes: self.config.sandbox_memory_mb.saturating_mul(1 << 20),
-                output_bytes: self.config.sandbox_output_bytes,
-                file_bytes: 64 << 20,
+        // A priced tool's call is held against the tenant's money budgets first.
+        let hold = if action.price_micros > 0 {
+            let most = MostCost {
+                call_id: invocation_id.clone(),
+                tokens: 0,
+                micros: action.price_micros,
+                currency: "USD".into(),
+                ttl: (action.timeout * 2).max(Duration::from_secs(60)),
             };
-            self.sandbox.ready().map_err(|missing| {
-                ApiError::new(
-                    ErrorCode::Unavailable,
-                    "code cannot run here: the sandbox cannot isolate it",
+            let call_for = CallFor {
+                tenant: &principal.tenant,
+                subject: &principal.subject,
+                capabilities: &[Capability::ToolsInvoke],
+            };
+            Some(self.budgets.reserve(&call_for, &most).await?)
+        } else {
+            None
+        };
+        let outcome = async {
+            // How many pages to read is the platform's argument, not the API's.
+            let mut arguments = arguments;
+            let pages = match arguments.remove(MAX_PAGES_ARGUMENT) {
+                Some(n) if action.http.paginated => n.as_u64().unwrap_or(1).clamp(1, MAX_PAGES),
+                Some(other) => {
+                    arguments.insert(MAX_PAGES_ARGUMENT.into(), other);
+                    1
+                }
+                None => 1,
+            };
+            let secret = credential.as_deref().map(String::as_str);
+            let started = Instant::now();
+            let sent = if let Some(policy) = &manifest.sandbox {
+                let runner = action.remote.as_deref().unwrap_or_default();
+                let terraform = crate::domain::code::find_terraform();
+                if let Some(why) = self.unavailable(manifest) {
+                    return Err(ApiError::new(ErrorCode::Unavailable, why));
+                }
+                let run = crate::domain::code::prepare_run(runner, &arguments, terraform)
+                    .map_err(|e| ApiError::validation("arguments", e))?;
+                let limits = sandbox::Limits {
+                    timeout: action.timeout,
+                    cpu_seconds: action.timeout.as_secs().max(1),
+                    memory_bytes: self.config.sandbox_memory_mb.saturating_mul(1 << 20),
+                    output_bytes: self.config.sandbox_output_bytes,
+                    file_bytes: 64 << 20,
+                };
+                self.sandbox.ready().map_err(|missing| {
+                    ApiError::new(
+                        ErrorCode::Unavailable,
+                        "code cannot run here: the sandbox cannot isolate it",
+                    )
+                    .with_details(json!({"missing": missing}))
+                })?;
+                let ran = self
+                    .sandbox
+                    .run(
+                        &run.program,
+                        &run.args,
+                        &run.files,
+                        run.stdin.as_bytes(),
+                        policy.egress(),
+                        &limits,
+                    )
+                    .await;
+                Ok(ran.map(|ran| {
+                    Reply::Page(Page {
+                        status: 200,
+                        body: serde_json::to_value(&ran).unwrap_or_default(),
+                        link: None,
+                        retry_after: None,
+                    })
+                }))
+            } else if manifest.browser {
+                if let Some(why) = self.unavailable(manifest) {
+                    return Err(ApiError::new(ErrorCode::Unavailable, why));
+                }
+                let remote = action.remote.as_deref().unwrap_or(&action.name);
+                let operation = crate::domain::browser::operation(remote, &arguments)
+                    .map_err(|e| ApiError::validation("arguments", e))?;
+                let max_text = self.config.max_response_bytes;
+                tokio::time::timeout(action.timeout, self.browser.run(&operation, max_text))
+                    .await
+                    .map(|ran| {
+                        ran.map(|body| {
+                            Reply::Page(Page {
+                                status: 200,
+                                body,
+                                link: None,
+                                retry_after: None,
+                            })
+                        })
+                    })
+            } else if manifest.memory {
+                let remote = action.remote.as_deref().unwrap_or(&action.name);
+                let asked =
+                    crate::domain::memory_tool::call(remote, &arguments, &call.session_id, || {
+                        format!("note-{}", uuid::Uuid::now_v7().simple())
+                    })
+                    .map_err(|e| ApiError::validation("arguments", e))?;
+                tokio::time::timeout(
+                    action.timeout,
+                    self.memory_call(principal, bearer, &call.session_id, asked),
                 )
-                .with_details(json!({"missing": missing}))
-            })?;
-            let ran = self
-                .sandbox
-                .run(
-                    &run.program,
-                    &run.args,
-                    &run.files,
-                    run.stdin.as_bytes(),
-                    policy.egress(),
-                    &limits,
-                )
-                .await;
-            Ok(ran.map(|ran| {
-                Reply::Page(Page {
-                    status: 200,
-                    body: serde_json::to_value(&ran).unwrap_or_default(),
-                    link: None,
-                    retry_after: None,
-                })
-            }))
-        } else if manifest.browser {
-            if let Some(why) = self.unavailable(manifest) {
-                return Err(ApiError::new(ErrorCode::Unavailable, why));
-            }
-            let remote = action.remote.as_deref().unwrap_or(&action.name);
-            let operation = crate::domain::browser::operation(remote, &arguments)
-                .map_err(|e| ApiError::validation("arguments", e))?;
-            let max_text = self.config.max_response_bytes;
-            tokio::time::timeout(action.timeout, self.browser.run(&operation, max_text))
                 .await
-                .map(|ran| {
-                    ran.map(|body| {
-                        Reply::Page(Page {
+            } else if manifest.mcp {
+                let endpoint = self.mcp_endpoint(&manifest.base_url, secret, action.timeout)?;
+                let remote = action.remote.as_deref().unwrap_or(&action.name);
+                tokio::time::timeout(
+                    action.timeout,
+                    mcp_client::call(&endpoint, remote, arguments),
+                )
+                .await
+                .map(|called| {
+                    called.map(|c| match c {
+                        Called::Ok(body) => Reply::Page(Page {
                             status: 200,
                             body,
                             link: None,
                             retry_after: None,
-                        })
+                        }),
+                        Called::ToolError(text) => Reply::ToolError(text),
                     })
                 })
-        } else if manifest.memory {
-            let remote = action.remote.as_deref().unwrap_or(&action.name);
-            let asked =
-                crate::domain::memory_tool::call(remote, &arguments, &call.session_id, || {
-                    format!("note-{}", uuid::Uuid::now_v7().simple())
-                })
-                .map_err(|e| ApiError::validation("arguments", e))?;
-            tokio::time::timeout(
-                action.timeout,
-                self.memory_call(principal, bearer, &call.session_id, asked),
-            )
-            .await
-        } else if manifest.mcp {
-            let endpoint = self.mcp_endpoint(&manifest.base_url, secret, action.timeout)?;
-            let remote = action.remote.as_deref().unwrap_or(&action.name);
-            tokio::time::timeout(
-                action.timeout,
-                mcp_client::call(&endpoint, remote, arguments),
-            )
-            .await
-            .map(|called| {
-                called.map(|c| match c {
-                    Called::Ok(body) => Reply::Page(Page {
-                        status: 200,
-                        body,
-                        link: None,
-                        retry_after: None,
-                    }),
-                    Called::ToolError(text) => Reply::ToolError(text),
-                })
-            })
-        } else {
-            let opened = secret
-                .map(|text| Credential::read(&manifest.auth, text))
-                .transpose()
-                .map_err(|e| {
-                    ApiError::new(
-                        ErrorCode::Conflict,
-                        format!(
-                            "the tool's credential cannot be used: {} {}",
-                            e.field, e.message
-                        ),
-                    )
-                    .with_details(json!({
-                        "field": e.field,
-                        "set_with": format!("PUT /v1/tools/{}/credentials", manifest.id),
-                    }))
-                })?;
-            let variables = opened
-                .as_ref()
-                .map(Credential::variables)
-                .unwrap_or_default();
-            let base_url = match &opened {
-                Some(Credential::Kube(access)) => access.server.as_str(),
-                _ => manifest.base_url.as_str(),
-            };
-            let target = request::Target {
-                base_url,
-                auth: &manifest.auth,
-                headers: &manifest.headers,
-                variables: &variables,
-            };
-            let key = access::credential_key(
-                principal.tenant.as_str(),
-                &manifest.id,
-                secret.unwrap_or_default(),
-            );
-            // Checked before anything is sent (a token obtained included): the arguments
-            // make a request (else a 422), to an address tools may reach (else a 403).
-            let checked = request::prepare(&target, &action.http, &arguments, Some(""))
-                .map_err(|e| ApiError::validation("arguments", e))?;
-            if !self.config.allow_private_networks {
-                egress::check_literal(&checked.url)
-                    .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
-            }
-            let pagination = action
-                .http
-                .paginated
-                .then_some(manifest.pagination.as_ref())
-                .flatten();
-            let deadline = started + action.timeout;
-            let run = async {
-                let route = self.route(manifest, action, opened.as_ref(), &key).await?;
-                let prepared =
-                    request::prepare(&target, &action.http, &arguments, route.bearer.as_deref())?;
-                if !self.config.allow_private_networks {
-                    egress::check_literal(&prepared.url)?;
-                }
-                let page = self
-                    .read_pages(&route, prepared, pagination, pages, deadline)
-                    .await?;
-                if page.status == 401 && route.bearer_obtained {
-                    // A token the API no longer takes (revoked, rotated) is not reused.
-                    self.access.forget(&key);
-                }
-                Ok::<_, String>(page)
-            };
-            tokio::time::timeout(action.timeout, run)
-                .await
-                .map(|read| read.map(Reply::Page))
-        };
-        let took = started.elapsed();
-        match sent {
-            Err(_) => {
-                self.finish(principal, &mut record, Ended::Timeout, 0, took, 0)
-                    .await;
-                Err(ApiError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "the tool did not answer within {} ms",
-                        action.timeout.as_millis()
-                    ),
-                ))
-            }
-            Ok(Err(reason)) => {
-                self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
-                    .await;
-                Err(ApiError::new(
-                    ErrorCode::UpstreamFailed,
-                    format!("the tool could not be reached: {reason}"),
-                ))
-            }
-            Ok(Ok(Reply::ToolError(text))) => {
-                self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
-                    .await;
-                // A tool's own error is written for its caller (MCP's `isError`, the
-                // memory tool's refusal).
-                let said = &text[..text.floor_char_boundary(MAX_TOOL_ERROR)];
-                Err(
-                    ApiError::new(ErrorCode::UpstreamFailed, "the tool reported an error")
-                        .with_details(json!({"tool_error": said})),
-                )
-            }
-            Ok(Ok(Reply::Page(Page {
-                status: 429,
-                retry_after,
-                ..
-            }))) => {
-                self.finish(principal, &mut record, Ended::Failed, 429, took, 0)
-                    .await;
-                let mut limited = ApiError::new(
-                    ErrorCode::RateLimited,
-                    "the tool's API is limiting this tenant's calls",
-                )
-                .with_details(json!({"status": 429}));
-                limited.retry_after = Some(retry_after.map_or(60, |d| d.as_secs().max(1)));
-                Err(limited)
-            }
-            Ok(Ok(Reply::Page(Page { status, .. }))) if !(200..300).contains(&status) => {
-                self.finish(principal, &mut record, Ended::Failed, status, took, 0)
-                    .await;
-                // The upstream's body is not passed on: it may echo the credential.
-                Err(ApiError::new(
-                    ErrorCode::UpstreamFailed,
-                    format!("the tool answered with HTTP {status}"),
-                )
-                .with_details(json!({"status": status})))
-            }
-            Ok(Ok(Reply::Page(Page {
-                status,
-                body: result,
-                ..
-            }))) => {
-                let price = action.price_micros;
-                self.finish(principal, &mut record, Ended::Ok, status, took, price)
-                    .await;
-                let answered = Answered {
-                    invocation_id,
-                    status,
-                    result,
-                    duration: took,
-                    cost_micros: price,
+            } else {
+                let opened = secret
+                    .map(|text| Credential::read(&manifest.auth, text))
+                    .transpose()
+                    .map_err(|e| {
+                        ApiError::new(
+                            ErrorCode::Conflict,
+                            format!(
+                                "the tool's credential cannot be used: {} {}",
+                                e.field, e.message
+                            ),
+                        )
+                        .with_details(json!({
+                            "field": e.field,
+                            "set_with": format!("PUT /v1/tools/{}/credentials", manifest.id),
+                        }))
+                    })?;
+                let variables = opened
+                    .as_ref()
+                    .map(Credential::variables)
+                    .unwrap_or_default();
+                let base_url = match &opened {
+                    Some(Credential::Kube(access)) => access.server.as_str(),
+                    _ => manifest.base_url.as_str(),
                 };
-                if let Some(key) = &answer_key {
-                    self.keep_answer(key, &answered).await;
+                let target = request::Target {
+                    base_url,
+                    auth: &manifest.auth,
+                    headers: &manifest.headers,
+                    variables: &variables,
+                };
+                let key = access::credential_key(
+                    principal.tenant.as_str(),
+                    &manifest.id,
+                    secret.unwrap_or_default(),
+                );
+                // Checked before anything is sent (a token obtained included): the arguments
+                // make a request (else a 422), to an address tools may reach (else a 403).
+                let checked = request::prepare(&target, &action.http, &arguments, Some(""))
+                    .map_err(|e| ApiError::validation("arguments", e))?;
+                if !self.config.allow_private_networks {
+                    egress::check_literal(&checked.url)
+                        .map_err(|e| ApiError::new(ErrorCode::Forbidden, e))?;
                 }
-                Ok(answered)
+                let pagination = action
+                    .http
+                    .paginated
+                    .then_some(manifest.pagination.as_ref())
+                    .flatten();
+                let deadline = started + action.timeout;
+                let run = async {
+                    let route = self.route(manifest, action, opened.as_ref(), &key).await?;
+                    let prepared = request::prepare(
+                        &target,
+                        &action.http,
+                        &arguments,
+                        route.bearer.as_deref(),
+                    )?;
+                    if !self.config.allow_private_networks {
+                        egress::check_literal(&prepared.url)?;
+                    }
+                    let page = self
+                        .read_pages(&route, prepared, pagination, pages, deadline)
+                        .await?;
+                    if page.status == 401 && route.bearer_obtained {
+                        // A token the API no longer takes (revoked, rotated) is not reused.
+                        self.access.forget(&key);
+                    }
+                    Ok::<_, String>(page)
+                };
+                tokio::time::timeout(action.timeout, run)
+                    .await
+                    .map(|read| read.map(Reply::Page))
+            };
+            let took = started.elapsed();
+            match sent {
+                Err(_) => {
+                    self.finish(principal, &mut record, Ended::Timeout, 0, took, 0)
+                        .await;
+                    Err(ApiError::new(
+                        ErrorCode::Timeout,
+                        format!(
+                            "the tool did not answer within {} ms",
+                            action.timeout.as_millis()
+                        ),
+                    ))
+                }
+                Ok(Err(reason)) => {
+                    self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
+                        .await;
+                    Err(ApiError::new(
+                        ErrorCode::UpstreamFailed,
+                        format!("the tool could not be reached: {reason}"),
+                    ))
+                }
+                Ok(Ok(Reply::ToolError(text))) => {
+                    self.finish(principal, &mut record, Ended::Failed, 0, took, 0)
+                        .await;
+                    // A tool's own error is written for its caller (MCP's `isError`, the
+                    // memory tool's refusal).
+                    let said = &text[..text.floor_char_boundary(MAX_TOOL_ERROR)];
+                    Err(
+                        ApiError::new(ErrorCode::UpstreamFailed, "the tool reported an error")
+                            .with_details(json!({"tool_error": said})),
+                    )
+                }
+                Ok(Ok(Reply::Page(Page {
+                    status: 429,
+                    retry_after,
+                    ..
+                }))) => {
+                    self.finish(principal, &mut record, Ended::Failed, 429, took, 0)
+                        .await;
+                    let mut limited = ApiError::new(
+                        ErrorCode::RateLimited,
+                        "the tool's API is limiting this tenant's calls",
+                    )
+                    .with_details(json!({"status": 429}));
+                    limited.retry_after = Some(retry_after.map_or(60, |d| d.as_secs().max(1)));
+                    Err(limited)
+                }
+                Ok(Ok(Reply::Page(Page { status, .. }))) if !(200..300).contains(&status) => {
+                    self.finish(principal, &mut record, Ended::Failed, status, took, 0)
+                        .await;
+                    // The upstream's body is not passed on: it may echo the credential.
+                    Err(ApiError::new(
+                        ErrorCode::UpstreamFailed,
+                        format!("the tool answered with HTTP {status}"),
+                    )
+                    .with_details(json!({"status": status})))
+                }
+                Ok(Ok(Reply::Page(Page {
+                    status,
+                    body: result,
+                    ..
+                }))) => {
+                    let price = action.price_micros;
+                    self.finish(principal, &mut record, Ended::Ok, status, took, price)
+                        .await;
+                    let answered = Answered {
+                        invocation_id,
+                        status,
+                        result,
+                        duration: took,
+                        cost_micros: price,
+                    };
+                    if let Some(key) = &answer_key {
+                        self.keep_answer(key, &answered).await;
+                    }
+                    Ok(answered)
+                }
             }
         }
+        .await;
+        if let Some(hold) = hold {
+            match &outcome {
+                Ok(answered) => self.budgets.settle(hold, 0, answered.cost_micros).await,
+                Err(_) => self.budgets.release(hold).await,
+            }
+        }
+        outcome
     }
 
     /// The answer an earlier call with the same idempotency key got, if it is kept.

@@ -1,3 +1,5 @@
+mod budgets;
 mod intake;
+mod invoices;
 mod ledger;
 mod support;

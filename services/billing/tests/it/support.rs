@@ -22,18 +22,24 @@ pub async fn databases() -> Vec<(&'static str, Db, Option<tempfile::TempDir>)> {
         path: dir.path().join("{service}.db"),
     };
     let db = Db::connect(&url, "billing").await.unwrap();
-    db.migrate("billing", somagent_billing::MIGRATIONS)
-        .await
-        .unwrap();
+    migrate(&db).await;
     let mut all = vec![("sqlite", db, Some(dir))];
     if let Some(url) = somagent_common::testing::required_env("DATABASE_URL") {
         let db = Db::postgres(&url, &unique("billing")).await.unwrap();
-        db.migrate("billing", somagent_billing::MIGRATIONS)
-            .await
-            .unwrap();
+        migrate(&db).await;
         all.push(("postgres", db, None));
     }
     all
+}
+
+/// The common tables (the outbox) and billing's, as the service has them.
+async fn migrate(db: &Db) {
+    db.migrate("common", somagent_common::infra::db::COMMON_MIGRATIONS)
+        .await
+        .unwrap();
+    db.migrate("billing", somagent_billing::MIGRATIONS)
+        .await
+        .unwrap();
 }
 
 /// Each bus, fresh: its own log file, or its own topic prefix on Kafka.

@@ -3,7 +3,10 @@
 //! micro-units of its currency (1,000,000 = one unit), never floats.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use somagent_common::clock::{rfc3339_ms, unix_now_ms};
 use somagent_common::error::ApiError;
@@ -11,6 +14,7 @@ use somagent_common::proto::billing::v1 as pb;
 use utoipa::{IntoParams, ToSchema};
 
 use super::Authenticated;
+use super::body::json_body;
 use super::forward::Answer;
 use super::views::Problem;
 use crate::Gateway;
@@ -252,4 +256,386 @@ pub async fn entries(
             .collect(),
         next: Some(answer.next).filter(|n| !n.is_empty()),
     }))
+}
+
+/// A budget: a limit on what the tenant, one user or one project may use per period.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetView {
+    /// Unique in the tenant; what a refusal (402) names.
+    name: String,
+    /// `tenant`, `user` or `project`.
+    scope: String,
+    /// The user's subject or the project's id; absent for `tenant`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    scope_id: String,
+    /// `tokens`, or `money` in micro-units of `currency`.
+    metric: String,
+    /// `day` or `month` (UTC calendar), or `total`.
+    period: String,
+    limit: i64,
+    /// Percent of the limit at which the tenant's admins are notified (80 by default).
+    #[serde(default)]
+    soft_percent: u32,
+    /// For `money`: the currency counted (USD by default).
+    #[serde(default)]
+    currency: String,
+}
+
+/// A budget and where it stands this period.
+#[derive(Serialize, ToSchema)]
+pub struct BudgetStatus {
+    #[serde(flatten)]
+    budget: BudgetView,
+    /// This period: `2026-12`, `2026-12-06` or `total`.
+    period_label: String,
+    /// When the period ends and the spend starts again from 0; absent for `total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resets_at: Option<String>,
+    /// Settled use this period.
+    spent: i64,
+    /// Held by calls in flight.
+    reserved: i64,
+    remaining: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BudgetList {
+    budgets: Vec<BudgetStatus>,
+}
+
+/// The whole set of the tenant's budgets, replacing the one before.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetSet {
+    budgets: Vec<BudgetView>,
+}
+
+fn budget_list(answer: pb::ListBudgetsResponse) -> BudgetList {
+    BudgetList {
+        budgets: answer
+            .budgets
+            .into_iter()
+            .filter_map(|s| {
+                let b = s.budget?;
+                Some(BudgetStatus {
+                    budget: BudgetView {
+                        name: b.name,
+                        scope: b.scope,
+                        scope_id: b.scope_id,
+                        metric: b.metric,
+                        period: b.period,
+                        limit: b.limit,
+                        soft_percent: b.soft_percent,
+                        currency: b.currency,
+                    },
+                    period_label: s.period_label,
+                    resets_at: (s.resets_at_ms > 0).then(|| rfc3339_ms(s.resets_at_ms)),
+                    spent: s.spent,
+                    reserved: s.reserved,
+                    remaining: s.remaining,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The tenant's budgets, each with what it spent and holds reserved this period.
+#[utoipa::path(get, path = "/v1/billing/budgets", tag = "billing",
+    responses((status = 200, body = BudgetList), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn budgets(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+) -> Result<Json<BudgetList>, ApiError> {
+    let answer = gateway
+        .billing
+        .clone()
+        .list_budgets(auth.forward(pb::ListBudgetsRequest {}))
+        .answer()
+        .await?;
+    Ok(Json(budget_list(answer)))
+}
+
+/// Replaces the tenant's budgets (`tenant:admin` or `billing.admin`). Before every model
+/// and tool call its largest cost is held against each budget it falls under; a call
+/// that does not fit is refused with a 402 naming the budget. A budget whose name or
+/// limit changes keeps what it spent this period. Audited.
+#[utoipa::path(put, path = "/v1/billing/budgets", tag = "billing",
+    request_body = BudgetSet,
+    responses((status = 200, body = BudgetList), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 422, description = "a field is wrong (`budgets[i].field`), two budgets share a name or count the same thing", body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn put_budgets(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    body: Result<Json<BudgetSet>, JsonRejection>,
+) -> Result<Json<BudgetList>, ApiError> {
+    let set = json_body(body)?;
+    let request = pb::PutBudgetsRequest {
+        budgets: set
+            .budgets
+            .into_iter()
+            .map(|b| pb::Budget {
+                name: b.name,
+                scope: b.scope,
+                scope_id: b.scope_id,
+                metric: b.metric,
+                period: b.period,
+                limit: b.limit,
+                soft_percent: b.soft_percent,
+                currency: b.currency,
+            })
+            .collect(),
+    };
+    let answer = gateway
+        .billing
+        .clone()
+        .put_budgets(auth.forward(request))
+        .answer()
+        .await?;
+    Ok(Json(budget_list(answer)))
+}
+
+/// One line of an invoice: a model profile's or tool's use in the month.
+#[derive(Serialize, ToSchema)]
+pub struct InvoiceLineView {
+    /// `model`, `embedding` or `tool`.
+    kind: String,
+    /// The model profile or the tool.
+    item: String,
+    currency: String,
+    /// Usage from an earlier month that reached the ledger after that month's invoice
+    /// closed.
+    late: bool,
+    calls: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    amount_micros: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvoiceTotalView {
+    currency: String,
+    amount_micros: i64,
+}
+
+/// A month's invoice.
+#[derive(Serialize, ToSchema)]
+pub struct InvoiceView {
+    /// The month, `YYYY-MM`.
+    id: String,
+    /// `open` (the month's figures so far) or `closed` (final: it never changes).
+    status: String,
+    period_start: String,
+    period_end: String,
+    /// When it closed, or (open) the moment its figures are from.
+    as_of: String,
+    lines: Vec<InvoiceLineView>,
+    totals: Vec<InvoiceTotalView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct InvoiceList {
+    invoices: Vec<InvoiceView>,
+}
+
+/// `?format=csv` for CSV (as does `Accept: text/csv`).
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InvoiceFormat {
+    /// `json` (default) or `csv`.
+    format: Option<String>,
+}
+
+fn invoice_view(i: pb::Invoice) -> InvoiceView {
+    InvoiceView {
+        id: i.id,
+        status: i.status,
+        period_start: rfc3339_ms(i.period_start_ms),
+        period_end: rfc3339_ms(i.period_end_ms),
+        as_of: rfc3339_ms(i.cutoff_ms),
+        lines: i
+            .lines
+            .into_iter()
+            .map(|l| InvoiceLineView {
+                kind: l.kind,
+                item: l.item,
+                currency: l.currency,
+                late: l.late,
+                calls: l.calls,
+                prompt_tokens: l.prompt_tokens,
+                completion_tokens: l.completion_tokens,
+                amount_micros: l.amount_micros,
+            })
+            .collect(),
+        totals: i
+            .totals
+            .into_iter()
+            .map(|t| InvoiceTotalView {
+                currency: t.currency,
+                amount_micros: t.amount_micros,
+            })
+            .collect(),
+    }
+}
+
+/// The tenant's invoices, newest first: one per month since its first usage, open
+/// until an hour after the month ends, then closed and final.
+#[utoipa::path(get, path = "/v1/billing/invoices", tag = "billing",
+    responses((status = 200, body = InvoiceList), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn invoices(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+) -> Result<Json<InvoiceList>, ApiError> {
+    let answer = gateway
+        .billing
+        .clone()
+        .list_invoices(auth.forward(pb::ListInvoicesRequest {}))
+        .answer()
+        .await?;
+    Ok(Json(InvoiceList {
+        invoices: answer.invoices.into_iter().map(invoice_view).collect(),
+    }))
+}
+
+/// One month's invoice (`2026-11`): lines per model profile and tool with calls,
+/// tokens and amount, totals per currency; as JSON, or as CSV with `?format=csv` or
+/// `Accept: text/csv`.
+#[utoipa::path(get, path = "/v1/billing/invoices/{id}", tag = "billing",
+    params(("id" = String, Path, description = "the month, YYYY-MM"), InvoiceFormat),
+    responses((status = 200, body = InvoiceView, content_type = "application/json"),
+              (status = 200, description = "the invoice as CSV", content_type = "text/csv"),
+              (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, description = "no invoice for that month", body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn invoice(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(id): Path<String>,
+    Query(format): Query<InvoiceFormat>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let csv = match format.format.as_deref() {
+        Some("csv") => true,
+        Some("json") => false,
+        Some(_) => return Err(ApiError::validation("format", "is json or csv")),
+        None => headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("text/csv")),
+    };
+    let answer = gateway
+        .billing
+        .clone()
+        .get_invoice(auth.forward(pb::GetInvoiceRequest { id }))
+        .answer()
+        .await?;
+    if !csv {
+        return Ok(Json(invoice_view(answer)).into_response());
+    }
+    let filename = format!("invoice-{}.csv", answer.id);
+    let body = invoice_csv(&answer);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// RFC 4180 rows, one per line then one total per currency; a cell a spreadsheet would
+/// take for a formula is prefixed with `'`.
+fn invoice_csv(i: &pb::Invoice) -> String {
+    let mut out = String::from(
+        "invoice,status,kind,item,late,currency,calls,prompt_tokens,completion_tokens,amount_micros\r\n",
+    );
+    let mut row = |cells: [String; 10]| {
+        let cells: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
+        out.push_str("\r\n");
+    };
+    for l in &i.lines {
+        row([
+            i.id.clone(),
+            i.status.clone(),
+            l.kind.clone(),
+            l.item.clone(),
+            l.late.to_string(),
+            l.currency.clone(),
+            l.calls.to_string(),
+            l.prompt_tokens.to_string(),
+            l.completion_tokens.to_string(),
+            l.amount_micros.to_string(),
+        ]);
+    }
+    for t in &i.totals {
+        row([
+            i.id.clone(),
+            i.status.clone(),
+            "total".into(),
+            String::new(),
+            String::new(),
+            t.currency.clone(),
+            String::new(),
+            String::new(),
+            String::new(),
+            t.amount_micros.to_string(),
+        ]);
+    }
+    out
+}
+
+fn csv_cell(value: &str) -> String {
+    let formula =
+        value.starts_with(['=', '+', '-', '@', '\t', '\r']) && value.parse::<i64>().is_err();
+    let value = if formula {
+        format!("'{value}")
+    } else {
+        value.to_owned()
+    };
+    if value.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", value.replace('"', "\"\""))
+    } else {
+        value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_cells_and_defuses_formulas() {
+        let invoice = pb::Invoice {
+            id: "2026-11".into(),
+            status: "closed".into(),
+            lines: vec![pb::InvoiceLine {
+                kind: "tool".into(),
+                item: "=HYPERLINK(\"x\"),y".into(),
+                currency: "USD".into(),
+                calls: 2,
+                amount_micros: -5,
+                ..Default::default()
+            }],
+            totals: vec![pb::InvoiceTotal {
+                currency: "USD".into(),
+                amount_micros: -5,
+            }],
+            ..Default::default()
+        };
+        let text = invoice_csv(&invoice);
+        let lines: Vec<&str> = text.split("\r\n").collect();
+        assert_eq!(
+            lines[1],
+            "2026-11,closed,tool,\"'=HYPERLINK(\"\"x\"\"),y\",false,USD,2,0,0,-5"
+        );
+        assert_eq!(lines[2], "2026-11,closed,total,,,USD,,,,-5");
+    }
 }

@@ -18,6 +18,7 @@ mod policy;
 mod principal;
 mod profiles;
 mod sessions;
+mod settings;
 mod tenants;
 mod tools;
 mod users;
@@ -62,6 +63,19 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(embeddings::embeddings))
         .routes(routes!(billing::usage))
         .routes(routes!(billing::entries))
+        .routes(routes!(billing::budgets, billing::put_budgets))
+        .routes(routes!(billing::invoices))
+        .routes(routes!(billing::invoice))
+        .routes(routes!(settings::get_settings, settings::patch_settings))
+        .routes(routes!(settings::versions))
+        .routes(routes!(settings::version))
+        .routes(routes!(settings::flags))
+        .routes(routes!(
+            settings::flag,
+            settings::put_flag,
+            settings::clear_flag
+        ))
+        .routes(routes!(settings::preferences, settings::patch_preferences))
         .routes(routes!(
             memory::put_memory,
             memory::get_memory,

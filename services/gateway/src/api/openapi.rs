@@ -25,6 +25,7 @@ use utoipa::{Modify, OpenApi};
         (name = "sessions", description = "Agent sessions and their turns, streamed over SSE"),
         (name = "tools", description = "The tenant's tools: define them from OpenAPI documents, set their credentials (write-only), call their actions, read the call log"),
         (name = "workflows", description = "The tenant's workflow runs, for its admins: list, inspect, cancel, signal"),
+        (name = "settings", description = "The tenant's settings (JSON merge patches, versioned), feature flags, and each user's preferences"),
         (name = "billing", description = "What usage cost: the ledger of every metered call and its sums, in integer micro-units"),
     )
 )]

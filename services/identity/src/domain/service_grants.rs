@@ -47,6 +47,18 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
             Capability::MemoryRead,
         ],
     ),
+    // A session turn reads the tenant's session settings (recall, tool rounds,
+    // approval timeouts).
+    ("orchestrator", "settings", &[Capability::SettingsRead]),
+    // slm and the tool service hold a call's largest cost against the user's tenant's
+    // budgets before they make it, and settle it after (a reader's search embeds its
+    // query under `memory:read`).
+    (
+        "slm",
+        "billing",
+        &[Capability::ModelsUse, Capability::MemoryRead],
+    ),
+    ("tool", "billing", &[Capability::ToolsInvoke]),
     // A session turn recalls memories and passages for its prompt, and remembers.
     (
         "orchestrator",

@@ -39,6 +39,8 @@ pub struct TurnActivities {
     pub tool: ToolServiceClient<tonic::transport::Channel>,
     pub memory: MemoryServiceClient<tonic::transport::Channel>,
     pub config: crate::config::OrchestratorConfig,
+    /// The tenant's session settings, over `config`'s defaults.
+    pub settings: Arc<somagent_common::settings_cache::SettingsCache>,
 }
 
 pub(super) fn status_error(status: tonic::Status) -> ActivityError {

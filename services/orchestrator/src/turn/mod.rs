@@ -126,8 +126,8 @@ pub struct TurnInput {
     pub recall: RecallSettings,
 }
 
-/// What a turn recalls, from the session's metadata `memory` object: `recall` (on by
-/// default), `passages` and `memories` (how many of each, 4 by default), `scopes`
+/// What a turn recalls, from the session's metadata `memory` object: `recall` (the
+/// tenant's `sessions.memory_recall` setting by default), `passages` and `memories` (how many of each, 4 by default), `scopes`
 /// (memory scopes; the user's, the session's and the tenant's by default) and
 /// `max_tokens` (how much of the prompt it may take, 800 by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -162,8 +162,11 @@ impl RecallSettings {
 
     /// The settings a session's metadata gives, within bounds; what it does not say
     /// is the default.
-    pub fn of_session(metadata: &serde_json::Value) -> Self {
-        let mut settings = Self::default();
+    pub fn of_session(metadata: &serde_json::Value, by_default: bool) -> Self {
+        let mut settings = Self {
+            enabled: by_default,
+            ..Self::default()
+        };
         let Some(memory) = metadata.get("memory") else {
             return settings;
         };
@@ -176,7 +179,7 @@ impl RecallSettings {
         settings.enabled = memory
             .get("recall")
             .and_then(serde_json::Value::as_bool)
-            .unwrap_or(true);
+            .unwrap_or(by_default);
         settings.passages = number("passages", 20, settings.passages);
         settings.memories = number("memories", 20, settings.memories);
         settings.max_tokens = number("max_tokens", 8000, settings.max_tokens);

@@ -90,11 +90,20 @@ impl TurnActivities {
     /// not read tools gets none; the tool service unreachable after the step's retries
     /// fails the step, and the turn goes on without tools.
     pub(super) async fn toolbox(&self, who: Who) -> Result<Toolbox, ActivityError> {
+        use somagent_common::settings_cache::number;
+        let settings = self
+            .settings
+            .tenant(&who.tenant, &who.subject)
+            .await
+            .map_err(|e| ActivityError::retryable("unavailable", e.message))?;
         let toolbox = Toolbox {
             definitions: Vec::new(),
             functions: Vec::new(),
-            max_rounds: self.config.max_tool_rounds,
-            approval_timeout_secs: self.config.approval_timeout_secs,
+            max_rounds: number(&settings, "sessions.tool_rounds")
+                .and_then(|n| u32::try_from(n).ok())
+                .unwrap_or(self.config.max_tool_rounds),
+            approval_timeout_secs: number(&settings, "sessions.approval_timeout_secs")
+                .unwrap_or(self.config.approval_timeout_secs),
             result_max_bytes: self.config.tool_result_max_bytes,
         };
         if !who.capabilities.iter().any(|c| c == "tools:invoke") {

@@ -11,6 +11,8 @@ use std::time::Duration;
 pub use self::attempts::{Attempt, AttemptLimit};
 pub use self::memory::MemoryCache;
 pub use self::redis::RedisCache;
+/// A Lua script for [`RedisCache::run`].
+pub use ::redis::Script;
 
 use crate::config::CacheUrl;
 

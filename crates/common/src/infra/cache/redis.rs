@@ -94,6 +94,41 @@ impl RedisCache {
             .await?)
     }
 
+    /// `name` with this cache's key prefix, for scripts that build keys themselves.
+    pub fn prefixed(&self, name: &str) -> String {
+        self.key(name)
+    }
+
+    /// Runs `script` atomically on the server over `keys` (prefixed here) and `args`.
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[String],
+        args: &[String],
+    ) -> Result<T, CacheError> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(self.key(key));
+        }
+        for arg in args {
+            invocation.arg(arg);
+        }
+        Ok(invocation.invoke_async(&mut self.conn.clone()).await?)
+    }
+
+    /// The values of `fields` in the hash at `key`, in order.
+    pub async fn hash_values(
+        &self,
+        key: &str,
+        fields: &[&str],
+    ) -> Result<Vec<Option<String>>, CacheError> {
+        Ok(redis::cmd("HMGET")
+            .arg(self.key(key))
+            .arg(fields)
+            .query_async(&mut self.conn.clone())
+            .await?)
+    }
+
     pub async fn ttl(&self, key: &str) -> Result<Option<Duration>, CacheError> {
         let ms: i64 = self.conn.clone().pttl(self.key(key)).await?;
         Ok((ms >= 0).then(|| Duration::from_millis(ms as u64)))

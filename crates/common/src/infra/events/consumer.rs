@@ -173,7 +173,7 @@ pub async fn consume<H: Handler>(
     topics: &[&str],
     handler: H,
     options: ConsumeOptions,
-) -> Result<impl Future<Output = ()> + Send + 'static, EventsError> {
+) -> Result<impl Future<Output = ()> + Send + 'static + use<H>, EventsError> {
     let subscription = bus.subscribe(group, topics).await?;
     let consumer = Consumer {
         bus: bus.clone(),
@@ -196,7 +196,7 @@ pub async fn consume_batches<H: BatchHandler>(
     handler: H,
     max: usize,
     options: ConsumeOptions,
-) -> Result<impl Future<Output = ()> + Send + 'static, EventsError> {
+) -> Result<impl Future<Output = ()> + Send + 'static + use<H>, EventsError> {
     let subscription = bus.subscribe(group, topics).await?;
     let handler = Arc::new(handler);
     let consumer = Consumer {

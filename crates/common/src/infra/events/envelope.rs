@@ -16,6 +16,8 @@ pub mod topics {
     pub const BILLING_USAGE: &str = "billing.usage";
     pub const CONSTITUTION_UPDATED: &str = "constitution.updated";
     pub const NOTIFICATIONS: &str = "agent.notifications";
+    /// A tenant's settings, preferences or flags changed: caches drop the tenant's.
+    pub const SETTINGS_UPDATED: &str = "settings.updated";
     pub const TRAINING_AUDIT: &str = "training.audit";
     pub const SLM_REQUESTS: &str = "slm.requests";
     pub const SLM_RESPONSES: &str = "slm.responses";
@@ -27,6 +29,7 @@ pub mod topics {
         BILLING_USAGE,
         CONSTITUTION_UPDATED,
         NOTIFICATIONS,
+        SETTINGS_UPDATED,
         TRAINING_AUDIT,
         SLM_REQUESTS,
         SLM_RESPONSES,

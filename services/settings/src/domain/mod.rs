@@ -1,0 +1,3 @@
+//! Settings' rules, free of I/O: the documents' shapes and how a patch applies.
+
+pub mod schema;
