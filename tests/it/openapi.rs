@@ -112,6 +112,9 @@ async fn the_openapi_document_covers_every_public_route() {
         ("delete", "/v1/settings/flags/{name}"),
         ("get", "/v1/me/preferences"),
         ("patch", "/v1/me/preferences"),
+        ("get", "/v1/settings/secrets"),
+        ("put", "/v1/settings/secrets/{name}"),
+        ("delete", "/v1/settings/secrets/{name}"),
     ];
     let paths = doc["paths"].as_object().unwrap();
     let documented: usize = paths.values().map(|p| p.as_object().unwrap().len()).sum();

@@ -1,6 +1,7 @@
 //! Secrets at rest: after MFA enrolment, a constitution publish and a signing-key
 //! rotation, no file of the data directory (databases, WAL, shared memory, journals,
-//! everything) holds a TOTP secret or private key material in any usual encoding; and
+//! everything) holds a TOTP secret, a tool credential, a tenant secret or private key
+//! material in any usual encoding; and
 //! `somagent keys rotate` re-seals every record under a new master key without
 //! breaking logins.
 
@@ -17,6 +18,8 @@ const ALICE_PASSWORD: &str = "alice's long passphrase";
 
 /// A tool's API key, as a tenant sets it.
 const TOOL_CREDENTIAL: &str = "crm-api-key-5b1e0d47c2";
+/// A tenant secret, as a tenant admin stores it in settings.
+const TENANT_SECRET: &str = "smtp-password-8c03f1aa9e";
 
 fn step_now() -> u64 {
     time::OffsetDateTime::now_utc().unix_timestamp() as u64 / STEP_SECONDS
@@ -225,6 +228,15 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
         .await
         .unwrap();
     assert_eq!(client_put.status(), 200);
+    // A tenant secret in settings.
+    let stored = client
+        .put(format!("{gateway}/v1/settings/secrets/smtp-password"))
+        .bearer_auth(&alice)
+        .json(&json!({"value": TENANT_SECRET}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), 200);
 
     // A second token signing key.
     let (status, rotated) = post(
@@ -264,6 +276,18 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
         &encodings(TOOL_CREDENTIAL.as_bytes()),
         "the tool credential",
     );
+    assert_absent(
+        &files,
+        &encodings(TENANT_SECRET.as_bytes()),
+        "the tenant's secret",
+    );
+    let tenant_secrets = sealed_keys(
+        data.path(),
+        "settings",
+        "SELECT tenant_id || '/' || name, sealed FROM settings_secrets",
+    )
+    .await;
+    assert_eq!(tenant_secrets.len(), 1);
     let credentials = sealed_keys(
         data.path(),
         "tool",
@@ -343,6 +367,14 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
             data.path(),
             "tool",
             "SELECT tool_id, sealed FROM tool_credentials",
+        )
+        .await,
+    )
+    .chain(
+        sealed_keys(
+            data.path(),
+            "settings",
+            "SELECT name, sealed FROM settings_secrets",
         )
         .await,
     ) {

@@ -281,3 +281,222 @@ async fn journey(backends: Backends) {
         "{mine}"
     );
 }
+
+/// A value to look for everywhere it must not be.
+const SECRET: &str = "whsec-7f3a9c21d4e8b605";
+
+#[tokio::test]
+async fn a_secret_is_written_never_shown_and_read_only_by_the_service_that_uses_it() {
+    for backends in Backends::all() {
+        secret_journey(backends).await;
+    }
+}
+
+async fn secret_journey(backends: Backends) {
+    use somagent_common::auth::grpc::with_bearer;
+    use somagent_common::auth::{ISSUER_KEY_FILE, SERVICE_KEY_HEADER, ServiceIssuerKey};
+    use somagent_common::proto::identity::v1 as ipb;
+    use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
+    use somagent_common::proto::settings::v1 as pb;
+    use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
+
+    let Rooted {
+        platform,
+        gateway,
+        client,
+        root,
+        data,
+        events,
+    } = crate::helpers::with_root_on(backends, &[]).await;
+    let g = |path: &str| format!("{gateway}{path}");
+    let mut seen = String::new();
+
+    // Written twice; what comes back is its name and version, never the value.
+    for version in [1, 2] {
+        let (status, stored) = call(
+            &client,
+            Method::PUT,
+            &g("/v1/settings/secrets/webhook-signing"),
+            &root,
+            Some(json!({"value": SECRET})),
+        )
+        .await;
+        assert_eq!(
+            (status, &stored["version"]),
+            (200, &json!(version)),
+            "{stored}"
+        );
+        seen.push_str(&stored.to_string());
+    }
+    let (status, listed) = call(
+        &client,
+        Method::GET,
+        &g("/v1/settings/secrets"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["secrets"][0]["name"], "webhook-signing", "{listed}");
+    seen.push_str(&listed.to_string());
+    // No route reads one back.
+    let (status, one) = call(
+        &client,
+        Method::GET,
+        &g("/v1/settings/secrets/webhook-signing"),
+        &root,
+        None,
+    )
+    .await;
+    assert!(status == 404 || status == 405, "{status}: {one}");
+    seen.push_str(&one.to_string());
+    // A bad name and a missing value are clear 422s that do not echo what was sent.
+    let (status, bad) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/settings/secrets/bad%20name"),
+        &root,
+        Some(json!({"value": SECRET})),
+    )
+    .await;
+    assert_eq!(status, 422, "{bad}");
+    seen.push_str(&bad.to_string());
+    let (status, bad) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/settings/secrets/x"),
+        &root,
+        Some(json!({"valeur": SECRET})),
+    )
+    .await;
+    assert_eq!(status, 422, "{bad}");
+    seen.push_str(&bad.to_string());
+
+    // A person's own token cannot read it over gRPC; the notification service, acting
+    // for a user of the tenant, can.
+    let me: Value = client
+        .get(g("/v1/me"))
+        .bearer_auth(&root)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut settings = SettingsServiceClient::connect(platform.addresses["settings"].clone())
+        .await
+        .unwrap();
+    let refused = settings
+        .read_secret(with_bearer(
+            &root,
+            tonic::Request::new(pb::ReadSecretRequest {
+                name: "webhook-signing".into(),
+            }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let issuer = ServiceIssuerKey::new(
+        std::fs::read_to_string(data.path().join(ISSUER_KEY_FILE))
+            .unwrap()
+            .trim(),
+    );
+    let mut ask = tonic::Request::new(ipb::IssueServiceTokenRequest {
+        service: "notification".into(),
+        callee: "settings".into(),
+        tenant: me["tenant"].as_str().unwrap().to_owned(),
+        subject: me["subject"].as_str().unwrap().to_owned(),
+        capabilities: vec!["settings:read".into()],
+        ..Default::default()
+    });
+    ask.metadata_mut().insert(
+        SERVICE_KEY_HEADER,
+        issuer
+            .credential_for("notification")
+            .expose()
+            .parse()
+            .unwrap(),
+    );
+    let mut identity = IdentityServiceClient::connect(platform.addresses["identity"].clone())
+        .await
+        .unwrap();
+    let token = identity
+        .issue_service_token(ask)
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let read = settings
+        .read_secret(with_bearer(
+            &token,
+            tonic::Request::new(pb::ReadSecretRequest {
+                name: "webhook-signing".into(),
+            }),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (read.value.as_slice(), read.version),
+        (SECRET.as_bytes(), 2)
+    );
+
+    // Another tenant sees none of it; removed, it is gone.
+    let hank = other_tenant_admin(&client, &gateway, &root).await;
+    let (_, theirs) = call(
+        &client,
+        Method::GET,
+        &g("/v1/settings/secrets"),
+        &hank,
+        None,
+    )
+    .await;
+    assert_eq!(theirs["secrets"], json!([]), "{theirs}");
+    let (status, _) = call(
+        &client,
+        Method::DELETE,
+        &g("/v1/settings/secrets/webhook-signing"),
+        &hank,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    let (status, _) = call(
+        &client,
+        Method::DELETE,
+        &g("/v1/settings/secrets/webhook-signing"),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let gone = settings
+        .read_secret(with_bearer(
+            &token,
+            tonic::Request::new(pb::ReadSecretRequest {
+                name: "webhook-signing".into(),
+            }),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    // Nowhere in what came back, in the platform's log, or in any event it published.
+    assert!(!seen.contains(SECRET), "{seen}");
+    let log = std::fs::read_to_string(data.path().with_extension("log")).unwrap_or_default();
+    assert!(!log.contains(SECRET), "the platform's log holds the secret");
+    let bus = somagent_common::infra::events::EventBus::connect(&events, data.path())
+        .await
+        .unwrap();
+    let mut published = String::new();
+    for topic in ["agent.audit", "settings.updated"] {
+        for event in crate::helpers::published(&bus, topic).await {
+            published.push_str(&serde_json::to_string(&event).unwrap());
+        }
+    }
+    assert!(
+        published.contains("webhook-signing"),
+        "the changes were audited: {published}"
+    );
+    assert!(!published.contains(SECRET), "an event holds the secret");
+}

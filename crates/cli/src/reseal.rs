@@ -1,6 +1,6 @@
 //! `somagent keys rotate`: re-seals every stored secret of identity (TOTP secrets,
-//! token signing keys), constitution (its signing key) and tool (the tenants' tool
-//! credentials) under the current master key.
+//! token signing keys), constitution (its signing key), tool (the tenants' tool
+//! credentials) and settings (the tenants' secrets) under the current master key.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -67,6 +67,13 @@ async fn run(config: &CommonConfig) -> anyhow::Result<()> {
         .context("tool")?;
     eprintln!("somagent: tool: {resealed} records re-sealed");
     tool.close().await;
+    let settings = open(config, "settings", somagent_settings::MIGRATIONS).await?;
+    let resealed =
+        somagent_settings::reseal(settings.clone(), sealer.clone(), ResealScope::NotCurrent)
+            .await
+            .context("settings")?;
+    eprintln!("somagent: settings: {resealed} secrets re-sealed");
+    settings.close().await;
     if !configured {
         master_key::forget_older_keys(&config.data_dir)?;
         eprintln!("somagent: older master keys removed from the data directory");

@@ -5,10 +5,12 @@
 //! Layout:
 //! - `domain/schema`: the documents' shapes, defaults, and merge patches; no I/O.
 //! - `store`: versions and flags in the service's database, with their events.
+//! - `secrets`: tenants' secrets, sealed under the master key, write-only.
 //! - `api/grpc`: the `somagent.settings.v1` service the gateway and services call.
 
 mod api;
 pub mod domain;
+pub mod secrets;
 pub mod store;
 
 use std::sync::Arc;
@@ -25,6 +27,16 @@ pub use somagent_common::service::SETTINGS as SPEC;
 /// This service's own schema migrations, applied after the common ones.
 pub const MIGRATIONS: &[Migration] = store::MIGRATIONS;
 
+/// Re-seals the tenants' secrets `scope` asks for under the current master key of
+/// `sealer`, for `somagent keys rotate`; how many.
+pub async fn reseal(
+    db: somagent_common::infra::db::Db,
+    sealer: Arc<somagent_common::secrets::Sealer>,
+    scope: somagent_common::secrets::ResealScope,
+) -> anyhow::Result<u64> {
+    secrets::reseal(&db, &sealer, scope).await
+}
+
 /// Builds the service from its context, ready to run.
 pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let config = ctx.config.clone();
@@ -38,11 +50,13 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         .context("settings needs the event bus")?;
     let outbox = Outbox::new(db.clone(), events);
     builder.spawn(outbox.clone().relay(builder.stopping()));
+    let sealer = Arc::new(somagent_common::secrets::load_sealer(&config)?);
+    let secrets = secrets::SecretStore::new(db.clone(), sealer, outbox.clone());
     let store = store::SettingsStore::new(db, outbox);
     let verifier = Arc::new(Verifier::new(
         vec![builtin_issuer(&config, &SPEC)],
         Some(cache),
     ));
-    let service = SettingsServiceServer::new(api::grpc::SettingsGrpc { store });
+    let service = SettingsServiceServer::new(api::grpc::SettingsGrpc { store, secrets });
     Ok(builder.authenticated_grpc(verifier, service).build())
 }

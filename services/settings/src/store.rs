@@ -16,11 +16,14 @@ use sqlx::Row;
 
 use crate::domain::schema::{self, Field};
 
-pub const MIGRATIONS: &[Migration] = &[Migration::portable(
-    1,
-    "settings",
-    include_str!("../migrations/0001_settings.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::portable(
+        1,
+        "settings",
+        include_str!("../migrations/0001_settings.sql"),
+    ),
+    Migration::portable(2, "secrets", include_str!("../migrations/0002_secrets.sql")),
+];
 
 /// Whose document: the tenant's settings, or one user's preferences.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -76,6 +76,8 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
             settings::clear_flag
         ))
         .routes(routes!(settings::preferences, settings::patch_preferences))
+        .routes(routes!(settings::secrets))
+        .routes(routes!(settings::put_secret, settings::delete_secret))
         .routes(routes!(
             memory::put_memory,
             memory::get_memory,

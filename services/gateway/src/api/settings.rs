@@ -368,3 +368,105 @@ pub async fn patch_preferences(
         .await?;
     Ok(Json(settings_view(answer)?))
 }
+
+/// A secret by name and version: never its value.
+#[derive(Serialize, ToSchema)]
+pub struct SecretView {
+    name: String,
+    /// How many times it was set.
+    version: i64,
+    updated_by: String,
+    updated_at: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SecretList {
+    secrets: Vec<SecretView>,
+}
+
+/// A secret's new value. It is sealed at rest and never shown again.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PutSecret {
+    value: String,
+}
+
+fn secret_view(s: pb::SecretInfo) -> SecretView {
+    SecretView {
+        name: s.name,
+        version: s.version,
+        updated_by: s.changed_by,
+        updated_at: rfc3339_ms(s.changed_at_ms),
+    }
+}
+
+/// The tenant's secrets by name and version (`settings:read`); values are never shown.
+#[utoipa::path(get, path = "/v1/settings/secrets", tag = "settings",
+    responses((status = 200, body = SecretList), (status = 401, body = Problem), (status = 403, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn secrets(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+) -> Result<Json<SecretList>, ApiError> {
+    let answer = gateway
+        .settings
+        .clone()
+        .list_secrets(auth.forward(pb::ListSecretsRequest {}))
+        .answer()
+        .await?;
+    Ok(Json(SecretList {
+        secrets: answer.secrets.into_iter().map(secret_view).collect(),
+    }))
+}
+
+/// Sets a secret (`settings:write`): sealed under the master key, bound to the tenant
+/// and name, write-only (no route reads it back; the services that use it read it over
+/// gRPC with a service token). Audited by name and version, never the value.
+#[utoipa::path(put, path = "/v1/settings/secrets/{name}", tag = "settings",
+    params(("name" = String, Path, description = "1 to 64 of A-Z, a-z, 0-9, `_`, `.`, `-`")),
+    request_body = PutSecret,
+    responses((status = 200, body = SecretView), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 422, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn put_secret(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<SecretView>, ApiError> {
+    // Read here, not by the JSON extractor: its error text could quote the value.
+    let value = serde_json::from_slice::<PutSecret>(&body)
+        .map_err(|_| ApiError::validation("value", "send {\"value\": \"<the secret>\"}"))?
+        .value;
+    let request = pb::PutSecretRequest {
+        name,
+        value: value.into_bytes(),
+    };
+    let answer = gateway
+        .settings
+        .clone()
+        .put_secret(auth.forward(request))
+        .answer()
+        .await?;
+    Ok(Json(secret_view(answer)))
+}
+
+/// Removes a secret for good (`settings:write`).
+#[utoipa::path(delete, path = "/v1/settings/secrets/{name}", tag = "settings",
+    params(("name" = String, Path)),
+    responses((status = 204, description = "removed"), (status = 401, body = Problem), (status = 403, body = Problem),
+              (status = 404, body = Problem)),
+    security(("bearer" = []), ("api_key" = [])))]
+pub async fn delete_secret(
+    State(gateway): State<Gateway>,
+    auth: Authenticated,
+    Path(name): Path<String>,
+) -> Result<axum::http::StatusCode, ApiError> {
+    gateway
+        .settings
+        .clone()
+        .delete_secret(auth.forward(pb::DeleteSecretRequest { name }))
+        .answer()
+        .await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}

@@ -47,6 +47,9 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
             Capability::MemoryRead,
         ],
     ),
+    // Notification reads the tenant's secrets its deliveries need (webhook signing
+    // secrets, SMTP credentials).
+    ("notification", "settings", &[Capability::SettingsRead]),
     // A session turn reads the tenant's session settings (recall, tool rounds,
     // approval timeouts).
     ("orchestrator", "settings", &[Capability::SettingsRead]),

@@ -9,13 +9,29 @@ use somagent_common::proto::settings::v1 as pb;
 use somagent_common::proto::settings::v1::settings_service_server::SettingsService;
 use tonic::{Request, Response, Status};
 
+use crate::secrets::{SecretInfo, SecretStore};
 use crate::store::{Flag, Scope, SettingsStore, Stored, Version};
+use somagent_common::error::ErrorCode;
 
 /// The most a patch may be.
 const MAX_PATCH_BYTES: usize = 64 * 1024;
 
 pub struct SettingsGrpc {
     pub store: SettingsStore,
+    pub secrets: SecretStore,
+}
+
+/// The services that read tenants' secrets (a webhook's signing secret, SMTP
+/// credentials), acting for a user of the tenant.
+const SECRET_READERS: &[&str] = &["service:notification"];
+
+fn secret_info(s: SecretInfo) -> pb::SecretInfo {
+    pb::SecretInfo {
+        name: s.name,
+        version: s.version,
+        changed_by: s.changed_by,
+        changed_at_ms: s.changed_at_ms,
+    }
 }
 
 fn settings_message((resolved, stored): (Value, Stored)) -> pb::Settings {
@@ -205,5 +221,76 @@ impl SettingsService for SettingsGrpc {
             .patch(&principal, &own(&principal), &patch, r.if_version)
             .await?;
         Ok(Response::new(settings_message(done)))
+    }
+
+    async fn put_secret(
+        &self,
+        request: Request<pb::PutSecretRequest>,
+    ) -> Result<Response<pb::SecretInfo>, Status> {
+        let principal = caller(&request)?;
+        principal.require(Capability::SettingsWrite)?;
+        let r = request.into_inner();
+        let value = zeroize::Zeroizing::new(r.value);
+        let info = self.secrets.put(&principal, &r.name, &value).await?;
+        Ok(Response::new(secret_info(info)))
+    }
+
+    async fn delete_secret(
+        &self,
+        request: Request<pb::DeleteSecretRequest>,
+    ) -> Result<Response<pb::DeleteSecretResponse>, Status> {
+        let principal = caller(&request)?;
+        principal.require(Capability::SettingsWrite)?;
+        let name = request.into_inner().name;
+        if !self.secrets.delete(&principal, &name).await? {
+            return Err(ApiError::not_found("secret").into());
+        }
+        Ok(Response::new(pb::DeleteSecretResponse {}))
+    }
+
+    async fn list_secrets(
+        &self,
+        request: Request<pb::ListSecretsRequest>,
+    ) -> Result<Response<pb::ListSecretsResponse>, Status> {
+        let principal = caller(&request)?;
+        principal.require(Capability::SettingsRead)?;
+        let secrets = self
+            .secrets
+            .list(&principal.tenant)
+            .await
+            .map_err(ApiError::internal)?;
+        Ok(Response::new(pb::ListSecretsResponse {
+            secrets: secrets.into_iter().map(secret_info).collect(),
+        }))
+    }
+
+    async fn read_secret(
+        &self,
+        request: Request<pb::ReadSecretRequest>,
+    ) -> Result<Response<pb::SecretValue>, Status> {
+        let principal = caller(&request)?;
+        let reader = principal
+            .actor
+            .as_deref()
+            .is_some_and(|actor| SECRET_READERS.contains(&actor));
+        if !reader {
+            return Err(ApiError::new(
+                ErrorCode::Forbidden,
+                "secrets are read by the services that use them, never through the API",
+            )
+            .into());
+        }
+        principal.require(Capability::SettingsRead)?;
+        let name = request.into_inner().name;
+        crate::secrets::check_name(&name)?;
+        let (value, version) = self
+            .secrets
+            .read(&principal.tenant, &name)
+            .await?
+            .ok_or_else(|| ApiError::not_found("secret"))?;
+        Ok(Response::new(pb::SecretValue {
+            value: value.to_vec(),
+            version,
+        }))
     }
 }

@@ -1,1 +1,2 @@
+mod secrets;
 mod store;

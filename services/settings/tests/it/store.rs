@@ -16,11 +16,11 @@ use somagent_common::tenant::TenantId;
 use somagent_settings::store::{Scope, SettingsStore};
 use sqlx::Row;
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", uuid::Uuid::new_v4().simple())
 }
 
-async fn stores() -> Vec<(&'static str, SettingsStore, Db, Vec<tempfile::TempDir>)> {
+pub async fn stores() -> Vec<(&'static str, SettingsStore, Db, Vec<tempfile::TempDir>)> {
     let dir = tempfile::tempdir().unwrap();
     let bus_dir = tempfile::tempdir().unwrap();
     let bus = EventBus::connect(&EventsUrl::Local { path: None }, bus_dir.path())
@@ -54,7 +54,7 @@ async fn stores() -> Vec<(&'static str, SettingsStore, Db, Vec<tempfile::TempDir
     out
 }
 
-fn person(tenant: &str, subject: &str) -> Principal {
+pub fn person(tenant: &str, subject: &str) -> Principal {
     Principal {
         tenant: TenantId::parse(tenant).unwrap(),
         subject: subject.into(),
