@@ -161,7 +161,8 @@ pub async fn get_settings(
 /// Changes the tenant's settings with a JSON merge patch (RFC 7396; `null` resets a key
 /// to its default) (`settings:write`). Keys: `display_name`, `default_model_profile`,
 /// `data_residency`, `sessions.memory_recall`, `sessions.tool_rounds` (0-32),
-/// `sessions.approval_timeout_secs` (10-86400). An unknown key or a wrong type is a
+/// `sessions.approval_timeout_secs` (10-86400; these two `null` until set: the
+/// platform's configured default applies). An unknown key or a wrong type is a
 /// 422 naming it; with `If-Match: <version>`, a 409 if the settings moved on. Each
 /// change is a new version, audited with what it replaced; services use it at once.
 #[utoipa::path(patch, path = "/v1/settings", tag = "settings",

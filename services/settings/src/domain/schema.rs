@@ -33,7 +33,8 @@ pub enum Kind {
 pub struct Field {
     pub name: &'static str,
     pub kind: Kind,
-    /// The value when none is set (for an object: ignored, its fields' defaults apply).
+    /// The value when none is set (for an object: ignored, its fields' defaults apply;
+    /// `null`: the service's own configured default applies).
     pub default: fn() -> Value,
 }
 
@@ -62,10 +63,12 @@ pub const TENANT: &[Field] = &[
                 kind: Kind::Bool,
                 default: || json!(true),
             },
+            // `null` until set: the platform's configured default applies
+            // (`orchestrator.max_tool_rounds`, `orchestrator.approval_timeout_secs`).
             Field {
                 name: "tool_rounds",
                 kind: Kind::Int { min: 0, max: 32 },
-                default: || json!(8),
+                default: || Value::Null,
             },
             Field {
                 name: "approval_timeout_secs",
@@ -73,7 +76,7 @@ pub const TENANT: &[Field] = &[
                     min: 10,
                     max: 86_400,
                 },
-                default: || json!(900),
+                default: || Value::Null,
             },
         ]),
         default: || json!({}),
@@ -298,7 +301,7 @@ mod tests {
         let resolved = resolve(TENANT, &patched);
         assert_eq!(resolved["display_name"], "");
         assert_eq!(resolved["sessions"]["tool_rounds"], 3);
-        assert_eq!(resolved["sessions"]["approval_timeout_secs"], 900);
+        assert_eq!(resolved["sessions"]["approval_timeout_secs"], Value::Null);
     }
 
     #[test]
