@@ -66,6 +66,20 @@ impl BudgetHolds {
         Self { billing, tokens }
     }
 
+    /// Billing at its configured address, for the service `caller`.
+    pub fn connect(
+        config: &crate::config::CommonConfig,
+        caller: &crate::service::ServiceSpec,
+    ) -> anyhow::Result<Self> {
+        let billing = BillingServiceClient::new(
+            config.channel(&BILLING, Some(std::time::Duration::from_secs(5)))?,
+        );
+        Ok(Self::new(
+            billing,
+            Arc::new(ServiceTokens::connect(config, caller)?),
+        ))
+    }
+
     pub async fn reserve(&self, call: &CallFor<'_>, most: &MostCost) -> Result<Hold, ApiError> {
         let token = self
             .tokens

@@ -269,18 +269,7 @@ impl Invoices {
         .fetch_all(self.db.pool())
         .await?;
         rows.iter()
-            .map(|r| {
-                Ok(InvoiceLine {
-                    kind: r.try_get(0)?,
-                    item: r.try_get(1)?,
-                    currency: r.try_get(2)?,
-                    late: r.try_get::<i64, _>(3)? == 1,
-                    calls: r.try_get::<i64, _>(4)? as u64,
-                    prompt_tokens: r.try_get::<i64, _>(5)? as u64,
-                    completion_tokens: r.try_get::<i64, _>(6)? as u64,
-                    amount_micros: r.try_get(7)?,
-                })
-            })
+            .map(|r| line_of(r, 0))
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
@@ -323,16 +312,7 @@ impl Invoices {
         for r in &lines {
             let month: String = r.try_get(0)?;
             if let Some(invoice) = invoices.iter_mut().find(|i| i.id == month) {
-                invoice.lines.push(InvoiceLine {
-                    kind: r.try_get(1)?,
-                    item: r.try_get(2)?,
-                    currency: r.try_get(3)?,
-                    late: r.try_get::<i64, _>(4)? == 1,
-                    calls: r.try_get::<i64, _>(5)? as u64,
-                    prompt_tokens: r.try_get::<i64, _>(6)? as u64,
-                    completion_tokens: r.try_get::<i64, _>(7)? as u64,
-                    amount_micros: r.try_get(8)?,
-                });
+                invoice.lines.push(line_of(r, 1)?);
             }
         }
         Ok(invoices)
@@ -455,6 +435,21 @@ impl Invoices {
             }
         }
     }
+}
+
+/// An invoice line from a row whose columns from `first` are kind, item, currency,
+/// late, calls, prompt tokens, completion tokens and amount.
+fn line_of(r: &sqlx::any::AnyRow, first: usize) -> Result<InvoiceLine, sqlx::Error> {
+    Ok(InvoiceLine {
+        kind: r.try_get(first)?,
+        item: r.try_get(first + 1)?,
+        currency: r.try_get(first + 2)?,
+        late: r.try_get::<i64, _>(first + 3)? == 1,
+        calls: r.try_get::<i64, _>(first + 4)? as u64,
+        prompt_tokens: r.try_get::<i64, _>(first + 5)? as u64,
+        completion_tokens: r.try_get::<i64, _>(first + 6)? as u64,
+        amount_micros: r.try_get(first + 7)?,
+    })
 }
 
 #[cfg(test)]

@@ -26,12 +26,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
-use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_server::MemoryServiceServer;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
-use somagent_common::service::{IDENTITY, SLM};
+use somagent_common::service::SLM;
 use somagent_workflows::local::LocalEngine;
 use somagent_workflows::store::RunStore;
 use somagent_workflows::temporal::TemporalEngine;
@@ -125,11 +124,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let store = store::MemoryStore::new(db.clone());
     let embedder = embedder::Embedder::new(
         SlmServiceClient::new(config.channel(&SLM, Some(Duration::from_secs(120)))?),
-        ServiceTokens::new(
-            IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(10)))?),
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        ),
+        ServiceTokens::connect(&config, &SPEC)?,
         settings.embedding_profile.clone(),
     );
     let ingestion = documents::Ingestion {

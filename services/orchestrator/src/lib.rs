@@ -22,16 +22,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::events::ConsumeOptions;
-use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{IDENTITY, MEMORY, POLICY, SETTINGS, SLM, TOOL};
+use somagent_common::service::{MEMORY, POLICY, SETTINGS, SLM, TOOL};
 use somagent_common::settings_cache::SettingsCache;
 
 use somagent_workflows::local::LocalEngine;
@@ -80,11 +79,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     // through one cached copy that `settings.updated` refreshes.
     let tenant_settings = SettingsCache::new(
         SettingsServiceClient::new(channel(&SETTINGS, Some(Duration::from_secs(5)))?),
-        Arc::new(ServiceTokens::new(
-            IdentityServiceClient::new(channel(&IDENTITY, Some(Duration::from_secs(10)))?),
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        )),
+        Arc::new(ServiceTokens::connect(&config, &SPEC)?),
     );
     let following = tenant_settings
         .follow(
@@ -98,11 +93,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         store: store.clone(),
         policy: PolicyServiceClient::new(channel(&POLICY, Some(Duration::from_secs(10)))?),
         slm: SlmServiceClient::new(channel(&SLM, None)?),
-        tokens: ServiceTokens::new(
-            IdentityServiceClient::new(channel(&IDENTITY, Some(Duration::from_secs(10)))?),
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        ),
+        tokens: ServiceTokens::connect(&config, &SPEC)?,
         hub: hub.clone(),
         events,
         cache: cache.clone(),

@@ -21,12 +21,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::events::{ConsumeOptions, Delivery, EventBus, consume, topics};
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
-use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
-use somagent_common::service::{CONSTITUTION, IDENTITY};
+use somagent_common::service::CONSTITUTION;
 
 pub use somagent_common::service::POLICY as SPEC;
 
@@ -65,11 +64,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let grpc = api::grpc::PolicyGrpc {
         decider,
         events,
-        tokens: ServiceTokens::new(
-            IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?),
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        ),
+        tokens: ServiceTokens::connect(&config, &SPEC)?,
     };
     let service =
         somagent_common::proto::policy::v1::policy_service_server::PolicyServiceServer::new(grpc);

@@ -96,15 +96,7 @@ impl SecretStore {
         let version: i64 = row
             .try_get(0)
             .map_err(|e| ApiError::internal(DbError::from(e)))?;
-        let events = self.events(principal, name, version, "set");
-        let refs: Vec<(&str, &str, &Envelope)> = events
-            .iter()
-            .map(|(topic, event)| (*topic, tenant.as_str(), event))
-            .collect();
-        self.outbox
-            .commit_and_publish(tx, &refs)
-            .await
-            .map_err(ApiError::internal)?;
+        self.commit(tx, principal, name, version, "set").await?;
         Ok(SecretInfo {
             name: name.to_owned(),
             version,
@@ -132,25 +124,21 @@ impl SecretStore {
         let version: i64 = row
             .try_get(0)
             .map_err(|e| ApiError::internal(DbError::from(e)))?;
-        let events = self.events(principal, name, version, "delete");
-        let refs: Vec<(&str, &str, &Envelope)> = events
-            .iter()
-            .map(|(topic, event)| (*topic, tenant.as_str(), event))
-            .collect();
-        self.outbox
-            .commit_and_publish(tx, &refs)
-            .await
-            .map_err(ApiError::internal)?;
+        self.commit(tx, principal, name, version, "delete").await?;
         Ok(true)
     }
 
-    fn events(
+    /// Commits `tx` with the change's audit record and its `settings.updated` event:
+    /// the name and version, never the value.
+    async fn commit(
         &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
         principal: &Principal,
         name: &str,
         version: i64,
         action: &str,
-    ) -> Vec<(&'static str, Envelope)> {
+    ) -> Result<(), ApiError> {
+        let tenant = principal.tenant.as_str();
         let audit = AuditRecord::by("settings", "settings.secret_changed", principal)
             .on("secret", Some(name))
             .action(action)
@@ -162,7 +150,16 @@ impl SecretStore {
             principal.tenant.clone(),
             json!({"what": "secrets", "name": name, "version": version}),
         );
-        vec![(topics::AUDIT, audit), (topics::SETTINGS_UPDATED, updated)]
+        self.outbox
+            .commit_and_publish(
+                tx,
+                &[
+                    (topics::AUDIT, tenant, &audit),
+                    (topics::SETTINGS_UPDATED, tenant, &updated),
+                ],
+            )
+            .await
+            .map_err(ApiError::internal)
     }
 
     pub async fn list(&self, tenant: &TenantId) -> Result<Vec<SecretInfo>, DbError> {

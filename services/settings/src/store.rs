@@ -211,24 +211,13 @@ impl SettingsStore {
             audit = audit.subject(subject.clone());
         }
         let audit = audit.envelope();
-        let updated = updated_event(
-            tenant,
-            scope.name(),
-            json!({"version": version, "subject": match scope {
-                Scope::User(s) => Some(s.as_str()),
-                Scope::Tenant => None,
-            }}),
-        );
-        self.outbox
-            .commit_and_publish(
-                tx,
-                &[
-                    (topics::AUDIT, tenant.as_str(), &audit),
-                    (topics::SETTINGS_UPDATED, tenant.as_str(), &updated),
-                ],
-            )
-            .await
-            .map_err(ApiError::internal)?;
+        let subject = match scope {
+            Scope::User(s) => Some(s.as_str()),
+            Scope::Tenant => None,
+        };
+        let updated = json!({"version": version, "subject": subject});
+        self.commit_change(tx, tenant, &audit, scope.name(), updated)
+            .await?;
         let stored = Stored {
             document,
             version,
@@ -236,6 +225,33 @@ impl SettingsStore {
             changed_by: principal.subject.clone(),
         };
         Ok((schema::resolve(scope.fields(), &stored.document), stored))
+    }
+
+    /// Commits `tx` with the change's audit record and a `settings.updated` event saying
+    /// `what` changed.
+    async fn commit_change(
+        &self,
+        tx: sqlx::Transaction<'static, sqlx::Any>,
+        tenant: &TenantId,
+        audit: &Envelope,
+        what: &str,
+        extra: Value,
+    ) -> Result<(), ApiError> {
+        let mut data = json!({"what": what});
+        if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+            data.extend(extra);
+        }
+        let updated = Envelope::new("settings.updated", "settings", tenant.clone(), data);
+        self.outbox
+            .commit_and_publish(
+                tx,
+                &[
+                    (topics::AUDIT, tenant.as_str(), audit),
+                    (topics::SETTINGS_UPDATED, tenant.as_str(), &updated),
+                ],
+            )
+            .await
+            .map_err(ApiError::internal)
     }
 
     /// The versions of `scope`, newest first.
@@ -362,27 +378,11 @@ impl SettingsStore {
             )
             .with("enabled", enabled)
             .envelope();
-        let updated = updated_event(tenant, "flags", json!({"flag": name, "platform": platform}));
-        self.outbox
-            .commit_and_publish(
-                tx,
-                &[
-                    (topics::AUDIT, tenant.as_str(), &audit),
-                    (topics::SETTINGS_UPDATED, tenant.as_str(), &updated),
-                ],
-            )
-            .await
-            .map_err(ApiError::internal)?;
+        let updated = json!({"flag": name, "platform": platform});
+        self.commit_change(tx, tenant, &audit, "flags", updated)
+            .await?;
         self.flag(tenant, name).await.map_err(ApiError::internal)
     }
-}
-
-fn updated_event(tenant: &TenantId, what: &str, extra: Value) -> Envelope {
-    let mut data = json!({"what": what});
-    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
-        data.extend(extra);
-    }
-    Envelope::new("settings.updated", "settings", tenant.clone(), data)
 }
 
 fn check_flag_name(name: &str) -> Result<(), ApiError> {

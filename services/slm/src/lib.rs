@@ -36,14 +36,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::events::ConsumeOptions;
 use somagent_common::infra::outbox::Outbox;
-use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
-use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
-use somagent_common::service::{BILLING, IDENTITY, POLICY};
+use somagent_common::service::POLICY;
 
 use crate::config::{LOCAL_MODEL_ID, SlmConfig};
 use crate::domain::profile::{DEFAULT_TIMEOUT_MS, Profile};
@@ -163,16 +161,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
 
     let outbox = Outbox::new(db.clone(), events.clone());
     builder.spawn(outbox.clone().relay(builder.stopping()));
-    let identity =
-        IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(5)))?);
-    let budgets = somagent_common::budget_holds::BudgetHolds::new(
-        BillingServiceClient::new(config.channel(&BILLING, Some(Duration::from_secs(5)))?),
-        Arc::new(ServiceTokens::new(
-            identity.clone(),
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        )),
-    );
+    let budgets = somagent_common::budget_holds::BudgetHolds::connect(&config, &SPEC)?;
     let router = model_router::ModelRouter::new(
         upstreams,
         store::ProfileStore::new(db.clone()),
@@ -189,11 +178,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let policy = PolicyServiceClient::new(config.channel(&POLICY, Some(Duration::from_secs(15)))?);
     let output_rules = Arc::new(output_rules::OutputRuleSource::new(
         policy.clone(),
-        ServiceTokens::new(
-            identity,
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        ),
+        ServiceTokens::connect(&config, &SPEC)?,
     ));
     let gate = async_inference::Gate {
         verifier: verifier.clone(),

@@ -27,15 +27,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
-use somagent_common::auth::{ServiceCredential, ServiceTokens, Verifier, builtin_issuer};
+use somagent_common::auth::{ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::outbox::Outbox;
-use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
-use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::tool::v1::tool_service_server::ToolServiceServer;
-use somagent_common::service::{BILLING, IDENTITY, MEMORY, POLICY};
+use somagent_common::service::{MEMORY, POLICY};
 
 pub use somagent_common::service::TOOL as SPEC;
 
@@ -79,16 +77,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             "tools may call private and loopback addresses (tool.allow_private_networks)"
         );
     }
-    let identity =
-        IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(10)))?);
-    let budgets = somagent_common::budget_holds::BudgetHolds::new(
-        BillingServiceClient::new(config.channel(&BILLING, Some(Duration::from_secs(5)))?),
-        Arc::new(ServiceTokens::new(
-            identity.clone(),
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        )),
-    );
+    let budgets = somagent_common::budget_holds::BudgetHolds::connect(&config, &SPEC)?;
     let invoker = invocations::Invoker {
         registry: tools::Registry {
             store: store::ToolStore::new(db),
@@ -97,11 +86,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         },
         cache: cache.clone(),
         policy: PolicyServiceClient::new(config.channel(&POLICY, Some(Duration::from_secs(10)))?),
-        tokens: ServiceTokens::new(
-            identity,
-            &SPEC,
-            ServiceCredential::load(&config.data_dir, &SPEC)?,
-        ),
+        tokens: ServiceTokens::connect(&config, &SPEC)?,
         http: invocations::http_client(&settings)?,
         access: access::Access::new(settings.allow_private_networks),
         browser: browser::Browser::detect(&settings.chromium, settings.allow_private_networks),

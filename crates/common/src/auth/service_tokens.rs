@@ -37,6 +37,22 @@ impl ServiceTokens {
         }
     }
 
+    /// Tokens for the service `caller` of this platform: identity at its configured
+    /// address, asked with the service's own credential.
+    pub fn connect(
+        config: &crate::config::CommonConfig,
+        caller: &ServiceSpec,
+    ) -> anyhow::Result<Self> {
+        let identity = IdentityServiceClient::new(
+            config.channel(&crate::service::IDENTITY, Some(Duration::from_secs(10)))?,
+        );
+        Ok(Self::new(
+            identity,
+            caller,
+            ServiceCredential::load(&config.data_dir, caller)?,
+        ))
+    }
+
     /// A token for calling `callee` as `subject` of `tenant`, with at most
     /// `capabilities` (identity narrows them further to what this service may ask of
     /// that callee and what the user holds now).
