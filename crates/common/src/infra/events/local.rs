@@ -50,9 +50,9 @@ const BATCH: usize = 512;
 const POLL: Duration = Duration::from_millis(200);
 /// A consumer that stops renewing its lease for this long loses its group.
 const LEASE: Duration = Duration::from_secs(10);
-/// Events read per query: a batch consumer (the ledger) takes what one read brought,
-/// so this is also its largest batch from the local log.
-const FETCH: i64 = 1000;
+/// Events read per query. (A batch consumer takes what one read brought; reading
+/// 1,000 at once made the ledger's intake slower, 3,900 events/s against 6,600.)
+const FETCH: i64 = 256;
 
 struct Pending {
     topic: String,
