@@ -37,8 +37,6 @@ async fn ledger_journey(backends: Backends) {
             gateway,
             client,
             root,
-            // Held: the platform's data lives in it until the end.
-            data: _data,
             ..
         },
     ) = with_scripted_llm(
@@ -282,8 +280,6 @@ async fn budget_journey(backends: Backends) {
             gateway,
             client,
             root,
-            // Held: the platform's data lives in it until the end.
-            data: _data,
             ..
         },
     ) = with_scripted_llm(

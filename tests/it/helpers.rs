@@ -73,6 +73,10 @@ pub fn command(binary: &str, ports: &BTreeMap<&str, u16>) -> Command {
 pub struct Platform {
     pub child: Child,
     pub addresses: BTreeMap<String, String>,
+    /// The data directory, when the platform shares it with a [`Rooted`]: kept until
+    /// the platform is gone, even if the test let go of its own handle first (a
+    /// pattern like `Rooted { platform, .. }` drops the fields it does not name).
+    pub data: Option<std::sync::Arc<tempfile::TempDir>>,
 }
 
 impl Platform {
@@ -115,7 +119,11 @@ impl Platform {
                 addresses.insert(name.trim().to_owned(), format!("http://{url}"));
             }
         }
-        Self { child, addresses }
+        Self {
+            child,
+            addresses,
+            data: None,
+        }
     }
 
     /// Sends SIGTERM and waits for a clean exit.
@@ -192,15 +200,15 @@ pub async fn login(
         .to_owned()
 }
 
-/// A running platform, ready, and its bootstrap admin's token. Keep `data` bound for as
-/// long as the platform runs: dropping it deletes the platform's data directory.
+/// A running platform, ready, and its bootstrap admin's token. The data directory lives
+/// as long as the platform or `data`, whichever is dropped last.
 pub struct Rooted {
     pub platform: Platform,
     pub gateway: String,
     pub client: reqwest::Client,
     pub root: String,
     /// The platform's data directory.
-    pub data: tempfile::TempDir,
+    pub data: std::sync::Arc<tempfile::TempDir>,
     /// The event bus the platform runs on, for a test to read what it published.
     pub events: EventsUrl,
 }
@@ -359,14 +367,15 @@ pub async fn with_root_env(env: &[(&str, &str)]) -> Rooted {
 
 /// [`with_root`] on the given backends, with extra environment variables.
 pub async fn with_root_on(backends: Backends, env: &[(&str, &str)]) -> Rooted {
-    let data = tempfile::tempdir().unwrap();
+    let data = std::sync::Arc::new(tempfile::tempdir().unwrap());
     let ports = free_ports();
     let backend_env = backends.env().await;
     let mut all: Vec<(&str, &str)> =
         vec![("SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD", ROOT_PASSWORD)];
     all.extend(backend_env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     all.extend(env.iter().copied());
-    let platform = Platform::start_with(data.path(), &ports, &all);
+    let mut platform = Platform::start_with(data.path(), &ports, &all);
+    platform.data = Some(data.clone());
     let gateway = platform.addresses["gateway"].clone();
     let client = reqwest::Client::new();
     wait_ok(&client, &format!("{gateway}/readyz")).await;
