@@ -296,7 +296,8 @@ impl Budgets {
         };
         let expires_at = now + i64::from(ttl);
         let unavailable = |e| ApiError::unavailable("the budget counters are unavailable", e);
-        // At most two rounds: the second finds every counter loaded.
+        // The second round finds every counter loaded; a third covers a counter Redis
+        // evicted in between.
         for _ in 0..3 {
             match self
                 .counters
@@ -321,10 +322,7 @@ impl Budgets {
                             .durable_spent(&line.counter)
                             .await
                             .map_err(ApiError::internal)?;
-                        self.counters
-                            .load(line, spent, now)
-                            .await
-                            .map_err(unavailable)?;
+                        self.counters.load(line, spent).await.map_err(unavailable)?;
                     }
                 }
             }

@@ -96,13 +96,13 @@ impl Counters {
     }
 
     /// Starts `counter` at `spent` unless it is already there.
-    pub async fn load(&self, line: &Line, spent: i64, now_ms: i64) -> Result<(), CacheError> {
+    pub async fn load(&self, line: &Line, spent: i64) -> Result<(), CacheError> {
         match self {
             Self::Local(c) => {
                 c.load(&line.counter, spent);
                 Ok(())
             }
-            Self::Redis(c) => c.load(line, spent, now_ms).await,
+            Self::Redis(c) => c.load(line, spent).await,
         }
     }
 
@@ -483,7 +483,7 @@ impl RedisCounters {
         }
     }
 
-    async fn load(&self, line: &Line, spent: i64, _now_ms: i64) -> Result<(), CacheError> {
+    async fn load(&self, line: &Line, spent: i64) -> Result<(), CacheError> {
         let _: i64 = self
             .redis
             .run(
