@@ -402,6 +402,17 @@ async fn budget_journey(backends: Backends) {
             .contains("`monthly`"),
         "{turn}"
     );
+    // The problem's details came through the turn's workflow (on either engine): the
+    // client can read which budget, and when it resets, without parsing the message.
+    assert_eq!(
+        turn["error"]["details"]["budget"]["name"], "monthly",
+        "{backends:?}: {turn}"
+    );
+    assert!(
+        turn["error"]["details"]["resets_at"].is_string()
+            && turn["error"]["details"]["requested"].as_i64() > Some(0),
+        "{turn}"
+    );
 
     // What the budget spent is what the upstream reported, times the prices, and never
     // more than the limit; the ledger says the same.

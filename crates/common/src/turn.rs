@@ -67,6 +67,9 @@ pub struct PublicError {
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// The problem's details (the budget a refusal names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 impl PublicError {
@@ -77,6 +80,7 @@ impl PublicError {
             code: "unavailable".into(),
             message: "the turn failed".into(),
             correlation_id: None,
+            details: None,
         })
     }
 }
@@ -314,6 +318,7 @@ impl TurnEvent {
                 code: e.code,
                 message: e.message,
                 correlation_id: e.correlation_id.unwrap_or_default(),
+                details: e.details.map(|d| d.to_string()).unwrap_or_default(),
             }),
             TurnEvent::Reconnect { reason } => Event::Reconnect(pb::TurnReconnect { reason }),
             TurnEvent::Lagged { missed } => Event::Lagged(pb::TurnLagged { missed }),
@@ -423,6 +428,7 @@ impl TurnEvent {
                 code: e.code,
                 message: e.message,
                 correlation_id: (!e.correlation_id.is_empty()).then_some(e.correlation_id),
+                details: serde_json::from_str(&e.details).ok(),
             }),
             Event::Reconnect(r) => TurnEvent::Reconnect { reason: r.reason },
             Event::Lagged(l) => TurnEvent::Lagged { missed: l.missed },
@@ -642,6 +648,13 @@ mod tests {
                 code: "timeout".into(),
                 message: "the work took too long".into(),
                 correlation_id: Some("c1".into()),
+                details: None,
+            }),
+            TurnEvent::Error(PublicError {
+                code: "budget_exhausted".into(),
+                message: "budget `monthly` is spent".into(),
+                correlation_id: None,
+                details: Some(json!({"budget": {"name": "monthly"}})),
             }),
             TurnEvent::Reconnect {
                 reason: "restarting".into(),
@@ -786,6 +799,7 @@ mod tests {
             events[7].data(),
             json!({ "code": "timeout", "message": "the work took too long", "correlation_id": "c1" })
         );
+        assert_eq!(events[8].data()["details"]["budget"]["name"], "monthly");
         assert_eq!(
             TurnEvent::error(&json!("garbage")).data()["code"],
             "unavailable"

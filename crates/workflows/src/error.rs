@@ -9,6 +9,10 @@ pub struct ActivityError {
     pub retryable: bool,
     /// The platform error code (`validation_failed`, `timeout`, `cancelled`, ...).
     pub code: String,
+    /// The problem's structured details (the budget a refusal names, the fields a
+    /// validation failure names), passed on with the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
 }
 
 /// Codes whose messages were written by a service for its caller, so they may be shown.
@@ -31,6 +35,7 @@ impl ActivityError {
             message: message.into(),
             retryable: true,
             code: code.into(),
+            details: None,
         }
     }
 
@@ -39,7 +44,14 @@ impl ActivityError {
             message: message.into(),
             retryable: false,
             code: code.into(),
+            details: None,
         }
+    }
+
+    /// The same error carrying a problem's details (nothing when they are null).
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = (!details.is_null()).then_some(details);
+        self
     }
 
     /// What a wait of a cancelled run returns.
@@ -63,7 +75,11 @@ impl ActivityError {
     /// correlation id, and the client gets the id.
     pub fn public(&self) -> Value {
         if FOR_CALLERS.contains(&self.code.as_str()) {
-            return serde_json::json!({ "code": self.code, "message": self.message });
+            let mut public = serde_json::json!({ "code": self.code, "message": self.message });
+            if let Some(details) = &self.details {
+                public["details"] = details.clone();
+            }
+            return public;
         }
         let id = somagent_common::error::correlation_id();
         tracing::warn!(correlation_id = %id, code = %self.code, cause = %self.message, "a workflow step failed");
@@ -105,6 +121,12 @@ mod tests {
         let refused =
             ActivityError::fatal("forbidden", "this needs the capability `sessions:write`");
         assert_eq!(refused.public()["message"], refused.message.as_str());
+        // ... with its details; an internal failure's details stay in the log.
+        let exhausted = ActivityError::fatal("budget_exhausted", "budget `monthly` is spent")
+            .with_details(serde_json::json!({"budget": {"name": "monthly"}}));
+        assert_eq!(exhausted.public()["details"]["budget"]["name"], "monthly");
+        let broken = broken.with_details(serde_json::json!({"host": "db.internal"}));
+        assert!(!broken.public().to_string().contains("db.internal"));
         assert_eq!(ActivityError::cancelled().public()["code"], "cancelled");
         assert_eq!(
             ActivityError::public_of(&serde_json::json!("garbage"))["code"],

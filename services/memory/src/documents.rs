@@ -88,6 +88,7 @@ fn activity_error(e: ApiError) -> ActivityError {
     } else {
         ActivityError::fatal(e.code.as_str(), e.message)
     }
+    .with_details(e.details)
 }
 
 fn db_error(e: impl std::fmt::Display) -> ActivityError {

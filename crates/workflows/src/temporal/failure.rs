@@ -1,5 +1,6 @@
-//! Our errors as Temporal failures and back: the code rides as the failure's type, and
-//! whether it may be retried as its non-retryable flag.
+//! Our errors as Temporal failures and back: the code rides as the failure's type,
+//! whether it may be retried as its non-retryable flag, and the problem's details as
+//! the failure's first details payload (JSON).
 
 use temporalio_common::protos::temporal::api::failure::v1::Failure;
 use temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo;
@@ -11,6 +12,7 @@ pub fn application_failure(error: &ActivityError) -> ApplicationFailure {
     ApplicationFailure::builder(error.message.clone())
         .type_name(error.code.clone())
         .non_retryable(!error.retryable)
+        .maybe_details(error.details.clone())
         .build()
 }
 
@@ -30,6 +32,11 @@ pub fn activity_error(failure: &Failure) -> ActivityError {
                     } else {
                         info.r#type.clone()
                     },
+                    details: info
+                        .details
+                        .as_ref()
+                        .and_then(|d| d.payloads.first())
+                        .and_then(|p| serde_json::from_slice(&p.data).ok()),
                 };
             }
             Some(FailureInfo::CanceledFailureInfo(_)) => return ActivityError::cancelled(),

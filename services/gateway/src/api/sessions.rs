@@ -385,6 +385,10 @@ pub async fn send(
             }
             TurnEvent::Error(e) => {
                 let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Unavailable);
+                let mut details = e.details.unwrap_or(Value::Null);
+                if let Some(id) = e.correlation_id {
+                    details = json!({ "correlation_id": id });
+                }
                 return Err(ApiError::new(
                     if code == ErrorCode::Internal {
                         ErrorCode::Unavailable
@@ -392,7 +396,8 @@ pub async fn send(
                         code
                     },
                     e.message,
-                ));
+                )
+                .with_details(details));
             }
             _ => {}
         }

@@ -51,15 +51,14 @@ pub(super) fn status_error(status: tonic::Status) -> ActivityError {
             | tonic::Code::ResourceExhausted
             | tonic::Code::Aborted
     );
-    let code = somagent_common::error::ApiError::from(status.clone())
-        .code
-        .as_str()
-        .to_owned();
+    let problem = somagent_common::error::ApiError::from(status.clone());
+    let code = problem.code.as_str();
     if retry {
-        ActivityError::retryable(&code, status.message())
+        ActivityError::retryable(code, status.message())
     } else {
-        ActivityError::fatal(&code, status.message())
+        ActivityError::fatal(code, status.message())
     }
+    .with_details(problem.details)
 }
 
 /// The OpenAI `tool_calls` JSON the store keeps.

@@ -37,29 +37,37 @@ pub async fn session_turn(ctx: Ctx, input: TurnInput) -> Result<TurnResult, Acti
 async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, ActivityError> {
     // The prompt was judged (once, with the user's strikes) where the turn was asked
     // for: `SendMessage` refuses it before any turn starts.
-    let mut transcript = ctx.activity(&SESSION_HISTORY, who).await?;
-    // Without the tool service the turn goes on, the model offered no tools.
-    let toolbox = match ctx.activity(&TOOLBOX, who).await {
-        Ok(toolbox) => toolbox,
-        Err(e) if e.is_cancelled() => return Err(e),
-        Err(_) => Toolbox::default(),
-    };
-    // What memory recalls for the question goes into the prompt (not the history),
-    // just before it. Without the memory service the turn goes on without.
-    let recalled = if input.recall.enabled {
+    // The history, the tools and what memory recalls are independent: asked for at
+    // once (in this fixed order, so a replay numbers them alike), the turn waits for
+    // the slowest, not their sum; recall's embedding is most of the wait.
+    let recall = async {
+        // What memory recalls for the question goes into the prompt (not the history),
+        // just before it. Without the memory service the turn goes on without.
+        if !input.recall.enabled {
+            return Ok(Recalled::default());
+        }
         let ask = RecallAsk {
             who: who.clone(),
             query: input.content.clone(),
             settings: input.recall.clone(),
         };
         match ctx.activity(&RECALL, &ask).await {
-            Ok(recalled) => recalled,
-            Err(e) if e.is_cancelled() => return Err(e),
-            Err(_) => Recalled::default(),
+            Ok(recalled) => Ok(recalled),
+            Err(e) if e.is_cancelled() => Err(e),
+            Err(_) => Ok(Recalled::default()),
         }
-    } else {
-        Recalled::default()
     };
+    let toolbox = async {
+        // Without the tool service the turn goes on, the model offered no tools.
+        match ctx.activity(&TOOLBOX, who).await {
+            Ok(toolbox) => Ok(toolbox),
+            Err(e) if e.is_cancelled() => Err(e),
+            Err(_) => Ok(Toolbox::default()),
+        }
+    };
+    let (transcript, toolbox, recalled) =
+        futures::join!(ctx.activity(&SESSION_HISTORY, who), toolbox, recall);
+    let (mut transcript, toolbox, recalled) = (transcript?, toolbox?, recalled?);
     if !recalled.context.is_empty() {
         let at = transcript
             .iter()

@@ -223,9 +223,9 @@ impl<H: BatchHandler> Consumer<OneByOne<H>> {
             // What has arrived already joins the batch; nothing waits for more.
             let mut batch = vec![first];
             while batch.len() < max {
-                match tokio::time::timeout(Duration::ZERO, self.subscription.next()).await {
-                    Ok(Ok(delivery)) => batch.push(delivery),
-                    _ => break,
+                match self.subscription.next_arrived().await {
+                    Some(delivery) => batch.push(delivery),
+                    None => break,
                 }
             }
             if !self.process_batch(&handler, &batch).await {
