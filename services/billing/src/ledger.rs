@@ -40,9 +40,6 @@ const COLUMNS: [&str; 17] = [
     "ingested_at_ms",
 ];
 
-/// Rows per INSERT: within both databases' limits on bind parameters.
-const ROWS_PER_INSERT: usize = 500;
-
 /// What usage to add up.
 #[derive(Debug, Clone, Default)]
 pub struct UsageQuery {
@@ -87,7 +84,7 @@ impl Ledger {
         let now = unix_now_ms();
         let mut tx = self.db.begin().await?;
         let mut added = 0;
-        for rows in entries.chunks(ROWS_PER_INSERT) {
+        for rows in entries.chunks(self.db.kind().rows_per_insert(COLUMNS.len())) {
             let values = (0..rows.len())
                 .map(|r| {
                     let at = r * COLUMNS.len();

@@ -26,6 +26,21 @@ pub enum DbKind {
     Postgres,
 }
 
+impl DbKind {
+    /// Rows one multi-row `INSERT` of `columns` columns should carry. SQLite finds each
+    /// numbered parameter's name by a walk of the statement's list of them, so binding
+    /// n parameters costs n²: a 500-row insert of 17 columns spent 50 ms binding,
+    /// most of the ledger's intake. About 500 parameters a statement keeps that small;
+    /// PostgreSQL's limit is 65,535 parameters and it pays nothing per parameter.
+    pub fn rows_per_insert(self, columns: usize) -> usize {
+        let parameters = match self {
+            DbKind::Sqlite => 512,
+            DbKind::Postgres => 16_384,
+        };
+        (parameters / columns.max(1)).max(1)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("database {url}: {source}")]
