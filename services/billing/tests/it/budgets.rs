@@ -289,6 +289,43 @@ async fn a_call_is_held_against_every_budget_it_falls_under_and_only_those() {
             .await
             .unwrap();
         assert_eq!(budgets.list(&t).await.unwrap()[0].reserved, 10, "{name}");
+        budgets.release(&t, &h4.id).await.unwrap();
+
+        // A project's budget holds the calls made for that project, whoever makes
+        // them, and no others.
+        budgets
+            .put(
+                &admin(t.as_str()),
+                vec![
+                    budget("team", "tenant", "", "tokens", 10_000),
+                    budget("launch", "project", "p-launch", "tokens", 500),
+                ],
+            )
+            .await
+            .unwrap();
+        let for_launch = |who: &str| CallScope {
+            user: who.into(),
+            project: "p-launch".into(),
+        };
+        let h5 = budgets
+            .reserve(&t, &for_launch("bob"), &tokens(400), 0)
+            .await
+            .unwrap();
+        assert_eq!(h5.budgets, ["team", "launch"], "{name}");
+        let e = budgets
+            .reserve(&t, &for_launch("carol"), &tokens(200), 0)
+            .await
+            .unwrap_err();
+        assert_eq!(e.details["budget"]["name"], "launch", "{name}");
+        let elsewhere = CallScope {
+            user: "carol".into(),
+            project: "p-other".into(),
+        };
+        let h6 = budgets
+            .reserve(&t, &elsewhere, &tokens(200), 0)
+            .await
+            .unwrap();
+        assert_eq!(h6.budgets, ["team"], "{name}");
     }
 }
 
