@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Validates the deployment files offline: the Helm chart (lint, then the rendered
 # manifests against the Kubernetes 1.37 schemas, strictly), the compose stack (loaded by
-# compose-go, as Docker Compose would), and that both use the one port table.
+# compose-go, as Docker Compose would), that both use the one port table, and the
+# Prometheus alert rules (promtool) with their runbooks and the Grafana dashboards.
 # The tools come from scripts/ci-services.sh tools.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -40,4 +41,16 @@ while read -r name port; do
   grep -q "http://$name:$port\$" docker-compose.stack.yml ||
     { echo "docker-compose.stack.yml: $name is not reached on port $port" >&2; exit 1; }
 done < <(sed -nE 's/^    name: "([a-z-]+)",$/\1/p; s/^    port: ([0-9]+),$/\1/p' crates/common/src/service.rs | paste - -)
+# Alert rules: valid, each alert firing (and staying quiet) as its unit tests say, and
+# each linking a runbook that exists. The dashboards are JSON with a uid each.
+promtool check rules deploy/prometheus/alerts.yaml
+(cd deploy/prometheus && promtool test rules alerts.test.yaml)
+grep -o 'runbook_url: .*' deploy/prometheus/alerts.yaml | sed 's#.*/runbooks/##' | sort -u |
+  while read -r page; do
+    [ -f "runbooks/$page" ] || { echo "deploy/prometheus/alerts.yaml: runbooks/$page does not exist" >&2; exit 1; }
+  done
+for dashboard in deploy/grafana/*.json; do
+  python3 -c 'import json, sys; d = json.load(open(sys.argv[1])); assert d["uid"] and d["panels"], "no uid or panels"' "$dashboard" ||
+    { echo "$dashboard is not a dashboard" >&2; exit 1; }
+done
 echo "deployment files valid"

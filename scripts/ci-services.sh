@@ -368,7 +368,17 @@ install_chart_tools() {
     touch "$schemas/.complete"
   fi
   export SOMAGENT_K8S_SCHEMAS="$schemas"
-  report chart-tools "$(helm version --short 2>/dev/null | cut -d+ -f1)" "-" "$(since "$t")"
+  # promtool (alert rules): Debian's prometheus package, unpacked, not installed.
+  if [ ! -x "$CACHE/bin/promtool" ]; then
+    log "unpacking promtool from Debian's prometheus package (once per machine)"
+    local deb; deb=$(mktemp -d)
+    (cd "$deb" && { apt-get download -qq prometheus 2>/dev/null || { apt-get update -qq >/dev/null && apt-get download -qq prometheus; }; }) >&2
+    dpkg -x "$deb"/prometheus_*.deb "$deb/root"
+    mkdir -p "$CACHE/bin"
+    cp "$deb/root/usr/bin/promtool" "$CACHE/bin/promtool"
+    rm -rf "$deb"
+  fi
+  report chart-tools "$(helm version --short 2>/dev/null | cut -d+ -f1), promtool $("$CACHE/bin/promtool" --version 2>&1 | head -1 | awk '{print $3}')" "-" "$(since "$t")"
 }
 
 # The local chat and embedding models (scripts/fetch-models.sh) and the official `openai` Python

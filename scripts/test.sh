@@ -35,7 +35,10 @@ step "deployment files"
 bash scripts/check-deploy.sh
 
 step "build"
-cargo build --workspace --bins --quiet
+# The binaries the tests start, built with the tests' features: a plain
+# `cargo build --bins` resolves features without the dev-dependencies, so the tests
+# would then compile a second copy of much of the dependency graph.
+cargo build --workspace --bins --tests --quiet
 
 step "tests"
 log=$(mktemp)

@@ -353,6 +353,32 @@ async fn budget_journey(backends: Backends) {
     let (status, problem) = refusal;
     assert_eq!(status, 402, "{backends:?}: {problem}");
     assert_eq!(problem["error"]["code"], "budget_exhausted", "{problem}");
+    // Operators see it too: billing counts the refusal by the budget's scope, and slm
+    // every attempt on the upstream.
+    let page = |service: &str| {
+        let url = format!("{}/metrics", platform.addresses[service]);
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    let billing_metrics = page("billing").await;
+    assert!(
+        billing_metrics
+            .lines()
+            .any(|l| l.starts_with("somagent_budget_refusals_total{")
+                && l.contains("scope=\"tenant\"")),
+        "{billing_metrics}"
+    );
+    let slm_metrics = page("slm").await;
+    let attempts: f64 = slm_metrics
+        .lines()
+        .filter(|l| l.starts_with("somagent_model_upstream_attempts_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        attempts >= reported.len() as f64,
+        "{} calls, {attempts} attempts: {slm_metrics}",
+        reported.len()
+    );
     assert_eq!(
         problem["error"]["details"]["budget"]["name"], "monthly",
         "{problem}"

@@ -23,6 +23,7 @@ mod mfa;
 mod model_profiles;
 mod openai_client;
 mod openapi;
+mod operations;
 mod output_guard;
 mod platform;
 mod policy;

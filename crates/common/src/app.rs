@@ -92,6 +92,7 @@ impl ServiceBuilder {
         let spec = ctx.spec;
         let metrics = Metrics::new(spec.name);
         let mut readiness = Readiness::default();
+        readiness.observed_by(&metrics);
         let db = if spec.needs(Backend::Database) {
             let url = ctx.config.resolved_database_url();
             let db = Db::connect(&url, spec.name)
@@ -219,6 +220,18 @@ impl ServiceBuilder {
     }
 
     pub fn build(self) -> ServiceApp {
+        // The backends' series stay current between readiness probes.
+        let readiness = self.readiness.clone();
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            loop {
+                readiness.report().await;
+                tokio::select! {
+                    () = stopping.cancelled() => break,
+                    () = tokio::time::sleep(crate::readiness::REFRESH) => {}
+                }
+            }
+        });
         let router = server::router(
             self.ctx.spec.name,
             self.http,

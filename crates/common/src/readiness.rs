@@ -1,12 +1,17 @@
 //! Readiness: the named checks of a service's backends, run concurrently with a
 //! deadline each. `/readyz` answers 200 when all pass and 503 naming the ones that
-//! failed.
+//! failed. Each report also sets `somagent_backend_ready{backend}` (1 or 0), which the
+//! service refreshes in the background too, so alerts see a backend fail without
+//! anyone asking `/readyz`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 
 type Check = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -22,7 +27,16 @@ pub trait Probe: Clone + Send + Sync + 'static {
 #[derive(Clone, Default)]
 pub struct Readiness {
     checks: Vec<(&'static str, Check)>,
+    gauges: Option<Family<BackendLabels, Gauge>>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    backend: &'static str,
+}
+
+/// How often a service checks its backends when nobody asks.
+pub const REFRESH: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Serialize)]
 pub struct ReadinessReport {
@@ -50,6 +64,17 @@ impl Readiness {
         });
     }
 
+    /// Reports each check as `backend_ready` on `metrics` from now on.
+    pub fn observed_by(&mut self, metrics: &crate::metrics::Metrics) {
+        let gauges = Family::<BackendLabels, Gauge>::default();
+        metrics.register(
+            "backend_ready",
+            "Whether the backend answered the service's last readiness check (1) or not (0), by backend",
+            gauges.clone(),
+        );
+        self.gauges = Some(gauges);
+    }
+
     pub async fn report(&self) -> ReadinessReport {
         let results = futures::future::join_all(self.checks.iter().map(|(name, check)| {
             let check = check.clone();
@@ -64,6 +89,13 @@ impl Readiness {
         }))
         .await;
         let ready = results.iter().all(|(_, r)| r.is_ok());
+        if let Some(gauges) = &self.gauges {
+            for (backend, outcome) in &results {
+                gauges
+                    .get_or_create(&BackendLabels { backend })
+                    .set(i64::from(outcome.is_ok()));
+            }
+        }
         // Which backend failed is for everyone who asks; why (an address, a driver's
         // message) is for the logs only.
         let checks = results

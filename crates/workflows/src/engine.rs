@@ -199,4 +199,19 @@ pub trait Engine: Send + Sync {
     /// next process (the local engine gives up their leases; Temporal's worker stops
     /// polling). Nothing is marked ended.
     async fn shutdown(&self);
+
+    /// A round trip to where the runs live (the local engine's database, Temporal's
+    /// frontend): whether a run could start now.
+    async fn ping(&self) -> Result<(), EngineError>;
+}
+
+/// An engine as a readiness check (`workflows` in `/readyz` and
+/// `somagent_backend_ready`).
+#[derive(Clone)]
+pub struct EngineProbe(pub std::sync::Arc<dyn Engine>);
+
+impl somagent_common::readiness::Probe for EngineProbe {
+    async fn probe(&self) -> Result<(), String> {
+        self.0.ping().await.map_err(|e| format!("{e:#}"))
+    }
 }

@@ -31,7 +31,8 @@ pub mod temporal;
 
 pub use context::{Ctx, Scope, Step, WorkflowContext};
 pub use engine::{
-    Engine, EngineError, Outcome, RunFilter, RunStatus, RunSummary, RunView, StartRequest, StepView,
+    Engine, EngineError, EngineProbe, Outcome, RunFilter, RunStatus, RunSummary, RunView,
+    StartRequest, StepView,
 };
 pub use error::ActivityError;
 pub use metrics::ActivityMetrics;

@@ -6,6 +6,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde_json::json;
 use somagent_common::audit::AuditRecord;
 use somagent_common::auth::Principal;
@@ -64,6 +67,13 @@ pub struct Budgets {
     outbox: Outbox,
     cache: Cache,
     definitions: Arc<Mutex<Definitions>>,
+    /// Reservations refused, by the refusing budget's scope.
+    refusals: Family<RefusalLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    scope: &'static str,
 }
 
 impl Budgets {
@@ -74,7 +84,18 @@ impl Budgets {
             outbox,
             cache,
             definitions: Arc::default(),
+            refusals: Family::default(),
         }
+    }
+
+    /// Counts refusals on `metrics` (`budget_refusals`, by scope) from now on.
+    pub fn observed_by(self, metrics: &somagent_common::metrics::Metrics) -> Self {
+        metrics.register(
+            "budget_refusals",
+            "Reservations refused because a budget had no room, by the budget's scope (tenant, user, project)",
+            self.refusals.clone(),
+        );
+        self
     }
 
     pub fn engine(&self) -> &'static str {
@@ -313,6 +334,9 @@ impl Budgets {
                 }
                 Reserved::Refused(r) => {
                     let (budget, line, resets_at) = &applying[r.line];
+                    let scope = budget.scope.kind();
+                    self.refusals.get_or_create(&RefusalLabels { scope }).inc();
+                    tracing::info!(tenant = %tenant, budget = %budget.name, scope, spent = r.spent, reserved = r.reserved, asked = line.amount, "a reservation was refused");
                     return Err(refusal(budget, line, r.spent, r.reserved, *resets_at));
                 }
                 Reserved::Missing(missing) => {

@@ -62,7 +62,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     };
     let outbox = Outbox::new(db.clone(), events.clone());
     builder.spawn(outbox.clone().relay(builder.stopping()));
-    let budgets = budgets::Budgets::new(db, counters, outbox, cache.clone());
+    let budgets =
+        budgets::Budgets::new(db, counters, outbox, cache.clone()).observed_by(builder.metrics());
     tracing::info!(counters = budgets.engine(), "budget counters ready");
     builder.spawn(budgets.expiry(builder.stopping()));
     builder.spawn(budgets.follow_changes(builder.stopping()));

@@ -197,9 +197,11 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     // A document comes in one message: room for the largest accepted, and its framing.
     let service = MemoryServiceServer::new(grpc)
         .max_decoding_message_size(settings.max_document_bytes + 64 * 1024);
+    let probe = somagent_workflows::EngineProbe(engine.clone());
     let stopping = engine;
     Ok(builder
         .ready_when("vectors", vectors)
+        .ready_when("workflows", probe)
         .authenticated_grpc(verifier, service)
         .on_shutdown(move || async move { stopping.shutdown().await })
         .build())

@@ -124,6 +124,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         }
     };
     let stopping = engine.clone();
+    let probe = somagent_workflows::EngineProbe(engine.clone());
     let grpc = api::grpc::OrchestratorGrpc {
         stopping: builder.stopping(),
         sessions: sessions::Sessions {
@@ -143,5 +144,6 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     Ok(builder
         .authenticated_grpc(verifier, service)
         .on_shutdown(move || async move { stopping.shutdown().await })
+        .ready_when("workflows", probe)
         .build())
 }

@@ -169,6 +169,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         metering::UsageMeter::new(outbox.clone()),
         budgets,
         domain::counting::TokenCounter::new()?,
+        upstream::metrics::UpstreamMetrics::register(builder.metrics()),
     );
     let verifier = Arc::new(Verifier::new(
         vec![builtin_issuer(&config, &SPEC)],

@@ -86,6 +86,7 @@ pub struct ModelRouter {
     /// Budgets around each call.
     budgets: BudgetHolds,
     counter: TokenCounter,
+    metrics: crate::upstream::metrics::UpstreamMetrics,
 }
 
 impl ModelRouter {
@@ -96,6 +97,7 @@ impl ModelRouter {
         meter: UsageMeter,
         budgets: BudgetHolds,
         counter: TokenCounter,
+        metrics: crate::upstream::metrics::UpstreamMetrics,
     ) -> Self {
         Self {
             upstreams,
@@ -104,6 +106,7 @@ impl ModelRouter {
             meter,
             budgets,
             counter,
+            metrics,
         }
     }
 
@@ -324,7 +327,13 @@ impl ModelRouter {
             last_profile.clone_from(&profile.name);
             let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
             for attempt in 0..=MAX_RETRIES {
-                match first_delta(upstream, call.clone(), timeout).await {
+                let opened = first_delta(upstream, call.clone(), timeout).await;
+                self.metrics.attempted(
+                    &profile.name,
+                    &profile.upstream,
+                    opened.as_ref().err().map(|e| e.kind),
+                );
+                match opened {
                     Ok((first, rest)) => {
                         tracing::debug!(%call_id, profile = %profile.name, "a model began answering");
                         return Ok(Opened {
@@ -673,6 +682,11 @@ impl ModelRouter {
                         ),
                     ))
                 });
+            self.metrics.attempted(
+                &profile.name,
+                &profile.upstream,
+                result.as_ref().err().map(|e| e.kind),
+            );
             match result {
                 Ok(embeddings) => {
                     if let Err(why) = check_answer(&embeddings, count, size as usize) {

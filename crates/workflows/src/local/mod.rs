@@ -372,6 +372,10 @@ impl Engine for Arc<LocalEngine> {
         "local"
     }
 
+    async fn ping(&self) -> Result<(), EngineError> {
+        Ok(self.runs.db().ping().await?)
+    }
+
     async fn start(&self, start: StartRequest<'_>) -> Result<bool, EngineError> {
         self.start_run(&start, None).await
     }

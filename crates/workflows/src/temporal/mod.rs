@@ -287,6 +287,13 @@ impl Engine for std::sync::Arc<TemporalEngine> {
         "temporal"
     }
 
+    async fn ping(&self) -> Result<(), EngineError> {
+        // A describe of a run that never exists: "not found" is the frontend answering.
+        self.server_status("somagent-readiness-probe")
+            .await
+            .map(drop)
+    }
+
     async fn start(&self, start: StartRequest<'_>) -> Result<bool, EngineError> {
         if !self.registry.knows(start.kind) {
             return Err(EngineError::UnknownKind(start.kind.to_owned()));

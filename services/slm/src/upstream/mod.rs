@@ -6,6 +6,7 @@
 
 pub mod in_process;
 pub mod local_embeddings;
+pub mod metrics;
 pub mod openai;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,17 @@ pub enum FailureKind {
     Rejected,
     /// Busy here (the local model's queue is full).
     Busy,
+}
+
+impl FailureKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Transient => "transient",
+            FailureKind::Timeout => "timeout",
+            FailureKind::Rejected => "rejected",
+            FailureKind::Busy => "busy",
+        }
+    }
 }
 
 impl UpstreamError {
