@@ -13,7 +13,7 @@ use somagent_common::auth::grpc::with_bearer;
 use somagent_common::proto::billing::v1 as pb;
 use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
 
-use crate::helpers::{Backends, Rooted, other_tenant_admin, with_scripted_llm};
+use crate::helpers::{Backends, Rooted, metrics_page, other_tenant_admin, with_scripted_llm};
 use crate::lifecycle::call;
 
 /// Micro-units per 1,000 tokens.
@@ -355,12 +355,7 @@ async fn budget_journey(backends: Backends) {
     assert_eq!(problem["error"]["code"], "budget_exhausted", "{problem}");
     // Operators see it too: billing counts the refusal by the budget's scope, and slm
     // every attempt on the upstream.
-    let page = |service: &str| {
-        let url = format!("{}/metrics", platform.addresses[service]);
-        let client = client.clone();
-        async move { client.get(url).send().await.unwrap().text().await.unwrap() }
-    };
-    let billing_metrics = page("billing").await;
+    let billing_metrics = metrics_page(&client, &platform.addresses["billing"]).await;
     assert!(
         billing_metrics
             .lines()
@@ -368,7 +363,7 @@ async fn budget_journey(backends: Backends) {
                 && l.contains("scope=\"tenant\"")),
         "{billing_metrics}"
     );
-    let slm_metrics = page("slm").await;
+    let slm_metrics = metrics_page(&client, &platform.addresses["slm"]).await;
     let attempts: f64 = slm_metrics
         .lines()
         .filter(|l| l.starts_with("somagent_model_upstream_attempts_total{"))

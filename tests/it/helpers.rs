@@ -154,6 +154,18 @@ impl Drop for Platform {
     }
 }
 
+/// A service's Prometheus page (`base` is its address).
+pub async fn metrics_page(client: &reqwest::Client, base: &str) -> String {
+    client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Polls `url` until it answers 200, for up to 30 s.
 pub async fn wait_ok(client: &reqwest::Client, url: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);

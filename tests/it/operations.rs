@@ -7,7 +7,7 @@ use std::path::Path;
 
 use somagent_common::service::SERVICES;
 
-use crate::helpers::{Platform, free_ports, wait_ok};
+use crate::helpers::{Platform, free_ports, metrics_page, wait_ok};
 
 /// The metric families a `/metrics` page declares (`# TYPE <name> <type>`).
 fn declared(page: &str) -> BTreeSet<String> {
@@ -118,14 +118,7 @@ async fn alerts_and_dashboards_name_only_metrics_the_services_export() {
         // A readiness report sets the backends' series (they are also refreshed in
         // the background).
         client.get(format!("{base}/readyz")).send().await.unwrap();
-        let page = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let page = metrics_page(&client, base).await;
         let mut backends: Vec<&str> = spec.backends.iter().map(|b| b.name()).collect();
         if matches!(spec.name, "orchestrator" | "memory") {
             backends.push("workflows");

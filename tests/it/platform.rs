@@ -12,7 +12,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::helpers::{Platform, command, free_ports, wait_ok};
+use crate::helpers::{Platform, command, free_ports, metrics_page, wait_ok};
 
 #[tokio::test]
 async fn the_platform_serves_every_service_and_keeps_its_data_across_a_crash() {
@@ -43,14 +43,7 @@ async fn the_platform_serves_every_service_and_keeps_its_data_across_a_crash() {
                 spec.name
             );
         }
-        let metrics = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_page(&client, base).await;
         let series = format!(
             "somagent_http_requests_total{{service=\"{}\",method=\"GET\",route=\"/readyz\",status=\"200\"}}",
             spec.name
