@@ -129,8 +129,27 @@ async fn embed_batch(
         .collect())
 }
 
+/// Bytes of one cached record: the text's index, then its vector.
+const RECORD: usize = 4 + DIMENSIONS * 4;
+
+/// The whole records of a cache file: (index of the text, its vector).
+fn read_records(bytes: &[u8]) -> Vec<(usize, Vec<f32>)> {
+    bytes
+        .chunks_exact(RECORD)
+        .map(|r| {
+            let index = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
+            let vector = r[4..]
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (index, vector)
+        })
+        .collect()
+}
+
 /// `wanted` texts of `candidates` with their vectors, from the cache file when it has
-/// them (records of the text's index and its vector).
+/// them. Embedding 100K texts takes most of an hour on two cores, so what is embedded
+/// is appended to `<cache>.partial` as it comes, and a run cut off resumes from there.
 async fn embed_all(
     client: &reqwest::Client,
     gateway: &str,
@@ -139,40 +158,57 @@ async fn embed_all(
     wanted: usize,
     cache: &Path,
 ) -> anyhow::Result<(Vec<String>, Vec<Vec<f32>>, Option<f64>)> {
-    let record = 4 + DIMENSIONS * 4;
+    use std::io::Write;
+    let split = |kept: Vec<(usize, Vec<f32>)>| -> (Vec<String>, Vec<Vec<f32>>) {
+        let texts = kept
+            .iter()
+            .map(|(i, _)| candidates.get(*i).cloned().unwrap_or_default())
+            .collect();
+        (texts, kept.into_iter().map(|(_, v)| v).collect())
+    };
     if let Ok(bytes) = std::fs::read(cache)
-        && bytes.len() == wanted * record
+        && bytes.len() == wanted * RECORD
     {
-        let mut texts = Vec::with_capacity(wanted);
-        let mut vectors = Vec::with_capacity(wanted);
-        for r in bytes.chunks_exact(record) {
-            let index = u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize;
-            texts.push(candidates.get(index).cloned().unwrap_or_default());
-            vectors.push(
-                r[4..]
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect(),
-            );
-        }
+        let (texts, vectors) = split(read_records(&bytes));
         return Ok((texts, vectors, None));
     }
+    if let Some(dir) = cache.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let partial = cache.with_extension("partial");
+    let mut kept = read_records(&std::fs::read(&partial).unwrap_or_default());
+    kept.truncate(wanted);
+    // A record cut off by a kill is dropped: the file keeps whole records only.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&partial)?;
+    file.set_len((kept.len() * RECORD) as u64)?;
+    if !kept.is_empty() {
+        eprintln!("  resuming after {} texts embedded earlier", kept.len());
+    }
     let started = Instant::now();
-    let mut kept: Vec<(usize, Vec<f32>)> = Vec::with_capacity(wanted);
     let mut refused = 0;
-    let mut next = 0;
+    let mut next = kept.last().map_or(0, |(i, _)| i + 1);
+    let first = next;
     while kept.len() < wanted && next < candidates.len() {
         let end = (next + 64).min(candidates.len());
         let vectors = embed_batch(client, gateway, token, &candidates[next..end]).await?;
+        let mut bytes = Vec::new();
         for (i, vector) in (next..end).zip(vectors) {
             match vector {
-                Some(v) if kept.len() < wanted => kept.push((i, v)),
+                Some(v) if kept.len() < wanted => {
+                    bytes.extend_from_slice(&(i as u32).to_le_bytes());
+                    bytes.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+                    kept.push((i, v));
+                }
                 Some(_) => {}
                 None => refused += 1,
             }
         }
+        file.write_all(&bytes)?;
         next = end;
-        if (next / 64) % 100 == 0 {
+        if (next / 64).is_multiple_of(100) {
             eprintln!("  embedded {} of {wanted}", kept.len());
         }
     }
@@ -181,21 +217,14 @@ async fn embed_all(
         "the corpus ran out: {} texts embedded",
         kept.len()
     );
-    let rate = next as f64 / started.elapsed().as_secs_f64();
+    let rate = (next - first) as f64 / started.elapsed().as_secs_f64();
     if refused > 0 {
         println!("corpus           {refused} paragraphs refused by the prompt policy, left out");
     }
-    if let Some(dir) = cache.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut bytes = Vec::with_capacity(wanted * record);
-    for (index, vector) in &kept {
-        bytes.extend_from_slice(&(*index as u32).to_le_bytes());
-        bytes.extend(vector.iter().flat_map(|x| x.to_le_bytes()));
-    }
-    std::fs::write(cache, bytes)?;
-    let texts = kept.iter().map(|(i, _)| candidates[*i].clone()).collect();
-    let vectors = kept.into_iter().map(|(_, v)| v).collect();
+    file.sync_all()?;
+    drop(file);
+    std::fs::rename(&partial, cache)?;
+    let (texts, vectors) = split(kept);
     Ok((texts, vectors, Some(rate)))
 }
 
