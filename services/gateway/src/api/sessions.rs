@@ -385,10 +385,12 @@ pub async fn send(
             }
             TurnEvent::Error(e) => {
                 let code = ErrorCode::parse(&e.code).unwrap_or(ErrorCode::Unavailable);
-                let mut details = e.details.unwrap_or(Value::Null);
-                if let Some(id) = e.correlation_id {
-                    details = json!({ "correlation_id": id });
-                }
+                // A refusal carries its problem's details; a failure only the id its
+                // cause was logged under.
+                let details = match e.correlation_id {
+                    Some(id) => json!({ "correlation_id": id }),
+                    None => e.details.unwrap_or(Value::Null),
+                };
                 return Err(ApiError::new(
                     if code == ErrorCode::Internal {
                         ErrorCode::Unavailable
