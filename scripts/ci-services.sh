@@ -2,8 +2,10 @@
 # Installs (idempotently) and starts on 127.0.0.1 the real servers the tests need:
 # PostgreSQL, Redis, Apache Kafka (KRaft, single node), MinIO (S3), OPA, Temporal (the
 # dev server), Keycloak (an OIDC provider with the somagent realm), Qdrant (the
-# prebuilt server in the workspace's shared/bin) and a Kubernetes API server (etcd +
-# kube-apiserver, built once per machine), plus the chart
+# prebuilt server in the workspace's shared/bin), an SMTP server (PyPI aiosmtpd, keeping
+# what it receives in a Maildir), ClickHouse (Debian's 18.16, unpacked, not installed)
+# and a Kubernetes API server (etcd + kube-apiserver, built once per machine), plus the
+# chart
 # validation tools (helm, kubeconform and offline Kubernetes schemas).
 #
 # Downloads and builds are cached under $SOMAGENT_CACHE (default ~/.cache/somagent) so a
@@ -26,6 +28,8 @@ mkdir -p "$BIN" "$RUN"
 export PATH="$BIN:$PATH"
 
 PG_PORT=5432 REDIS_PORT=6379 KAFKA_PORT=9092 KAFKA_CONTROLLER_PORT=9093 S3_PORT=9000 KC_PORT=8180 TEMPORAL_PORT=7233
+# ClickHouse's native port moves off its default 9000, which MinIO holds.
+CH_HTTP_PORT=8123 CH_TCP_PORT=9100
 S3_USER=somagent S3_PASSWORD=somagent-secret S3_BUCKET=somagent-test
 
 log() { printf '%s\n' "$*" >&2; }
@@ -195,6 +199,125 @@ start_qdrant() {
   done
   export SOMAGENT_TEST_QDRANT_URL="qdrant://127.0.0.1:6334"
   report qdrant "$("$BIN/qdrant" --version 2>/dev/null | awk '{print $2}')" "127.0.0.1:6334" "$(since "$t")"
+}
+
+# SMTP: PyPI aiosmtpd, each message it receives kept as a file in a Maildir the tests
+# read (Debian has no mailpit).
+start_smtp() {
+  local t; t=$(now)
+  if [ ! -f "$CACHE/pysmtp/.complete" ]; then
+    rm -rf "$CACHE/pysmtp"
+    python3 -m pip install -q --disable-pip-version-check --target "$CACHE/pysmtp" "aiosmtpd==1.4.6" >&2
+    touch "$CACHE/pysmtp/.complete"
+  fi
+  mkdir -p "$RUN/smtp/maildir/tmp" "$RUN/smtp/maildir/new" "$RUN/smtp/maildir/cur"
+  if ! port_open 8025; then
+    PYTHONPATH="$CACHE/pysmtp" nohup python3 -m aiosmtpd -n -l 127.0.0.1:8025 \
+      -c aiosmtpd.handlers.Mailbox "$RUN/smtp/maildir" >"$RUN/smtp.log" 2>&1 &
+  fi
+  wait_port 8025 30 || die "the SMTP server is not ready (see $RUN/smtp.log)"
+  export SOMAGENT_TEST_SMTP_URL="smtp://127.0.0.1:8025"
+  export SOMAGENT_TEST_SMTP_MAILDIR="$RUN/smtp/maildir"
+  report smtp "aiosmtpd $(PYTHONPATH="$CACHE/pysmtp" python3 -c 'import aiosmtpd; print(aiosmtpd.__version__)')" "127.0.0.1:8025" "$(since "$t")"
+}
+
+# ClickHouse: Debian's clickhouse-server 18.16 (the only one a registry here ships),
+# unpacked with the libraries it needs that the machine lacks, not installed (no
+# service, no /etc or /var/lib). The tests speak HTTP (the `clickhouse` crate, with
+# validation off: 18.16 predates what it checks), so only 18.16's dialect is usable.
+start_clickhouse() {
+  local t; t=$(now)
+  local home="$CACHE/clickhouse" dir="$RUN/clickhouse"
+  local libs="$home/usr/lib/$(uname -m)-linux-gnu:$home/lib/$(uname -m)-linux-gnu"
+  if [ ! -f "$home/.complete" ]; then
+    log "unpacking ClickHouse from Debian's clickhouse-server package (once per machine)"
+    rm -rf "$home"
+    local deb; deb=$(mktemp -d)
+    # Its library dependencies, recursively, less those already installed; only lib*
+    # packages, since the rest (debconf, adduser, config packages) a bare binary never
+    # loads.
+    local pkgs; pkgs=$(apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts \
+      --no-breaks --no-replaces --no-enhances clickhouse-server 2>/dev/null | grep -E '^lib' | sort -u |
+      while read -r p; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+    # shellcheck disable=SC2086 # one word per package
+    (cd "$deb" && { apt-get download -qq clickhouse-server clickhouse-common $pkgs 2>/dev/null ||
+      { apt-get update -qq >/dev/null && apt-get download -qq clickhouse-server clickhouse-common $pkgs 2>/dev/null; }; }) >&2 ||
+      die "could not download the clickhouse-server packages"
+    local f
+    for f in "$deb"/*.deb; do dpkg -x "$f" "$home"; done
+    rm -rf "$deb"
+    LD_LIBRARY_PATH="$libs" ldd "$home/usr/sbin/clickhouse-server" | grep 'not found' >&2 &&
+      die "clickhouse-server misses the libraries above"
+    touch "$home/.complete"
+  fi
+  if ! port_open $CH_HTTP_PORT; then
+    mkdir -p "$dir/data" "$dir/tmp" "$dir/log" "$dir/user_files" "$dir/format_schemas"
+    # A private config, written whole rather than patched from the package's: loopback
+    # only, no interserver port (no replicas), every path inside $dir, UTC so
+    # toYYYYMM and friends give the same answer on every machine, small caches.
+    cat >"$dir/config.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+    <logger>
+        <level>warning</level>
+        <log>$dir/log/clickhouse-server.log</log>
+        <errorlog>$dir/log/clickhouse-server.err.log</errorlog>
+        <size>100M</size>
+        <count>2</count>
+    </logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>$CH_HTTP_PORT</http_port>
+    <tcp_port>$CH_TCP_PORT</tcp_port>
+    <path>$dir/data/</path>
+    <tmp_path>$dir/tmp/</tmp_path>
+    <user_files_path>$dir/user_files/</user_files_path>
+    <format_schema_path>$dir/format_schemas/</format_schema_path>
+    <users_config>$dir/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <timezone>UTC</timezone>
+    <max_concurrent_queries>100</max_concurrent_queries>
+    <keep_alive_timeout>3</keep_alive_timeout>
+    <mark_cache_size>268435456</mark_cache_size>
+    <uncompressed_cache_size>268435456</uncompressed_cache_size>
+</yandex>
+EOF
+    # User default, no password: it listens on loopback only.
+    cat >"$dir/users.xml" <<EOF
+<?xml version="1.0"?>
+<yandex>
+    <profiles>
+        <default>
+            <max_memory_usage>4000000000</max_memory_usage>
+        </default>
+    </profiles>
+    <users>
+        <default>
+            <password></password>
+            <networks><ip>127.0.0.1</ip><ip>::1</ip></networks>
+            <profile>default</profile>
+            <quota>default</quota>
+        </default>
+    </users>
+    <quotas>
+        <default></default>
+    </quotas>
+</yandex>
+EOF
+    LD_LIBRARY_PATH="$libs" nohup "$home/usr/sbin/clickhouse-server" --config-file="$dir/config.xml" \
+      >"$RUN/clickhouse.log" 2>&1 &
+    echo $! >"$dir/pid"
+  fi
+  local i
+  for ((i = 0; i < 300; i++)); do
+    [ "$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ] && break
+    sleep 0.1
+  done
+  [ "$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" = "Ok." ] ||
+    { tail -20 "$RUN/clickhouse.log" "$dir/log/clickhouse-server.err.log" >&2 || true; die "ClickHouse is not ready"; }
+  local v; v=$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/" --data-binary 'SELECT version()')
+  export SOMAGENT_TEST_ANALYTICS_URL="clickhouse://127.0.0.1:$CH_HTTP_PORT/default"
+  report clickhouse "${v:-?}" "127.0.0.1:$CH_HTTP_PORT" "$(since "$t")"
 }
 
 start_temporal() {
@@ -417,6 +540,8 @@ case "$what" in
     start_minio
     start_opa
     start_qdrant
+    start_smtp
+    start_clickhouse
     start_temporal
     start_keycloak
     start_kube
@@ -434,7 +559,8 @@ esac
     SOMAGENT_TEST_OBJECTS_URL SOMAGENT_TEST_OIDC_URL SOMAGENT_K8S_SCHEMAS \
     SOMAGENT_TEST_LOCAL_MODEL SOMAGENT_TEST_EMBEDDING_MODEL SOMAGENT_TEST_OPENAI_PYTHONPATH SOMAGENT_TEST_MCP_PYTHONPATH \
     SOMAGENT_TEST_OPA_URL SOMAGENT_TEST_KUBE_URL SOMAGENT_TEST_KUBE_CA SOMAGENT_TEST_KUBE_TOKEN \
-    SOMAGENT_TEST_WORKFLOWS_URL SOMAGENT_TEST_QDRANT_URL; do
+    SOMAGENT_TEST_WORKFLOWS_URL SOMAGENT_TEST_QDRANT_URL SOMAGENT_TEST_SMTP_URL SOMAGENT_TEST_SMTP_MAILDIR \
+    SOMAGENT_TEST_ANALYTICS_URL; do
     [ -n "${!v:-}" ] && printf 'export %s=%q\n' "$v" "${!v}"
   done
   printf 'export PATH=%q:"$PATH"\n' "$BIN"

@@ -538,7 +538,15 @@ fn the_compose_stack_wires_every_service_and_publishes_only_the_gateway() {
         }
         // The services that keep secrets get the key that seals them (on PostgreSQL,
         // identity and constitution refuse to start without it).
-        if ["identity", "constitution", "settings", "tool"].contains(&spec.name) {
+        if [
+            "identity",
+            "constitution",
+            "settings",
+            "tool",
+            "notification",
+        ]
+        .contains(&spec.name)
+        {
             expected.push(("master-key", "master-key"));
             assert_eq!(env["SOMAGENT_MASTER_KEY_FILE"], "/run/secrets/master-key");
         }

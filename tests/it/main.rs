@@ -21,6 +21,7 @@ mod mcp;
 mod memory;
 mod mfa;
 mod model_profiles;
+mod notifications;
 mod openai_client;
 mod openapi;
 mod operations;

@@ -74,6 +74,16 @@ async fn run(config: &CommonConfig) -> anyhow::Result<()> {
             .context("settings")?;
     eprintln!("somagent: settings: {resealed} secrets re-sealed");
     settings.close().await;
+    let notification = open(config, "notification", somagent_notification::MIGRATIONS).await?;
+    let resealed = somagent_notification::reseal(
+        notification.clone(),
+        sealer.clone(),
+        ResealScope::NotCurrent,
+    )
+    .await
+    .context("notification")?;
+    eprintln!("somagent: notification: {resealed} webhook secrets re-sealed");
+    notification.close().await;
     if !configured {
         master_key::forget_older_keys(&config.data_dir)?;
         eprintln!("somagent: older master keys removed from the data directory");

@@ -41,6 +41,9 @@ pub struct CommonConfig {
     /// Where memory keeps its vectors: `local://` (the platform's own store, indexed in
     /// process) or `qdrant://host:6334[?api_key=…&prefix=…]`.
     pub vectors_url: VectorsUrl,
+    /// Where analytics keeps its warehouse: `local://` (its own database) or
+    /// `clickhouse://[user[:password]@]host:8123/database[?secure=true]`.
+    pub analytics_url: AnalyticsUrl,
     pub log: LogConfig,
     /// How long shutdown waits for in-flight work before it stops anyway.
     pub shutdown_grace_secs: u64,
@@ -64,6 +67,7 @@ impl Default for CommonConfig {
             objects_url: None,
             workflows_url: WorkflowsUrl::Local,
             vectors_url: VectorsUrl::Local,
+            analytics_url: AnalyticsUrl::Local,
             log: LogConfig::default(),
             shutdown_grace_secs: 30,
             public_url: None,
@@ -647,6 +651,38 @@ impl VectorsUrl {
     }
 }
 
+/// Where analytics keeps its warehouse (`SOMAGENT_ANALYTICS_URL`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum AnalyticsUrl {
+    Local,
+    ClickHouse(String),
+}
+
+impl AnalyticsUrl {
+    fn raw(&self) -> String {
+        match self {
+            Self::Local => "local://".into(),
+            Self::ClickHouse(url) => url.clone(),
+        }
+    }
+}
+
+impl FromStr for AnalyticsUrl {
+    type Err = String;
+    fn from_str(value: &str) -> Result<Self, String> {
+        const KNOWN: &str = "local:// or clickhouse://host:8123/database";
+        match scheme(value, KNOWN)? {
+            ("local", _) => Ok(Self::Local),
+            ("clickhouse", _) => Url::parse(value)
+                .ok()
+                .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+                .map(|_| Self::ClickHouse(value.to_owned()))
+                .ok_or_else(|| "clickhouse:// needs a host".into()),
+            (other, _) => Err(format!("unknown scheme `{other}` (expected {KNOWN})")),
+        }
+    }
+}
+
 impl FromStr for VectorsUrl {
     type Err = String;
     fn from_str(value: &str) -> Result<Self, String> {
@@ -673,6 +709,7 @@ impl FromStr for VectorsUrl {
 }
 
 string_backed!(VectorsUrl);
+string_backed!(AnalyticsUrl);
 string_backed!(DatabaseUrl);
 string_backed!(WorkflowsUrl);
 string_backed!(EventsUrl);
@@ -694,6 +731,7 @@ macro_rules! redacted_debug {
     )*};
 }
 redacted_debug!(
+    AnalyticsUrl,
     DatabaseUrl,
     EventsUrl,
     CacheUrl,

@@ -84,7 +84,7 @@ pub const ANALYTICS: ServiceSpec = ServiceSpec {
     name: "analytics",
     port: 10023,
     summary: "events warehouse, dashboards, exports and reports",
-    backends: &[Database, Events, Objects],
+    backends: &[Database, Events, Cache],
 };
 pub const CONSTITUTION: ServiceSpec = ServiceSpec {
     name: "constitution",
@@ -102,7 +102,7 @@ pub const NOTIFICATION: ServiceSpec = ServiceSpec {
     name: "notification",
     port: 10026,
     summary: "notifications, live fan-out and channel delivery",
-    backends: &[Database, Events],
+    backends: &[Database, Events, Cache],
 };
 pub const CAPSULE_REPO: ServiceSpec = ServiceSpec {
     name: "capsule-repo",

@@ -1,6 +1,7 @@
-//! Tenant settings as the services read them: one cached copy per tenant, fetched
-//! from the settings service with a service token acting for the user who asked, and
-//! dropped when `settings.updated` says the tenant's changed. No service keeps a copy
+//! Tenant settings and users' preferences as the services read them: one cached copy
+//! per tenant (and per user), fetched from the settings service with a service token
+//! acting for the user who asked (or whose preferences they are), and dropped when
+//! `settings.updated` says the tenant's changed. No service keeps a copy
 //! of its own: a change takes effect on the next read, without a restart.
 
 use std::collections::HashMap;
@@ -21,10 +22,13 @@ use crate::tenant::TenantId;
 /// Longest a copy is used without an announcement (one missed while the bus was away).
 const FRESH_FOR: Duration = Duration::from_secs(300);
 
+/// A tenant's settings (no user) or one user's preferences.
+type Key = (TenantId, Option<String>);
+
 pub struct SettingsCache {
     client: SettingsServiceClient<tonic::transport::Channel>,
     tokens: Arc<ServiceTokens>,
-    cached: Mutex<HashMap<TenantId, (Instant, Arc<Value>)>>,
+    cached: Mutex<HashMap<Key, (Instant, Arc<Value>)>>,
 }
 
 impl SettingsCache {
@@ -39,19 +43,30 @@ impl SettingsCache {
         })
     }
 
-    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<TenantId, (Instant, Arc<Value>)>> {
+    fn cached(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Instant, Arc<Value>)>> {
         self.cached.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tenant's settings, defaults filled in, read for `subject` of it.
-    pub async fn tenant(&self, tenant: &TenantId, subject: &str) -> Result<Arc<Value>, ApiError> {
-        if let Some((at, value)) = self.cached().get(tenant)
-            && at.elapsed() < FRESH_FOR
-        {
-            return Ok(value.clone());
+    fn fresh(&self, key: &Key) -> Option<Arc<Value>> {
+        self.cached()
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn keep(&self, key: Key, json: &str) -> Result<Arc<Value>, ApiError> {
+        let value: Value = serde_json::from_str(json).map_err(ApiError::internal)?;
+        let value = Arc::new(value);
+        let mut cached = self.cached();
+        if cached.len() > 10_000 {
+            cached.clear();
         }
-        let token = self
-            .tokens
+        cached.insert(key, (Instant::now(), value.clone()));
+        Ok(value)
+    }
+
+    async fn token(&self, tenant: &TenantId, subject: &str) -> Result<String, ApiError> {
+        self.tokens
             .for_user(
                 &SETTINGS,
                 tenant,
@@ -59,7 +74,16 @@ impl SettingsCache {
                 &[Capability::SettingsRead.as_str().to_owned()],
             )
             .await
-            .map_err(ApiError::from)?;
+            .map_err(ApiError::from)
+    }
+
+    /// The tenant's settings, defaults filled in, read for `subject` of it.
+    pub async fn tenant(&self, tenant: &TenantId, subject: &str) -> Result<Arc<Value>, ApiError> {
+        let key = (tenant.clone(), None);
+        if let Some(value) = self.fresh(&key) {
+            return Ok(value);
+        }
+        let token = self.token(tenant, subject).await?;
         let answer = self
             .client
             .clone()
@@ -70,18 +94,31 @@ impl SettingsCache {
             .await
             .map_err(ApiError::from)?
             .into_inner();
-        let value: Value = serde_json::from_str(&answer.json).map_err(ApiError::internal)?;
-        let value = Arc::new(value);
-        let mut cached = self.cached();
-        if cached.len() > 10_000 {
-            cached.clear();
+        self.keep(key, &answer.json)
+    }
+
+    /// `user`'s own preferences, defaults filled in, read acting for them.
+    pub async fn preferences(&self, tenant: &TenantId, user: &str) -> Result<Arc<Value>, ApiError> {
+        let key = (tenant.clone(), Some(user.to_owned()));
+        if let Some(value) = self.fresh(&key) {
+            return Ok(value);
         }
-        cached.insert(tenant.clone(), (Instant::now(), value.clone()));
-        Ok(value)
+        let token = self.token(tenant, user).await?;
+        let answer = self
+            .client
+            .clone()
+            .get_preferences(with_bearer(
+                &token,
+                tonic::Request::new(pb::GetPreferencesRequest {}),
+            ))
+            .await
+            .map_err(ApiError::from)?
+            .into_inner();
+        self.keep(key, &answer.json)
     }
 
     pub fn forget(&self, tenant: &TenantId) {
-        self.cached().remove(tenant);
+        self.cached().retain(|(of, _), _| of != tenant);
     }
 
     /// Drops a tenant's copy whenever its settings change. Every replica listens in a

@@ -545,6 +545,9 @@ pub struct TurnEnded {
     pub rule_ids: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<PublicError>,
+    /// From the turn's request to its end, in ms; absent when unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
 }
 
 impl ConversationEvent {
@@ -745,6 +748,7 @@ mod tests {
                 usage: TurnUsage::default(),
                 rule_ids: vec![],
                 error: Some(PublicError::default()),
+                duration_ms: Some(1200),
             }),
         ];
         let tenant =

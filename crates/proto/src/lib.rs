@@ -33,4 +33,6 @@ service_packages! {
     memory => "somagent.memory.v1",
     billing => "somagent.billing.v1",
     settings => "somagent.settings.v1",
+    notification => "somagent.notification.v1",
+    analytics => "somagent.analytics.v1",
 }

@@ -36,13 +36,15 @@ use somagent_common::proto::billing::v1::billing_service_client::BillingServiceC
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
+use somagent_common::proto::notification::v1::notification_service_client::NotificationServiceClient;
 use somagent_common::proto::orchestrator::v1::orchestrator_service_client::OrchestratorServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
 use somagent_common::service::{
-    BILLING, CONSTITUTION, IDENTITY, MEMORY, ORCHESTRATOR, POLICY, SETTINGS, SLM, TOOL,
+    BILLING, CONSTITUTION, IDENTITY, MEMORY, NOTIFICATION, ORCHESTRATOR, POLICY, SETTINGS, SLM,
+    TOOL,
 };
 
 pub use somagent_common::service::GATEWAY as SPEC;
@@ -63,6 +65,7 @@ pub struct Gateway {
     pub memory: MemoryServiceClient<tonic::transport::Channel>,
     pub billing: BillingServiceClient<tonic::transport::Channel>,
     pub settings: SettingsServiceClient<tonic::transport::Channel>,
+    pub notification: NotificationServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -122,6 +125,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let memory_channel = config.channel(&MEMORY, Some(Duration::from_secs(60)))?;
     let billing_channel = config.channel(&BILLING, unary)?;
     let settings_channel = config.channel(&SETTINGS, unary)?;
+    // A notification stream lasts as long as its watcher.
+    let notification_channel = config.channel(&NOTIFICATION, None)?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
@@ -132,6 +137,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         (MEMORY.name, memory_channel.clone()),
         (BILLING.name, billing_channel.clone()),
         (SETTINGS.name, settings_channel.clone()),
+        (NOTIFICATION.name, notification_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -151,6 +157,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         memory: MemoryServiceClient::new(memory_channel),
         billing: BillingServiceClient::new(billing_channel),
         settings: SettingsServiceClient::new(settings_channel),
+        notification: NotificationServiceClient::new(notification_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

@@ -344,32 +344,9 @@ impl IdentityService for IdentityGrpc {
         &self,
         request: Request<pb::IssueServiceTokenRequest>,
     ) -> Result<Response<pb::TokenResponse>, Status> {
-        let presented = request
-            .metadata()
-            .get(SERVICE_KEY_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-            .to_owned();
+        let presented = presented_service_key(&request);
         let r = request.into_inner();
-        if presented.is_empty() {
-            return Err(Status::unauthenticated(
-                "this needs the calling service's own credential",
-            ));
-        }
-        if !somagent_common::service::SERVICES
-            .iter()
-            .any(|s| s.name == r.service)
-        {
-            return Err(
-                ApiError::validation("service", "is not one of the platform's services").into(),
-            );
-        }
-        if !self.issuer_key.verifies(&r.service, &presented) {
-            return Err(Status::unauthenticated(format!(
-                "the credential presented is not the `{}` service's",
-                r.service
-            )));
-        }
+        self.verify_service(&r.service, &presented)?;
         if r.callee.is_empty() {
             return Err(
                 ApiError::validation("callee", "names the service the token is for").into(),
@@ -447,6 +424,26 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(token_message(issued)))
     }
 
+    async fn list_tenant_admins(
+        &self,
+        request: Request<pb::ListTenantAdminsRequest>,
+    ) -> Result<Response<pb::ListTenantAdminsResponse>, Status> {
+        let presented = presented_service_key(&request);
+        let r = request.into_inner();
+        self.verify_service(&r.service, &presented)?;
+        if !service_grants::lists_admins(&r.service) {
+            return Err(Status::permission_denied(format!(
+                "the `{}` service may not list a tenant's administrators",
+                r.service
+            )));
+        }
+        let Ok(tenant) = TenantId::parse(r.tenant) else {
+            return Ok(Response::new(pb::ListTenantAdminsResponse::default()));
+        };
+        let user_ids = self.users.admins(&tenant, 100).await?;
+        Ok(Response::new(pb::ListTenantAdminsResponse { user_ids }))
+    }
+
     /// An external issuer's access token for a platform token: the token is the proof,
     /// verified here whoever forwards it.
     async fn exchange_token(
@@ -491,6 +488,41 @@ impl IdentityService for IdentityGrpc {
         Ok(Response::new(pb::GetJwksResponse {
             jwks_json: self.jwks.jwks().to_string(),
         }))
+    }
+}
+
+/// The service credential a request presents, if any.
+fn presented_service_key<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(SERVICE_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+impl IdentityGrpc {
+    /// Checks that `presented` is the credential of the platform service `service`.
+    fn verify_service(&self, service: &str, presented: &str) -> Result<(), Status> {
+        if presented.is_empty() {
+            return Err(Status::unauthenticated(
+                "this needs the calling service's own credential",
+            ));
+        }
+        if !somagent_common::service::SERVICES
+            .iter()
+            .any(|s| s.name == service)
+        {
+            return Err(
+                ApiError::validation("service", "is not one of the platform's services").into(),
+            );
+        }
+        if !self.issuer_key.verifies(service, presented) {
+            return Err(Status::unauthenticated(format!(
+                "the credential presented is not the `{service}` service's"
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -495,6 +495,19 @@ impl UserService {
             .ok_or_else(|| ApiError::not_found("user"))
     }
 
+    /// The ids of the tenant's active administrators, at most `limit`: who the platform
+    /// tells about the tenant (asked by a service, never through the API).
+    pub async fn admins(
+        &self,
+        tenant: &somagent_common::tenant::TenantId,
+        limit: i64,
+    ) -> Result<Vec<String>, ApiError> {
+        self.store
+            .tenant_admins(tenant, limit)
+            .await
+            .map_err(ApiError::internal)
+    }
+
     pub async fn list(
         &self,
         actor: &Principal,

@@ -168,6 +168,7 @@ impl Sessions {
             recall: turn::RecallSettings::of_session(&session.metadata, recall_by_default),
             model: session.model,
             content,
+            started_ms: somagent_common::clock::unix_now_ms(),
         };
         let run = turn::run_id(&session.id, turn_no);
         let value = serde_json::to_value(&input).map_err(ApiError::internal)?;

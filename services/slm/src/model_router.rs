@@ -258,7 +258,10 @@ impl ModelRouter {
                 &self.most_cost(&call_id, &chain, &asked),
             )
             .await?;
-        match self.try_chain(chain, &asked, &call_id, &hold).await {
+        match self
+            .try_chain(&caller, chain, &asked, &call_id, &hold)
+            .await
+        {
             Ok(opened) => Ok(self.clone().relay(caller, call_id, hold, opened)),
             Err(e) => {
                 self.budgets.release(hold).await;
@@ -308,11 +311,13 @@ impl ModelRouter {
     /// The first profile of the chain whose model begins answering, and its first delta.
     async fn try_chain(
         &self,
+        caller: &Caller,
         chain: Vec<Profile>,
         asked: &ChatCall,
         call_id: &str,
         hold: &Hold,
     ) -> Result<Opened, ApiError> {
+        let started = std::time::Instant::now();
         let mut last: Option<UpstreamError> = None;
         let mut last_profile = String::new();
         for profile in chain {
@@ -327,12 +332,18 @@ impl ModelRouter {
             last_profile.clone_from(&profile.name);
             let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
             for attempt in 0..=MAX_RETRIES {
+                let tried = std::time::Instant::now();
                 let opened = first_delta(upstream, call.clone(), timeout).await;
                 self.metrics.attempted(
                     &profile.name,
                     &profile.upstream,
                     opened.as_ref().err().map(|e| e.kind),
                 );
+                if let Err(e) = &opened {
+                    self.meter
+                        .failed(caller, "model", call_id, &profile, e, tried.elapsed())
+                        .await;
+                }
                 match opened {
                     Ok((first, rest)) => {
                         tracing::debug!(%call_id, profile = %profile.name, "a model began answering");
@@ -342,6 +353,7 @@ impl ModelRouter {
                             first,
                             rest,
                             idle: timeout,
+                            started,
                         });
                     }
                     Err(e) => {
@@ -380,6 +392,7 @@ impl ModelRouter {
             first,
             mut rest,
             idle,
+            started,
         } = opened;
         let (tx, rx) = mpsc::channel(64);
         let answer = Answer {
@@ -501,6 +514,7 @@ impl ModelRouter {
                         price: profile.price,
                         cost_micros,
                         currency: &profile.currency,
+                        latency: started.elapsed(),
                     },
                 )
                 .await;
@@ -554,6 +568,8 @@ struct Opened {
     first: Delta,
     rest: DeltaStream,
     idle: Duration,
+    /// When the call began (retries and fallbacks included in its latency).
+    started: std::time::Instant,
 }
 
 /// Texts embedded by a profile, and what it cost.
@@ -668,7 +684,9 @@ impl ModelRouter {
         let timeout = Duration::from_millis(u64::from(profile.timeout_ms));
         let count = texts.len();
         let mut last = None;
+        let started = std::time::Instant::now();
         for attempt in 0..=MAX_RETRIES {
+            let tried = std::time::Instant::now();
             let call = upstream.embed(&profile.model, texts.clone(), dimensions);
             let result = tokio::time::timeout(timeout, call)
                 .await
@@ -687,6 +705,11 @@ impl ModelRouter {
                 &profile.upstream,
                 result.as_ref().err().map(|e| e.kind),
             );
+            if let Err(e) = &result {
+                self.meter
+                    .failed(caller, "embedding", call_id, profile, e, tried.elapsed())
+                    .await;
+            }
             match result {
                 Ok(embeddings) => {
                     if let Err(why) = check_answer(&embeddings, count, size as usize) {
@@ -713,6 +736,7 @@ impl ModelRouter {
                                 price: profile.price,
                                 cost_micros,
                                 currency: &profile.currency,
+                                latency: started.elapsed(),
                             },
                         )
                         .await;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 
 use crate::domain::credentials::{AzureApp, KubeAccess, ServiceAccountKey};
-use crate::egress;
+use somagent_common::egress;
 
 /// How long before its expiry a token is replaced.
 const EARLY: Duration = Duration::from_secs(120);

@@ -19,7 +19,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use crate::domain::browser::{Operation, Step};
-use crate::egress;
+use somagent_common::egress;
 
 /// Where Chromium is looked for when the operator names none.
 const CANDIDATES: &[&str] = &[

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixListener};
 
-use crate::egress;
+use somagent_common::egress;
 
 /// The longest request head read.
 const MAX_HEAD: usize = 32 * 1024;

@@ -33,11 +33,11 @@ use crate::domain::manifest::{
 use crate::domain::paging::{self, Page};
 use crate::domain::request::{self, PreparedRequest};
 use crate::domain::signing;
-use crate::egress;
 use crate::mcp_client::{self, Called};
 use crate::sandbox::{self, Sandbox};
 use crate::store::InvocationRecord;
 use crate::tools::{Registry, credential_binding};
+use somagent_common::egress;
 
 /// A call a caller asks for.
 #[derive(Debug, Clone)]

@@ -4,7 +4,8 @@
 //! Layout: `api/` (gRPC: mapping only), `tools` and `invocations` (the use cases),
 //! `domain/` (what a tool is: manifests, OpenAPI tools, argument checks, the HTTP
 //! request of a call; no I/O), `store` (tools, credentials, the invocation log),
-//! `egress` (where tools may send requests), `config.rs`. Tools come from OpenAPI 3
+//! `egress_proxy` (the browser's way out), `config.rs`; where tools may send
+//! requests is `somagent_common::egress`. Tools come from OpenAPI 3
 //! documents a tenant gives; built-in adapters and MCP mounts are not served yet.
 
 mod access;
@@ -13,7 +14,6 @@ mod api;
 mod browser;
 pub mod config;
 pub mod domain;
-mod egress;
 mod egress_proxy;
 mod invocations;
 mod mcp_client;

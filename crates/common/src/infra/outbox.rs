@@ -36,6 +36,11 @@ impl Outbox {
         }
     }
 
+    /// The bus itself, for events not worth a commit (figures, not facts).
+    pub fn events(&self) -> &EventBus {
+        &self.events
+    }
+
     /// Makes `event` durable, then publishes it. Once this returns Ok the event will
     /// reach the bus, now or from the relay.
     pub async fn publish(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {

@@ -12,6 +12,7 @@ mod forward;
 mod guards;
 mod mcp;
 mod memory;
+mod notifications;
 mod openapi;
 mod paging;
 mod policy;
@@ -23,6 +24,7 @@ mod tenants;
 mod tools;
 mod users;
 pub(crate) mod views;
+mod webhooks;
 mod workflows;
 mod ws;
 
@@ -120,6 +122,15 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(tools::put_credential, tools::delete_credential))
         .routes(routes!(tools::invoke))
         .routes(routes!(ws::ws))
+        .routes(routes!(notifications::list, notifications::send))
+        .routes(routes!(notifications::read))
+        .routes(routes!(notifications::read_all))
+        .routes(routes!(notifications::stream))
+        .routes(routes!(webhooks::create, webhooks::list))
+        .routes(routes!(webhooks::get, webhooks::update, webhooks::delete))
+        .routes(routes!(webhooks::rotate_secret))
+        .routes(routes!(webhooks::deliveries))
+        .routes(routes!(webhooks::retry))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::cancel))

@@ -27,6 +27,7 @@ use utoipa::{Modify, OpenApi};
         (name = "workflows", description = "The tenant's workflow runs, for its admins: list, inspect, cancel, signal"),
         (name = "settings", description = "The tenant's settings (JSON merge patches, versioned), feature flags, and each user's preferences"),
         (name = "billing", description = "What usage cost: the ledger of every metered call and its sums, in integer micro-units"),
+        (name = "notifications", description = "Your inbox, live over SSE and the WebSocket; the tenant's signed webhooks and their delivery log"),
     )
 )]
 pub struct ApiDoc;

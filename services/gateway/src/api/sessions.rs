@@ -333,7 +333,14 @@ pub async fn send(
                 .event("error")
                 .data(json!({ "code": why.code, "message": why.message }).to_string()))
         });
-        let sse = until_stopping(sse, gateway.stopping.clone());
+        let reconnect = TurnEvent::reconnect();
+        let sse = until_stopping(
+            sse,
+            gateway.stopping.clone(),
+            Event::default()
+                .event(reconnect.kind())
+                .data(reconnect.data().to_string()),
+        );
         let mut response = Sse::new(sse)
             .keep_alive(KeepAlive::default())
             .into_response();
@@ -410,24 +417,19 @@ pub async fn send(
     ))
 }
 
-/// Ends `events` when the gateway starts to stop, with a last `reconnect` event: the
-/// turn goes on, and the client follows it on another replica.
-fn until_stopping<S>(
+/// Ends `events` when the gateway starts to stop, with a `last` event telling the
+/// client to reconnect (a turn goes on, and the client follows it on another replica).
+pub(super) fn until_stopping<S>(
     events: S,
     stopping: tokio_util::sync::CancellationToken,
+    last: Event,
 ) -> impl futures::Stream<Item = Result<Event, Infallible>>
 where
     S: futures::Stream<Item = Result<Event, Infallible>>,
 {
     let cut = stopping.clone();
     events.take_until(stopping.cancelled_owned()).chain(
-        futures::stream::once(async move { cut.is_cancelled() }).filter_map(|stopped| async move {
-            stopped.then(|| {
-                let last = TurnEvent::reconnect();
-                Ok(Event::default()
-                    .event(last.kind())
-                    .data(last.data().to_string()))
-            })
-        }),
+        futures::stream::once(async move { cut.is_cancelled() })
+            .filter_map(move |stopped| futures::future::ready(stopped.then(|| Ok(last.clone())))),
     )
 }

@@ -1,9 +1,12 @@
-//! `GET /v1/ws`: a WebSocket on which a client follows sessions live. It authenticates
-//! with the usual header (bearer token or `X-API-Key`) or, where it cannot set headers
-//! (browsers), with a first message `{"type": "auth", "token": "..."}`. Then
-//! `{"type": "subscribe", "session_id": "..."}` and `{"type": "unsubscribe", ...}`; the
-//! server sends each turn event as `{"type": <delta|restart|retract|tool_call|policy|message|done|error>,
-//! "session_id", "turn", "data"}`, and `subscribed`, `unsubscribed` or `error` replies.
+//! `GET /v1/ws`: a WebSocket on which a client follows sessions and its notifications
+//! live. It authenticates with the usual header (bearer token or `X-API-Key`) or, where
+//! it cannot set headers (browsers), with a first message `{"type": "auth", "token":
+//! "..."}`. Then `{"type": "subscribe", "session_id": "..."}` and `{"type":
+//! "unsubscribe", ...}`; the server sends each turn event as `{"type":
+//! <delta|restart|retract|tool_call|policy|message|done|error>, "session_id", "turn",
+//! "data"}`, and `subscribed`, `unsubscribed` or `error` replies. `{"type": "subscribe",
+//! "channel": "notifications"}` follows the caller's new notifications, each sent as
+//! `{"type": "notification", "data": <the notification as the inbox lists it>}`.
 //! When the credential expires or is revoked, a last `{"type": "error", "code":
 //! "token_expired" | "token_revoked", "message"}` is sent and the connection closes.
 //! When the gateway stops, it closes the connection with code 1012 (service restart):
@@ -30,7 +33,7 @@ const AUTH_WITHIN: Duration = Duration::from_secs(10);
 /// Sessions one connection may follow at once.
 const MAX_SUBSCRIPTIONS: usize = 64;
 
-/// Follow sessions live over a WebSocket.
+/// Follow sessions and notifications live over a WebSocket.
 #[utoipa::path(get, path = "/v1/ws", tag = "sessions",
     responses((status = 101, description = "switching to the WebSocket protocol described above")),
     security((), ("bearer" = []), ("api_key" = [])))]
@@ -57,14 +60,6 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
             }
         },
     };
-    if auth.principal.require(Capability::SessionsRead).is_err() {
-        let _ = socket
-            .send(text(
-                json!({"type": "error", "message": "this needs the capability `sessions:read`"}),
-            ))
-            .await;
-        return;
-    }
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(256);
     let mut watching: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
     // The connection lives only as long as its credential.
@@ -98,9 +93,16 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
                 let Message::Text(body) = message else { continue };
                 let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                 let session = request["session_id"].as_str().unwrap_or_default().to_owned();
+                let notifications = request["channel"] == "notifications";
                 let reply = match request["type"].as_str() {
-                    Some("subscribe") if session.is_empty() => json!({"type": "error", "message": "subscribe needs a session_id"}),
+                    Some("subscribe" | "unsubscribe") if notifications => {
+                        follow_notifications(&gateway, &auth, request["type"] == "subscribe", &mut watching, &out_tx).await
+                    }
+                    Some("subscribe") if session.is_empty() => json!({"type": "error", "message": "subscribe needs a session_id, or \"channel\": \"notifications\""}),
                     Some("subscribe") if watching.len() >= MAX_SUBSCRIPTIONS => json!({"type": "error", "message": "too many subscriptions on one connection"}),
+                    Some("subscribe") if auth.principal.require(Capability::SessionsRead).is_err() => {
+                        json!({"type": "error", "session_id": session, "code": "forbidden", "message": "this needs the capability `sessions:read`"})
+                    }
                     Some("subscribe") => {
                         let request = pb::WatchSessionRequest { session_id: session.clone() };
                         match gateway.orchestrator.clone().watch_session(auth.forward(request)).await {
@@ -145,6 +147,55 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
     }
     for (_, task) in watching {
         task.abort();
+    }
+}
+
+/// The key notifications are followed under (session ids are UUIDs).
+const NOTIFICATIONS: &str = "@notifications";
+
+/// Starts or stops following the caller's notifications; the reply to send.
+async fn follow_notifications(
+    gateway: &Gateway,
+    auth: &Authenticated,
+    subscribe: bool,
+    watching: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+    out: &mpsc::Sender<Message>,
+) -> Value {
+    if !subscribe {
+        if let Some(task) = watching.remove(NOTIFICATIONS) {
+            task.abort();
+        }
+        return json!({"type": "unsubscribed", "channel": "notifications"});
+    }
+    if let Err(e) = auth.principal.require(Capability::NotificationsRead) {
+        return json!({"type": "error", "channel": "notifications", "code": e.code.as_str(), "message": e.message});
+    }
+    let request = auth.forward(somagent_common::proto::notification::v1::WatchRequest {});
+    match gateway.notification.clone().watch(request).await {
+        Ok(stream) => {
+            let tx = out.clone();
+            let task = tokio::spawn(async move {
+                let mut stream = stream.into_inner();
+                while let Some(Ok(n)) = stream.next().await {
+                    let view = super::notifications::NotificationView::from(n);
+                    if tx
+                        .send(text(json!({"type": "notification", "data": view})))
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+            if let Some(old) = watching.insert(NOTIFICATIONS.to_owned(), task) {
+                old.abort();
+            }
+            json!({"type": "subscribed", "channel": "notifications"})
+        }
+        Err(status) => {
+            let error = somagent_common::error::ApiError::from(status);
+            json!({"type": "error", "channel": "notifications", "code": error.code.as_str(), "message": error.message})
+        }
     }
 }
 

@@ -70,6 +70,15 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
     ),
 ];
 
+/// The services that may ask who administers a tenant: notification tells them of
+/// budget thresholds, disabled webhooks and whatever else is for the tenant's admins.
+const LISTS_ADMINS: &[&str] = &["notification"];
+
+/// Whether `caller` may list a tenant's administrators.
+pub fn lists_admins(caller: &str) -> bool {
+    LISTS_ADMINS.contains(&caller)
+}
+
 /// What `caller` may ask of `callee` for a user, or `None` if it may not call it so.
 pub fn allowed(caller: &str, callee: &str) -> Option<&'static [Capability]> {
     GRANTS

@@ -309,6 +309,26 @@ impl IdentityStore {
         db::all(&rows)
     }
 
+    /// The active users of `tenant` holding `tenant:admin`, at most `limit`, by id.
+    pub async fn tenant_admins(
+        &self,
+        tenant: &TenantId,
+        limit: i64,
+    ) -> Result<Vec<String>, DbError> {
+        // Capabilities are kept space-separated: pad both ends to match a whole word.
+        let rows = sqlx::query(
+            "SELECT id FROM users WHERE tenant_id = $1 AND status = 'active' \
+             AND (' ' || capabilities || ' ') LIKE '% tenant:admin %' ORDER BY id LIMIT $2",
+        )
+        .bind(tenant)
+        .bind(limit)
+        .fetch_all(self.db.pool())
+        .await?;
+        rows.iter()
+            .map(|r| r.try_get::<String, _>(0).map_err(DbError::Query))
+            .collect()
+    }
+
     pub async fn user_by_username(
         &self,
         tenant: &TenantId,

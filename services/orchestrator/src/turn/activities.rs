@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::Value;
 use somagent_common::auth::ServiceTokens;
+use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::cache::Cache;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
 use somagent_common::proto::memory::v1 as mpb;
@@ -499,6 +500,8 @@ impl TurnActivities {
             usage: input.usage,
             rule_ids: rule_ids.clone(),
             error: public_error.as_ref().map(PublicError::read),
+            duration_ms: (who.started_ms > 0)
+                .then(|| u64::try_from(unix_now_ms() - who.started_ms).unwrap_or(0)),
         };
         events.push((
             stable("finish"),

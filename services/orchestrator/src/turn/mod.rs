@@ -124,6 +124,10 @@ pub struct TurnInput {
     /// existed recalls nothing, so its replay takes the same steps.
     #[serde(default = "RecallSettings::off")]
     pub recall: RecallSettings,
+    /// When the turn was asked for (Unix ms), for its duration; 0 in runs started
+    /// before it was kept.
+    #[serde(default)]
+    pub started_ms: i64,
 }
 
 /// What a turn recalls, from the session's metadata `memory` object: `recall` (the
@@ -222,6 +226,9 @@ pub struct Who {
     pub capabilities: Vec<String>,
     pub session_id: String,
     pub turn: u32,
+    /// When the turn was asked for (Unix ms); 0 when unknown.
+    #[serde(default)]
+    pub started_ms: i64,
 }
 
 impl Who {
@@ -231,6 +238,7 @@ impl Who {
             subject: input.subject.clone(),
             capabilities: input.capabilities.clone(),
             session_id: input.session_id.clone(),
+            started_ms: input.started_ms,
             turn: input.turn,
         }
     }

@@ -22,6 +22,8 @@ pub enum Kind {
     Word(&'static [&'static str]),
     /// Several of these words, each once.
     Words(&'static [&'static str]),
+    /// An email address (`name@example.com`), at most 254 characters.
+    Email,
     /// `HH:MM`, 24-hour.
     ClockTime,
     /// An IANA time zone name (`Europe/Paris`) or `UTC`.
@@ -87,6 +89,12 @@ pub const TENANT: &[Field] = &[
 pub const PREFERENCES: &[Field] = &[Field {
     name: "notifications",
     kind: Kind::Object(&[
+        // Where the `email` channel sends; `null` until set (no email then).
+        Field {
+            name: "email",
+            kind: Kind::Email,
+            default: || Value::Null,
+        },
         Field {
             name: "channels",
             kind: Kind::Words(&["in_app", "email", "webhook", "slack"]),
@@ -225,6 +233,12 @@ fn check_value(kind: &Kind, value: &Value, path: &str) -> Result<(), Misfit> {
             }
             Ok(())
         }
+        Kind::Email => match value.as_str() {
+            Some(address) if is_email(address) => Ok(()),
+            _ => Err(misfit(
+                "is an email address such as name@example.com".into(),
+            )),
+        },
         Kind::ClockTime => match value.as_str().and_then(clock_time) {
             Some(_) => Ok(()),
             None => Err(misfit("is a time of day as HH:MM (24-hour)".into())),
@@ -250,6 +264,26 @@ pub fn clock_time(text: &str) -> Option<u32> {
     }
     let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
     (h < 24 && m < 60).then_some(h * 60 + m)
+}
+
+/// `local@domain.tld` with nothing a mail header could be split or spoofed by.
+fn is_email(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    address.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !address.contains("..")
+        && address
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"<>(),;:\\\"[]".contains(c))
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
 }
 
 /// The shape of an IANA zone name: `UTC`, or `Area/Location` (`America/Argentina/Salta`).
@@ -323,6 +357,25 @@ mod tests {
         let pref = |doc: Value| check(PREFERENCES, &doc).map_err(|m| m.path);
         assert!(pref(json!({"notifications": {"channels": ["email", "in_app"],
             "quiet_hours": {"enabled": true, "start": "21:30", "time_zone": "America/Argentina/Salta"}}})).is_ok());
+        assert!(
+            pref(json!({"notifications": {"email": "ana.lopez+ops@mail.example.com"}})).is_ok()
+        );
+        for bad in [
+            "ana",
+            "ana@",
+            "@example.com",
+            "ana@example",
+            "a b@example.com",
+            "ana@example.com\r\nBcc: x@y.z",
+            "\"ana\"@example.com",
+            "ana@exa_mple.com",
+        ] {
+            assert_eq!(
+                pref(json!({"notifications": {"email": bad}})),
+                Err("notifications.email".to_owned()),
+                "{bad}"
+            );
+        }
         assert_eq!(
             pref(json!({"notifications": {"channels": ["email", "email"]}})),
             Err("notifications.channels".into())

@@ -1,5 +1,5 @@
-//! Where tools may send requests. A tenant chooses its tools' URLs, so without a guard
-//! a tool could reach the platform's own services, a database or the cloud's metadata
+//! Where the platform may send requests a tenant aims (tools, webhooks). A tenant
+//! chooses those URLs, so without a guard a request could reach the platform's own services, a database or the cloud's metadata
 //! endpoint. Names are resolved by a resolver that drops private addresses (so a name
 //! that resolves to one is refused at connect time, DNS rebinding included) and
 //! literal addresses are checked before a request is sent.
@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-/// True for addresses a tool must not reach unless the operator allows it.
+/// True for addresses a tenant's request must not reach unless the operator allows it.
 pub fn is_private(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => {
@@ -60,12 +60,12 @@ pub fn check_literal(url: &url::Url) -> Result<(), String> {
         Some(url::Host::Ipv4(v4)) => IpAddr::V4(v4),
         Some(url::Host::Ipv6(v6)) => IpAddr::V6(v6),
         Some(url::Host::Domain(d)) if d.eq_ignore_ascii_case("localhost") => {
-            return Err("the tool's URL is on a private network".into());
+            return Err("the URL is on a private network".into());
         }
         _ => return Ok(()),
     };
     if is_private(ip) {
-        return Err("the tool's URL is on a private network".into());
+        return Err("the URL is on a private network".into());
     }
     Ok(())
 }

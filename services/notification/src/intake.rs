@@ -1,0 +1,208 @@
+//! The platform's events into notifications: `agent.notifications`, `conversation.events`
+//! and `workflow.events`, in batches through the one consumer loop. Each batch is one
+//! transaction: the notifications its events make (those the users' preferences let
+//! into their inboxes) and the webhook deliveries they queue commit together, and only
+//! then is the batch acknowledged; an event that comes again finds its rows and adds
+//! nothing. Then the new notifications go to their watchers, and the senders are woken.
+//! With SMTP configured, a notification is also emailed to each recipient who asked for
+//! email at its severity (a user, or each of the tenant's administrators), held until
+//! their quiet hours end unless it is critical.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+use somagent_common::tenant::TenantId;
+
+use somagent_common::clock::unix_now_ms;
+use somagent_common::error::ErrorCode;
+use somagent_common::infra::db::Db;
+use somagent_common::infra::events::{
+    BatchHandler, ConsumeOptions, Delivery, EventBus, EventsError, HandleError, consume_batches,
+    topics,
+};
+use somagent_common::settings_cache::SettingsCache;
+use tokio::sync::Notify;
+
+use crate::admins::TenantAdmins;
+use crate::domain::notice::{self, Audience, Notice, Severity};
+use crate::domain::{preferences, quiet_hours};
+use crate::emails::Emails;
+use crate::inbox::Inbox;
+use crate::live::{Live, NotificationHub};
+use crate::webhooks::Webhooks;
+
+/// The consumer group: every notification replica shares the topics' partitions.
+pub const GROUP: &str = "notification-intake";
+/// Events per batch.
+pub const BATCH: usize = 500;
+pub const TOPICS: &[&str] = &[
+    topics::NOTIFICATIONS,
+    topics::CONVERSATION,
+    topics::WORKFLOW,
+];
+
+pub struct Intake {
+    pub db: Db,
+    pub preferences: Arc<SettingsCache>,
+    pub hub: Arc<NotificationHub>,
+    /// Wakes the webhook sender.
+    pub wake: Arc<Notify>,
+    /// Present when SMTP is configured.
+    pub email: Option<EmailRouting>,
+}
+
+/// Who to email: the tenant's administrators, and the mailer to wake.
+pub struct EmailRouting {
+    pub admins: Arc<TenantAdmins>,
+    pub wake: Arc<Notify>,
+}
+
+impl Intake {
+    /// A user's preferences; `None` when they cannot be read because the user is gone
+    /// or may no longer read them (the defaults apply). Settings being away is worth
+    /// another try.
+    async fn preferences_of(
+        &self,
+        tenant: &TenantId,
+        user: &str,
+    ) -> Result<Option<Arc<Value>>, HandleError> {
+        match self.preferences.preferences(tenant, user).await {
+            Ok(prefs) => Ok(Some(prefs)),
+            Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal) => Err(
+                HandleError::Transient(format!("cannot read {user}'s preferences: {}", e.message)),
+            ),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Whether `notice` goes to an inbox: the administrators' always; a user's as
+    /// their preferences say.
+    async fn to_inbox(&self, tenant: &TenantId, notice: &Notice) -> Result<bool, HandleError> {
+        let Audience::User(user) = &notice.audience else {
+            return Ok(true);
+        };
+        Ok(self
+            .preferences_of(tenant, user)
+            .await?
+            .is_none_or(|prefs| preferences::inbox_allows(&prefs, notice.severity)))
+    }
+
+    /// The addresses to email `notice` to, each with when it may be sent.
+    async fn to_email(
+        &self,
+        tenant: &TenantId,
+        notice: &Notice,
+        now_ms: i64,
+    ) -> Result<Vec<(String, i64)>, HandleError> {
+        let Some(email) = &self.email else {
+            return Ok(Vec::new());
+        };
+        let users: Vec<String> = match &notice.audience {
+            Audience::User(user) => vec![user.clone()],
+            Audience::TenantAdmins => match email.admins.of(tenant).await {
+                Ok(ids) => ids.to_vec(),
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                    ) =>
+                {
+                    return Err(HandleError::Transient(format!(
+                        "cannot ask who administers the tenant: {}",
+                        status.message()
+                    )));
+                }
+                Err(status) => {
+                    tracing::warn!(tenant = %tenant, error = %status.message(),
+                        "cannot ask who administers a tenant; no emails for its admins");
+                    Vec::new()
+                }
+            },
+        };
+        let now =
+            jiff::Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| jiff::Timestamp::now());
+        let mut out: Vec<(String, i64)> = Vec::new();
+        for user in users {
+            let Some(prefs) = self.preferences_of(tenant, &user).await? else {
+                continue;
+            };
+            let Some(address) = preferences::email_to(&prefs, notice.severity) else {
+                continue;
+            };
+            // A critical notification does not wait for the morning.
+            let not_before = if notice.severity == Severity::Critical {
+                now_ms
+            } else {
+                quiet_hours::quiet_until(preferences::quiet_hours(&prefs), now)
+                    .map_or(now_ms, |end| end.as_millisecond())
+            };
+            if !out.iter().any(|(a, _)| *a == address) {
+                out.push((address, not_before));
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl BatchHandler for Intake {
+    async fn handle_batch(&self, deliveries: &[Delivery]) -> Result<(), HandleError> {
+        let now = unix_now_ms();
+        let mut notices = Vec::new();
+        for d in deliveries {
+            if let Some(n) = notice::from_event(&d.topic, &d.event) {
+                let inbox = self.to_inbox(&d.event.tenant, &n).await?;
+                let emails = self.to_email(&d.event.tenant, &n, now).await?;
+                notices.push((d, n, inbox, emails));
+            }
+        }
+        if notices.is_empty() {
+            return Ok(());
+        }
+        let transient =
+            |e: somagent_common::infra::db::DbError| HandleError::Transient(e.to_string());
+        let mut tx = self.db.begin().await.map_err(transient)?;
+        let mut added = Vec::new();
+        let mut queued = 0;
+        let mut mailed = false;
+        for (d, n, inbox, emails) in &notices {
+            let tenant = &d.event.tenant;
+            if *inbox
+                && let Some(stored) = Inbox::add(&mut tx, tenant, n, &d.event.id, now)
+                    .await
+                    .map_err(transient)?
+            {
+                added.push(Live::of(tenant, stored));
+            }
+            queued += Webhooks::enqueue(&mut tx, tenant, n, now)
+                .await
+                .map_err(transient)?;
+            for (address, not_before) in emails {
+                mailed |= Emails::enqueue(&mut tx, tenant, n, address, *not_before)
+                    .await
+                    .map_err(transient)?;
+            }
+        }
+        tx.commit()
+            .await
+            .map_err(|e| HandleError::Transient(e.to_string()))?;
+        if queued > 0 {
+            self.wake.notify_one();
+        }
+        if mailed && let Some(email) = &self.email {
+            email.wake.notify_one();
+        }
+        for live in added {
+            self.hub.send(live);
+        }
+        Ok(())
+    }
+}
+
+/// Joins the group on the notifying topics: the loop to spawn.
+pub async fn consumer(
+    events: &EventBus,
+    intake: Intake,
+    options: ConsumeOptions,
+) -> Result<impl std::future::Future<Output = ()> + Send + 'static, EventsError> {
+    consume_batches(events, GROUP, TOPICS, intake, BATCH, options).await
+}

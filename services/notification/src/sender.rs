@@ -1,0 +1,351 @@
+//! Sends queued webhook deliveries: claims due ones from the store, sends each signed
+//! (a fresh timestamp and signature per try, the same `webhook-id` and body), and
+//! records the try. Deliveries run concurrently, at most a few per endpoint, so a slow
+//! or dead endpoint holds only its own slots: the claim leaves out endpoints whose
+//! slots are full, and a try ends at its timeout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use serde_json::json;
+use somagent_common::CancellationToken;
+use somagent_common::clock::unix_now_ms;
+use somagent_common::infra::events::{Envelope, topics};
+use somagent_common::infra::outbox::Outbox;
+use somagent_common::metrics::Metrics;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::domain::retry::{self, RetrySchedule};
+use crate::domain::signature;
+use crate::webhooks::{Due, Health, Outcome, Webhooks};
+
+/// How the sender behaves (`[notification]` settings).
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub schedule: RetrySchedule,
+    /// Tries in flight at once, all endpoints together.
+    pub concurrency: usize,
+    /// Tries in flight at once to one endpoint.
+    pub per_endpoint: usize,
+    pub attempt_timeout: Duration,
+    /// An endpoint failing this long without a success is disabled.
+    pub disable_after: Duration,
+    /// How often due deliveries are looked for when nothing new was queued.
+    pub poll: Duration,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+#[derive(Clone)]
+struct SenderMetrics {
+    attempts: Family<OutcomeLabels, Counter>,
+    dead: Counter,
+    disabled: Counter,
+}
+
+impl SenderMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        let this = Self {
+            attempts: Family::default(),
+            dead: Counter::default(),
+            disabled: Counter::default(),
+        };
+        metrics.register(
+            "webhook_attempts",
+            "Webhook delivery tries, by outcome (delivered, failed)",
+            this.attempts.clone(),
+        );
+        metrics.register(
+            "webhook_dead",
+            "Webhook deliveries whose every try failed (the dead-letter list)",
+            this.dead.clone(),
+        );
+        metrics.register(
+            "webhook_endpoints_disabled",
+            "Webhook endpoints disabled for failing too long",
+            this.disabled.clone(),
+        );
+        this
+    }
+}
+
+pub struct Sender {
+    webhooks: Webhooks,
+    http: reqwest::Client,
+    config: SenderConfig,
+    /// Woken when deliveries are queued, so they go out at once.
+    wake: Arc<Notify>,
+    outbox: Outbox,
+    metrics: SenderMetrics,
+}
+
+/// The HTTP client deliveries are sent with: no redirects followed (a 3xx is a failed
+/// try), and, unless the operator allows private networks, names that resolve to a
+/// private address refused at connect time.
+pub fn http_client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("somagent-webhooks/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .pool_max_idle_per_host(4);
+    if !allow_private {
+        builder = builder.dns_resolver(Arc::new(somagent_common::egress::PublicOnly));
+    }
+    Ok(builder.build()?)
+}
+
+impl Sender {
+    pub fn new(
+        webhooks: Webhooks,
+        config: SenderConfig,
+        wake: Arc<Notify>,
+        outbox: Outbox,
+        metrics: &Metrics,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            http: http_client(webhooks.allows_private())?,
+            webhooks,
+            config,
+            wake,
+            outbox,
+            metrics: SenderMetrics::register(metrics),
+        })
+    }
+
+    /// Sends until `stopping`; tries in flight then finish (each within its timeout).
+    pub async fn run(self, stopping: CancellationToken) {
+        let this = Arc::new(self);
+        let mut flying: JoinSet<String> = JoinSet::new();
+        let mut per_endpoint: HashMap<String, usize> = HashMap::new();
+        let mut failing = false;
+        loop {
+            // Claim as much as there are slots for.
+            loop {
+                let free = this.config.concurrency.saturating_sub(flying.len());
+                if free == 0 {
+                    break;
+                }
+                let busy: Vec<String> = per_endpoint
+                    .iter()
+                    .filter(|(_, n)| **n >= this.config.per_endpoint)
+                    .map(|(e, _)| e.clone())
+                    .collect();
+                let lease = unix_now_ms()
+                    + i64::try_from(
+                        (this.config.attempt_timeout + Duration::from_secs(30)).as_millis(),
+                    )
+                    .unwrap_or(i64::MAX / 2);
+                let claimed = match this.webhooks.claim_due(free.min(64), lease, &busy).await {
+                    Ok(claimed) => {
+                        failing = false;
+                        claimed
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot read the webhook delivery queue");
+                        }
+                        failing = true;
+                        break;
+                    }
+                };
+                if claimed.is_empty() {
+                    break;
+                }
+                let mut later = Vec::new();
+                for due in claimed {
+                    let n = per_endpoint.entry(due.endpoint_id.clone()).or_default();
+                    if *n >= this.config.per_endpoint {
+                        later.push(due.id);
+                        continue;
+                    }
+                    *n += 1;
+                    let this = this.clone();
+                    flying.spawn(async move {
+                        let endpoint = due.endpoint_id.clone();
+                        this.try_once(due).await;
+                        endpoint
+                    });
+                }
+                if let Err(e) = this.webhooks.unclaim(&later).await {
+                    tracing::warn!(error = %e, "cannot give back webhook deliveries; they wait for their lease");
+                }
+            }
+            tokio::select! {
+                () = stopping.cancelled() => break,
+                Some(done) = flying.join_next(), if !flying.is_empty() => {
+                    if let Ok(endpoint) = done
+                        && let Some(n) = per_endpoint.get_mut(&endpoint)
+                    {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            per_endpoint.remove(&endpoint);
+                        }
+                    }
+                }
+                () = this.wake.notified() => {}
+                () = tokio::time::sleep(this.config.poll) => {}
+            }
+        }
+        while flying.join_next().await.is_some() {}
+    }
+
+    /// One try of `due`, recorded whatever happens.
+    async fn try_once(&self, due: Due) {
+        let outcome = self.send(&due).await;
+        let delivered = outcome.succeeded();
+        let next_at = if delivered {
+            None
+        } else {
+            self.config
+                .schedule
+                .after(due.attempts + 1, retry::spread())
+                .map(|wait| unix_now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2))
+        };
+        let disable_after =
+            i64::try_from(self.config.disable_after.as_millis()).unwrap_or(i64::MAX / 2);
+        self.metrics
+            .attempts
+            .get_or_create(&OutcomeLabels {
+                outcome: if delivered { "delivered" } else { "failed" },
+            })
+            .inc();
+        if !delivered && next_at.is_none() {
+            self.metrics.dead.inc();
+            tracing::warn!(delivery = %due.id, endpoint = %due.endpoint_id, tenant = %due.tenant,
+                tries = due.attempts + 1, "a webhook delivery failed its last try: dead-lettered");
+        }
+        match self
+            .webhooks
+            .record(&due, &outcome, next_at, disable_after)
+            .await
+        {
+            Ok(Health::Fine) => {}
+            Ok(Health::Disabled) => {
+                self.metrics.disabled.inc();
+                self.announce_disabled(&due, &outcome).await;
+            }
+            // The lease runs out and the delivery is tried again: at least once.
+            Err(e) => {
+                tracing::warn!(delivery = %due.id, error = %e, "cannot record a webhook try")
+            }
+        }
+    }
+
+    async fn send(&self, due: &Due) -> Outcome {
+        let timestamp = unix_now_ms() / 1000;
+        let signed = match signature::sign(
+            &due.secret,
+            &due.message_id,
+            timestamp,
+            due.payload.as_bytes(),
+        ) {
+            Ok(signed) => signed,
+            Err(e) => {
+                return Outcome {
+                    status_code: 0,
+                    latency_ms: 0,
+                    error: e,
+                };
+            }
+        };
+        let started = Instant::now();
+        let request = self
+            .http
+            .post(&due.url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &due.message_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signed)
+            .body(due.payload.clone())
+            .send();
+        let answer = tokio::time::timeout(self.config.attempt_timeout, request).await;
+        let latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match answer {
+            Ok(Ok(response)) => {
+                let status = response.status();
+                Outcome {
+                    status_code: u32::from(status.as_u16()),
+                    latency_ms,
+                    error: if status.is_success() {
+                        String::new()
+                    } else {
+                        format!("the endpoint answered {status}")
+                    },
+                }
+            }
+            Ok(Err(e)) => Outcome {
+                status_code: 0,
+                latency_ms,
+                error: describe(&e),
+            },
+            Err(_) => Outcome {
+                status_code: 0,
+                latency_ms,
+                error: format!(
+                    "no answer within {} s",
+                    self.config.attempt_timeout.as_secs_f64()
+                ),
+            },
+        }
+    }
+
+    /// Tells the tenant's administrators that an endpoint was disabled.
+    async fn announce_disabled(&self, due: &Due, outcome: &Outcome) {
+        tracing::warn!(endpoint = %due.endpoint_id, tenant = %due.tenant,
+            "a webhook endpoint failed too long and was disabled");
+        let event = Envelope::new(
+            "webhook.disabled",
+            "notification",
+            due.tenant.clone(),
+            json!({
+                "audience": "tenant_admins",
+                "severity": "warning",
+                "title": "A webhook endpoint was disabled",
+                "body": format!(
+                    "Deliveries to {} failed for {} hours without a success (the last: {}). \
+                     Fix the endpoint, enable it again, and retry its dead deliveries.",
+                    due.url,
+                    self.config.disable_after.as_secs() / 3600,
+                    outcome.error
+                ),
+                "webhook_id": due.endpoint_id,
+                "url": due.url,
+            }),
+        );
+        if let Err(e) = self
+            .outbox
+            .publish(topics::NOTIFICATIONS, due.tenant.as_str(), &event)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot announce a disabled webhook endpoint");
+        }
+    }
+}
+
+/// A transport failure in words, without the request (its URL is the tenant's own;
+/// nothing secret is in a reqwest error, but the chain is what helps).
+fn describe(e: &reqwest::Error) -> String {
+    let what = if e.is_connect() {
+        "cannot connect"
+    } else if e.is_timeout() {
+        "timed out"
+    } else {
+        "the request failed"
+    };
+    let mut text = what.to_owned();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text.chars().take(500).collect()
+}
