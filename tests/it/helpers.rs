@@ -320,6 +320,12 @@ impl Backends {
                         format!("{qdrant}?prefix={name}_"),
                     ));
                 }
+                // The analytics warehouse on ClickHouse, a database of its own.
+                if let Ok(clickhouse) = std::env::var("SOMAGENT_TEST_ANALYTICS_URL") {
+                    let mut url = url_of(&clickhouse);
+                    url.set_path(&format!("/{name}"));
+                    env.push(("SOMAGENT_ANALYTICS_URL".into(), url.to_string()));
+                }
                 // Turns on Temporal, a task queue of its own.
                 if let Ok(temporal) = std::env::var("SOMAGENT_TEST_WORKFLOWS_URL") {
                     env.push((

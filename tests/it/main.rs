@@ -1,6 +1,7 @@
 //! One test binary for all end-to-end journeys.
 
 mod account_security;
+mod analytics;
 mod api_keys;
 mod async_inference;
 mod auth;

@@ -102,6 +102,8 @@ async fn the_openapi_document_covers_every_public_route() {
         ("put", "/v1/billing/budgets"),
         ("get", "/v1/billing/invoices"),
         ("get", "/v1/billing/invoices/{id}"),
+        ("get", "/v1/analytics/{report}"),
+        ("get", "/v1/analytics/export"),
         ("get", "/v1/notifications"),
         ("post", "/v1/notifications"),
         ("post", "/v1/notifications/{id}/read"),

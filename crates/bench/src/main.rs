@@ -1,10 +1,12 @@
 //! `somagent-bench`: measures the platform's building blocks and prints numbers.
 
+mod analytics;
 mod auth;
 mod billing;
 mod chat;
 mod events;
 mod memory;
+mod notify;
 mod output_guard;
 mod policy;
 mod replicas;
@@ -25,6 +27,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The analytics warehouse: events/s stored (embedded, and ClickHouse when
+    /// SOMAGENT_TEST_ANALYTICS_URL is set), then a month's usage report over them.
+    Analytics {
+        /// Usage events stored before the queries.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: usize,
+        /// Usage reports asked, each for one of the ten tenants.
+        #[arg(long, default_value_t = 50)]
+        queries: usize,
+    },
+    /// Webhook fan-out: notifications to ten endpoints, one of them dead.
+    Notify {
+        /// Notifications, each delivered to every endpoint.
+        #[arg(long, default_value_t = 2_000)]
+        notifications: usize,
+    },
     /// The usage ledger's intake from the bus: events/s on the local log with SQLite,
     /// and on Kafka with PostgreSQL when SOMAGENT_TEST_EVENTS_URL and
     /// SOMAGENT_TEST_DATABASE_URL are set; then budget reservations' latency (in
@@ -175,6 +193,8 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Analytics { events, queries } => analytics::run(events, queries).await,
+        Command::Notify { notifications } => notify::run(notifications).await,
         Command::Billing {
             events,
             reservations,

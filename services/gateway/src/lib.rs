@@ -32,6 +32,7 @@ use anyhow::Context;
 use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{TrustedIssuer, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
+use somagent_common::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
@@ -43,8 +44,8 @@ use somagent_common::proto::settings::v1::settings_service_client::SettingsServi
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
 use somagent_common::service::{
-    BILLING, CONSTITUTION, IDENTITY, MEMORY, NOTIFICATION, ORCHESTRATOR, POLICY, SETTINGS, SLM,
-    TOOL,
+    ANALYTICS, BILLING, CONSTITUTION, IDENTITY, MEMORY, NOTIFICATION, ORCHESTRATOR, POLICY,
+    SETTINGS, SLM, TOOL,
 };
 
 pub use somagent_common::service::GATEWAY as SPEC;
@@ -66,6 +67,7 @@ pub struct Gateway {
     pub billing: BillingServiceClient<tonic::transport::Channel>,
     pub settings: SettingsServiceClient<tonic::transport::Channel>,
     pub notification: NotificationServiceClient<tonic::transport::Channel>,
+    pub analytics: AnalyticsServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -127,6 +129,8 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let settings_channel = config.channel(&SETTINGS, unary)?;
     // A notification stream lasts as long as its watcher.
     let notification_channel = config.channel(&NOTIFICATION, None)?;
+    // An export streams as long as its download.
+    let analytics_channel = config.channel(&ANALYTICS, None)?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
@@ -138,6 +142,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         (BILLING.name, billing_channel.clone()),
         (SETTINGS.name, settings_channel.clone()),
         (NOTIFICATION.name, notification_channel.clone()),
+        (ANALYTICS.name, analytics_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -158,6 +163,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         billing: BillingServiceClient::new(billing_channel),
         settings: SettingsServiceClient::new(settings_channel),
         notification: NotificationServiceClient::new(notification_channel),
+        analytics: AnalyticsServiceClient::new(analytics_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

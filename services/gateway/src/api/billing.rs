@@ -125,7 +125,7 @@ fn instant(field: &str, value: &str) -> Result<i64, ApiError> {
 }
 
 /// The period asked for: `from` (start of this month by default) to `to` (now).
-fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
+pub(super) fn period(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), ApiError> {
     let now = unix_now_ms();
     let to = match to {
         Some(t) => instant("to", t)?,

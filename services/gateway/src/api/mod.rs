@@ -1,6 +1,7 @@
 //! The gateway's public HTTP routes. Each is registered with its OpenAPI description
 //! (`routes!`), so the served document covers exactly the routes that exist.
 
+mod analytics;
 mod api_keys;
 mod approvals;
 mod auth;
@@ -68,6 +69,8 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(billing::budgets, billing::put_budgets))
         .routes(routes!(billing::invoices))
         .routes(routes!(billing::invoice))
+        .routes(routes!(analytics::export))
+        .routes(routes!(analytics::report))
         .routes(routes!(settings::get_settings, settings::patch_settings))
         .routes(routes!(settings::versions))
         .routes(routes!(settings::version))
