@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backends, Rooted, login, other_tenant_admin, with_scripted_llm};
+use crate::helpers::{Backends, Rooted, other_tenant_admin, viewer_of, with_scripted_llm};
 use crate::lifecycle::call;
 use crate::sessions::create_session;
 
@@ -255,17 +255,7 @@ async fn journey(backends: Backends) {
     }
 
     // A viewer reads reports but exports nothing; another tenant sees none of it.
-    let (status, _) = call(&client, Method::POST, &g("/v1/users"), &root,
-        Some(json!({"username": "reader", "password": "a long user passphrase", "roles": ["viewer"]}))).await;
-    assert_eq!(status, 201);
-    let viewer = login(
-        &client,
-        &gateway,
-        "default",
-        "reader",
-        "a long user passphrase",
-    )
-    .await;
+    let (viewer, _) = viewer_of(&client, &gateway, &root).await;
     assert_eq!(
         call(
             &client,

@@ -11,7 +11,7 @@ use somagent_common::config::EventsUrl;
 use somagent_common::infra::events::{Envelope, EventBus, topics};
 use somagent_common::tenant::TenantId;
 
-use crate::helpers::{Backends, Rooted, login, published, with_scripted_llm};
+use crate::helpers::{Backends, Rooted, published, viewer_of, with_scripted_llm};
 use crate::lifecycle::{call, me_of};
 
 /// A token identity issues to the orchestrator for slm, acting for the holder of
@@ -68,27 +68,7 @@ async fn bus_requests_need_a_token_of_their_tenant_that_may_use_models() {
     let service = service_token_for_slm(&platform.addresses["identity"], data.path(), &root).await;
     let tenant = TenantId::parse(me["tenant"].as_str().unwrap().to_owned()).unwrap();
     let subject = me["subject"].as_str().unwrap().to_owned();
-    let (status, _) = call(
-        &client,
-        Method::POST,
-        &format!("{gateway}/v1/users"),
-        &root,
-        Some(json!({"username": "reader", "password": "a long user passphrase", "roles": ["viewer"]})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let viewer = login(
-        &client,
-        &gateway,
-        "default",
-        "reader",
-        "a long user passphrase",
-    )
-    .await;
-    let viewer_subject = me_of(&client, &gateway, &viewer).await["subject"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (viewer, viewer_subject) = viewer_of(&client, &gateway, &root).await;
     let elsewhere = TenantId::parse("elsewhere".to_owned()).unwrap();
     // A term the tenant's output policy forbids; the model will write it in pieces.
     let (status, rule) = call(

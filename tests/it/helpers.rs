@@ -446,6 +446,32 @@ pub async fn platform_profile(client: &reqwest::Client, gateway: &str, root: &st
 /// Creates the tenant `globex` with its admin `hank` through `gateway` (as the platform
 /// admin `root`) and returns hank's token: someone of another tenant, to show what they
 /// cannot see.
+/// A viewer of the root's tenant, `reader`, logged in: their token and their id.
+pub async fn viewer_of(client: &reqwest::Client, gateway: &str, root: &str) -> (String, String) {
+    let (status, user) = crate::lifecycle::call(
+        client,
+        reqwest::Method::POST,
+        &format!("{gateway}/v1/users"),
+        root,
+        Some(serde_json::json!({"username": "reader", "password": "a long user passphrase", "roles": ["viewer"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{user}");
+    let token = login(
+        client,
+        gateway,
+        "default",
+        "reader",
+        "a long user passphrase",
+    )
+    .await;
+    let id = crate::lifecycle::me_of(client, gateway, &token).await["subject"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (token, id)
+}
+
 pub async fn other_tenant_admin(client: &reqwest::Client, gateway: &str, root: &str) -> String {
     const PASSWORD: &str = "another tenant's admin passphrase";
     let response = client

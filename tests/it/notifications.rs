@@ -18,8 +18,8 @@ use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::helpers::{Backends, Rooted, login, other_tenant_admin, with_scripted_llm};
-use crate::lifecycle::{call, me_of};
+use crate::helpers::{Backends, Rooted, other_tenant_admin, viewer_of, with_scripted_llm};
+use crate::lifecycle::call;
 use crate::sessions::create_session;
 
 /// One request a webhook endpoint received.
@@ -101,6 +101,62 @@ async fn receive(State(endpoint): State<Endpoint>, headers: HeaderMap, body: Str
         answered: answer.as_u16(),
     });
     answer
+}
+
+/// A stand-in for Slack's Web API: `chat.postMessage` answered `ok`, every request
+/// kept with its bearer token.
+#[derive(Clone, Default)]
+struct SlackApi {
+    posted: Arc<Mutex<Vec<(String, Value)>>>,
+}
+
+impl SlackApi {
+    async fn start() -> (Self, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let this = Self::default();
+        let base = format!("http://{}/api", listener.local_addr().unwrap());
+        let state = this.clone();
+        let app = axum::Router::new()
+            .route(
+                "/api/chat.postMessage",
+                axum::routing::post(
+                    |State(api): State<SlackApi>, headers: HeaderMap, body: String| async move {
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+                        api.posted.lock().unwrap().push((auth, body));
+                        axum::Json(
+                            json!({"ok": true, "channel": "C0NOTIFY", "ts": "1700000000.000100"}),
+                        )
+                    },
+                ),
+            )
+            .with_state(state);
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        (this, base)
+    }
+
+    async fn posted_with(&self, needle: &str) -> (String, Value) {
+        for _ in 0..300 {
+            if let Some(p) = self
+                .posted
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(_, b)| b["text"].as_str().is_some_and(|t| t.contains(needle)))
+            {
+                return p.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "nothing posted to Slack with `{needle}`: {:?}",
+            self.posted.lock().unwrap()
+        );
+    }
 }
 
 /// Verifies a request as the Standard Webhooks specification tells receivers to:
@@ -212,6 +268,7 @@ async fn journey(backends: Backends) {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
     let mail = smtp();
+    let (slack, slack_base) = SlackApi::start().await;
 
     let (
         _llm,
@@ -225,6 +282,7 @@ async fn journey(backends: Backends) {
     ) = with_scripted_llm(backends, &{
         let mut env = vec![
             ("SOMAGENT_NOTIFICATION__ALLOW_PRIVATE_NETWORKS", "true"),
+            ("SOMAGENT_TOOL__ALLOW_PRIVATE_NETWORKS", "true"),
             ("SOMAGENT_NOTIFICATION__RETRY_SCHEDULE_SECS", "1,1,1"),
             ("SOMAGENT_SLM__LLM_PRICE_PROMPT", "1000"),
         ];
@@ -237,12 +295,23 @@ async fn journey(backends: Backends) {
     let g = |path: &str| format!("{gateway}{path}");
     // Mail for the root goes to an address of this run's own.
     let root_address = format!("root-{}@example.com", uuid::Uuid::new_v4().simple());
+    // And to Slack through the tenant's Slack tool, in a channel of the root's choosing.
+    let (status, set) = call(
+        &client,
+        Method::PUT,
+        &g("/v1/tools/slack/credentials"),
+        &root,
+        Some(json!({"credential": "xoxb-test-token", "base_url": slack_base})),
+    )
+    .await;
+    assert_eq!(status, 200, "{set}");
     let (status, prefs) = call(
         &client,
         Method::PATCH,
         &g("/v1/me/preferences"),
         &root,
-        Some(json!({"notifications": {"channels": ["in_app", "email"], "email": root_address}})),
+        Some(json!({"notifications": {"channels": ["in_app", "email", "slack"], "email": root_address,
+            "slack_channel": "C0NOTIFY"}})),
     )
     .await;
     assert_eq!(status, 200, "{prefs}");
@@ -399,6 +468,15 @@ async fn journey(backends: Backends) {
         .await;
     assert!(verifies(&secret, &threshold_hook));
 
+    // On Slack, with the tenant's token, in the root's channel.
+    let (auth, posted) = slack.posted_with("Your agent answered").await;
+    assert_eq!(auth, "Bearer xoxb-test-token");
+    assert_eq!(posted["channel"], "C0NOTIFY", "{posted}");
+    assert!(
+        posted["text"].as_str().unwrap().contains(&session),
+        "{posted}"
+    );
+
     // By email, both: the user's own and, as an admin, the budget's.
     if let Some((_, maildir)) = &mail {
         let turn_mail = mail_arrives(
@@ -503,27 +581,7 @@ async fn journey(backends: Backends) {
 
     // An administrator's message to one user reaches their SSE stream; a viewer may
     // read their own inbox but neither send nor see webhooks.
-    let (status, _) = call(
-        &client,
-        Method::POST,
-        &g("/v1/users"),
-        &root,
-        Some(json!({"username": "reader", "password": "a long user passphrase", "roles": ["viewer"]})),
-    )
-    .await;
-    assert_eq!(status, 201);
-    let viewer = login(
-        &client,
-        &gateway,
-        "default",
-        "reader",
-        "a long user passphrase",
-    )
-    .await;
-    let viewer_id = me_of(&client, &gateway, &viewer).await["subject"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (viewer, viewer_id) = viewer_of(&client, &gateway, &root).await;
     // The viewer wants email, but it is their quiet hours (the hour around now, UTC).
     let viewer_address = format!("reader-{}@example.com", uuid::Uuid::new_v4().simple());
     let hour = time::OffsetDateTime::now_utc().hour();

@@ -1,7 +1,8 @@
-//! The email queue in the service's database: a row per notification and address,
-//! queued in the same transaction as the notification, held until the recipient's
-//! quiet hours end, leased by the mailer that sends it, tried on the retry schedule
-//! and marked `dead` after the last try.
+//! The outgoing queue in the service's database, for the channels that reach a person
+//! (`email`, `slack`): a row per notification and address (an email address, a Slack
+//! channel), queued in the same transaction as the notification, held until the
+//! recipient's quiet hours end, leased by the courier that sends it, tried on the
+//! retry schedule and marked `dead` after the last try.
 
 use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::db::{self, Db, DbError, DbKind, Migration};
@@ -10,13 +11,21 @@ use sqlx::{Any, Row, Transaction};
 
 use crate::domain::notice::Notice;
 
-pub const MIGRATION: Migration =
-    Migration::portable(2, "emails", include_str!("../migrations/0002_emails.sql"));
+pub const MIGRATIONS: [Migration; 2] = [
+    Migration::portable(2, "emails", include_str!("../migrations/0002_emails.sql")),
+    Migration::portable(
+        3,
+        "channels",
+        include_str!("../migrations/0003_channels.sql"),
+    ),
+];
 
-/// An email claimed for sending.
+/// A message claimed for sending.
 pub struct DueEmail {
     pub id: String,
     pub tenant: TenantId,
+    /// Whom it tells (Slack posts act for them).
+    pub user_id: String,
     pub address: String,
     pub subject: String,
     pub body: String,
@@ -41,6 +50,16 @@ pub fn compose(notice: &Notice) -> (String, String) {
     (subject, body)
 }
 
+/// Where a notice goes on a person's channel, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// `email` or `slack`.
+    pub channel: &'static str,
+    pub address: String,
+    pub user_id: String,
+    pub not_before_ms: i64,
+}
+
 #[derive(Clone)]
 pub struct Emails {
     db: Db,
@@ -51,38 +70,42 @@ impl Emails {
         Self { db }
     }
 
-    /// Queues `notice` for `address` in `tx`, not to be sent before `not_before_ms`;
-    /// false when it was already queued (the event came again).
+    /// Queues `notice` on `channel` for `address` (telling `user`) in `tx`, not to be
+    /// sent before `not_before_ms`; false when it was already queued (the event came
+    /// again).
     pub async fn enqueue(
         tx: &mut Transaction<'static, Any>,
         tenant: &TenantId,
         notice: &Notice,
-        address: &str,
-        not_before_ms: i64,
+        to: &Recipient,
     ) -> Result<bool, DbError> {
         let (subject, body) = compose(notice);
         let done = sqlx::query(
             "INSERT INTO email_deliveries (id, tenant_id, notification_id, address, subject, body, \
-             status, attempts, next_attempt_at_ms, leased_until_ms, last_error, created_at_ms, sent_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, '', $8, 0) \
+             status, attempts, next_attempt_at_ms, leased_until_ms, last_error, created_at_ms, sent_at_ms, \
+             channel, user_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', 0, $7, 0, '', $8, 0, $9, $10) \
              ON CONFLICT (notification_id, address) DO NOTHING",
         )
         .bind(uuid::Uuid::now_v7().to_string())
         .bind(tenant.as_str())
         .bind(notice.id.to_string())
-        .bind(address)
+        .bind(&to.address)
         .bind(&subject)
         .bind(&body)
-        .bind(not_before_ms)
+        .bind(to.not_before_ms)
         .bind(unix_now_ms())
+        .bind(to.channel)
+        .bind(&to.user_id)
         .execute(&mut **tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Leases up to `limit` due emails until `lease_until_ms`.
+    /// Leases up to `limit` due messages of `channel` until `lease_until_ms`.
     pub async fn claim_due(
         &self,
+        channel: &str,
         limit: usize,
         lease_until_ms: i64,
     ) -> Result<Vec<DueEmail>, DbError> {
@@ -95,14 +118,15 @@ impl Emails {
         let sql = format!(
             "UPDATE email_deliveries SET leased_until_ms = $1 WHERE id IN (\
              SELECT id FROM email_deliveries WHERE status = 'pending' AND next_attempt_at_ms <= $2 \
-             AND leased_until_ms <= $2 ORDER BY next_attempt_at_ms LIMIT $3{lock}) \
+             AND leased_until_ms <= $2 AND channel = $4 ORDER BY next_attempt_at_ms LIMIT $3{lock}) \
              AND leased_until_ms <= $2 \
-             RETURNING id, tenant_id, address, subject, body, attempts"
+             RETURNING id, tenant_id, address, subject, body, attempts, user_id"
         );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(lease_until_ms)
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(channel)
             .fetch_all(self.db.pool())
             .await?;
         rows.iter()
@@ -114,6 +138,7 @@ impl Emails {
                     subject: row.try_get(3)?,
                     body: row.try_get(4)?,
                     attempts: db::get_u32(row, 5)?,
+                    user_id: row.try_get(6)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()

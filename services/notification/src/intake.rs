@@ -4,9 +4,9 @@
 //! into their inboxes) and the webhook deliveries they queue commit together, and only
 //! then is the batch acknowledged; an event that comes again finds its rows and adds
 //! nothing. Then the new notifications go to their watchers, and the senders are woken.
-//! With SMTP configured, a notification is also emailed to each recipient who asked for
-//! email at its severity (a user, or each of the tenant's administrators), held until
-//! their quiet hours end unless it is critical.
+//! A notification also goes to each recipient's own channels (email when SMTP is
+//! configured, Slack) where they asked for it at its severity (a user, or each of the
+//! tenant's administrators), held until their quiet hours end unless it is critical.
 
 use std::sync::Arc;
 
@@ -26,7 +26,7 @@ use tokio::sync::Notify;
 use crate::admins::TenantAdmins;
 use crate::domain::notice::{self, Audience, Notice, Severity};
 use crate::domain::{preferences, quiet_hours};
-use crate::emails::Emails;
+use crate::emails::{Emails, Recipient};
 use crate::inbox::Inbox;
 use crate::live::{Live, NotificationHub};
 use crate::webhooks::Webhooks;
@@ -47,14 +47,14 @@ pub struct Intake {
     pub hub: Arc<NotificationHub>,
     /// Wakes the webhook sender.
     pub wake: Arc<Notify>,
-    /// Present when SMTP is configured.
-    pub email: Option<EmailRouting>,
+    pub outgoing: Outgoing,
 }
 
-/// Who to email: the tenant's administrators, and the mailer to wake.
-pub struct EmailRouting {
+/// The channels that reach people outside the platform: who administers each tenant,
+/// and the couriers to wake, by channel (email only when SMTP is configured).
+pub struct Outgoing {
     pub admins: Arc<TenantAdmins>,
-    pub wake: Arc<Notify>,
+    pub couriers: Vec<(&'static str, Arc<Notify>)>,
 }
 
 impl Intake {
@@ -87,19 +87,19 @@ impl Intake {
             .is_none_or(|prefs| preferences::inbox_allows(&prefs, notice.severity)))
     }
 
-    /// The addresses to email `notice` to, each with when it may be sent.
-    async fn to_email(
+    /// Where `notice` goes on the people's own channels, each with when it may go.
+    async fn to_people(
         &self,
         tenant: &TenantId,
         notice: &Notice,
         now_ms: i64,
-    ) -> Result<Vec<(String, i64)>, HandleError> {
-        let Some(email) = &self.email else {
+    ) -> Result<Vec<Recipient>, HandleError> {
+        if self.outgoing.couriers.is_empty() {
             return Ok(Vec::new());
-        };
+        }
         let users: Vec<String> = match &notice.audience {
             Audience::User(user) => vec![user.clone()],
-            Audience::TenantAdmins => match email.admins.of(tenant).await {
+            Audience::TenantAdmins => match self.outgoing.admins.of(tenant).await {
                 Ok(ids) => ids.to_vec(),
                 Err(status)
                     if matches!(
@@ -114,19 +114,16 @@ impl Intake {
                 }
                 Err(status) => {
                     tracing::warn!(tenant = %tenant, error = %status.message(),
-                        "cannot ask who administers a tenant; no emails for its admins");
+                        "cannot ask who administers a tenant; nothing sent to its admins");
                     Vec::new()
                 }
             },
         };
         let now =
             jiff::Timestamp::from_millisecond(now_ms).unwrap_or_else(|_| jiff::Timestamp::now());
-        let mut out: Vec<(String, i64)> = Vec::new();
+        let mut out: Vec<Recipient> = Vec::new();
         for user in users {
             let Some(prefs) = self.preferences_of(tenant, &user).await? else {
-                continue;
-            };
-            let Some(address) = preferences::email_to(&prefs, notice.severity) else {
                 continue;
             };
             // A critical notification does not wait for the morning.
@@ -136,8 +133,22 @@ impl Intake {
                 quiet_hours::quiet_until(preferences::quiet_hours(&prefs), now)
                     .map_or(now_ms, |end| end.as_millisecond())
             };
-            if !out.iter().any(|(a, _)| *a == address) {
-                out.push((address, not_before));
+            for (channel, _) in &self.outgoing.couriers {
+                let Some(address) = preferences::address_on(&prefs, channel, notice.severity)
+                else {
+                    continue;
+                };
+                if !out
+                    .iter()
+                    .any(|r| r.channel == *channel && r.address == address)
+                {
+                    out.push(Recipient {
+                        channel,
+                        address,
+                        user_id: user.clone(),
+                        not_before_ms: not_before,
+                    });
+                }
             }
         }
         Ok(out)
@@ -151,7 +162,7 @@ impl BatchHandler for Intake {
         for d in deliveries {
             if let Some(n) = notice::from_event(&d.topic, &d.event) {
                 let inbox = self.to_inbox(&d.event.tenant, &n).await?;
-                let emails = self.to_email(&d.event.tenant, &n, now).await?;
+                let emails = self.to_people(&d.event.tenant, &n, now).await?;
                 notices.push((d, n, inbox, emails));
             }
         }
@@ -163,7 +174,7 @@ impl BatchHandler for Intake {
         let mut tx = self.db.begin().await.map_err(transient)?;
         let mut added = Vec::new();
         let mut queued = 0;
-        let mut mailed = false;
+        let mut sent_on: Vec<&'static str> = Vec::new();
         for (d, n, inbox, emails) in &notices {
             let tenant = &d.event.tenant;
             if *inbox
@@ -176,10 +187,14 @@ impl BatchHandler for Intake {
             queued += Webhooks::enqueue(&mut tx, tenant, n, now)
                 .await
                 .map_err(transient)?;
-            for (address, not_before) in emails {
-                mailed |= Emails::enqueue(&mut tx, tenant, n, address, *not_before)
+            for to in emails {
+                if Emails::enqueue(&mut tx, tenant, n, to)
                     .await
-                    .map_err(transient)?;
+                    .map_err(transient)?
+                    && !sent_on.contains(&to.channel)
+                {
+                    sent_on.push(to.channel);
+                }
             }
         }
         tx.commit()
@@ -188,8 +203,10 @@ impl BatchHandler for Intake {
         if queued > 0 {
             self.wake.notify_one();
         }
-        if mailed && let Some(email) = &self.email {
-            email.wake.notify_one();
+        for (channel, wake) in &self.outgoing.couriers {
+            if sent_on.contains(channel) {
+                wake.notify_one();
+            }
         }
         for live in added {
             self.hub.send(live);

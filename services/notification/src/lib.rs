@@ -7,7 +7,8 @@
 //! - `webhooks`: the tenants' endpoints (secrets sealed) and the delivery queue and log.
 //! - `intake`: the notifying topics into inboxes and deliveries, in batches, once each.
 //! - `sender`: signed webhook deliveries with retries, dead letters and disabling.
-//! - `emails`, `mailer`: the email queue, and its sending over SMTP.
+//! - `emails`, `courier`, `slack`: the outgoing queue (email, Slack) and its sending
+//!   over SMTP and through the tenant's Slack tool.
 //! - `admins`: who administers a tenant, as identity says.
 //! - `live`: new notifications to their watchers in every replica.
 //! - `api/grpc`: the `somagent.notification.v1` service the gateway calls.
@@ -15,13 +16,14 @@
 pub mod admins;
 mod api;
 pub mod config;
+pub mod courier;
 pub mod domain;
 pub mod emails;
 pub mod inbox;
 pub mod intake;
 pub mod live;
-pub mod mailer;
 pub mod sender;
+pub mod slack;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -37,14 +39,19 @@ use somagent_common::infra::outbox::Outbox;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::notification::v1::notification_service_server::NotificationServiceServer;
 use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
-use somagent_common::service::{IDENTITY, SETTINGS};
+use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
+use somagent_common::service::{IDENTITY, SETTINGS, TOOL};
 use somagent_common::settings_cache::SettingsCache;
 use tokio::sync::Notify;
 
 pub use somagent_common::service::NOTIFICATION as SPEC;
 
 /// This service's own schema migrations, applied after the common ones.
-pub const MIGRATIONS: &[Migration] = &[inbox::MIGRATION, emails::MIGRATION];
+pub const MIGRATIONS: &[Migration] = &[
+    inbox::MIGRATION,
+    emails::MIGRATIONS[0],
+    emails::MIGRATIONS[1],
+];
 
 /// Re-seals the webhook secrets `scope` asks for under the current master key of
 /// `sealer`, for `somagent keys rotate`; how many.
@@ -88,9 +95,10 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let webhooks = webhooks::Webhooks::new(db.clone(), sealer, settings.allow_private_networks);
     let hub = live::NotificationHub::over(&cache, &builder);
     let wake = Arc::new(Notify::new());
+    let tokens = Arc::new(ServiceTokens::connect(&config, &SPEC)?);
     let preferences = SettingsCache::new(
         SettingsServiceClient::new(config.channel(&SETTINGS, Some(Duration::from_secs(10)))?),
-        Arc::new(ServiceTokens::connect(&config, &SPEC)?),
+        tokens.clone(),
     );
     let options = ConsumeOptions::new(builder.stopping()).metrics(builder.consumer_metrics());
     builder.spawn(
@@ -98,45 +106,54 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             .follow(&events, "notification-settings", options.clone())
             .await?,
     );
-    let email = match somagent_common::config::secret_from_env("SMTP_URL")? {
-        Some(url) => {
-            let from = std::env::var("SOMAGENT_SMTP_FROM")
-                .ok()
-                .filter(|f| !f.is_empty())
-                .unwrap_or_else(|| "SomaAgent <notifications@somagent.invalid>".into());
-            let mail_wake = Arc::new(Notify::new());
-            let mailer = mailer::Mailer::new(
-                emails::Emails::new(db.clone()),
-                &url,
-                &from,
-                sender_config.schedule.clone(),
-                mail_wake.clone(),
-                builder.metrics(),
-            )?;
-            tracing::info!(server = %somagent_common::config::redact(&url), "emails go out over SMTP");
-            builder.spawn(mailer.run(builder.stopping()));
-            let admins = admins::TenantAdmins::new(
-                IdentityServiceClient::new(
-                    config.channel(&IDENTITY, Some(Duration::from_secs(10)))?,
-                ),
-                ServiceCredential::load(&config.data_dir, &SPEC)?,
-            );
-            Some(intake::EmailRouting {
-                admins: Arc::new(admins),
-                wake: mail_wake,
-            })
-        }
-        None => {
-            tracing::info!("no SOMAGENT_SMTP_URL: notifications are not emailed");
-            None
-        }
+    let queue = emails::Emails::new(db.clone());
+    let courier_metrics = courier::CourierMetrics::register(builder.metrics());
+    let mut couriers = Vec::new();
+    if let Some(url) = somagent_common::config::secret_from_env("SMTP_URL")? {
+        let from = std::env::var("SOMAGENT_SMTP_FROM")
+            .ok()
+            .filter(|f| !f.is_empty())
+            .unwrap_or_else(|| "SomaAgent <notifications@somagent.invalid>".into());
+        let wake = Arc::new(Notify::new());
+        let mailer = courier::Courier {
+            queue: queue.clone(),
+            carrier: courier::Smtp::new(&url, &from)?,
+            schedule: sender_config.schedule.clone(),
+            wake: wake.clone(),
+            metrics: courier_metrics.clone(),
+        };
+        tracing::info!(server = %somagent_common::config::redact(&url), "emails go out over SMTP");
+        builder.spawn(mailer.run(builder.stopping()));
+        couriers.push(("email", wake));
+    } else {
+        tracing::info!("no SOMAGENT_SMTP_URL: notifications are not emailed");
+    }
+    let slack_wake = Arc::new(Notify::new());
+    let slack = courier::Courier {
+        queue,
+        carrier: slack::Slack {
+            tool: ToolServiceClient::new(config.channel(&TOOL, Some(Duration::from_secs(60)))?),
+            tokens: tokens.clone(),
+        },
+        schedule: sender_config.schedule.clone(),
+        wake: slack_wake.clone(),
+        metrics: courier_metrics,
+    };
+    builder.spawn(slack.run(builder.stopping()));
+    couriers.push(("slack", slack_wake));
+    let outgoing = intake::Outgoing {
+        admins: Arc::new(admins::TenantAdmins::new(
+            IdentityServiceClient::new(config.channel(&IDENTITY, Some(Duration::from_secs(10)))?),
+            ServiceCredential::load(&config.data_dir, &SPEC)?,
+        )),
+        couriers,
     };
     let intake = intake::Intake {
         db: db.clone(),
         preferences,
         hub: hub.clone(),
         wake: wake.clone(),
-        email,
+        outgoing,
     };
     builder.spawn(intake::consumer(&events, intake, options).await?);
     let sender = sender::Sender::new(

@@ -17,7 +17,7 @@ use somagent_common::clock::unix_now_ms;
 use somagent_common::infra::events::{Envelope, topics};
 use somagent_common::infra::outbox::Outbox;
 use somagent_common::metrics::Metrics;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::domain::retry::{self, RetrySchedule};
@@ -77,8 +77,19 @@ impl SenderMetrics {
     }
 }
 
+/// A try to record, and where to say how it went.
+struct Record {
+    due: Due,
+    outcome: Outcome,
+    next_at: Option<i64>,
+    done: oneshot::Sender<Result<(Due, Outcome, Health), String>>,
+}
+
 pub struct Sender {
     webhooks: Webhooks,
+    /// Tries to record: one task commits all that are waiting at once.
+    records: mpsc::Sender<Record>,
+    waiting: std::sync::Mutex<Option<mpsc::Receiver<Record>>>,
     http: reqwest::Client,
     config: SenderConfig,
     /// Woken when deliveries are queued, so they go out at once.
@@ -110,8 +121,11 @@ impl Sender {
         outbox: Outbox,
         metrics: &Metrics,
     ) -> anyhow::Result<Self> {
+        let (records, waiting) = mpsc::channel(1024);
         Ok(Self {
             http: http_client(webhooks.allows_private())?,
+            records,
+            waiting: std::sync::Mutex::new(Some(waiting)),
             webhooks,
             config,
             wake,
@@ -122,6 +136,16 @@ impl Sender {
 
     /// Sends until `stopping`; tries in flight then finish (each within its timeout).
     pub async fn run(self, stopping: CancellationToken) {
+        let waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let recorder = waiting.map(|w| {
+            let disable_after =
+                i64::try_from(self.config.disable_after.as_millis()).unwrap_or(i64::MAX / 2);
+            tokio::spawn(record_tries(self.webhooks.clone(), w, disable_after))
+        });
         let this = Arc::new(self);
         let mut flying: JoinSet<String> = JoinSet::new();
         let mut per_endpoint: HashMap<String, usize> = HashMap::new();
@@ -130,7 +154,10 @@ impl Sender {
             // Claim as much as there are slots for.
             loop {
                 let free = this.config.concurrency.saturating_sub(flying.len());
-                if free == 0 {
+                // Each claim is a commit: claim when a few slots are free, not after
+                // every try (the queue may be one SQLite file that syncs each commit).
+                if free == 0 || (!flying.is_empty() && free < (this.config.concurrency / 8).max(1))
+                {
                     break;
                 }
                 let busy: Vec<String> = per_endpoint
@@ -181,12 +208,16 @@ impl Sender {
             tokio::select! {
                 () = stopping.cancelled() => break,
                 Some(done) = flying.join_next(), if !flying.is_empty() => {
-                    if let Ok(endpoint) = done
-                        && let Some(n) = per_endpoint.get_mut(&endpoint)
-                    {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            per_endpoint.remove(&endpoint);
+                    let mut finished = vec![done];
+                    while let Some(more) = flying.try_join_next() {
+                        finished.push(more);
+                    }
+                    for endpoint in finished.into_iter().flatten() {
+                        if let Some(n) = per_endpoint.get_mut(&endpoint) {
+                            *n = n.saturating_sub(1);
+                            if *n == 0 {
+                                per_endpoint.remove(&endpoint);
+                            }
                         }
                     }
                 }
@@ -195,6 +226,10 @@ impl Sender {
             }
         }
         while flying.join_next().await.is_some() {}
+        drop(this);
+        if let Some(recorder) = recorder {
+            let _ = recorder.await;
+        }
     }
 
     /// One try of `due`, recorded whatever happens.
@@ -209,8 +244,6 @@ impl Sender {
                 .after(due.attempts + 1, retry::spread())
                 .map(|wait| unix_now_ms() + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2))
         };
-        let disable_after =
-            i64::try_from(self.config.disable_after.as_millis()).unwrap_or(i64::MAX / 2);
         self.metrics
             .attempts
             .get_or_create(&OutcomeLabels {
@@ -222,21 +255,35 @@ impl Sender {
             tracing::warn!(delivery = %due.id, endpoint = %due.endpoint_id, tenant = %due.tenant,
                 tries = due.attempts + 1, "a webhook delivery failed its last try: dead-lettered");
         }
-        match self
-            .webhooks
-            .record(&due, &outcome, next_at, disable_after)
-            .await
-        {
-            Ok(Health::Fine) => {}
-            Ok(Health::Disabled) => {
-                self.metrics.disabled.inc();
-                self.announce_disabled(&due, &outcome).await;
-            }
+        let (done, recorded) = oneshot::channel();
+        let asked = self
+            .records
+            .send(Record {
+                due,
+                outcome,
+                next_at,
+                done,
+            })
+            .await;
+        let answer = match asked {
+            Ok(()) => recorded
+                .await
+                .unwrap_or_else(|_| Err("the recorder stopped".into())),
+            Err(_) => Err("the recorder stopped".into()),
+        };
+        let (due, outcome) = match answer {
+            Ok((due, outcome, health)) => match health {
+                Health::Fine => return,
+                Health::Disabled => (due, outcome),
+            },
             // The lease runs out and the delivery is tried again: at least once.
             Err(e) => {
-                tracing::warn!(delivery = %due.id, error = %e, "cannot record a webhook try")
+                tracing::warn!(error = %e, "cannot record a webhook try");
+                return;
             }
-        }
+        };
+        self.metrics.disabled.inc();
+        self.announce_disabled(&due, &outcome).await;
     }
 
     async fn send(&self, due: &Due) -> Outcome {
@@ -326,6 +373,34 @@ impl Sender {
             .await
         {
             tracing::warn!(error = %e, "cannot announce a disabled webhook endpoint");
+        }
+    }
+}
+
+/// Records tries as they finish, all that are waiting in one commit.
+async fn record_tries(
+    webhooks: Webhooks,
+    mut waiting: mpsc::Receiver<Record>,
+    disable_after_ms: i64,
+) {
+    let mut batch = Vec::new();
+    while waiting.recv_many(&mut batch, 256).await > 0 {
+        let tries: Vec<(&Due, &Outcome, Option<i64>)> = batch
+            .iter()
+            .map(|r| (&r.due, &r.outcome, r.next_at))
+            .collect();
+        let result = webhooks.record_many(&tries, disable_after_ms).await;
+        match result {
+            Ok(healths) => {
+                for (record, health) in batch.drain(..).zip(healths) {
+                    let _ = record.done.send(Ok((record.due, record.outcome, health)));
+                }
+            }
+            Err(e) => {
+                for record in batch.drain(..) {
+                    let _ = record.done.send(Err(e.to_string()));
+                }
+            }
         }
     }
 }

@@ -508,79 +508,27 @@ impl Webhooks {
         next_at_ms: Option<i64>,
         disable_after_ms: i64,
     ) -> Result<Health, DbError> {
-        let now = unix_now_ms();
-        let number = due.attempts + 1;
-        let mut tx = self.db.begin().await?;
-        sqlx::query(
-            "INSERT INTO webhook_attempts (delivery_id, number, at_ms, status_code, latency_ms, error) \
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, number) DO NOTHING",
-        )
-        .bind(&due.id)
-        .bind(i64::from(number))
-        .bind(now)
-        .bind(i64::from(outcome.status_code))
-        .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
-        .bind(&outcome.error)
-        .execute(&mut *tx)
-        .await?;
-        let (status, next, delivered_at) = if outcome.succeeded() {
-            ("delivered", 0, now)
-        } else {
-            match next_at_ms {
-                Some(at) => ("pending", at, 0),
-                None => ("dead", 0, 0),
-            }
-        };
-        sqlx::query(
-            "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at_ms = $4, \
-             leased_until_ms = 0, delivered_at_ms = $5 WHERE id = $1",
-        )
-        .bind(&due.id)
-        .bind(status)
-        .bind(i64::from(number))
-        .bind(next)
-        .bind(delivered_at)
-        .execute(&mut *tx)
-        .await?;
-        let health = if outcome.succeeded() {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET failing_since_ms = 0 WHERE id = $1 AND failing_since_ms <> 0",
-            )
-            .bind(&due.endpoint_id)
-            .execute(&mut *tx)
-            .await?;
-            Health::Fine
-        } else {
-            sqlx::query(
-                "UPDATE webhook_endpoints SET failing_since_ms = $2 WHERE id = $1 AND failing_since_ms = 0",
-            )
-            .bind(&due.endpoint_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let disabled = sqlx::query(
-                "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $3, updated_at_ms = $2 \
-                 WHERE id = $1 AND enabled = 1 AND failing_since_ms <> 0 AND failing_since_ms <= $4",
-            )
-            .bind(&due.endpoint_id)
-            .bind(now)
-            .bind(format!(
-                "every delivery failed for {} hours; the last: {}",
-                disable_after_ms / 3_600_000,
-                outcome.error
-            ))
-            .bind(now - disable_after_ms)
-            .execute(&mut *tx)
+        Ok(self
+            .record_many(&[(due, outcome, next_at_ms)], disable_after_ms)
             .await?
-            .rows_affected();
-            if disabled == 1 {
-                Health::Disabled
-            } else {
-                Health::Fine
-            }
-        };
+            .remove(0))
+    }
+
+    /// [`Webhooks::record`] for several tries at once, in one commit: the sender's
+    /// tries finish together, and one commit for all of them is what lets a queue on
+    /// one SQLite file keep up with many endpoints.
+    pub async fn record_many(
+        &self,
+        tries: &[(&Due, &Outcome, Option<i64>)],
+        disable_after_ms: i64,
+    ) -> Result<Vec<Health>, DbError> {
+        let mut tx = self.db.begin().await?;
+        let mut healths = Vec::with_capacity(tries.len());
+        for (due, outcome, next_at_ms) in tries {
+            healths.push(record_in(&mut tx, due, outcome, *next_at_ms, disable_after_ms).await?);
+        }
         tx.commit().await?;
-        Ok(health)
+        Ok(healths)
     }
 
     /// A page of an endpoint's deliveries, newest first, each with its attempts.
@@ -734,6 +682,88 @@ impl Webhooks {
         }
         Ok(done)
     }
+}
+
+/// One try's record, in `tx`: the attempt row, the delivery's new state, and the
+/// endpoint's health.
+async fn record_in(
+    tx: &mut Transaction<'static, Any>,
+    due: &Due,
+    outcome: &Outcome,
+    next_at_ms: Option<i64>,
+    disable_after_ms: i64,
+) -> Result<Health, DbError> {
+    let now = unix_now_ms();
+    let number = due.attempts + 1;
+    sqlx::query(
+        "INSERT INTO webhook_attempts (delivery_id, number, at_ms, status_code, latency_ms, error) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (delivery_id, number) DO NOTHING",
+    )
+    .bind(&due.id)
+    .bind(i64::from(number))
+    .bind(now)
+    .bind(i64::from(outcome.status_code))
+    .bind(i64::try_from(outcome.latency_ms).unwrap_or(i64::MAX))
+    .bind(&outcome.error)
+    .execute(&mut **tx)
+    .await?;
+    let (status, next, delivered_at) = if outcome.succeeded() {
+        ("delivered", 0, now)
+    } else {
+        match next_at_ms {
+            Some(at) => ("pending", at, 0),
+            None => ("dead", 0, 0),
+        }
+    };
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = $2, attempts = $3, next_attempt_at_ms = $4, \
+             leased_until_ms = 0, delivered_at_ms = $5 WHERE id = $1",
+    )
+    .bind(&due.id)
+    .bind(status)
+    .bind(i64::from(number))
+    .bind(next)
+    .bind(delivered_at)
+    .execute(&mut **tx)
+    .await?;
+    let health = if outcome.succeeded() {
+        sqlx::query(
+                "UPDATE webhook_endpoints SET failing_since_ms = 0 WHERE id = $1 AND failing_since_ms <> 0",
+            )
+            .bind(&due.endpoint_id)
+            .execute(&mut **tx)
+            .await?;
+        Health::Fine
+    } else {
+        sqlx::query(
+                "UPDATE webhook_endpoints SET failing_since_ms = $2 WHERE id = $1 AND failing_since_ms = 0",
+            )
+            .bind(&due.endpoint_id)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        let disabled = sqlx::query(
+                "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = $3, updated_at_ms = $2 \
+                 WHERE id = $1 AND enabled = 1 AND failing_since_ms <> 0 AND failing_since_ms <= $4",
+            )
+            .bind(&due.endpoint_id)
+            .bind(now)
+            .bind(format!(
+                "every delivery failed for {} hours; the last: {}",
+                disable_after_ms / 3_600_000,
+                outcome.error
+            ))
+            .bind(now - disable_after_ms)
+            .execute(&mut **tx)
+            .await?
+            .rows_affected();
+        if disabled == 1 {
+            Health::Disabled
+        } else {
+            Health::Fine
+        }
+    };
+    Ok(health)
 }
 
 fn check_description(description: &str) -> Result<(), ApiError> {

@@ -50,6 +50,9 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
     // Notification reads the tenant's secrets its deliveries need (webhook signing
     // secrets, SMTP credentials).
     ("notification", "settings", &[Capability::SettingsRead]),
+    // Notification posts to Slack through the tenant's Slack tool, as the user it
+    // tells (their own credential rules, limits and metering apply).
+    ("notification", "tool", &[Capability::ToolsInvoke]),
     // A session turn reads the tenant's session settings (recall, tool rounds,
     // approval timeouts).
     ("orchestrator", "settings", &[Capability::SettingsRead]),

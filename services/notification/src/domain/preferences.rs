@@ -21,20 +21,28 @@ pub fn inbox_allows(preferences: &Value, severity: Severity) -> bool {
     in_app && severity >= least
 }
 
-/// The address to email a notice of `severity` to, if the user asked for email (the
-/// `email` channel and an address) at that severity.
-pub fn email_to(preferences: &Value, severity: Severity) -> Option<String> {
+/// The channels that reach a person outside the platform, and the preference that
+/// says where: `email` (`notifications.email`), `slack` (`notifications.slack_channel`).
+pub const PERSONAL_CHANNELS: &[(&str, &str)] = &[("email", "email"), ("slack", "slack_channel")];
+
+/// Where to send a notice of `severity` on `channel`, if the user asked for it there
+/// (the channel kept, an address set) at that severity.
+pub fn address_on(preferences: &Value, channel: &str, severity: Severity) -> Option<String> {
+    let field = PERSONAL_CHANNELS
+        .iter()
+        .find(|(c, _)| *c == channel)
+        .map(|(_, f)| *f)?;
     let notifications = &preferences["notifications"];
     let wanted = notifications["channels"]
         .as_array()
-        .is_some_and(|channels| channels.iter().any(|c| c == "email"));
+        .is_some_and(|channels| channels.iter().any(|c| c == channel));
     let least = notifications["min_severity"]
         .as_str()
         .and_then(Severity::parse)
         .unwrap_or(Severity::Info);
-    notifications["email"]
+    notifications[field]
         .as_str()
-        .filter(|a| wanted && severity >= least && !a.is_empty())
+        .filter(|a| wanted && severity >= least && !a.trim().is_empty())
         .map(str::to_owned)
 }
 
@@ -64,17 +72,25 @@ mod tests {
     }
 
     #[test]
-    fn email_goes_where_and_when_the_user_asked() {
+    fn email_and_slack_go_where_and_when_the_user_asked() {
         let prefs = json!({"notifications": {"channels": ["in_app", "email"], "min_severity": "warning", "email": "ana@example.com"}});
+        let email = |p: &Value, s| address_on(p, "email", s);
         assert_eq!(
-            email_to(&prefs, Severity::Critical).as_deref(),
+            email(&prefs, Severity::Critical).as_deref(),
             Some("ana@example.com")
         );
-        assert_eq!(email_to(&prefs, Severity::Info), None);
+        assert_eq!(email(&prefs, Severity::Info), None);
         let no_channel =
             json!({"notifications": {"channels": ["in_app"], "email": "ana@example.com"}});
-        assert_eq!(email_to(&no_channel, Severity::Critical), None);
+        assert_eq!(email(&no_channel, Severity::Critical), None);
         let no_address = json!({"notifications": {"channels": ["email"], "email": null}});
-        assert_eq!(email_to(&no_address, Severity::Critical), None);
+        assert_eq!(email(&no_address, Severity::Critical), None);
+        let slack = json!({"notifications": {"channels": ["slack"], "slack_channel": "C0123", "email": "ana@example.com"}});
+        assert_eq!(
+            address_on(&slack, "slack", Severity::Info).as_deref(),
+            Some("C0123")
+        );
+        assert_eq!(address_on(&slack, "email", Severity::Info), None);
+        assert_eq!(address_on(&slack, "pager", Severity::Info), None);
     }
 }

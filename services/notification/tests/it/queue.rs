@@ -310,7 +310,13 @@ async fn deliveries_are_queued_leased_retried_and_dead_lettered() {
 
 #[tokio::test]
 async fn emails_wait_for_their_time_are_sent_once_and_die_after_the_last_try() {
-    use somagent_notification::emails::Emails;
+    use somagent_notification::emails::{Emails, Recipient};
+    let to = |at: i64| Recipient {
+        channel: "email",
+        address: "ana@example.com".into(),
+        user_id: "ana".into(),
+        not_before_ms: at,
+    };
     for (engine, db, _dir) in databases().await {
         let emails = Emails::new(db.clone());
         let acme = TenantId::parse(unique("acme")).unwrap();
@@ -319,36 +325,42 @@ async fn emails_wait_for_their_time_are_sent_once_and_die_after_the_last_try() {
         let later = notice_of(&acme, "tenant.other");
         let mut tx = db.begin().await.unwrap();
         assert!(
-            Emails::enqueue(&mut tx, &acme, &soon, "ana@example.com", now)
+            Emails::enqueue(&mut tx, &acme, &soon, &to(now))
                 .await
                 .unwrap()
         );
         assert!(
-            !Emails::enqueue(&mut tx, &acme, &soon, "ana@example.com", now)
+            !Emails::enqueue(&mut tx, &acme, &soon, &to(now))
                 .await
                 .unwrap(),
             "{engine}"
         );
         // Held until quiet hours end, an hour from now.
         assert!(
-            Emails::enqueue(&mut tx, &acme, &later, "ana@example.com", now + 3_600_000)
+            Emails::enqueue(&mut tx, &acme, &later, &to(now + 3_600_000))
                 .await
                 .unwrap()
         );
         tx.commit().await.unwrap();
         let far = now + 60_000;
-        let due = emails.claim_due(10, far).await.unwrap();
+        // Another channel's courier does not take an email.
+        assert!(
+            emails.claim_due("slack", 10, far).await.unwrap().is_empty(),
+            "{engine}"
+        );
+        let due = emails.claim_due("email", 10, far).await.unwrap();
         assert_eq!(due.len(), 1, "{engine}: the held one waits");
+        assert_eq!(due[0].user_id, "ana", "{engine}");
         assert_eq!(due[0].subject, "[SomaAgent] tenant.message", "{engine}");
         assert!(
-            emails.claim_due(10, far).await.unwrap().is_empty(),
+            emails.claim_due("email", 10, far).await.unwrap().is_empty(),
             "{engine}: leased"
         );
         emails
             .record(&due[0], Some("421 try later"), Some(now))
             .await
             .unwrap();
-        let again = emails.claim_due(10, far).await.unwrap();
+        let again = emails.claim_due("email", 10, far).await.unwrap();
         assert_eq!(again[0].attempts, 1, "{engine}");
         emails
             .record(&again[0], Some("421 try later"), None)
@@ -360,8 +372,38 @@ async fn emails_wait_for_their_time_are_sent_once_and_die_after_the_last_try() {
             "{engine}"
         );
         assert!(
-            emails.claim_due(10, far).await.unwrap().is_empty(),
+            emails.claim_due("email", 10, far).await.unwrap().is_empty(),
             "{engine}"
         );
+    }
+}
+
+/// A sender that dies mid-try leaves its lease; once the lease runs out, any sender
+/// (a new process over the same database) takes the delivery again: nothing queued is
+/// lost to a crash.
+#[tokio::test]
+async fn a_delivery_leased_by_a_crashed_sender_is_taken_again() {
+    for (engine, db, _dir) in databases().await {
+        let acme = TenantId::parse(unique("acme")).unwrap();
+        let key = keyed();
+        let before = Webhooks::new(db.clone(), key.1.clone(), true);
+        before
+            .create(&acme, "http://127.0.0.1:9/a", "", &[])
+            .await
+            .unwrap();
+        assert_eq!(
+            enqueue(&db, &acme, &notice_of(&acme, "tenant.message")).await,
+            1
+        );
+        let now = somagent_common::clock::unix_now_ms();
+        // Claimed with a lease that has already run out, and never recorded.
+        let taken = before.claim_due(10, now - 1, &[]).await.unwrap();
+        assert_eq!(taken.len(), 1, "{engine}");
+        drop(before);
+        let after = Webhooks::new(db.clone(), key.1, true);
+        let again = after.claim_due(10, now + 60_000, &[]).await.unwrap();
+        assert_eq!(again.len(), 1, "{engine}: the delivery is still there");
+        assert_eq!(again[0].id, taken[0].id, "{engine}");
+        assert_eq!(again[0].attempts, 0, "{engine}");
     }
 }

@@ -95,6 +95,13 @@ pub const PREFERENCES: &[Field] = &[Field {
             kind: Kind::Email,
             default: || Value::Null,
         },
+        // Where the `slack` channel posts (a channel or user id, `C0123…`/`U0123…`,
+        // through the tenant's Slack tool); `null` until set.
+        Field {
+            name: "slack_channel",
+            kind: Kind::Text { max: 80 },
+            default: || Value::Null,
+        },
         Field {
             name: "channels",
             kind: Kind::Words(&["in_app", "email", "webhook", "slack"]),
