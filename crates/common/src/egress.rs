@@ -18,12 +18,35 @@ pub fn is_private(ip: IpAddr) -> bool {
                 || v4.is_unspecified()
                 || v4.is_broadcast()
                 || v4.is_documentation()
+                || v4.is_multicast()
+                // 0.0.0.0/8 "this network".
+                || v4.octets()[0] == 0
                 // 100.64.0.0/10, shared address space (carrier-grade NAT).
                 || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+                // 192.0.0.0/24 protocol assignments, 198.18.0.0/15 benchmarking.
+                || (v4.octets()[0] == 192 && v4.octets()[1] == 0 && v4.octets()[2] == 0)
+                || (v4.octets()[0] == 198 && (v4.octets()[1] & 0xfe) == 18)
+                // 240.0.0.0/4 reserved.
+                || v4.octets()[0] >= 240
         }
         IpAddr::V6(v6) => {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) carry an IPv4
+            // address a gateway reaches for us: judge that one.
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
+            if s[0] == 0x64 && s[1] == 0xff9b {
+                return is_private(IpAddr::V4(embedded(s[6], s[7])));
+            }
+            if s[0] == 0x2002 {
+                return is_private(IpAddr::V4(embedded(s[1], s[2])));
+            }
+            if v6.is_multicast() {
+                return true;
             }
             v6.is_loopback()
                 || v6.is_unspecified()
@@ -88,6 +111,12 @@ mod tests {
             "fd00::1",
             "fe80::1",
             "::ffff:127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "2002:a00:1::1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "224.0.0.1",
+            "0.1.2.3",
         ] {
             assert!(is_private(private.parse().unwrap()), "{private}");
         }

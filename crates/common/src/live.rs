@@ -135,6 +135,10 @@ impl<E: LiveEvent> LiveHub<E> {
 
     pub fn subscribe(&self, tenant: &TenantId, topic: &str) -> broadcast::Receiver<E> {
         let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        // Topics whose watchers all left, and that no event has come for since.
+        if watchers.len() >= 1024 {
+            watchers.retain(|_, tx| tx.receiver_count() > 0);
+        }
         watchers
             .entry((tenant.clone(), topic.to_owned()))
             .or_insert_with(|| broadcast::channel(PER_WATCHER).0)

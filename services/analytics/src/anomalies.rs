@@ -40,7 +40,7 @@ struct Metric {
 const TOKENS: Metric = Metric {
     name: "tokens",
     what: "token usage",
-    floor: 1000.0,
+    floor: 10_000.0,
     min_scale: 1.0,
 };
 const FAILURES: Metric = Metric {
@@ -120,9 +120,10 @@ impl Detector {
             let Some(value) = hours.get(&hour).copied() else {
                 continue;
             };
-            let baseline: Vec<f64> = (0..BASELINE_HOURS)
-                .map(|i| hours.get(&(from + i * HOUR)).copied().unwrap_or(0.0))
-                .collect();
+            // Only the hours the tenant was active: a tenant that works by day is
+            // compared with its days, not with its silent nights (which would make every
+            // morning an anomaly). Without a day of such hours there is no verdict.
+            let baseline: Vec<f64> = hours.range(from..hour).map(|(_, v)| *v).collect();
             let Some(z) = anomaly::is_anomalous(&baseline, value, metric.floor, metric.min_scale)
             else {
                 continue;
@@ -130,7 +131,7 @@ impl Detector {
             let Ok(tenant_id) = TenantId::parse(tenant.clone()) else {
                 continue;
             };
-            if self.extends_incident(tenant, metric.name, hour).await? {
+            if self.incident_goes_on(tenant, metric.name, hour).await? {
                 continue;
             }
             let mut sorted = baseline.clone();
@@ -160,9 +161,12 @@ impl Detector {
                 &uuid::Uuid::NAMESPACE_OID,
                 format!("anomaly|{tenant}|{}|{hour}", metric.name).as_bytes(),
             );
+            // Published before the incident is recorded: a crash in between publishes the
+            // same event (the same id) again on the next check, never nothing.
             self.outbox
                 .publish(topics::NOTIFICATIONS, tenant, &event)
                 .await?;
+            self.record_incident(tenant, metric.name, hour).await?;
             tracing::warn!(
                 tenant,
                 metric = metric.name,
@@ -175,44 +179,48 @@ impl Detector {
         Ok(published)
     }
 
-    /// Records `hour` as anomalous; true when it only extends an incident of the hour
-    /// before (or was already recorded), false when it starts one.
-    async fn extends_incident(
+    /// Whether `hour` continues an incident of the hour before (or was recorded
+    /// already); if so it is recorded as its last hour.
+    async fn incident_goes_on(
         &self,
         tenant: &str,
         metric: &str,
         hour: i64,
     ) -> Result<bool, DbError> {
-        let mut tx = self.db.begin().await?;
         let last: Option<i64> =
             sqlx::query("SELECT last_ms FROM an_incidents WHERE tenant = $1 AND metric = $2")
                 .bind(tenant)
                 .bind(metric)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(self.db.pool())
                 .await?
                 .map(|r| r.try_get(0))
                 .transpose()?;
-        let extends = matches!(last, Some(last) if last >= hour - HOUR);
-        if extends {
-            sqlx::query("UPDATE an_incidents SET last_ms = $3 WHERE tenant = $1 AND metric = $2 AND last_ms < $3")
-                .bind(tenant)
-                .bind(metric)
-                .bind(hour)
-                .execute(&mut *tx)
-                .await?;
-        } else {
+        let goes_on = matches!(last, Some(last) if last >= hour - HOUR);
+        if goes_on {
             sqlx::query(
-                "INSERT INTO an_incidents (tenant, metric, started_ms, last_ms) VALUES ($1, $2, $3, $3) \
-                 ON CONFLICT (tenant, metric) DO UPDATE SET started_ms = excluded.started_ms, last_ms = excluded.last_ms",
+                "UPDATE an_incidents SET last_ms = $3 WHERE tenant = $1 AND metric = $2 AND last_ms < $3",
             )
             .bind(tenant)
             .bind(metric)
             .bind(hour)
-            .execute(&mut *tx)
+            .execute(self.db.pool())
             .await?;
         }
-        tx.commit().await?;
-        Ok(extends)
+        Ok(goes_on)
+    }
+
+    /// Records `hour` as the start of an incident.
+    async fn record_incident(&self, tenant: &str, metric: &str, hour: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO an_incidents (tenant, metric, started_ms, last_ms) VALUES ($1, $2, $3, $3) \
+             ON CONFLICT (tenant, metric) DO UPDATE SET started_ms = excluded.started_ms, last_ms = excluded.last_ms",
+        )
+        .bind(tenant)
+        .bind(metric)
+        .bind(hour)
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
     }
 
     /// Checks every hour, a few minutes past it (late events have arrived by then).

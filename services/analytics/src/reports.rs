@@ -18,6 +18,12 @@ impl From<WarehouseError> for ApiError {
     }
 }
 
+/// Groups one usage report may combine, and the lines it answers with at most (the
+/// first ones, in order; `truncated` says when there were more: ask a shorter period
+/// or a longer interval).
+const MAX_GROUPS: usize = 3;
+const MAX_LINES: usize = 10_000;
+
 const TENANT_AND_PERIOD: &str = "tenant = ? AND time_ms >= ? AND time_ms < ?";
 
 fn scoped(sql: String, tenant: &str, p: &Period, shape: &[Col]) -> Query {
@@ -56,10 +62,19 @@ pub async fn usage(
     interval: Option<i64>,
     group_by: &[String],
 ) -> Result<Value, ApiError> {
-    let groups: Vec<(&str, &str)> = group_by
-        .iter()
-        .map(|g| usage_group(g))
-        .collect::<Result<_, _>>()?;
+    let mut groups: Vec<(&str, &str)> = Vec::new();
+    for g in group_by {
+        let group = usage_group(g)?;
+        if !groups.contains(&group) {
+            groups.push(group);
+        }
+    }
+    if groups.len() > MAX_GROUPS {
+        return Err(ApiError::validation(
+            "group_by",
+            format!("names at most {MAX_GROUPS} groups"),
+        ));
+    }
     let by_model = groups.iter().any(|(n, _)| *n == "model");
     let by_tool = groups.iter().any(|(n, _)| *n == "tool");
     if by_model && by_tool {
@@ -84,9 +99,10 @@ pub async fn usage(
     grouping.push("currency".into());
     let sql = format!(
         "SELECT {}, count(*), sum(prompt_tokens), sum(completion_tokens), sum(cost_micros), currency \
-         FROM an_usage{} WHERE {filter} GROUP BY {g} ORDER BY {g}",
+         FROM an_usage{} WHERE {filter} GROUP BY {g} ORDER BY {g} LIMIT {}",
         select.join(", "),
         wh.fin(),
+        MAX_LINES + 1,
         g = grouping.join(", "),
     );
     let mut shape = vec![Col::Int];
@@ -94,8 +110,10 @@ pub async fn usage(
     shape.extend([Col::Int, Col::Int, Col::Int, Col::Int, Col::Text]);
     let rows = wh.fetch(&scoped(sql, tenant, p, &shape)).await?;
     let n = groups.len();
+    let truncated = rows.len() > MAX_LINES;
     let lines: Vec<Value> = rows
         .iter()
+        .take(MAX_LINES)
         .map(|r| {
             let mut line = json!({
                 "calls": r[n + 1].int(),
@@ -116,7 +134,7 @@ pub async fn usage(
             line
         })
         .collect();
-    Ok(json!({ "lines": lines }))
+    Ok(json!({ "lines": lines, "truncated": truncated }))
 }
 
 /// Turns: how many, how they ended, why they failed, how long they took.

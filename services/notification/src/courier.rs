@@ -136,7 +136,8 @@ impl<C: Carrier> Courier<C> {
 
 /// Email over SMTP (`SOMAGENT_SMTP_URL`: `smtp://host:587` with STARTTLS when offered,
 /// `?tls=required` to insist, `smtps://` for implicit TLS, credentials in the URL's
-/// user and password). Each email's `Message-ID` is made of its queue id, so a
+/// user and password; with credentials, STARTTLS is required unless the URL says
+/// `tls=none`, so a password never crosses in clear by default). Each email's `Message-ID` is made of its queue id, so a
 /// receiver can drop a duplicate left by a crash between sending and recording.
 pub struct Smtp {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -145,7 +146,8 @@ pub struct Smtp {
 
 impl Smtp {
     pub fn new(url: &str, from: &str) -> anyhow::Result<Self> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
+        let url = with_starttls(url);
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(&url)
             .map_err(|e| anyhow::anyhow!("SOMAGENT_SMTP_URL does not read: {e}"))?
             .timeout(Some(SEND_TIMEOUT))
             .build();
@@ -154,6 +156,24 @@ impl Smtp {
             .map_err(|e| anyhow::anyhow!("SOMAGENT_SMTP_FROM `{from}` is not an address: {e}"))?;
         Ok(Self { transport, from })
     }
+}
+
+/// `url` with a `tls=` choice: the one it names, or STARTTLS (required with
+/// credentials, when offered without).
+fn with_starttls(url: &str) -> String {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.to_owned();
+    };
+    if parsed.scheme() != "smtp" || parsed.query_pairs().any(|(k, _)| k == "tls") {
+        return url.to_owned();
+    }
+    let tls = if parsed.username().is_empty() {
+        "opportunistic"
+    } else {
+        "required"
+    };
+    parsed.query_pairs_mut().append_pair("tls", tls);
+    parsed.to_string()
 }
 
 impl Carrier for Smtp {
@@ -177,5 +197,27 @@ impl Carrier for Smtp {
             .await
             .map(|_| ())
             .map_err(|e| e.to_string().chars().take(500).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_starttls;
+
+    #[test]
+    fn smtp_urls_ask_for_starttls_and_require_it_with_a_password() {
+        assert_eq!(
+            with_starttls("smtp://mail:587"),
+            "smtp://mail:587?tls=opportunistic"
+        );
+        assert_eq!(
+            with_starttls("smtp://ana:pw@mail:587"),
+            "smtp://ana:pw@mail:587?tls=required"
+        );
+        assert_eq!(
+            with_starttls("smtp://mail:25?tls=none"),
+            "smtp://mail:25?tls=none"
+        );
+        assert_eq!(with_starttls("smtps://ana:pw@mail"), "smtps://ana:pw@mail");
     }
 }

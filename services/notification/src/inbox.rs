@@ -246,7 +246,8 @@ impl Inbox {
         Ok(done.rows_affected())
     }
 
-    /// Removes notifications made before `before_ms`, with their reads; how many.
+    /// Removes notifications made before `before_ms`, with their reads and what was sent
+    /// of them; how many notifications.
     pub async fn prune(&self, before_ms: i64) -> Result<u64, DbError> {
         let mut tx = self.db.begin().await?;
         sqlx::query(
@@ -261,6 +262,21 @@ impl Inbox {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+        // What was sent of them goes too: the payloads hold the same words. Deliveries
+        // still pending (an endpoint down) stay until they end.
+        sqlx::query(
+            "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries \
+             WHERE created_at_ms < $1 AND status <> 'pending')",
+        )
+        .bind(before_ms)
+        .execute(&mut *tx)
+        .await?;
+        for sql in [
+            "DELETE FROM webhook_deliveries WHERE created_at_ms < $1 AND status <> 'pending'",
+            "DELETE FROM email_deliveries WHERE created_at_ms < $1 AND status <> 'pending'",
+        ] {
+            sqlx::query(sql).bind(before_ms).execute(&mut *tx).await?;
+        }
         tx.commit().await?;
         Ok(gone)
     }

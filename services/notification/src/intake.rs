@@ -68,10 +68,14 @@ impl Intake {
     ) -> Result<Option<Arc<Value>>, HandleError> {
         match self.preferences.preferences(tenant, user).await {
             Ok(prefs) => Ok(Some(prefs)),
-            Err(e) if matches!(e.code, ErrorCode::Unavailable | ErrorCode::Internal) => Err(
-                HandleError::Transient(format!("cannot read {user}'s preferences: {}", e.message)),
-            ),
-            Err(_) => Ok(None),
+            // The user is gone, or may not be acted for: the defaults apply.
+            Err(e) if matches!(e.code, ErrorCode::NotFound | ErrorCode::Forbidden) => Ok(None),
+            // Anything else may pass on another try (the consumer retries, then
+            // dead-letters the batch's event rather than drop a message quietly).
+            Err(e) => Err(HandleError::Transient(format!(
+                "cannot read {user}'s preferences: {}",
+                e.message
+            ))),
         }
     }
 
@@ -101,21 +105,22 @@ impl Intake {
             Audience::User(user) => vec![user.clone()],
             Audience::TenantAdmins => match self.outgoing.admins.of(tenant).await {
                 Ok(ids) => ids.to_vec(),
+                // A refusal will not change on another try (a misconfigured grant).
                 Err(status)
                     if matches!(
                         status.code(),
-                        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                        tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
                     ) =>
                 {
+                    tracing::warn!(tenant = %tenant, error = %status.message(),
+                        "identity refuses to say who administers a tenant; nothing sent to its admins");
+                    Vec::new()
+                }
+                Err(status) => {
                     return Err(HandleError::Transient(format!(
                         "cannot ask who administers the tenant: {}",
                         status.message()
                     )));
-                }
-                Err(status) => {
-                    tracing::warn!(tenant = %tenant, error = %status.message(),
-                        "cannot ask who administers a tenant; nothing sent to its admins");
-                    Vec::new()
                 }
             },
         };

@@ -106,7 +106,9 @@ pub fn http_client(allow_private: bool) -> anyhow::Result<reqwest::Client> {
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("somagent-webhooks/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(Duration::from_secs(10))
-        .pool_max_idle_per_host(4);
+        .pool_max_idle_per_host(4)
+        // A proxy from the environment would resolve names itself, past the guard.
+        .no_proxy();
     if !allow_private {
         builder = builder.dns_resolver(Arc::new(somagent_common::egress::PublicOnly));
     }
@@ -287,6 +289,19 @@ impl Sender {
     }
 
     async fn send(&self, due: &Due) -> Outcome {
+        // The resolver never sees an IP literal: an endpoint made while private
+        // networks were allowed is checked again now.
+        if !self.webhooks.allows_private()
+            && let Err(e) = url::Url::parse(&due.url)
+                .map_err(|e| e.to_string())
+                .and_then(|u| somagent_common::egress::check_literal(&u))
+        {
+            return Outcome {
+                status_code: 0,
+                latency_ms: 0,
+                error: e,
+            };
+        }
         let timestamp = unix_now_ms() / 1000;
         let signed = match signature::sign(
             &due.secret,
@@ -357,14 +372,15 @@ impl Sender {
                 "severity": "warning",
                 "title": "A webhook endpoint was disabled",
                 "body": format!(
-                    "Deliveries to {} failed for {} hours without a success (the last: {}). \
+                    "Deliveries to webhook {} ({}) failed for {} hours without a success (the last: {}). \
                      Fix the endpoint, enable it again, and retry its dead deliveries.",
-                    due.url,
+                    due.endpoint_id,
+                    origin_of(&due.url),
                     self.config.disable_after.as_secs() / 3600,
                     outcome.error
                 ),
                 "webhook_id": due.endpoint_id,
-                "url": due.url,
+                "origin": origin_of(&due.url),
             }),
         );
         if let Err(e) = self
@@ -375,6 +391,14 @@ impl Sender {
             tracing::warn!(error = %e, "cannot announce a disabled webhook endpoint");
         }
     }
+}
+
+/// `scheme://host[:port]` of an endpoint: its path and query may carry a credential
+/// (many services put one in the webhook URL) and go nowhere else.
+fn origin_of(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default()
 }
 
 /// Records tries as they finish, all that are waiting in one commit.

@@ -34,11 +34,12 @@ impl Carrier for Slack {
             )
             .await
             .map_err(|s| format!("no token to post for the user: {}", s.message()))?;
-        // Slack's mrkdwn: the title bold, then the text.
+        // Slack's mrkdwn: the title bold, then the text; `&`, `<` and `>` escaped as
+        // Slack asks, so no text can mention `<!channel>` or hide a link.
         let text = format!(
             "*{}*\n{}",
-            message.subject.trim_start_matches("[SomaAgent] "),
-            message.body
+            escape(message.subject.trim_start_matches("[SomaAgent] ")),
+            escape(&message.body)
         );
         let request = pb::InvokeRequest {
             tool_id: "slack".into(),
@@ -64,5 +65,23 @@ impl Carrier for Slack {
             ));
         }
         Ok(())
+    }
+}
+
+/// Text as Slack's `mrkdwn` takes it literally.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mentions_and_links_are_text() {
+        assert_eq!(
+            super::escape("<!channel> see <https://x|here> & more"),
+            "&lt;!channel&gt; see &lt;https://x|here&gt; &amp; more"
+        );
     }
 }

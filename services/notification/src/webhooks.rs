@@ -626,9 +626,10 @@ impl Webhooks {
         delivery_id: &str,
     ) -> Result<Delivery, ApiError> {
         self.get(tenant, endpoint_id).await?;
+        // A delivery being tried right now is left to that try (its lease holds).
         let done = sqlx::query(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_ms = $4, leased_until_ms = 0 \
-             WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3",
+             WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3 AND leased_until_ms <= $4",
         )
         .bind(tenant.as_str())
         .bind(endpoint_id)
@@ -639,7 +640,24 @@ impl Webhooks {
         .map_err(ApiError::internal)?
         .rows_affected();
         if done == 0 {
-            return Err(ApiError::not_found("delivery"));
+            let exists = sqlx::query(
+                "SELECT 1 FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 AND id = $3",
+            )
+            .bind(tenant.as_str())
+            .bind(endpoint_id)
+            .bind(delivery_id)
+            .fetch_optional(self.db.pool())
+            .await
+            .map_err(ApiError::internal)?
+            .is_some();
+            return Err(if exists {
+                ApiError::new(
+                    somagent_common::error::ErrorCode::Conflict,
+                    "the delivery is being tried right now; see its log in a moment",
+                )
+            } else {
+                ApiError::not_found("delivery")
+            });
         }
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $1"

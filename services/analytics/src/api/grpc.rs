@@ -32,13 +32,14 @@ fn reader<T>(request: &Request<T>) -> Result<Principal, Status> {
 type Chunks = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
 
 /// A CSV field: quoted when it holds a separator, a quote or a line break (RFC 4180),
-/// and a leading `=`, `+`, `-` or `@` of text defused so a spreadsheet does not run it.
+/// and a leading `=`, `+`, `-`, `@`, tab, carriage return or full-width `＝` of text
+/// defused so a spreadsheet does not run it.
 fn csv_field(cell: &Cell, kind: Col) -> String {
     match (cell, kind) {
         (Cell::Int(n), _) => n.to_string(),
         (Cell::Text(t), _) => {
             let mut t = t.clone();
-            if t.starts_with(['=', '+', '-', '@']) {
+            if t.starts_with(['=', '+', '-', '@', '\t', '\r', '\u{FF1D}']) {
                 t.insert(0, '\'');
             }
             if t.contains([',', '"', '\n', '\r']) {
@@ -216,5 +217,6 @@ mod tests {
             "'=SUM(A1)"
         );
         assert_eq!(csv_field(&Cell::Text("plain".into()), Col::Text), "plain");
+        assert_eq!(csv_field(&Cell::Text("\tcmd".into()), Col::Text), "'\tcmd");
     }
 }

@@ -47,8 +47,7 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
             Capability::MemoryRead,
         ],
     ),
-    // Notification reads the tenant's secrets its deliveries need (webhook signing
-    // secrets, SMTP credentials).
+    // Notification reads the preferences of the users it tells.
     ("notification", "settings", &[Capability::SettingsRead]),
     // Notification posts to Slack through the tenant's Slack tool, as the user it
     // tells (their own credential rules, limits and metering apply).

@@ -259,10 +259,16 @@ impl NotificationService for NotificationGrpc {
         } else {
             r.kind
         };
+        // The platform's own kinds (`billing.…`, `turn.…`) are not an admin's to send.
         if crate::domain::endpoint::check_types(std::slice::from_ref(&kind)).is_err()
             || kind.ends_with('*')
+            || !kind.starts_with("tenant.")
         {
-            return Err(ApiError::validation("kind", "is a word such as `tenant.message`").into());
+            return Err(ApiError::validation(
+                "kind",
+                "starts with `tenant.`, such as `tenant.maintenance`",
+            )
+            .into());
         }
         let details: Value = if r.data_json.is_empty() {
             json!({})

@@ -43,8 +43,12 @@ impl RetrySchedule {
 
 /// Uniform in 0..1: a retry's spread.
 pub fn spread() -> f64 {
-    let bits = uuid::Uuid::new_v4().as_u128() as u64;
-    (bits >> 11) as f64 / (1u64 << 53) as f64
+    let mut bytes = [0u8; 8];
+    // A failed draw spreads nothing rather than stop a delivery.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(bytes) >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -61,6 +65,13 @@ mod tests {
         assert_eq!(s.after(0, 0.5), None);
         let total: Duration = (1..8).filter_map(|n| s.after(n, 0.5)).sum();
         assert!(total > Duration::from_secs(24 * 3600), "{total:?}");
+    }
+
+    #[test]
+    fn spreads_cover_the_whole_range() {
+        let draws: Vec<f64> = (0..2000).map(|_| spread()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        assert!(draws.iter().any(|d| *d < 0.1) && draws.iter().any(|d| *d > 0.9));
     }
 
     #[test]
