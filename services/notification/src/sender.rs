@@ -1,7 +1,8 @@
 //! Sends queued webhook deliveries: claims due ones from the store, sends each signed
 //! (a fresh timestamp and signature per try, the same `webhook-id` and body), and
-//! records the try. Deliveries run concurrently, at most a few per endpoint, so a slow
-//! or dead endpoint holds only its own slots: the claim leaves out endpoints whose
+//! records the try. Deliveries run concurrently, at most a few per endpoint and half
+//! the slots per tenant, so a slow or dead endpoint holds only its own slots and one
+//! tenant's cannot hold everyone's: the claim leaves out endpoints and tenants whose
 //! slots are full, and a try ends at its timeout.
 
 use std::collections::HashMap;
@@ -149,8 +150,12 @@ impl Sender {
             tokio::spawn(record_tries(self.webhooks.clone(), w, disable_after))
         });
         let this = Arc::new(self);
-        let mut flying: JoinSet<String> = JoinSet::new();
+        let mut flying: JoinSet<(String, String)> = JoinSet::new();
         let mut per_endpoint: HashMap<String, usize> = HashMap::new();
+        let mut per_tenant: HashMap<String, usize> = HashMap::new();
+        // One tenant holds at most half the slots: its endpoints timing out cannot
+        // keep every other tenant's deliveries waiting.
+        let tenant_share = (this.config.concurrency / 2).max(this.config.per_endpoint);
         let mut failing = false;
         loop {
             // Claim as much as there are slots for.
@@ -167,12 +172,21 @@ impl Sender {
                     .filter(|(_, n)| **n >= this.config.per_endpoint)
                     .map(|(e, _)| e.clone())
                     .collect();
+                let busy_tenants: Vec<String> = per_tenant
+                    .iter()
+                    .filter(|(_, n)| **n >= tenant_share)
+                    .map(|(t, _)| t.clone())
+                    .collect();
                 let lease = unix_now_ms()
                     + i64::try_from(
                         (this.config.attempt_timeout + Duration::from_secs(30)).as_millis(),
                     )
                     .unwrap_or(i64::MAX / 2);
-                let claimed = match this.webhooks.claim_due(free.min(64), lease, &busy).await {
+                let claimed = match this
+                    .webhooks
+                    .claim_due_fairly(free.min(64), lease, &busy, &busy_tenants)
+                    .await
+                {
                     Ok(claimed) => {
                         failing = false;
                         claimed
@@ -190,17 +204,20 @@ impl Sender {
                 }
                 let mut later = Vec::new();
                 for due in claimed {
+                    let tenant = due.tenant.as_str().to_owned();
                     let n = per_endpoint.entry(due.endpoint_id.clone()).or_default();
-                    if *n >= this.config.per_endpoint {
+                    let t = per_tenant.get(&tenant).copied().unwrap_or(0);
+                    if *n >= this.config.per_endpoint || t >= tenant_share {
                         later.push(due.id);
                         continue;
                     }
                     *n += 1;
+                    *per_tenant.entry(tenant.clone()).or_default() += 1;
                     let this = this.clone();
                     flying.spawn(async move {
                         let endpoint = due.endpoint_id.clone();
                         this.try_once(due).await;
-                        endpoint
+                        (endpoint, tenant)
                     });
                 }
                 if let Err(e) = this.webhooks.unclaim(&later).await {
@@ -214,11 +231,13 @@ impl Sender {
                     while let Some(more) = flying.try_join_next() {
                         finished.push(more);
                     }
-                    for endpoint in finished.into_iter().flatten() {
-                        if let Some(n) = per_endpoint.get_mut(&endpoint) {
-                            *n = n.saturating_sub(1);
-                            if *n == 0 {
-                                per_endpoint.remove(&endpoint);
+                    for (endpoint, tenant) in finished.into_iter().flatten() {
+                        for (counts, key) in [(&mut per_endpoint, endpoint), (&mut per_tenant, tenant)] {
+                            if let Some(n) = counts.get_mut(&key) {
+                                *n = n.saturating_sub(1);
+                                if *n == 0 {
+                                    counts.remove(&key);
+                                }
                             }
                         }
                     }

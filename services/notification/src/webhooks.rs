@@ -398,15 +398,33 @@ impl Webhooks {
         lease_until_ms: i64,
         busy: &[String],
     ) -> Result<Vec<Due>, DbError> {
+        self.claim_due_fairly(limit, lease_until_ms, busy, &[])
+            .await
+    }
+
+    /// [`Webhooks::claim_due`] leaving out the tenants in `busy_tenants` too: one
+    /// tenant's slow endpoints do not take every slot from the others.
+    pub async fn claim_due_fairly(
+        &self,
+        limit: usize,
+        lease_until_ms: i64,
+        busy: &[String],
+        busy_tenants: &[String],
+    ) -> Result<Vec<Due>, DbError> {
         let now = unix_now_ms();
-        let skip = if busy.is_empty() {
-            String::new()
-        } else {
-            format!(
+        let mut skip = String::new();
+        if !busy.is_empty() {
+            skip.push_str(&format!(
                 " AND d.endpoint_id NOT IN ({})",
                 db::numbered_params(4, busy.len())
-            )
-        };
+            ));
+        }
+        if !busy_tenants.is_empty() {
+            skip.push_str(&format!(
+                " AND d.tenant_id NOT IN ({})",
+                db::numbered_params(4 + busy.len(), busy_tenants.len())
+            ));
+        }
         // PostgreSQL: replicas claiming at once skip each other's rows; the outer
         // condition on the lease is checked again on the locked row either way.
         let lock = if self.db.kind() == DbKind::Postgres {
@@ -425,7 +443,7 @@ impl Webhooks {
             .bind(lease_until_ms)
             .bind(now)
             .bind(i64::try_from(limit).unwrap_or(i64::MAX));
-        for b in busy {
+        for b in busy.iter().chain(busy_tenants) {
             query = query.bind(b);
         }
         let claimed: Vec<String> = query

@@ -147,7 +147,9 @@ pub fn client_builder(allow_private: bool) -> reqwest::ClientBuilder {
     let mut builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("somagent-tool/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(Duration::from_secs(10))
+        // A proxy from the environment would resolve names itself, past the guard.
+        .no_proxy();
     if !allow_private {
         builder = builder.dns_resolver(std::sync::Arc::new(egress::PublicOnly));
     }
