@@ -90,7 +90,7 @@ pub struct Sender {
     webhooks: Webhooks,
     /// Tries to record: one task commits all that are waiting at once.
     records: mpsc::Sender<Record>,
-    waiting: std::sync::Mutex<Option<mpsc::Receiver<Record>>>,
+    waiting: Option<mpsc::Receiver<Record>>,
     http: reqwest::Client,
     config: SenderConfig,
     /// Woken when deliveries are queued, so they go out at once.
@@ -128,7 +128,7 @@ impl Sender {
         Ok(Self {
             http: http_client(webhooks.allows_private())?,
             records,
-            waiting: std::sync::Mutex::new(Some(waiting)),
+            waiting: Some(waiting),
             webhooks,
             config,
             wake,
@@ -138,12 +138,8 @@ impl Sender {
     }
 
     /// Sends until `stopping`; tries in flight then finish (each within its timeout).
-    pub async fn run(self, stopping: CancellationToken) {
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+    pub async fn run(mut self, stopping: CancellationToken) {
+        let waiting = self.waiting.take();
         let recorder = waiting.map(|w| {
             let disable_after =
                 i64::try_from(self.config.disable_after.as_millis()).unwrap_or(i64::MAX / 2);

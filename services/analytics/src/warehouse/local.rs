@@ -22,7 +22,7 @@ fn unavailable(e: impl std::fmt::Display) -> WarehouseError {
     WarehouseError::Unavailable(e.to_string())
 }
 
-/// `?` placeholders as `$1, $2, …`. Queries are the service's own: no `?` in literals.
+/// The `?` parameter marks as `$1, $2, …`. Queries are the service's own: no `?` in literals.
 fn numbered(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
@@ -216,7 +216,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sums_are_read_as_integers_and_placeholders_numbered() {
+    fn sums_are_read_as_integers_and_parameters_numbered() {
         assert_eq!(
             integer_sums(
                 "SELECT sum(a + b), count(*), sum(CASE WHEN x = 'y' THEN 1 ELSE 0 END) FROM t"

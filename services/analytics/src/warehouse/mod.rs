@@ -3,7 +3,7 @@
 //! (`SOMAGENT_ANALYTICS_URL=clickhouse://host:8123/db`), spoken to over its HTTP
 //! interface. Both take rows in batches, each event once (the event id is the key: a
 //! redelivered event changes nothing), and answer the same SQL: queries are written
-//! once with `?` placeholders and two dialect hooks ([`Warehouse::bucket`] and
+//! once with `?` marking each parameter, and two dialect hooks ([`Warehouse::bucket`] and
 //! [`Warehouse::fin`]); percentiles are each engine's own.
 
 pub mod clickhouse;
@@ -38,7 +38,7 @@ impl Cell {
     }
 }
 
-/// A query: SQL with `?` placeholders, and their values in order.
+/// A query: SQL with a `?` for each parameter, and their values in order.
 #[derive(Debug, Clone)]
 pub struct Query {
     pub sql: String,
@@ -142,7 +142,7 @@ impl Warehouse {
     }
 
     /// The 50th, 95th and 99th percentiles of `value` in each group of `groups` (text
-    /// columns) of `table`'s rows matching `filter` (SQL with `?` placeholders and
+    /// columns) of `table`'s rows matching `filter` (SQL with a `?` for each parameter, and
     /// `args`), as `(group values, [p50, p95, p99])`.
     pub async fn percentiles(
         &self,

@@ -154,7 +154,6 @@ pub fn by_dataset(dataset: &str) -> Option<&'static Table> {
 
 /// The table a row goes to, and the row as a JSON object of its columns.
 pub fn of(row: &Row) -> (&'static Table, Value) {
-    let json = |r: &dyn erased::Serialize| r.to_value();
     match row {
         Row::Event(r) => (&EVENTS, json(r)),
         Row::Usage(r) => (&USAGE, json(r)),
@@ -167,17 +166,9 @@ pub fn of(row: &Row) -> (&'static Table, Value) {
     }
 }
 
-mod erased {
-    /// Any row as JSON, without a generic function per table.
-    pub trait Serialize {
-        fn to_value(&self) -> serde_json::Value;
-    }
-
-    impl<T: serde::Serialize> Serialize for T {
-        fn to_value(&self) -> serde_json::Value {
-            serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-        }
-    }
+/// A row's columns as a JSON object.
+fn json<T: serde::Serialize>(row: &T) -> Value {
+    serde_json::to_value(row).unwrap_or(Value::Null)
 }
 
 #[cfg(test)]
