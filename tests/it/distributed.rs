@@ -544,6 +544,7 @@ fn the_compose_stack_wires_every_service_and_publishes_only_the_gateway() {
             "settings",
             "tool",
             "notification",
+            "capsule-repo",
         ]
         .contains(&spec.name)
         {

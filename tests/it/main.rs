@@ -7,6 +7,7 @@ mod async_inference;
 mod auth;
 mod billing;
 mod browser_tool;
+mod capsules;
 mod chat;
 mod cloud_tools;
 mod code_tool;

@@ -313,6 +313,13 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
     )
     .await;
     assert_eq!(constitution_keys.len(), 1);
+    let capsule_keys = sealed_keys(
+        data.path(),
+        "capsule-repo",
+        "SELECT kid, pkcs8 FROM capsule_platform_keys",
+    )
+    .await;
+    assert_eq!(capsule_keys.len(), 1, "the platform's capsule signing key");
     let opened = identity_keys
         .iter()
         .map(|(kid, sealed)| {
@@ -324,6 +331,12 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
         .chain(constitution_keys.iter().map(|(kid, sealed)| {
             (
                 sealer.open(sealed, &format!("constitution/signing_key/{kid}")),
+                kid,
+            )
+        }))
+        .chain(capsule_keys.iter().map(|(kid, sealed)| {
+            (
+                sealer.open(sealed, &format!("capsule/platform_key/{kid}")),
                 kid,
             )
         }));
@@ -359,6 +372,14 @@ async fn no_file_of_the_data_directory_holds_a_secret_and_keys_rotate_keeps_logi
             data.path(),
             "constitution",
             "SELECT kid, pkcs8 FROM constitution_keys",
+        )
+        .await,
+    )
+    .chain(
+        sealed_keys(
+            data.path(),
+            "capsule-repo",
+            "SELECT kid, pkcs8 FROM capsule_platform_keys",
         )
         .await,
     )

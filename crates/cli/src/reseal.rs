@@ -84,6 +84,13 @@ async fn run(config: &CommonConfig) -> anyhow::Result<()> {
     .context("notification")?;
     eprintln!("somagent: notification: {resealed} webhook secrets re-sealed");
     notification.close().await;
+    let capsules = open(config, "capsule-repo", somagent_capsule_repo::MIGRATIONS).await?;
+    let resealed =
+        somagent_capsule_repo::reseal(capsules.clone(), sealer.clone(), ResealScope::NotCurrent)
+            .await
+            .context("capsule-repo")?;
+    eprintln!("somagent: capsule-repo: {resealed} records re-sealed");
+    capsules.close().await;
     if !configured {
         master_key::forget_older_keys(&config.data_dir)?;
         eprintln!("somagent: older master keys removed from the data directory");

@@ -18,6 +18,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod budget_holds;
+pub mod capsule;
 pub mod clock;
 pub mod config;
 pub mod constitution;

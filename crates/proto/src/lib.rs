@@ -35,4 +35,5 @@ service_packages! {
     settings => "somagent.settings.v1",
     notification => "somagent.notification.v1",
     analytics => "somagent.analytics.v1",
+    capsule => "somagent.capsule.v1",
 }

@@ -4,9 +4,8 @@
 use std::sync::Arc;
 
 use somagent_common::auth::SigningKey;
-use somagent_common::clock::unix_now;
 use somagent_common::infra::db::{self, Db, DbError, FromAnyRow, Migration};
-use somagent_common::secrets::{ResealScope, Sealer};
+use somagent_common::secrets::{ResealScope, Sealer, StoredSigningKey};
 use somagent_common::tenant::TenantId;
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -44,82 +43,29 @@ impl FromAnyRow for StoredVersion {
 #[derive(Clone)]
 pub struct ConstitutionStore {
     db: Db,
-    sealer: Arc<Sealer>,
-}
-
-fn key_context(kid: &str) -> String {
-    format!("constitution/signing_key/{kid}")
+    key: StoredSigningKey,
 }
 
 impl ConstitutionStore {
     pub fn new(db: Db, sealer: Arc<Sealer>) -> Self {
-        Self { db, sealer }
+        let key = StoredSigningKey::new(
+            db.clone(),
+            sealer,
+            "constitution_keys",
+            "constitution/signing_key",
+        );
+        Self { db, key }
     }
 
     /// The service's key, made on first start (race-safe across replicas).
     pub async fn signing_key(&self) -> anyhow::Result<SigningKey> {
-        if let Some(row) =
-            sqlx::query("SELECT kid, pkcs8 FROM constitution_keys ORDER BY created_at LIMIT 1")
-                .fetch_optional(self.db.pool())
-                .await?
-        {
-            let (kid, stored): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            let pkcs8 = self.open_key(&kid, &stored)?;
-            return Ok(SigningKey::from_pkcs8(kid, pkcs8)?);
-        }
-        let key = SigningKey::generate()?;
-        sqlx::query(
-            "INSERT INTO constitution_keys (kid, pkcs8, created_at) VALUES ($1, $2, $3) ON CONFLICT (kid) DO NOTHING",
-        )
-        .bind(key.kid())
-        .bind(self.sealer.seal(key.pkcs8(), &key_context(key.kid())))
-        .bind(unix_now())
-        .execute(self.db.pool())
-        .await?;
-        // Another replica may have made one at the same moment: the oldest wins.
-        Box::pin(self.signing_key()).await
-    }
-
-    /// The key's PKCS#8; a value that does not open (plaintext included) is an error.
-    fn open_key(&self, kid: &str, stored: &str) -> anyhow::Result<Vec<u8>> {
-        self.sealer
-            .open(stored, &key_context(kid))
-            .map(|pkcs8| pkcs8.to_vec())
-            .map_err(|e| anyhow::anyhow!("constitution signing key {kid}: {e}"))
+        self.key.get().await
     }
 
     /// Re-seals the signing keys `scope` names under the current master key; returns
-    /// how many it rewrote. Safe to re-run: a row changed meanwhile is left as it is.
+    /// how many it rewrote.
     pub async fn reseal(&self, scope: ResealScope) -> anyhow::Result<u64> {
-        let rows = sqlx::query("SELECT kid, pkcs8 FROM constitution_keys")
-            .fetch_all(self.db.pool())
-            .await?;
-        let mut done = 0;
-        for row in rows {
-            let (kid, stored): (String, String) = (row.try_get(0)?, row.try_get(1)?);
-            if !scope.wants(&self.sealer, &stored) {
-                continue;
-            }
-            let pkcs8 = if Sealer::is_sealed(&stored) {
-                self.open_key(&kid, &stored)?
-            } else {
-                // Before sealing, the column held the key's PKCS#8 in base64.
-                data_encoding::BASE64.decode(stored.as_bytes())?
-            };
-            done += sqlx::query(
-                "UPDATE constitution_keys SET pkcs8 = $1 WHERE kid = $2 AND pkcs8 = $3",
-            )
-            .bind(self.sealer.seal(&pkcs8, &key_context(&kid)))
-            .bind(&kid)
-            .bind(&stored)
-            .execute(self.db.pool())
-            .await?
-            .rows_affected();
-        }
-        if done > 0 {
-            somagent_common::secrets::scrub_replaced(&self.db).await?;
-        }
-        Ok(done)
+        self.key.reseal(scope).await
     }
 
     pub async fn latest(&self, tenant: &TenantId) -> Result<Option<StoredVersion>, DbError> {

@@ -34,6 +34,7 @@ use somagent_common::auth::{TrustedIssuer, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::proto::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use somagent_common::proto::billing::v1::billing_service_client::BillingServiceClient;
+use somagent_common::proto::capsule::v1::capsule_service_client::CapsuleServiceClient;
 use somagent_common::proto::constitution::v1::constitution_service_client::ConstitutionServiceClient;
 use somagent_common::proto::identity::v1::identity_service_client::IdentityServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
@@ -44,8 +45,8 @@ use somagent_common::proto::settings::v1::settings_service_client::SettingsServi
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
 use somagent_common::service::{
-    ANALYTICS, BILLING, CONSTITUTION, IDENTITY, MEMORY, NOTIFICATION, ORCHESTRATOR, POLICY,
-    SETTINGS, SLM, TOOL,
+    ANALYTICS, BILLING, CAPSULE_REPO, CONSTITUTION, IDENTITY, MEMORY, NOTIFICATION, ORCHESTRATOR,
+    POLICY, SETTINGS, SLM, TOOL,
 };
 
 pub use somagent_common::service::GATEWAY as SPEC;
@@ -68,6 +69,7 @@ pub struct Gateway {
     pub settings: SettingsServiceClient<tonic::transport::Channel>,
     pub notification: NotificationServiceClient<tonic::transport::Channel>,
     pub analytics: AnalyticsServiceClient<tonic::transport::Channel>,
+    pub capsules: CapsuleServiceClient<tonic::transport::Channel>,
     pub login_throttle: login_throttle::LoginThrottle,
     /// The services behind, asked for `/v1/status`.
     pub status: service_status::StatusProbe,
@@ -131,6 +133,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
     let notification_channel = config.channel(&NOTIFICATION, None)?;
     // An export streams as long as its download.
     let analytics_channel = config.channel(&ANALYTICS, None)?;
+    let capsule_channel = config.channel(&CAPSULE_REPO, unary)?;
     let status = service_status::StatusProbe::new(vec![
         (IDENTITY.name, channel.clone()),
         (SLM.name, slm.clone()),
@@ -143,6 +146,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         (SETTINGS.name, settings_channel.clone()),
         (NOTIFICATION.name, notification_channel.clone()),
         (ANALYTICS.name, analytics_channel.clone()),
+        (CAPSULE_REPO.name, capsule_channel.clone()),
     ]);
     let policy = PolicyServiceClient::new(policy_channel);
     let constitution = ConstitutionServiceClient::new(constitution_channel);
@@ -164,6 +168,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         settings: SettingsServiceClient::new(settings_channel),
         notification: NotificationServiceClient::new(notification_channel),
         analytics: AnalyticsServiceClient::new(analytics_channel),
+        capsules: CapsuleServiceClient::new(capsule_channel),
         login_throttle: login_throttle::LoginThrottle::new(cache.clone()),
         status,
         trusted_proxies: settings.trusted_proxies()?,

@@ -10,6 +10,7 @@
 //! callee (`common::auth::ServiceTokens`).
 
 mod api;
+mod capsules;
 mod config;
 mod domain;
 mod hub;
@@ -25,12 +26,13 @@ use somagent_common::app::{ServiceApp, ServiceBuilder, ServiceContext};
 use somagent_common::auth::{ServiceTokens, Verifier, builtin_issuer};
 use somagent_common::infra::db::Migration;
 use somagent_common::infra::events::ConsumeOptions;
+use somagent_common::proto::capsule::v1::capsule_service_client::CapsuleServiceClient;
 use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClient;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::proto::settings::v1::settings_service_client::SettingsServiceClient;
 use somagent_common::proto::slm::v1::slm_service_client::SlmServiceClient;
 use somagent_common::proto::tool::v1::tool_service_client::ToolServiceClient;
-use somagent_common::service::{MEMORY, POLICY, SETTINGS, SLM, TOOL};
+use somagent_common::service::{CAPSULE_REPO, MEMORY, POLICY, SETTINGS, SLM, TOOL};
 use somagent_common::settings_cache::SettingsCache;
 
 use somagent_workflows::local::LocalEngine;
@@ -133,6 +135,13 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             hub,
             moderation,
             settings: tenant_settings,
+            capsules: capsules::Capsules {
+                client: CapsuleServiceClient::new(channel(
+                    &CAPSULE_REPO,
+                    Some(Duration::from_secs(10)),
+                )?),
+                tokens: Arc::new(ServiceTokens::connect(&config, &SPEC)?),
+            },
         },
     };
     let verifier = Arc::new(Verifier::new(

@@ -12,6 +12,7 @@ use somagent_common::paging::PageSize;
 use somagent_workflows::{Engine, StartRequest};
 use tokio::sync::broadcast;
 
+use crate::capsules::{Capsules, ENVIRONMENT_KEY};
 use crate::domain::approval::{self, Approval, ApprovalStatus, Verdict};
 use crate::domain::session::{self, Session, SessionRequest};
 use crate::hub::{Live, TurnHub};
@@ -28,6 +29,8 @@ pub struct Sessions {
     pub moderation: PromptModeration,
     /// The tenant's settings (whether turns recall by default).
     pub settings: Arc<somagent_common::settings_cache::SettingsCache>,
+    /// The capsules sessions run as.
+    pub capsules: Capsules,
 }
 
 /// A turn that has started: its number, its workflow run and its live events
@@ -46,6 +49,23 @@ impl Sessions {
         request: SessionRequest,
     ) -> Result<Session, ApiError> {
         principal.require(Capability::SessionsWrite)?;
+        let mut request = request;
+        if !request.capsule_id.is_empty() {
+            // The capsule must be installed (or the platform's) and verify now; the
+            // model it names is the session's unless the session names one.
+            let capsule = self
+                .capsules
+                .resolve(
+                    principal,
+                    &request.capsule_id,
+                    environment_of(&request.metadata),
+                    true,
+                )
+                .await?;
+            if request.model.is_empty() {
+                request.model = capsule.definition.model.unwrap_or_default();
+            }
+        }
         let session = request.open(
             uuid::Uuid::now_v7().to_string(),
             principal.tenant.clone(),
@@ -135,6 +155,21 @@ impl Sessions {
         self.moderation
             .check(principal, token, &content, &session.id)
             .await?;
+        // A capsule runs as verified now, not as it was when the session opened.
+        let capsule = if session.capsule_id.is_empty() {
+            None
+        } else {
+            Some(
+                self.capsules
+                    .resolve(
+                        principal,
+                        &session.capsule_id,
+                        environment_of(&session.metadata),
+                        false,
+                    )
+                    .await?,
+            )
+        };
         let events = self.hub.subscribe(&session.tenant, &session.id);
         let Some(turn_no) = self
             .store
@@ -155,6 +190,10 @@ impl Sessions {
         let recall_by_default =
             somagent_common::settings_cache::flag(&tenant_settings, "sessions.memory_recall")
                 .unwrap_or(true);
+        let mut recall = turn::RecallSettings::of_session(&session.metadata, recall_by_default);
+        if let Some(capsule) = &capsule {
+            recall.follow(&capsule.definition.memory);
+        }
         let input = TurnInput {
             session_id: session.id.clone(),
             turn: turn_no,
@@ -165,8 +204,9 @@ impl Sessions {
                 .iter()
                 .map(|c| c.as_str().to_owned())
                 .collect(),
-            recall: turn::RecallSettings::of_session(&session.metadata, recall_by_default),
+            recall,
             model: session.model,
+            capsule,
             content,
             started_ms: somagent_common::clock::unix_now_ms(),
         };
@@ -327,4 +367,12 @@ impl Sessions {
             .await
             .map_err(ApiError::internal)
     }
+}
+
+/// The environment whose installation a session's capsule runs (`prod` by default).
+fn environment_of(metadata: &serde_json::Value) -> &str {
+    metadata
+        .get(ENVIRONMENT_KEY)
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("prod")
 }

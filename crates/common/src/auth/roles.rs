@@ -1,7 +1,7 @@
 //! Roles → capabilities, after the original's RBAC matrix: a viewer reads; an operator
 //! also runs and cancels work, adds memory, uses tools and approves their calls; a developer also builds
-//! capsules and tools; an admin also manages users, keys, settings and policy and may
-//! delete. Three capabilities are granted on their own, never by a role:
+//! capsules and tools; an admin also manages users, keys, settings and policy, reviews
+//! capsules, and may delete. Three capabilities are granted on their own, never by a role:
 //! `moderation:bypass`, `training.admin`, `billing.admin`; `platform:admin` belongs to
 //! the platform's operators (it may create tenants).
 
@@ -72,6 +72,7 @@ impl Role {
                 SettingsWrite,
                 PolicyWrite,
                 ConstitutionWrite,
+                CapsulesReview,
                 TenantAdmin,
                 Delete,
             ]);
@@ -110,6 +111,7 @@ capabilities! {
     MemoryWrite => "memory:write",
     CapsulesRead => "capsules:read",
     CapsulesWrite => "capsules:write",
+    CapsulesReview => "capsules:review",
     ToolsRead => "tools:read",
     ToolsInvoke => "tools:invoke",
     ToolsWrite => "tools:write",

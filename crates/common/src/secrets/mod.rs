@@ -10,13 +10,15 @@
 //!
 //! Layout: [`sealer`] (seal, open, the record format), [`master_key`] (where the
 //! master keys come from: `SOMAGENT_MASTER_KEY[_FILE]`, or on one machine a file in
-//! the data directory).
+//! the data directory), [`signing_keys`] (a service's own sealed Ed25519 key).
 
 pub mod master_key;
 pub mod sealer;
+pub mod signing_keys;
 
 pub use master_key::{MASTER_KEY_FILE, load_sealer};
 pub use sealer::{MasterKey, SealError, Sealer};
+pub use signing_keys::StoredSigningKey;
 
 use crate::infra::db::{Db, DbError, DbKind};
 

@@ -7,6 +7,7 @@ mod approvals;
 mod auth;
 mod billing;
 mod body;
+mod capsules;
 mod chat;
 mod embeddings;
 mod forward;
@@ -102,6 +103,21 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
                     memory::MAX_UPLOAD_BYTES,
                 )),
         )
+        .routes(routes!(capsules::catalog))
+        .routes(routes!(capsules::keys, capsules::add_key))
+        .routes(routes!(capsules::revoke_key))
+        .routes(routes!(capsules::submissions, capsules::submit))
+        .routes(routes!(capsules::submission))
+        .routes(routes!(capsules::review))
+        .routes(routes!(capsules::installations))
+        .routes(routes!(capsules::get))
+        .routes(routes!(capsules::download))
+        .routes(routes!(capsules::install))
+        .routes(routes!(capsules::rollback))
+        .routes(routes!(capsules::uninstall))
+        .routes(routes!(capsules::rate))
+        .routes(routes!(capsules::ratings))
+        .routes(routes!(capsules::execute))
         .routes(routes!(profiles::list))
         .routes(routes!(profiles::put, profiles::delete))
         .routes(routes!(policy::evaluate))

@@ -136,18 +136,29 @@ pub async fn create(
         model: b.model.unwrap_or_default(),
         metadata_json: b.metadata.map(|m| m.to_string()).unwrap_or_default(),
     };
+    let session = open(&gateway, &auth, request, b.prompt).await?;
+    Ok((StatusCode::CREATED, Json(session.into())))
+}
+
+/// Opens a session and, with a prompt, starts its first turn (which runs on its own;
+/// its events are for whoever watches the session). A prompt the policy refuses leaves
+/// no session behind.
+pub(super) async fn open(
+    gateway: &Gateway,
+    auth: &Authenticated,
+    request: pb::CreateSessionRequest,
+    prompt: Option<String>,
+) -> Result<pb::Session, ApiError> {
     let mut orchestrator = gateway.orchestrator.clone();
     let mut session = orchestrator
         .create_session(auth.forward(request))
         .answer()
         .await?;
-    if let Some(prompt) = b.prompt {
+    if let Some(prompt) = prompt {
         let request = pb::SendMessageRequest {
             session_id: session.id.clone(),
             content: prompt,
         };
-        // The turn runs on its own; its events are for whoever watches the session. A
-        // prompt the policy refuses leaves no session behind.
         if let Err(refused) = orchestrator.send_message(auth.forward(request)).await {
             let delete = pb::DeleteSessionRequest {
                 id: session.id.clone(),
@@ -160,7 +171,7 @@ pub async fn create(
         session.status = "running".into();
         session.turns = 1;
     }
-    Ok((StatusCode::CREATED, Json(session.into())))
+    Ok(session)
 }
 
 /// The caller's sessions (all of the tenant's for its admins).

@@ -64,6 +64,9 @@ const GRANTS: &[(&str, &str, &[Capability])] = &[
         &[Capability::ModelsUse, Capability::MemoryRead],
     ),
     ("tool", "billing", &[Capability::ToolsInvoke]),
+    // A session runs as an installed capsule: its verified definition, when the
+    // session opens and before each turn.
+    ("orchestrator", "capsule-repo", &[Capability::CapsulesRead]),
     // A session turn recalls memories and passages for its prompt, and remembers.
     (
         "orchestrator",

@@ -30,13 +30,14 @@ pub struct Session {
 pub struct SessionRequest {
     pub model: String,
     pub metadata: Value,
+    /// The capsule the session runs as; empty for none.
+    pub capsule_id: String,
 }
 
 impl SessionRequest {
     /// Checks a request as it arrives: `metadata_json` empty or a JSON object of at most
-    /// 16 KiB, a model name of at most 200 characters, and no capsule (capsules do not
-    /// exist yet: a session that names one would silently run without it, which is worse
-    /// than refusing).
+    /// 16 KiB, a model name of at most 200 characters, a capsule id of the capsule
+    /// alphabet (whether it is installed is the capsule repository's answer).
     pub fn parse(metadata_json: &str, model: String, capsule_id: &str) -> Result<Self, ApiError> {
         let metadata = if metadata_json.is_empty() {
             Value::Object(Map::new())
@@ -53,13 +54,17 @@ impl SessionRequest {
         if model.len() > MAX_MODEL {
             return Err(ApiError::validation("model", "is at most 200 characters"));
         }
-        if !capsule_id.is_empty() {
+        if !capsule_id.is_empty() && !somagent_common::capsule::valid_id(capsule_id) {
             return Err(ApiError::validation(
                 "capsule_id",
-                "capsules are not available on this platform yet; create the session without one",
+                "is a capsule id ([a-z0-9][a-z0-9_-]{1,63})",
             ));
         }
-        Ok(Self { model, metadata })
+        Ok(Self {
+            model,
+            metadata,
+            capsule_id: capsule_id.to_owned(),
+        })
     }
 
     /// The new, idle session `owner` opens with this request.
@@ -69,7 +74,7 @@ impl SessionRequest {
             tenant,
             owner,
             status: "idle".into(),
-            capsule_id: String::new(),
+            capsule_id: self.capsule_id,
             model: self.model,
             metadata: self.metadata,
             turns: 0,
@@ -119,6 +124,8 @@ mod tests {
     fn a_request_is_checked_field_by_field() {
         let ok = SessionRequest::parse(r#"{"team":"blue"}"#, "gpt".into(), "").unwrap();
         assert_eq!(ok.metadata["team"], "blue");
+        let capsule = SessionRequest::parse("", String::new(), "research-assistant").unwrap();
+        assert_eq!(capsule.capsule_id, "research-assistant");
         assert_eq!(
             SessionRequest::parse("", String::new(), "")
                 .unwrap()
@@ -132,7 +139,7 @@ mod tests {
             ("{not json", "m", "", "metadata"),
             (big.as_str(), "m", "", "metadata"),
             ("{}", long_model.as_str(), "", "model"),
-            ("{}", "m", "researcher", "capsule_id"),
+            ("{}", "m", "Research Assistant", "capsule_id"),
         ] {
             let refused = SessionRequest::parse(metadata, model.into(), capsule).unwrap_err();
             assert_eq!(field_of(&refused), field, "{model} {capsule}");

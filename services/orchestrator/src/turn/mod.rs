@@ -128,6 +128,11 @@ pub struct TurnInput {
     /// before it was kept.
     #[serde(default)]
     pub started_ms: i64,
+    /// The capsule the session runs as, verified when the turn was asked for: its
+    /// persona leads the prompt, its tools bound what the model is offered, its
+    /// limits bound the rounds and tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capsule: Option<crate::capsules::CapsuleRun>,
 }
 
 /// What a turn recalls, from the session's metadata `memory` object: `recall` (the
@@ -157,6 +162,17 @@ impl Default for RecallSettings {
 }
 
 impl RecallSettings {
+    /// What a capsule says of recall overrides the session's defaults: whether to
+    /// recall, and from which scopes.
+    pub fn follow(&mut self, memory: &somagent_common::capsule::MemorySpec) {
+        if let Some(recall) = memory.recall {
+            self.enabled = recall;
+        }
+        if !memory.scopes.is_empty() {
+            self.scopes.clone_from(&memory.scopes);
+        }
+    }
+
     pub fn off() -> Self {
         Self {
             enabled: false,

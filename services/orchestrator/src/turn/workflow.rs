@@ -67,7 +67,14 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
     };
     let (transcript, toolbox, recalled) =
         futures::join!(ctx.activity(&SESSION_HISTORY, who), toolbox, recall);
-    let (mut transcript, toolbox, recalled) = (transcript?, toolbox?, recalled?);
+    let (mut transcript, mut toolbox, recalled) = (transcript?, toolbox?, recalled?);
+    if let Some(capsule) = &input.capsule {
+        as_capsule(&capsule.definition, &mut transcript, &mut toolbox);
+    }
+    let token_limit = input
+        .capsule
+        .as_ref()
+        .and_then(|c| c.definition.limits.max_tokens);
     if !recalled.context.is_empty() {
         let at = transcript
             .iter()
@@ -81,8 +88,11 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
     let mut filtered = false;
     for round in 0..=toolbox.max_rounds {
         ctx.publish(&json!({ "step": "model", "round": round, "usage": usage }));
-        // The last round offers no tools: the model must answer.
-        let tools = if round < toolbox.max_rounds {
+        // The last round offers no tools: the model must answer; so does a round
+        // past the capsule's token limit.
+        let spent = u64::try_from(usage.prompt_tokens + usage.completion_tokens).unwrap_or(0);
+        let out_of_tokens = token_limit.is_some_and(|limit| spent >= limit);
+        let tools = if round < toolbox.max_rounds && !out_of_tokens {
             toolbox.definitions.clone()
         } else {
             Vec::new()
@@ -100,7 +110,7 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         // slm's output guard stopped the answer mid-stream: it is withheld, whatever
         // the final check says of the part that went out.
         filtered = reply.filtered;
-        if filtered || reply.tool_calls.is_empty() || round == toolbox.max_rounds {
+        if filtered || reply.tool_calls.is_empty() || round == toolbox.max_rounds || out_of_tokens {
             break;
         }
         let assistant = Message {
@@ -222,4 +232,25 @@ async fn run_calls<'a>(
         results.push((call, ran.content));
     }
     Ok(results)
+}
+
+/// A capsule's session: its persona leads the prompt, the model is offered only the
+/// tools it names, and no more rounds than it allows.
+fn as_capsule(
+    capsule: &somagent_common::capsule::Definition,
+    transcript: &mut Vec<Message>,
+    toolbox: &mut Toolbox,
+) {
+    transcript.insert(0, Message::new("system", capsule.persona.clone()));
+    toolbox.functions.retain(|f| capsule.allows_tool(&f.name));
+    let allowed: std::collections::HashSet<&str> =
+        toolbox.functions.iter().map(|f| f.name.as_str()).collect();
+    toolbox.definitions.retain(|d| {
+        d.pointer("/function/name")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|name| allowed.contains(name))
+    });
+    if let Some(rounds) = capsule.limits.max_rounds {
+        toolbox.max_rounds = toolbox.max_rounds.min(rounds);
+    }
 }
