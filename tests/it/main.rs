@@ -31,6 +31,7 @@ mod output_guard;
 mod platform;
 mod policy;
 mod problems;
+mod projects;
 mod rate_limits;
 mod rbac;
 mod secrets_at_rest;

@@ -214,32 +214,10 @@ impl Definition {
 
     /// The first message a run starts with, from its input.
     pub fn render(&self, input: &Value) -> String {
-        let template = self.prompt_template.as_deref().unwrap_or("{{input}}");
-        let mut out = String::with_capacity(template.len());
-        let mut rest = template;
-        while let Some(start) = rest.find("{{") {
-            out.push_str(&rest[..start]);
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else {
-                out.push_str(&rest[start..]);
-                rest = "";
-                break;
-            };
-            let name = after[..end].trim();
-            let value = if name == "input" {
-                Some(input)
-            } else {
-                input.get(name)
-            };
-            match value {
-                Some(Value::String(s)) => out.push_str(s),
-                Some(other) => out.push_str(&other.to_string()),
-                None => {}
-            }
-            rest = &after[end + 2..];
-        }
-        out.push_str(rest);
-        out
+        render(
+            self.prompt_template.as_deref().unwrap_or("{{input}}"),
+            input,
+        )
     }
 
     /// Whether the capsule may use the tool function `name` (`<tool>__<action>`).
@@ -249,6 +227,45 @@ impl Definition {
             .iter()
             .any(|t| t == function || Some(t.as_str()) == tool)
     }
+}
+
+/// `template` with each `{{field}}` replaced by that field of `input` (a string as it
+/// is, anything else as JSON, an array of strings as a bulleted list) and `{{input}}`
+/// by the whole input as JSON; a field the input lacks renders empty.
+pub fn render(template: &str, input: &Value) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            rest = "";
+            break;
+        };
+        let name = after[..end].trim();
+        let value = if name == "input" {
+            Some(input)
+        } else {
+            input.get(name)
+        };
+        match value {
+            Some(Value::String(s)) => out.push_str(s),
+            Some(Value::Array(items)) if items.iter().all(Value::is_string) && name != "input" => {
+                let lines: Vec<String> = items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(|s| format!("- {s}"))
+                    .collect();
+                out.push_str(&lines.join("\n"));
+            }
+            Some(other) => out.push_str(&other.to_string()),
+            None => {}
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `[a-z0-9][a-z0-9_-]{1,63}`.
@@ -410,6 +427,10 @@ mod tests {
         assert_eq!(
             d.render(&json!({"topic": "owls", "words": 50})),
             "Write about owls in 50 words."
+        );
+        assert_eq!(
+            render("Criteria:\n{{c}}", &json!({"c": ["fast", "small"]})),
+            "Criteria:\n- fast\n- small"
         );
     }
 

@@ -23,6 +23,9 @@
 //! - `slow-N`: like `scripted`, waiting N ms before each chunk.
 //! - `silent`: never answers.
 //! - `fail-500`, `fail-429`: always that status (`Retry-After: 0` on 429).
+//! - `rules`: answers a last user message by the first rule the test set (`on`,
+//!   `on_slowly`) whose text it contains, each rule's answers in turn (the last one
+//!   repeated); as `scripted` when none matches.
 //! - `flaky-N`: the first N requests for a given conversation get a 503, then as
 //!   `scripted`.
 //! - `cut-N`: the first N streamed answers to a given conversation break off halfway
@@ -57,6 +60,17 @@ use serde_json::{Value, json};
 struct Shared {
     requests: Mutex<Vec<Value>>,
     attempts: Mutex<HashMap<String, u32>>,
+    rules: Mutex<Vec<Rule>>,
+}
+
+/// `rules`' answers to a last user message containing `contains`: the first time the
+/// first answer, then the next, the last one repeated.
+struct Rule {
+    contains: String,
+    answers: Vec<String>,
+    used: usize,
+    /// A wait before each chunk.
+    delay: Option<Duration>,
 }
 
 /// A running scripted server; it stops when dropped.
@@ -101,6 +115,22 @@ impl ScriptedLlm {
         format!("http://{}/v1", self.addr)
     }
 
+    /// Makes `rules` answer a last user message containing `contains` with `answers`,
+    /// one per time it matches (the last one repeated).
+    pub fn on(&self, contains: &str, answers: &[&str]) {
+        self.on_slowly(contains, answers, None);
+    }
+
+    /// [`ScriptedLlm::on`], waiting `delay` before each chunk of a streamed answer.
+    pub fn on_slowly(&self, contains: &str, answers: &[&str], delay: Option<Duration>) {
+        self.shared.rules.lock().unwrap().push(Rule {
+            contains: contains.to_owned(),
+            answers: answers.iter().map(|a| (*a).to_owned()).collect(),
+            used: 0,
+            delay,
+        });
+    }
+
     /// Every request body received so far, oldest first.
     pub fn requests(&self) -> Vec<Value> {
         self.shared.requests.lock().unwrap().clone()
@@ -113,6 +143,7 @@ async fn models() -> Json<Value> {
         "tool-caller",
         "chatty-tool-caller",
         "tool-user",
+        "rules",
         "no-usage",
         "silent",
         "fail-500",
@@ -179,6 +210,24 @@ fn answer(model: &str, messages: &[Value], tools: &[Value]) -> Answer {
         return answer;
     }
     Answer::Text(format!("Echo: {last_user}"))
+}
+
+/// `rules`' answer to the conversation, and its delay, if a rule matches.
+fn ruled(shared: &Shared, messages: &[Value]) -> Option<(String, Option<Duration>)> {
+    let last_user = messages
+        .iter()
+        .rev()
+        .find(|m| m["role"] == "user")
+        .map(|m| content_text(&m["content"]))?;
+    let mut rules = shared.rules.lock().unwrap();
+    let rule = rules.iter_mut().find(|r| last_user.contains(&r.contains))?;
+    let answer = rule
+        .answers
+        .get(rule.used)
+        .or_else(|| rule.answers.last())
+        .cloned()?;
+    rule.used += 1;
+    Some((answer, rule.delay))
 }
 
 /// `tool-user`'s answer: the next round of the script's calls, or the results.
@@ -407,7 +456,13 @@ async fn chat(State(shared): State<Arc<Shared>>, Json(body): Json<Value>) -> Res
         .map(|m| count(&content_text(&m["content"])) + 1)
         .sum();
     let tools = body["tools"].as_array().cloned().unwrap_or_default();
-    let answer = answer(&model, &messages, &tools);
+    let (answer, delay) = match (model == "rules")
+        .then(|| ruled(&shared, &messages))
+        .flatten()
+    {
+        Some((text, rule_delay)) => (Answer::Text(text), rule_delay.or(delay)),
+        None => (answer(&model, &messages, &tools), delay),
+    };
     let with_usage = model != "no-usage";
     let id = format!("chatcmpl-{}", shared.requests.lock().unwrap().len());
     if body["stream"] == true {

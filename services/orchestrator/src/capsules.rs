@@ -12,6 +12,7 @@ use somagent_common::error::ApiError;
 use somagent_common::proto::capsule::v1 as pb;
 use somagent_common::proto::capsule::v1::capsule_service_client::CapsuleServiceClient;
 use somagent_common::service::CAPSULE_REPO;
+use somagent_common::tenant::TenantId;
 
 /// A verified capsule version, as a turn runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,14 +47,31 @@ impl Capsules {
             .iter()
             .map(|c| c.as_str().to_owned())
             .collect();
+        self.resolve_for(
+            &principal.tenant,
+            &principal.subject,
+            &capabilities,
+            capsule,
+            environment,
+            count_run,
+        )
+        .await
+    }
+
+    /// [`Capsules::resolve`] for a user known by tenant, id and capabilities (a
+    /// workflow acting for them).
+    pub async fn resolve_for(
+        &self,
+        tenant: &TenantId,
+        subject: &str,
+        capabilities: &[String],
+        capsule: &str,
+        environment: &str,
+        count_run: bool,
+    ) -> Result<CapsuleRun, ApiError> {
         let token = self
             .tokens
-            .for_user(
-                &CAPSULE_REPO,
-                &principal.tenant,
-                &principal.subject,
-                &capabilities,
-            )
+            .for_user(&CAPSULE_REPO, tenant, subject, capabilities)
             .await?;
         let request = pb::ResolveRequest {
             id: capsule.to_owned(),

@@ -9,6 +9,7 @@
 //! `store` (sessions, messages), `hub` (live events). Activities act for users with service tokens from identity, each for one
 //! callee (`common::auth::ServiceTokens`).
 
+mod agents;
 mod api;
 mod capsules;
 mod config;
@@ -112,6 +113,26 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         builder.metrics(),
     ));
     turn::register(&mut registry, activities);
+    let capsules = capsules::Capsules {
+        client: CapsuleServiceClient::new(channel(&CAPSULE_REPO, Some(Duration::from_secs(10)))?),
+        tokens: Arc::new(ServiceTokens::connect(&config, &SPEC)?),
+    };
+    agents::register(
+        &mut registry,
+        agents::AgentActivities {
+            store: store.clone(),
+            capsules: capsules.clone(),
+            events: shared
+                .events
+                .clone()
+                .context("the orchestrator needs the event bus")?,
+            objects: shared
+                .objects
+                .clone()
+                .context("the orchestrator needs object storage (bundles)")?,
+        },
+    );
+    let records = agents::records::RunRecords::new(db.clone());
     db.migrate("workflows", somagent_workflows::MIGRATIONS)
         .await?;
     let engine: Arc<dyn Engine> = match config.workflows_url.temporal() {
@@ -126,6 +147,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         }
     };
     let stopping = engine.clone();
+    let engine_for_runs = engine.clone();
     let probe = somagent_workflows::EngineProbe(engine.clone());
     let grpc = api::grpc::OrchestratorGrpc {
         stopping: builder.stopping(),
@@ -135,13 +157,11 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
             hub,
             moderation,
             settings: tenant_settings,
-            capsules: capsules::Capsules {
-                client: CapsuleServiceClient::new(channel(
-                    &CAPSULE_REPO,
-                    Some(Duration::from_secs(10)),
-                )?),
-                tokens: Arc::new(ServiceTokens::connect(&config, &SPEC)?),
-            },
+            capsules,
+        },
+        runs: agents::runs::Runs {
+            engine: engine_for_runs,
+            records,
         },
     };
     let verifier = Arc::new(Verifier::new(

@@ -27,6 +27,11 @@ pub const MIGRATIONS: &[Migration] = &[
         "tool approvals",
         include_str!("../migrations/0003_tool_approvals.sql"),
     ),
+    Migration::portable(
+        4,
+        "agent runs",
+        include_str!("../migrations/0004_agent_runs.sql"),
+    ),
 ];
 
 const APPROVAL_COLUMNS: &str = "session_id, turn, call_id, tool, action, arguments, status, requested_by, \

@@ -20,6 +20,7 @@ mod paging;
 mod policy;
 mod principal;
 mod profiles;
+mod projects;
 mod sessions;
 mod settings;
 mod tenants;
@@ -118,6 +119,15 @@ fn documented(gateway: Gateway) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(capsules::rate))
         .routes(routes!(capsules::ratings))
         .routes(routes!(capsules::execute))
+        .routes(routes!(projects::start, projects::list))
+        .routes(routes!(projects::get))
+        .routes(routes!(projects::deliverable))
+        .routes(routes!(projects::approve))
+        .routes(routes!(projects::requeue))
+        .routes(routes!(projects::cancel))
+        .routes(routes!(projects::start_mao))
+        .routes(routes!(projects::get_mao))
+        .routes(routes!(projects::cancel_mao))
         .routes(routes!(profiles::list))
         .routes(routes!(profiles::put, profiles::delete))
         .routes(routes!(policy::evaluate))

@@ -28,6 +28,7 @@ use utoipa::{Modify, OpenApi};
         (name = "settings", description = "The tenant's settings (JSON merge patches, versioned), feature flags, and each user's preferences"),
         (name = "billing", description = "What usage cost: the ledger of every metered call and its sums, in integer micro-units"),
         (name = "analytics", description = "What the tenant's events add up to: usage, sessions and turns, decisions, models, tools, workflows; governance reports and exports"),
+        (name = "projects", description = "KAMACHIQ projects (a goal planned into deliverables, governed, approved, run in waves by agents, reviewed, bundled) and multi-agent runs"),
         (name = "capsules", description = "Capsules: versioned, signed agent and task templates; submissions, reviews, installations, ratings, and running one as a session"),
         (name = "notifications", description = "Your inbox, live over SSE and the WebSocket; the tenant's signed webhooks and their delivery log"),
     )

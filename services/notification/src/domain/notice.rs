@@ -4,7 +4,9 @@
 //! - `conversation.events`: a turn's end (`turn.completed`, `turn.withheld`,
 //!   `turn.failed`) and a tool call waiting for approval notify the session's owner.
 //! - `workflow.events`: a run's or task's end or block (`*.completed`, `*.failed`,
-//!   `*.blocked`, `*.cancelled`) notifies its initiator (the envelope's subject).
+//!   `*.blocked`, `*.cancelled`, `*.budget_exhausted`, `*.rejected`) and a project's
+//!   stages (`*.planned`, `*.awaiting_approval`, `*.wave_completed`) notify its
+//!   initiator (the envelope's subject).
 //! - `agent.notifications`: anything any service wants said, in the shape
 //!   `{audience?: "user"|"tenant_admins", user_id?, severity, title, body|message}`.
 //!
@@ -226,8 +228,11 @@ fn conversation(event: &Envelope) -> Option<Notice> {
 fn workflow(event: &Envelope) -> Option<Notice> {
     let (_, what) = event.kind.rsplit_once('.')?;
     let severity = match what {
-        "completed" => Severity::Info,
-        "blocked" | "cancelled" => Severity::Warning,
+        // A project's stages: its plan made, each wave done, its end.
+        "completed" | "planned" | "wave_completed" => Severity::Info,
+        "blocked" | "cancelled" | "awaiting_approval" | "budget_exhausted" | "rejected" => {
+            Severity::Warning
+        }
         "failed" => Severity::Error,
         _ => return None,
     };

@@ -17,6 +17,7 @@ use somagent_workflows::{ActivityError, Outcome};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::agents::runs::{MAO_KIND, PROJECT_KIND, Runs};
 use crate::api::workflows as workflow_admin;
 use crate::domain::session::{Session, SessionRequest};
 use crate::sessions::{Sessions, StartedTurn};
@@ -24,6 +25,7 @@ use crate::turn;
 
 pub struct OrchestratorGrpc {
     pub sessions: Sessions,
+    pub runs: Runs,
     /// Cancelled when this process starts to stop: live streams end with `reconnect`.
     pub stopping: CancellationToken,
 }
@@ -335,6 +337,103 @@ impl OrchestratorService for OrchestratorGrpc {
         .await?;
         Ok(Response::new(answer))
     }
+
+    async fn start_project(&self, request: Request<pb::JsonBody>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .start_project(&principal, &request.get_ref().json)
+                .await?,
+        )
+    }
+
+    async fn list_projects(&self, request: Request<pb::ListRunsRequest>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .list(&principal, PROJECT_KIND, request.get_ref().limit)
+                .await?,
+        )
+    }
+
+    async fn get_project(&self, request: Request<pb::RunRef>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .get(&principal, PROJECT_KIND, &request.get_ref().id)
+                .await?,
+        )
+    }
+
+    async fn get_deliverable(&self, request: Request<pb::DeliverableRef>) -> Json {
+        let principal = caller(&request)?;
+        let r = request.get_ref();
+        json(
+            self.runs
+                .deliverable(&principal, &r.id, &r.deliverable)
+                .await?,
+        )
+    }
+
+    async fn approve_project(&self, request: Request<pb::RunBody>) -> Json {
+        let principal = caller(&request)?;
+        let r = request.get_ref();
+        json(self.runs.approve(&principal, &r.id, &r.json).await?)
+    }
+
+    async fn requeue_deliverable(&self, request: Request<pb::DeliverableBody>) -> Json {
+        let principal = caller(&request)?;
+        let r = request.get_ref();
+        json(
+            self.runs
+                .requeue(&principal, &r.id, &r.deliverable, &r.json)
+                .await?,
+        )
+    }
+
+    async fn cancel_project(&self, request: Request<pb::RunRef>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .cancel(&principal, PROJECT_KIND, &request.get_ref().id)
+                .await?,
+        )
+    }
+
+    async fn start_mao(&self, request: Request<pb::JsonBody>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .start_mao(&principal, &request.get_ref().json)
+                .await?,
+        )
+    }
+
+    async fn get_mao(&self, request: Request<pb::RunRef>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .get(&principal, MAO_KIND, &request.get_ref().id)
+                .await?,
+        )
+    }
+
+    async fn cancel_mao(&self, request: Request<pb::RunRef>) -> Json {
+        let principal = caller(&request)?;
+        json(
+            self.runs
+                .cancel(&principal, MAO_KIND, &request.get_ref().id)
+                .await?,
+        )
+    }
+}
+
+type Json = Result<Response<pb::JsonBody>, Status>;
+
+fn json(value: serde_json::Value) -> Json {
+    Ok(Response::new(pb::JsonBody {
+        json: value.to_string(),
+    }))
 }
 
 /// The last event of a stream cut short because this process is stopping: the turn

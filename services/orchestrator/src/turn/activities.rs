@@ -153,13 +153,15 @@ impl TurnActivities {
 
     pub(super) async fn policy_check(&self, input: PolicyCheck) -> Result<Decision, ActivityError> {
         let who = &input.who;
-        let action = match input.action {
-            Checked::Completion => "completion",
+        let (action, text, tool) = match input.action {
+            Checked::Completion => ("completion", input.text, String::new()),
+            Checked::Prompt => ("prompt", input.text, String::new()),
+            Checked::Tool => ("tool", String::new(), input.text),
         };
         let request = ppb::EvaluateRequest {
             action: action.to_owned(),
-            text: input.text,
-            tool: String::new(),
+            text,
+            tool,
             session_id: who.session_id.clone(),
         };
         let token = self.token(who, &POLICY).await?;

@@ -248,7 +248,7 @@ pub struct Who {
 }
 
 impl Who {
-    fn of(input: &TurnInput) -> Self {
+    pub fn of(input: &TurnInput) -> Self {
         Self {
             tenant: input.tenant.clone(),
             subject: input.subject.clone(),
@@ -264,8 +264,13 @@ impl Who {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Checked {
-    /// A model's answer, before it is kept. (Prompts are judged before a turn starts.)
+    /// A model's answer, before it is kept. (A session's prompts are judged before a
+    /// turn starts.)
     Completion,
+    /// Instructions a workflow gives an agent: a project's goal, a deliverable.
+    Prompt,
+    /// A tool a workflow means to let an agent use; the text is the tool's name.
+    Tool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
