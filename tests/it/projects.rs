@@ -322,6 +322,37 @@ async fn a_project_goes_from_a_goal_to_reviewed_deliverables_on_each_engine() {
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // The governance report counts it: the blocked deliverable, the approval, the
+        // budget, the scores.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let run = loop {
+            let (status, report) = call(
+                &client,
+                Method::GET,
+                &g("/v1/analytics/governance"),
+                &root,
+                None,
+            )
+            .await;
+            assert_eq!(status, 200, "{report}");
+            if let Some(run) = report["projects"]
+                .as_array()
+                .and_then(|p| p.iter().find(|r| r["project_id"] == json!(id)))
+            {
+                break run.clone();
+            }
+            assert!(Instant::now() < deadline, "{backends:?}: {report:#}");
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        };
+        assert_eq!(run["status"], "completed", "{run}");
+        assert_eq!(run["denied"], 1, "{run}");
+        assert_eq!(run["approval"], "approved", "{run}");
+        assert_eq!(
+            (run["delivered"].as_i64(), run["deliverables"].as_i64()),
+            (Some(4), Some(4)),
+            "{run}"
+        );
+        assert_eq!(run["mean_score"], 90.0, "{run}");
         let (_, listed) = call(&client, Method::GET, &g("/v1/projects"), &root, None).await;
         assert_eq!(listed["runs"][0]["id"], json!(id), "{listed}");
         let (status, _) = call(
@@ -562,6 +593,58 @@ async fn a_multi_agent_dag_passes_outputs_along_its_edges() {
     )
     .await;
     assert_eq!(status, 409);
+
+    // The platform's project capsule runs as a project, its input the goal; not as a
+    // session.
+    let execute = g("/v1/capsules/kamachiq-project/execute");
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &execute,
+        &root,
+        Some(json!({"input": {}})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, run) = call(
+        &client,
+        Method::POST,
+        &execute,
+        &root,
+        Some(json!({"input": {"goal": "Count the owls"}})),
+    )
+    .await;
+    assert_eq!(status, 202, "{run}");
+    assert_eq!(run["capsule"]["id"], "kamachiq-project");
+    let project = run["project_id"].as_str().unwrap().to_owned();
+    let (status, view) = call(
+        &client,
+        Method::GET,
+        &g(&format!("/v1/projects/{project}")),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["title"], "Count the owls");
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        &g(&format!("/v1/projects/{project}/cancel")),
+        &root,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &g("/v1/sessions"),
+        &root,
+        Some(json!({"capsule_id": "kamachiq-project"})),
+    )
+    .await;
+    assert_eq!(status, 422, "{problem}");
 }
 
 /// A platform killed mid-wave resumes the project from where it was: what completed

@@ -26,6 +26,9 @@ pub enum Kind {
     Planner,
     /// Scores a deliverable against its acceptance criteria (`prompts.review`).
     Reviewer,
+    /// A KAMACHIQ project: its input renders the goal; `project` says which capsules
+    /// plan, do and review the work, and within what.
+    Project,
 }
 
 impl Kind {
@@ -35,6 +38,7 @@ impl Kind {
             Kind::Task => "task",
             Kind::Planner => "planner",
             Kind::Reviewer => "reviewer",
+            Kind::Project => "project",
         }
     }
 }
@@ -67,6 +71,32 @@ pub struct Limits {
     pub timeout_secs: Option<u64>,
 }
 
+/// What a project capsule runs: the capsules of its planner, reviewer and workers, and
+/// the project's bounds. What it leaves out is the platform's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// `auto` or `manual` (a person approves the plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deliverables: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_score: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_revisions: Option<u32>,
+}
+
 /// A capsule's definition, as its publisher wrote it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,7 +113,8 @@ pub struct Definition {
     pub category: String,
     #[serde(default)]
     pub tags: Vec<String>,
-    /// The system prompt every run starts with.
+    /// The system prompt every run starts with (a project capsule has none of its own).
+    #[serde(default)]
     pub persona: String,
     /// The model profile it runs on; the session's (or the tenant's default) when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -114,6 +145,9 @@ pub struct Definition {
     /// `pass_score`, `max_revisions`, `default_budget_tokens`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub heuristics: BTreeMap<String, u64>,
+    /// A project capsule's project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<ProjectSpec>,
 }
 
 /// The largest definition accepted, canonical.
@@ -149,8 +183,28 @@ impl Definition {
         if self.tags.len() > 20 || self.tags.iter().any(|t| t.is_empty() || t.len() > 40) {
             return field("tags", "are at most 20, each 1-40 characters");
         }
-        if self.persona.trim().is_empty() || self.persona.len() > MAX_PERSONA {
+        let needs_persona = self.kind != Kind::Project;
+        if (needs_persona && self.persona.trim().is_empty()) || self.persona.len() > MAX_PERSONA {
             return field("persona", "is 1-32768 characters");
+        }
+        if self.project.is_some() != (self.kind == Kind::Project) {
+            return field("project", "is given by a project capsule, and only by one");
+        }
+        if let Some(project) = &self.project {
+            let ids = [&project.planner, &project.reviewer, &project.worker];
+            if ids
+                .iter()
+                .any(|id| id.as_ref().is_some_and(|id| !valid_id(id)))
+            {
+                return field("project", "names capsules by their ids");
+            }
+            if project
+                .approval
+                .as_deref()
+                .is_some_and(|a| a != "auto" && a != "manual")
+            {
+                return field("project.approval", "is `auto` or `manual`");
+            }
         }
         if self
             .model
@@ -193,7 +247,7 @@ impl Definition {
         let needs = match self.kind {
             Kind::Planner => Some("plan"),
             Kind::Reviewer => Some("review"),
-            Kind::Agent | Kind::Task => None,
+            Kind::Agent | Kind::Task | Kind::Project => None,
         };
         if let Some(contract) = needs
             && self

@@ -557,10 +557,45 @@ pub async fn governance(
                 limit: detail["limit"].as_i64().unwrap_or(0),
             }),
             "constitution" => report.constitutions.push(constitution(at, &detail)),
+            "project" => report.projects.push(project_run(at, &detail)),
             _ => {}
         }
     }
     Ok(report)
+}
+
+/// A project's end, from its governance row.
+fn project_run(at: i64, detail: &Value) -> crate::domain::governance::ProjectRun {
+    let deliverables = detail["deliverables"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let scores: Vec<f64> = deliverables
+        .iter()
+        .filter_map(|d| d["score"].as_f64())
+        .collect();
+    crate::domain::governance::ProjectRun {
+        at: rfc3339_ms(at),
+        project_id: detail["project_id"].as_str().unwrap_or_default().to_owned(),
+        status: detail["status"].as_str().unwrap_or_default().to_owned(),
+        denied: detail["denied"].as_i64().unwrap_or(0),
+        approval: detail["approval"]["status"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        approved_by: detail["approval"]["by"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
+        tokens_limit: detail["budget"]["limit"].as_i64().unwrap_or(0),
+        tokens_spent: detail["budget"]["spent"].as_i64().unwrap_or(0),
+        delivered: deliverables
+            .iter()
+            .filter(|d| d["state"] == "completed")
+            .count() as i64,
+        deliverables: deliverables.len() as i64,
+        mean_score: (!scores.is_empty()).then(|| scores.iter().sum::<f64>() / scores.len() as f64),
+    }
 }
 
 /// One page of a dataset, oldest first, after `(time_ms, event_id)`: its rows as

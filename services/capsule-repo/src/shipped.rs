@@ -21,6 +21,10 @@ pub const SHIPPED: &[(&str, &str)] = &[
         include_str!("../../../capsules/kamachiq-planner.json"),
     ),
     (
+        "kamachiq-project.json",
+        include_str!("../../../capsules/kamachiq-project.json"),
+    ),
+    (
         "kamachiq-reviewer.json",
         include_str!("../../../capsules/kamachiq-reviewer.json"),
     ),
@@ -101,6 +105,19 @@ pub async fn load(store: &CapsuleStore, key: &SigningKey) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_file_in_capsules_is_shipped() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../capsules");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|f| f.ends_with(".json"))
+            .collect();
+        files.sort();
+        let shipped: Vec<&str> = SHIPPED.iter().map(|(f, _)| *f).collect();
+        assert_eq!(files, shipped);
+    }
 
     #[test]
     fn every_shipped_capsule_reads_and_signs() {

@@ -62,6 +62,12 @@ impl Sessions {
                     true,
                 )
                 .await?;
+            if capsule.definition.kind == somagent_common::capsule::Kind::Project {
+                return Err(ApiError::validation(
+                    "capsule_id",
+                    "is a project capsule: run it with `POST /v1/capsules/{id}/execute`",
+                ));
+            }
             if request.model.is_empty() {
                 request.model = capsule.definition.model.unwrap_or_default();
             }

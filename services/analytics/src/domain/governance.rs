@@ -39,6 +39,25 @@ pub struct ConstitutionVersion {
     pub hash: String,
 }
 
+/// A KAMACHIQ project's end: what governed it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ProjectRun {
+    pub at: String,
+    pub project_id: String,
+    pub status: String,
+    /// Deliverables (and the goal) policy blocked.
+    pub denied: i64,
+    /// `approved`, `rejected`, `timed_out`, or empty when no approval was asked.
+    pub approval: String,
+    pub approved_by: String,
+    pub tokens_limit: i64,
+    pub tokens_spent: i64,
+    pub deliverables: i64,
+    pub delivered: i64,
+    /// The mean review score of the deliverables that have one.
+    pub mean_score: Option<f64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct GovernanceReport {
     pub tenant: String,
@@ -55,6 +74,7 @@ pub struct GovernanceReport {
     pub approvals: Vec<Approval>,
     pub budget_events: Vec<BudgetEvent>,
     pub constitutions: Vec<ConstitutionVersion>,
+    pub projects: Vec<ProjectRun>,
 }
 
 fn cell(text: &str) -> String {
@@ -161,6 +181,37 @@ impl GovernanceReport {
                     cell(&c.version),
                     cell(&c.hash),
                     c.published_at
+                );
+            }
+        }
+        let _ = writeln!(md, "\n## Projects\n");
+        if self.projects.is_empty() {
+            let _ = writeln!(md, "No project ended.");
+        } else {
+            let _ = writeln!(
+                md,
+                "| Ended | Project | Status | Blocked by policy | Approval | Tokens (spent/limit) | Delivered | Mean score |\n|---|---|---|---|---|---|---|---|"
+            );
+            for p in &self.projects {
+                let approval = match (p.approval.as_str(), p.approved_by.as_str()) {
+                    ("", _) => "not asked".to_owned(),
+                    (a, "") => a.to_owned(),
+                    (a, by) => format!("{a} by {by}"),
+                };
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {} | {} | {} | {}/{} | {}/{} | {} |",
+                    p.at,
+                    cell(&p.project_id),
+                    cell(&p.status),
+                    p.denied,
+                    cell(&approval),
+                    p.tokens_spent,
+                    p.tokens_limit,
+                    p.delivered,
+                    p.deliverables,
+                    p.mean_score
+                        .map_or_else(|| "-".to_owned(), |m| format!("{m:.1}"))
                 );
             }
         }

@@ -133,7 +133,7 @@ pub struct GovernanceRow {
     pub tenant: String,
     pub time_ms: i64,
     pub user_id: String,
-    /// `approval`, `budget`, `constitution`.
+    /// `approval`, `budget`, `constitution`, `project`.
     pub kind: String,
     /// What it said, JSON text (ids, outcome, version, hash; never content).
     pub detail: String,
@@ -367,6 +367,39 @@ pub fn rows_of(topic: &str, event: &Envelope) -> Vec<Row> {
         }
         (topics::WORKFLOW, kind) => {
             let status = kind.rsplit('.').next().unwrap_or_default().to_owned();
+            // A project's end, for the governance report: its decisions, approval,
+            // budget and scores (never its goal or outputs).
+            if kind.starts_with("project.")
+                && matches!(
+                    data["status"].as_str(),
+                    Some(
+                        "completed"
+                            | "partial"
+                            | "budget_exhausted"
+                            | "failed"
+                            | "blocked"
+                            | "rejected"
+                            | "cancelled"
+                    )
+                )
+            {
+                rows.push(Row::Governance(GovernanceRow {
+                    event_id: format!("{id}/governance"),
+                    tenant: tenant.clone(),
+                    time_ms,
+                    user_id: subject.clone(),
+                    kind: "project".into(),
+                    detail: serde_json::json!({
+                        "project_id": data["project_id"],
+                        "status": data["status"],
+                        "denied": data["denied"],
+                        "approval": data["approval"],
+                        "budget": data["budget"],
+                        "deliverables": data["deliverables"],
+                    })
+                    .to_string(),
+                }));
+            }
             let workflow_id = ["workflow_id", "project_id", "run_id", "task_id"]
                 .iter()
                 .map(|f| text(data, f))

@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use somagent_common::auth::Capability;
+use somagent_common::capsule::Definition;
 use somagent_common::error::ApiError;
 use somagent_common::proto::capsule::v1 as pb;
 use utoipa::{IntoParams, ToSchema};
@@ -488,10 +489,11 @@ pub struct ExecuteRequest {
 
 /// Runs an installed capsule (or one of the platform's) as a session: a session with
 /// its persona, tools, memory and limits, whose first turn is the rendered input.
-/// Follow it on `/v1/sessions/{id}` or `/v1/ws`.
+/// Follow it on `/v1/sessions/{id}` or `/v1/ws`. A project capsule runs as a project
+/// (`projects:run`) whose goal is the rendered input: `{project_id, ...}`.
 #[utoipa::path(post, path = "/v1/capsules/{id}/execute", tag = "capsules",
     params(("id" = String, Path)), request_body = ExecuteRequest,
-    responses((status = 202, description = "`{session_id, turn, capsule: {id, version}}`"),
+    responses((status = 202, description = "`{session_id, turn, capsule: {id, version}}`, or `{project_id, capsule}` for a project capsule"),
               (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
               (status = 409, description = "the capsule fails verification", body = Problem),
               (status = 422, description = "the input does not match the input schema", body = Problem)),
@@ -521,6 +523,48 @@ pub async fn execute(
             "input",
             "renders an empty first message",
         ));
+    }
+    let definition = serde_json::from_str::<Value>(&resolved.definition_json)
+        .ok()
+        .and_then(|v| Definition::parse(&v).ok())
+        .ok_or_else(|| {
+            ApiError::internal(anyhow::anyhow!(
+                "capsule-repo answered a definition that does not read"
+            ))
+        })?;
+    if let Some(project) = &definition.project {
+        // A project capsule runs as a project: its input is the goal.
+        let body = json!({
+            "goal": resolved.prompt, "approval": project.approval, "budget_tokens": project.budget_tokens,
+            "parallelism": project.parallelism, "max_deliverables": project.max_deliverables,
+            "pass_score": project.pass_score, "max_revisions": project.max_revisions,
+            "planner": project.planner, "reviewer": project.reviewer, "worker": project.worker,
+            "model": b.model.or(definition.model.clone()),
+        });
+        let body: serde_json::Map<String, Value> = body
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let started = gateway
+            .orchestrator
+            .clone()
+            .start_project(
+                auth.forward(somagent_common::proto::orchestrator::v1::JsonBody {
+                    json: Value::Object(body).to_string(),
+                }),
+            )
+            .answer()
+            .await?;
+        let mut answer: Value = serde_json::from_str(&started.json).map_err(|e| {
+            ApiError::internal(anyhow::anyhow!(
+                "the orchestrator answered JSON that does not read: {e}"
+            ))
+        })?;
+        answer["capsule"] = json!({ "id": id, "version": resolved.version, "attestation_hash": resolved.attestation_hash });
+        return Ok((StatusCode::ACCEPTED, Json(answer)));
     }
     let mut metadata = match b.metadata {
         None => json!({}),

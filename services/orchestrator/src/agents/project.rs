@@ -269,7 +269,8 @@ impl Project<'_> {
                 "deliverables": s.deliverables.iter().map(|d| json!({
                     "id": d.plan.id, "state": d.state, "score": d.score, "tokens": d.tokens,
                 })).collect::<Vec<_>>(),
-                "budget": s.budget, "error": s.error,
+                "budget": s.budget, "error": s.error, "approval": s.approval,
+                "denied": s.decisions.iter().filter(|d| d["allowed"] == false).count(),
             }),
         };
         ctx.activity(&RUN_EVENT, &event).await

@@ -228,6 +228,7 @@ fn inline(persona: &str, tools: &[String]) -> CapsuleRun {
             limits: Limits::default(),
             prompts: Default::default(),
             heuristics: Default::default(),
+            project: None,
         },
     }
 }
