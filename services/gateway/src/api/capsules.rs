@@ -539,7 +539,7 @@ pub async fn execute(
             "parallelism": project.parallelism, "max_deliverables": project.max_deliverables,
             "pass_score": project.pass_score, "max_revisions": project.max_revisions,
             "planner": project.planner, "reviewer": project.reviewer, "worker": project.worker,
-            "model": b.model.or(definition.model.clone()),
+            "model": b.model.or_else(|| definition.model.clone()),
         });
         let body: serde_json::Map<String, Value> = body
             .as_object()
