@@ -9,6 +9,7 @@ mod memory;
 mod notify;
 mod output_guard;
 mod policy;
+mod projects;
 mod replicas;
 mod stats;
 mod tools;
@@ -169,6 +170,31 @@ enum Command {
         #[arg(long)]
         cache: std::path::PathBuf,
     },
+    /// A KAMACHIQ project of `--deliverables` deliverables in waves of `--width`
+    /// through a running platform, on a scripted upstream started here (configure the
+    /// platform's SOMAGENT_SLM__LLM_BASE_URL to SOMAGENT_BENCH_LLM_ADDR and its model to
+    /// `rules`): wall time, the platform's own share of it, workflow steps per second.
+    Projects {
+        #[arg(long)]
+        gateway: String,
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
+        password: String,
+        #[arg(long, default_value_t = 100)]
+        deliverables: usize,
+        /// Deliverables a wave (and run at once).
+        #[arg(long, default_value_t = 10)]
+        width: usize,
+        /// How long each model call takes.
+        #[arg(long, default_value_t = 100)]
+        model_ms: u64,
+        /// How the printed lines name this run (the engine).
+        #[arg(long, default_value = "local engine")]
+        label: String,
+    },
     /// Policy evaluation in process (regorus; OPA too when SOMAGENT_TEST_OPA_URL is set)
     /// when `--gateway` is not given, or `POST /v1/policy/evaluate` through a gateway.
     Policy {
@@ -252,6 +278,24 @@ async fn main() -> anyhow::Result<()> {
                 queries,
                 corpus,
                 cache,
+            })
+            .await
+        }
+        Command::Projects {
+            gateway,
+            password,
+            deliverables,
+            width,
+            model_ms,
+            label,
+        } => {
+            projects::run(projects::Options {
+                gateway,
+                password,
+                deliverables,
+                width,
+                model_ms,
+                label,
             })
             .await
         }

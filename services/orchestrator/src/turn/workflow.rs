@@ -58,6 +58,14 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         }
     };
     let toolbox = async {
+        // A capsule that uses no tool is offered none: no need to ask for them.
+        if input
+            .capsule
+            .as_ref()
+            .is_some_and(|c| c.definition.tools.is_empty())
+        {
+            return Ok(Toolbox::default());
+        }
         // Without the tool service the turn goes on, the model offered no tools.
         match ctx.activity(&TOOLBOX, who).await {
             Ok(toolbox) => Ok(toolbox),
