@@ -86,13 +86,29 @@ async fn refusals_before_a_handler_runs_are_problems_and_status_is_measured() {
         "{problem}"
     );
 
-    // A capsule that does not exist yet is refused, never silently ignored.
+    // A capsule that is not installed is refused, never silently ignored; an id that
+    // cannot be one is a validation problem.
     let (status, problem) = call(
         &client,
         Method::POST,
         &g("/v1/sessions"),
         &root,
         Some(json!({"capsule_id": "researcher"})),
+    )
+    .await;
+    assert_eq!(status, 404, "{problem}");
+    assert!(
+        problem["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("not installed")),
+        "{problem}"
+    );
+    let (status, problem) = call(
+        &client,
+        Method::POST,
+        &g("/v1/sessions"),
+        &root,
+        Some(json!({"capsule_id": "Not A Capsule"})),
     )
     .await;
     assert_eq!(status, 422, "{problem}");
@@ -108,7 +124,14 @@ async fn refusals_before_a_handler_runs_are_problems_and_status_is_measured() {
     assert_eq!(status, 200, "{report}");
     assert_eq!(report["state"], "ready", "{report}");
     let services = report["services"].as_object().expect("the services asked");
-    for name in ["identity", "slm", "policy", "constitution", "orchestrator"] {
+    for name in [
+        "identity",
+        "slm",
+        "policy",
+        "constitution",
+        "orchestrator",
+        "capsule-repo",
+    ] {
         assert_eq!(services[name]["state"], "serving", "{report}");
         assert!(services[name]["latency_ms"].as_f64().is_some(), "{report}");
     }

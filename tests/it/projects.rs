@@ -6,8 +6,11 @@
 
 use std::time::{Duration, Instant};
 
+use futures::{SinkExt, StreamExt};
 use reqwest::Method;
 use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{
     Backends, Platform, ROOT_PASSWORD, free_ports, login, other_tenant_admin, viewer_of, wait_ok,
@@ -419,6 +422,40 @@ async fn a_project_is_cancelled_mid_wave_and_one_out_of_budget_stops_cleanly() {
             .is_some_and(|d| d.len() == 2 && d.iter().all(|d| d["state"] == "running"))
     })
     .await;
+    // A WebSocket follows it: its state now, then its stages.
+    let mut request = format!("{}/v1/ws", gateway.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {root}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    ws.send(Message::text(
+        json!({"type": "subscribe", "project_id": id}).to_string(),
+    ))
+    .await
+    .unwrap();
+    let mut next = async || -> Value {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .expect("a message in time")
+            .unwrap()
+            .unwrap();
+        serde_json::from_str(message.to_text().unwrap()).unwrap()
+    };
+    let mut seen = vec![next().await, next().await];
+    seen.sort_by_key(|m| m["type"] != "subscribed");
+    assert_eq!(seen[0]["type"], "subscribed", "{seen:?}");
+    assert_eq!(
+        (seen[1]["type"].as_str(), seen[1]["event"].as_str()),
+        (Some("run"), Some("state")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen[1]["data"]["deliverables"].as_array().map(Vec::len),
+        Some(2),
+        "{seen:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (status, answer) = call(
         &client,
@@ -437,6 +474,31 @@ async fn a_project_is_cancelled_mid_wave_and_one_out_of_budget_stops_cleanly() {
     for d in ["alpha", "beta"] {
         assert_eq!(of(&view, d)["state"], "cancelled", "{view:#}");
     }
+    let last = loop {
+        let message = next().await;
+        if message["event"] == "project.cancelled" {
+            break message;
+        }
+    };
+    assert_eq!(last["data"]["status"], "cancelled", "{last}");
+    // Another tenant cannot follow it.
+    let hank = other_tenant_admin(&client, &gateway, &root).await;
+    let mut request = format!("{}/v1/ws", gateway.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {hank}").parse().unwrap());
+    let (mut theirs, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    theirs
+        .send(Message::text(
+            json!({"type": "subscribe", "project_id": id}).to_string(),
+        ))
+        .await
+        .unwrap();
+    let refused: Value =
+        serde_json::from_str(theirs.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!(refused["code"], "not_found", "{refused}");
     // The agents' own turns were cancelled too: their sessions are not left running.
     let (_, sessions) = call(&client, Method::GET, &g("/v1/sessions"), &root, None).await;
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -113,6 +113,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         builder.metrics(),
     ));
     turn::register(&mut registry, activities);
+    let run_hub = somagent_common::live::LiveHub::<agents::live::RunLive>::over(&cache, &builder);
     let capsules = capsules::Capsules {
         client: CapsuleServiceClient::new(channel(&CAPSULE_REPO, Some(Duration::from_secs(10)))?),
         tokens: Arc::new(ServiceTokens::connect(&config, &SPEC)?),
@@ -130,6 +131,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
                 .objects
                 .clone()
                 .context("the orchestrator needs object storage (bundles)")?,
+            hub: run_hub.clone(),
         },
     );
     let records = agents::records::RunRecords::new(db.clone());
@@ -162,6 +164,7 @@ pub async fn build(ctx: ServiceContext) -> anyhow::Result<ServiceApp> {
         runs: agents::runs::Runs {
             engine: engine_for_runs,
             records,
+            hub: run_hub,
         },
     };
     let verifier = Arc::new(Verifier::new(

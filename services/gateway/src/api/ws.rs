@@ -7,6 +7,9 @@
 //! "data"}`, and `subscribed`, `unsubscribed` or `error` replies. `{"type": "subscribe",
 //! "channel": "notifications"}` follows the caller's new notifications, each sent as
 //! `{"type": "notification", "data": <the notification as the inbox lists it>}`.
+//! `{"type": "subscribe", "project_id": "..."}` (or `"run_id"`, a multi-agent run)
+//! follows a run: `{"type": "run", "run_id", "event", "data"}`, first its state now
+//! (`"event": "state"`), then each stage and batch until it ends.
 //! When the credential expires or is revoked, a last `{"type": "error", "code":
 //! "token_expired" | "token_revoked", "message"}` is sent and the connection closes.
 //! When the gateway stops, it closes the connection with code 1012 (service restart):
@@ -94,11 +97,16 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
                 let request: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
                 let session = request["session_id"].as_str().unwrap_or_default().to_owned();
                 let notifications = request["channel"] == "notifications";
+                let run = request["project_id"].as_str().or_else(|| request["run_id"].as_str()).map(str::to_owned);
                 let reply = match request["type"].as_str() {
                     Some("subscribe" | "unsubscribe") if notifications => {
                         follow_notifications(&gateway, &auth, request["type"] == "subscribe", &mut watching, &out_tx).await
                     }
-                    Some("subscribe") if session.is_empty() => json!({"type": "error", "message": "subscribe needs a session_id, or \"channel\": \"notifications\""}),
+                    Some("subscribe" | "unsubscribe") if run.is_some() => {
+                        let run = run.unwrap_or_default();
+                        follow_run(&gateway, &auth, &run, request["type"] == "subscribe", &mut watching, &out_tx).await
+                    }
+                    Some("subscribe") if session.is_empty() => json!({"type": "error", "message": "subscribe needs a session_id, a project_id or run_id, or \"channel\": \"notifications\""}),
                     Some("subscribe") if watching.len() >= MAX_SUBSCRIPTIONS => json!({"type": "error", "message": "too many subscriptions on one connection"}),
                     Some("subscribe") if auth.principal.require(Capability::SessionsRead).is_err() => {
                         json!({"type": "error", "session_id": session, "code": "forbidden", "message": "this needs the capability `sessions:read`"})
@@ -147,6 +155,54 @@ async fn serve(gateway: Gateway, auth: Option<Authenticated>, mut socket: WebSoc
     }
     for (_, task) in watching {
         task.abort();
+    }
+}
+
+/// Starts or stops following a project or multi-agent run; the reply to send. Its
+/// events arrive as `{"type": "run", "run_id", "event": <kind>, "data"}`, the first
+/// being its state now (`"event": "state"`).
+async fn follow_run(
+    gateway: &Gateway,
+    auth: &Authenticated,
+    run: &str,
+    subscribe: bool,
+    watching: &mut HashMap<String, tokio::task::JoinHandle<()>>,
+    out: &mpsc::Sender<Message>,
+) -> Value {
+    let key = format!("@run:{run}");
+    if !subscribe {
+        if let Some(task) = watching.remove(&key) {
+            task.abort();
+        }
+        return json!({"type": "unsubscribed", "run_id": run});
+    }
+    if watching.len() >= MAX_SUBSCRIPTIONS {
+        return json!({"type": "error", "run_id": run, "message": "too many subscriptions on one connection"});
+    }
+    let request = auth.forward(pb::RunRef { id: run.to_owned() });
+    match gateway.orchestrator.clone().watch_run(request).await {
+        Ok(stream) => {
+            let tx = out.clone();
+            let run_id = run.to_owned();
+            let task = tokio::spawn(async move {
+                let mut stream = stream.into_inner();
+                while let Some(Ok(item)) = stream.next().await {
+                    let event: Value = serde_json::from_str(&item.json).unwrap_or(Value::Null);
+                    let message = json!({"type": "run", "run_id": run_id, "event": event["type"], "data": event["data"]});
+                    if tx.send(text(message)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            if let Some(old) = watching.insert(key, task) {
+                old.abort();
+            }
+            json!({"type": "subscribed", "run_id": run})
+        }
+        Err(status) => {
+            let error = somagent_common::error::ApiError::from(status);
+            json!({"type": "error", "run_id": run, "code": error.code.as_str(), "message": error.message})
+        }
     }
 }
 

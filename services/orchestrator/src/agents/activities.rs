@@ -18,6 +18,8 @@ pub struct AgentActivities {
     pub capsules: Capsules,
     pub events: EventBus,
     pub objects: Objects,
+    /// The runs' watchers.
+    pub hub: std::sync::Arc<super::live::RunHub>,
 }
 
 /// A refusal that will not change on a retry (a capsule not installed or failing
@@ -120,7 +122,15 @@ impl AgentActivities {
         self.events
             .publish(topics::WORKFLOW, &input.run, &envelope)
             .await
-            .map_err(unavailable)
+            .map_err(unavailable)?;
+        self.hub.send(super::live::RunLive {
+            tenant: input.who.tenant,
+            run_id: input.run,
+            kind: input.kind,
+            data: envelope.data,
+        });
+        self.hub.flush().await;
+        Ok(())
     }
 
     pub async fn bundle(&self, input: Bundle) -> Result<Vec<String>, ActivityError> {

@@ -247,6 +247,9 @@ async fn run(
                 }
             }
             ctx.publish(&*state);
+            *seq += 1;
+            ctx.activity(&RUN_EVENT, &event(input, *seq, "mao.progress", state))
+                .await?;
         }
     }
     let mut files: Vec<(String, String)> = state

@@ -18,6 +18,7 @@
 //! `activities` does their I/O; `runs` is the use-case layer the API calls.
 
 mod activities;
+pub mod live;
 mod mao;
 mod project;
 pub mod records;

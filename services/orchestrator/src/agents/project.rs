@@ -639,6 +639,7 @@ impl Project<'_> {
                     d.reviews = outcome.reviews;
                 }
                 self.publish();
+                self.event(ctx, "project.progress").await?;
             }
             self.event(ctx, "project.wave_completed").await?;
             if out_of_budget || self.state.budget.spent >= self.state.budget.limit {

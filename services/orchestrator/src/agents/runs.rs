@@ -24,6 +24,7 @@ pub const MAO_KIND: &str = "mao";
 pub struct Runs {
     pub engine: Arc<dyn Engine>,
     pub records: RunRecords,
+    pub hub: Arc<super::live::RunHub>,
 }
 
 fn read<T: for<'de> Deserialize<'de>>(json: &str) -> Result<T, ApiError> {
@@ -571,6 +572,32 @@ impl Runs {
             .signal(&principal.tenant, id, "requeue", payload)
             .await?;
         Ok(json!({ "project_id": id, "deliverable": deliverable, "requeued": true }))
+    }
+
+    /// A run's stages from now on, and its view as it stands (read after subscribing, so
+    /// nothing falls between the two).
+    pub async fn watch(
+        &self,
+        principal: &Principal,
+        id: &str,
+    ) -> Result<
+        (
+            Value,
+            tokio::sync::broadcast::Receiver<super::live::RunLive>,
+        ),
+        ApiError,
+    > {
+        principal.require(Capability::ProjectsRead)?;
+        let record = self
+            .records
+            .get(&principal.tenant, id)
+            .await
+            .map_err(ApiError::internal)?
+            .filter(|r| r.initiator == principal.subject || principal.can(Capability::TenantAdmin))
+            .ok_or_else(|| ApiError::not_found("run"))?;
+        let events = self.hub.subscribe(&principal.tenant, &record.id);
+        let view = self.get(principal, &record.kind, &record.id).await?;
+        Ok((view, events))
     }
 
     pub async fn cancel(

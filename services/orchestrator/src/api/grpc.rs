@@ -418,6 +418,80 @@ impl OrchestratorService for OrchestratorGrpc {
         )
     }
 
+    type WatchRunStream =
+        std::pin::Pin<Box<dyn Stream<Item = Result<pb::JsonBody, Status>> + Send>>;
+
+    async fn watch_run(
+        &self,
+        request: Request<pb::RunRef>,
+    ) -> Result<Response<Self::WatchRunStream>, Status> {
+        let principal = caller(&request)?;
+        let (view, mut events) = self.runs.watch(&principal, &request.get_ref().id).await?;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<pb::JsonBody, Status>>(64);
+        let stopping = self.stopping.clone();
+        let body = |value: serde_json::Value| {
+            Ok(pb::JsonBody {
+                json: value.to_string(),
+            })
+        };
+        let ended = matches!(
+            view["status"].as_str(),
+            Some(
+                "completed"
+                    | "partial"
+                    | "budget_exhausted"
+                    | "failed"
+                    | "blocked"
+                    | "rejected"
+                    | "cancelled"
+            )
+        );
+        tokio::spawn(async move {
+            if tx
+                .send(body(serde_json::json!({"type": "state", "data": view})))
+                .await
+                .is_err()
+                || ended
+            {
+                return;
+            }
+            loop {
+                let event = tokio::select! {
+                    () = stopping.cancelled() => {
+                        let _ = tx.send(body(serde_json::json!({"type": "reconnect"}))).await;
+                        return;
+                    }
+                    event = events.recv() => event,
+                };
+                match event {
+                    Ok(live) => {
+                        let last = live.is_last();
+                        let sent = tx
+                            .send(body(
+                                serde_json::json!({"type": live.kind, "data": live.data}),
+                            ))
+                            .await;
+                        if sent.is_err() || last {
+                            return;
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        let note =
+                            serde_json::json!({"type": "lagged", "data": {"missed": missed}});
+                        if tx.send(body(note)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return,
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            rx,
+            |mut rx| async move { rx.recv().await.map(|item| (item, rx)) },
+        ))))
+    }
+
     async fn cancel_mao(&self, request: Request<pb::RunRef>) -> Json {
         let principal = caller(&request)?;
         json(
