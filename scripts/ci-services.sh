@@ -95,6 +95,10 @@ start_kafka() {
     touch "$home/.complete"
   fi
   if ! port_open $KAFKA_PORT; then
+    # Every test run makes topics of its own and nothing outlives a run: a broker
+    # (re)started here starts empty rather than loading the thousands of topics earlier
+    # runs left (which exhausted its heap).
+    rm -rf "$data/logs"
     mkdir -p "$data"
     cat >"$data/server.properties" <<EOF
 process.roles=broker,controller
@@ -127,7 +131,7 @@ EOF
       java -cp "$home/libs/*" kafka.tools.StorageTool format --cluster-id="$(cat /proc/sys/kernel/random/uuid | tr -d - | head -c 22)" \
         -c "$data/server.properties" >"$data/format.log" 2>&1 || { cat "$data/format.log" >&2; die "Kafka storage format failed"; }
     fi
-    nohup java -Xms256m -Xmx512m -Dkafka.logs.dir="$data" \
+    nohup java -Xms256m -Xmx1g -Dkafka.logs.dir="$data" \
       -Dlog4j2.configurationFile="$HERE/ci/kafka-log4j2.properties" \
       -cp "$home/libs/*" kafka.Kafka "$data/server.properties" >"$data/stdout.log" 2>&1 &
     echo $! >"$data/pid"

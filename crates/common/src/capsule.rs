@@ -324,7 +324,12 @@ pub fn render(template: &str, input: &Value) -> String {
 
 /// `[a-z0-9][a-z0-9_-]{1,63}`.
 pub fn valid_id(id: &str) -> bool {
-    (2..=64).contains(&id.len())
+    valid_name(id, 2)
+}
+
+/// A name of `min` to 64 characters: `[a-z0-9]` then `[a-z0-9_-]`.
+pub fn valid_name(id: &str, min: usize) -> bool {
+    (min..=64).contains(&id.len())
         && id
             .bytes()
             .next()

@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod moderation;
 pub mod paging;
 pub mod readiness;
+pub mod runs;
 pub mod secrets;
 pub mod server;
 pub mod service;

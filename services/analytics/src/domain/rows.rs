@@ -370,18 +370,9 @@ pub fn rows_of(topic: &str, event: &Envelope) -> Vec<Row> {
             // A project's end, for the governance report: its decisions, approval,
             // budget and scores (never its goal or outputs).
             if kind.starts_with("project.")
-                && matches!(
-                    data["status"].as_str(),
-                    Some(
-                        "completed"
-                            | "partial"
-                            | "budget_exhausted"
-                            | "failed"
-                            | "blocked"
-                            | "rejected"
-                            | "cancelled"
-                    )
-                )
+                && data["status"]
+                    .as_str()
+                    .is_some_and(somagent_common::runs::is_final)
             {
                 rows.push(Row::Governance(GovernanceRow {
                     event_id: format!("{id}/governance"),

@@ -33,18 +33,9 @@ impl LiveEvent for RunLive {
 impl RunLive {
     /// Whether the run ended with this event.
     pub fn is_last(&self) -> bool {
-        matches!(
-            self.data["status"].as_str(),
-            Some(
-                "completed"
-                    | "partial"
-                    | "budget_exhausted"
-                    | "failed"
-                    | "blocked"
-                    | "rejected"
-                    | "cancelled"
-            )
-        )
+        self.data["status"]
+            .as_str()
+            .is_some_and(somagent_common::runs::is_final)
     }
 }
 

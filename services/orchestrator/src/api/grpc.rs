@@ -434,18 +434,9 @@ impl OrchestratorService for OrchestratorGrpc {
                 json: value.to_string(),
             })
         };
-        let ended = matches!(
-            view["status"].as_str(),
-            Some(
-                "completed"
-                    | "partial"
-                    | "budget_exhausted"
-                    | "failed"
-                    | "blocked"
-                    | "rejected"
-                    | "cancelled"
-            )
-        );
+        let ended = view["status"]
+            .as_str()
+            .is_some_and(somagent_common::runs::is_final);
         tokio::spawn(async move {
             if tx
                 .send(body(serde_json::json!({"type": "state", "data": view})))

@@ -33,14 +33,7 @@ struct PlanDocument {
 
 /// `[a-z0-9][a-z0-9_-]{0,63}`: a deliverable's id names its child run and its files.
 pub fn valid_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    somagent_common::capsule::valid_name(id, 1)
 }
 
 /// The first JSON object in a model's answer: the whole answer, or inside a fenced
