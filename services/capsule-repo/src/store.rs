@@ -444,6 +444,29 @@ impl CapsuleStore {
         Ok(())
     }
 
+    /// One capsule's downloads, runs and ratings.
+    pub async fn standing(&self, capsule: &str) -> Result<Standing, DbError> {
+        let mut standing = Standing::default();
+        if let Some(row) =
+            sqlx::query("SELECT downloads, runs FROM capsule_counts WHERE capsule_id = $1")
+                .bind(capsule)
+                .fetch_optional(self.db.pool())
+                .await?
+        {
+            standing.downloads = row.try_get(0)?;
+            standing.runs = row.try_get(1)?;
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*), CAST(COALESCE(SUM(stars), 0) AS BIGINT) FROM capsule_ratings WHERE capsule_id = $1",
+        )
+        .bind(capsule)
+        .fetch_one(self.db.pool())
+        .await?;
+        standing.ratings = row.try_get(0)?;
+        standing.stars_total = row.try_get(1)?;
+        Ok(standing)
+    }
+
     /// Downloads, runs and ratings of each capsule that has any.
     pub async fn standings(&self) -> Result<std::collections::HashMap<String, Standing>, DbError> {
         let mut out = std::collections::HashMap::<String, Standing>::new();

@@ -615,14 +615,7 @@ impl CapsuleService for CapsuleGrpc {
         principal.require(Capability::CapsulesRead)?;
         let id = &request.get_ref().id;
         let versions = self.approved_versions(&principal, id).await?;
-        let standing = self
-            .store
-            .standings()
-            .await
-            .map_err(ApiError::internal)?
-            .get(id.as_str())
-            .copied()
-            .unwrap_or_default();
+        let standing = self.store.standing(id).await.map_err(ApiError::internal)?;
         let installations = self
             .store
             .installations(&principal.tenant)
@@ -819,12 +812,9 @@ impl CapsuleService for CapsuleGrpc {
             .map_err(ApiError::internal)?;
         let standing = self
             .store
-            .standings()
+            .standing(&r.id)
             .await
-            .map_err(ApiError::internal)?
-            .get(r.id.as_str())
-            .copied()
-            .unwrap_or_default();
+            .map_err(ApiError::internal)?;
         body(merge(
             json!({ "capsule_id": r.id, "stars": rating.stars, "comment": comment }),
             standing_view(standing),

@@ -19,7 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Authenticated;
 use super::body::json_body;
-use super::forward::Answer;
+use super::forward::{Answer, json_answer};
 use super::views::Problem;
 use crate::Gateway;
 
@@ -27,11 +27,7 @@ type JsonAnswer = Result<Json<Value>, ApiError>;
 type Created = Result<(StatusCode, Json<Value>), ApiError>;
 
 fn parsed(body: pb::Body) -> Result<Json<Value>, ApiError> {
-    serde_json::from_str(&body.json).map(Json).map_err(|e| {
-        ApiError::internal(anyhow::anyhow!(
-            "capsule-repo answered JSON that does not read: {e}"
-        ))
-    })
+    json_answer(&body.json, "capsule-repo").map(Json)
 }
 
 fn object(body: Result<Json<Value>, JsonRejection>) -> Result<String, ApiError> {
@@ -558,11 +554,7 @@ pub async fn execute(
             )
             .answer()
             .await?;
-        let mut answer: Value = serde_json::from_str(&started.json).map_err(|e| {
-            ApiError::internal(anyhow::anyhow!(
-                "the orchestrator answered JSON that does not read: {e}"
-            ))
-        })?;
+        let mut answer = json_answer(&started.json, "the orchestrator")?;
         answer["capsule"] = json!({ "id": id, "version": resolved.version, "attestation_hash": resolved.attestation_hash });
         return Ok((StatusCode::ACCEPTED, Json(answer)));
     }

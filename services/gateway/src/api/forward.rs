@@ -22,3 +22,12 @@ where
         Ok(self.await?.into_inner())
     }
 }
+
+/// A service's JSON answer read back; one that does not read is the service's fault.
+pub(super) fn json_answer(text: &str, service: &str) -> Result<serde_json::Value, ApiError> {
+    serde_json::from_str(text).map_err(|e| {
+        ApiError::internal(anyhow::anyhow!(
+            "{service} answered JSON that does not read: {e}"
+        ))
+    })
+}

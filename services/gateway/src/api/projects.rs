@@ -15,18 +15,14 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::Authenticated;
 use super::body::json_body;
-use super::forward::Answer;
+use super::forward::{Answer, json_answer};
 use super::views::Problem;
 use crate::Gateway;
 
 type JsonAnswer = Result<Json<Value>, ApiError>;
 
 fn parsed(body: pb::JsonBody) -> JsonAnswer {
-    serde_json::from_str(&body.json).map(Json).map_err(|e| {
-        ApiError::internal(anyhow::anyhow!(
-            "the orchestrator answered JSON that does not read: {e}"
-        ))
-    })
+    json_answer(&body.json, "the orchestrator").map(Json)
 }
 
 /// The body as JSON text.

@@ -145,21 +145,21 @@ struct RequeueBody {
 }
 
 impl Runs {
-    /// The run if the caller may see it, with its record.
+    /// The run if the caller may see it (of `kind`, when given), with its record.
     async fn visible(
         &self,
         principal: &Principal,
-        kind: &str,
+        kind: Option<&str>,
         id: &str,
     ) -> Result<RunRecord, ApiError> {
         self.records
             .get(&principal.tenant, id)
             .await
             .map_err(ApiError::internal)?
-            .filter(|r| r.kind == kind)
+            .filter(|r| kind.is_none_or(|k| r.kind == k))
             .filter(|r| r.initiator == principal.subject || principal.can(Capability::TenantAdmin))
             .ok_or_else(|| {
-                ApiError::not_found(if kind == PROJECT_KIND {
+                ApiError::not_found(if kind == Some(PROJECT_KIND) {
                     "project"
                 } else {
                     "run"
@@ -407,7 +407,7 @@ impl Runs {
         id: &str,
     ) -> Result<Value, ApiError> {
         principal.require(Capability::ProjectsRead)?;
-        let record = self.visible(principal, kind, id).await?;
+        let record = self.visible(principal, Some(kind), id).await?;
         let view = self.engine.describe(&principal.tenant, id).await?;
         let mut state = view.state.unwrap_or_else(|| json!({}));
         let run_status = view.summary.status;
@@ -479,7 +479,7 @@ impl Runs {
         deliverable: &str,
     ) -> Result<Value, ApiError> {
         principal.require(Capability::ProjectsRead)?;
-        self.visible(principal, PROJECT_KIND, id).await?;
+        self.visible(principal, Some(PROJECT_KIND), id).await?;
         let state = self
             .engine
             .query(&principal.tenant, id)
@@ -500,7 +500,7 @@ impl Runs {
         json: &str,
     ) -> Result<Value, ApiError> {
         principal.require(Capability::ProjectsRun)?;
-        self.visible(principal, PROJECT_KIND, id).await?;
+        self.visible(principal, Some(PROJECT_KIND), id).await?;
         let b: ApproveBody = read(json)?;
         let state = self
             .engine
@@ -536,7 +536,7 @@ impl Runs {
         json: &str,
     ) -> Result<Value, ApiError> {
         principal.require(Capability::ProjectsRun)?;
-        self.visible(principal, PROJECT_KIND, id).await?;
+        self.visible(principal, Some(PROJECT_KIND), id).await?;
         let b: RequeueBody = read(json)?;
         let state = self
             .engine
@@ -588,13 +588,7 @@ impl Runs {
         ApiError,
     > {
         principal.require(Capability::ProjectsRead)?;
-        let record = self
-            .records
-            .get(&principal.tenant, id)
-            .await
-            .map_err(ApiError::internal)?
-            .filter(|r| r.initiator == principal.subject || principal.can(Capability::TenantAdmin))
-            .ok_or_else(|| ApiError::not_found("run"))?;
+        let record = self.visible(principal, None, id).await?;
         let events = self.hub.subscribe(&principal.tenant, &record.id);
         let view = self.get(principal, &record.kind, &record.id).await?;
         Ok((view, events))
@@ -607,7 +601,7 @@ impl Runs {
         id: &str,
     ) -> Result<Value, ApiError> {
         principal.require(Capability::ProjectsCancel)?;
-        self.visible(principal, kind, id).await?;
+        self.visible(principal, Some(kind), id).await?;
         self.engine.cancel(&principal.tenant, id).await?;
         Ok(json!({ "id": id, "status": "cancelling" }))
     }
