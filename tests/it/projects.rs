@@ -164,6 +164,15 @@ async fn a_project_goes_from_a_goal_to_reviewed_deliverables_on_each_engine() {
                 .contains("planner"),
             "{planner_prompt}"
         );
+        // The upstream is asked for the planner's schema as structured output, held to
+        // the project's most deliverables.
+        let format = &planner_prompt["response_format"];
+        assert_eq!(format["type"], "json_schema", "{planner_prompt}");
+        assert_eq!(format["json_schema"]["name"], "kamachiq-planner");
+        assert_eq!(
+            format["json_schema"]["schema"]["properties"]["deliverables"]["maxItems"], 12,
+            "{format}"
+        );
 
         // Another tenant sees nothing; a viewer cannot approve; requeueing what is not
         // blocked is a conflict.

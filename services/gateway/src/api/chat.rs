@@ -26,7 +26,7 @@ use super::views::Problem;
 use crate::Gateway;
 
 /// An OpenAI chat completion request. Fields the platform does not use (`logprobs`,
-/// `response_format`, ...) are accepted and ignored, as OpenAI-compatible servers do.
+/// `user`, ...) are accepted and ignored, as OpenAI-compatible servers do.
 #[derive(Deserialize, ToSchema)]
 pub struct ChatCompletionRequest {
     /// A model profile's name, one of `GET /v1/models`; any other is a 404
@@ -49,6 +49,11 @@ pub struct ChatCompletionRequest {
     tools: Option<Value>,
     #[schema(value_type = Object)]
     tool_choice: Option<Value>,
+    /// `{"type": "json_object"}`, or `{"type": "json_schema", "json_schema": {"name",
+    /// "schema"}}` for an answer that is JSON of that schema (the local model is held
+    /// to it token by token; an upstream gets it as asked).
+    #[schema(value_type = Object)]
+    response_format: Option<Value>,
     /// Only 1 is supported.
     n: Option<u32>,
 }
@@ -194,6 +199,7 @@ fn grpc_request(body: ChatCompletionRequest) -> Result<pb::ChatRequest, ApiError
         messages,
         tools_json: json_text(body.tools),
         tool_choice_json: json_text(body.tool_choice),
+        response_format_json: json_text(body.response_format),
         temperature: body.temperature,
         max_tokens: body.max_completion_tokens.or(body.max_tokens),
         session_id: String::new(),

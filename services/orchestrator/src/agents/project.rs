@@ -343,6 +343,18 @@ impl Project<'_> {
             .cloned()
             .unwrap_or_else(|| "Your plan was not accepted:\n{{errors}}\n\nAnswer again with the whole corrected JSON object.".into());
         let schema = planner.definition.output_schema.clone();
+        let mut planner = planner;
+        // The model is told the most deliverables, and a model held to the schema
+        // (the local one) cannot write more.
+        if let Some(deliverables) = planner
+            .definition
+            .output_schema
+            .as_mut()
+            .and_then(|s| s.pointer_mut("/properties/deliverables"))
+            .filter(|d| d.is_object())
+        {
+            deliverables["maxItems"] = json!(max_deliverables);
+        }
         let mut seat = Seat {
             session_id: session_for(&self.input.project_id, "planner"),
             capsule_id: self.input.planner.clone(),

@@ -288,6 +288,11 @@ impl TurnActivities {
             messages,
             session_id: who.session_id.clone(),
             tools_json,
+            response_format_json: input
+                .response_format
+                .as_ref()
+                .map(Value::to_string)
+                .unwrap_or_default(),
             ..Default::default()
         };
         // Which start of this answer this is, counted while the token is fetched.

@@ -316,6 +316,9 @@ pub struct ModelCall {
     /// The OpenAI `tools` the model may call.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<serde_json::Value>,
+    /// The OpenAI `response_format` the answer takes: a capsule's output schema.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_format: Option<serde_json::Value>,
 }
 
 /// The tools a turn offers its model, fixed when the turn starts (a tool added while

@@ -83,6 +83,11 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
         .capsule
         .as_ref()
         .and_then(|c| c.definition.limits.max_tokens);
+    // A capsule that names its output's schema gets answers of that schema.
+    let response_format = input.capsule.as_ref().and_then(|c| {
+        let schema = c.definition.output_schema.as_ref()?;
+        Some(json!({"type": "json_schema", "json_schema": {"name": c.definition.id, "schema": schema}}))
+    });
     if !recalled.context.is_empty() {
         let at = transcript
             .iter()
@@ -111,6 +116,7 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
             messages: transcript.clone(),
             round,
             tools,
+            response_format: response_format.clone(),
         };
         let reply = ctx.activity(&MODEL_COMPLETE, &call).await?;
         usage += reply.usage;

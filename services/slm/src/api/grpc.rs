@@ -82,6 +82,7 @@ fn chat_call(r: pb::ChatRequest) -> Result<ChatCall, ApiError> {
         max_tokens: r.max_tokens,
         stop: r.stop,
         seed: r.seed,
+        response_format: json("response_format", r.response_format_json)?,
         output_rules: None,
     };
     call.check()?;

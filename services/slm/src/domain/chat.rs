@@ -85,6 +85,9 @@ pub struct ChatCall {
     pub max_tokens: Option<u32>,
     pub stop: Vec<String>,
     pub seed: Option<u64>,
+    /// The OpenAI `response_format`: `json_object`, or `json_schema` with the schema
+    /// the answer takes (`None` for text).
+    pub response_format: Option<Value>,
     /// The tenant's rules for what the answer may not say: its text goes out only as
     /// far as they pass it (`None` only where no answer text reaches anyone).
     pub output_rules: Option<Arc<OutputRules>>,
@@ -114,7 +117,51 @@ impl ChatCall {
         if self.max_tokens == Some(0) {
             return Err(ApiError::validation("max_tokens", "is at least 1"));
         }
+        if let Some(format) = &self.response_format {
+            check_response_format(format)?;
+        }
         Ok(())
+    }
+}
+
+/// OpenAI's `response_format`: `{"type": "text"}`, `{"type": "json_object"}`, or
+/// `{"type": "json_schema", "json_schema": {"name", "schema"?, "strict"?}}`.
+fn check_response_format(format: &Value) -> Result<(), ApiError> {
+    let field = "response_format";
+    match format["type"].as_str() {
+        Some("text" | "json_object") => Ok(()),
+        Some("json_schema") => {
+            let spec = &format["json_schema"];
+            if !spec.is_object() {
+                return Err(ApiError::validation(
+                    "response_format.json_schema",
+                    "is an object with the schema's `name` and its `schema`",
+                ));
+            }
+            let name = spec["name"].as_str().unwrap_or_default();
+            if name.is_empty()
+                || name.len() > 64
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(ApiError::validation(
+                    "response_format.json_schema.name",
+                    "is 1 to 64 letters, digits, `_` or `-`",
+                ));
+            }
+            if !matches!(spec.get("schema"), None | Some(Value::Object(_))) {
+                return Err(ApiError::validation(
+                    "response_format.json_schema.schema",
+                    "is a JSON Schema object",
+                ));
+            }
+            Ok(())
+        }
+        _ => Err(ApiError::validation(
+            field,
+            "has `type` text, json_object or json_schema",
+        )),
     }
 }
 

@@ -5,6 +5,7 @@
 pub mod chat;
 pub mod counting;
 pub mod embedding;
+pub mod json_shape;
 pub mod output_guard;
 pub mod pricing;
 pub mod profile;

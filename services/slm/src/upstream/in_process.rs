@@ -1,6 +1,7 @@
 //! The local model as an upstream: SmolLM2 runs on its own thread (generation is CPU
 //! work that must not block the async runtime), loaded on the first call so a platform
-//! that never uses it never pays for it. Calls queue; a full queue is "busy".
+//! that never uses it never pays for it. Calls queue; a full queue is "busy". A call
+//! with a JSON `response_format` gets an answer of that shape (`domain::json_shape`).
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -9,12 +10,15 @@ use tokio::sync::mpsc;
 
 use super::{DeltaStream, FailureKind, UpstreamError};
 use crate::domain::chat::{ChatCall, Delta, FinishReason, TokenUsage};
+use crate::domain::json_shape::Shape;
 use crate::gguf_model::{self, LocalModel};
 
 /// Calls waiting for the model beyond the one it is answering.
 const QUEUE: usize = 16;
 /// The most a local answer runs to when the caller sets no limit.
 const DEFAULT_MAX_TOKENS: u32 = 256;
+/// The same for an answer of a JSON shape, which must reach its closing brace.
+const DEFAULT_MAX_SHAPED_TOKENS: u32 = 1024;
 
 struct Job {
     call: ChatCall,
@@ -116,31 +120,47 @@ fn answer(model: &mut LocalModel, job: Job) {
             return;
         }
     };
-    let max_tokens = call.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS) as usize;
+    let shape = call
+        .response_format
+        .as_ref()
+        .and_then(Shape::for_response_format);
+    let default_max = if shape.is_some() {
+        DEFAULT_MAX_SHAPED_TOKENS
+    } else {
+        DEFAULT_MAX_TOKENS
+    };
+    let max_tokens = call.max_tokens.unwrap_or(default_max) as usize;
     let temperature = f64::from(call.temperature.unwrap_or(0.0));
     let seed = call.seed.unwrap_or(299_792_458);
     let mut text = String::new();
     let mut sent = 0;
     let mut stopped = false;
-    let result = model.generate(&prompt, max_tokens, temperature, seed, |piece| {
-        text.push_str(piece);
-        // A stop sequence ends the answer before it.
-        let mut end = text.len();
-        if let Some(at) = call.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-            end = at;
-            stopped = true;
-        }
-        if end > sent {
-            if out
-                .blocking_send(Ok(Delta::Text(text[sent..end].to_owned())))
-                .is_err()
-            {
-                return false;
+    let result = model.generate(
+        &prompt,
+        max_tokens,
+        temperature,
+        seed,
+        shape.as_ref(),
+        |piece| {
+            text.push_str(piece);
+            // A stop sequence ends the answer before it.
+            let mut end = text.len();
+            if let Some(at) = call.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+                end = at;
+                stopped = true;
             }
-            sent = end;
-        }
-        !stopped
-    });
+            if end > sent {
+                if out
+                    .blocking_send(Ok(Delta::Text(text[sent..end].to_owned())))
+                    .is_err()
+                {
+                    return false;
+                }
+                sent = end;
+            }
+            !stopped
+        },
+    );
     let finish = match result {
         Ok((prompt_tokens, completion_tokens, reason)) => Ok(Delta::Finish {
             reason: match reason {

@@ -144,6 +144,9 @@ fn wire_request(call: &ChatCall) -> Result<CreateChatCompletionRequest, Upstream
     if let Some(seed) = call.seed {
         body["seed"] = json!(seed);
     }
+    if let Some(format) = &call.response_format {
+        body["response_format"] = format.clone();
+    }
     serde_json::from_value(body).map_err(|e| {
         UpstreamError::new(
             FailureKind::Rejected,
