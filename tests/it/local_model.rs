@@ -12,19 +12,33 @@ use crate::lifecycle::call;
 use crate::chat::sse_data;
 use crate::helpers::{Rooted, with_root_env};
 
+/// `somagent up` with the local model and nothing else to answer; `None` where the
+/// model is not installed (never under `CI=true`).
+async fn on_the_local_model() -> Option<Rooted> {
+    let path = crate::helpers::required_env("LOCAL_MODEL")?;
+    Some(
+        with_root_env(&[
+            ("SOMAGENT_SLM__LLM_MODEL_PATH", path.as_str()),
+            ("SOMAGENT_SLM__LLM_LOCAL_Q8", "true"),
+        ])
+        .await,
+    )
+}
+
 #[tokio::test]
 async fn the_local_model_answers_out_of_the_box_and_streams() {
-    let Some(path) = crate::helpers::required_env("LOCAL_MODEL") else {
-        return;
-    };
-    let Rooted {
+    // The platform and its data directory live as long as the bindings.
+    let Some(Rooted {
         platform: _platform,
+        data: _data,
         gateway,
         client,
         root,
-        data: _data,
         ..
-    } = with_root_env(&[("SOMAGENT_SLM__LLM_MODEL_PATH", path.as_str())]).await;
+    }) = on_the_local_model().await
+    else {
+        return;
+    };
     let models: Value = client
         .get(format!("{gateway}/v1/models"))
         .bearer_auth(&root)
@@ -78,21 +92,18 @@ async fn the_local_model_answers_out_of_the_box_and_streams() {
 
 #[tokio::test]
 async fn the_local_model_answers_in_a_json_schema_and_runs_a_tiny_project() {
-    let Some(path) = crate::helpers::required_env("LOCAL_MODEL") else {
-        return;
-    };
-    let Rooted {
+    // The platform and its data directory live as long as the bindings.
+    let Some(Rooted {
         platform: _platform,
+        data: _data,
         gateway,
         client,
         root,
-        data: _data,
         ..
-    } = with_root_env(&[
-        ("SOMAGENT_SLM__LLM_MODEL_PATH", path.as_str()),
-        ("SOMAGENT_SLM__LLM_LOCAL_Q8", "true"),
-    ])
-    .await;
+    }) = on_the_local_model().await
+    else {
+        return;
+    };
     let g = |path: &str| format!("{gateway}{path}");
 
     // Structured output through the OpenAI-compatible route.

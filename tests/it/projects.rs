@@ -652,6 +652,35 @@ async fn a_multi_agent_dag_passes_outputs_along_its_edges() {
         4,
         "three outputs and the summary: {view:#}"
     );
+    // An agent's time bounds its model call, not only when the call starts: an answer
+    // that would take 12 s ends at the agent's 2 s.
+    llm.on_slowly(
+        "Count every owl slowly",
+        &["one two three four five six seven eight nine ten eleven twelve"],
+        Some(Duration::from_secs(1)),
+    );
+    let asked = Instant::now();
+    let (status, slow) = call(&client, Method::POST, &g("/v1/mao/start"), &root, Some(json!({
+        "directives": [{"id": "counter", "persona": "You count.", "goal": "Count every owl slowly",
+                        "timeout_secs": 2, "retries": 1}],
+    }))).await;
+    assert_eq!(status, 202, "{slow}");
+    let slow_url = g(&format!(
+        "/v1/mao/{}",
+        slow["workflow_id"].as_str().unwrap()
+    ));
+    let slow = until(&client, &slow_url, &root, "the slow agent times out", |v| {
+        somagent_common::runs::is_final(v["status"].as_str().unwrap_or_default())
+    })
+    .await;
+    let counter = &slow["tasks"][0];
+    assert_eq!(counter["state"], "timed_out", "{slow:#}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(8),
+        "the agent ran past its time: {:?} {slow:#}",
+        asked.elapsed()
+    );
+
     let hank = other_tenant_admin(&client, &gateway, &root).await;
     let (status, _) = call(&client, Method::GET, &url, &hank, None).await;
     assert_eq!(status, 404);

@@ -200,6 +200,7 @@ impl Sessions {
         if let Some(capsule) = &capsule {
             recall.follow(&capsule.definition.memory);
         }
+        let started_ms = somagent_common::clock::unix_now_ms();
         let input = TurnInput {
             session_id: session.id.clone(),
             turn: turn_no,
@@ -212,9 +213,18 @@ impl Sessions {
                 .collect(),
             recall,
             model: session.model,
+            // A capsule's time limit bounds each of its turns' model calls.
+            deadline_ms: capsule
+                .as_ref()
+                .and_then(|c| c.definition.limits.timeout_secs)
+                .map(|secs| {
+                    started_ms.saturating_add(
+                        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+                    )
+                }),
             capsule,
             content,
-            started_ms: somagent_common::clock::unix_now_ms(),
+            started_ms,
         };
         let run = turn::run_id(&session.id, turn_no);
         let value = serde_json::to_value(&input).map_err(ApiError::internal)?;

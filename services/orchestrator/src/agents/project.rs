@@ -13,7 +13,7 @@ use super::mao::{state_name, with_inputs};
 use super::task::{Call, Seat};
 use super::{
     Agent, BUNDLE, Bundle, CAPSULE_RESOLVE, Initiator, RUN_EVENT, Resolve, ReviewSpec, RunEvent,
-    TaskInput, TaskOutcome, TaskStatus, run_batch, session_for,
+    TaskInput, TaskOutcome, TaskStatus, now_ms, run_batch, session_for,
 };
 use crate::domain::plan::{Deliverable, Review, parse_plan};
 use crate::turn::{Checked, POLICY_CHECK, PolicyCheck, Who};
@@ -355,12 +355,19 @@ impl Project<'_> {
         {
             deliverables["maxItems"] = json!(max_deliverables);
         }
-        let mut seat = Seat {
-            session_id: session_for(&self.input.project_id, "planner"),
-            capsule_id: self.input.planner.clone(),
-            capsule: planner,
-            turns: 0,
-        };
+        let mut seat =
+            Seat {
+                session_id: session_for(&self.input.project_id, "planner"),
+                capsule_id: self.input.planner.clone(),
+                deadline_ms: match planner.definition.limits.timeout_secs {
+                    Some(secs) => Some(now_ms(ctx).await?.saturating_add(
+                        i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX),
+                    )),
+                    None => None,
+                },
+                capsule: planner,
+                turns: 0,
+            };
         let call = Call {
             who: &self.input.who,
             model: &self.input.model,

@@ -23,6 +23,8 @@ pub(super) struct Seat {
     pub capsule_id: String,
     pub capsule: CapsuleRun,
     pub turns: u32,
+    /// The latest (Unix ms) this seat's turns may run to: past it a model call ends.
+    pub deadline_ms: Option<i64>,
 }
 
 /// Whose turns a seat takes, on which model, for which run and task.
@@ -94,6 +96,7 @@ pub async fn agent_task(ctx: Ctx, input: TaskInput) -> Result<TaskOutcome, Activ
         capsule_id,
         capsule,
         turns: 0,
+        deadline_ms: deadline,
     };
     // The work, retried while a turn fails.
     let mut content = input.content.clone();
@@ -146,6 +149,7 @@ pub async fn agent_task(ctx: Ctx, input: TaskInput) -> Result<TaskOutcome, Activ
         capsule_id: spec.reviewer.clone(),
         capsule: reviewer,
         turns: 0,
+        deadline_ms: deadline,
     };
     loop {
         if let Some(stop) = limit_reached(&ctx, &outcome, budget, deadline).await? {
@@ -317,6 +321,7 @@ impl Seat {
             recall,
             started_ms: now_ms(ctx).await?,
             capsule: Some(capsule),
+            deadline_ms: self.deadline_ms,
         };
         let run = turn::run_id(&self.session_id, turn_no);
         match ctx.child(&SESSION_TURN, &run, &turn_input).await {

@@ -256,7 +256,27 @@ impl TurnActivities {
             .collect()
     }
 
+    /// The model's answer, ended (failed, not retried) at the call's deadline.
     pub(super) async fn model(&self, input: ModelCall) -> Result<ModelReply, ActivityError> {
+        let Some(deadline) = input.deadline_ms else {
+            return self.answer(input).await;
+        };
+        let ran_out = || {
+            ActivityError::fatal(
+                "deadline_exceeded",
+                "the agent's time ran out while the model was answering",
+            )
+        };
+        let left = u64::try_from(deadline.saturating_sub(unix_now_ms())).unwrap_or(0);
+        if left == 0 {
+            return Err(ran_out());
+        }
+        tokio::time::timeout(Duration::from_millis(left), self.answer(input))
+            .await
+            .map_err(|_| ran_out())?
+    }
+
+    async fn answer(&self, input: ModelCall) -> Result<ModelReply, ActivityError> {
         let who = &input.who;
         let round = input.round;
         let messages = input

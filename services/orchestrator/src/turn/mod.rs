@@ -133,6 +133,10 @@ pub struct TurnInput {
     /// limits bound the rounds and tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capsule: Option<crate::capsules::CapsuleRun>,
+    /// The latest (Unix ms) its model calls may run to: an agent task's deadline, so
+    /// the task's time bounds its turns, not only when each starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
 }
 
 /// What a turn recalls, from the session's metadata `memory` object: `recall` (the
@@ -319,6 +323,9 @@ pub struct ModelCall {
     /// The OpenAI `response_format` the answer takes: a capsule's output schema.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_format: Option<serde_json::Value>,
+    /// Past this (Unix ms) the call ends, failed: the turn's deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<i64>,
 }
 
 /// The tools a turn offers its model, fixed when the turn starts (a tool added while

@@ -117,6 +117,7 @@ async fn turn(ctx: &Ctx, who: &Who, input: &TurnInput) -> Result<TurnResult, Act
             round,
             tools,
             response_format: response_format.clone(),
+            deadline_ms: input.deadline_ms,
         };
         let reply = ctx.activity(&MODEL_COMPLETE, &call).await?;
         usage += reply.usage;
