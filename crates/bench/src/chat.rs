@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::stats::{Samples, human};
 
 /// Time to the first content chunk of a streamed chat completion at `url`.
-async fn first_token(
+pub(crate) async fn first_token(
     client: &reqwest::Client,
     url: &str,
     token: Option<&str>,

@@ -10,6 +10,7 @@ mod notify;
 mod output_guard;
 mod policy;
 mod projects;
+mod proxy;
 mod replicas;
 mod stats;
 mod tools;
@@ -94,6 +95,25 @@ enum Command {
         /// How the printed line names this run.
         #[arg(long, default_value = "GET /v1/me")]
         label: String,
+    },
+    /// The gateway as a proxy of streamed completions: a fixed upstream started here
+    /// (configure the platform's SOMAGENT_SLM__LLM_BASE_URL to it, model `rules`)
+    /// called directly and through the gateway at 1, 16 and 64 connections.
+    Proxy {
+        #[arg(long)]
+        gateway: String,
+        #[arg(
+            long,
+            env = "SOMAGENT_IDENTITY__BOOTSTRAP_ADMIN_PASSWORD",
+            default_value = ""
+        )]
+        password: String,
+        /// The platform's process id, for its CPU time and resident memory.
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Seconds of load per run (each connection count, each path).
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
     },
     /// Chat through a running gateway against a scripted upstream started here
     /// (configure the platform's SOMAGENT_SLM__LLM_BASE_URL to it): time to first token
@@ -251,6 +271,12 @@ async fn main() -> anyhow::Result<()> {
             password,
             seconds,
         } => chat::run(&gateway, &password, seconds).await,
+        Command::Proxy {
+            gateway,
+            password,
+            pid,
+            seconds,
+        } => proxy::run(&gateway, &password, pid, seconds).await,
         Command::Replicas {
             gateways,
             password,
