@@ -2,8 +2,8 @@
 //! same run: a fixed local upstream (32 chunks 5 ms apart, the scripted server's
 //! `rules` model) called directly and then through the gateway, at 1, 16 and 64
 //! connections. Prints the time to first token the platform adds (p50/p99),
-//! throughput against direct, the platform process's CPU per proxied completion and its
-//! resident memory.
+//! throughput against direct, the platform process's CPU per proxied completion (less
+//! what it spends idle, measured while the floor runs) and its resident memory.
 
 use std::time::{Duration, Instant};
 
@@ -68,7 +68,18 @@ pub async fn run(
         "RSS"
     );
     for connections in [1usize, 16, 64] {
-        let floor = load(&client, &direct, None, "rules", connections, seconds, None).await?;
+        // The platform idles while the floor is measured: what it spends then is its
+        // background (timers, pollers), taken off what the proxied run spent.
+        let floor = load(
+            &client,
+            &direct,
+            None,
+            "rules",
+            connections,
+            seconds,
+            platform,
+        )
+        .await?;
         let proxied = load(
             &client,
             &through,
@@ -88,7 +99,15 @@ pub async fn run(
         };
         let cpu = proxied
             .cpu
-            .map(|cpu| human(cpu / u32::try_from(proxied.completions.max(1)).unwrap_or(u32::MAX)))
+            .zip(floor.cpu)
+            .map(|(busy, idle)| {
+                let background =
+                    idle.mul_f64(proxied.elapsed.as_secs_f64() / floor.elapsed.as_secs_f64());
+                human(
+                    busy.saturating_sub(background)
+                        / u32::try_from(proxied.completions.max(1)).unwrap_or(u32::MAX),
+                )
+            })
             .unwrap_or_else(|| "-".into());
         let rss = platform
             .and_then(resident_mib)
