@@ -166,6 +166,15 @@ start_minio() {
 start_opa() {
   local t; t=$(now)
   go_tool opa github.com/open-policy-agent/opa@v1.22.2
+  # OPA holds every tenant's policy module in memory and recompiles them all on
+  # each upload, so a server kept across runs slows down run after run (the
+  # tests' tenants are new each time) until decisions time out. Each run starts
+  # from an empty server; a server we did not start is left alone.
+  if port_open 8181 && pgrep -f "$BIN/opa run --server" >/dev/null; then
+    pkill -f "$BIN/opa run --server" || true
+    local i
+    for ((i = 0; i < 50; i++)); do port_open 8181 || break; sleep 0.1; done
+  fi
   if ! port_open 8181; then
     mkdir -p "$RUN/opa"
     nohup "$BIN/opa" run --server --addr 127.0.0.1:8181 --log-level error >"$RUN/opa.log" 2>&1 &

@@ -487,3 +487,25 @@ pub async fn other_tenant_admin(client: &reqwest::Client, gateway: &str, root: &
     assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
     login(client, gateway, "globex", "hank", PASSWORD).await
 }
+
+/// Polls `url` until `done` says so of its view, for at most `within`.
+pub async fn until(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    what: &str,
+    within: Duration,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let (status, view) =
+            crate::lifecycle::call(client, reqwest::Method::GET, url, token, None).await;
+        assert_eq!(status, 200, "{view}");
+        if done(&view) {
+            return view;
+        }
+        assert!(Instant::now() < deadline, "{what}: {view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

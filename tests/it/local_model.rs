@@ -2,7 +2,7 @@
 //! in process, streaming real tokens; held to a JSON schema when asked, it answers
 //! JSON of that schema, and so it plans, works and reviews a tiny project.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::lifecycle::call;
 
 use crate::chat::sse_data;
-use crate::helpers::{Rooted, with_root_env};
+use crate::helpers::{Rooted, until, with_root_env};
 
 /// `somagent up` with the local model and nothing else to answer; `None` where the
 /// model is not installed (never under `CI=true`).
@@ -163,19 +163,15 @@ async fn the_local_model_answers_in_a_json_schema_and_runs_a_tiny_project() {
         "/v1/projects/{}",
         started["project_id"].as_str().unwrap()
     ));
-    let deadline = Instant::now() + Duration::from_secs(600);
-    let view = loop {
-        let (status, view) = call(&client, Method::GET, &url, &root, None).await;
-        assert_eq!(status, 200, "{view}");
-        if somagent_common::runs::is_final(view["status"].as_str().unwrap_or_default()) {
-            break view;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the tiny project did not end: {view:#}"
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+    let view = until(
+        &client,
+        &url,
+        &root,
+        "the tiny project did not end",
+        Duration::from_secs(600),
+        |view| somagent_common::runs::is_final(view["status"].as_str().unwrap_or_default()),
+    )
+    .await;
     eprintln!("the tiny project on the local model: {view:#}");
     // Quality aside, it went the whole way: planned by the schema at the first try,
     // each deliverable worked and scored, the bundle written.

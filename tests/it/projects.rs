@@ -13,10 +13,13 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{
-    Backends, Platform, ROOT_PASSWORD, free_ports, login, other_tenant_admin, viewer_of, wait_ok,
-    with_scripted_llm,
+    Backends, Platform, ROOT_PASSWORD, free_ports, login, other_tenant_admin, until, viewer_of,
+    wait_ok, with_scripted_llm,
 };
 use crate::lifecycle::call;
+
+/// How long a journey waits for a run to reach a state.
+const POLL: Duration = Duration::from_secs(90);
 
 const RULES: [(&str, &str); 1] = [("SOMAGENT_SLM__LLM_MODEL", "rules")];
 
@@ -52,26 +55,6 @@ fn script(llm: &somagent_scripted_llm::ScriptedLlm) {
     llm.on("Deliverable: API", &["API-DRAFT"]);
     llm.on("Deliverable: Ops", &["OPS-OUT"]);
     llm.on("Deliverable: Docs", &["DOCS-OUT"]);
-}
-
-/// Polls a run until `done` says so of its view.
-async fn until(
-    client: &reqwest::Client,
-    url: &str,
-    token: &str,
-    what: &str,
-    done: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let (status, view) = call(client, Method::GET, url, token, None).await;
-        assert_eq!(status, 200, "{view}");
-        if done(&view) {
-            return view;
-        }
-        assert!(Instant::now() < deadline, "{what}: {view:#}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn of<'a>(view: &'a Value, id: &str) -> &'a Value {
@@ -124,9 +107,14 @@ async fn a_project_goes_from_a_goal_to_reviewed_deliverables_on_each_engine() {
         let url = g(&format!("/v1/projects/{id}"));
 
         // Planned (after one repair) and governed: Ops needs a tool policy denies.
-        let view = until(&client, &url, &root, "the plan waits for approval", |v| {
-            v["status"] == "awaiting_approval"
-        })
+        let view = until(
+            &client,
+            &url,
+            &root,
+            "the plan waits for approval",
+            POLL,
+            |v| v["status"] == "awaiting_approval",
+        )
         .await;
         assert_eq!(view["planning"]["attempts"], 2, "{backends:?}: {view:#}");
         assert!(
@@ -228,7 +216,7 @@ async fn a_project_goes_from_a_goal_to_reviewed_deliverables_on_each_engine() {
         .await;
         assert_eq!(status, 200, "{approved}");
 
-        let view = until(&client, &url, &root, "the project completes", |v| {
+        let view = until(&client, &url, &root, "the project completes", POLL, |v| {
             !matches!(
                 v["status"].as_str(),
                 Some(
@@ -425,7 +413,7 @@ async fn a_project_is_cancelled_mid_wave_and_one_out_of_budget_stops_cleanly() {
     .await;
     let id = started["project_id"].as_str().unwrap().to_owned();
     let url = g(&format!("/v1/projects/{id}"));
-    until(&client, &url, &root, "both run", |v| {
+    until(&client, &url, &root, "both run", POLL, |v| {
         v["deliverables"]
             .as_array()
             .is_some_and(|d| d.len() == 2 && d.iter().all(|d| d["state"] == "running"))
@@ -475,9 +463,14 @@ async fn a_project_is_cancelled_mid_wave_and_one_out_of_budget_stops_cleanly() {
     )
     .await;
     assert_eq!(status, 200, "{answer}");
-    let view = until(&client, &url, &root, "the project is cancelled", |v| {
-        v["status"] == "cancelled" && v["run_status"] == "cancelled"
-    })
+    let view = until(
+        &client,
+        &url,
+        &root,
+        "the project is cancelled",
+        POLL,
+        |v| v["status"] == "cancelled" && v["run_status"] == "cancelled",
+    )
     .await;
     assert_eq!(view["budget"]["reserved"], 0, "{view:#}");
     for d in ["alpha", "beta"] {
@@ -538,7 +531,7 @@ async fn a_project_is_cancelled_mid_wave_and_one_out_of_budget_stops_cleanly() {
     .await;
     let id = started["project_id"].as_str().unwrap().to_owned();
     let url = g(&format!("/v1/projects/{id}"));
-    let view = until(&client, &url, &root, "the budget runs out", |v| {
+    let view = until(&client, &url, &root, "the budget runs out", POLL, |v| {
         matches!(
             v["status"].as_str(),
             Some("budget_exhausted" | "completed" | "partial" | "failed")
@@ -616,7 +609,7 @@ async fn a_multi_agent_dag_passes_outputs_along_its_edges() {
     assert_eq!(status, 202, "{started}");
     let id = started["workflow_id"].as_str().unwrap().to_owned();
     let url = g(&format!("/v1/mao/{id}"));
-    let view = until(&client, &url, &root, "the run completes", |v| {
+    let view = until(&client, &url, &root, "the run completes", POLL, |v| {
         matches!(
             v["status"].as_str(),
             Some("completed" | "failed" | "cancelled")
@@ -669,9 +662,14 @@ async fn a_multi_agent_dag_passes_outputs_along_its_edges() {
         "/v1/mao/{}",
         slow["workflow_id"].as_str().unwrap()
     ));
-    let slow = until(&client, &slow_url, &root, "the slow agent times out", |v| {
-        somagent_common::runs::is_final(v["status"].as_str().unwrap_or_default())
-    })
+    let slow = until(
+        &client,
+        &slow_url,
+        &root,
+        "the slow agent times out",
+        POLL,
+        |v| somagent_common::runs::is_final(v["status"].as_str().unwrap_or_default()),
+    )
     .await;
     let counter = &slow["tasks"][0];
     assert_eq!(counter["state"], "timed_out", "{slow:#}");
@@ -791,11 +789,18 @@ async fn a_project_survives_a_restart_mid_wave_on_each_engine() {
         .await;
         let id = started["project_id"].as_str().unwrap().to_owned();
         let url = format!("{gateway}/v1/projects/{id}");
-        until(&client, &url, &root, "the second deliverable runs", |v| {
-            v["deliverables"]
-                .as_array()
-                .is_some_and(|d| d.len() == 2 && d[1]["state"] == "running")
-        })
+        until(
+            &client,
+            &url,
+            &root,
+            "the second deliverable runs",
+            POLL,
+            |v| {
+                v["deliverables"]
+                    .as_array()
+                    .is_some_and(|d| d.len() == 2 && d[1]["state"] == "running")
+            },
+        )
         .await;
         tokio::time::sleep(Duration::from_millis(500)).await;
         let asked_first = |llm: &somagent_scripted_llm::ScriptedLlm| {
@@ -827,6 +832,7 @@ async fn a_project_survives_a_restart_mid_wave_on_each_engine() {
             &url,
             &root,
             "the project completes after the restart",
+            POLL,
             |v| {
                 matches!(
                     v["status"].as_str(),

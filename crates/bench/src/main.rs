@@ -114,6 +114,9 @@ enum Command {
         /// Seconds of load per run (each connection count, each path).
         #[arg(long, default_value_t = 10)]
         seconds: u64,
+        /// The connection counts to run, in order.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        connections: Vec<usize>,
     },
     /// Chat through a running gateway against a scripted upstream started here
     /// (configure the platform's SOMAGENT_SLM__LLM_BASE_URL to it): time to first token
@@ -276,7 +279,8 @@ async fn main() -> anyhow::Result<()> {
             password,
             pid,
             seconds,
-        } => proxy::run(&gateway, &password, pid, seconds).await,
+            connections,
+        } => proxy::run(&gateway, &password, pid, seconds, &connections).await,
         Command::Replicas {
             gateways,
             password,

@@ -37,6 +37,7 @@ pub async fn run(
     password: &str,
     platform: Option<u32>,
     seconds: u64,
+    connection_counts: &[usize],
 ) -> anyhow::Result<()> {
     let llm = somagent_scripted_llm::ScriptedLlm::start_on(
         &std::env::var("SOMAGENT_BENCH_LLM_ADDR").unwrap_or_else(|_| "127.0.0.1:20999".into()),
@@ -67,7 +68,7 @@ pub async fn run(
         "CPU/request",
         "RSS"
     );
-    for connections in [1usize, 16, 64] {
+    for &connections in connection_counts {
         // The platform idles while the floor is measured: what it spends then is its
         // background (timers, pollers), taken off what the proxied run spent.
         let floor = load(

@@ -146,14 +146,13 @@ impl Shape {
     /// for `json_object`, the schema's for `json_schema` (an object with any keys when it
     /// names no schema). The format was checked where the call came in.
     pub fn for_response_format(format: &Value) -> Option<Shape> {
-        match format["type"].as_str() {
-            Some("json_object") => Some(Shape::compile(&serde_json::json!({"type": "object"}))),
-            Some("json_schema") => Some(match &format["json_schema"]["schema"] {
-                Value::Object(_) => Shape::compile(&format["json_schema"]["schema"]),
-                _ => Shape::compile(&serde_json::json!({"type": "object"})),
-            }),
-            _ => None,
-        }
+        let any_object = serde_json::json!({"type": "object"});
+        let schema = match (format["type"].as_str(), &format["json_schema"]["schema"]) {
+            (Some("json_schema"), schema @ Value::Object(_)) => schema,
+            (Some("json_schema" | "json_object"), _) => &any_object,
+            _ => return None,
+        };
+        Some(Shape::compile(schema))
     }
 
     pub fn compile(schema: &Value) -> Shape {
@@ -558,14 +557,11 @@ impl<'s> Acceptor<'s> {
 
     fn object_char(&mut self, node: usize, seen: u64, stage: Stage, c: char) -> Step {
         match (stage, c) {
-            (Stage::Open, '"') if self.keys_left(node, seen) => {
-                self.stack.push(Frame::Key {
-                    node,
-                    text: String::new(),
-                });
-                Step::Taken
-            }
-            (Stage::Comma, '"') => {
+            // After a comma a key must follow (the comma was only taken with
+            // keys left); after the brace, only if the object may have any.
+            (Stage::Comma, '"') | (Stage::Open, '"')
+                if stage == Stage::Comma || self.keys_left(node, seen) =>
+            {
                 self.stack.push(Frame::Key {
                     node,
                     text: String::new(),
