@@ -285,11 +285,16 @@ impl ServiceApp {
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
         tracing::info!(service = name, addr = %self.local_addr(), "serving");
+        let in_process =
+            crate::grpc_channel::serve_in_process(self.local_addr(), self.router.clone());
         let hooks = self.on_shutdown;
         let told = token.clone();
         let streams = self.stopping.clone();
         let stopping = tokio::spawn(async move {
             told.cancelled().await;
+            // From here on, callers in this process reach the closing socket like
+            // callers anywhere else.
+            drop(in_process);
             streams.cancel();
             for hook in hooks {
                 hook().await;

@@ -39,7 +39,7 @@ pub struct MostCost {
 
 #[derive(Clone)]
 pub struct BudgetHolds {
-    billing: BillingServiceClient<tonic::transport::Channel>,
+    billing: BillingServiceClient<crate::grpc_channel::Channel>,
     tokens: Arc<ServiceTokens>,
 }
 
@@ -60,7 +60,7 @@ impl Hold {
 
 impl BudgetHolds {
     pub fn new(
-        billing: BillingServiceClient<tonic::transport::Channel>,
+        billing: BillingServiceClient<crate::grpc_channel::Channel>,
         tokens: Arc<ServiceTokens>,
     ) -> Self {
         Self { billing, tokens }

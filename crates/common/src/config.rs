@@ -93,7 +93,7 @@ impl CommonConfig {
         &self,
         service: &ServiceSpec,
         timeout: Option<std::time::Duration>,
-    ) -> anyhow::Result<tonic::transport::Channel> {
+    ) -> anyhow::Result<crate::grpc_channel::Channel> {
         let url = self.endpoint(service);
         let mut endpoint = tonic::transport::Endpoint::from_shared(url.clone())
             .map_err(|e| anyhow::anyhow!("endpoints.{} `{url}`: {e}", service.name))?
@@ -101,7 +101,11 @@ impl CommonConfig {
         if let Some(timeout) = timeout {
             endpoint = endpoint.timeout(timeout);
         }
-        Ok(endpoint.connect_lazy())
+        Ok(crate::grpc_channel::Channel::new(
+            &url,
+            endpoint.connect_lazy(),
+            timeout,
+        ))
     }
 
     pub fn endpoint(&self, service: &ServiceSpec) -> String {

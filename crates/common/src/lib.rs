@@ -24,6 +24,7 @@ pub mod config;
 pub mod constitution;
 pub mod egress;
 pub mod error;
+pub mod grpc_channel;
 pub mod infra;
 pub mod live;
 pub mod metrics;

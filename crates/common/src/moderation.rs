@@ -25,12 +25,12 @@ fn strikes_key(tenant: &str, subject: &str) -> String {
 
 #[derive(Clone)]
 pub struct PromptModeration {
-    policy: PolicyServiceClient<tonic::transport::Channel>,
+    policy: PolicyServiceClient<crate::grpc_channel::Channel>,
     cache: Cache,
 }
 
 impl PromptModeration {
-    pub fn new(policy: PolicyServiceClient<tonic::transport::Channel>, cache: Cache) -> Self {
+    pub fn new(policy: PolicyServiceClient<crate::grpc_channel::Channel>, cache: Cache) -> Self {
         Self { policy, cache }
     }
 

@@ -26,14 +26,14 @@ const FRESH_FOR: Duration = Duration::from_secs(300);
 type Key = (TenantId, Option<String>);
 
 pub struct SettingsCache {
-    client: SettingsServiceClient<tonic::transport::Channel>,
+    client: SettingsServiceClient<crate::grpc_channel::Channel>,
     tokens: Arc<ServiceTokens>,
     cached: Mutex<HashMap<Key, (Instant, Arc<Value>)>>,
 }
 
 impl SettingsCache {
     pub fn new(
-        client: SettingsServiceClient<tonic::transport::Channel>,
+        client: SettingsServiceClient<crate::grpc_channel::Channel>,
         tokens: Arc<ServiceTokens>,
     ) -> Arc<Self> {
         Arc::new(Self {

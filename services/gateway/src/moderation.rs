@@ -12,7 +12,10 @@ use crate::api::Authenticated;
 pub struct Moderation(PromptModeration);
 
 impl Moderation {
-    pub fn new(policy: PolicyServiceClient<tonic::transport::Channel>, cache: Cache) -> Self {
+    pub fn new(
+        policy: PolicyServiceClient<somagent_common::grpc_channel::Channel>,
+        cache: Cache,
+    ) -> Self {
         Self(PromptModeration::new(policy, cache))
     }
 

@@ -46,7 +46,7 @@ impl ForUser {
 
 #[derive(Clone)]
 pub struct Embedder {
-    slm: SlmServiceClient<tonic::transport::Channel>,
+    slm: SlmServiceClient<somagent_common::grpc_channel::Channel>,
     tokens: std::sync::Arc<ServiceTokens>,
     /// The profile memory embeds with (`embeddings` unless configured).
     profile: String,
@@ -54,7 +54,7 @@ pub struct Embedder {
 
 impl Embedder {
     pub fn new(
-        slm: SlmServiceClient<tonic::transport::Channel>,
+        slm: SlmServiceClient<somagent_common::grpc_channel::Channel>,
         tokens: ServiceTokens,
         profile: String,
     ) -> Self {

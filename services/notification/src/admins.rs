@@ -17,14 +17,14 @@ const FRESH_FOR: Duration = Duration::from_secs(60);
 type Kept = (Instant, Arc<Vec<String>>);
 
 pub struct TenantAdmins {
-    identity: IdentityServiceClient<tonic::transport::Channel>,
+    identity: IdentityServiceClient<somagent_common::grpc_channel::Channel>,
     credential: ServiceCredential,
     cached: Mutex<HashMap<TenantId, Kept>>,
 }
 
 impl TenantAdmins {
     pub fn new(
-        identity: IdentityServiceClient<tonic::transport::Channel>,
+        identity: IdentityServiceClient<somagent_common::grpc_channel::Channel>,
         credential: ServiceCredential,
     ) -> Self {
         Self {

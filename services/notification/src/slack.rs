@@ -16,7 +16,7 @@ use crate::courier::Carrier;
 use crate::emails::DueEmail;
 
 pub struct Slack {
-    pub tool: ToolServiceClient<tonic::transport::Channel>,
+    pub tool: ToolServiceClient<somagent_common::grpc_channel::Channel>,
     pub tokens: Arc<ServiceTokens>,
 }
 

@@ -28,7 +28,7 @@ pub const ENVIRONMENT_KEY: &str = "capsule_environment";
 
 #[derive(Clone)]
 pub struct Capsules {
-    pub client: CapsuleServiceClient<tonic::transport::Channel>,
+    pub client: CapsuleServiceClient<somagent_common::grpc_channel::Channel>,
     pub tokens: Arc<ServiceTokens>,
 }
 

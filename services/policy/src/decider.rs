@@ -150,7 +150,7 @@ pub struct PolicyDecider {
     metrics: DecisionMetrics,
     engine: Engine,
     rules: RuleStore,
-    constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
+    constitutions: ConstitutionServiceClient<somagent_common::grpc_channel::Channel>,
     compiled: Mutex<HashMap<TenantId, (Instant, Arc<Compiled>)>>,
     decisions: Mutex<HashMap<DecisionKey, (Instant, Decision)>>,
     events: EventBus,
@@ -160,7 +160,7 @@ impl PolicyDecider {
     pub fn new(
         engine: Engine,
         rules: RuleStore,
-        constitutions: ConstitutionServiceClient<tonic::transport::Channel>,
+        constitutions: ConstitutionServiceClient<somagent_common::grpc_channel::Channel>,
         events: EventBus,
         metrics: &Metrics,
     ) -> Self {

@@ -25,7 +25,7 @@ const FRESH: Duration = Duration::from_secs(5);
 const MAX_CACHED: usize = 10_000;
 
 pub struct OutputRuleSource {
-    policy: PolicyServiceClient<tonic::transport::Channel>,
+    policy: PolicyServiceClient<somagent_common::grpc_channel::Channel>,
     /// slm's own tokens, for a caller that came with a service token meant for slm.
     tokens: ServiceTokens,
     cached: Mutex<HashMap<TenantId, (Instant, Arc<OutputRules>)>>,
@@ -33,7 +33,7 @@ pub struct OutputRuleSource {
 
 impl OutputRuleSource {
     pub fn new(
-        policy: PolicyServiceClient<tonic::transport::Channel>,
+        policy: PolicyServiceClient<somagent_common::grpc_channel::Channel>,
         tokens: ServiceTokens,
     ) -> Self {
         Self {

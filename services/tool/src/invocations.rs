@@ -13,6 +13,7 @@ use somagent_common::auth::{Capability, Principal, ServiceTokens};
 use somagent_common::budget_holds::{BudgetHolds, CallFor, MostCost};
 use somagent_common::clock::{unix_now, unix_now_ms};
 use somagent_common::error::{ApiError, ErrorCode};
+use somagent_common::grpc_channel::Channel;
 use somagent_common::infra::cache::Cache;
 use somagent_common::infra::events::{Envelope, topics};
 use somagent_common::paging::PageSize;
@@ -21,7 +22,6 @@ use somagent_common::proto::memory::v1::memory_service_client::MemoryServiceClie
 use somagent_common::proto::policy::v1 as ppb;
 use somagent_common::proto::policy::v1::policy_service_client::PolicyServiceClient;
 use somagent_common::service::{MEMORY, POLICY};
-use tonic::transport::Channel;
 
 use crate::access::{self, Access};
 use crate::config::ToolConfig;

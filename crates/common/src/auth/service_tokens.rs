@@ -16,7 +16,7 @@ use crate::tenant::TenantId;
 type Key = (&'static str, TenantId, String, Vec<String>);
 
 pub struct ServiceTokens {
-    identity: IdentityServiceClient<tonic::transport::Channel>,
+    identity: IdentityServiceClient<crate::grpc_channel::Channel>,
     caller: &'static str,
     credential: ServiceCredential,
     cached: Mutex<HashMap<Key, (Instant, String)>>,
@@ -25,7 +25,7 @@ pub struct ServiceTokens {
 impl ServiceTokens {
     /// Tokens for the service `caller`, which proves itself with `credential`.
     pub fn new(
-        identity: IdentityServiceClient<tonic::transport::Channel>,
+        identity: IdentityServiceClient<crate::grpc_channel::Channel>,
         caller: &ServiceSpec,
         credential: ServiceCredential,
     ) -> Self {

@@ -166,6 +166,55 @@ pub struct Verifier {
     http: reqwest::Client,
     revocations: Option<Cache>,
     cooldown: Duration,
+    verified: VerifiedTokens,
+}
+
+/// Tokens whose signature and claims were already checked, by their SHA-256, with the
+/// principal they stand for, until they expire. A token is presented again and again
+/// (each request of a client, each internal call on its behalf), and checking its
+/// signature again finds the same answer: only the revocation lookups, which can
+/// change, run each time. Emptied whenever an issuer's keys are fetched again, so a
+/// key withdrawn from a JWKS stops verifying at once.
+#[derive(Default)]
+struct VerifiedTokens(std::sync::Mutex<HashMap<[u8; 32], Principal>>);
+
+/// Enough for every token live at once on a busy replica; past it the map starts over.
+const VERIFIED_TOKENS: usize = 50_000;
+
+impl VerifiedTokens {
+    fn digest(token: &str) -> [u8; 32] {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+        let mut key = [0; 32];
+        key.copy_from_slice(digest.as_ref());
+        key
+    }
+
+    /// The principal of a token verified before and not expired since.
+    fn get(&self, key: &[u8; 32]) -> Option<Principal> {
+        let now = crate::clock::unix_now();
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(key)
+            .filter(|p| {
+                p.expires_at
+                    .is_some_and(|exp| now <= exp + LEEWAY_SECS as i64)
+            })
+            .cloned()
+    }
+
+    fn insert(&self, key: [u8; 32], principal: &Principal) {
+        if principal.expires_at.is_none() {
+            return;
+        }
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= VERIFIED_TOKENS {
+            map.clear();
+        }
+        map.insert(key, principal.clone());
+    }
+
+    fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// The cache key that marks token `jti` as revoked (until the token would expire).
@@ -226,6 +275,7 @@ impl Verifier {
             http,
             revocations,
             cooldown: REFRESH_COOLDOWN,
+            verified: VerifiedTokens::default(),
         }
     }
 
@@ -237,6 +287,24 @@ impl Verifier {
 
     /// Verifies `token` and returns the principal it stands for.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let key = VerifiedTokens::digest(token);
+        let principal = match self.verified.get(&key) {
+            Some(principal) => principal,
+            None => {
+                let principal = self.verify_signed(token).await?;
+                self.verified.insert(key, &principal);
+                principal
+            }
+        };
+        if let Some(cache) = &self.revocations {
+            check_revocations(cache, &principal).await?;
+        }
+        Ok(principal)
+    }
+
+    /// The signature, the issuer, the audience and the times: what a token says of
+    /// itself, which does not change.
+    async fn verify_signed(&self, token: &str) -> Result<Principal, AuthError> {
         let refused = |why: &str| AuthError(why.to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|_| refused("malformed token"))?;
         if !matches!(
@@ -269,11 +337,7 @@ impl Verifier {
         let claims = self
             .check_signature(issuer, &kid, header.alg, token)
             .await?;
-        let principal = principal(&issuer.config, &claims)?;
-        if let Some(cache) = &self.revocations {
-            check_revocations(cache, &principal).await?;
-        }
-        Ok(principal)
+        principal(&issuer.config, &claims)
     }
 
     async fn check_signature(
@@ -326,7 +390,10 @@ impl Verifier {
         }
         *fetched = Some(Instant::now());
         match self.fetch_keys(&issuer.config).await {
-            Ok(keys) => *issuer.keys.write().await = keys,
+            Ok(keys) => {
+                *issuer.keys.write().await = keys;
+                self.verified.clear();
+            }
             Err(e) => {
                 tracing::warn!(issuer = %issuer.config.issuer, error = %e, "cannot fetch signing keys")
             }
@@ -531,5 +598,57 @@ pub fn builtin_mapping() -> ClaimMapping {
         username_claim: "username".into(),
         expand_roles: false,
         ..ClaimMapping::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(expires_at: Option<i64>) -> Principal {
+        Principal {
+            tenant: TenantId::parse("acme").unwrap(),
+            subject: "u1".into(),
+            username: None,
+            roles: Default::default(),
+            capabilities: Default::default(),
+            issuer: "https://issuer.test".into(),
+            token_id: Some("t1".into()),
+            expires_at,
+            issued_at: None,
+            actor: None,
+            auth_methods: Vec::new(),
+            api_key: None,
+            audiences: vec!["somagent".into()],
+        }
+    }
+
+    #[test]
+    fn a_verified_token_is_remembered_only_until_it_expires() {
+        let verified = VerifiedTokens::default();
+        let now = crate::clock::unix_now();
+        let live = VerifiedTokens::digest("live.token.sig");
+        let expired = VerifiedTokens::digest("expired.token.sig");
+        verified.insert(live, &principal(Some(now + 60)));
+        verified.insert(expired, &principal(Some(now - LEEWAY_SECS as i64 - 1)));
+        assert!(verified.get(&live).is_some());
+        assert!(
+            verified.get(&expired).is_none(),
+            "an expired token is verified again, and refused"
+        );
+        assert!(
+            verified
+                .get(&VerifiedTokens::digest("live.token.sig2"))
+                .is_none(),
+            "another token, however alike, is not the one verified"
+        );
+        verified.insert(VerifiedTokens::digest("no.exp.sig"), &principal(None));
+        assert!(
+            verified
+                .get(&VerifiedTokens::digest("no.exp.sig"))
+                .is_none()
+        );
+        verified.clear();
+        assert!(verified.get(&live).is_none(), "new keys: verified again");
     }
 }

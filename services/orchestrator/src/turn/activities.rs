@@ -30,15 +30,15 @@ use somagent_common::turn::{ConversationEvent, PublicError, TurnEnded, TurnEvent
 /// The turn's activities: the calls to policy, slm and the store, and the events.
 pub struct TurnActivities {
     pub store: SessionStore,
-    pub policy: PolicyServiceClient<tonic::transport::Channel>,
-    pub slm: SlmServiceClient<tonic::transport::Channel>,
+    pub policy: PolicyServiceClient<somagent_common::grpc_channel::Channel>,
+    pub slm: SlmServiceClient<somagent_common::grpc_channel::Channel>,
     pub tokens: ServiceTokens,
     pub hub: Arc<TurnHub>,
     pub events: EventBus,
     pub cache: Cache,
     pub metrics: super::TurnMetrics,
-    pub tool: ToolServiceClient<tonic::transport::Channel>,
-    pub memory: MemoryServiceClient<tonic::transport::Channel>,
+    pub tool: ToolServiceClient<somagent_common::grpc_channel::Channel>,
+    pub memory: MemoryServiceClient<somagent_common::grpc_channel::Channel>,
     pub config: crate::config::OrchestratorConfig,
     /// The tenant's session settings, over `config`'s defaults.
     pub settings: Arc<somagent_common::settings_cache::SettingsCache>,
