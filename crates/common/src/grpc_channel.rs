@@ -81,13 +81,17 @@ impl Channel {
     }
 
     fn served_here(&self) -> Option<Router> {
-        let port = self.port?;
-        SERVED
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&port)
-            .cloned()
+        served(self.port?)
     }
+}
+
+/// The router this process serves on `port`, if it serves one there.
+fn served(port: u16) -> Option<Router> {
+    SERVED
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&port)
+        .cloned()
 }
 
 fn loopback_port(url: &str) -> Option<u16> {
@@ -143,16 +147,6 @@ impl Service<http::Request<tonic::body::Body>> for Channel {
     }
 }
 
-/// Whether the callee at `url` is served by this process now (for tests and `status`).
-pub fn is_in_process(url: &str) -> bool {
-    loopback_port(url).is_some_and(|port| {
-        SERVED
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&port)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,14 +182,14 @@ mod tests {
                 channel.ready().await?.call(request).await
             }
         };
-        let served = serve_in_process(SocketAddr::from(([127, 0, 0, 1], port)), router);
-        assert!(is_in_process(&format!("http://127.0.0.1:{port}")));
+        let serving = serve_in_process(SocketAddr::from(([127, 0, 0, 1], port)), router);
+        assert!(served(port).is_some());
         let response = call(&mut channel).await.expect("served in process");
         let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 64)
             .await
             .unwrap();
         assert_eq!(&body[..], b"in process");
-        drop(served);
+        drop(serving);
         assert!(call(&mut channel).await.is_err(), "port 1 has no server");
     }
 }

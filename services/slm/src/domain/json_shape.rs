@@ -559,7 +559,7 @@ impl<'s> Acceptor<'s> {
         match (stage, c) {
             // After a comma a key must follow (the comma was only taken with
             // keys left); after the brace, only if the object may have any.
-            (Stage::Comma, '"') | (Stage::Open, '"')
+            (Stage::Open | Stage::Comma, '"')
                 if stage == Stage::Comma || self.keys_left(node, seen) =>
             {
                 self.stack.push(Frame::Key {
