@@ -22,7 +22,7 @@ async fn analytics_counts_what_the_journey_did() {
 }
 
 /// Polls a report until `done` says it has caught up with the events.
-async fn report_until(
+pub(crate) async fn report_until(
     client: &reqwest::Client,
     url: &str,
     token: &str,

@@ -436,3 +436,36 @@ async fn moderation_covers_every_role_a_client_writes() {
         assert_eq!(status, 403, "{prompt}: {body}");
     }
 }
+
+/// Every decision is on the audit trail before it is answered, a cached one too: the
+/// same question asked three times is three decisions in the tenant's report.
+#[tokio::test]
+async fn every_decision_is_audited_the_cached_ones_too() {
+    let Rooted {
+        platform: _platform,
+        gateway,
+        client,
+        root,
+        data: _data,
+        ..
+    } = with_root_on(Backends::Embedded, &[]).await;
+    let question = json!({"action": "tool", "tool": "calendar", "text": "book the room"});
+    for _ in 0..3 {
+        let decision = evaluate(&client, &gateway, &root, question.clone()).await;
+        assert_eq!(decision["allowed"], true, "{decision}");
+    }
+    let tools = |report: &Value| {
+        report["by_action"]
+            .as_array()
+            .and_then(|actions| actions.iter().find(|a| a["action"] == "tool"))
+            .map_or(0, |a| {
+                a["allowed"].as_i64().unwrap_or(0) + a["denied"].as_i64().unwrap_or(0)
+            })
+    };
+    let url = format!("{gateway}/v1/analytics/decisions");
+    let report = crate::analytics::report_until(&client, &url, &root, |r| tools(r) >= 3).await;
+    // Nothing more arrives: three questions, three decisions.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, again) = call(&client, Method::GET, &url, &root, None).await;
+    assert_eq!(tools(&again), 3, "{report}\n{again}");
+}

@@ -18,7 +18,9 @@ pub async fn run(events: usize, publishers: usize, locks: usize) -> anyhow::Resu
         EventBus::connect(&EventsUrl::Local { path: None }, dir.path()).await?,
     )];
     if let Ok(url) = std::env::var("SOMAGENT_TEST_EVENTS_URL") {
-        let url = format!("{url}?prefix=bench-{}.", uuid::Uuid::new_v4().simple());
+        // The URL may carry options of its own (`?linger_ms=0`).
+        let join = if url.contains('?') { '&' } else { '?' };
+        let url = format!("{url}{join}prefix=bench-{}.", uuid::Uuid::new_v4().simple());
         let url: EventsUrl = url.parse().map_err(anyhow::Error::msg)?;
         buses.push((
             "kafka",

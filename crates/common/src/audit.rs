@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::auth::Principal;
-use crate::infra::events::{Envelope, EventBus, topics};
+use crate::infra::events::{Envelope, EventBus, EventsError, topics};
 use crate::tenant::TenantId;
 
 /// How the audited action ended.
@@ -152,13 +152,18 @@ impl AuditRecord {
     /// Publishes the record on `agent.audit`, keyed by tenant. The action has already
     /// happened, so a failure to publish is logged, not returned.
     pub async fn publish(self, events: &EventBus) {
-        let event = self.envelope();
-        if let Err(e) = events
-            .publish(topics::AUDIT, self.tenant.as_str(), &event)
-            .await
-        {
-            tracing::error!(error = %e, kind = self.kind, "an audit record was not published");
+        let kind = self.kind.clone();
+        if let Err(e) = self.publish_durably(events).await {
+            tracing::error!(error = %e, kind, "an audit record was not published");
         }
+    }
+
+    /// Publishes the record on `agent.audit`, keyed by tenant; Ok once the bus holds it
+    /// durably, for an action that waits for its record.
+    pub async fn publish_durably(self, events: &EventBus) -> Result<(), EventsError> {
+        events
+            .publish(topics::AUDIT, self.tenant.as_str(), &self.envelope())
+            .await
     }
 }
 

@@ -124,6 +124,11 @@ impl Service<http::Request<tonic::body::Body>> for Channel {
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        // The callee's span continues the caller's trace: one request, one trace,
+        // across every service it reaches.
+        if !request.headers().contains_key("traceparent") {
+            crate::telemetry::inject_current(request.headers_mut());
+        }
         let Some(router) = self.ready_in_process.take() else {
             let call = self.remote.call(request);
             return Box::pin(async move { call.await.map_err(Into::into) });
@@ -191,5 +196,54 @@ mod tests {
         assert_eq!(&body[..], b"in process");
         drop(serving);
         assert!(call(&mut channel).await.is_err(), "port 1 has no server");
+    }
+
+    #[tokio::test]
+    async fn a_call_continues_the_callers_trace() {
+        use tracing::Instrument;
+        let quiet = crate::config::LogConfig {
+            level: "error".into(),
+            ..Default::default()
+        };
+        crate::telemetry::init("grpc-channel-test", &quiet).unwrap();
+        let router = Router::new().route(
+            "/pkg.Svc/Trace",
+            axum::routing::post(|headers: http::HeaderMap| async move {
+                let parent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+                parent.unwrap_or("none").to_owned()
+            }),
+        );
+        let port = 2;
+        let url = format!("http://127.0.0.1:{port}");
+        let remote = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect_lazy();
+        let mut channel = Channel::new(&url, remote, None);
+        let _serving = serve_in_process(SocketAddr::from(([127, 0, 0, 1], port)), router);
+        let trace = "0af7651916cd43dd8448eb211c80319c";
+        let span = tracing::info_span!(
+            "caller",
+            trace_id = tracing::field::Empty,
+            span_id = tracing::field::Empty
+        );
+        crate::telemetry::adopt_traceparent(
+            &span,
+            Some(&format!("00-{trace}-b7ad6b7169203331-01")),
+        );
+        let request = http::Request::post(format!("{url}/pkg.Svc/Trace"))
+            .body(tonic::body::Body::empty())
+            .unwrap();
+        let response = async { channel.ready().await?.call(request).await }
+            .instrument(span)
+            .await
+            .expect("served in process");
+        let body = axum::body::to_bytes(axum::body::Body::new(response.into_body()), 256)
+            .await
+            .unwrap();
+        let parent = String::from_utf8_lossy(&body);
+        assert!(
+            parent.starts_with(&format!("00-{trace}-")),
+            "the callee saw traceparent {parent}"
+        );
     }
 }

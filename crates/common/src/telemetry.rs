@@ -71,8 +71,16 @@ pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<()> {
     // and recorded each as a span event with its thread and busy/idle times: about
     // 30 % of the platform's CPU on a streamed completion. Nothing reads the active
     // OpenTelemetry context (propagation reads the span's own), so spans do not
-    // activate one on each poll either.
-    let traced = tracing_subscriber::filter::LevelFilter::INFO;
+    // activate one on each poll either. With no exporter the spans still carry the
+    // trace context (ids in logs, `traceparent` onwards) but events would only be
+    // recorded on spans nobody reads, so they skip the layer.
+    let exporting = endpoint.is_some();
+    let traced = tracing_subscriber::filter::filter_fn(move |meta| {
+        (exporting || meta.is_span()) && *meta.level() <= tracing::Level::INFO
+    })
+    // Without the hint the subscriber's most verbose level would be trace, and every
+    // library's debug callsite would be asked about.
+    .with_max_level_hint(tracing_subscriber::filter::LevelFilter::INFO);
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)
         .with_threads(false)

@@ -14,6 +14,10 @@ use crate::warehouse::Warehouse;
 pub const GROUP: &str = "analytics-warehouse";
 /// Events per batch: one round trip to the warehouse per table.
 pub const BATCH: usize = 2000;
+/// How long a batch waits for more events after its first: the ledger and the
+/// warehouse hold figures, which may arrive that much later, and under load a batch
+/// then costs its commits once for many events.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 pub struct Intake {
     pub warehouse: Warehouse,
@@ -44,7 +48,7 @@ pub async fn consumer(
         topics::ALL,
         Intake { warehouse },
         BATCH,
-        options,
+        options.linger(LINGER),
     )
     .await
 }

@@ -16,6 +16,10 @@ pub const GROUP: &str = "billing-ledger";
 
 /// Events per batch: one transaction's worth.
 pub const BATCH: usize = 1000;
+/// How long a batch waits for more events after its first: the ledger and the
+/// warehouse hold figures, which may arrive that much later, and under load a batch
+/// then costs its commits once for many events.
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// Enters usage events into the ledger.
 pub struct Intake {
@@ -49,7 +53,7 @@ pub async fn consumer(
         &[topics::BILLING_USAGE],
         Intake { ledger },
         BATCH,
-        options,
+        options.linger(LINGER),
     )
     .await
 }

@@ -3,7 +3,7 @@
 //! added up in SQL, tenant by tenant.
 
 use somagent_common::clock::unix_now_ms;
-use somagent_common::infra::db::{Db, DbError, Migration};
+use somagent_common::infra::db::{Db, DbError, Migration, values_rows};
 use somagent_common::tenant::TenantId;
 use sqlx::Row;
 
@@ -85,17 +85,7 @@ impl Ledger {
         let mut tx = self.db.begin().await?;
         let mut added = 0;
         for rows in entries.chunks(self.db.kind().rows_per_insert(COLUMNS.len())) {
-            let values = (0..rows.len())
-                .map(|r| {
-                    let at = r * COLUMNS.len();
-                    let params = (1..=COLUMNS.len())
-                        .map(|c| format!("${}", at + c))
-                        .collect::<Vec<_>>()
-                        .join(", ");
-                    format!("({params})")
-                })
-                .collect::<Vec<_>>()
-                .join(", ");
+            let values = values_rows(rows.len(), COLUMNS.len());
             // Only column names and parameter markers are formatted into the text.
             let sql = format!(
                 "INSERT INTO billing_ledger ({}) VALUES {values} ON CONFLICT DO NOTHING",

@@ -31,6 +31,8 @@ const DEADLINE: Duration = Duration::from_secs(1);
 /// slower on a cold start) is bounded on its own, so it does not eat the decision's
 /// deadline; past it the request is denied too.
 const PREPARE: Duration = Duration::from_secs(10);
+/// Past this, a decision whose audit record the bus has not taken is denied.
+const AUDIT_WITHIN: Duration = Duration::from_secs(2);
 
 /// Why no decision came from the engine.
 enum Unanswered {
@@ -222,15 +224,17 @@ impl PolicyDecider {
         let question =
             json!({ "action": q.action, "text": q.text, "tool": q.tool, "roles": roles });
         let key = (tenant.clone(), digest(&question));
-        if let Some((at, cached)) = self
+        let cached = self
             .decisions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-            && at.elapsed() < FRESH
-        {
-            self.metrics.count(&q.action, cached, true);
-            return Ok(cached.clone());
+            .filter(|(at, _)| at.elapsed() < FRESH)
+            .map(|(_, decision)| decision.clone());
+        if let Some(cached) = cached {
+            let decision = self.audited(principal, q, cached).await;
+            self.metrics.count(&q.action, &decision, true);
+            return Ok(decision);
         }
         let decision = match self.evaluate(tenant, token, q, &roles).await {
             Ok(decision) => {
@@ -254,9 +258,26 @@ impl PolicyDecider {
                 Decision::fail_closed("timeout", String::new())
             }
         };
+        let decision = self.audited(principal, q, decision).await;
         self.metrics.count(&q.action, &decision, false);
-        self.audit(principal, q, &decision);
         Ok(decision)
+    }
+
+    /// `decision` once its `agent.audit` record is durable; a denial if the record
+    /// cannot be written, since an unrecorded decision is not one to act on. A cached
+    /// decision is a decision too, and recorded like the others. Publishes wait for the
+    /// log's group commit, so concurrent decisions share one write.
+    async fn audited(&self, principal: &Principal, q: &Question, decision: Decision) -> Decision {
+        let record = self.record(principal, q, &decision);
+        let why =
+            match tokio::time::timeout(AUDIT_WITHIN, record.publish_durably(&self.events)).await {
+                Ok(Ok(())) => return decision,
+                Ok(Err(e)) => e.to_string(),
+                // The record may still land, saying what was decided before the denial.
+                Err(_) => format!("no answer from the bus within {AUDIT_WITHIN:?}"),
+            };
+        tracing::error!(error = %why, tenant = principal.tenant.as_str(), "a decision could not be audited; denying");
+        Decision::fail_closed("audit unavailable", decision.constitution_hash)
     }
 
     async fn evaluate(
@@ -333,9 +354,9 @@ impl PolicyDecider {
 
     /// Every decision is an `agent.audit` event; never with the text, which may hold
     /// anything.
-    fn audit(&self, principal: &Principal, q: &Question, d: &Decision) {
+    fn record(&self, principal: &Principal, q: &Question, d: &Decision) -> AuditRecord {
         let resource = if q.action == "tool" { "tool" } else { "text" };
-        let record = AuditRecord::by("policy", "policy.decision", principal)
+        AuditRecord::by("policy", "policy.decision", principal)
             .with("actor_service", &principal.actor)
             .on(resource, Some(q.tool.as_str()).filter(|t| !t.is_empty()))
             .action(format!("policy.evaluate:{}", q.action))
@@ -351,10 +372,7 @@ impl PolicyDecider {
                 "session_id",
                 Some(q.session_id.as_str()).filter(|s| !s.is_empty()),
             )
-            .with("constitution_hash", &d.constitution_hash);
-        // The decision is not held up by its record.
-        let events = self.events.clone();
-        tokio::spawn(async move { record.publish(&events).await });
+            .with("constitution_hash", &d.constitution_hash)
     }
 }
 

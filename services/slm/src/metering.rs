@@ -1,6 +1,7 @@
 //! Every model call is metered: a `billing.usage` event per call (tenant, user, session,
-//! model, tokens, cost, latency), through the outbox so it is never lost, even when the
-//! bus is down or the process dies right after the answer. A failed try is recorded too
+//! model, tokens, cost, latency), durable on the bus before the answer ends, or in the
+//! outbox when the bus refuses it or is slow to answer, so it is never lost when the bus
+//! is down (`Outbox::deliver`). A failed try is recorded too
 //! (`slm.call_failed` on `agent.audit`: the upstream, how it failed, how long it took),
 //! for error rates per upstream; it carries no prompt and no answer.
 
@@ -74,10 +75,11 @@ impl UsageMeter {
             .with_subject(caller.subject.clone());
         if let Err(e) = self
             .outbox
-            .publish(topics::BILLING_USAGE, caller.tenant.as_str(), &event)
+            .deliver(topics::BILLING_USAGE, caller.tenant.as_str(), &event)
             .await
         {
-            // The database itself refused: nothing more can be done here than to say so.
+            // The bus and then the database refused: nothing more can be done here than
+            // to say so.
             tracing::error!(error = %e, call_id = call.call_id, "a usage record could not be stored");
         }
     }

@@ -162,6 +162,10 @@ impl ModelRouter {
     }
 
     async fn profile(&self, tenant: &TenantId, name: &str) -> Result<Option<Profile>, ApiError> {
+        // A configured profile shadows any stored one: no read needed to find it.
+        if let Some(configured) = self.platform.iter().find(|p| p.name == name) {
+            return Ok(Some(configured.clone()));
+        }
         let platform = self.platform_profiles().await?;
         if let Some(own) = platform.iter().find(|p| p.name == name) {
             return Ok(Some(own.clone()));

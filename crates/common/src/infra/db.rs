@@ -397,6 +397,15 @@ pub fn numbered_params(from: usize, count: usize) -> String {
         .join(", ")
 }
 
+/// The `VALUES` list of a multi-row `INSERT` of `rows` rows of `columns` columns:
+/// `($1, $2), ($3, $4), …`, to bind row by row, column by column.
+pub fn values_rows(rows: usize, columns: usize) -> String {
+    (0..rows)
+        .map(|r| format!("({})", numbered_params(r * columns + 1, columns)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A flag the portable schemas keep as a `BIGINT` 0 or 1; only 1 is true.
 pub fn get_bool(row: &AnyRow, index: usize) -> Result<bool, sqlx::Error> {
     Ok(row.try_get::<i64, _>(index)? == 1)

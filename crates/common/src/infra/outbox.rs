@@ -15,7 +15,12 @@ use crate::clock::unix_now_ms;
 
 /// Rows younger than this are left to the publish that wrote them.
 const SETTLE: Duration = Duration::from_secs(2);
+/// How often the relay runs while this process has rows to clear or to send.
 const RELAY_EVERY: Duration = Duration::from_millis(500);
+/// How often it looks otherwise: for rows another process (a replica that died) left.
+const RELAY_IDLE: Duration = Duration::from_secs(5);
+/// How long [`Outbox::deliver`] waits for the bus before writing the outbox instead.
+pub const DELIVER_WITHIN: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
 pub struct Outbox {
@@ -25,6 +30,9 @@ pub struct Outbox {
     /// clears them in one transaction, long before it would send them again (rows
     /// younger than [`SETTLE`] are not relayed), so a publish pays for one commit.
     published: Arc<Mutex<Vec<String>>>,
+    /// Rows this process left for the relay (the bus refused them) or that the last
+    /// round found: the relay comes back soon while there are any.
+    left: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Outbox {
@@ -33,6 +41,7 @@ impl Outbox {
             db,
             events,
             published: Arc::default(),
+            left: Arc::default(),
         }
     }
 
@@ -45,6 +54,44 @@ impl Outbox {
     /// reach the bus, now or from the relay.
     pub async fn publish(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {
         self.publish_many(&[(topic, key, event)]).await
+    }
+
+    /// Publishes `event`, which no record of the caller's must commit with: the bus
+    /// answers once it holds the event durably, so the outbox is written only if the
+    /// bus refuses or has not answered within [`DELIVER_WITHIN`], and the relay sends
+    /// it later (consumers drop the copy if both arrive). Ok once the event is durable
+    /// in one place or the other. Writing the outbox first cost a commit of its own per
+    /// event and a second encoding; what it bought, durability before the bus answers,
+    /// is now at most [`DELIVER_WITHIN`] at risk if the process dies in that time.
+    pub async fn deliver(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {
+        let published =
+            tokio::time::timeout(DELIVER_WITHIN, self.events.publish(topic, key, event)).await;
+        let why = match published {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {DELIVER_WITHIN:?}"),
+        };
+        tracing::warn!(error = %why, topic, "the bus did not take an event; kept in the outbox");
+        self.store(topic, key, event).await?;
+        self.keep_relaying();
+        Ok(())
+    }
+
+    /// Writes `event` to the outbox for the relay alone.
+    async fn store(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {
+        let payload = serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(event.id.to_string())
+        .bind(topic)
+        .bind(key)
+        .bind(&payload)
+        .bind(unix_now_ms())
+        .execute(self.db.pool())
+        .await?;
+        Ok(())
     }
 
     /// [`Outbox::publish`] for several events at once, made durable in one commit.
@@ -86,6 +133,7 @@ impl Outbox {
                 Ok(()) => sent.push(event.id.to_string()),
                 Err(e) => {
                     tracing::warn!(error = %e, topic, "event kept in the outbox for the relay");
+                    self.keep_relaying();
                 }
             }
         }
@@ -94,6 +142,24 @@ impl Outbox {
             .unwrap_or_else(|e| e.into_inner())
             .extend(sent);
         Ok(())
+    }
+
+    fn keep_relaying(&self) {
+        self.left.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the relay waits before its next round.
+    fn relay_wait(&self) -> Duration {
+        let pending = !self
+            .published
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if pending || self.left.load(std::sync::atomic::Ordering::Relaxed) {
+            RELAY_EVERY
+        } else {
+            RELAY_IDLE
+        }
     }
 
     /// Clears the rows of the events published since the last round, in one
@@ -153,6 +219,13 @@ impl Outbox {
         .bind(settled)
         .fetch_all(self.db.pool())
         .await?;
+        // Rows still here (found now, or too young to send yet): come back soon.
+        let left = !rows.is_empty()
+            || sqlx::query("SELECT 1 FROM outbox LIMIT 1")
+                .fetch_optional(self.db.pool())
+                .await?
+                .is_some();
+        self.left.store(left, std::sync::atomic::Ordering::Relaxed);
         let mut published = 0;
         for row in rows {
             let (id, topic, key, payload): (String, String, String, String) = (
@@ -184,7 +257,7 @@ impl Outbox {
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(RELAY_EVERY) => {}
+                () = tokio::time::sleep(self.relay_wait()) => {}
             }
             if let Err(e) = self.relay_once().await {
                 tracing::warn!(error = %e, "the outbox relay failed; retrying");

@@ -437,3 +437,54 @@ async fn the_consumer_loop_retries_dead_letters_and_handles_each_event_once() {
             .unwrap();
     }
 }
+
+/// A batch consumer told to linger takes what arrives while it waits into the same
+/// batch, handles it at once and commits it: the group's next consumer gets none of it.
+#[tokio::test]
+async fn a_lingering_batch_gathers_what_arrives_while_it_waits() {
+    use std::sync::{Arc, Mutex};
+
+    use somagent_common::infra::events::{
+        BatchHandler, ConsumeOptions, HandleError, consume_batches,
+    };
+
+    struct Sizes(Arc<Mutex<Vec<usize>>>);
+    impl BatchHandler for Sizes {
+        async fn handle_batch(&self, deliveries: &[Delivery]) -> Result<(), HandleError> {
+            self.0.lock().unwrap().push(deliveries.len());
+            Ok(())
+        }
+    }
+
+    for (bus, _dir) in buses().await {
+        let (group, topic) = (unique("lingering"), "billing.usage");
+        let sizes: Arc<Mutex<Vec<usize>>> = Arc::default();
+        let stopping = somagent_common::CancellationToken::new();
+        let options = ConsumeOptions::new(stopping.clone()).linger(Duration::from_secs(1));
+        let running = tokio::spawn(
+            consume_batches(&bus, &group, &[topic], Sizes(sizes.clone()), 100, options)
+                .await
+                .unwrap(),
+        );
+        bus.publish(topic, "acme", &event(0)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for n in 1..6 {
+            bus.publish(topic, "acme", &event(n)).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + WAIT;
+        while sizes.lock().unwrap().iter().sum::<usize>() < 6 {
+            assert!(std::time::Instant::now() < deadline, "{}", bus.engine());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(*sizes.lock().unwrap(), [6], "{}: one batch", bus.engine());
+        stopping.cancel();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the loop stops when told")
+            .unwrap();
+        // Kafka's commit is sent as the consumer leaves; let it land.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let mut after = bus.subscribe(&group, &[topic]).await.unwrap();
+        nothing_more(&mut after).await;
+    }
+}

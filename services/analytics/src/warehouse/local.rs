@@ -2,7 +2,7 @@
 //! PostgreSQL. Rows go in by multi-row inserts that skip an event already there.
 
 use serde_json::Value;
-use somagent_common::infra::db::{Db, Migration, numbered_params};
+use somagent_common::infra::db::{Db, Migration, values_rows};
 use sqlx::Row;
 
 use super::{Cell, Col, Query, Table, WarehouseError, percentile};
@@ -79,19 +79,11 @@ impl Local {
         let per_insert = self.db.kind().rows_per_insert(columns.len()).max(1);
         let mut tx = self.db.begin().await.map_err(unavailable)?;
         for chunk in rows.chunks(per_insert) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    format!(
-                        "({})",
-                        numbered_params(i * columns.len() + 1, columns.len())
-                    )
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO {} ({}) VALUES {} ON CONFLICT (event_id) DO NOTHING",
                 table.name,
                 columns.join(", "),
-                values.join(", ")
+                values_rows(chunk.len(), columns.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for row in chunk {

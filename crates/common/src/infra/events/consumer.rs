@@ -20,6 +20,11 @@ use super::{Delivery, EventBus, EventsError, Subscription};
 use crate::infra::db::Db;
 use crate::metrics::Metrics;
 
+/// Events handled one by one before their offsets are committed together, at most,
+/// and for at most how long: bounds what a crash hands to the next consumer again.
+const UNCOMMITTED_MAX: usize = 256;
+const UNCOMMITTED_FOR: Duration = Duration::from_secs(1);
+
 /// Why an event was not handled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HandleError {
@@ -129,6 +134,9 @@ pub struct ConsumeOptions {
     /// The loop ends (before its next event) when this is cancelled.
     pub stopping: CancellationToken,
     pub metrics: Option<ConsumerMetrics>,
+    /// How long a batch consumer waits, after a batch's first event, for more to join
+    /// it: zero handles what has arrived at once.
+    pub linger: Duration,
 }
 
 impl ConsumeOptions {
@@ -139,7 +147,16 @@ impl ConsumeOptions {
             handled_in: None,
             stopping,
             metrics: None,
+            linger: Duration::ZERO,
         }
+    }
+
+    /// Lets a batch wait `linger` after its first event for more: under load each
+    /// batch's commits (the handler's and the offsets') then serve many events instead
+    /// of one or two, for figures that may arrive that much later.
+    pub fn linger(mut self, linger: Duration) -> Self {
+        self.linger = linger;
+        self
     }
 
     pub fn handled_in(mut self, db: Db) -> Self {
@@ -220,12 +237,31 @@ struct Consumer<H> {
 impl<H: BatchHandler> Consumer<OneByOne<H>> {
     async fn run_batches(mut self, handler: Arc<H>, max: usize) {
         while let Some(first) = self.next_or_stop().await {
-            // What has arrived already joins the batch; nothing waits for more.
+            // What has arrived already joins the batch, and what arrives while it
+            // lingers.
+            let until = tokio::time::Instant::now() + self.options.linger;
             let mut batch = vec![first];
             while batch.len() < max {
-                match self.subscription.next_arrived().await {
-                    Some(delivery) => batch.push(delivery),
-                    None => break,
+                if let Some(delivery) = self.subscription.next_arrived().await {
+                    batch.push(delivery);
+                    continue;
+                }
+                if self.options.linger.is_zero() {
+                    break;
+                }
+                let stopping = self.options.stopping.clone();
+                tokio::select! {
+                    () = tokio::time::sleep_until(until) => break,
+                    () = stopping.cancelled() => break,
+                    next = self.subscription.next() => match next {
+                        Ok(delivery) => batch.push(delivery),
+                        Err(e) => {
+                            // What was gathered is handled; the next read meets the
+                            // trouble again and waits it out.
+                            tracing::warn!(group = %self.group, error = %e, "a batch stopped gathering");
+                            break;
+                        }
+                    },
                 }
             }
             if !self.process_batch(&handler, &batch).await {
@@ -284,14 +320,31 @@ impl<H: BatchHandler> Consumer<OneByOne<H>> {
 
 impl<H: Handler> Consumer<H> {
     async fn run(mut self) {
-        while let Some(delivery) = self.next_or_stop().await {
-            // Not committed unless handled or dead-lettered: a stop in the middle
-            // leaves it for the group's next consumer.
-            if !self.process(&delivery).await {
-                return;
+        while let Some(first) = self.next_or_stop().await {
+            // What one read brought is handled event by event, then committed at once:
+            // a commit per event was an fsync per event. Nothing is committed before it
+            // is handled or dead-lettered, so a stop in the middle leaves the rest for
+            // the group's next consumer.
+            let started = tokio::time::Instant::now();
+            let mut handled = Vec::new();
+            let mut next = Some(first);
+            while let Some(delivery) = next.take() {
+                if !self.process(&delivery).await {
+                    break;
+                }
+                handled.push(delivery);
+                if handled.len() < UNCOMMITTED_MAX
+                    && started.elapsed() < UNCOMMITTED_FOR
+                    && !self.options.stopping.is_cancelled()
+                {
+                    next = self.subscription.next_arrived().await;
+                }
             }
-            if let Err(e) = self.subscription.commit(&delivery).await {
-                tracing::warn!(group = %self.group, error = %e, "cannot commit an event; it will come again");
+            if let Err(e) = self.subscription.commit_all(&handled).await {
+                tracing::warn!(group = %self.group, error = %e, "cannot commit events; they will come again");
+            }
+            if self.options.stopping.is_cancelled() {
+                return;
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Kafka through `rdkafka`: an idempotent producer (acks=all) and consumer groups that
 //! commit only what their handlers finished.
 //!
-//! URL: `kafka://host:port[,host:port…][?prefix=…&partitions=…&replication=…&group_protocol=…]`.
+//! URL: `kafka://host:port[,host:port…][?prefix=…&partitions=…&replication=…&group_protocol=…&linger_ms=…]`.
 //! `prefix` namespaces topics and groups (tests use it for isolation); topics are
 //! created when first used, with the broker's defaults unless the URL says otherwise.
 //! Consumer groups use the KIP-848 protocol (`consumer`, Kafka 4.0+ brokers), which
@@ -24,6 +24,10 @@ use url::Url;
 
 use super::{Delivery, Envelope, EventsError, Position};
 
+/// How long the producer waits to fill a batch. Publishers wait for their event's
+/// acknowledgement, so each waits this long too.
+const LINGER_MS: i32 = 1;
+
 #[derive(Clone)]
 pub struct KafkaBus {
     brokers: String,
@@ -33,9 +37,11 @@ pub struct KafkaBus {
     group_protocol: String,
     producer: FutureProducer,
     admin: Arc<AdminClient<DefaultClientContext>>,
-    /// Topics known to exist; held while creating, so concurrent first publishes
-    /// create a topic once.
-    known_topics: Arc<tokio::sync::Mutex<HashSet<String>>>,
+    /// Topics known to exist: read by every publish, so behind a lock that many read
+    /// at once.
+    known_topics: Arc<std::sync::RwLock<HashSet<String>>>,
+    /// Held while creating topics, so concurrent first publishes create a topic once.
+    creating: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl KafkaBus {
@@ -50,6 +56,7 @@ impl KafkaBus {
         let mut prefix = String::new();
         let (mut partitions, mut replication) = (-1, -1);
         let mut group_protocol = "consumer".to_owned();
+        let mut linger_ms = LINGER_MS;
         for (key, value) in url.query_pairs() {
             let number = || {
                 value.parse::<i32>().map_err(|_| {
@@ -60,6 +67,7 @@ impl KafkaBus {
                 "prefix" => prefix = value.into_owned(),
                 "partitions" => partitions = number()?,
                 "replication" => replication = number()?,
+                "linger_ms" => linger_ms = number()?.max(0),
                 "group_protocol" => match value.as_ref() {
                     "consumer" | "classic" => group_protocol = value.into_owned(),
                     _ => {
@@ -79,7 +87,7 @@ impl KafkaBus {
             .set("bootstrap.servers", &brokers)
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", linger_ms.to_string())
             .set("message.timeout.ms", "30000")
             .create()?;
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -94,6 +102,7 @@ impl KafkaBus {
             producer,
             admin: Arc::new(admin),
             known_topics: Arc::default(),
+            creating: Arc::default(),
         })
     }
 
@@ -103,8 +112,19 @@ impl KafkaBus {
 
     /// Creates the topics not seen yet; an existing topic is fine.
     async fn ensure_topics(&self, topics: &[String]) -> Result<(), EventsError> {
-        let mut known = self.known_topics.lock().await;
-        let missing: Vec<&String> = topics.iter().filter(|t| !known.contains(*t)).collect();
+        let unknown = || -> Vec<String> {
+            let known = self.known_topics.read().unwrap_or_else(|e| e.into_inner());
+            topics
+                .iter()
+                .filter(|t| !known.contains(*t))
+                .cloned()
+                .collect()
+        };
+        if unknown().is_empty() {
+            return Ok(());
+        }
+        let _creating = self.creating.lock().await;
+        let missing = unknown();
         if missing.is_empty() {
             return Ok(());
         }
@@ -134,7 +154,10 @@ impl KafkaBus {
         for topic in &missing {
             self.await_leaders(topic).await?;
         }
-        known.extend(missing.into_iter().cloned());
+        self.known_topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(missing);
         Ok(())
     }
 
@@ -286,30 +309,33 @@ impl KafkaSubscription {
                 }
                 Err(error) => {
                     // A message that is not an envelope can never be handled; log it and
-                    // move past it rather than block the partition forever.
+                    // move past it rather than block the partition forever. It is not
+                    // committed here: events read before it may not be handled yet, and
+                    // the next commit on its partition covers it.
                     tracing::error!(topic, ?position, %error, "skipping a message that is not an envelope");
-                    self.commit_position(&topic, &position)?;
                 }
             }
         }
     }
 
-    pub(super) fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
-        self.commit_position(&delivery.topic, &delivery.position)
-    }
-
-    fn commit_position(&mut self, topic: &str, position: &Position) -> Result<(), EventsError> {
-        let Position::Kafka { partition, offset } = *position else {
-            return Err(EventsError::Config(
-                "a local delivery cannot be committed to Kafka".into(),
-            ));
-        };
+    /// Records the deliveries (the last of each partition) as handled, in one commit.
+    pub(super) fn commit(&mut self, deliveries: &[&Delivery]) -> Result<(), EventsError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
         let mut list = TopicPartitionList::new();
-        list.add_partition_offset(
-            &format!("{}{topic}", self.prefix),
-            partition,
-            Offset::Offset(offset + 1),
-        )?;
+        for delivery in deliveries {
+            let Position::Kafka { partition, offset } = delivery.position else {
+                return Err(EventsError::Config(
+                    "a local delivery cannot be committed to Kafka".into(),
+                ));
+            };
+            list.add_partition_offset(
+                &format!("{}{}", self.prefix, delivery.topic),
+                partition,
+                Offset::Offset(offset + 1),
+            )?;
+        }
         self.consumer.commit(&list, CommitMode::Async)?;
         Ok(())
     }

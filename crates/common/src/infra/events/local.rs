@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use sqlx::Row;
@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{Delivery, Envelope, EventsError, Position};
 use crate::clock::unix_now_ms;
-use crate::infra::db::{Db, Migration};
+use crate::infra::db::{Db, Migration, values_rows};
 
 const MIGRATIONS: &[Migration] = &[Migration::portable(
     1,
@@ -46,7 +46,8 @@ const MIGRATIONS: &[Migration] = &[Migration::portable(
 
 /// Most publishes one batch commits.
 const BATCH: usize = 512;
-/// How often a subscriber looks for events written by another process.
+/// How often the log looks for events written by another process (one query for all
+/// its subscribers), and how often a group waits its turn for the lease.
 const POLL: Duration = Duration::from_millis(200);
 /// A consumer that stops renewing its lease for this long loses its group.
 const LEASE: Duration = Duration::from_secs(10);
@@ -65,7 +66,51 @@ struct Pending {
 pub struct LocalLog {
     db: Db,
     writer: mpsc::Sender<Pending>,
-    published: Arc<Notify>,
+    watchers: Watchers,
+}
+
+/// Per topic, the subscriptions in this process to wake when it gets events: only
+/// those, where waking every group on every commit cost each a read.
+#[derive(Clone, Default)]
+struct Watchers(Arc<std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>>);
+
+impl Watchers {
+    fn watch(&self, topics: &[&str]) -> Arc<Notify> {
+        let notify = Arc::new(Notify::new());
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for topic in topics {
+            let list = map.entry((*topic).to_owned()).or_default();
+            list.retain(|w| w.strong_count() > 0);
+            list.push(Arc::downgrade(&notify));
+        }
+        notify
+    }
+
+    /// Wakes every subscription: the log grew, written by another process.
+    fn wake_all(&self) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        for notify in map.values().flatten().filter_map(Weak::upgrade) {
+            notify.notify_one();
+        }
+    }
+
+    fn wake(&self, batch: &[Pending]) {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut woken: Vec<&str> = Vec::new();
+        for pending in batch {
+            if woken.contains(&pending.topic.as_str()) {
+                continue;
+            }
+            woken.push(&pending.topic);
+            // `notify_one` keeps a permit for a subscription that is busy reading, so a
+            // commit between its read and its wait still wakes it.
+            for watcher in map.get(&pending.topic).into_iter().flatten() {
+                if let Some(notify) = watcher.upgrade() {
+                    notify.notify_one();
+                }
+            }
+        }
+    }
 }
 
 impl LocalLog {
@@ -73,12 +118,13 @@ impl LocalLog {
         let db = Db::sqlite(path).await?;
         db.migrate("event_log", MIGRATIONS).await?;
         let (writer, queue) = mpsc::channel(BATCH * 4);
-        let published = Arc::new(Notify::new());
-        tokio::spawn(write_batches(db.clone(), queue, published.clone()));
+        let watchers = Watchers::default();
+        tokio::spawn(write_batches(db.clone(), queue, watchers.clone()));
+        tokio::spawn(watch_other_writers(db.clone(), Arc::downgrade(&watchers.0)));
         Ok(Self {
             db,
             writer,
-            published,
+            watchers,
         })
     }
 
@@ -133,6 +179,7 @@ impl LocalLog {
         }
         Ok(LocalSubscription {
             log: self.clone(),
+            published: self.watchers.watch(topics),
             group: group.to_owned(),
             owner,
             cursors,
@@ -167,13 +214,43 @@ impl LocalLog {
     }
 }
 
+/// Wakes the subscriptions when the log grows by another process's writes, until the
+/// log is dropped: one query per [`POLL`] for all of them, where each used to ask on
+/// its own (most of an idle platform's work). Writes made here wake them at once, and
+/// also show here; a subscription woken for nothing reads nothing new.
+async fn watch_other_writers(
+    db: Db,
+    watchers: Weak<std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>>,
+) {
+    // The newest sequence number seen; none before the first look.
+    let mut seen: Option<Option<i64>> = None;
+    loop {
+        tokio::time::sleep(POLL).await;
+        let Some(watchers) = watchers.upgrade().map(Watchers) else {
+            return;
+        };
+        let newest = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM events")
+            .fetch_one(db.pool())
+            .await;
+        match newest {
+            Ok(newest) => {
+                if seen.is_some_and(|before| before != newest) {
+                    watchers.wake_all();
+                }
+                seen = Some(newest);
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot look for other writers' events"),
+        }
+    }
+}
+
 /// Commits queued publishes in batches; answers each publisher after its batch.
-async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, published: Arc<Notify>) {
+async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, watchers: Watchers) {
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let result = write(&db, &batch).await;
         if result.is_ok() {
-            published.notify_waiters();
+            watchers.wake(&batch);
         }
         for pending in batch.drain(..) {
             let answer = match &result {
@@ -186,25 +263,34 @@ async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, published: Ar
 }
 
 async fn write(db: &Db, batch: &[Pending]) -> Result<(), sqlx::Error> {
+    const COLUMNS: usize = 5;
     let now = unix_now_ms();
     let mut tx = db.pool().begin().await?;
-    for pending in batch {
-        sqlx::query(
-            "INSERT INTO events (topic, key, event_id, payload, published_at) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&pending.topic)
-        .bind(&pending.key)
-        .bind(&pending.event_id)
-        .bind(&pending.payload)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    // Multi-row inserts: a statement per event was most of a batch's time.
+    for rows in batch.chunks(db.kind().rows_per_insert(COLUMNS)) {
+        // Only parameter markers are formatted into the text.
+        let sql = format!(
+            "INSERT INTO events (topic, key, event_id, payload, published_at) VALUES {}",
+            values_rows(rows.len(), COLUMNS)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for pending in rows {
+            query = query
+                .bind(pending.topic.as_str())
+                .bind(pending.key.as_str())
+                .bind(pending.event_id.as_str())
+                .bind(pending.payload.as_str())
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
     }
     tx.commit().await
 }
 
 pub struct LocalSubscription {
     log: LocalLog,
+    /// Woken when one of its topics gets events in this process.
+    published: Arc<Notify>,
     group: String,
     owner: String,
     /// Per topic, the next sequence number to read.
@@ -223,16 +309,14 @@ impl LocalSubscription {
                     return Ok(delivery);
                 }
             }
-            // Register interest before reading, so a publish between the read and the
-            // wait still wakes us.
-            let published = self.log.published.clone();
-            let notified = published.notified();
             self.renew_lease().await?;
             self.fill().await?;
             if self.buffer.is_empty() {
+                // Woken by a publish (here or, through the log's watch, elsewhere), or
+                // in time to renew the lease.
                 tokio::select! {
-                    () = notified => {}
-                    () = tokio::time::sleep(POLL) => {}
+                    () = self.published.notified() => {}
+                    () = tokio::time::sleep(LEASE / 3) => {}
                 }
             }
         }
@@ -299,21 +383,29 @@ impl LocalSubscription {
         Ok(())
     }
 
-    pub(super) async fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
-        let Position::Local { seq } = delivery.position else {
-            return Err(EventsError::Config(
-                "a Kafka delivery cannot be committed to the local log".into(),
-            ));
-        };
-        sqlx::query(
-            "INSERT INTO consumer_offsets (group_id, topic, next_seq) VALUES ($1, $2, $3) \
-             ON CONFLICT (group_id, topic) DO UPDATE SET next_seq = MAX(consumer_offsets.next_seq, excluded.next_seq)",
-        )
-        .bind(&self.group)
-        .bind(&delivery.topic)
-        .bind(seq + 1)
-        .execute(self.log.db.pool())
-        .await?;
+    /// Records the deliveries (the last of each topic) as handled, in one commit.
+    pub(super) async fn commit(&mut self, deliveries: &[&Delivery]) -> Result<(), EventsError> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.log.db.pool().begin().await?;
+        for delivery in deliveries {
+            let Position::Local { seq } = delivery.position else {
+                return Err(EventsError::Config(
+                    "a Kafka delivery cannot be committed to the local log".into(),
+                ));
+            };
+            sqlx::query(
+                "INSERT INTO consumer_offsets (group_id, topic, next_seq) VALUES ($1, $2, $3) \
+                 ON CONFLICT (group_id, topic) DO UPDATE SET next_seq = MAX(consumer_offsets.next_seq, excluded.next_seq)",
+            )
+            .bind(&self.group)
+            .bind(&delivery.topic)
+            .bind(seq + 1)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 }

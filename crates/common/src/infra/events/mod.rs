@@ -201,19 +201,16 @@ impl Subscription {
                 None => last.push(d),
             }
         }
-        for d in last {
-            self.commit(d).await?;
+        match self {
+            Self::Local(sub) => sub.commit(&last).await,
+            Self::Kafka(sub) => sub.commit(&last),
         }
-        Ok(())
     }
 
     /// Records that `delivery` (and everything before it on its topic or partition) is
     /// handled, so the group does not see it again.
     pub async fn commit(&mut self, delivery: &Delivery) -> Result<(), EventsError> {
-        match self {
-            Self::Local(sub) => sub.commit(delivery).await,
-            Self::Kafka(sub) => sub.commit(delivery),
-        }
+        self.commit_all(std::slice::from_ref(delivery)).await
     }
 }
 
