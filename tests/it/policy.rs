@@ -441,17 +441,11 @@ async fn moderation_covers_every_role_a_client_writes() {
 /// same question asked three times is three decisions in the tenant's report.
 #[tokio::test]
 async fn every_decision_is_audited_the_cached_ones_too() {
-    let Rooted {
-        platform: _platform,
-        gateway,
-        client,
-        root,
-        data: _data,
-        ..
-    } = with_root_on(Backends::Embedded, &[]).await;
+    let rooted = with_root_on(Backends::Embedded, &[]).await;
+    let (gateway, client, root) = (&rooted.gateway, &rooted.client, &rooted.root);
     let question = json!({"action": "tool", "tool": "calendar", "text": "book the room"});
     for _ in 0..3 {
-        let decision = evaluate(&client, &gateway, &root, question.clone()).await;
+        let decision = evaluate(client, gateway, root, question.clone()).await;
         assert_eq!(decision["allowed"], true, "{decision}");
     }
     let tools = |report: &Value| {
@@ -463,9 +457,9 @@ async fn every_decision_is_audited_the_cached_ones_too() {
             })
     };
     let url = format!("{gateway}/v1/analytics/decisions");
-    let report = crate::analytics::report_until(&client, &url, &root, |r| tools(r) >= 3).await;
+    let report = crate::analytics::report_until(client, &url, root, |r| tools(r) >= 3).await;
     // Nothing more arrives: three questions, three decisions.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (_, again) = call(&client, Method::GET, &url, &root, None).await;
+    let (_, again) = call(client, Method::GET, &url, root, None).await;
     assert_eq!(tools(&again), 3, "{report}\n{again}");
 }
