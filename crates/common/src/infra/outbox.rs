@@ -79,18 +79,9 @@ impl Outbox {
 
     /// Writes `event` to the outbox for the relay alone.
     async fn store(&self, topic: &str, key: &str, event: &Envelope) -> Result<(), DbError> {
-        let payload = serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (id) DO NOTHING",
-        )
-        .bind(event.id.to_string())
-        .bind(topic)
-        .bind(key)
-        .bind(&payload)
-        .bind(unix_now_ms())
-        .execute(self.db.pool())
-        .await?;
+        let mut tx = self.db.begin().await?;
+        insert(&mut tx, topic, key, event, unix_now_ms()).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -113,18 +104,7 @@ impl Outbox {
     ) -> Result<(), DbError> {
         let now = unix_now_ms();
         for (topic, key, event) in events {
-            let payload =
-                serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
-            sqlx::query(
-                "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(event.id.to_string())
-            .bind(*topic)
-            .bind(*key)
-            .bind(&payload)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert(&mut tx, topic, key, event, now).await?;
         }
         tx.commit().await?;
         let mut sent = Vec::with_capacity(events.len());
@@ -266,4 +246,27 @@ impl Outbox {
         // What was written while the service stopped goes out before the bus closes.
         let _ = self.relay_once().await;
     }
+}
+
+/// Adds `event` to the outbox in `tx` (once: the same event again changes nothing).
+async fn insert(
+    tx: &mut Transaction<'static, Any>,
+    topic: &str,
+    key: &str,
+    event: &Envelope,
+    now: i64,
+) -> Result<(), DbError> {
+    let payload = serde_json::to_string(event).map_err(|e| DbError::Invalid(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO outbox (id, topic, event_key, payload, created_at) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(event.id.to_string())
+    .bind(topic)
+    .bind(key)
+    .bind(payload)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

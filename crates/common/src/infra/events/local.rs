@@ -72,7 +72,9 @@ pub struct LocalLog {
 /// Per topic, the subscriptions in this process to wake when it gets events: only
 /// those, where waking every group on every commit cost each a read.
 #[derive(Clone, Default)]
-struct Watchers(Arc<std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>>);
+struct Watchers(Arc<Watched>);
+
+type Watched = std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>;
 
 impl Watchers {
     fn watch(&self, topics: &[&str]) -> Arc<Notify> {
@@ -218,10 +220,7 @@ impl LocalLog {
 /// log is dropped: one query per [`POLL`] for all of them, where each used to ask on
 /// its own (most of an idle platform's work). Writes made here wake them at once, and
 /// also show here; a subscription woken for nothing reads nothing new.
-async fn watch_other_writers(
-    db: Db,
-    watchers: Weak<std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>>,
-) {
+async fn watch_other_writers(db: Db, watchers: Weak<Watched>) {
     // The newest sequence number seen; none before the first look.
     let mut seen: Option<Option<i64>> = None;
     loop {
