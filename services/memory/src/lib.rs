@@ -78,6 +78,82 @@ pub mod store_for_tests {
             .collect()
     }
 
+    /// Stores a memory of the owner `(kind, id, subject)` that lives until `expires_at`.
+    pub async fn put_memory(
+        db: &Db,
+        tenant: &TenantId,
+        (kind, id, subject): (&str, &str, &str),
+        expires_at: Option<i64>,
+    ) {
+        let owner = crate::store::OwnerRow {
+            kind: kind.to_owned(),
+            id: id.to_owned(),
+            subject: subject.to_owned(),
+        };
+        let row = crate::store::MemoryRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            owner,
+            key: "k".into(),
+            text: "remembered".into(),
+            metadata: Default::default(),
+            model: "m".into(),
+            dimensions: 3,
+            created_at: 1,
+            updated_at: 1,
+            expires_at,
+        };
+        let mut tx = db.begin().await.unwrap();
+        MemoryStore::put_memory(&mut tx, tenant, &row)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// Stores one chunk of the document `document`.
+    pub async fn put_chunk(db: &Db, tenant: &TenantId, document: &str) {
+        let chunk = crate::store::ChunkRow {
+            id: uuid::Uuid::new_v4().to_string(),
+            document_id: document.to_owned(),
+            position: 0,
+            section: String::new(),
+            text: "a passage".into(),
+            start: 0,
+            end: 9,
+        };
+        let mut tx = db.begin().await.unwrap();
+        MemoryStore::put_chunks(&mut tx, tenant, &[chunk])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    /// Whether a search of these owners (`document` for chunks) and kinds may find
+    /// anything at time `now`.
+    pub async fn may_hold(
+        db: &Db,
+        tenant: &TenantId,
+        owners: &[(&str, &str, &str)],
+        kinds: &[Kind],
+        now: i64,
+    ) -> bool {
+        let filter = crate::vectors::Filter {
+            kinds: kinds.to_vec(),
+            owners: owners
+                .iter()
+                .map(|(kind, id, subject)| crate::vectors::OwnerMatch {
+                    kind: (*kind).to_owned(),
+                    id: (*id).to_owned(),
+                    subject: (*subject).to_owned(),
+                })
+                .collect(),
+            metadata: Default::default(),
+        };
+        MemoryStore::new(db.clone())
+            .may_hold(tenant, &filter, now)
+            .await
+            .unwrap()
+    }
+
     pub async fn search(db: &Db, tenant: &TenantId, query: &str) -> Vec<String> {
         MemoryStore::new(db.clone())
             .text_search(tenant, &query_words(query), &[], 10)

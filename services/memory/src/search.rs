@@ -173,26 +173,36 @@ impl Searcher {
                 "is a cosine similarity, between -1 and 1",
             ));
         }
+        if q.text.trim().is_empty() == q.vector.is_empty() {
+            return Err(ApiError::validation(
+                "query",
+                "give the query's text or its vector (one of them)",
+            ));
+        }
         let filter = self.filter(principal, &q)?;
         let user = ForUser::of(principal);
         let tenant = &principal.tenant;
+        // A question asked where nothing is stored is not embedded (that is most of a
+        // session turn's time). A vector asked for is still checked against the model.
+        if q.vector.is_empty()
+            && !self
+                .store
+                .may_hold(tenant, &filter, unix_now())
+                .await
+                .map_err(ApiError::internal)?
+        {
+            return Ok((Vec::new(), self.embedder.collection(&user).await?.model));
+        }
         let wanted = top_k * CANDIDATES;
         // The words are searched while the question is embedded: a turn waits for the
         // slower of the two, not for both.
         let by_meaning = async {
-            let (collection, vector) = match (q.text.trim().is_empty(), q.vector.is_empty()) {
-                (false, true) => {
-                    let (collection, mut vectors) =
-                        self.embedder.embed(&user, vec![q.text.clone()]).await?;
-                    (collection, vectors.pop().unwrap_or_default())
-                }
-                (true, false) => (self.embedder.collection(&user).await?, q.vector.clone()),
-                _ => {
-                    return Err(ApiError::validation(
-                        "query",
-                        "give the query's text or its vector (one of them)",
-                    ));
-                }
+            let (collection, vector) = if q.vector.is_empty() {
+                let (collection, mut vectors) =
+                    self.embedder.embed(&user, vec![q.text.clone()]).await?;
+                (collection, vectors.pop().unwrap_or_default())
+            } else {
+                (self.embedder.collection(&user).await?, q.vector.clone())
             };
             let hits: Vec<_> = self
                 .vectors

@@ -11,7 +11,8 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 use crate::domain::scope::Owner;
-use crate::vectors::Kind;
+use crate::search::DOCUMENT_OWNER;
+use crate::vectors::{Filter, Kind, OwnerMatch};
 
 /// Never edit one that has been applied: add the next.
 pub const MIGRATIONS: &[Migration] = &[
@@ -376,6 +377,64 @@ impl MemoryStore {
             query = query.bind(id);
         }
         db::all(&query.fetch_all(self.db.pool()).await?)
+    }
+
+    /// Whether the tenant holds anything a search under `filter` could find: a live
+    /// memory of one of its owners or, where chunks are asked for, any document's
+    /// chunk. Search asks this first: embedding the question is most of a session
+    /// turn's time, and most turns recall from scopes that hold nothing.
+    pub async fn may_hold(
+        &self,
+        tenant: &TenantId,
+        filter: &Filter,
+        now: i64,
+    ) -> Result<bool, DbError> {
+        if filter.owners.is_empty() {
+            // No owner named matches every owner: anything stored may be found.
+            return Ok(true);
+        }
+        let wants = |kind: Kind| filter.kinds.is_empty() || filter.kinds.contains(&kind);
+        let owners: Vec<&OwnerMatch> = filter
+            .owners
+            .iter()
+            .filter(|o| o.kind != DOCUMENT_OWNER)
+            .collect();
+        if wants(Kind::Memory) && !owners.is_empty() {
+            // Each owner is one probe of the (tenant, owner, key) index.
+            let matches = (0..owners.len())
+                .map(|i| {
+                    let n = 3 + 3 * i;
+                    format!(
+                        "(owner_kind = ${n} AND owner_id = ${} AND subject = ${})",
+                        n + 1,
+                        n + 2
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(" OR ");
+            // Only parameter markers are formatted into the text.
+            let sql = format!(
+                "SELECT 1 FROM memories WHERE tenant_id = $1 AND (expires_at IS NULL OR expires_at > $2) \
+                 AND ({matches}) LIMIT 1"
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(tenant.as_str())
+                .bind(now);
+            for o in &owners {
+                query = query.bind(&o.kind).bind(&o.id).bind(&o.subject);
+            }
+            if query.fetch_optional(self.db.pool()).await?.is_some() {
+                return Ok(true);
+            }
+        }
+        if wants(Kind::Chunk) && filter.owners.iter().any(|o| o.kind == DOCUMENT_OWNER) {
+            let any = sqlx::query("SELECT 1 FROM chunks WHERE tenant_id = $1 LIMIT 1")
+                .bind(tenant.as_str())
+                .fetch_optional(self.db.pool())
+                .await?;
+            return Ok(any.is_some());
+        }
+        Ok(false)
     }
 
     /// Memories past their time, oldest first: what the sweeper removes.

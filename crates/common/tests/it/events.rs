@@ -225,6 +225,45 @@ async fn the_local_log_survives_reopening() {
     assert_eq!(next(&mut sub).await.event.data["n"], 1);
 }
 
+/// Two processes on one log file: a subscription in one gets what the other
+/// publishes, both while its own process is quiet (the watcher finds it) and while its
+/// own process writes to other topics (the gap in its own batch's numbers shows it).
+#[tokio::test]
+async fn the_local_log_delivers_what_another_process_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = EventsUrl::Local { path: None };
+    let here = EventBus::connect(&url, dir.path()).await.unwrap();
+    let there = EventBus::connect(&url, dir.path()).await.unwrap();
+    let mut sub = here.subscribe("watching", &["agent.audit"]).await.unwrap();
+
+    there
+        .publish("agent.audit", "acme", &event(1))
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+    assert_eq!(
+        first
+            .expect("woken for the other process")
+            .unwrap()
+            .event
+            .data["n"],
+        1
+    );
+
+    for n in 2..=3 {
+        there
+            .publish("agent.audit", "acme", &event(n))
+            .await
+            .unwrap();
+        here.publish("billing.usage", "acme", &event(100 + n))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), sub.next()).await;
+        assert_eq!(got.expect("woken").unwrap().event.data["n"], n);
+    }
+    nothing_more(&mut sub).await;
+}
+
 #[tokio::test]
 async fn bad_subscriptions_and_urls_are_refused() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,7 +1,8 @@
 //! The full-text index on both databases: words match whole, ranked, per tenant.
 
 use somagent_common::tenant::TenantId;
-use somagent_memory::store_for_tests::{index, search};
+use somagent_memory::store_for_tests::{index, may_hold, put_chunk, put_memory, search};
+use somagent_memory::vectors::Kind;
 
 use crate::vectors::{postgres, sqlite};
 
@@ -70,4 +71,74 @@ async fn sqlite_runs_the_text_match_once() {
             .is_some_and(|step| step.starts_with("SCAN f VIRTUAL TABLE")),
         "{plan:?}"
     );
+}
+
+/// A search first asks whether the scopes it covers hold anything (where they hold
+/// nothing, the question is not embedded): it must say yes for every live memory of
+/// the owners asked and every chunk, and no for another tenant's, another user's, an
+/// expired one, or a kind not asked for.
+#[tokio::test]
+async fn a_search_knows_when_its_scopes_hold_nothing_on_every_database() {
+    let (db, _dir) = sqlite().await;
+    let mut dbs = vec![("sqlite", db)];
+    if let Some(db) = postgres().await {
+        dbs.push(("postgres", db));
+    }
+    for (name, db) in dbs {
+        let acme = TenantId::parse("acme").unwrap();
+        let globex = TenantId::parse("globex").unwrap();
+        let ann = [
+            ("user", "", "ann"),
+            ("tenant", "", ""),
+            ("session", "s1", "ann"),
+        ];
+        let with_documents = [("user", "", "ann"), ("document", "", "")];
+        assert!(!may_hold(&db, &acme, &ann, &[], 100).await, "{name}: empty");
+
+        put_memory(&db, &globex, ("user", "", "ann"), None).await;
+        put_memory(&db, &acme, ("user", "", "bob"), None).await;
+        put_memory(&db, &acme, ("session", "s2", "ann"), None).await;
+        put_memory(&db, &acme, ("tenant", "", ""), Some(50)).await;
+        put_chunk(&db, &globex, "d1").await;
+        assert!(
+            !may_hold(&db, &acme, &ann, &[], 100).await,
+            "{name}: another tenant's, another user's, another session's, an expired one"
+        );
+        assert!(
+            !may_hold(&db, &acme, &with_documents, &[], 100).await,
+            "{name}"
+        );
+        assert!(
+            may_hold(&db, &acme, &ann, &[], 10).await,
+            "{name}: the tenant's memory before it expires"
+        );
+
+        put_memory(&db, &acme, ("session", "s1", "ann"), None).await;
+        assert!(
+            may_hold(&db, &acme, &ann, &[], 100).await,
+            "{name}: the session's"
+        );
+        assert!(
+            may_hold(&db, &acme, &ann, &[Kind::Memory], 100).await,
+            "{name}"
+        );
+        assert!(
+            !may_hold(&db, &acme, &ann, &[Kind::Chunk], 100).await,
+            "{name}: memories are not chunks"
+        );
+
+        put_chunk(&db, &acme, "d2").await;
+        assert!(
+            may_hold(&db, &acme, &[("document", "", "")], &[Kind::Chunk], 100).await,
+            "{name}: the tenant's document"
+        );
+        assert!(
+            !may_hold(&db, &acme, &[("user", "", "bob")], &[Kind::Chunk], 100).await,
+            "{name}: chunks only where documents are searched"
+        );
+        assert!(
+            may_hold(&db, &acme, &[], &[], 100).await,
+            "{name}: no owner named matches every owner"
+        );
+    }
 }

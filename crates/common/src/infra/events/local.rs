@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -74,12 +75,19 @@ pub struct LocalLog {
 #[derive(Clone, Default)]
 struct Watchers(Arc<Watched>);
 
-type Watched = std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>;
+#[derive(Default)]
+struct Watched {
+    by_topic: std::sync::Mutex<HashMap<String, Vec<Weak<Notify>>>>,
+    /// The newest sequence number whose subscriptions have been woken. A gap between
+    /// it and a batch this process writes is another process's events; so is a newest
+    /// row beyond it that the watcher finds.
+    woken_to: AtomicI64,
+}
 
 impl Watchers {
     fn watch(&self, topics: &[&str]) -> Arc<Notify> {
         let notify = Arc::new(Notify::new());
-        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.by_topic.lock().unwrap_or_else(|e| e.into_inner());
         for topic in topics {
             let list = map.entry((*topic).to_owned()).or_default();
             list.retain(|w| w.strong_count() > 0);
@@ -90,14 +98,21 @@ impl Watchers {
 
     /// Wakes every subscription: the log grew, written by another process.
     fn wake_all(&self) {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let map = self.0.by_topic.lock().unwrap_or_else(|e| e.into_inner());
         for notify in map.values().flatten().filter_map(Weak::upgrade) {
             notify.notify_one();
         }
     }
 
-    fn wake(&self, batch: &[Pending]) {
-        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+    /// Wakes the subscriptions of the batch's topics, which this process wrote as the
+    /// sequence numbers `first..=last`; and every subscription if the log grew by
+    /// another process's events since the last wake.
+    fn wrote(&self, batch: &[Pending], first: i64, last: i64) {
+        if self.0.woken_to.fetch_max(last, Ordering::AcqRel) < first - 1 {
+            self.wake_all();
+            return;
+        }
+        let map = self.0.by_topic.lock().unwrap_or_else(|e| e.into_inner());
         let mut woken: Vec<&str> = Vec::new();
         for pending in batch {
             if woken.contains(&pending.topic.as_str()) {
@@ -121,6 +136,13 @@ impl LocalLog {
         db.migrate("event_log", MIGRATIONS).await?;
         let (writer, queue) = mpsc::channel(BATCH * 4);
         let watchers = Watchers::default();
+        let newest = sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(seq) FROM events")
+            .fetch_one(db.pool())
+            .await?;
+        watchers
+            .0
+            .woken_to
+            .store(newest.unwrap_or(0), Ordering::Release);
         tokio::spawn(write_batches(db.clone(), queue, watchers.clone()));
         tokio::spawn(watch_other_writers(db.clone(), Arc::downgrade(&watchers.0)));
         Ok(Self {
@@ -218,11 +240,10 @@ impl LocalLog {
 
 /// Wakes the subscriptions when the log grows by another process's writes, until the
 /// log is dropped: one query per [`POLL`] for all of them, where each used to ask on
-/// its own (most of an idle platform's work). Writes made here wake them at once, and
-/// also show here; a subscription woken for nothing reads nothing new.
+/// its own (most of an idle platform's work). Writes made here wake their topics'
+/// subscriptions at once and are not woken for again: under load, waking every
+/// subscription for this process's own writes made each of them read for nothing.
 async fn watch_other_writers(db: Db, watchers: Weak<Watched>) {
-    // The newest sequence number seen; none before the first look.
-    let mut seen: Option<Option<i64>> = None;
     loop {
         tokio::time::sleep(POLL).await;
         let Some(watchers) = watchers.upgrade().map(Watchers) else {
@@ -233,10 +254,10 @@ async fn watch_other_writers(db: Db, watchers: Weak<Watched>) {
             .await;
         match newest {
             Ok(newest) => {
-                if seen.is_some_and(|before| before != newest) {
+                let newest = newest.unwrap_or(0);
+                if watchers.0.woken_to.fetch_max(newest, Ordering::AcqRel) < newest {
                     watchers.wake_all();
                 }
-                seen = Some(newest);
             }
             Err(e) => tracing::debug!(error = %e, "cannot look for other writers' events"),
         }
@@ -248,12 +269,12 @@ async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, watchers: Wat
     let mut batch = Vec::with_capacity(BATCH);
     while queue.recv_many(&mut batch, BATCH).await > 0 {
         let result = write(&db, &batch).await;
-        if result.is_ok() {
-            watchers.wake(&batch);
+        if let Ok(last) = result {
+            watchers.wrote(&batch, last - batch.len() as i64 + 1, last);
         }
         for pending in batch.drain(..) {
             let answer = match &result {
-                Ok(()) => Ok(()),
+                Ok(_) => Ok(()),
                 Err(e) => Err(EventsError::Backend(e.to_string())),
             };
             let _ = pending.done.send(answer);
@@ -261,7 +282,9 @@ async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, watchers: Wat
     }
 }
 
-async fn write(db: &Db, batch: &[Pending]) -> Result<(), sqlx::Error> {
+/// Commits the batch; answers the sequence number of its last event (a batch's events
+/// are numbered one after the other: SQLite has one writer at a time).
+async fn write(db: &Db, batch: &[Pending]) -> Result<i64, sqlx::Error> {
     const COLUMNS: usize = 5;
     let now = unix_now_ms();
     let mut tx = db.pool().begin().await?;
@@ -283,7 +306,12 @@ async fn write(db: &Db, batch: &[Pending]) -> Result<(), sqlx::Error> {
         }
         query.execute(&mut *tx).await?;
     }
-    tx.commit().await
+    // sqlx's `Any` driver does not pass SQLite's last row id on.
+    let last = sqlx::query_scalar::<_, i64>("SELECT MAX(seq) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(last)
 }
 
 pub struct LocalSubscription {
