@@ -889,7 +889,7 @@ impl Invoker {
         if manifest.browser {
             return self.browser.unavailable();
         }
-        crate::domain::code::unavailable(manifest, crate::domain::code::find_terraform())
+        crate::domain::code::unavailable(manifest, crate::domain::code::find_terraform)
     }
 
     /// How a call reaches the tool's API: the client (a cluster's own, for a

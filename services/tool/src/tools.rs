@@ -15,6 +15,7 @@ use somagent_common::secrets::Sealer;
 use somagent_common::tenant::TenantId;
 
 use crate::adapters;
+use crate::domain::manifest::ToolManifest;
 use crate::domain::openapi::{self, ToolDefaults};
 use crate::store::{StoredTool, ToolStore};
 
@@ -58,32 +59,49 @@ pub fn credential_binding(tenant: &TenantId, tool: &str) -> String {
 }
 
 impl Registry {
-    pub async fn list(&self, principal: &Principal) -> Result<Vec<ToolView>, ApiError> {
+    /// The tools the caller may use, each with its actions the caller may call, those
+    /// `keep` says yes to (given a tool's manifest and whether its credential and its
+    /// site are set). A session turn keeps only what is ready to call, before any
+    /// built-in adapter is copied: every turn lists the tools.
+    pub async fn list(
+        &self,
+        principal: &Principal,
+        keep: impl Fn(&ToolManifest, bool, bool) -> bool,
+    ) -> Result<Vec<ToolView>, ApiError> {
         principal.require(Capability::ToolsRead)?;
-        let mut tools: Vec<StoredTool> = adapters::all().iter().map(builtin).collect();
-        tools.extend(
-            self.store
-                .list(&principal.tenant)
-                .await
-                .map_err(ApiError::internal)?,
-        );
+        let tenant = &principal.tenant;
+        let (stored, sites, with_credentials) = tokio::try_join!(
+            self.store.list(tenant),
+            self.store.sites(tenant),
+            self.store.has_credentials(tenant),
+        )
+        .map_err(ApiError::internal)?;
+        let site_of = |id: &str| {
+            sites
+                .iter()
+                .find(|(tool, _)| tool == id)
+                .map(|(_, url)| url)
+        };
+        let credential_set = |id: &str| with_credentials.iter().any(|tool| tool == id);
+        let mut tools: Vec<StoredTool> = adapters::all()
+            .iter()
+            .filter(|m| keep(m, credential_set(&m.id), site_of(&m.id).is_some()))
+            .map(builtin)
+            .chain(stored.into_iter().filter(|t| {
+                keep(
+                    &t.manifest,
+                    credential_set(&t.manifest.id),
+                    site_of(&t.manifest.id).is_some(),
+                )
+            }))
+            .collect();
         tools.sort_by(|a, b| a.manifest.id.cmp(&b.manifest.id));
-        let sites = self
-            .store
-            .sites(&principal.tenant)
-            .await
-            .map_err(ApiError::internal)?;
         for tool in &mut tools {
-            if let Some((_, url)) = sites.iter().find(|(id, _)| *id == tool.manifest.id) {
+            if let Some(url) = site_of(&tool.manifest.id) {
                 tool.manifest.base_url = url.clone();
                 tool.site_set = true;
             }
         }
-        let with_credentials = self
-            .store
-            .has_credentials(&principal.tenant)
-            .await
-            .map_err(ApiError::internal)?;
         Ok(tools
             .into_iter()
             // What the caller may use: an action whose capability they lack is left out.
@@ -92,7 +110,7 @@ impl Registry {
                     .actions
                     .retain(|a| Capability::parse(&a.capability).is_some_and(|c| principal.can(c)));
                 (!tool.manifest.actions.is_empty()).then(|| ToolView {
-                    credential_set: with_credentials.contains(&tool.manifest.id),
+                    credential_set: credential_set(&tool.manifest.id),
                     tool,
                 })
             })
@@ -315,7 +333,7 @@ impl Registry {
 }
 
 /// A built-in adapter as a tenant's registry holds it.
-fn builtin(manifest: &crate::domain::manifest::ToolManifest) -> StoredTool {
+fn builtin(manifest: &ToolManifest) -> StoredTool {
     StoredTool {
         kind: BUILTIN.into(),
         manifest: manifest.clone(),

@@ -12,7 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use somagent_common::auth::Capability;
 use somagent_common::error::ApiError;
@@ -309,62 +309,40 @@ pub async fn chat_completions(
             match item {
                 Ok(chunk) => {
                     profile.get_or_insert_with(|| chunk.profile.clone());
-                    let mut delta = serde_json::Map::new();
-                    if first {
-                        delta.insert("role".into(), json!("assistant"));
-                        first = false;
-                    }
-                    if !chunk.delta.is_empty() {
-                        delta.insert("content".into(), json!(chunk.delta));
-                    }
-                    if !chunk.tool_calls.is_empty() {
-                        delta.insert("tool_calls".into(), tool_call_deltas_wire(&chunk.tool_calls));
-                    }
-                    let finish = (!chunk.finish_reason.is_empty()).then(|| chunk.finish_reason.clone());
-                    let frame = |choices: Value| {
-                        json!({
-                            "id": chunk.id, "object": "chat.completion.chunk", "created": chunk.created,
-                            "model": chunk.model, "choices": choices,
-                        })
+                    let delta = DeltaWire {
+                        role: std::mem::take(&mut first).then_some("assistant"),
+                        content: Some(chunk.delta.as_str()).filter(|d| !d.is_empty()),
+                        tool_calls: (!chunk.tool_calls.is_empty())
+                            .then(|| tool_call_deltas_wire(&chunk.tool_calls)),
                     };
-                    if finish.as_deref() == Some(CONTENT_FILTER) {
+                    let finish = Some(chunk.finish_reason.as_str()).filter(|f| !f.is_empty());
+                    if finish == Some(CONTENT_FILTER) {
                         // OpenAI's way of ending a filtered stream: an error, then the
                         // last chunk says why it ended.
-                        out.push(json!({ "error": {
+                        out.push(event_of(&json!({ "error": {
                             "message": WITHHELD, "type": "invalid_request_error",
                             "param": null, "code": CONTENT_FILTER,
-                        }}));
+                        }})));
                     }
                     if !delta.is_empty() || finish.is_some() {
-                        out.push(frame(json!([{ "index": 0, "delta": delta, "finish_reason": finish, "logprobs": null }])));
+                        let choice = ChoiceWire { index: 0, delta, finish_reason: finish, logprobs: () };
+                        out.push(chunk_event(&chunk, &[choice], None));
                     }
                     if finish.is_some() && include_usage {
-                        let mut last = frame(json!([]));
-                        last["usage"] = usage_json(chunk.usage.as_ref());
-                        out.push(last);
+                        out.push(chunk_event(&chunk, &[], Some(usage_json(chunk.usage.as_ref()))));
                     }
                     if finish.is_some() {
-                        return futures::stream::iter(
-                            out.into_iter()
-                                .map(|v| Event::default().data(v.to_string()))
-                                .chain([Event::default().data("[DONE]")])
-                                .map(Ok::<_, Infallible>)
-                                .collect::<Vec<_>>(),
-                        );
+                        out.push(Event::default().data("[DONE]"));
                     }
                 }
                 Err(status) => {
                     let error = ApiError::from(status);
-                    out.push(json!({ "error": {
+                    out.push(event_of(&json!({ "error": {
                         "message": error.message, "type": "server_error", "code": error.code.as_str(),
-                    }}));
+                    }})));
                 }
             }
-            futures::stream::iter(
-                out.into_iter()
-                    .map(|v| Ok::<_, Infallible>(Event::default().data(v.to_string())))
-                    .collect::<Vec<_>>(),
-            )
+            futures::stream::iter(out.into_iter().map(Ok::<_, Infallible>))
         })
         .flatten();
     // A revoked or expired credential ends the stream, with an OpenAI-style error chunk
@@ -373,7 +351,7 @@ pub async fn chat_completions(
         let error = json!({ "error": {
             "message": why.message, "type": "invalid_request_error", "code": why.code,
         }});
-        Ok(Event::default().data(error.to_string()))
+        Ok(event_of(&error))
     });
     let mut response = Sse::new(events)
         .keep_alive(KeepAlive::default())
@@ -386,6 +364,64 @@ pub async fn chat_completions(
         .headers_mut()
         .insert("x-accel-buffering", HeaderValue::from_static("no"));
     Ok(response)
+}
+
+/// A streamed chunk as OpenAI writes it, serialized straight into its SSE event (a
+/// `json!` tree per chunk was a dozen allocations and a second copy).
+#[derive(Serialize)]
+struct ChunkWire<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: i64,
+    model: &'a str,
+    choices: &'a [ChoiceWire<'a>],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Value>,
+}
+
+#[derive(Serialize)]
+struct ChoiceWire<'a> {
+    index: u32,
+    delta: DeltaWire<'a>,
+    finish_reason: Option<&'a str>,
+    /// Always `null`.
+    logprobs: (),
+}
+
+#[derive(Serialize)]
+struct DeltaWire<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Value>,
+}
+
+impl DeltaWire<'_> {
+    fn is_empty(&self) -> bool {
+        self.role.is_none() && self.content.is_none() && self.tool_calls.is_none()
+    }
+}
+
+/// The SSE event of a streamed chunk with these choices (and usage, on the last).
+fn chunk_event(chunk: &pb::ChatChunk, choices: &[ChoiceWire], usage: Option<Value>) -> Event {
+    event_of(&ChunkWire {
+        id: &chunk.id,
+        object: "chat.completion.chunk",
+        created: chunk.created,
+        model: &chunk.model,
+        choices,
+        usage,
+    })
+}
+
+/// An SSE event whose data is `value` as JSON.
+fn event_of(value: &impl serde::Serialize) -> Event {
+    Event::default()
+        .json_data(value)
+        // Only a map with keys that are not strings fails to serialize; none is here.
+        .unwrap_or_else(|_| Event::default().data("{}"))
 }
 
 /// The profile that answered and what it cost, for callers that want them.

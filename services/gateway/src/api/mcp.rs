@@ -129,7 +129,7 @@ impl ServerHandler for PlatformTools {
             .gateway
             .tool
             .clone()
-            .list_tools(caller.forward(pb::ListToolsRequest {}))
+            .list_tools(caller.forward(pb::ListToolsRequest::default()))
             .await
             .map_err(|status| {
                 let error = ApiError::from(status);

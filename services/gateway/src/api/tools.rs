@@ -300,7 +300,7 @@ pub async fn list(
     let answer = gateway
         .tool
         .clone()
-        .list_tools(auth.forward(pb::ListToolsRequest {}))
+        .list_tools(auth.forward(pb::ListToolsRequest::default()))
         .answer()
         .await?;
     Ok(Json(ToolList {

@@ -115,7 +115,7 @@ impl TurnActivities {
             .clone()
             .list_tools(with_bearer(
                 &token,
-                tonic::Request::new(tpb::ListToolsRequest {}),
+                tonic::Request::new(tpb::ListToolsRequest { ready_only: true }),
             ))
             .await;
         match listed {

@@ -12,7 +12,7 @@ use somagent_common::proto::tool::v1 as pb;
 use somagent_common::proto::tool::v1::tool_service_server::ToolService;
 use tonic::{Request, Response, Status};
 
-use crate::domain::manifest::AuthScheme;
+use crate::domain::manifest::{AuthScheme, ToolManifest};
 use crate::invocations::{Call, Invoker};
 use crate::mounts::NewMcpTool;
 use crate::store::InvocationRecord;
@@ -22,12 +22,18 @@ pub struct ToolGrpc {
     pub invoker: Invoker,
 }
 
+/// Whether a tool can be called now: its credential and site set where it needs them,
+/// and what it runs installed here.
+fn ready(invoker: &Invoker, m: &ToolManifest, credential_set: bool, site_set: bool) -> bool {
+    (!m.auth.needs_credential() || credential_set)
+        && (!m.site_required || site_set)
+        && invoker.unavailable(m).is_none()
+}
+
 fn tool_message(invoker: &Invoker, view: ToolView) -> pb::Tool {
     let m = view.tool.manifest;
     let unavailable = invoker.unavailable(&m).unwrap_or_default();
-    let ready = (!m.auth.needs_credential() || view.credential_set)
-        && (!m.site_required || view.tool.site_set)
-        && unavailable.is_empty();
+    let ready = ready(invoker, &m, view.credential_set, view.tool.site_set);
     pb::Tool {
         unavailable,
         ready,
@@ -97,7 +103,14 @@ impl ToolService for ToolGrpc {
         request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
         let principal = caller(&request)?;
-        let tools = self.invoker.registry.list(&principal).await?;
+        let ready_only = request.get_ref().ready_only;
+        let invoker = &self.invoker;
+        let tools = invoker
+            .registry
+            .list(&principal, |m, credential_set, site_set| {
+                !ready_only || ready(invoker, m, credential_set, site_set)
+            })
+            .await?;
         Ok(Response::new(pb::ListToolsResponse {
             tools: tools
                 .into_iter()

@@ -112,14 +112,19 @@ pub fn prepare_run(
 }
 
 /// Why a tool cannot run on this platform, if it cannot (its CLI is not installed).
-pub fn unavailable(manifest: &ToolManifest, terraform: Option<&str>) -> Option<String> {
+/// `terraform` finds the CLI, asked only for a tool that needs it: every turn's tool
+/// list asks this of every tool.
+pub fn unavailable(
+    manifest: &ToolManifest,
+    terraform: impl FnOnce() -> Option<&'static str>,
+) -> Option<String> {
     let needs_terraform = manifest.sandbox.is_some()
         && manifest.actions.iter().any(|a| {
             a.remote
                 .as_deref()
                 .is_some_and(|r| r.starts_with("terraform"))
         });
-    (needs_terraform && terraform.is_none())
+    (needs_terraform && terraform().is_none())
         .then(|| "the terraform CLI is not installed on this platform".to_owned())
 }
 
@@ -309,9 +314,9 @@ mod tests {
             allow_hosts: vec!["registry.terraform.io".into()],
         };
         let tf = terraform_tool("terraform", online, Duration::from_secs(60), 0);
-        assert!(unavailable(&tf, None).is_some());
-        assert!(unavailable(&tf, Some("/t")).is_none());
+        assert!(unavailable(&tf, || None).is_some());
+        assert!(unavailable(&tf, || Some("/t")).is_none());
         let code = code_tool("code", SandboxPolicy::default(), Duration::from_secs(1), 0);
-        assert!(unavailable(&code, None).is_none());
+        assert!(unavailable(&code, || panic!("asked for terraform without needing it")).is_none());
     }
 }
