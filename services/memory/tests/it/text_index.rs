@@ -1,18 +1,25 @@
 //! The full-text index on both databases: words match whole, ranked, per tenant.
 
+use somagent_common::infra::db::Db;
 use somagent_common::tenant::TenantId;
 use somagent_memory::store_for_tests::{index, may_hold, put_chunk, put_memory, search};
 use somagent_memory::vectors::Kind;
 
 use crate::vectors::{postgres, sqlite};
 
-#[tokio::test]
-async fn the_text_index_finds_exact_words_per_tenant_on_every_database() {
-    let (db, _dir) = sqlite().await;
+/// SQLite always; PostgreSQL where one is given (under CI, always).
+async fn databases() -> (Vec<(&'static str, Db)>, tempfile::TempDir) {
+    let (db, dir) = sqlite().await;
     let mut dbs = vec![("sqlite", db)];
     if let Some(db) = postgres().await {
         dbs.push(("postgres", db));
     }
+    (dbs, dir)
+}
+
+#[tokio::test]
+async fn the_text_index_finds_exact_words_per_tenant_on_every_database() {
+    let (dbs, _dir) = databases().await;
     for (name, db) in dbs {
         let acme = TenantId::parse("acme").unwrap();
         let globex = TenantId::parse("globex").unwrap();
@@ -79,11 +86,7 @@ async fn sqlite_runs_the_text_match_once() {
 /// expired one, or a kind not asked for.
 #[tokio::test]
 async fn a_search_knows_when_its_scopes_hold_nothing_on_every_database() {
-    let (db, _dir) = sqlite().await;
-    let mut dbs = vec![("sqlite", db)];
-    if let Some(db) = postgres().await {
-        dbs.push(("postgres", db));
-    }
+    let (dbs, _dir) = databases().await;
     for (name, db) in dbs {
         let acme = TenantId::parse("acme").unwrap();
         let globex = TenantId::parse("globex").unwrap();

@@ -23,17 +23,20 @@ pub struct ToolGrpc {
 }
 
 /// Whether a tool can be called now: its credential and site set where it needs them,
-/// and what it runs installed here.
-fn ready(invoker: &Invoker, m: &ToolManifest, credential_set: bool, site_set: bool) -> bool {
-    (!m.auth.needs_credential() || credential_set)
-        && (!m.site_required || site_set)
-        && invoker.unavailable(m).is_none()
+/// and nothing it runs missing here (`unavailable`).
+fn ready(m: &ToolManifest, credential_set: bool, site_set: bool, unavailable: bool) -> bool {
+    (!m.auth.needs_credential() || credential_set) && (!m.site_required || site_set) && !unavailable
 }
 
 fn tool_message(invoker: &Invoker, view: ToolView) -> pb::Tool {
     let m = view.tool.manifest;
     let unavailable = invoker.unavailable(&m).unwrap_or_default();
-    let ready = ready(invoker, &m, view.credential_set, view.tool.site_set);
+    let ready = ready(
+        &m,
+        view.credential_set,
+        view.tool.site_set,
+        !unavailable.is_empty(),
+    );
     pb::Tool {
         unavailable,
         ready,
@@ -108,7 +111,10 @@ impl ToolService for ToolGrpc {
         let tools = invoker
             .registry
             .list(&principal, |m, credential_set, site_set| {
-                !ready_only || ready(invoker, m, credential_set, site_set)
+                // Cheap checks first: what it runs is looked for on disk.
+                !ready_only
+                    || (ready(m, credential_set, site_set, false)
+                        && invoker.unavailable(m).is_none())
             })
             .await?;
         Ok(Response::new(pb::ListToolsResponse {

@@ -282,8 +282,9 @@ async fn write_batches(db: Db, mut queue: mpsc::Receiver<Pending>, watchers: Wat
     }
 }
 
-/// Commits the batch; answers the sequence number of its last event (a batch's events
-/// are numbered one after the other: SQLite has one writer at a time).
+/// Commits the batch; answers the sequence number of its last event. A batch's events
+/// are numbered one after the other: SQLite has one writer at a time, a rolled-back
+/// insert takes no number from AUTOINCREMENT, and no row is ever given its own `seq`.
 async fn write(db: &Db, batch: &[Pending]) -> Result<i64, sqlx::Error> {
     const COLUMNS: usize = 5;
     let now = unix_now_ms();
